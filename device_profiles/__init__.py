@@ -1,0 +1,1 @@
+"""Hardware targets as data files, and their loader."""
