@@ -1,0 +1,142 @@
+"""Operator registry: (domain, op_type, since_version) -> implementation.
+
+An implementation's Python signature is its ONNX schema (tinygrad style): inputs
+positional (a missing optional input arrives as ``None``), attributes keyword-only
+with the spec's defaults::
+
+    @register("Gemm")
+    def Gemm(A, B, C=None, *, alpha=1.0, beta=1.0, transA=0, transB=0): ...
+
+Ops whose inputs/attributes changed across opsets register one function per
+``since_version``; the planner resolves a model's opset to the newest registered
+version that is <= the schema's since_version for that opset (onnx.defs).
+
+Ops that gain from plan-time work (re-laid-out weights, fused activations, sparse
+dispatch) also register a *builder* with :func:`register_builder`. The planner calls
+``builder(node, consts, ctx)`` once per node, where ``consts[i]`` is the constant
+value of input ``i`` (or ``None`` when it is only known at run time); the builder
+returns a callable taking the same positional inputs as the op (``None`` for
+missing optionals), or ``None`` to fall back to the plain implementation.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+
+from edge_runtime.errors import UnsupportedOpError
+
+ONNX_DOMAIN = ""
+#: Domain of the runtime's internal ops (fused Conv/Gemm etc.) that planner passes create.
+INTERNAL_DOMAIN = "ai.edge_runtime"
+
+OpFn = Callable[..., Any]
+Builder = Callable[..., "OpFn | None"]
+
+
+@dataclass(frozen=True)
+class OpImpl:
+    """One registered implementation of an operator version."""
+
+    domain: str
+    op_type: str
+    since_version: int
+    fn: OpFn
+
+
+_IMPLS: dict[tuple[str, str], dict[int, OpImpl]] = {}
+_BUILDERS: dict[tuple[str, str], dict[int, Builder]] = {}
+
+
+def _norm_domain(domain: str) -> str:
+    return "" if domain in ("", "ai.onnx") else domain
+
+
+def register(op_type: str, *, domain: str = ONNX_DOMAIN, since_version: int = 1) -> Callable[[OpFn], OpFn]:
+    """Register ``fn`` as the implementation of ``op_type`` from ``since_version`` on.
+
+    Raises:
+        ValueError: the same (domain, op_type, since_version) is registered twice.
+    """
+    key = (_norm_domain(domain), op_type)
+
+    def deco(fn: OpFn) -> OpFn:
+        versions = _IMPLS.setdefault(key, {})
+        if since_version in versions:
+            raise ValueError(f"duplicate registration of {key} since_version={since_version}: "
+                             f"{versions[since_version].fn.__module__} and {fn.__module__}")
+        versions[since_version] = OpImpl(key[0], op_type, since_version, fn)
+        return fn
+
+    return deco
+
+
+def register_builder(op_type: str, *, domain: str = ONNX_DOMAIN, since_version: int = 1) -> Callable[[Builder], Builder]:
+    """Register a plan-time specialiser for ``op_type`` (see module docstring)."""
+    key = (_norm_domain(domain), op_type)
+
+    def deco(fn: Builder) -> Builder:
+        versions = _BUILDERS.setdefault(key, {})
+        if since_version in versions:
+            raise ValueError(f"duplicate builder for {key} since_version={since_version}")
+        versions[since_version] = fn
+        return fn
+
+    return deco
+
+
+def _load_all() -> None:
+    """Import every op module once so their decorators run."""
+    from edge_runtime import ops  # noqa: F401  (ops/__init__ imports the families)
+
+
+def _schema_version(domain: str, op_type: str, opset: int) -> int:
+    """The since_version of the ONNX schema in force for ``op_type`` at ``opset``."""
+    if domain != "":
+        return opset
+    import onnx.defs
+
+    try:
+        return onnx.defs.get_schema(op_type, opset, domain).since_version
+    except Exception:  # unknown to this onnx build: fall back to the model's opset
+        return opset
+
+
+def resolve(domain: str, op_type: str, opset: int) -> tuple[OpImpl, Builder | None]:
+    """Find the implementation (and optional builder) for an op at a model opset.
+
+    Raises:
+        UnsupportedOpError: no implementation for that op and version.
+    """
+    _load_all()
+    key = (_norm_domain(domain), op_type)
+    versions = _IMPLS.get(key)
+    if not versions:
+        available = ", ".join(sorted(f"{d + '::' if d else ''}{t}" for d, t in _IMPLS))
+        raise UnsupportedOpError(
+            f"operator '{op_type}' (domain '{domain or 'ai.onnx'}', opset {opset}) is not supported by "
+            f"edge_runtime. Supported operators: {available}. Re-export the model with a different "
+            f"opset or replace the layer, or open an issue with the model attached.")
+    wanted = _schema_version(key[0], op_type, opset)
+    candidates = [v for v in versions if v <= wanted]
+    if not candidates:
+        raise UnsupportedOpError(
+            f"operator '{op_type}' at opset {opset} (schema version {wanted}) is not supported; "
+            f"edge_runtime implements versions {sorted(versions)}. Re-export with opset >= {min(versions)}.")
+    impl = versions[max(candidates)]
+    builders = _BUILDERS.get(key, {})
+    bcands = [v for v in builders if v <= wanted]
+    builder = builders[max(bcands)] if bcands else None
+    return impl, builder
+
+
+def supported_ops() -> set[tuple[str, str]]:
+    """The (domain, op_type) pairs this runtime implements (ONNX's default domain is '')."""
+    _load_all()
+    return {k for k in _IMPLS if k[0] != INTERNAL_DOMAIN}
+
+
+def iter_impls() -> Iterator[OpImpl]:
+    """Every registered implementation (all versions), for tests and docs."""
+    _load_all()
+    for versions in _IMPLS.values():
+        yield from versions.values()
