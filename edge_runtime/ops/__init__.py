@@ -1,0 +1,20 @@
+"""Operator implementations, one module per op family.
+
+Importing this package registers every op (see :mod:`edge_runtime.ops.registry`).
+"""
+from __future__ import annotations
+
+from edge_runtime.ops import (  # noqa: F401  (imported for their registrations)
+    conv,
+    elementwise,
+    fused,
+    matmul,
+    norm,
+    pool,
+    reduce,
+    resize,
+    tensor,
+)
+from edge_runtime.ops.registry import supported_ops
+
+__all__ = ["supported_ops"]

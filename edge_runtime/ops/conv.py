@@ -1,0 +1,2 @@
+"""conv operators (to be filled)."""
+from __future__ import annotations

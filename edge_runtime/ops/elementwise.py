@@ -1,0 +1,2 @@
+"""elementwise operators (to be filled)."""
+from __future__ import annotations

@@ -1,0 +1,2 @@
+"""fused operators (to be filled)."""
+from __future__ import annotations

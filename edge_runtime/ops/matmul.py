@@ -1,0 +1,2 @@
+"""matmul operators (to be filled)."""
+from __future__ import annotations

@@ -1,0 +1,2 @@
+"""norm operators (to be filled)."""
+from __future__ import annotations

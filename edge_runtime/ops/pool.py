@@ -1,0 +1,2 @@
+"""pool operators (to be filled)."""
+from __future__ import annotations

@@ -1,0 +1,2 @@
+"""reduce operators (to be filled)."""
+from __future__ import annotations

@@ -1,0 +1,2 @@
+"""resize operators (to be filled)."""
+from __future__ import annotations

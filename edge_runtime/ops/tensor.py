@@ -1,0 +1,2 @@
+"""tensor operators (to be filled)."""
+from __future__ import annotations
