@@ -206,7 +206,9 @@ def _as_dict(obj: Any) -> dict[str, Any]:
     return out
 
 
-def profile_from_dict(data: Mapping[str, Any], origin: str, source: str | None = None) -> DeviceProfile:
+def profile_from_dict(
+    data: Mapping[str, Any], origin: str, source: str | None = None
+) -> DeviceProfile:
     """Validate parsed TOML data and build a :class:`DeviceProfile`.
 
     Args:
@@ -256,7 +258,7 @@ def _convert(spec: Any, value: Any, dotted: str, origin: str) -> Any:
         raise ProfileError(
             f"device profile {origin}: key '{dotted}' must be {expected}, "
             f"got {value!r} ({type(value).__name__}). "
-            f"Fix: set {dotted} to {spec.metadata['doc']}."
+            f"Fix: set {dotted} ({spec.metadata['doc']})."
         )
     return convert(value)
 
@@ -266,13 +268,22 @@ def _expected(spec: Any) -> str:
     return "a table" if kind == "table" else _KINDS[kind][0]
 
 
-def _missing_key(origin: str, dotted: str, spec: Any, specs: dict[str, Any], where: str) -> ProfileError:
+def _missing_key(
+    origin: str, dotted: str, spec: Any, specs: dict[str, Any], where: str
+) -> ProfileError:
     required = sorted(n for n, s in specs.items() if s.default is MISSING)
     return ProfileError(
         f"device profile {origin}: missing required key '{dotted}' "
         f"({_expected(spec)}: {spec.metadata['doc']}). "
-        f"Required keys in {where}: {', '.join(required)}. Fix: add it."
+        f"Required keys in {where}: {', '.join(required)}. "
+        f"Fix: {_how_to_add(spec, dotted, where)}."
     )
+
+
+def _how_to_add(spec: Any, dotted: str, where: str) -> str:
+    if spec.metadata["kind"] == "table":
+        return f"add a [{dotted}] section"
+    return f"add `{dotted.rsplit('.', 1)[-1]} = ...` to {where}"
 
 
 def _unknown_key(origin: str, path: str, key: str, allowed: list[str], where: str) -> ProfileError:
