@@ -86,7 +86,7 @@ def read_profile_file(path: str | os.PathLike[str]) -> DeviceProfile:
         ProfileError: if the file is missing, unreadable, not valid TOML, or
             breaks the schema.
     """
-    path = Path(path)
+    path = Path(path).expanduser()
     try:
         with path.open("rb") as fh:
             data = tomllib.load(fh)

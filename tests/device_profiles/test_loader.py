@@ -48,6 +48,12 @@ def test_load_by_path_str_and_pathlike(write, pi4_text: str) -> None:
     assert load_profile(path) == load_profile(str(path)) == load_profile("raspberry-pi-4")
 
 
+def test_load_by_path_expands_home(tmp_path: Path, monkeypatch, pi4_text: str) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "raspberry-pi-4.toml").write_text(pi4_text)
+    assert load_profile("~/raspberry-pi-4.toml").cpu.cores == 4
+
+
 def test_profiles_are_frozen() -> None:
     p = load_profile("raspberry-pi-4")
     with pytest.raises(dataclasses.FrozenInstanceError):
