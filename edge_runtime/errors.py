@@ -33,3 +33,7 @@ class InvalidArgumentError(EdgeRuntimeError, ValueError):
 
 class BundleError(EdgeRuntimeError):
     """A deployment bundle is missing files, fails its checksums or has a bad manifest."""
+
+
+class ExecutionError(EdgeRuntimeError, RuntimeError):
+    """An operator failed while running; the message names the node, its op and input shapes."""

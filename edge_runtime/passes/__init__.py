@@ -1,0 +1,23 @@
+"""Planner rewrites, one pass per module, applied in the order of :data:`PASSES`.
+
+Each pass is ``run(graph) -> (graph, changed)`` and never mutates its input.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+from edge_runtime.graph import Graph
+from edge_runtime.passes import constant_folding, dead_nodes, fold_batchnorm, fuse_activation, toposort
+
+Pass = Callable[[Graph], "tuple[Graph, bool]"]
+
+#: Always run: they make the graph executable (order, validity, no dead work).
+REQUIRED: tuple[Pass, ...] = (toposort.run, dead_nodes.run)
+
+#: Optimisations, in order; disabled by SessionOptions.graph_optimization_level = ORT_DISABLE_ALL.
+OPTIMIZATIONS: tuple[Pass, ...] = (
+    constant_folding.run,
+    fold_batchnorm.run,
+    fuse_activation.run,
+    dead_nodes.run,
+)

@@ -1,0 +1,93 @@
+"""Rewrite Conv / Gemm / MatMul(+bias) into internal fused ops, then fold a following activation.
+
+The fused ops (domain ``ai.edge_runtime``) carry the original attributes plus
+``activation`` (a code from :mod:`edge_runtime.kernels.activation`), ``act_p0`` and
+``act_p1``. They are the layers the sparse dispatcher can take over, because their
+weights are constants that can be re-laid out once.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from edge_runtime.graph import Graph, Node
+from edge_runtime.kernels import activation as act
+from edge_runtime.ops.registry import INTERNAL_DOMAIN
+
+_FUSED = {"Conv": "FusedConv", "Gemm": "FusedGemm", "MatMul": "FusedMatMul"}
+
+
+def _const_weights(node: Node, consts: dict) -> bool:
+    return len(node.inputs) > 1 and node.inputs[1] in consts and (node.op_type != "MatMul"
+                                                                   or consts[node.inputs[1]].ndim == 2)
+
+
+def _bias_for(mm: Node, add: Node, consts: dict) -> str | None:
+    """The bias input of ``add`` if it is a constant broadcast along MatMul's last axis only."""
+    other = [x for x in add.inputs if x != mm.outputs[0]]
+    if len(other) != 1 or other[0] not in consts or len(add.inputs) != 2:
+        return None
+    bias, n = consts[other[0]], consts[mm.inputs[1]].shape[1]
+    if bias.dtype != np.float32 or bias.size != n or bias.shape[-1] != n:
+        return None
+    return other[0]
+
+
+def _activation(node: Node, consts: dict) -> tuple[int, float, float] | None:
+    if node.op_type == "Relu":
+        return act.RELU, 0.0, 0.0
+    if node.op_type == "LeakyRelu":
+        return act.LEAKY_RELU, float(node.attrs.get("alpha", 0.01)), 0.0
+    if node.op_type == "Clip":
+        if "min" in node.attrs or "max" in node.attrs:  # opset 6 attributes
+            lo, hi = node.attrs.get("min", -math.inf), node.attrs.get("max", math.inf)
+        else:
+            names = list(node.inputs[1:3]) + [""] * (3 - len(node.inputs))
+            if any(x and x not in consts for x in names[:2]):
+                return None
+            lo = float(consts[names[0]]) if names[0] else -math.inf
+            hi = float(consts[names[1]]) if names[1] else math.inf
+        if lo == 0.0 and hi == math.inf:
+            return act.RELU, 0.0, 0.0
+        return act.CLIP, float(lo), float(hi)
+    return None
+
+
+def run(graph: Graph) -> tuple[Graph, bool]:
+    """Apply the rewrites; nodes must be in topological order."""
+    consts = graph.initializers
+    outputs = {vi.name for vi in graph.outputs}
+    consumers = graph.consumers()
+    nodes = list(graph.nodes)
+    changed = False
+    by_output = {o: i for i, n in enumerate(nodes) for o in n.outputs}
+
+    def sole_consumer(name: str) -> Node | None:
+        users = consumers.get(name, [])
+        return users[0] if len(users) == 1 and name not in outputs else None
+
+    for i, node in enumerate(nodes):
+        if node is None or node.domain not in ("", "ai.onnx") or node.op_type not in _FUSED:
+            continue
+        if not _const_weights(node, consts):
+            continue
+        fused = node.replace(op_type=_FUSED[node.op_type], domain=INTERNAL_DOMAIN,
+                             attrs={**node.attrs, "activation": act.NONE, "act_p0": 0.0, "act_p1": 0.0})
+        tail = node.outputs[0]
+        nxt = sole_consumer(tail)
+        if node.op_type == "MatMul" and nxt is not None and nxt.op_type == "Add":
+            bias = _bias_for(node, nxt, consts)
+            if bias is not None:
+                fused = fused.replace(inputs=(node.inputs[0], node.inputs[1], bias), outputs=nxt.outputs)
+                nodes[by_output[nxt.outputs[0]]] = None
+                tail = nxt.outputs[0]
+                nxt = sole_consumer(tail)
+        code = _activation(nxt, consts) if nxt is not None else None
+        if code is not None:
+            fused = fused.replace(outputs=(nxt.outputs[0],),
+                                  attrs={**fused.attrs, "activation": code[0], "act_p0": code[1], "act_p1": code[2]})
+            nodes[by_output[nxt.outputs[0]]] = None
+        nodes[i] = fused
+        changed = True
+    return graph.replace(nodes=tuple(n for n in nodes if n is not None)), changed

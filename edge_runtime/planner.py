@@ -1,0 +1,117 @@
+"""Plan once, run many: turn a Graph into a flat list of ready-to-call steps.
+
+The planner runs the graph passes, resolves every node to an implementation (or a
+plan-time specialised kernel from a builder), lets the sparse dispatcher wrap the
+layers it can take over, and computes when each intermediate tensor can be freed.
+"""
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from edge_runtime import passes
+from edge_runtime.errors import UnsupportedOpError
+from edge_runtime.graph import Graph, Node
+from edge_runtime.ops import registry
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PlanContext:
+    """What kernels may specialise on: threads, sparsity mode, crossovers, annotations."""
+
+    threads: int = 1
+    sparsity: str = "auto"                      # "auto" | "off" | "force"
+    crossover: Mapping[str, float] = field(default_factory=dict)  # kernel family -> max density for sparse
+    annotations: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # node name -> layer entry
+    optimize: bool = True
+
+
+@dataclass(frozen=True)
+class Step:
+    """One node, ready to run: ``fn(*[values[name] for name in inputs])``."""
+
+    node: Node
+    fn: Callable[..., Any]
+    release: tuple[str, ...]  # tensors no later step reads: freed after this step
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The optimised graph and its steps."""
+
+    graph: Graph
+    steps: tuple[Step, ...]
+
+
+def optimize(graph: Graph, enabled: bool = True) -> Graph:
+    """Run the required passes and, when ``enabled``, the optimisation passes in order."""
+    for p in passes.REQUIRED:
+        graph, _ = p(graph)
+    if enabled:
+        for p in passes.OPTIMIZATIONS:
+            graph, changed = p(graph)
+            log.debug("pass %s: changed=%s", p.__module__, changed)
+    return graph
+
+
+def _check_attributes(node: Node, fn: Callable[..., Any]) -> None:
+    params = inspect.signature(fn).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    allowed = {n for n, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY}
+    unknown = sorted(set(node.attrs) - allowed)
+    if unknown:
+        raise UnsupportedOpError(
+            f"node '{node.name}' ({node.op_type}) has attribute(s) {unknown} that edge_runtime's "
+            f"{node.op_type} does not implement (it supports {sorted(allowed)}). Re-export without them "
+            f"or open an issue with the model.")
+
+
+def _kernel(node: Node, graph: Graph, ctx: PlanContext) -> Callable[..., Any]:
+    impl, builder = registry.resolve(node.domain, node.op_type, graph.opset(node.domain))
+    _check_attributes(node, impl.fn)
+    fn = None
+    if builder is not None:
+        consts = [graph.initializers.get(x) if x else None for x in node.inputs]
+        fn = builder(node, consts, ctx)
+    if fn is None:
+        fn = functools.partial(impl.fn, **node.attrs) if node.attrs else impl.fn
+    from edge_runtime import dispatch  # late import: dispatch imports kernels that import numba
+
+    return dispatch.wrap(node, fn, graph, ctx)
+
+
+def build(graph: Graph, ctx: PlanContext) -> Plan:
+    """Optimise ``graph`` and resolve every node.
+
+    Raises:
+        UnsupportedOpError: an op (or an attribute of one) is not implemented.
+        InvalidModelError: the graph is cyclic or reads a tensor nobody produces.
+    """
+    graph = optimize(graph, ctx.optimize)
+    outputs = {vi.name for vi in graph.outputs}
+    last_use: dict[str, int] = {}
+    for i, node in enumerate(graph.nodes):
+        for x in node.inputs:
+            if x and x not in graph.initializers:
+                last_use[x] = i
+    releases: list[list[str]] = [[] for _ in graph.nodes]
+    for name, i in last_use.items():
+        if name not in outputs:
+            releases[i].append(name)
+    steps = []
+    for i, node in enumerate(graph.nodes):
+        steps.append(Step(node, _kernel(node, graph, ctx), tuple(releases[i])))
+        # outputs nobody reads (e.g. optional side outputs) are freed right away
+        steps[-1] = Step(node, steps[-1].fn, steps[-1].release + tuple(
+            o for o in node.outputs if o and o not in last_use and o not in outputs))
+    return Plan(graph, tuple(steps))
+
+

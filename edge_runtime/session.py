@@ -1,0 +1,270 @@
+"""``InferenceSession``: onnxruntime's API over the runtime's planner and executor."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from edge_runtime import executor, planner
+from edge_runtime.annotations import read_annotations
+from edge_runtime.errors import InvalidArgumentError, InvalidInputError
+from edge_runtime.graph import ValueInfo
+from edge_runtime.onnx_io import ModelSource, graph_from_model, load_model_proto, ort_type_string
+from edge_runtime.options import ORT_DISABLE_ALL, SessionOptions, available_cpus
+
+log = logging.getLogger(__name__)
+
+SPARSITY_MODES = ("auto", "off", "force")
+
+
+@dataclass(frozen=True)
+class NodeArg:
+    """A graph input or output as onnxruntime describes it: ``name``, ``shape``, ``type``."""
+
+    name: str
+    shape: list[Any] | None
+    type: str
+
+
+@dataclass(frozen=True)
+class ModelMetadata:
+    """The model's metadata, like ``onnxruntime.ModelMetadata``."""
+
+    producer_name: str
+    graph_name: str
+    domain: str
+    description: str
+    graph_description: str
+    version: int
+    custom_metadata_map: dict[str, str] = field(default_factory=dict)
+
+
+def _node_arg(vi: ValueInfo) -> NodeArg:
+    shape = None if vi.shape is None else [d if d is not None else None for d in vi.shape]
+    return NodeArg(vi.name, shape, ort_type_string(vi.dtype))
+
+
+def _resolve_profile(profile: Any) -> Any:
+    if profile is None:
+        return None
+    import device_profiles
+
+    try:
+        return device_profiles.load_profile(profile)
+    except device_profiles.ProfileError as exc:
+        raise InvalidArgumentError(f"profile={profile!r}: {exc}") from exc
+
+
+class InferenceSession:
+    """Run an ONNX model; a drop-in for ``onnxruntime.InferenceSession`` on CPU.
+
+    Args:
+        path_or_bytes: a path to an .onnx file (external data next to it), the model's bytes,
+            or an ``onnx.ModelProto``.
+        sess_options: :class:`SessionOptions` (threads, optimisation level).
+        providers: accepted for onnxruntime compatibility; edge_runtime always runs on the CPU.
+        profile: a device profile name, a path to a profile TOML, or a ``DeviceProfile``; sets the
+            thread count (unless ``intra_op_num_threads`` is set) and the dense/sparse crossovers.
+        sparsity: ``"auto"`` (per-layer dense/sparse choice by measured input density),
+            ``"off"`` (dense kernels only) or ``"force"`` (sparse kernels wherever one exists).
+
+    Raises:
+        InvalidModelError, UnsupportedOpError, UnsupportedDTypeError: the model cannot run.
+        InvalidArgumentError: a bad option value.
+
+    Example:
+        >>> import numpy as np, onnx
+        >>> from onnx import helper, TensorProto
+        >>> g = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+        ...     [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2])],
+        ...     [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2])])
+        >>> sess = InferenceSession(helper.make_model(g).SerializeToString())
+        >>> sess.run(None, {"x": np.array([[-1.0, 2.0]], np.float32)})[0]
+        array([[0., 2.]], dtype=float32)
+    """
+
+    def __init__(self, path_or_bytes: ModelSource, sess_options: SessionOptions | None = None,
+                 providers: Sequence[Any] | None = None, provider_options: Any = None, *,
+                 profile: Any = None, sparsity: str = "auto") -> None:
+        if sparsity not in SPARSITY_MODES:
+            raise InvalidArgumentError(f"sparsity={sparsity!r} is not a valid mode; expected one of "
+                                       f"{list(SPARSITY_MODES)}.")
+        self._options = sess_options or SessionOptions()
+        self._profile = _resolve_profile(profile)
+        profile_threads = self._profile.runtime.threads if self._profile is not None else None
+        self._threads = self._options.resolved_threads(profile_threads)
+        if self._threads > available_cpus():
+            log.info("using %d threads on a machine with %d CPUs", self._threads, available_cpus())
+        self._model = load_model_proto(path_or_bytes)
+        graph = graph_from_model(self._model)
+        doc = read_annotations(self._model)
+        ann = {layer["node"]: layer for layer in doc["layers"]} if doc else {}
+        ctx = planner.PlanContext(
+            threads=self._threads, sparsity=sparsity,
+            crossover=_crossover(self._profile), annotations=ann,
+            optimize=self._options.graph_optimization_level != ORT_DISABLE_ALL)
+        self._sparsity = sparsity
+        self._plan = planner.build(graph, ctx)
+        self._inputs = graph.inputs
+        self._outputs = graph.outputs
+        self._annotations = ann
+        _limit_blas_threads(self._threads)
+
+    # -- onnxruntime's surface -------------------------------------------------
+    def get_inputs(self) -> list[NodeArg]:
+        """The graph inputs (initializers excluded) with name, shape and type."""
+        return [_node_arg(v) for v in self._inputs]
+
+    def get_outputs(self) -> list[NodeArg]:
+        """The graph outputs with name, shape and type."""
+        return [_node_arg(v) for v in self._outputs]
+
+    def get_modelmeta(self) -> ModelMetadata:
+        """Producer, graph name, version and ``custom_metadata_map`` (incl. sparsity annotations)."""
+        m = self._model
+        return ModelMetadata(m.producer_name, m.graph.name, m.domain, m.doc_string, m.graph.doc_string,
+                             int(m.model_version), {p.key: p.value for p in m.metadata_props})
+
+    def get_providers(self) -> list[str]:
+        """Always ``["CPUExecutionProvider"]``: edge_runtime runs on the CPU."""
+        return ["CPUExecutionProvider"]
+
+    def get_session_options(self) -> SessionOptions:
+        """The options this session was created with."""
+        return self._options
+
+    def run(self, output_names: Sequence[str] | None, input_feed: Mapping[str, Any],
+            run_options: Any = None) -> list[np.ndarray]:
+        """Run the model.
+
+        Args:
+            output_names: names of the outputs to return, or ``None`` for all, in graph order.
+            input_feed: ``{input name: numpy array}``.
+
+        Returns:
+            A list of numpy arrays, one per requested output.
+
+        Raises:
+            InvalidInputError: missing/unexpected inputs, or wrong type, dtype, rank or shape.
+            InvalidArgumentError: an unknown output name.
+            ExecutionError: an operator failed.
+        """
+        return self._run(output_names, input_feed, None)
+
+    # -- edge_runtime additions ------------------------------------------------
+    def run_with_stats(self, output_names: Sequence[str] | None,
+                       input_feed: Mapping[str, Any]) -> tuple[list[np.ndarray], executor.RunStats]:
+        """Like :meth:`run`, also returning per-node statistics (kernel, input density, time)."""
+        stats: list[executor.NodeStats] = []
+        outputs = self._run(output_names, input_feed, stats)
+        return outputs, executor.RunStats(tuple(stats))
+
+    @property
+    def threads(self) -> int:
+        """Threads this session's kernels use."""
+        return self._threads
+
+    @property
+    def profile(self) -> Any:
+        """The session's device profile, or None."""
+        return self._profile
+
+    @property
+    def sparsity(self) -> str:
+        """The sparsity mode: auto, off or force."""
+        return self._sparsity
+
+    @property
+    def annotations(self) -> Mapping[str, Mapping[str, Any]]:
+        """The exporter's sparsity annotations by ONNX node name (empty if the model has none)."""
+        return self._annotations
+
+    @property
+    def plan(self) -> planner.Plan:
+        """The optimised graph and its steps (for profilers and tests)."""
+        return self._plan
+
+    def _run(self, output_names: Sequence[str] | None, input_feed: Mapping[str, Any],
+             stats: list[executor.NodeStats] | None) -> list[np.ndarray]:
+        wanted = self._wanted(output_names)
+        feed = _validate_feed(self._inputs, input_feed)
+        _set_numba_threads(self._threads)
+        return executor.execute(self._plan, feed, wanted, stats)
+
+    def _wanted(self, output_names: Sequence[str] | None) -> list[str]:
+        names = [o.name for o in self._outputs]
+        if output_names is None:
+            return names
+        if isinstance(output_names, str):
+            raise InvalidArgumentError(f"output_names must be a list of names or None, got the string "
+                                       f"{output_names!r}; write [{output_names!r}].")
+        unknown = [n for n in output_names if n not in names]
+        if unknown:
+            raise InvalidArgumentError(f"unknown output name(s) {unknown}; the model's outputs are {names}.")
+        return list(output_names)
+
+
+def _crossover(profile: Any) -> dict[str, float]:
+    if profile is None:
+        return {}
+    c = profile.runtime.sparse_crossover
+    return {"gemv": c.gemv, "gemm": c.gemm, "conv": c.conv}
+
+
+def _validate_feed(inputs: tuple[ValueInfo, ...], feed: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    if not isinstance(feed, Mapping):
+        raise InvalidInputError(f"input_feed must be a dict {{input name: numpy array}}, got "
+                                f"{type(feed).__name__}. Expected names: {[v.name for v in inputs]}.")
+    expected = [v.name for v in inputs]
+    missing = [n for n in expected if n not in feed]
+    if missing:
+        raise InvalidInputError(f"Required inputs ({missing}) are missing from input feed "
+                                f"({list(feed)}). The model's inputs are {expected}.")
+    unexpected = [n for n in feed if n not in expected]
+    if unexpected:
+        raise InvalidInputError(f"input feed has unexpected name(s) {unexpected}; the model's inputs are "
+                                f"{expected}. Rename or drop them.")
+    return {vi.name: _check_value(vi, feed[vi.name]) for vi in inputs}
+
+
+def _check_value(vi: ValueInfo, value: Any) -> np.ndarray:
+    if not isinstance(value, np.ndarray):
+        raise InvalidInputError(
+            f"input '{vi.name}' must be a numpy array, got {type(value).__name__}; pass "
+            f"np.asarray(value, dtype=np.{vi.dtype.name}).")
+    if value.dtype != vi.dtype:
+        raise InvalidInputError(
+            f"input '{vi.name}' has dtype {ort_type_string(value.dtype)} ({value.dtype}); the model expects "
+            f"{ort_type_string(vi.dtype)}. Convert it with x.astype(np.{vi.dtype.name}).")
+    if vi.shape is None:
+        return value
+    if value.ndim != len(vi.shape):
+        raise InvalidInputError(
+            f"input '{vi.name}' has rank {value.ndim} (shape {value.shape}); the model expects rank "
+            f"{len(vi.shape)} with shape {list(vi.shape)} (strings are free dimensions).")
+    for axis, (got, want) in enumerate(zip(value.shape, vi.shape)):
+        if isinstance(want, int) and want > 0 and got != want:
+            raise InvalidInputError(
+                f"input '{vi.name}' has shape {value.shape}, but dimension {axis} must be {want} "
+                f"(expected shape {list(vi.shape)}, strings are free dimensions).")
+    return value
+
+
+
+def _set_numba_threads(n: int) -> None:
+    import numba
+
+    n = min(n, numba.config.NUMBA_NUM_THREADS)
+    if numba.get_num_threads() != n:
+        numba.set_num_threads(n)
+
+
+def _limit_blas_threads(n: int) -> None:
+    """Cap numpy's BLAS pool at the session's threads (process-wide) when threadpoolctl is installed."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return
+    threadpool_limits(limits=n, user_api="blas")
