@@ -1,0 +1,114 @@
+"""Depthwise 2-D convolution (group == C_in == C_out) in numba, with fused epilogue.
+
+numpy has no good formulation of a depthwise conv (im2col + batched matmul of
+1 x k*k by k*k x HW is memory bound and slow), so this is a direct loop: each
+channel is copied into a zero-bordered plane, then for each output row the k*k taps
+are accumulated into the output row (initialised with the bias) and the fused
+activation is applied in place. The inner loop runs over contiguous output columns
+and vectorises for stride 1.
+
+API::
+
+    depthwise_conv2d(x, w, bias, strides, pads, dilations, act, p0, p1) -> y
+        x (N, C, H, W) float32 C-contiguous; w (C, kh, kw); bias (C,) or None;
+        pads (top, left, bottom, right).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numba
+import numpy as np
+from numba import uint64 as u64
+from numpy.typing import NDArray
+
+from edge_runtime.kernels.geometry import conv_out_spatial
+
+
+@numba.njit(cache=True, inline="always")
+def act_scalar(v: float, act: int, p0: float, p1: float) -> float:
+    """One fused activation (codes of kernels/activation.py) on a scalar."""
+    if act == 1:
+        return v if v > 0.0 else 0.0
+    if act == 2:
+        return min(max(v, p0), p1)
+    if act == 3:
+        return v if v >= 0.0 else v * p0
+    if act == 4:
+        return v if v >= p0 else 0.0
+    return v
+
+
+@numba.njit(cache=True, inline="always")
+def valid_range(off: int, stride: int, size: int, n_out: int) -> tuple[int, int]:
+    """Output indices o in [lo, hi) with 0 <= o*stride + off < size."""
+    lo = 0 if off >= 0 else (-off + stride - 1) // stride
+    if size - 1 - off < 0:
+        return lo, lo
+    hi = min(n_out, (size - 1 - off) // stride + 1)
+    return lo, max(lo, hi)
+
+
+@numba.njit(cache=True, fastmath=True, boundscheck=False)
+def _dw2d(x, w, bias, y, sh, sw, ph, pw, dh, dw, act, p0, p1):  # pragma: no cover (numba)
+    # Each channel is copied into a zero-bordered plane so the tap loops need no
+    # bounds checks; indices are unsigned so numba emits no wraparound test and
+    # LLVM vectorises the stride-1 row loop (4-10x faster than signed indexing here).
+    n_img, ch, hgt, wid = x.shape
+    kh, kw = w.shape[1], w.shape[2]
+    oh_n, ow_n = y.shape[2], y.shape[3]
+    hp = max(ph + hgt, (oh_n - 1) * sh + (kh - 1) * dh + 1)
+    wp = max(pw + wid, (ow_n - 1) * sw + (kw - 1) * dw + 1)
+    xp = np.zeros((hp, wp), np.float32)
+    for n in range(n_img):
+        for c in range(ch):
+            for h in range(hgt):
+                src = x[n, c, h]
+                dst = xp[ph + h]
+                for t in range(wid):
+                    dst[u64(pw + t)] = src[u64(t)]
+            b = bias[c]
+            for oh in range(oh_n):
+                row = y[n, c, oh]
+                for ow in range(ow_n):
+                    row[u64(ow)] = b
+                for i in range(kh):
+                    r = xp[oh * sh + i * dh]
+                    for j in range(kw):
+                        wv = w[c, i, j]
+                        base = j * dw
+                        if sw == 1:
+                            for ow in range(ow_n):
+                                row[u64(ow)] += wv * r[u64(ow + base)]
+                        else:
+                            for ow in range(ow_n):
+                                row[u64(ow)] += wv * r[u64(ow * sw + base)]
+                if act != 0:
+                    for ow in range(ow_n):
+                        row[u64(ow)] = act_scalar(row[u64(ow)], act, p0, p1)
+
+
+def depthwise_conv2d(x: NDArray[np.float32], w: NDArray[np.float32], bias: NDArray[np.float32] | None,
+                     strides: Sequence[int], pads: Sequence[int], dilations: Sequence[int],
+                     act: int = 0, p0: float = 0.0, p1: float = 0.0) -> NDArray[np.float32]:
+    """Depthwise conv with bias and fused activation.
+
+    Args:
+        x: (N, C, H, W) float32 input.
+        w: (C, kh, kw) float32 filters (ONNX's (C, 1, kh, kw) with the 1 dropped).
+        bias: (C,) or None.
+        strides, dilations: (sh, sw), (dh, dw).
+        pads: (top, left, bottom, right).
+        act, p0, p1: fused activation (kernels/activation.py codes).
+
+    Returns:
+        (N, C, OH, OW) float32.
+    """
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    ch = x.shape[1]
+    oh, ow = conv_out_spatial(x.shape[2:], w.shape[1:], strides, dilations, pads)
+    y = np.empty((x.shape[0], ch, oh, ow), np.float32)
+    b = np.zeros(ch, np.float32) if bias is None else np.ascontiguousarray(bias, dtype=np.float32)
+    _dw2d(x, w, b, y, int(strides[0]), int(strides[1]), int(pads[0]), int(pads[1]),
+          int(dilations[0]), int(dilations[1]), int(act), float(p0), float(p1))
+    return y
