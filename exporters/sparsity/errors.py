@@ -1,10 +1,13 @@
-"""Errors raised by :mod:`exporters.sparsity`."""
+"""Errors raised by :mod:`exporters.sparsity`.
+
+``SparsifyError`` derives from ``ValueError`` only: importing ``edge_runtime.errors``
+would import the whole runtime package, and the training-side modules must not depend
+on it.
+"""
 from __future__ import annotations
 
-from edge_runtime.errors import EdgeRuntimeError
 
-
-class SparsifyError(EdgeRuntimeError, ValueError):
+class SparsifyError(ValueError):
     """A sparsity recipe, module argument or calibration input is invalid.
 
     The message names the offending value, what was expected and how to fix it.
