@@ -1,0 +1,95 @@
+"""Per-layer dense/sparse dispatch inside whole models: same outputs in every mode, right kernel choice."""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from edge_runtime import InferenceSession
+
+
+def _mlp(sizes=(64, 256, 256, 10), bias_shift=-1.5, seed=0) -> onnx.ModelProto:
+    """Linear+ReLU stack (MatMul+Add+Relu); a negative bias shift makes hidden activations mostly zero."""
+    rng = np.random.default_rng(seed)
+    nodes, inits, prev = [], [], "x"
+    for i, (k, n) in enumerate(zip(sizes[:-1], sizes[1:])):
+        inits += [numpy_helper.from_array((rng.standard_normal((k, n)) / np.sqrt(k)).astype(np.float32), f"w{i}"),
+                  numpy_helper.from_array(np.full(n, bias_shift if i < len(sizes) - 2 else 0.0, np.float32), f"b{i}")]
+        nodes += [helper.make_node("MatMul", [prev, f"w{i}"], [f"m{i}"], name=f"fc{i}"),
+                  helper.make_node("Add", [f"m{i}", f"b{i}"], [f"a{i}"], name=f"add{i}")]
+        prev = f"a{i}"
+        if i < len(sizes) - 2:
+            nodes.append(helper.make_node("Relu", [prev], [f"r{i}"], name=f"relu{i}"))
+            prev = f"r{i}"
+    nodes.append(helper.make_node("Identity", [prev], ["y"]))
+    g = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", sizes[0]])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", sizes[-1]])], inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _cnn(seed=0) -> onnx.ModelProto:
+    rng = np.random.default_rng(seed)
+    w1 = numpy_helper.from_array((rng.standard_normal((16, 3, 3, 3)) * 0.3).astype(np.float32), "w1")
+    b1 = numpy_helper.from_array(np.full(16, -0.8, np.float32), "b1")
+    w2 = numpy_helper.from_array((rng.standard_normal((8, 16, 3, 3)) * 0.2).astype(np.float32), "w2")
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1], name="conv1"),
+             helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+             helper.make_node("Conv", ["r1", "w2"], ["y"], strides=[2, 2], pads=[1, 1, 1, 1], name="conv2")]
+    g = helper.make_graph(nodes, "cnn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 12, 12])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 8, 6, 6])], [w1, b1, w2])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("make", [_mlp, _cnn], ids=["mlp", "cnn"])
+def test_modes_agree(make, batch):
+    model = make()
+    shape = [d.dim_value or batch for d in model.graph.input[0].type.tensor_type.shape.dim]
+    x = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
+    outs = {m: InferenceSession(model, sparsity=m).run(None, {"x": x})[0] for m in ("off", "auto", "force")}
+    scale = np.abs(outs["off"]).max()
+    for mode in ("auto", "force"):
+        np.testing.assert_allclose(outs[mode], outs["off"], atol=1e-5 * scale, rtol=1e-5)
+
+
+def test_auto_picks_sparse_for_sparse_inputs_and_dense_for_the_first_layer():
+    sess = InferenceSession(_mlp(bias_shift=-1.5), sparsity="auto")
+    x = np.random.default_rng(2).standard_normal((1, 64)).astype(np.float32)
+    _, stats = sess.run_with_stats(None, {"x": x})
+    by_name = {n.name: n for n in stats.nodes}
+    assert by_name["fc0"].kernel == "plain"          # input is the raw feature vector: not a candidate
+    hidden = [by_name["fc1"], by_name["fc2"]]
+    for node in hidden:
+        assert node.density is not None and node.density < 0.5
+        assert node.kernel == "sparse"
+
+
+def test_auto_stays_dense_above_crossover():
+    # no bias shift: about half of the ReLU outputs are nonzero, above every crossover but gemv's 0.75?
+    sess = InferenceSession(_mlp(bias_shift=3.0), sparsity="auto")
+    x = np.random.default_rng(3).standard_normal((4, 64)).astype(np.float32)
+    _, stats = sess.run_with_stats(None, {"x": x})
+    fc1 = next(n for n in stats.nodes if n.name == "fc1")
+    assert fc1.density > 0.9 and fc1.kernel == "dense"
+
+
+def test_off_never_uses_sparse_and_force_always_does():
+    x = np.random.default_rng(4).standard_normal((2, 64)).astype(np.float32)
+    _, off = InferenceSession(_mlp(), sparsity="off").run_with_stats(None, {"x": x})
+    assert all(n.kernel != "sparse" for n in off.nodes)
+    _, force = InferenceSession(_mlp(), sparsity="force").run_with_stats(None, {"x": x})
+    assert {n.name for n in force.nodes if n.kernel == "sparse"} == {"fc0", "fc1", "fc2"}
+
+
+def test_profile_crossover_is_used(tmp_path):
+    import dataclasses
+
+    import device_profiles
+
+    base = device_profiles.load_profile("raspberry-pi-4")
+    never = dataclasses.replace(base, runtime=dataclasses.replace(
+        base.runtime, sparse_crossover=device_profiles.SparseCrossover(gemv=1e-9, gemm=1e-9, conv=1e-9)))
+    x = np.random.default_rng(5).standard_normal((1, 64)).astype(np.float32)
+    _, stats = InferenceSession(_mlp(), profile=never).run_with_stats(None, {"x": x})
+    assert all(n.kernel != "sparse" for n in stats.nodes)
