@@ -1,0 +1,60 @@
+"""Density of an activation tensor: the fraction of nonzero entries.
+
+Public API (used by the planner/dispatch to choose sparse or dense kernels)::
+
+    density(x) -> float          # nonzeros / size, in [0, 1]; 1.0 for an empty tensor
+    row_densities(x2d) -> (M,)   # per-row density of a 2-D array, float64
+
+*Density* = fraction of nonzeros; *sparsity* = 1 - density (docs/references.md
+vocabulary). ``np.count_nonzero`` is the fastest measure available here: about
+0.5 us for 512 float32 values, dominated by call overhead, so a per-call check in
+front of every kernel is cheap (references §2).
+"""
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from edge_runtime.errors import InvalidInputError
+
+
+def density(x: ArrayLike) -> float:
+    """Return the fraction of nonzero entries of ``x``.
+
+    NaN counts as nonzero (it is not an inactive neuron).
+
+    Args:
+        x: any array; non-contiguous views are fine (no copy is made for ndarrays).
+
+    Returns:
+        ``count_nonzero(x) / x.size`` as a Python float; 1.0 for an empty array, so an
+        empty tensor never routes to a sparse kernel.
+
+    Example:
+        >>> density(np.array([0.0, 1.0, 0.0, 2.0], dtype=np.float32))
+        0.5
+    """
+    a = np.asarray(x)
+    if a.size == 0:
+        return 1.0
+    return float(np.count_nonzero(a) / a.size)
+
+
+def row_densities(x: ArrayLike) -> NDArray[np.float64]:
+    """Return the density of each row of a 2-D array (e.g. each token of a (M, K) input).
+
+    Args:
+        x: 2-D array (M, K).
+
+    Returns:
+        float64 array (M,); rows of length 0 have density 1.0.
+
+    Raises:
+        InvalidInputError: if ``x`` is not 2-D.
+    """
+    a = np.asarray(x)
+    if a.ndim != 2:
+        raise InvalidInputError(f"row_densities expects a 2-D array (M, K), got shape {a.shape}; reshape it first")
+    if a.shape[1] == 0:
+        return np.ones(a.shape[0], dtype=np.float64)
+    return np.count_nonzero(a, axis=1) / a.shape[1]

@@ -1,0 +1,24 @@
+"""density(): fraction of nonzeros."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edge_runtime.errors import InvalidInputError
+from edge_runtime.kernels.density import density, row_densities
+
+
+def test_density_counts_nonzeros_including_nan_and_views():
+    x = np.array([[0.0, 1.0, 0.0, -2.0], [np.nan, 0.0, 0.0, 0.0]], dtype=np.float32)
+    assert density(x) == pytest.approx(3 / 8)
+    assert density(x[:, ::2]) == pytest.approx(1 / 4)  # [[0, 0], [nan, 0]]
+    assert isinstance(density(x), float)
+    assert density(np.zeros(0, np.float32)) == 1.0
+    assert density(np.zeros(7, np.float32)) == 0.0
+
+
+def test_row_densities():
+    x = np.array([[0, 1, 2, 0], [0, 0, 0, 0]], dtype=np.float32)
+    np.testing.assert_allclose(row_densities(x), [0.5, 0.0])
+    with pytest.raises(InvalidInputError, match="2-D"):
+        row_densities(np.zeros(3))
