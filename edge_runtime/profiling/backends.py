@@ -1,0 +1,142 @@
+"""Backend adapters for the profiler: one ``Runner`` per runtime, all with the same call.
+
+``edge`` is edge_runtime with ``sparsity="auto"``, ``edge-dense`` the same with
+``sparsity="off"``; ``onnxruntime`` and ``litert`` are the stock runtimes, imported only
+when asked for (a device may have neither), with an error that says how to install them.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from edge_runtime.errors import EdgeRuntimeError, InvalidArgumentError
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("edge", "edge-dense", "onnxruntime", "litert")
+EDGE_BACKENDS = ("edge", "edge-dense")
+
+Feed = Mapping[str, np.ndarray]
+
+
+class BackendUnavailableError(EdgeRuntimeError):
+    """A requested backend cannot run here: its package or its model file is missing."""
+
+
+@dataclass(frozen=True)
+class ModelFiles:
+    """The files a profile run reads: the ONNX model and, from a bundle, the optional extras."""
+
+    onnx: Path
+    tflite: Path | None = None
+    golden: Path | None = None
+    manifest: Path | None = None
+
+
+@dataclass(frozen=True)
+class Runner:
+    """A ready backend: ``run(feed)`` returns the outputs; ``run_with_stats`` only for edge backends.
+
+    Example:
+        >>> r = open_backend("edge", ModelFiles(Path("model.onnx")), threads=1)  # doctest: +SKIP
+        >>> outputs = r.run({"x": x})  # doctest: +SKIP
+    """
+
+    name: str
+    run: Callable[[Feed], Sequence[np.ndarray]]
+    init_seconds: float
+    session: Any
+    run_with_stats: Callable[[Feed], tuple[Sequence[np.ndarray], Any]] | None = None
+
+
+def check_backends(names: Sequence[str]) -> tuple[str, ...]:
+    """Validate backend names, keeping their order and dropping repeats.
+
+    Raises:
+        InvalidArgumentError: an unknown name.
+    """
+    unknown = [n for n in names if n not in BACKENDS]
+    if unknown or not names:
+        raise InvalidArgumentError(f"backend(s) {unknown or list(names)} not known; choose one or more of "
+                                   f"{list(BACKENDS)}, e.g. backends=('edge', 'onnxruntime').")
+    return tuple(dict.fromkeys(names))
+
+
+def open_backend(name: str, files: ModelFiles, threads: int, sparsity: str = "auto") -> Runner:
+    """Create the session of backend ``name`` and time its creation.
+
+    Args:
+        name: one of :data:`BACKENDS`.
+        files: the model files.
+        threads: intra-op threads for every backend.
+        sparsity: edge_runtime's mode for the ``edge`` backend (``edge-dense`` is always "off").
+
+    Raises:
+        BackendUnavailableError: onnxruntime / ai-edge-litert not installed, or no .tflite file.
+        EdgeRuntimeError: edge_runtime cannot load the model.
+    """
+    opener = {"edge": _edge, "edge-dense": _edge, "onnxruntime": _onnxruntime, "litert": _litert}[name]
+    t0 = time.perf_counter()
+    runner = opener(name, files, threads, sparsity)
+    return Runner(runner.name, runner.run, time.perf_counter() - t0, runner.session, runner.run_with_stats)
+
+
+def _edge(name: str, files: ModelFiles, threads: int, sparsity: str) -> Runner:
+    import edge_runtime
+
+    opts = edge_runtime.SessionOptions()
+    opts.intra_op_num_threads = threads
+    mode = "off" if name == "edge-dense" else sparsity
+    sess = edge_runtime.InferenceSession(str(files.onnx), opts, sparsity=mode)
+    return Runner(name, lambda feed: sess.run(None, feed), 0.0, sess,
+                  lambda feed: sess.run_with_stats(None, feed))
+
+
+def _onnxruntime(name: str, files: ModelFiles, threads: int, sparsity: str) -> Runner:
+    try:
+        import onnxruntime as ort
+    except ImportError as exc:
+        raise BackendUnavailableError(
+            f"backend 'onnxruntime' needs the onnxruntime package, which is not importable ({exc}). "
+            f"Install it (pip install onnxruntime) or drop it from the backends.") from exc
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    sess = ort.InferenceSession(str(files.onnx), opts, providers=["CPUExecutionProvider"])
+    return Runner(name, lambda feed: sess.run(None, dict(feed)), 0.0, sess)
+
+
+def _litert(name: str, files: ModelFiles, threads: int, sparsity: str) -> Runner:
+    if files.tflite is None or not files.tflite.is_file():
+        raise BackendUnavailableError(
+            f"backend 'litert' needs a model.tflite next to {files.onnx.name} (a bundle directory with "
+            f"model.tflite); none found in {files.onnx.parent}. Export one with the tflite exporter "
+            f"or drop 'litert' from the backends.")
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        try:
+            from tflite_runtime.interpreter import Interpreter  # frozen fallback (references.md §4)
+        except ImportError as exc:
+            raise BackendUnavailableError(
+                "backend 'litert' needs ai-edge-litert (pip install ai-edge-litert), which is not "
+                "importable; or drop 'litert' from the backends.") from exc
+    interp = Interpreter(model_path=str(files.tflite), num_threads=threads)
+    interp.allocate_tensors()
+    ins = interp.get_input_details()
+    outs = interp.get_output_details()
+
+    def run(feed: Feed) -> list[np.ndarray]:
+        # TFLite names differ from ONNX's: inputs are matched by position
+        for detail, value in zip(ins, feed.values()):
+            interp.set_tensor(detail["index"], np.asarray(value, dtype=detail["dtype"]))
+        interp.invoke()
+        return [interp.get_tensor(d["index"]) for d in outs]
+
+    return Runner(name, run, 0.0, interp)
