@@ -1,0 +1,287 @@
+"""``export()``: write a deployment bundle (docs/bundle.md) atomically.
+
+A bundle is a directory with ``manifest.json``, ``model.onnx``, ``model.tflite`` and
+``golden.npz``. It is built in a temporary sibling directory and renamed into place, so
+a failed export leaves nothing behind and readers never see half a bundle.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import onnx
+import torch
+from torch import nn
+
+import edge_runtime
+from edge_runtime.errors import BundleError, InvalidArgumentError
+from edge_runtime.annotations import ANNOTATION_KEY
+from exporters.annotations import build_annotations, to_json, write_onnx_annotations
+from exporters.calibrate import SparsityReport, calibrate, validate_preprocessing
+from exporters.onnx_export import export_onnx, finalize, map_modules
+from exporters.tflite_export import add_metadata, convert_tflite
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+FORMATS = ("onnx", "tflite")
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """An exported bundle on disk.
+
+    Example:
+        >>> import torch, tempfile, os
+        >>> net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+        >>> out = os.path.join(tempfile.mkdtemp(), "b")
+        >>> bundle = export(net.eval(), torch.randn(1, 4), out, formats=("onnx",),
+        ...                 calibration=torch.randn(8, 4))
+        >>> sorted(bundle.manifest["files"])
+        ['golden.npz', 'model.onnx']
+    """
+
+    path: Path
+    manifest: dict[str, Any]
+
+    @property
+    def onnx_path(self) -> Path | None:
+        """``model.onnx`` if exported."""
+        return self._file("model.onnx")
+
+    @property
+    def tflite_path(self) -> Path | None:
+        """``model.tflite`` if exported."""
+        return self._file("model.tflite")
+
+    @property
+    def golden_path(self) -> Path:
+        """``golden.npz``: inputs ``x``, PyTorch outputs ``y`` (and ``y_<i>``)."""
+        return self.path / "golden.npz"
+
+    def _file(self, name: str) -> Path | None:
+        return self.path / name if name in self.manifest["files"] else None
+
+
+def export(model: nn.Module, example_input: torch.Tensor, out_dir: str | os.PathLike, *,
+           calibration: Any = None, formats: Sequence[str] = FORMATS,
+           labels: Sequence[str] | None = None, preprocessing: dict | None = None,
+           dynamic_batch: bool = True, overwrite: bool = False, opset: int | None = None,
+           golden_samples: int = 16, name: str | None = None,
+           dynamo: bool = True) -> Bundle:
+    """Export ``model`` to an annotated ONNX/TFLite bundle directory.
+
+    Args:
+        model: the PyTorch model (switched to eval for the export, then restored).
+        example_input: one input batch (B, ...); the TFLite file keeps its shape.
+        out_dir: the bundle directory to create.
+        calibration: a :class:`SparsityReport`, data for :func:`calibrate`, or None
+            (no annotation; golden set = ``example_input``).
+        formats: any of "onnx", "tflite". A trailing "?" ("tflite?") means "if
+            possible": a failed conversion is logged and skipped instead of raised.
+        labels: class names, stored in the manifest.
+        preprocessing: the input preprocessing (docs/bundle.md), stored in the manifest
+            and used to read an image-directory ``calibration``.
+        dynamic_batch: symbolic batch axis in the ONNX model.
+        overwrite: replace an existing ``out_dir`` (atomically).
+        opset: ONNX opset (default: the exporter's).
+        golden_samples: how many calibration inputs go into ``golden.npz``.
+        name: model name for the manifest (default: the class name).
+        dynamo: use the dynamo ONNX exporter (False: TorchScript, opset 17).
+
+    Returns:
+        The written :class:`Bundle`.
+
+    Raises:
+        BundleError: ``out_dir`` exists and ``overwrite`` is False.
+        InvalidArgumentError: bad formats, preprocessing or golden_samples.
+        ExportError: a converter failed or a module could not be mapped.
+    """
+    out = Path(out_dir)
+    wanted = _parse_formats(formats)
+    if out.exists() and not overwrite:
+        raise BundleError(f"Bundle directory {str(out)!r} already exists; pass "
+                          "overwrite=True (--overwrite) or choose another path.")
+    if golden_samples < 1:
+        raise InvalidArgumentError(f"golden_samples={golden_samples}; expected >= 1.")
+    if preprocessing is not None:
+        preprocessing = validate_preprocessing(preprocessing)
+    was_training = model.training
+    model.eval()
+    try:
+        report = _calibration(model, calibration, preprocessing)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+        try:
+            manifest = _write(model, example_input, tmp, report, wanted, dynamic_batch,
+                              opset, golden_samples, dynamo)
+            manifest.update(name=name or type(model).__name__, labels=list(labels or []),
+                            preprocessing=preprocessing)
+            (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
+            _replace(tmp, out)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    finally:
+        model.train(was_training)
+    return Bundle(path=out, manifest=json.loads((out / "manifest.json").read_text()))
+
+
+def _parse_formats(formats: Sequence[str]) -> dict[str, bool]:
+    """format -> required (False for 'if possible', written 'tflite?')."""
+    if isinstance(formats, str):
+        formats = formats.split(",")
+    parsed = {f.rstrip("?"): not f.endswith("?") for f in formats}
+    unknown = sorted(set(parsed) - set(FORMATS))
+    if unknown or not parsed:
+        raise InvalidArgumentError(f"formats={list(formats)!r}: unknown {unknown}; expected "
+                                   f"one or more of {list(FORMATS)} (suffix '?' = if possible).")
+    return parsed
+
+
+def _calibration(model: nn.Module, calibration: Any, preprocessing: dict | None
+                 ) -> SparsityReport | None:
+    if calibration is None or isinstance(calibration, SparsityReport):
+        return calibration
+    return calibrate(model, calibration, preprocessing=preprocessing)
+
+
+def _replace(tmp: Path, out: Path) -> None:
+    """Move ``tmp`` to ``out``; an existing ``out`` is swapped out, then deleted."""
+    if not out.exists():
+        os.rename(tmp, out)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+    os.rename(out, old / "bundle")
+    try:
+        os.rename(tmp, out)
+    except OSError:
+        os.rename(old / "bundle", out)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _write(model: nn.Module, example: torch.Tensor, tmp: Path, report: SparsityReport | None,
+           wanted: dict[str, bool], dynamic_batch: bool, opset: int | None,
+           golden_samples: int, dynamo: bool) -> dict[str, Any]:
+    manifest: dict[str, Any] = {"format_version": FORMAT_VERSION}
+    doc = None
+    if "onnx" in wanted:
+        proto, doc = _onnx_with_annotations(model, example, report, dynamic_batch, opset,
+                                            dynamo)
+        onnx.save(proto, tmp / "model.onnx")
+        manifest["inputs"] = _io_specs(proto.graph.input, proto)
+        manifest["outputs"] = _io_specs(proto.graph.output, proto)
+    if "tflite" in wanted:
+        _write_tflite(model, example, tmp / "model.tflite", doc, report, wanted["tflite"])
+    golden_x = _golden_inputs(report, example, golden_samples)
+    outputs = _torch_outputs(model, golden_x)
+    names = [o["name"] for o in manifest.get("outputs", [])] or [
+        f"output_{i}" for i in range(len(outputs))]
+    arrays = {"x": golden_x, "y": outputs[0], "output_names": np.array(names)}
+    arrays.update({f"y_{i}": y for i, y in enumerate(outputs)})
+    np.savez(tmp / "golden.npz", **arrays)
+    manifest.setdefault("inputs", [_spec("input", example.shape, dynamic_batch)])
+    manifest.setdefault("outputs", [_spec(n, y.shape, dynamic_batch)
+                                    for n, y in zip(names, outputs)])
+    manifest["sparsity"] = _summary(doc, report)
+    manifest["files"] = {p.name: {"sha256": _sha256(p), "bytes": p.stat().st_size}
+                         for p in sorted(tmp.iterdir())}
+    manifest["versions"] = {"torch": torch.__version__, "onnx": onnx.__version__,
+                            "exporter": edge_runtime.__version__}
+    manifest["created_at"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    return manifest
+
+
+def _onnx_with_annotations(model: nn.Module, example: torch.Tensor,
+                           report: SparsityReport | None, dynamic_batch: bool,
+                           opset: int | None, dynamo: bool
+                           ) -> tuple[onnx.ModelProto, dict | None]:
+    proto = export_onnx(model, example, dynamic_batch=dynamic_batch, opset=opset,
+                        dynamo=dynamo)
+    doc = None
+    if report is not None:
+        nodes = map_modules(proto, [(s.module, s.weight_shape) for s in report.layers])
+        doc = build_annotations(report, nodes)
+    finalize(proto)
+    if doc is not None:
+        write_onnx_annotations(proto, doc)
+    return proto, doc
+
+
+def _write_tflite(model: nn.Module, example: torch.Tensor, path: Path, doc: dict | None,
+                  report: SparsityReport | None, required: bool) -> None:
+    from exporters.errors import ExportError
+
+    try:
+        flat = convert_tflite(model, example)
+    except ExportError as exc:
+        if required:
+            raise
+        logger.warning("Skipping TFLite (asked 'if possible'): %s", exc)
+        return
+    if doc is None and report is not None:  # TFLite only: no ONNX node names to map
+        doc = build_annotations(report, {})
+    if doc is not None:
+        flat = add_metadata(flat, ANNOTATION_KEY, to_json(doc).encode())
+    path.write_bytes(flat)
+
+
+def _golden_inputs(report: SparsityReport | None, example: torch.Tensor, count: int
+                   ) -> np.ndarray:
+    if report is not None and report.inputs is not None:
+        return report.inputs[:count].astype(np.float32)
+    return example.detach().cpu().numpy().astype(np.float32)[:count]
+
+
+def _torch_outputs(model: nn.Module, x: np.ndarray) -> list[np.ndarray]:
+    with torch.no_grad():
+        out = model(torch.from_numpy(x))
+    out = out if isinstance(out, (tuple, list)) else (out,)
+    return [o.detach().cpu().numpy() for o in out]
+
+
+def _io_specs(values: Any, proto: onnx.ModelProto) -> list[dict[str, Any]]:
+    specs = []
+    for value in values:
+        tensor = value.type.tensor_type
+        shape = [d.dim_param or d.dim_value for d in tensor.shape.dim]
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).name
+        specs.append({"name": value.name, "shape": shape, "dtype": dtype})
+    return specs
+
+
+def _spec(name: str, shape: Sequence[int], dynamic_batch: bool) -> dict[str, Any]:
+    dims: list[Any] = list(shape)
+    if dynamic_batch and dims:
+        dims[0] = "batch"
+    return {"name": name, "shape": dims, "dtype": "float32"}
+
+
+def _summary(doc: dict | None, report: SparsityReport | None) -> dict[str, Any] | None:
+    if report is None:
+        return None
+    layers = [{"module": s.module, "density": round(s.density, 6)} for s in report.layers]
+    if doc is not None:
+        node_of = {layer["module"]: layer["node"] for layer in doc["layers"]}
+        for layer in layers:
+            layer["node"] = node_of.get(layer["module"])
+    return {"samples": report.samples, "mean_density": round(report.mean_density, 6),
+            "layers": layers}
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
