@@ -1,0 +1,116 @@
+"""CLI subcommands ``devices`` and ``profile`` (the lead wires ``add_parsers`` into edge_runtime/cli.py).
+
+Usage::
+
+    edge-runtime devices list
+    edge-runtime devices show raspberry-pi-4
+    edge-runtime devices calibrate [--out FILE] [--overwrite] [--quick]
+    edge-runtime profile MODEL_OR_BUNDLE [--device NAME ...] [--backend edge|edge-dense|onnxruntime|litert ...]
+        [--runs N] [--warmup N] [--threads N] [--input random|golden|FILE.npy/.npz] [--json FILE]
+        [--plot FILE.png] [--sparsity auto|off|force]
+
+Each handler prints (this is the CLI) and returns an exit status.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from edge_runtime.profiling.backends import BACKENDS
+
+
+def add_parsers(subparsers: Any) -> None:
+    """Add ``devices`` and ``profile`` to an argparse subparsers object; each sets ``func(args) -> int``."""
+    dev = subparsers.add_parser("devices", help="list, show or calibrate device profiles")
+    sub = dev.add_subparsers(dest="devices_command", required=True)
+    sub.add_parser("list", help="names of the available profiles").set_defaults(func=cmd_devices_list)
+    show = sub.add_parser("show", help="print one profile as TOML")
+    show.add_argument("name", help="profile name or path to a .toml")
+    show.set_defaults(func=cmd_devices_show)
+    cal = sub.add_parser("calibrate", help="measure this machine and write a host profile")
+    cal.add_argument("--out", type=Path, help="TOML file to write (default: print it)")
+    cal.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    cal.add_argument("--quick", action="store_true", help="small problems, a few seconds")
+    cal.set_defaults(func=cmd_devices_calibrate)
+
+    prof = subparsers.add_parser("profile", help="measure a model here and estimate it on devices")
+    prof.add_argument("model", help="an .onnx file or a bundle directory")
+    prof.add_argument("--device", action="append", default=[], help="profile to estimate on (repeatable)")
+    prof.add_argument("--backend", action="append", choices=BACKENDS, help="backend to measure (repeatable; "
+                      "default edge, edge-dense, onnxruntime)")
+    prof.add_argument("--runs", type=int, default=50, help="timed runs per backend (default 50)")
+    prof.add_argument("--warmup", type=int, default=5, help="warm-up runs per backend (default 5)")
+    prof.add_argument("--threads", type=int, default=None, help="threads for every backend (default: all CPUs)")
+    prof.add_argument("--input", default="random", help="random | golden | FILE.npy/.npz (default random)")
+    prof.add_argument("--json", type=Path, help="write every figure to this JSON file")
+    prof.add_argument("--plot", type=Path, help="write a chart (PNG) when matplotlib is installed")
+    prof.add_argument("--sparsity", choices=("auto", "off", "force"), default="auto",
+                      help="edge backend's sparsity mode (default auto)")
+    prof.add_argument("--no-progress", action="store_true", help="no progress bar")
+    prof.set_defaults(func=cmd_profile)
+
+
+def cmd_devices_list(args: argparse.Namespace) -> int:
+    """Print one profile name per line with its description."""
+    import device_profiles as dp
+
+    for name in dp.list_profiles():
+        print(f"{name:<20} {dp.load_profile(name).description}")
+    return 0
+
+
+def cmd_devices_show(args: argparse.Namespace) -> int:
+    """Print a profile as TOML."""
+    import device_profiles as dp
+
+    print(dp.profile_to_toml(dp.load_profile(args.name)), end="")
+    return 0
+
+
+def cmd_devices_calibrate(args: argparse.Namespace) -> int:
+    """Measure this machine and write (or print) the calibrated host profile."""
+    import device_profiles as dp
+
+    from edge_runtime.profiling.calibrate import calibrate_profile
+
+    cal = calibrate_profile(quick=args.quick)
+    print(f"peak fp32 {cal.peak_fp32_gflops:.1f} GFLOP/s, copy bandwidth {cal.bandwidth_gbps:.2f} GB/s, "
+          f"crossovers {cal.crossovers} (measured: {', '.join(cal.measured_crossovers) or 'none'})")
+    for note in cal.notes:
+        print(f"note: {note}")
+    header = "calibrated by `edge-runtime devices calibrate`" + (" --quick" if args.quick else "")
+    if args.out is None:
+        print(dp.profile_to_toml(cal.profile, header=header), end="")
+    else:
+        print(f"wrote {dp.dump_profile(cal.profile, args.out, overwrite=args.overwrite, header=header)}")
+    return 0
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    """Profile a model and print the report; optional JSON and chart."""
+    from edge_runtime.profiling import profile_model
+    from edge_runtime.profiling.report import format_text, plot, write_json
+
+    result = profile_model(args.model, backends=tuple(args.backend or ("edge", "edge-dense", "onnxruntime")),
+                           devices=tuple(args.device), runs=args.runs, warmup=args.warmup, threads=args.threads,
+                           input=args.input, progress=not args.no_progress, sparsity=args.sparsity)
+    print(format_text(result))
+    if args.json is not None:
+        print(f"wrote {write_json(result, args.json)}")
+    if args.plot is not None:
+        written = plot(result, args.plot)
+        print(f"wrote {written}" if written else "no chart: matplotlib is not installed")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run these subcommands alone (until edge_runtime/cli.py wires them): ``python -m edge_runtime.profiling.commands``."""
+    parser = argparse.ArgumentParser(prog="edge-runtime")
+    add_parsers(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,128 @@
+"""Render a :class:`ProfileResult`: JSON, a text report, and a matplotlib chart."""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+def write_json(result: Any, path: str | Path) -> Path:
+    """Write ``result.to_dict()`` to ``path`` as indented JSON and return the path."""
+    path = Path(path)
+    path.write_text(json.dumps(result.to_dict(), indent=2, default=str) + "\n", encoding="utf-8")
+    return path
+
+
+def _fmt(value: float | None, spec: str = ".2f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def backend_table(result: Any) -> list[str]:
+    """One line per backend: init, first run, percentiles, items/s, memory, ratio to onnxruntime."""
+    head = (f"{'backend':<12} {'init ms':>8} {'1st ms':>8} {'mean':>8} {'std':>7} {'min':>8} {'p50':>8} "
+            f"{'p90':>8} {'p99':>8} {'max':>8} {'items/s':>9} {'mem MB':>7} {'rss MB':>7} {'x ort p50':>9} "
+            f"{'x ort pair':>10}")
+    lines = [head, "-" * len(head)]
+    for b in result.backends:
+        t = b.timing
+        lines.append(f"{b.backend:<12} {b.init_ms:8.1f} {b.first_run_ms:8.2f} {t.mean_ms:8.3f} {t.std_ms:7.3f} "
+                     f"{t.min_ms:8.3f} {t.p50_ms:8.3f} {t.p90_ms:8.3f} {t.p99_ms:8.3f} {t.max_ms:8.3f} "
+                     f"{t.items_per_s:9.1f} {b.peak_memory_mb:7.1f} {b.maxrss_delta_mb:7.1f} "
+                     f"{_fmt(b.ratio_p50_vs_onnxruntime):>9} {_fmt(b.ratio_pairs_vs_onnxruntime):>10}")
+    for name, why in result.skipped:
+        lines.append(f"{name:<12} skipped: {why}")
+    return lines
+
+
+def layer_table_lines(backend: Any, limit: int | None = None) -> list[str]:
+    """The per-layer table of an edge backend, slowest layers first when ``limit`` is set."""
+    rows = list(backend.layers)
+    if limit is not None:
+        rows = sorted(rows, key=lambda r: -r.time_ms)[:limit]
+    head = (f"{'layer':<28} {'op':<12} {'output shape':<18} {'ms':>8} {'%':>6} {'density':>7} {'kernel':<6} "
+            f"{'MFLOPs':>9} {'skipped':>9}")
+    lines = [f"layers ({backend.backend}, median of the profiled calls):", head, "-" * len(head)]
+    for r in rows:
+        lines.append(f"{r.name[:28]:<28} {r.op_type[:12]:<12} {str(list(r.output_shape))[:18]:<18} "
+                     f"{r.time_ms:8.3f} {r.time_pct:6.1f} {_fmt(r.density):>7} {r.kernel:<6} "
+                     f"{r.flops / 1e6:9.2f} {r.flops_skipped / 1e6:9.2f}")
+    return lines
+
+
+def estimate_lines(result: Any) -> list[str]:
+    """One line per device estimate, labelled ESTIMATE, with the budget verdict."""
+    lines = []
+    for e in result.estimates:
+        verdict = ""
+        if e.budget_ms is not None:
+            verdict = f"; budget {e.budget_ms:g} ms: {'meets it' if e.meets_budget else 'MISSES it'}"
+        lines.append(f"{e.device:<18} ESTIMATE {e.latency_ms:9.2f} ms (roofline {e.roofline_ms:.2f} ms x "
+                     f"efficiency {e.efficiency:.2f} [{e.efficiency_source}], "
+                     f"{100 * e.compute_bound_fraction:.0f}% compute-bound{verdict})")
+    return lines
+
+
+def format_text(result: Any, layer_limit: int | None = 20) -> str:
+    """The whole report as text (what the CLI prints)."""
+    lines = [f"model {result.model}: batch {result.batch}, {result.threads} threads, {result.runs} runs "
+             f"after {result.warmup} warm-up, input {result.input}", ""]
+    lines += backend_table(result)
+    for b in result.backends:
+        if b.layers:
+            lines += [""] + layer_table_lines(b, layer_limit)
+    if result.estimates:
+        lines += ["", "estimated latency on other devices (cost model, NOT measured):"] + estimate_lines(result)
+    lines += [f"note: {n}" for n in result.notes]
+    return "\n".join(lines)
+
+
+def plot(result: Any, path: str | Path) -> Path | None:
+    """Save a chart: per-layer time and density of the first edge backend, latency per backend and device.
+
+    Returns:
+        The path written, or None when matplotlib is not installed (logged).
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        log.warning("matplotlib is not installed: no chart written to %s (pip install matplotlib)", path)
+        return None
+    edge = next((b for b in result.backends if b.layers), None)
+    fig, axes = plt.subplots(1, 2 if edge else 1, figsize=(13 if edge else 6, 4.5), squeeze=False)
+    _latency_axis(axes[0][0], result)
+    if edge:
+        _layer_axis(axes[0][1], edge)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
+def _latency_axis(ax: Any, result: Any) -> None:
+    names = [b.backend for b in result.backends] + [f"{e.device}\n(estimate)" for e in result.estimates]
+    values = [b.timing.p50_ms for b in result.backends] + [e.latency_ms for e in result.estimates]
+    colors = ["tab:blue"] * len(result.backends) + ["tab:gray"] * len(result.estimates)
+    ax.bar(range(len(names)), values, color=colors)
+    ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel("p50 latency, ms (grey: estimates)")
+    ax.set_title("latency per backend (measured) and device (estimated)")
+
+
+def _layer_axis(ax: Any, backend: Any) -> None:
+    xs = range(len(backend.layers))
+    ax.bar(xs, [r.time_ms for r in backend.layers], color="tab:blue")
+    ax.set_xlabel("layer (execution order)")
+    ax.set_ylabel("time, ms")
+    ax.set_title(f"per-layer time and input density ({backend.backend})")
+    twin = ax.twinx()
+    dens = [(i, r.density) for i, r in enumerate(backend.layers) if r.density is not None]
+    if dens:
+        twin.plot([i for i, _ in dens], [d for _, d in dens], "o", color="tab:red", markersize=3)
+    twin.set_ylim(0, 1.05)
+    twin.set_ylabel("input density", color="tab:red")
