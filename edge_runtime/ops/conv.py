@@ -1,2 +1,179 @@
-"""conv operators (to be filled)."""
+"""Conv, FusedConv (internal: Conv + activation epilogue) and ConvTranspose.
+
+The plain functions prepare the weights on every call; the builders (used by the
+planner when W is an initializer) prepare them once and cache the resolved padding
+per input shape, so a run is one kernel call. Kernels: kernels/conv.py,
+kernels/depthwise.py, kernels/conv_transpose.py.
+"""
 from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+from numpy.typing import NDArray
+
+from edge_runtime.errors import InvalidArgumentError, InvalidInputError, UnsupportedDTypeError
+from edge_runtime.kernels.conv import PreparedConv, dense_conv, prepare_conv
+from edge_runtime.kernels.conv_transpose import (PreparedConvTranspose, dense_conv_transpose,
+                                                 full_out_spatial, prepare_conv_transpose)
+from edge_runtime.kernels.geometry import check_positive, resolve_pads
+from edge_runtime.ops.registry import INTERNAL_DOMAIN, register, register_builder
+
+Array = NDArray[Any]
+_CONV_ATTRS = ("auto_pad", "dilations", "group", "kernel_shape", "pads", "strides")
+
+
+def _float32(op: str, x: Array) -> Array:
+    """x as float32 (float16/float64 are computed in float32 and cast back by the caller).
+
+    Raises:
+        UnsupportedDTypeError: x is not a floating-point tensor.
+    """
+    if not np.issubdtype(x.dtype, np.floating):
+        raise UnsupportedDTypeError(
+            f"{op} input has dtype {x.dtype}; edge_runtime computes {op} in float16/float32/float64 only. "
+            f"Cast the input to float32 or quantise-dequantise the model.")
+    return np.asarray(x, np.float32)
+
+
+def _conv_geometry(x_shape: tuple[int, ...], w_shape: tuple[int, ...], auto_pad: str, dilations: Any,
+                   kernel_shape: Any, pads: Any, strides: Any) -> tuple[list[int], list[int], list[int]]:
+    """Validated (strides, pads, dilations) for a Conv on an input of shape ``x_shape``."""
+    nd = len(w_shape) - 2
+    if len(x_shape) != nd + 2:
+        raise InvalidInputError(
+            f"Conv input has shape {x_shape} (rank {len(x_shape)}) but the weights {w_shape} need rank "
+            f"{nd + 2} (N, C, <{nd} spatial dims>). Check the producer of this tensor.")
+    kernel = list(w_shape[2:])
+    if kernel_shape is not None and [int(k) for k in kernel_shape] != kernel:
+        raise InvalidArgumentError(
+            f"Conv kernel_shape={list(kernel_shape)} does not match the weight's spatial shape {kernel}; "
+            f"expected them equal. Fix or drop the model's kernel_shape attribute.")
+    strides = check_positive("strides", strides if strides is not None else [1] * nd, nd)
+    dilations = check_positive("dilations", dilations if dilations is not None else [1] * nd, nd)
+    pads = resolve_pads(auto_pad, x_shape[2:], kernel, strides, dilations, pads)
+    return strides, pads, dilations
+
+
+def _run_conv(x: Array, prep: PreparedConv, b: Array | None, geom: tuple, act: int, p0: float,
+              p1: float) -> Array:
+    y = dense_conv(_float32("Conv", x), prep, None if b is None else np.asarray(b, np.float32),
+                   *geom, act, p0, p1)
+    return y if x.dtype == np.float32 else y.astype(x.dtype)
+
+
+@register("Conv")
+def Conv(X, W, B=None, *, auto_pad="NOTSET", dilations=None, group=1, kernel_shape=None, pads=None,
+         strides=None):
+    """ONNX Conv (1-D/2-D/3-D, groups, dilations, auto_pad)."""
+    return FusedConv(X, W, B, auto_pad=auto_pad, dilations=dilations, group=group,
+                     kernel_shape=kernel_shape, pads=pads, strides=strides)
+
+
+@register("FusedConv", domain=INTERNAL_DOMAIN)
+def FusedConv(X, W, B=None, *, auto_pad="NOTSET", dilations=None, group=1, kernel_shape=None, pads=None,
+              strides=None, activation=0, act_p0=0.0, act_p1=0.0):
+    """Conv followed by a fused activation (codes in kernels/activation.py)."""
+    geom = _conv_geometry(X.shape, W.shape, auto_pad, dilations, kernel_shape, pads, strides)
+    prep = prepare_conv(_float32("Conv", W), int(group))
+    return _run_conv(X, prep, B, geom, int(activation), float(act_p0), float(act_p1))
+
+
+def _conv_builder(node: Any, consts: list, ctx: Any) -> Callable[..., Array] | None:
+    """Prepare constant weights once; cache the geometry per input shape."""
+    w = consts[1] if len(consts) > 1 else None
+    if w is None:
+        return None
+    attrs = dict(node.attrs)
+    prep = prepare_conv(_float32("Conv", w), int(attrs.get("group", 1)))
+    geo_attrs = {k: attrs.get(k) for k in _CONV_ATTRS if k != "group"}
+    geo_attrs["auto_pad"] = geo_attrs["auto_pad"] or "NOTSET"
+    act = int(attrs.get("activation", 0))
+    p0, p1 = float(attrs.get("act_p0", 0.0)), float(attrs.get("act_p1", 0.0))
+    bconst = consts[2] if len(consts) > 2 and consts[2] is not None else None
+    bias = None if bconst is None else np.ascontiguousarray(bconst, np.float32)
+    cache: dict[tuple[int, ...], tuple] = {}
+
+    def run(X, W=None, B=None):
+        geom = cache.get(X.shape)
+        if geom is None:
+            geom = cache[X.shape] = _conv_geometry(X.shape, w.shape, **geo_attrs)
+        return _run_conv(X, prep, bias if bias is not None else B, geom, act, p0, p1)
+
+    return run
+
+
+register_builder("Conv")(_conv_builder)
+register_builder("FusedConv", domain=INTERNAL_DOMAIN)(_conv_builder)
+
+
+def _transpose_geometry(x_shape, w_shape, auto_pad, dilations, kernel_shape, output_padding,
+                        output_shape, pads, strides):
+    """(strides, dilations, pads_begin, out_spatial) per the ONNX ConvTranspose spec."""
+    nd = len(w_shape) - 2
+    if len(x_shape) != nd + 2:
+        raise InvalidInputError(
+            f"ConvTranspose input has shape {x_shape} but the weights {w_shape} need rank {nd + 2}. "
+            f"Check the producer of this tensor.")
+    kernel = list(w_shape[2:])
+    if kernel_shape is not None and [int(k) for k in kernel_shape] != kernel:
+        raise InvalidArgumentError(
+            f"ConvTranspose kernel_shape={list(kernel_shape)} does not match the weight's spatial shape "
+            f"{kernel}. Fix or drop the model's kernel_shape attribute.")
+    strides = check_positive("strides", strides if strides is not None else [1] * nd, nd)
+    dilations = check_positive("dilations", dilations if dilations is not None else [1] * nd, nd)
+    out_pad = [int(v) for v in output_padding] if output_padding is not None else [0] * nd
+    out_pad = out_pad[:nd] if len(out_pad) >= nd else out_pad + [0] * (nd - len(out_pad))
+    full = [f + o for f, o in zip(full_out_spatial(x_shape[2:], kernel, strides, dilations), out_pad)]
+    if output_shape is not None:
+        out = [int(v) for v in output_shape][-nd:]
+    elif auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+        out = [n * s for n, s in zip(x_shape[2:], strides)]
+    else:
+        p = resolve_pads("NOTSET" if auto_pad != "VALID" else "VALID", x_shape[2:], kernel, strides,
+                         dilations, pads)
+        return strides, dilations, p[:nd], [f - p[i] - p[nd + i] for i, f in enumerate(full)]
+    if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+        total = [f - o for f, o in zip(full, out)]
+        begin = [t // 2 if auto_pad == "SAME_UPPER" else t - t // 2 for t in total]
+    else:
+        begin = [int(v) for v in pads][:nd] if pads is not None else [0] * nd
+    return strides, dilations, begin, out
+
+
+def _run_transpose(x: Array, prep: PreparedConvTranspose, b: Array | None, geom: tuple) -> Array:
+    y = dense_conv_transpose(_float32("ConvTranspose", x), prep,
+                             None if b is None else np.asarray(b, np.float32), *geom)
+    return y if x.dtype == np.float32 else y.astype(x.dtype)
+
+
+@register("ConvTranspose")
+def ConvTranspose(X, W, B=None, *, auto_pad="NOTSET", dilations=None, group=1, kernel_shape=None,
+                  output_padding=None, output_shape=None, pads=None, strides=None):
+    """ONNX ConvTranspose (output_padding, output_shape, groups, dilations, auto_pad)."""
+    geom = _transpose_geometry(X.shape, W.shape, auto_pad, dilations, kernel_shape, output_padding,
+                               output_shape, pads, strides)
+    prep = prepare_conv_transpose(_float32("ConvTranspose", W), int(group))
+    return _run_transpose(X, prep, B, geom)
+
+
+@register_builder("ConvTranspose")
+def _conv_transpose_builder(node: Any, consts: list, ctx: Any) -> Callable[..., Array] | None:
+    """Prepare constant ConvTranspose weights once; cache the geometry per input shape."""
+    w = consts[1] if len(consts) > 1 else None
+    if w is None:
+        return None
+    attrs = dict(node.attrs)
+    prep = prepare_conv_transpose(_float32("ConvTranspose", w), int(attrs.get("group", 1)))
+    keys = ("auto_pad", "dilations", "kernel_shape", "output_padding", "output_shape", "pads", "strides")
+    geo_attrs = {k: attrs.get(k) for k in keys}
+    geo_attrs["auto_pad"] = geo_attrs["auto_pad"] or "NOTSET"
+    cache: dict[tuple[int, ...], tuple] = {}
+
+    def run(X, W=None, B=None):
+        geom = cache.get(X.shape)
+        if geom is None:
+            geom = cache[X.shape] = _transpose_geometry(X.shape, w.shape, **geo_attrs)
+        return _run_transpose(X, prep, B, geom)
+
+    return run

@@ -1,2 +1,100 @@
-"""pool operators (to be filled)."""
+"""MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool (kernels/pool.py)."""
 from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from edge_runtime.errors import InvalidArgumentError, InvalidInputError, UnsupportedDTypeError, UnsupportedOpError
+from edge_runtime.kernels.geometry import check_positive, resolve_pads
+from edge_runtime.kernels.pool import avg_pool, max_pool
+from edge_runtime.ops.registry import register, register_builder
+
+Array = NDArray[Any]
+
+
+def _check(op: str, x: Array, min_rank: int = 3) -> None:
+    if not np.issubdtype(x.dtype, np.floating):
+        raise UnsupportedDTypeError(
+            f"{op} input has dtype {x.dtype}; edge_runtime pools float16/float32/float64 tensors only. "
+            f"Cast the input to float32.")
+    if x.ndim < min_rank:
+        raise InvalidInputError(
+            f"{op} input has shape {x.shape}; expected (N, C, <spatial dims>) of rank >= {min_rank}. "
+            f"Check the producer of this tensor.")
+
+
+def _geometry(op: str, x: Array, auto_pad: str, dilations: Any, kernel_shape: Any, pads: Any,
+              strides: Any) -> tuple[list[int], list[int], list[int], list[int]]:
+    """Validated (kernel, strides, pads, dilations) for a pooling window."""
+    _check(op, x)
+    nd = x.ndim - 2
+    if nd > 3:
+        raise UnsupportedOpError(f"{op} over {nd} spatial dims is not supported; edge_runtime pools 1-D to 3-D.")
+    if kernel_shape is None:
+        raise InvalidArgumentError(f"{op} has no kernel_shape attribute; it is required. Fix the model.")
+    kernel = check_positive("kernel_shape", kernel_shape, nd)
+    strides = check_positive("strides", strides if strides is not None else [1] * nd, nd)
+    dilations = check_positive("dilations", dilations if dilations is not None else [1] * nd, nd)
+    pads = resolve_pads(auto_pad, x.shape[2:], kernel, strides, dilations, pads)
+    return kernel, strides, pads, dilations
+
+
+@register("MaxPool")
+def MaxPool(X, *, auto_pad="NOTSET", ceil_mode=0, dilations=None, kernel_shape=None, pads=None,
+            storage_order=0, strides=None):
+    """ONNX MaxPool; returns (Y, Indices) — the executor drops Indices when the node has one output."""
+    kernel, strides, pads, dilations = _geometry("MaxPool", X, auto_pad, dilations, kernel_shape, pads,
+                                                 strides)
+    y, idx = max_pool(np.asarray(X, np.float32), kernel, strides, pads, dilations, bool(ceil_mode),
+                      True, int(storage_order))
+    return y.astype(X.dtype, copy=False), idx
+
+
+def max_pool_values(X: Array, **attrs: Any) -> Array:
+    """MaxPool's Y only (skips the index bookkeeping); for the planner/builders."""
+    kernel, strides, pads, dilations = _geometry("MaxPool", X, attrs.get("auto_pad", "NOTSET"),
+                                                 attrs.get("dilations"), attrs.get("kernel_shape"),
+                                                 attrs.get("pads"), attrs.get("strides"))
+    y, _ = max_pool(np.asarray(X, np.float32), kernel, strides, pads, dilations,
+                    bool(attrs.get("ceil_mode", 0)), False)
+    return y.astype(X.dtype, copy=False)
+
+
+@register("AveragePool")
+def AveragePool(X, *, auto_pad="NOTSET", ceil_mode=0, count_include_pad=0, dilations=None,
+                kernel_shape=None, pads=None, strides=None):
+    """ONNX AveragePool (count_include_pad, ceil_mode, dilations, auto_pad)."""
+    kernel, strides, pads, dilations = _geometry("AveragePool", X, auto_pad, dilations, kernel_shape, pads,
+                                                 strides)
+    y = avg_pool(np.asarray(X, np.float32), kernel, strides, pads, dilations, bool(ceil_mode),
+                 bool(count_include_pad))
+    return y.astype(X.dtype, copy=False)
+
+
+@register("GlobalAveragePool")
+def GlobalAveragePool(X):
+    """Mean over all spatial dims, keeping them as size 1."""
+    _check("GlobalAveragePool", X)
+    return X.mean(axis=tuple(range(2, X.ndim)), keepdims=True, dtype=np.float32).astype(X.dtype, copy=False)
+
+
+@register("GlobalMaxPool")
+def GlobalMaxPool(X):
+    """Max over all spatial dims, keeping them as size 1."""
+    _check("GlobalMaxPool", X)
+    return X.max(axis=tuple(range(2, X.ndim)), keepdims=True)
+
+
+@register_builder("MaxPool")
+def _max_pool_builder(node: Any, consts: list, ctx: Any):
+    """MaxPool with one output: skip computing Indices."""
+    if len([o for o in node.outputs if o]) > 1 or (len(node.outputs) > 1 and node.outputs[1]):
+        return None
+    attrs = dict(node.attrs)
+
+    def run(X):
+        return max_pool_values(X, **attrs)
+
+    return run
