@@ -52,7 +52,12 @@ def GatherElements(data: Array, indices: Array, *, axis: int = 0) -> Array:
     idx = _wrap(indices, data.shape[axis], "GatherElements")
     if idx.ndim != data.ndim:
         raise InvalidInputError(f"GatherElements: indices rank {idx.ndim} differs from data rank {data.ndim}.")
-    return np.take_along_axis(data, idx, axis=axis)
+    if any(i > d for k, (i, d) in enumerate(zip(idx.shape, data.shape)) if k != axis):
+        raise InvalidInputError(f"GatherElements: indices shape {idx.shape} exceeds data shape {data.shape} "
+                                f"outside axis {axis}.")
+    where = list(np.indices(idx.shape, sparse=True))  # indices may be smaller than data off-axis
+    where[axis] = idx
+    return data[tuple(where)]
 
 
 def _nd_index(data: Array, indices: Array, batch_dims: int, op: str) -> tuple[Array, ...]:
