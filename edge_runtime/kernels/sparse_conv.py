@@ -19,15 +19,17 @@ added before the activation ``(act, p0, p1)`` (codes of
 layout (made C-contiguous float32 by the wrapper); output a new (N, Cout, OH, OW)
 float32 array. auto_pad must be resolved to explicit pads by the caller.
 
-How the sparse kernel works: per image, one scan of the NCHW input writes, for every
-input pixel, the list of its nonzero channels (value, channel) without branches
-(this is the only layout change; it replaces an NCHW->NHWC transpose). Then, for each
-Cout tile, each output pixel accumulates in an L1-resident T-vector, for every valid
-kernel tap, only the weight vectors ``wt[tile, tap, c]`` of the nonzero channels c of
-the input pixel under that tap (eight per pass, the MatMul kernel's inner loop), adds
-nothing for padding, applies the activation and stores the T values straight into the
-NCHW output (the strided stores hit the same 128 cache lines for 16 consecutive
-pixels, so no output transpose is needed). Work ~ nnz(x) * KH*KW * Cout / (sh*sw).
+How the sparse kernel works: per image, one branch-free scan of the NCHW input writes,
+for every input pixel, the list of its nonzero channels (value, channel), 16 pixels at
+a time so the lists being appended stay in L1 (this replaces an NCHW->NHWC transpose
+and is the only layout change). Then each output pixel concatenates the lists of the
+input pixels under its valid kernel taps (padding contributes nothing) into one list
+of (value, tap*Cin + c) and, per Cout tile, accumulates only those rows of the
+(KH*KW*Cin, T) weight tile into an L1-resident T-vector, eight rows per pass (the
+MatMul kernel's inner loop); one long list instead of one call per tap was ~3x faster.
+It applies bias and activation and stores the T values straight into the NCHW output
+(the strided stores hit the same lines for 16 consecutive pixels, so no output
+transpose is needed). Work ~ nnz(x) * KH*KW * Cout / (sh*sw).
 
 1x1 Conv: the same kernel with KH=KW=1; per pixel it is the token-batched MatMul over
 the C channels. :func:`sparse_conv1x1_nchw` is that call with unit strides, zero pads.
@@ -159,16 +161,23 @@ def conv_output_shape(
 
 @numba.njit(cache=True, fastmath=True)
 def _compact_pixels(xc, vals, idx, cnt):  # pragma: no cover - compiled
-    """xc (C, H*W) -> per pixel p: vals[p, :cnt[p]], idx[p, :cnt[p]] = its nonzeros."""
+    """xc (C, H*W) -> per pixel p: vals[p, :cnt[p]], idx[p, :cnt[p]] = its nonzeros.
+
+    Works on blocks of 16 pixels so the 16 lists being appended to stay in L1 while
+    the channel loop runs (same speed as a blocked transpose followed by a sequential
+    compaction, without the scratch copy).
+    """
     nc, hw = xc.shape
     cnt[:] = 0
-    for c in range(nc):
-        for p in range(hw):
-            v = xc[c, p]
-            j = cnt[p]
-            vals[p, j] = v
-            idx[p, j] = c
-            cnt[p] = j + (v != 0)
+    for p0 in range(0, hw, 16):
+        p1 = min(hw, p0 + 16)
+        for c in range(nc):
+            for p in range(p0, p1):
+                v = xc[c, p]
+                j = cnt[p]
+                vals[p, j] = v
+                idx[p, j] = c
+                cnt[p] = j + (v != 0)
 
 
 @numba.njit(cache=True, fastmath=True)
