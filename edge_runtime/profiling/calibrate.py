@@ -75,12 +75,12 @@ def _sparse_input(shape: tuple[int, ...], density: float, rng: np.random.Generat
 
 
 def _crossover(make_calls: Callable[[float], tuple[Callable[[int], Any], Callable[[int], Any]]],
-               runs: int) -> float:
+               runs: int, clock: Callable[[], float] = time.perf_counter) -> float:
     """Largest tested density at which sparse beats dense (median of interleaved calls)."""
     best = DENSITIES[0]
     for d in DENSITIES:
         sparse, dense = make_calls(d)
-        t = measure.interleave({"sparse": sparse, "dense": dense}, runs, warmup=1)
+        t = measure.interleave({"sparse": sparse, "dense": dense}, runs, warmup=1, clock=clock)
         if np.median(t["sparse"]) < np.median(t["dense"]):
             best = d
     return best

@@ -1,0 +1,117 @@
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import device_profiles as dp
+from edge_runtime.errors import InvalidArgumentError
+from edge_runtime.graph import Graph, Node, ValueInfo
+from edge_runtime.profiling import costmodel as cm
+
+# Published batch-1 latencies, ms (references.md §3)
+PUBLISHED = {("mobilenetv2", "raspberry-pi-4"): 61.9, ("mobilenetv2", "raspberry-pi-5"): 10.5,
+             ("mobilenetv2", "jetson-orin-nano"): 6.5, ("resnet18", "raspberry-pi-4"): 123.0,
+             ("resnet18", "raspberry-pi-5"): 20.0, ("resnet18", "jetson-orin-nano"): 15.1}
+
+
+def _graph(node: Node, weights: dict) -> Graph:
+    return Graph((node,), weights, (ValueInfo("x", np.dtype("float32"), (1, 3, 8, 8)),), (), {"": 17})
+
+
+def test_conv_flops_count_each_multiply_add_twice():
+    w = np.zeros((8, 3, 3, 3), np.float32)
+    node = Node("FusedConv", ("x", "W"), ("y",), {"pads": [1, 1, 1, 1], "strides": [1, 1]}, "conv")
+    cost = cm.layer_cost(node, _graph(node, {"W": w}), {"x": (1, 3, 8, 8)})  # output shape derived
+    assert cost.output_shape == (1, 8, 8, 8)
+    assert cost.flops == 2 * 8 * 8 * 8 * 27
+    assert cost.weight_bytes == 4 * w.size
+    assert cost.bytes == 4 * (3 * 64 + 8 * 64 + w.size)
+    assert cost.family == "conv"
+
+
+def test_gemm_flops_respect_transB_and_family_by_rows():
+    w = np.zeros((10, 6), np.float32)  # (N, K) with transB=1
+    node = Node("FusedGemm", ("x", "W"), ("y",), {"transB": 1}, "fc")
+    cost = cm.layer_cost(node, _graph(node, {"W": w}), {"x": (1, 6), "y": (1, 10)})
+    assert (cost.flops, cost.family) == (2 * 6 * 10, "gemv")
+    cost4 = cm.layer_cost(node, _graph(node, {"W": w}), {"x": (4, 6), "y": (4, 10)})
+    assert (cost4.flops, cost4.family) == (2 * 4 * 6 * 10, "gemm")
+
+
+def _compute_bound() -> cm.LayerCost:
+    return cm.LayerCost("fc", "FusedGemm", 2e9, 4e3, 2e3, "gemm", (64, 1000))  # 2 GFLOP, 4 kB
+
+
+def test_halving_peak_doubles_a_compute_bound_estimate():
+    pi4 = dp.load_profile("raspberry-pi-4")
+    slow = dataclasses.replace(pi4, compute=dp.Compute(pi4.compute.peak_fp32_gflops / 2))
+    fast_ms = cm.estimate_latency([_compute_bound()], pi4).latency_ms
+    slow_ms = cm.estimate_latency([_compute_bound()], slow).latency_ms
+    assert slow_ms == pytest.approx(2 * fast_ms, rel=0.01)
+    assert fast_ms == pytest.approx(cm.DEFAULT_EFFICIENCY * 2e9 / 47.9e9 * 1e3, rel=1e-6)
+
+
+def test_sparse_layers_scale_flops_by_density_below_the_crossover():
+    pi4 = dp.load_profile("raspberry-pi-4")  # gemm crossover 0.28
+    dense = cm.estimate_latency([_compute_bound()], pi4)
+    sparse = cm.estimate_latency([_compute_bound()], pi4, densities={"fc": 0.1})
+    above = cm.estimate_latency([_compute_bound()], pi4, densities={"fc": 0.5})
+    assert sparse.latency_ms == pytest.approx(0.1 * dense.latency_ms, rel=0.01)
+    assert sparse.flops_skipped == pytest.approx(0.9 * 2e9)
+    assert above.latency_ms == pytest.approx(dense.latency_ms) and above.flops_skipped == 0
+
+
+def test_memory_bound_layer_follows_bandwidth():
+    pi4 = dp.load_profile("raspberry-pi-4")
+    layer = cm.LayerCost("add", "Add", 1e3, 2.5e7, 0.0, None, (1,))
+    est = cm.estimate_latency([layer], pi4)
+    assert est.roofline_ms == pytest.approx(2.5e7 / 2.5e9 * 1e3)
+    assert est.compute_bound_fraction == 0.0
+
+
+def test_host_calibration_sets_the_efficiency_and_budget_verdict():
+    pi4 = dp.load_profile("raspberry-pi-4")
+    layers = [_compute_bound()]
+    roof = cm.roofline_seconds(layers, pi4)
+    eff = cm.host_efficiency(layers, pi4, 3 * roof)
+    assert eff == pytest.approx(3.0)
+    tight = dataclasses.replace(pi4, budget=dp.Budget(1.0))
+    loose = dataclasses.replace(pi4, budget=dp.Budget(1e6))
+    est = cm.estimate_latency(layers, tight, efficiency=eff)
+    assert (est.efficiency_source, est.meets_budget) == ("host", False)
+    assert cm.estimate_latency(layers, loose).meets_budget is True
+    assert cm.estimate_latency(layers, pi4).meets_budget is None
+    assert est.to_dict()["estimate"] is True
+    with pytest.raises(InvalidArgumentError, match="positive"):
+        cm.host_efficiency(layers, pi4, 0.0)
+
+
+@pytest.fixture(scope="module")
+def cnn_costs(tmp_path_factory) -> dict[str, tuple[cm.LayerCost, ...]]:
+    pytest.importorskip("torch")
+    pytest.importorskip("onnxscript")
+    from tests.edge_runtime.profiling import cnn_models
+
+    out = tmp_path_factory.mktemp("cnn")
+    return {name: cm.model_costs(cnn_models.export(cls(), Path(out) / f"{name}.onnx"))
+            for name, cls in (("mobilenetv2", cnn_models.MobileNetV2), ("resnet18", cnn_models.ResNet18))}
+
+
+@pytest.mark.slow  # exports ResNet-18 and MobileNetV2 with torch.onnx (20-60 s)
+def test_cnn_flops_match_the_known_mac_counts(cnn_costs):
+    gflops = {k: sum(c.flops for c in v) / 1e9 for k, v in cnn_costs.items()}
+    assert gflops["mobilenetv2"] == pytest.approx(0.6, rel=0.05)   # ~300 MMAC
+    assert gflops["resnet18"] == pytest.approx(3.63, rel=0.05)     # ~1.8 GMAC
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model,device", sorted(PUBLISHED))
+def test_default_estimates_within_2x_of_published_latencies(cnn_costs, model, device):
+    est = cm.estimate_latency(cnn_costs[model], dp.load_profile(device))
+    ratio = est.latency_ms / PUBLISHED[(model, device)]
+    assert 0.5 <= ratio <= 2.0, f"{model} on {device}: estimate {est.latency_ms:.1f} ms, ratio {ratio:.2f}"
+    assert math.isfinite(est.latency_ms) and est.efficiency_source == "default"
