@@ -279,11 +279,6 @@ def _gemm_rows(x, wt, bias, act, p0, p1, out, m0, m1):  # pragma: no cover - com
             _tile_row(vals[r], idx[r], cnt[r], wt, bias, act, p0, p1, acc, out[m0 + r], tile)
 
 
-@numba.njit(cache=True, fastmath=True)
-def _gemm_kernel(x, wt, bias, act, p0, p1, out):  # pragma: no cover - compiled
-    _gemm_rows(x, wt, bias, act, p0, p1, out, 0, x.shape[0])
-
-
 @numba.njit(cache=True, fastmath=True, parallel=True)
 def _gemm_kernel_par(x, wt, bias, act, p0, p1, out, block):  # pragma: no cover - compiled
     m = x.shape[0]
@@ -377,7 +372,7 @@ def sparse_matmul(
         block = max(1, min(16, -(-xa.shape[0] // max(1, numba.get_num_threads()))))
         _gemm_kernel_par(xa, prepared.wt, b, act, float(p0), float(p1), out, block)
     else:
-        _gemm_kernel(xa, prepared.wt, b, act, float(p0), float(p1), out)
+        _gemm_rows(xa, prepared.wt, b, act, float(p0), float(p1), out, 0, xa.shape[0])
     return out
 
 
@@ -422,10 +417,5 @@ def dense_gemv(
     Raises:
         InvalidInputError: on a shape mismatch. InvalidArgumentError: unknown ``act``.
     """
-    _check_act(act)
     xa = _as_input(x, 1, prepared.k, "dense_gemv")
-    b = _bias_array(bias, prepared.n)
-    y = np.matmul(xa, prepared.wt).reshape(-1)[: prepared.n].copy()
-    if b.shape[0]:
-        y += b
-    return apply_activation(y, act, p0, p1)
+    return dense_matmul(xa[None, :], prepared, bias, act, p0, p1)[0]
