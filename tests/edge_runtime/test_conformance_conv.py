@@ -70,3 +70,21 @@ def test_case(case):
 
 def test_every_op_runs():
     conformance.assert_each_op_runs(OP_TYPES, PARAMS)
+
+
+def test_conv_op_errors_and_dtypes():
+    from edge_runtime.errors import InvalidArgumentError, UnsupportedDTypeError
+    from edge_runtime.ops.conv import Conv, ConvTranspose
+
+    x, w = np.ones((1, 2, 5, 5)), np.ones((3, 2, 3, 3))
+    y = Conv(x, w, pads=[1, 1, 1, 1])  # float64 is computed in float32 and cast back
+    assert y.dtype == np.float64 and y.shape == (1, 3, 5, 5) and y[0, 0, 2, 2] == 18.0
+    with pytest.raises(UnsupportedDTypeError, match="dtype int64"):
+        Conv(x.astype(np.int64), w)
+    with pytest.raises(InvalidArgumentError, match="kernel_shape=\\[2, 2\\]"):
+        Conv(x, w, kernel_shape=[2, 2])
+    with pytest.raises(InvalidArgumentError, match="strides=\\[0, 1\\]"):
+        Conv(x, w, strides=[0, 1])
+    yt = ConvTranspose(np.ones((1, 2, 3, 3), np.float32), np.ones((2, 1, 2, 2), np.float32),
+                       strides=[2, 2], output_shape=[7, 7])
+    assert yt.shape == (1, 1, 7, 7) and yt[0, 0, 6, 6] == 0.0 and yt[0, 0, 0, 0] == 2.0
