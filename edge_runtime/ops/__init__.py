@@ -7,12 +7,13 @@ from __future__ import annotations
 from edge_runtime.ops import (  # noqa: F401  (imported for their registrations)
     conv,
     elementwise,
-    fused,
+    indexing,
     matmul,
     norm,
     pool,
     reduce,
     resize,
+    shape,
     tensor,
 )
 from edge_runtime.ops.registry import supported_ops

@@ -48,7 +48,9 @@ def test_matmul_add_relu_is_fused_into_one_step():
 def test_external_data_next_to_model(tmp_path):
     model = _mlp_model()
     path = tmp_path / "ext.onnx"
-    onnx.save(model, path, save_as_external_data=True, all_tensors_to_one_file=True, location="ext.onnx.data",
+    saved = onnx.ModelProto()
+    saved.CopyFrom(model)  # onnx.save marks the tensors it writes out as external: keep `model` intact
+    onnx.save(saved, path, save_as_external_data=True, all_tensors_to_one_file=True, location="ext.onnx.data",
               size_threshold=0)
     assert (tmp_path / "ext.onnx.data").exists()
     x = np.ones((1, 4), np.float32)

@@ -1,2 +1,0 @@
-"""fused operators (to be filled)."""
-from __future__ import annotations
