@@ -21,10 +21,8 @@ _OURS = ("edge_runtime", "exporters", "device_profiles")
 #: (module, function, command names it adds, pip extra that provides its dependencies)
 COMMAND_FAMILIES: tuple[tuple[str, str, tuple[str, ...], str], ...] = (
     ("edge_runtime.profiling.commands", "add_parsers", ("devices", "profile"), "tools"),
-    ("edge_runtime.inspect", "add_parser", ("inspect",), ""),
-    ("edge_runtime.validation.commands", "add_parsers", ("validate", "run"), "tools"),
+    ("exporters.commands", "add_inspect_parser", ("inspect",), ""),  # torch-free
     ("exporters.commands", "add_export_parser", ("export",), "export"),
-    ("exporters.demo.commands", "add_parser", ("demo",), "export,tflite"),
 )
 
 
