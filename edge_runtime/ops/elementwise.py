@@ -3,7 +3,8 @@
 Signatures follow the ONNX schemas (inputs positional, attributes keyword-only with the
 spec's defaults). Float math computes in float32 and returns float32; attribute floats
 are cast with ``np.float32`` so numpy never promotes to float64. Erf and exact Gelu use
-small numba kernels (numpy has no erf; ``math.erf`` per element would be ~100x slower).
+small numba kernels on a rational erfc fit (numpy has no erf; numba's ``math.erf`` measured
+~30 ms on 197x3072 floats vs onnxruntime's 1.3 ms).
 """
 from __future__ import annotations
 
@@ -49,24 +50,74 @@ def _arr(x: Any) -> Array:
 
 # ---------------------------------------------------------------- numba kernels
 
-@numba.njit(cache=True)
-def _erf_kernel(x: Array, out: Array) -> None:  # pragma: no cover - compiled
-    for i in range(x.size):
-        out[i] = math.erf(x[i])
+#: Numerical Recipes' erfc Chebyshev coefficients as float32 (numba keeps the loop in 16-wide float32).
+_ERFC_C = tuple(np.float32(c) for c in (1.00002368, 0.37409196, 0.09678418, -0.18628806, 0.27886807,
+                                        -1.13520398, 1.48851587, -0.82215223, 0.17087277))
+_C0, _C1, _C2, _C3, _C4, _C5, _C6, _C7, _C8 = _ERFC_C
+_F1, _FH, _FK = np.float32(1.0), np.float32(0.5), np.float32(1.26551223)
 
 
-@numba.njit(cache=True)
-def _gelu_kernel(x: Array, out: Array) -> None:  # pragma: no cover - compiled
+@numba.njit(cache=True, fastmath=True)
+def _erfc_parts(z: Array, t: Array, arg: Array) -> None:  # pragma: no cover - compiled
+    """erfc(|z|) = t * exp(arg), fractional error ~1e-7 (Numerical Recipes' Chebyshev fit, erfcc).
+
+    No calls in the loop so it vectorises; numpy's SIMD exp finishes the job.
+    """
+    for i in range(z.size):
+        a = abs(z[i])
+        ti = _F1 / (_F1 + _FH * a)
+        p = _C7 + ti * _C8
+        p = _C6 + ti * p
+        p = _C5 + ti * p
+        p = _C4 + ti * p
+        p = _C3 + ti * p
+        p = _C2 + ti * p
+        p = _C1 + ti * p
+        p = _C0 + ti * p
+        t[i] = ti
+        arg[i] = -a * a - _FK + ti * p
+
+
+@numba.njit(cache=True, fastmath=True)
+def _erf_combine(x: Array, c: Array, out: Array) -> None:  # pragma: no cover - compiled
     for i in range(x.size):
+        v = float(x[i])
+        v2 = v * v  # Taylor series below 0.5: keeps relative accuracy where 1 - erfc cancels
+        small = v * (1.1283791670955126 + v2 * (-0.37612638903183754 + v2 * (0.11283791670955126 + v2 * (
+            -0.026866170645131252 + v2 * (0.005223977625442188 - v2 * 0.0008548327023450852)))))
+        big = 1.0 - c[i] if v > 0 else c[i] - 1.0
+        out[i] = small if abs(v) < 0.5 else big
+
+
+@numba.njit(cache=True, fastmath=True)
+def _gelu_combine(x: Array, c: Array, out: Array) -> None:  # pragma: no cover - compiled
+    for i in range(x.size):  # 0.5 x (1 + erf(x / sqrt2)) = 0.5 x erfc(-x / sqrt2)
         v = x[i]
-        out[i] = 0.5 * v * (1.0 + math.erf(v * 0.7071067811865476))
+        out[i] = 0.5 * v * (2.0 - c[i] if v > 0 else c[i])
 
 
-def _flat_kernel(kernel: Callable[[Array, Array], None], x: Array) -> Array:
-    xc = np.ascontiguousarray(x)
+def _erfc_abs(z: Array) -> Array:
+    """erfc(|z|) for a contiguous 1-D float32 array."""
+    t = np.empty_like(z)
+    arg = np.empty_like(z)
+    _erfc_parts(z, t, arg)
+    np.exp(arg, out=arg)
+    arg *= t
+    return arg
+
+
+def _erf(x: Array) -> Array:
+    xc = np.ascontiguousarray(x).reshape(-1)
     out = np.empty_like(xc)
-    kernel(xc.reshape(-1), out.reshape(-1))
-    return out
+    _erf_combine(xc, _erfc_abs(xc), out)
+    return out.reshape(x.shape)
+
+
+def _gelu_exact(x: Array) -> Array:
+    xc = np.ascontiguousarray(x).reshape(-1)
+    out = np.empty_like(xc)
+    _gelu_combine(xc, _erfc_abs(xc * np.float32(0.7071067811865476)), out)
+    return out.reshape(x.shape)
 
 
 # ---------------------------------------------------------------- unary ops
@@ -92,7 +143,7 @@ _UNARY: dict[str, tuple[int, tuple[np.dtype, ...], Callable[[Array], Array]]] = 
     "Floor": (6, FLOAT, np.floor),
     "Ceil": (6, FLOAT, np.ceil),
     "Round": (11, FLOAT, np.round),  # half to even, as ONNX specifies
-    "Erf": (9, FLOAT, lambda x: _flat_kernel(_erf_kernel, x)),
+    "Erf": (9, FLOAT, _erf),
     "Tanh": (6, FLOAT, np.tanh),
     "Sigmoid": (6, FLOAT, _sigmoid),
     "Relu": (6, NUMERIC, lambda x: np.maximum(x, 0)),
@@ -183,7 +234,7 @@ def Gelu(X: Array, *, approximate: str = "none") -> Array:
     """
     check_dtype("Gelu", X, FLOAT)
     if approximate == "none":
-        return _flat_kernel(_gelu_kernel, X)
+        return _gelu_exact(X)
     if approximate == "tanh":
         inner = np.float32(math.sqrt(2 / math.pi)) * (X + np.float32(0.044715) * X * X * X)
         return np.float32(0.5) * X * (np.float32(1) + np.tanh(inner))
