@@ -18,16 +18,29 @@ from edge_runtime.errors import (
     UnsupportedDTypeError,
     UnsupportedOpError,
 )
-from edge_runtime.executor import NodeStats, RunStats
-from edge_runtime.ops.registry import supported_ops
-from edge_runtime.options import (
-    ORT_DISABLE_ALL,
-    ORT_ENABLE_ALL,
-    ORT_ENABLE_BASIC,
-    ORT_ENABLE_EXTENDED,
-    SessionOptions,
-)
-from edge_runtime.session import InferenceSession, ModelMetadata, NodeArg
+import importlib
+from typing import Any
+
+# The session, planner and kernels import numba (about a second): load them on first use, so
+# that ``import edge_runtime.errors`` (used by the exporters and the CLI) stays cheap.
+_LAZY = {
+    "NodeStats": "edge_runtime.executor", "RunStats": "edge_runtime.executor",
+    "supported_ops": "edge_runtime.ops.registry",
+    "ORT_DISABLE_ALL": "edge_runtime.options", "ORT_ENABLE_ALL": "edge_runtime.options",
+    "ORT_ENABLE_BASIC": "edge_runtime.options", "ORT_ENABLE_EXTENDED": "edge_runtime.options",
+    "SessionOptions": "edge_runtime.options",
+    "InferenceSession": "edge_runtime.session", "ModelMetadata": "edge_runtime.session",
+    "NodeArg": "edge_runtime.session",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'edge_runtime' has no attribute {name!r}")
+
 
 __version__ = "0.1.0"
 
