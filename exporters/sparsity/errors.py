@@ -1,14 +1,12 @@
-"""Errors raised by :mod:`exporters.sparsity`.
-
-``SparsifyError`` derives from ``ValueError`` only: importing ``edge_runtime.errors``
-would import the whole runtime package, and the training-side modules must not depend
-on it.
-"""
+"""Errors raised by :mod:`exporters.sparsity`."""
 from __future__ import annotations
 
+from edge_runtime.errors import EdgeRuntimeError
 
-class SparsifyError(ValueError):
+
+class SparsifyError(EdgeRuntimeError, ValueError):
     """A sparsity recipe, module argument or calibration input is invalid.
 
-    The message names the offending value, what was expected and how to fix it.
+    The message names the offending value, what was expected and how to fix it. Part of the
+    project's one error hierarchy, so ``except EdgeRuntimeError`` (and the CLI) catch it.
     """
