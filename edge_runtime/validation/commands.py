@@ -1,0 +1,119 @@
+"""CLI subcommands ``validate`` and ``run`` (the lead wires ``add_parsers`` into edge_runtime/cli.py).
+
+Usage::
+
+    edge-runtime validate BUNDLE [--data DIR|NPZ] [--backends edge,edge-dense,onnxruntime,litert,torch]
+        [--atol X] [--max-accuracy-drop PTS] [--json FILE] [--report FILE.md] [--perturb noise,blur,...]
+        [--torch-model FILE.pt2] [--threads N] [--overwrite] [--no-progress]
+    edge-runtime run BUNDLE INPUTS... [--out results.csv|.json] [--batch N] [--threads N] [--device NAME]
+        [--sparsity auto|off|force] [--exact-size] [--watch DIR] [--poll S] [--overwrite]
+
+Exit status: validate 0 = every backend within tolerance, 1 = a check failed; run 0 = every
+image classified, 1 = some image failed. 2 = usage or bundle error (printed by the CLI).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from edge_runtime.validation.engines import ALL_BACKENDS
+from edge_runtime.validation.perturb import PERTURBATIONS
+
+
+def _csv(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def add_parsers(subparsers: Any) -> None:
+    """Add ``validate`` and ``run`` to an argparse subparsers object; each sets ``func(args) -> int``."""
+    val = subparsers.add_parser("validate", help="check a bundle: checksums, outputs vs PyTorch, accuracy")
+    val.add_argument("bundle", help="bundle directory")
+    val.add_argument("--data", help="labelled data: ImageFolder directory (class subfolders) or NPZ with x, y")
+    val.add_argument("--backends", type=_csv, default=None,
+                     help=f"comma-separated, from {','.join(ALL_BACKENDS)} (default: every installed one "
+                          f"except torch; named ones must be runnable)")
+    val.add_argument("--atol", type=float, default=None, help="max abs difference to golden.npz (default 1e-3)")
+    val.add_argument("--max-accuracy-drop", type=float, default=1.0,
+                     help="max accuracy drop vs the reference, in percentage points (default 1)")
+    val.add_argument("--perturb", type=_csv, default=[],
+                     help=f"accuracy under corruptions: comma-separated from {','.join(PERTURBATIONS)}")
+    val.add_argument("--torch-model", help="the PyTorch model (.pt2 / TorchScript) as the reference backend")
+    val.add_argument("--threads", type=int, default=None, help="threads per backend (default: all CPUs)")
+    val.add_argument("--json", type=Path, help="write the full report as JSON")
+    val.add_argument("--report", type=Path, help="write the report as Markdown")
+    val.add_argument("--overwrite", action="store_true", help="replace existing --json/--report files")
+    val.add_argument("--no-progress", action="store_true", help="no progress bar")
+    val.set_defaults(func=cmd_validate)
+
+    run = subparsers.add_parser("run", help="classify images with a bundle (label, score, latency)")
+    run.add_argument("bundle", help="bundle directory")
+    run.add_argument("inputs", nargs="*", help="image files or directories")
+    run.add_argument("--out", type=Path, help="write results to .csv or .json")
+    run.add_argument("--batch", type=int, default=1, help="images per inference call (default 1)")
+    run.add_argument("--threads", type=int, default=None, help="intra-op threads")
+    run.add_argument("--device", help="device profile name or TOML (threads, dense/sparse crossovers)")
+    run.add_argument("--sparsity", choices=("auto", "off", "force"), default="auto")
+    run.add_argument("--exact-size", action="store_true", help="reject images not of the model's input size")
+    run.add_argument("--watch", type=Path, help="after INPUTS, process new images appearing in DIR (Ctrl-C stops)")
+    run.add_argument("--poll", type=float, default=0.5, help="--watch poll interval in seconds (default 0.5)")
+    run.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    run.set_defaults(func=cmd_run)
+
+
+def _check_outputs(paths: list[Path | None], overwrite: bool) -> None:
+    from edge_runtime.errors import InvalidArgumentError
+
+    for path in paths:
+        if path is not None and path.exists() and not overwrite:
+            raise InvalidArgumentError(f"{str(path)!r} already exists; pass --overwrite or choose another name.")
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    """Validate a bundle, print a summary, write the reports; 0 when every check passed, else 1."""
+    from edge_runtime.validation.report import render_text, write_json, write_markdown
+    from edge_runtime.validation.validate import validate_bundle
+
+    _check_outputs([args.json, args.report], args.overwrite)  # fail before minutes of work
+    report = validate_bundle(args.bundle, data=args.data, backends=args.backends, atol=args.atol,
+                             max_accuracy_drop=args.max_accuracy_drop, perturb=args.perturb,
+                             progress=not args.no_progress, threads=args.threads, torch_model=args.torch_model)
+    print(render_text(report))
+    if args.json:
+        print(f"wrote {write_json(report, args.json, overwrite=args.overwrite)}")
+    if args.report:
+        print(f"wrote {write_markdown(report, args.report, overwrite=args.overwrite)}")
+    return 0 if report.passed else 1
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Classify INPUTS (then --watch DIR); print a line per image; 1 if any image failed."""
+    from edge_runtime.errors import InvalidArgumentError
+    from edge_runtime.preprocessing import list_images
+    from edge_runtime.validation.run import BundleRunner, Result, summary_line, watch, write_results
+
+    if not args.inputs and args.watch is None:
+        raise InvalidArgumentError("give image files/directories, --watch DIR, or both.")
+    _check_outputs([args.out], args.overwrite)
+    runner = BundleRunner(args.bundle, threads=args.threads, device=args.device, sparsity=args.sparsity,
+                          exact_size=args.exact_size)
+    results: list[Result] = []
+
+    def emit(result: Result) -> None:
+        print(summary_line(result), file=sys.stderr if result.error else sys.stdout, flush=True)
+        results.append(result)
+        if args.out is not None and args.watch is not None:  # keep the file current while watching
+            write_results(results, args.out, overwrite=True)
+
+    for result in runner.run_files(list_images(args.inputs), args.batch):
+        emit(result)
+    if args.watch is not None:
+        print(f"watching {args.watch} (Ctrl-C to stop)", file=sys.stderr, flush=True)
+        watch(args.watch, runner, batch=args.batch, poll_interval=args.poll, on_result=emit)
+    if args.out is not None:
+        print(f"wrote {write_results(results, args.out, overwrite=args.overwrite or args.watch is not None)}")
+    failed = sum(not r.ok for r in results)
+    if failed:
+        print(f"{failed} of {len(results)} image(s) failed", file=sys.stderr)
+    return 1 if failed else 0

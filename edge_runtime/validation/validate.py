@@ -1,0 +1,251 @@
+"""``validate_bundle``: check an exported bundle on this machine, before trusting it on a line.
+
+1. every file's sha256 against the manifest (nothing runs when one fails);
+2. each backend on golden.npz's inputs against PyTorch's stored outputs (``atol``);
+3. with labelled data: accuracy per backend and its drop against a reference backend,
+   agreement, logit differences, per-class recall, confusion matrix, worst samples;
+4. optionally accuracy under input corruptions (noise, blur, brightness, jpeg).
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+from numpy.typing import NDArray
+
+from edge_runtime.bundle import LoadedBundle, check_files, read_manifest
+from edge_runtime.errors import EdgeRuntimeError, InvalidArgumentError
+from edge_runtime.validation.perturb import SEVERITIES, check_perturbations, perturb as perturb_inputs
+from edge_runtime.validation.datasets import LabelledData, load_labelled
+from edge_runtime.validation.engines import Engine, check_names, open_engines, run_batched
+from edge_runtime.validation.report import AccuracyCheck, Disagreement, GoldenCheck, PerturbResult, ValidationReport
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BACKENDS = ("edge", "edge-dense", "onnxruntime", "litert")
+# fp32 runtimes agree with PyTorch to ~1e-5 on small logits; 1e-3 leaves room for other
+# summation orders (LiteRT, BLAS) while a changed weight moves logits by far more
+DEFAULT_ATOL = 1e-3
+WORST_SAMPLES = 5
+
+
+def validate_bundle(bundle_dir: str | Path, *, data: str | Path | None = None,
+                    backends: Sequence[str] | None = None, atol: float | None = None,
+                    max_accuracy_drop: float = 1.0, perturb: Sequence[str] = (), progress: bool = True,
+                    threads: int | None = None, torch_model: Any = None,
+                    reference_preprocessing: dict[str, Any] | None = None) -> ValidationReport:
+    """Validate a bundle: checksums, golden outputs, and accuracy on labelled data.
+
+    Args:
+        bundle_dir: the bundle directory.
+        data: labelled data (ImageFolder directory or NPZ with x, y); None compares with golden.npz only.
+        backends: backends to check (default :data:`DEFAULT_BACKENDS`, missing packages skipped);
+            named explicitly, a backend that cannot run is an error. "torch" needs ``torch_model``.
+        atol: largest allowed abs difference to golden.npz's outputs (default :data:`DEFAULT_ATOL`).
+        max_accuracy_drop: largest allowed accuracy drop against the reference, in percentage points.
+        perturb: corruptions to measure (see :data:`edge_runtime.validation.perturb.PERTURBATIONS`).
+        progress: show a tqdm progress bar when tqdm is installed.
+        threads: intra-op threads of every backend (None: all CPUs).
+        torch_model: an ``nn.Module`` or .pt2/TorchScript path; adds the ``torch`` backend, which then
+            is the reference for the accuracy drop.
+        reference_preprocessing: how the *reference* backend reads image folders (default: the
+            manifest's). Pass the preprocessing used in training to catch a wrong manifest.
+
+    Returns:
+        The :class:`ValidationReport`; ``passed`` is False on any checksum problem, an output beyond
+        ``atol`` or an accuracy drop beyond ``max_accuracy_drop``.
+
+    Raises:
+        BundleError: no bundle or a bad manifest.
+        InvalidArgumentError: bad arguments or unusable data.
+        BackendUnavailableError: an explicitly named backend cannot run here.
+    """
+    atol = DEFAULT_ATOL if atol is None else float(atol)
+    if atol < 0 or max_accuracy_drop < 0:
+        raise InvalidArgumentError(f"atol={atol} and max_accuracy_drop={max_accuracy_drop} must be >= 0.")
+    corruptions = check_perturbations(perturb)
+    names = check_names(backends or DEFAULT_BACKENDS)
+    if torch_model is not None and "torch" not in names:
+        names = ("torch", *names)
+    path = Path(bundle_dir).expanduser()
+    manifest = read_manifest(path)
+    base = dict(bundle=str(path), model=str(manifest.get("name") or path.name),
+                settings={"atol": atol, "max_accuracy_drop": max_accuracy_drop})
+    problems = check_files(path, manifest)
+    if problems:  # never run a model that is not the exported one
+        messages = tuple(p.message(path) for p in problems)
+        return ValidationReport(passed=False, integrity=messages, failures=messages, **base)
+    bundle = LoadedBundle(path, manifest, verified=True)
+    engines, skipped = open_engines(bundle, names, explicit=backends is not None, threads=threads,
+                                    torch_model=torch_model)
+    if not engines:
+        raise InvalidArgumentError(f"no backend can run here: {[f'{s.name}: {s.reason}' for s in skipped]}")
+    return _Validation(bundle, engines, atol, max_accuracy_drop, progress).run(
+        base, data, corruptions, reference_preprocessing, {s.name: s.reason for s in skipped})
+
+
+class _Validation:
+    """One validation run: holds the engines and a progress callback."""
+
+    def __init__(self, bundle: LoadedBundle, engines: list[Engine], atol: float, max_drop: float,
+                 progress: bool) -> None:
+        self.bundle, self.engines, self.atol, self.max_drop = bundle, engines, atol, max_drop
+        self.show_progress = progress
+        self.bar: Any = None
+
+    def run(self, base: dict[str, Any], data: str | Path | None, corruptions: Sequence[str],
+            reference_pre: dict[str, Any] | None, skipped: dict[str, str]) -> ValidationReport:
+        golden = self._golden() if self.bundle.golden_path else ()
+        warnings = [] if golden else ["the bundle has no golden.npz: outputs were not compared with PyTorch's"]
+        labelled = ref_data = None
+        if data is not None:
+            labelled = load_labelled(data, self.bundle.labels, self.bundle.preprocessing)
+            ref_data = labelled
+            if reference_pre is not None and Path(data).is_dir():
+                ref_data = load_labelled(data, self.bundle.labels, reference_pre)
+        self.bar = _bar(len(labelled) * len(self.engines) if labelled else 0, self.show_progress)
+        try:
+            accuracy, reference, ref_acc = self._accuracy(labelled, ref_data) if labelled else ((), None, None)
+            basis, rows = self._perturbation(labelled, corruptions) if corruptions else (None, ())
+        finally:
+            if self.bar is not None:
+                self.bar.close()
+        if labelled is not None and self.bundle.golden_path:
+            warnings += _input_stats_warnings(labelled.x, self.bundle.golden_path)
+        failures = [f"{g.backend}: {g.error or f'max abs diff {g.max_abs:.3g} to golden.npz > atol {g.atol:g}'}"
+                    for g in golden if not g.passed]
+        failures += [f"{a.backend}: accuracy {a.accuracy:.2f}% is {a.drop:.2f} points below the reference "
+                     f"{reference} ({ref_acc:.2f}%), more than max_accuracy_drop {self.max_drop:g}"
+                     for a in accuracy if not a.passed]
+        labels = tuple(self.bundle.labels)
+        defect = next((c for c in labels if c.lower() == "defect"), None)
+        return ValidationReport(
+            passed=not failures, backends=tuple(e.name for e in self.engines), skipped=skipped,
+            golden=golden, data=labelled.source if labelled else None, labels=labels, reference=reference,
+            reference_accuracy=ref_acc, accuracy=accuracy, defect_label=defect, perturb_basis=basis,
+            perturbation=rows, warnings=tuple(warnings), failures=tuple(failures), **base)
+
+    def _infer(self, engine: Engine, x: NDArray[np.float32]) -> list[NDArray[Any]]:
+        return run_batched(engine, x, progress=self.bar.update if self.bar is not None else None)
+
+    def _golden(self) -> tuple[GoldenCheck, ...]:
+        with np.load(self.bundle.golden_path, allow_pickle=False) as g:
+            x = np.asarray(g["x"], np.float32)
+            ys = [g[k] for k in sorted((k for k in g.files if k[2:].isdigit() and k.startswith("y_")),
+                                       key=lambda k: int(k[2:]))] or [g["y"]]
+        checks = []
+        for engine in self.engines:
+            try:
+                outs = run_batched(engine, x)
+            except EdgeRuntimeError as exc:
+                checks.append(GoldenCheck(engine.name, len(x), None, None, None, self.atol, False,
+                                          f"failed on golden inputs: {exc}"))
+                continue
+            checks.append(_compare_golden(engine.name, outs, ys, self.atol))
+        return tuple(checks)
+
+    def _accuracy(self, data: LabelledData, ref_data: LabelledData
+                  ) -> tuple[tuple[AccuracyCheck, ...], str, float]:
+        logits = {e.name: self._infer(e, ref_data.x if e.name == "torch" else data.x)[0] for e in self.engines}
+        reference = _reference_name(list(logits))
+        ref_logits = logits[reference]
+        ref_acc = _percent(ref_logits.argmax(1) == data.y)
+        checks = tuple(_accuracy_check(name, out, ref_logits, data, self.bundle.labels, ref_acc, self.max_drop)
+                       for name, out in logits.items())
+        return checks, reference, ref_acc
+
+    def _perturbation(self, data: LabelledData | None, corruptions: Sequence[str]
+                      ) -> tuple[str, tuple[PerturbResult, ...]]:
+        engines = [e for e in self.engines if e.name != "torch"]
+        if data is not None:
+            x, y, basis = data.x, data.y, "accuracy against the true labels"
+        elif self.bundle.golden_path is None:
+            raise InvalidArgumentError("--perturb without --data needs golden.npz in the bundle; pass --data.")
+        else:
+            with np.load(self.bundle.golden_path, allow_pickle=False) as g:
+                x, y = np.asarray(g["x"], np.float32), np.asarray(g["y"]).argmax(1)
+            basis = "agreement with PyTorch's predictions on clean golden.npz inputs"
+        rows = [PerturbResult("none", 0, {e.name: _percent(run_batched(e, x)[0].argmax(1) == y) for e in engines})]
+        for name in corruptions:
+            for severity in SEVERITIES:
+                xp = perturb_inputs(x, self.bundle.preprocessing, name, severity)
+                rows.append(PerturbResult(name, severity, {e.name: _percent(run_batched(e, xp)[0].argmax(1) == y)
+                                                           for e in engines}))
+        return basis, tuple(rows)
+
+
+def _bar(total: int, enabled: bool) -> Any:
+    if not enabled or total == 0:
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, desc="validate", unit="sample", leave=False)
+
+
+def _percent(hits: NDArray[np.bool_]) -> float:
+    return float(100.0 * np.mean(hits)) if hits.size else 0.0
+
+
+def _reference_name(names: list[str]) -> str:
+    """torch if present, else the first of onnxruntime / edge-dense, else the first backend."""
+    return next((n for n in ("torch", "onnxruntime", "edge-dense") if n in names), names[0])
+
+
+def _compare_golden(name: str, outs: Sequence[NDArray[Any]], ys: Sequence[NDArray[Any]], atol: float) -> GoldenCheck:
+    diffs = []
+    for i, (out, ref) in enumerate(zip(outs, ys)):
+        out = np.asarray(out, np.float64)
+        if out.shape != ref.shape:
+            return GoldenCheck(name, len(ref), None, None, None, atol, False,
+                               f"output {i} has shape {out.shape}, golden.npz has {ref.shape}")
+        diffs.append(np.abs(out - ref).ravel())
+    diff = np.concatenate(diffs) if diffs else np.zeros(1)
+    first, ref0 = np.asarray(outs[0]), ys[0]
+    agreement = _percent(first.argmax(1) == ref0.argmax(1)) if ref0.ndim == 2 else None
+    max_abs = float(diff.max()) if diff.size else 0.0
+    ok = bool(np.isfinite(diff).all()) and max_abs <= atol
+    return GoldenCheck(name, len(ref0), max_abs, float(diff.mean()), agreement, atol, ok)
+
+
+def _accuracy_check(name: str, logits: NDArray[Any], ref_logits: NDArray[Any], data: LabelledData,
+                    labels: Sequence[str], ref_acc: float, max_drop: float) -> AccuracyCheck:
+    classes = max(len(labels), int(logits.shape[1]))
+    names = list(labels) + [str(i) for i in range(len(labels), classes)]
+    pred, ref_pred = logits.argmax(1), ref_logits.argmax(1)
+    confusion = np.zeros((classes, classes), np.int64)
+    np.add.at(confusion, (data.y, pred), 1)
+    recall = {names[c]: float(100.0 * confusion[c, c] / confusion[c].sum())
+              for c in range(classes) if confusion[c].sum()}
+    diff = np.abs(logits.astype(np.float64) - ref_logits).max(1)
+    order = np.lexsort((-diff, pred == ref_pred))  # disagreements first, then largest logit gap
+    worst = tuple(Disagreement(data.names[i], names[data.y[i]], names[pred[i]], names[ref_pred[i]],
+                               float(diff[i])) for i in order[:WORST_SAMPLES] if diff[i] > 0)
+    accuracy = _percent(pred == data.y)
+    return AccuracyCheck(name, accuracy, ref_acc - accuracy, _percent(pred == ref_pred), float(diff.max()),
+                         float(np.abs(logits - ref_logits).mean()), recall, confusion.tolist(), worst,
+                         ref_acc - accuracy <= max_drop + 1e-9)
+
+
+def _input_stats_warnings(x: NDArray[np.float32], golden_path: Path) -> list[str]:
+    """Warn when the data, preprocessed per the manifest, looks unlike golden.npz's inputs.
+
+    golden.npz holds inputs as PyTorch saw them at export; a per-channel mean far from theirs
+    (over half their spread) hints at a wrong mean/std/value_range/channel order in the manifest.
+    """
+    with np.load(golden_path, allow_pickle=False) as g:
+        gx = np.asarray(g["x"], np.float32)
+    if gx.ndim != 4 or x.ndim != 4 or gx.shape[1:] != x.shape[1:]:
+        return []
+    axis = 1 if gx.shape[1] <= 4 else 3  # channels first for NCHW (C <= 4), else last
+    reduce = tuple(a for a in range(4) if a != axis)
+    g_mean, g_std, d_mean = gx.mean(reduce), gx.std(reduce) + 1e-6, x.mean(reduce)
+    off = np.abs(d_mean - g_mean) / g_std
+    if float(off.max()) <= 0.5:
+        return []
+    return [f"the data preprocessed per the manifest has per-channel means {np.round(d_mean, 3).tolist()} "
+            f"but golden.npz's inputs (as PyTorch saw them) have {np.round(g_mean, 3).tolist()}; check the "
+            f"manifest's mean/std/value_range/channel_order (or the data is unlike the calibration set)."]
