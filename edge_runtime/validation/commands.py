@@ -4,7 +4,7 @@ Usage::
 
     edge-runtime validate BUNDLE [--data DIR|NPZ] [--backends edge,edge-dense,onnxruntime,litert,torch]
         [--atol X] [--max-accuracy-drop PTS] [--json FILE] [--report FILE.md] [--perturb noise,blur,...]
-        [--torch-model FILE.pt2] [--threads N] [--overwrite] [--no-progress]
+        [--torch-model FILE.pt2] [--reference-preprocessing JSON] [--threads N] [--overwrite] [--no-progress]
     edge-runtime run BUNDLE INPUTS... [--out results.csv|.json] [--batch N] [--threads N] [--device NAME]
         [--sparsity auto|off|force] [--exact-size] [--watch DIR] [--poll S] [--overwrite]
 
@@ -26,6 +26,19 @@ def _csv(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
+def _json_arg(value: str) -> dict[str, Any]:
+    import json
+
+    text = Path(value).read_text(encoding="utf-8") if value.endswith(".json") else value
+    try:
+        parsed = json.loads(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not JSON ({exc}): {value!r}") from exc
+    if not isinstance(parsed, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object like {{\"input_size\": [32, 32], ...}}, got {value!r}")
+    return parsed
+
+
 def add_parsers(subparsers: Any) -> None:
     """Add ``validate`` and ``run`` to an argparse subparsers object; each sets ``func(args) -> int``."""
     val = subparsers.add_parser("validate", help="check a bundle: checksums, outputs vs PyTorch, accuracy")
@@ -40,6 +53,9 @@ def add_parsers(subparsers: Any) -> None:
     val.add_argument("--perturb", type=_csv, default=[],
                      help=f"accuracy under corruptions: comma-separated from {','.join(PERTURBATIONS)}")
     val.add_argument("--torch-model", help="the PyTorch model (.pt2 / TorchScript) as the reference backend")
+    val.add_argument("--reference-preprocessing", type=_json_arg, default=None,
+                     help="JSON (or a .json file) of the preprocessing used in training, for the reference "
+                          "backend on --data DIR; catches a wrong mean/std in the manifest")
     val.add_argument("--threads", type=int, default=None, help="threads per backend (default: all CPUs)")
     val.add_argument("--json", type=Path, help="write the full report as JSON")
     val.add_argument("--report", type=Path, help="write the report as Markdown")
@@ -78,7 +94,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     _check_outputs([args.json, args.report], args.overwrite)  # fail before minutes of work
     report = validate_bundle(args.bundle, data=args.data, backends=args.backends, atol=args.atol,
                              max_accuracy_drop=args.max_accuracy_drop, perturb=args.perturb,
-                             progress=not args.no_progress, threads=args.threads, torch_model=args.torch_model)
+                             progress=not args.no_progress, threads=args.threads, torch_model=args.torch_model,
+                             reference_preprocessing=args.reference_preprocessing)
     print(render_text(report))
     if args.json:
         print(f"wrote {write_json(report, args.json, overwrite=args.overwrite)}")

@@ -84,6 +84,7 @@ class BundleRunner:
         self.input_name = self.session.get_inputs()[0].name
         self.fixed_batch = (self.session.get_inputs()[0].shape or [None])[0]
         self.labels = self.bundle.labels
+        self._warm: set[tuple[int, ...]] = set()
 
     def run_files(self, paths: Sequence[str | Path], batch: int = 1) -> list[Result]:
         """Classify image files in batches of ``batch``; unusable files get an error Result.
@@ -113,6 +114,9 @@ class BundleRunner:
 
     def _infer(self, items: list[tuple[str, NDArray[np.float32]]]) -> list[Result]:
         x = np.stack([arr for _, arr in items])
+        if x.shape not in self._warm:  # first call per shape compiles kernels: keep it out of latencies
+            self.session.run(None, {self.input_name: x})
+            self._warm.add(x.shape)
         start = time.perf_counter()
         logits = np.asarray(self.session.run(None, {self.input_name: x})[0], np.float64)
         per_image = (time.perf_counter() - start) * 1000.0 / len(items)

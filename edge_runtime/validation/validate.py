@@ -246,6 +246,6 @@ def _input_stats_warnings(x: NDArray[np.float32], golden_path: Path) -> list[str
     off = np.abs(d_mean - g_mean) / g_std
     if float(off.max()) <= 0.5:
         return []
-    return [f"the data preprocessed per the manifest has per-channel means {np.round(d_mean, 3).tolist()} "
-            f"but golden.npz's inputs (as PyTorch saw them) have {np.round(g_mean, 3).tolist()}; check the "
+    return [f"the data preprocessed per the manifest has per-channel means {[round(float(v), 3) for v in d_mean]} "
+            f"but golden.npz's inputs (as PyTorch saw them) have {[round(float(v), 3) for v in g_mean]}; check the "
             f"manifest's mean/std/value_range/channel_order (or the data is unlike the calibration set)."]

@@ -8,6 +8,7 @@ import json
 import numpy as np
 import onnx
 import pytest
+import torch
 from onnx import numpy_helper
 
 from edge_runtime.bundle import load_bundle
@@ -89,6 +90,10 @@ def test_wrong_mean_std_in_manifest_fails_on_image_folder(bundle, image_dir, mod
         assert check.worst and check.worst[0].prediction != check.worst[0].reference_prediction
     assert any("points below the reference torch" in f for f in report.failures)
     assert any("per-channel means" in w for w in report.warnings)  # the torch-free hint
+    torchscript = bundle.parent / "model.pt"
+    torch.jit.save(torch.jit.script(model), str(torchscript))
+    assert _cli(["validate", str(bundle), "--data", str(image_dir), "--backends", "edge", "--no-progress",
+                 "--torch-model", str(torchscript), "--reference-preprocessing", json.dumps(TRUE_PRE)]) == 1
 
 
 def test_truncated_model_is_caught_by_checksum_before_running(bundle, monkeypatch, capsys):
