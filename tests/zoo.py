@@ -132,11 +132,12 @@ class SqueezeExcite(nn.Module):
 
 
 def _mobile(cfg: list[tuple[int, int, int, int]], stem: int, last: int, classes: int, act: type[nn.Module],
-            se_gate: type[nn.Module] = nn.Hardsigmoid, se_all: bool = False) -> nn.Module:
+            se_gate: type[nn.Module] = nn.Hardsigmoid, se_all: bool = False, repeats: int | None = None) -> nn.Module:
+    """``repeats`` caps each stage's block count (tests: fewer blocks, same op mix, faster export)."""
     layers: list[nn.Module] = [_bn_conv(3, stem, 3, 2, act=act)]
     cin = stem
     for i, (expand, cout, n, stride) in enumerate(cfg):
-        for j in range(n):
+        for j in range(n if repeats is None else min(n, repeats)):
             layers.append(InvertedResidual(cin, cout, stride if j == 0 else 1, expand, act,
                                            se=se_all or i % 2 == 1, se_gate=se_gate))
             cin = cout
@@ -145,28 +146,28 @@ def _mobile(cfg: list[tuple[int, int, int, int]], stem: int, last: int, classes:
     return nn.Sequential(*layers)
 
 
-def mobilenet_v2(width: float = 1.0, classes: int = 10) -> nn.Module:
+def mobilenet_v2(width: float = 1.0, classes: int = 10, repeats: int | None = None) -> nn.Module:
     c = lambda v: max(8, int(v * width))  # noqa: E731
     cfg = [(1, c(16), 1, 1), (6, c(24), 2, 2), (6, c(32), 3, 2), (6, c(64), 4, 2), (6, c(96), 3, 1),
            (6, c(160), 3, 2), (6, c(320), 1, 1)]
-    model = _mobile(cfg, c(32), c(1280), classes, nn.ReLU6)
+    model = _mobile(cfg, c(32), c(1280), classes, nn.ReLU6, repeats=repeats)
     for m in model.modules():  # plain MobileNetV2 has no squeeze-excitation
         if isinstance(m, InvertedResidual):
             m.body = nn.Sequential(*[x for x in m.body if not isinstance(x, SqueezeExcite)])
     return model
 
 
-def mobilenet_v3_small(width: float = 1.0, classes: int = 10) -> nn.Module:
+def mobilenet_v3_small(width: float = 1.0, classes: int = 10, repeats: int | None = None) -> nn.Module:
     c = lambda v: max(8, int(v * width))  # noqa: E731
     cfg = [(1, c(16), 1, 2), (4, c(24), 2, 2), (4, c(40), 3, 2), (6, c(48), 2, 1), (6, c(96), 3, 2)]
-    return _mobile(cfg, c(16), c(576), classes, nn.Hardswish, nn.Hardsigmoid)
+    return _mobile(cfg, c(16), c(576), classes, nn.Hardswish, nn.Hardsigmoid, repeats=repeats)
 
 
-def efficientnet_b0(width: float = 1.0, classes: int = 10) -> nn.Module:
+def efficientnet_b0(width: float = 1.0, classes: int = 10, repeats: int | None = None) -> nn.Module:
     c = lambda v: max(8, int(v * width))  # noqa: E731
     cfg = [(1, c(16), 1, 1), (6, c(24), 2, 2), (6, c(40), 2, 2), (6, c(80), 3, 2), (6, c(112), 3, 1),
            (6, c(192), 4, 2), (6, c(320), 1, 1)]
-    return _mobile(cfg, c(32), c(1280), classes, nn.SiLU, nn.Sigmoid, se_all=True)
+    return _mobile(cfg, c(32), c(1280), classes, nn.SiLU, nn.Sigmoid, se_all=True, repeats=repeats)
 
 
 # -- ViT / DeiT-tiny ------------------------------------------------------------------------------
