@@ -114,7 +114,7 @@ def render_text(report: ValidationReport) -> str:
                      f"(drop {a.drop:+.2f} pts vs {report.reference}), agreement {a.agreement:.1f}%{defect}")
     lines += [f"  skipped {name}: {reason}" for name, reason in report.skipped.items()]
     lines += [f"  warning: {w}" for w in report.warnings]
-    lines += [f"  failure: {f}" for f in report.failures]
+    lines += [f"  failure: {f}" for f in report.failures if f not in report.integrity]
     return "\n".join(lines)
 
 
