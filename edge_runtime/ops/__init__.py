@@ -5,6 +5,7 @@ Importing this package registers every op (see :mod:`edge_runtime.ops.registry`)
 from __future__ import annotations
 
 from edge_runtime.ops import (  # noqa: F401  (imported for their registrations)
+    activation_fused,
     conv,
     elementwise,
     indexing,

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Callable
 
 from edge_runtime.graph import Graph
-from edge_runtime.passes import constant_folding, dead_nodes, fold_batchnorm, fuse_activation, toposort
+from edge_runtime.passes import constant_folding, dead_nodes, fold_batchnorm, fuse_activation, fuse_gelu, toposort
 
 Pass = Callable[[Graph], "tuple[Graph, bool]"]
 
@@ -18,6 +18,7 @@ REQUIRED: tuple[Pass, ...] = (toposort.run, dead_nodes.run)
 OPTIMIZATIONS: tuple[Pass, ...] = (
     constant_folding.run,
     fold_batchnorm.run,
+    fuse_gelu.run,
     fuse_activation.run,
     dead_nodes.run,
 )
