@@ -7,7 +7,6 @@ a failed export leaves nothing behind and readers never see half a bundle.
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import logging
 import os
@@ -26,6 +25,7 @@ import edge_runtime
 from edge_runtime.errors import BundleError, InvalidArgumentError
 from edge_runtime.annotations import ANNOTATION_KEY
 from exporters.annotations import build_annotations, to_json, write_onnx_annotations
+from edge_runtime.bundle import sha256_of
 from exporters.calibrate import SparsityReport, calibrate, validate_preprocessing
 from exporters.onnx_export import export_onnx, finalize, map_modules
 from exporters.tflite_export import add_metadata, convert_tflite
@@ -194,7 +194,7 @@ def _write(model: nn.Module, example: torch.Tensor, tmp: Path, report: SparsityR
     manifest.setdefault("outputs", [_spec(n, y.shape, dynamic_batch)
                                     for n, y in zip(names, outputs)])
     manifest["sparsity"] = _summary(doc, report)
-    manifest["files"] = {p.name: {"sha256": _sha256(p), "bytes": p.stat().st_size}
+    manifest["files"] = {p.name: {"sha256": sha256_of(p), "bytes": p.stat().st_size}
                          for p in sorted(tmp.iterdir())}
     manifest["versions"] = {"torch": torch.__version__, "onnx": onnx.__version__,
                             "exporter": edge_runtime.__version__}
@@ -277,11 +277,3 @@ def _summary(doc: dict | None, report: SparsityReport | None) -> dict[str, Any] 
             layer["node"] = node_of.get(layer["module"])
     return {"samples": report.samples, "mean_density": round(report.mean_density, 6),
             "layers": layers}
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

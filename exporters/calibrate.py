@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import warnings
 from dataclasses import asdict, dataclass, field
-import os
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -22,6 +21,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from edge_runtime.errors import InvalidArgumentError
+from edge_runtime.preprocessing import IMAGE_SUFFIXES, Preprocessing, list_images, load_image
 
 logger = logging.getLogger(__name__)
 
@@ -325,85 +325,13 @@ def iter_batches(data: Any, preprocessing: dict | None, batch_size: int
 
 # --- Reading images (preprocessing schema: docs/bundle.md) -----------------------------
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".ppm", ".pgm", ".tif", ".tiff",
-                  ".webp")
-_DEFAULTS: dict[str, Any] = {"resize": "bilinear", "mean": None, "std": None,
-                             "channel_order": "RGB", "value_range": [0.0, 1.0],
-                             "layout": "NCHW"}
-
-
 def validate_preprocessing(pre: dict | None) -> dict[str, Any]:
-    """Return ``pre`` with defaults filled in, after checking every field.
+    """Return ``pre`` checked and with defaults filled in (the schema of docs/bundle.md).
 
     Raises:
         InvalidArgumentError: a missing ``input_size`` or a field with a bad value.
     """
-    if not isinstance(pre, dict) or "input_size" not in pre:
-        raise InvalidArgumentError(
-            f"preprocessing={pre!r} must be a dict with at least 'input_size': [H, W] "
-            "(see docs/bundle.md) to read calibration images.")
-    out = {**_DEFAULTS, **pre}
-    order, layout = out["channel_order"], out["layout"]
-    channels = 1 if order == "L" else 3
-    checks = [
-        ("input_size", len(out["input_size"]) == 2 and all(int(v) > 0 for v in out["input_size"]),
-         "[H, W] with positive ints"),
-        ("resize", out["resize"] in ("bilinear", "nearest", "bicubic"),
-         "'bilinear', 'nearest' or 'bicubic'"),
-        ("channel_order", order in ("RGB", "BGR", "L"), "'RGB', 'BGR' or 'L'"),
-        ("layout", layout in ("NCHW", "NHWC"), "'NCHW' or 'NHWC'"),
-        ("value_range", len(out["value_range"]) == 2, "[low, high]"),
-        ("mean", out["mean"] is None or len(out["mean"]) == channels,
-         f"{channels} values for channel_order {order!r}"),
-        ("std", out["std"] is None or (len(out["std"]) == channels
-                                       and all(v != 0 for v in out["std"])),
-         f"{channels} nonzero values"),
-    ]
-    for key, ok, expected in checks:
-        if not ok:
-            raise InvalidArgumentError(f"preprocessing[{key!r}]={out[key]!r} is invalid; "
-                                       f"expected {expected}.")
-    return out
-
-
-def load_image(path: str | os.PathLike, preprocessing: dict) -> NDArray[np.float32]:
-    """Read one image into a float32 array (C, H, W) or (H, W, C) per ``preprocessing``.
-
-    Raises:
-        InvalidArgumentError: the file cannot be decoded as an image.
-    """
-    from PIL import Image
-
-    pre = validate_preprocessing(preprocessing)
-    height, width = (int(v) for v in pre["input_size"])
-    resample = {"bilinear": Image.BILINEAR, "nearest": Image.NEAREST,
-                "bicubic": Image.BICUBIC}[pre["resize"]]
-    try:
-        with Image.open(path) as img:
-            img = img.convert("L" if pre["channel_order"] == "L" else "RGB")
-            img = img.resize((width, height), resample)
-            arr = np.asarray(img, dtype=np.float32)
-    except OSError as exc:
-        raise InvalidArgumentError(f"Cannot read image {str(path)!r}: {exc}. Remove it "
-                                   "from the calibration directory.") from exc
-    arr = arr[:, :, None] if arr.ndim == 2 else arr
-    if pre["channel_order"] == "BGR":
-        arr = arr[:, :, ::-1]
-    low, high = (float(v) for v in pre["value_range"])
-    arr = arr / 255.0 * (high - low) + low
-    if pre["mean"] is not None:
-        arr = arr - np.asarray(pre["mean"], np.float32)
-    if pre["std"] is not None:
-        arr = arr / np.asarray(pre["std"], np.float32)
-    if pre["layout"] == "NCHW":
-        arr = arr.transpose(2, 0, 1)
-    return np.ascontiguousarray(arr, dtype=np.float32)
-
-
-def list_images(directory: Path) -> list[Path]:
-    """Image files of an ImageFolder tree (class subfolders) or a flat directory, sorted."""
-    return sorted(p for p in directory.rglob("*")
-                  if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    return Preprocessing.from_dict(pre).to_dict()
 
 
 def iter_image_batches(directory: Path, preprocessing: dict | None, batch_size: int
@@ -413,8 +341,8 @@ def iter_image_batches(directory: Path, preprocessing: dict | None, batch_size: 
     Raises:
         InvalidArgumentError: no preprocessing, or no image files in the directory.
     """
-    pre = validate_preprocessing(preprocessing)
-    files = list_images(directory)
+    pre = Preprocessing.from_dict(preprocessing)
+    files = list_images([directory])
     if not files:
         raise InvalidArgumentError(
             f"No images ({', '.join(IMAGE_SUFFIXES)}) found under {str(directory)!r}; "
