@@ -24,6 +24,7 @@ COMMAND_FAMILIES: tuple[tuple[str, str, tuple[str, ...], str], ...] = (
     ("exporters.commands", "add_inspect_parser", ("inspect",), ""),  # torch-free
     ("edge_runtime.validation.commands", "add_parsers", ("validate", "run"), "tools"),
     ("exporters.commands", "add_export_parser", ("export",), "export"),
+    ("exporters.demo.commands", "add_parser", ("demo",), "export,tflite"),
 )
 
 

@@ -1,0 +1,41 @@
+"""``edge-runtime demo``: argparse wiring for :func:`exporters.demo.pipeline.run_demo`."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add ``demo [--out DIR] [--model cnn|vit] [--device NAME ...] [--train]``; sets ``func``."""
+    p = subparsers.add_parser("demo", help="run the whole pipeline on the embedded inspection data and models",
+                              description="Export a shipped sparse inspection model with its measured sparsity, "
+                                          "validate it on every backend, profile it here and estimate it on "
+                                          "device profiles; writes DIR/report.md.")
+    p.add_argument("--out", type=Path, default=Path("demo-out"), help="output directory (default: demo-out)")
+    p.add_argument("--model", choices=["cnn", "vit"], default="cnn", help="which shipped model (default: cnn)")
+    p.add_argument("--device", action="append", dest="devices", metavar="NAME",
+                   help="device profile to estimate on (repeatable; default: every shipped profile)")
+    p.add_argument("--train", action="store_true", help="train the model here (a few minutes) instead of "
+                                                        "loading the shipped checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="replace the files of an earlier demo in --out")
+    p.add_argument("--runs", type=int, default=40, help="timed calls per backend when profiling (default: 40)")
+    p.add_argument("--test-images", type=int, default=400, help="test images to validate on (default: 400)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the demo; prints progress and a summary; exit code 0 when validation passed."""
+    from exporters.demo.pipeline import DemoSettings, run_demo
+
+    settings = DemoSettings(out=args.out, model=args.model, train=args.train, overwrite=args.overwrite,
+                            runs=args.runs, test_images=args.test_images, progress=not args.no_progress,
+                            **({"devices": tuple(args.devices)} if args.devices else {}))
+    result = run_demo(settings)
+    print("\nSummary")
+    for line in result.summary:
+        print(f"  {line}")
+    print(f"\nReport: {result.report}")
+    return 0 if result.passed else 1

@@ -1,0 +1,196 @@
+"""The demo's ``report.md``: sections, tables and charts built from the pipeline's results."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Sequence
+
+from edge_runtime.validation.report import write_text_atomic
+
+log = logging.getLogger(__name__)
+
+SECTIONS = ("Summary", "Data", "Model and sparsity", "Validation", "Latency on this machine",
+            "Estimated latency on devices", "Files", "Reproduce")
+
+
+def _f(value: Any, spec: str = ".2f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + [
+        "| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+
+
+def _edge_layers(profile: Any) -> dict[str, Any]:
+    try:
+        return {row.name: row for row in profile.backend("edge").layers}
+    except Exception:  # edge was skipped: no per-layer figures
+        return {}
+
+
+def sparsity_chart(layers: list[dict[str, Any]], measured: dict[str, Any], path: Path) -> Path | None:
+    """Bar chart of per-layer input sparsity: calibrated (exporter) vs measured (runtime)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        log.warning("matplotlib is not installed: no sparsity chart (pip install matplotlib)")
+        return None
+    names = [layer.get("module") or layer["node"] for layer in layers]
+    calib = [1.0 - layer["density"] for layer in layers]
+    run = [1.0 - measured[layer["node"]].density if layer["node"] in measured and
+           measured[layer["node"]].density is not None else 0.0 for layer in layers]
+    fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(names) + 2), 4))
+    xs = range(len(names))
+    ax.bar([x - 0.2 for x in xs], calib, width=0.4, label="calibration (PyTorch)")
+    ax.bar([x + 0.2 for x in xs], run, width=0.4, label="measured by edge_runtime")
+    ax.set_xticks(list(xs), names, rotation=40, ha="right", fontsize=8)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("input sparsity (fraction of zeros)")
+    ax.set_title("per-layer activation sparsity of the layers' inputs")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _summary_section(lines: list[str]) -> list[str]:
+    return ["## Summary", ""] + [f"- {line}" for line in lines] + [""]
+
+
+def _data_section(settings: Any) -> list[str]:
+    return ["## Data", "",
+            "Synthetic surface images generated on the fly with a fixed seed (exporters/demo/dataset.py): "
+            "textured metal, woven and noisy backgrounds; defects are scratches, cracks, pits and stains of "
+            "varied size, contrast and orientation. Classes: `ok`, `defect`.", "",
+            f"The validated test images are in `data/test/` in ImageFolder layout (`data/test/ok/*.png`, "
+            f"`data/test/defect/*.png`): the layout your own data needs for `edge-runtime validate --data`.", ""]
+
+
+def _model_section(info: dict[str, Any], bundle: Any, profile: Any, chart: Path | None) -> list[str]:
+    sparsity = bundle.manifest.get("sparsity") or {}
+    layers = sparsity.get("layers") or []
+    measured = _edge_layers(profile)
+    rows = []
+    for layer in layers:
+        row = measured.get(layer["node"])
+        rows.append([layer.get("module", "-"), f"`{layer['node']}`", _f(layer["density"], ".3f"),
+                     _f(row.density if row else None, ".3f"), row.kernel if row else "-"])
+    lines = ["## Model and sparsity", "", f"Model: `{bundle.manifest.get('name')}` ({info.get('source')}).", ""]
+    metrics = info.get("metrics") or info
+    for key in ("test_accuracy", "defect_recall", "mean_density"):
+        if key in metrics:
+            lines.append(f"- {key.replace('_', ' ')}: {metrics[key]}")
+    lines += ["", f"Mean input density of the annotated layers: {_f(sparsity.get('mean_density'), '.3f')} "
+              "(density = fraction of nonzeros; the runtime skips the zeros).", ""]
+    lines += _table(["module", "ONNX node", "density (calibration)", "density (edge_runtime)", "kernel"], rows)
+    if chart:
+        lines += ["", f"![per-layer sparsity]({chart.name})"]
+    return lines + [""]
+
+
+def _validation_section(report: Any) -> list[str]:
+    lines = ["## Validation", "", f"Result: **{'PASSED' if report.passed else 'FAILED'}** "
+             f"(reference: {report.reference}; details in `validation.md`).", ""]
+    golden = {g.backend: g for g in report.golden}
+    rows = []
+    for acc in report.accuracy:
+        g = golden.get(acc.backend)
+        rows.append([acc.backend, _f(g.max_abs if g else None, ".2e"), _f(acc.accuracy, ".1f"), _f(acc.drop, "+.2f"),
+                     _f(acc.agreement, ".1f"), _f(acc.recall.get(report.defect_label or "defect"), ".1f"),
+                     "yes" if acc.passed else "NO"])
+    lines += _table(["backend", "max abs diff vs golden", "accuracy %", "drop pts", "agreement %",
+                     "defect recall %", "passed"], rows)
+    if report.perturbation:
+        names = sorted({b for p in report.perturbation for b in p.accuracy})
+        lines += ["", "Accuracy (%) under input corruptions (severity 0 = clean):", ""]
+        lines += _table(["corruption", "severity", *names],
+                        [[p.perturbation, p.severity, *[_f(p.accuracy.get(n), ".1f") for n in names]]
+                         for p in report.perturbation])
+    for name, why in report.skipped.items():
+        lines.append(f"\n- skipped {name}: {why}")
+    return lines + [""]
+
+
+def _latency_section(profile: Any) -> list[str]:
+    rows = [[b.backend, _f(b.init_ms, ".0f"), _f(b.first_run_ms, ".1f"), _f(b.timing.p50_ms, ".2f"),
+             _f(b.timing.p90_ms, ".2f"), _f(b.timing.p99_ms, ".2f"), _f(b.timing.items_per_s, ".0f"),
+             _f(b.ratio_p50_vs_onnxruntime, ".2f")] for b in profile.backends]
+    lines = ["## Latency on this machine", "",
+             f"Batch {profile.batch}, {profile.threads} thread(s), {profile.runs} interleaved runs per backend "
+             f"on golden inputs; ratio < 1 means faster than onnxruntime.", ""]
+    lines += _table(["backend", "init ms", "first run ms", "p50 ms", "p90 ms", "p99 ms", "items/s",
+                     "p50 / onnxruntime"], rows)
+    for name, why in profile.skipped:
+        lines.append(f"\n- skipped {name}: {why}")
+    return lines + ["", "![latency per backend and per-layer time](latency.png)", ""]
+
+
+def _devices_section(profile: Any) -> list[str]:
+    rows = [[e.device, _f(e.latency_ms, ".1f"), f"{e.efficiency_source}", _f(e.flops_skipped / max(e.flops, 1), ".0%"),
+             "-" if e.budget_ms is None else f"{e.budget_ms:g} ms: {'meets' if e.meets_budget else 'MISSES'}"]
+            for e in profile.estimates]
+    return ["## Estimated latency on devices", "",
+            "ESTIMATES from the cost model (docs/profiling.md): per-layer FLOPs and bytes against each profile's "
+            "throughput and bandwidth, sparse layers scaled by the measured density, calibrated by this "
+            "machine's measurement. Measure on the device to confirm.", ""] + _table(
+        ["device", "estimated ms", "efficiency from", "FLOPs skipped", "budget"], rows) + [""]
+
+
+def _files_section() -> list[str]:
+    files = [("bundle/", "the deployment bundle: model.onnx, model.tflite, golden.npz, manifest.json"),
+             ("data/test/", "test images in ImageFolder layout"),
+             ("validation.json, validation.md", "full validation report"),
+             ("profile.json", "every profiling figure"), ("latency.png, sparsity.png", "charts"),
+             ("demo.json", "settings, timings and this summary")]
+    return ["## Files", ""] + [f"- `{name}`: {what}" for name, what in files] + [""]
+
+
+def _reproduce_section(settings: Any) -> list[str]:
+    out = settings.out
+    return ["## Reproduce", "", "```bash", f"edge-runtime validate {out}/bundle --data {out}/data/test",
+            f"edge-runtime profile {out}/bundle --backend edge --backend edge-dense --backend onnxruntime "
+            f"--device raspberry-pi-4", f"edge-runtime run {out}/bundle {out}/data/test/defect", "```", ""]
+
+
+def summary_lines(settings: Any, info: dict[str, Any], bundle: Any, validation: Any, profile: Any) -> list[str]:
+    """The short summary the CLI prints and report.md starts with."""
+    lines = [f"model: {settings.model} ({info.get('source')}); bundle: {bundle.path}"]
+    edge = next((a for a in validation.accuracy if a.backend == "edge"), None)
+    if edge:
+        lines.append(f"accuracy on {settings.test_images} test images (edge_runtime): {edge.accuracy:.1f}%, "
+                     f"defect recall {edge.recall.get('defect', float('nan')):.1f}%")
+    lines.append(f"validation: {'PASSED' if validation.passed else 'FAILED'} for "
+                 f"{', '.join(validation.backends) or 'no backend'}")
+    mean = (bundle.manifest.get("sparsity") or {}).get("mean_density")
+    if mean is not None:
+        lines.append(f"mean input density of annotated layers: {mean:.2f} (sparsity {1 - mean:.0%})")
+    for b in profile.backends:
+        ratio = f" ({b.ratio_p50_vs_onnxruntime:.2f}x onnxruntime)" if b.ratio_p50_vs_onnxruntime else ""
+        lines.append(f"latency here, {b.backend}: p50 {b.timing.p50_ms:.2f} ms{ratio}")
+    for e in profile.estimates:
+        lines.append(f"estimated on {e.device}: {e.latency_ms:.1f} ms")
+    return lines
+
+
+def write_report(settings: Any, info: dict[str, Any], bundle: Any, validation: Any, profile: Any,
+                 timings: dict[str, float]) -> Path:
+    """Write ``report.md`` (and ``sparsity.png``) into ``settings.out``; returns the report's path."""
+    out = Path(settings.out)
+    layers = (bundle.manifest.get("sparsity") or {}).get("layers") or []
+    chart = sparsity_chart(layers, _edge_layers(profile), out / "sparsity.png") if layers else None
+    lines = ["# edge-runtime demo report", ""]
+    lines += _summary_section(summary_lines(settings, info, bundle, validation, profile))
+    lines += _data_section(settings)
+    lines += _model_section(info, bundle, profile, chart)
+    lines += _validation_section(validation)
+    lines += _latency_section(profile)
+    lines += _devices_section(profile)
+    lines += _files_section()
+    lines += _reproduce_section(settings)
+    lines += ["Step timings (s): " + ", ".join(f"{k}: {v:.1f}" for k, v in timings.items()), ""]
+    return write_text_atomic(out / "report.md", "\n".join(lines), overwrite=True)
