@@ -13,6 +13,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from edge_runtime.errors import InvalidInputError, InvalidModelError
+from edge_runtime.kernels.norm import layer_norm_rows
 from edge_runtime.ops.elementwise import FLOAT, check_dtype
 from edge_runtime.ops.registry import register
 
@@ -86,6 +87,12 @@ def LayerNormalization(X: Array, Scale: Array, B: Array | None = None, *, axis: 
         raise InvalidModelError(f"LayerNormalization: axis={axis} is out of range for input rank {X.ndim}; "
                                 f"expected -{X.ndim} <= axis < {X.ndim}. Re-export the model.")
     axes = tuple(range(axis % X.ndim, X.ndim))
+    trailing = X.shape[axes[0]:]
+    if X.size and np.shape(Scale) == trailing and (B is None or np.shape(B) == trailing):
+        # rows of the normalized dims: one numba pass (kernels/norm.py)
+        y, mean, inv_std = layer_norm_rows(X.reshape(-1, int(np.prod(trailing))), Scale, B, epsilon)
+        stats = X.shape[:axes[0]] + (1,) * len(axes)
+        return y.reshape(X.shape), mean.reshape(stats), inv_std.reshape(stats)
     y, mean, inv_std = _normalize(X, axes, epsilon)
     y *= Scale
     if B is not None:

@@ -13,6 +13,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from edge_runtime.errors import InvalidInputError, InvalidModelError
+from edge_runtime.kernels.softmax import softmax_rows
 from edge_runtime.ops.elementwise import ANY, FLOAT, NUMERIC, check_dtype
 from edge_runtime.ops.registry import register
 
@@ -141,6 +142,8 @@ def ArgMin(data: Array, *, axis: int = 0, keepdims: int = 1, select_last_index: 
 # ---------------------------------------------------------------- Softmax / LogSoftmax
 
 def _softmax(x: Array, axis: int, log: bool) -> Array:
+    if not log and x.size and axis % x.ndim == x.ndim - 1:  # rows: one numba pass (kernels/softmax.py)
+        return softmax_rows(x.reshape(-1, x.shape[-1])).reshape(x.shape)
     m = np.max(x, axis=axis, keepdims=True)
     e = x - m
     if log:
