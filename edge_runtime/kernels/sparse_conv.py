@@ -51,7 +51,8 @@ from numpy.typing import ArrayLike, NDArray
 
 from edge_runtime.errors import InvalidArgumentError, InvalidInputError
 from edge_runtime.kernels.activation import apply_activation
-from edge_runtime.kernels.sparse_matmul import _accumulate, _activate, _bias_array, _check_act
+from edge_runtime.kernels.sparse_common import accumulate, activate, compact_pixels
+from edge_runtime.kernels.sparse_matmul import _bias_array, _check_act
 
 logger = logging.getLogger(__name__)
 
@@ -160,38 +161,15 @@ def conv_output_shape(
 
 
 @numba.njit(cache=True, fastmath=True)
-def _compact_pixels(xc, vals, idx, cnt):  # pragma: no cover - compiled
-    """xc (C, H*W) -> per pixel p: vals[p, :cnt[p]], idx[p, :cnt[p]] = its nonzeros.
+def _conv_pixel(vals, idx, cnt, wt, geom, cin, oh, ow, acc):  # pragma: no cover - compiled
+    """acc += sum over the valid taps of output pixel (oh, ow) of its input's nonzero rows.
 
-    Works on blocks of 16 pixels so the 16 lists being appended to stay in L1 while
-    the channel loop runs (same speed as a blocked transpose followed by a sequential
-    compaction, without the scratch copy).
-    """
-    nc, hw = xc.shape
-    cnt[:] = 0
-    for p0 in range(0, hw, 16):
-        p1 = min(hw, p0 + 16)
-        for c in range(nc):
-            for p in range(p0, p1):
-                v = xc[c, p]
-                j = cnt[p]
-                vals[p, j] = v
-                idx[p, j] = c
-                cnt[p] = j + (v != 0)
-
-
-@numba.njit(cache=True, fastmath=True)
-def _gather_taps(vals, idx, cnt, geom, cin, oh, ow, lv, li):  # pragma: no cover - compiled
-    """Concatenate the nonzeros under every valid tap of output pixel (oh, ow).
-
-    Returns the count; ``li`` indexes rows of the (KH*KW*Cin, T) tile (tap*Cin + c).
-    One long list lets the accumulate loop run full eight-row passes (one call per
-    tap with ~13 nonzeros each was 3x slower).
+    One register-blocked accumulate per tap (rows tap*Cin + c of the (KH*KW*Cin, T)
+    tile); padding taps contribute nothing.
     """
     h, w, kwid, sh, sw, pt, pl, dh, dw, khgt = (
         geom[0], geom[1], geom[2], geom[3], geom[4], geom[5], geom[6], geom[7], geom[8], geom[9]
     )
-    c = 0
     for ki in range(khgt):
         ih = oh * sh - pt + ki * dh
         if ih < 0 or ih >= h:
@@ -201,26 +179,18 @@ def _gather_taps(vals, idx, cnt, geom, cin, oh, ow, lv, li):  # pragma: no cover
             if iw < 0 or iw >= w:
                 continue
             p = ih * w + iw
-            base = (ki * kwid + kj) * cin
-            for j in range(cnt[p]):
-                lv[c] = vals[p, j]
-                li[c] = idx[p, j] + base
-                c += 1
-    return c
+            accumulate(acc, wt, vals[p], idx[p], 0, cnt[p], (ki * kwid + kj) * cin)
 
 
 @numba.njit(cache=True, fastmath=True)
 def _conv_rows(vals, idx, cnt, w2, bias, geom, act, p0, p1, out, oh0, oh1):  # pragma: no cover
     """Output rows oh0..oh1 of one image; out (Cout, OH, OW); w2 (ntiles, KH*KW*Cin, T)."""
     cout, _, ow_n = out.shape
-    ntiles, rows, t = w2.shape
+    ntiles, _, t = w2.shape
     cin = vals.shape[1]
     acc = np.empty(t, dtype=np.float32)
-    lv = np.empty(rows, dtype=np.float32)
-    li = np.empty(rows, dtype=np.int32)
     for oh in range(oh0, oh1):
         for ow in range(ow_n):
-            c = _gather_taps(vals, idx, cnt, geom, cin, oh, ow, lv, li)
             for tile in range(ntiles):
                 n0 = tile * t
                 width = min(t, cout - n0)
@@ -229,8 +199,8 @@ def _conv_rows(vals, idx, cnt, w2, bias, geom, act, p0, p1, out, oh0, oh1):  # p
                 else:
                     acc[width:] = 0.0
                     acc[:width] = bias[n0:n0 + width]
-                _accumulate(lv, li, c, w2[tile], acc)
-                _activate(acc, act, p0, p1)
+                _conv_pixel(vals, idx, cnt, w2[tile], geom, cin, oh, ow, acc)
+                activate(acc, act, p0, p1)
                 for j in range(width):
                     out[n0 + j, oh, ow] = acc[j]
 
@@ -242,7 +212,7 @@ def _conv_kernel(x, wt, bias, geom, act, p0, p1, out):  # pragma: no cover - com
     idx = np.empty((h * w, c), dtype=np.int32)
     cnt = np.empty(h * w, dtype=np.int64)
     for i in range(n):
-        _compact_pixels(x[i].reshape(c, h * w), vals, idx, cnt)
+        compact_pixels(x[i].reshape(c, h * w), vals, idx, cnt)
         _conv_rows(vals, idx, cnt, wt, bias, geom, act, p0, p1, out[i], 0, out.shape[2])
 
 
@@ -255,7 +225,7 @@ def _conv_kernel_par(x, wt, bias, geom, act, p0, p1, out, block):  # pragma: no 
     cnt = np.empty(h * w, dtype=np.int64)
     nblocks = (oh_n + block - 1) // block
     for i in range(n):
-        _compact_pixels(x[i].reshape(c, h * w), vals, idx, cnt)
+        compact_pixels(x[i].reshape(c, h * w), vals, idx, cnt)
         for b in prange(nblocks):
             _conv_rows(vals, idx, cnt, wt, bias, geom, act, p0, p1, out[i],
                        b * block, min(oh_n, (b + 1) * block))
