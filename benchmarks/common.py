@@ -1,0 +1,123 @@
+"""Shared benchmark utilities: interleaved timing, medians and ratios, machine info, JSON output.
+
+The measurement method (docs references §2): contenders alternate in blocks, the order rotating
+every block so drift hits all of them; each call gets a different input from a small pool so no
+kernel keeps reusing hot rows; one warm-up block is discarded; we report the median per-call time
+and, against a baseline, the median of per-block ratios.
+
+Example::
+
+    from benchmarks.common import interleave, ratio, write_json
+    times = interleave({"ours": f, "ort": g}, pool, blocks=11, calls=5)
+    print(ratio(times["ours"], times["ort"]))     # < 1: ours is faster
+    write_json("benchmarks/results/x.json", {"times": times})
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def time_block(fn: Callable[[Any], Any], pool: Sequence[Any], calls: int, start: int = 0) -> float:
+    """Median seconds of ``calls`` calls of ``fn``, call i on ``pool[(start + i) % len(pool)]``."""
+    times = []
+    for i in range(calls):
+        x = pool[(start + i) % len(pool)]
+        t0 = time.perf_counter()
+        fn(x)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def interleave(contenders: Mapping[str, Callable[[Any], Any]], pool: Sequence[Any], blocks: int,
+               calls: int) -> dict[str, list[float]]:
+    """Run the contenders in rotating order, one block each per round, after one warm-up round.
+
+    Args:
+        contenders: name -> callable taking one pool item.
+        pool: inputs; each call uses the next one.
+        blocks: timed rounds; in round r the order is rotated by r (A B C, B C A, C A B, ...).
+        calls: calls per block (the block's value is their median).
+
+    Returns:
+        name -> list of per-block median seconds (index r is round r, so lists pair up).
+    """
+    names = list(contenders)
+    for name in names:  # warm-up round, discarded
+        time_block(contenders[name], pool, calls)
+    out: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(blocks):
+        k = r % len(names)
+        for name in names[k:] + names[:k]:
+            out[name].append(time_block(contenders[name], pool, calls, start=r))
+    return out
+
+
+def median_ms(times: Sequence[float]) -> float:
+    """Median of per-block seconds, in milliseconds."""
+    return 1e3 * statistics.median(times)
+
+
+def ratio(ours: Sequence[float], baseline: Sequence[float]) -> float:
+    """Median of per-block ratios ours/baseline (blocks of the same round pair up)."""
+    return statistics.median([a / b for a, b in zip(ours, baseline)])
+
+
+def blas_info() -> list[dict[str, Any]]:
+    """The thread pools numpy and friends loaded (BLAS kernel, version, threads), via threadpoolctl."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return [{"note": "threadpoolctl not installed (pip install threadpoolctl)"}]
+    keys = ("user_api", "internal_api", "prefix", "version", "architecture", "threading_layer", "num_threads")
+    return [{k: d.get(k) for k in keys if k in d} for d in threadpool_info()]
+
+
+def machine_info() -> dict[str, Any]:
+    """Host, library versions, load average and the OpenBLAS environment the run saw."""
+    import numpy as np
+    import onnxruntime as ort
+
+    info: dict[str, Any] = {
+        "machine": platform.machine(), "processor": platform.processor(), "python": platform.python_version(),
+        "cpus": os.cpu_count(), "numpy": np.__version__, "onnxruntime": ort.__version__,
+        "env": {k: os.environ.get(k) for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS",
+                                               "OMP_NUM_THREADS")},
+        "blas": blas_info(),
+    }
+    if hasattr(os, "getloadavg"):
+        info["loadavg"] = os.getloadavg()
+    return info
+
+
+def write_json(path: str | Path, obj: Any) -> Path:
+    """Write ``obj`` as JSON atomically (temp file in the same folder, then ``os.replace``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=1, default=str)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A GitHub markdown table; floats get 2-3 significant decimals."""
+    def cell(v: Any) -> str:
+        return f"{v:.3g}" if isinstance(v, float) and abs(v) < 10 else (f"{v:.1f}" if isinstance(v, float) else str(v))
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
