@@ -6,7 +6,10 @@ one warm-up block discarded), each call on a different input from a small pool:
   ort    - onnxruntime, single-node model (MatMul+Add or Conv), intra_op threads = --threads
   sparse - edge_runtime.kernels sparse_gemv / sparse_matmul / sparse_conv2d
   dense  - numpy BLAS (dense_gemv / dense_matmul / dense_conv2d: im2col + BLAS)
-Reports per-call medians (us) and the median of per-block ratios; the break-even
+Times are the calling thread's CPU time (time.thread_time; every contender runs on the
+calling thread at 1 thread, ORT included), so time-slicing on a loaded shared machine
+does not count; --wall uses wall-clock time instead. Reports per-call medians (us) and
+the median of per-block ratios; the break-even
 density per family is interpolated where sparse and ort cost the same. Writes JSON to
 benchmarks/results/bench_sparse.json.
 
@@ -92,7 +95,7 @@ def inputs(shape, sparsity, pool, rng):
     return out
 
 
-def run_blocks(fns, xs, blocks, calls):
+def run_blocks(fns, xs, blocks, calls, clock=time.thread_time):
     """Interleaved blocks; returns {name: [per-call seconds of each block]} (warm-up dropped)."""
     names = list(fns)
     times = {n: [] for n in names}
@@ -101,12 +104,12 @@ def run_blocks(fns, xs, blocks, calls):
         order = names[blk % len(names):] + names[: blk % len(names)]
         for name in order:
             fn = fns[name]
-            t0 = time.perf_counter()
+            t0 = clock()
             for _ in range(calls):
                 fn(xs[k % len(xs)])
                 k += 1
             if blk:
-                times[name].append((time.perf_counter() - t0) / calls)
+                times[name].append((clock() - t0) / calls)
     return times
 
 
@@ -140,20 +143,23 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="3 blocks x 3 calls, 4 sparsities")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--wall", action="store_true", help="wall-clock time instead of thread CPU time (needed for --threads > 1)")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
     numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
     blocks, calls = (3, 3) if args.quick else (9, 5)
     sparsities = [0.0, 0.8, 0.9, 0.95] if args.quick else SPARSITIES
     rng = np.random.default_rng(0)
-    results = {"machine": machine_info(args.threads), "blocks": blocks, "calls_per_block": calls, "families": {}}
+    clock = time.perf_counter if (args.wall or args.threads > 1) else time.thread_time
+    results = {"machine": machine_info(args.threads), "blocks": blocks, "calls_per_block": calls,
+               "clock": clock.__name__, "families": {}}
     print("| family | sparsity | ort us | sparse us | dense us | sparse vs ort | sparse vs dense |")
     print("|---|---|---|---|---|---|---|")
     for family in ("gemv", "gemm", "conv"):
         shape, fns = make_case(family, args.threads, rng)
         rows = []
         for s in sparsities:
-            t = run_blocks(fns, inputs(shape, s, 4, rng), blocks, calls)
+            t = run_blocks(fns, inputs(shape, s, 4, rng), blocks, calls, clock)
             row = {"sparsity": s, **{f"{n}_us": float(np.median(v) * 1e6) for n, v in t.items()},
                    "vs_ort": float(np.median(np.array(t["ort"]) / np.array(t["sparse"]))),
                    "vs_dense": float(np.median(np.array(t["dense"]) / np.array(t["sparse"])))}

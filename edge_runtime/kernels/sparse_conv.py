@@ -161,15 +161,17 @@ def conv_output_shape(
 
 
 @numba.njit(cache=True, fastmath=True)
-def _conv_pixel(vals, idx, cnt, wt, geom, cin, oh, ow, acc):  # pragma: no cover - compiled
-    """acc += sum over the valid taps of output pixel (oh, ow) of its input's nonzero rows.
+def _gather_taps(vals, idx, cnt, geom, cin, oh, ow, lv, li):  # pragma: no cover - compiled
+    """Concatenate the nonzeros under every valid tap of output pixel (oh, ow).
 
-    One register-blocked accumulate per tap (rows tap*Cin + c of the (KH*KW*Cin, T)
-    tile); padding taps contribute nothing.
+    Returns the count; ``li`` indexes rows of the (KH*KW*Cin, T) tile (tap*Cin + c).
+    One long list per pixel amortises the accumulator's load/store over all taps (one
+    accumulate call per tap was as fast at 90% sparsity, 1.3x slower at 98%).
     """
     h, w, kwid, sh, sw, pt, pl, dh, dw, khgt = (
         geom[0], geom[1], geom[2], geom[3], geom[4], geom[5], geom[6], geom[7], geom[8], geom[9]
     )
+    c = 0
     for ki in range(khgt):
         ih = oh * sh - pt + ki * dh
         if ih < 0 or ih >= h:
@@ -179,18 +181,26 @@ def _conv_pixel(vals, idx, cnt, wt, geom, cin, oh, ow, acc):  # pragma: no cover
             if iw < 0 or iw >= w:
                 continue
             p = ih * w + iw
-            accumulate(acc, wt, vals[p], idx[p], 0, cnt[p], (ki * kwid + kj) * cin)
+            base = (ki * kwid + kj) * cin
+            for j in range(cnt[p]):
+                lv[c] = vals[p, j]
+                li[c] = idx[p, j] + base
+                c += 1
+    return c
 
 
 @numba.njit(cache=True, fastmath=True)
 def _conv_rows(vals, idx, cnt, w2, bias, geom, act, p0, p1, out, oh0, oh1):  # pragma: no cover
     """Output rows oh0..oh1 of one image; out (Cout, OH, OW); w2 (ntiles, KH*KW*Cin, T)."""
     cout, _, ow_n = out.shape
-    ntiles, _, t = w2.shape
+    ntiles, rows, t = w2.shape
     cin = vals.shape[1]
     acc = np.empty(t, dtype=np.float32)
+    lv = np.empty(rows, dtype=np.float32)
+    li = np.empty(rows, dtype=np.int32)
     for oh in range(oh0, oh1):
         for ow in range(ow_n):
+            c = _gather_taps(vals, idx, cnt, geom, cin, oh, ow, lv, li)
             for tile in range(ntiles):
                 n0 = tile * t
                 width = min(t, cout - n0)
@@ -199,7 +209,7 @@ def _conv_rows(vals, idx, cnt, w2, bias, geom, act, p0, p1, out, oh0, oh1):  # p
                 else:
                     acc[width:] = 0.0
                     acc[:width] = bias[n0:n0 + width]
-                _conv_pixel(vals, idx, cnt, w2[tile], geom, cin, oh, ow, acc)
+                accumulate(acc, w2[tile], lv, li, 0, c, 0)
                 activate(acc, act, p0, p1)
                 for j in range(width):
                     out[n0 + j, oh, ow] = acc[j]
