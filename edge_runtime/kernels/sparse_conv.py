@@ -21,12 +21,12 @@ float32 array. auto_pad must be resolved to explicit pads by the caller.
 
 How the sparse kernel works: per image, one branch-free scan of the NCHW input writes,
 for every input pixel, the list of its nonzero channels (value, channel), 16 pixels at
-a time so the lists being appended stay in L1 (this replaces an NCHW->NHWC transpose
-and is the only layout change). Then each output pixel concatenates the lists of the
-input pixels under its valid kernel taps (padding contributes nothing) into one list
-of (value, tap*Cin + c) and, per Cout tile, accumulates only those rows of the
-(KH*KW*Cin, T) weight tile into an L1-resident T-vector, eight rows per pass (the
-MatMul kernel's inner loop); one long list instead of one call per tap was ~3x faster.
+a time (transposed into an L1 (16, C) scratch, then compacted row by row). Then each
+output pixel concatenates the lists of the input pixels under its valid kernel taps
+(padding contributes nothing) into one list of (value, tap*Cin + c) and, per Cout tile,
+accumulates only those rows of the (KH*KW*Cin, T) weight tile into a register-blocked
+T-vector (:func:`edge_runtime.kernels.sparse_common.accumulate`, the MatMul kernel's
+inner loop); one long list beat one call per tap (1.3x at 98% sparsity).
 It applies bias and activation and stores the T values straight into the NCHW output
 (the strided stores hit the same lines for 16 consecutive pixels, so no output
 transpose is needed). Work ~ nnz(x) * KH*KW * Cout / (sh*sw).

@@ -21,10 +21,11 @@ new C-contiguous float32 arrays.
 How the sparse kernels work (docs/sparse_kernels.md has the figures):
 
 * GEMV: scan x once, compacting (value, index) of its nonzeros without branches; then
-  accumulate only the matching weight rows, four rows per pass over the output
-  (``y += v0*W[k0] + v1*W[k1] + v2*W[k2] + v3*W[k3]``) so each output element is loaded
-  and stored once per four rows (references §2). Cost ~ nnz(x) * N.
-* MatMul (M rows, e.g. 197 ViT tokens): compact every row, then for each column tile
+  accumulate only the matching weight rows into a block of output floats held in
+  registers (:func:`edge_runtime.kernels.sparse_common.accumulate`: explicit 16-float
+  vectors, 8 zmm with AVX-512), so each output element is loaded and stored once per
+  row list. Cost ~ nnz(x) * N.
+* MatMul (M rows, e.g. 197 ViT tokens): compact every row into one flat CSR list, then for each column tile
   of W (``PreparedMatmul.tile_n`` columns, sized so the tile stays in L2) run every row
   over its own nonzeros. Rows cannot share weight loads because each has its own zero
   pattern, hence the higher break-even density than GEMV.

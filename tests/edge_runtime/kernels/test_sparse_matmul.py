@@ -133,3 +133,19 @@ def test_bad_arguments_raise_project_errors():
         sparse_gemv(np.ones(4, np.float32), p, None, 9)
     with pytest.raises(InvalidArgumentError, match="2-D"):
         prepare_matmul_weights(np.ones(3, np.float32))
+
+
+@pytest.mark.parametrize("n, tile", [(300, 256), (150, 144), (130, None), (77, 64)])
+@pytest.mark.parametrize("dens", [0.03, 0.4, 1.0])
+def test_wide_tiles_use_register_blocks_and_remainder_vectors(n, tile, dens):
+    # Tiles of >= 128 columns take the register-blocked path of sparse_common.accumulate,
+    # the rest (tile % BLOCK) its one-vector path; both must match the dense reference.
+    rng = np.random.default_rng(n + int(dens * 100))
+    x = sparse_input(rng, (5, 97), dens)
+    w = rng.standard_normal((97, n)).astype(np.float32)
+    b = rng.standard_normal(n).astype(np.float32)
+    ref, tol, ok = reference(x, w, b, activation.RELU, 0.0, 0.0)
+    prepared = prepare_matmul_weights(w, tile)
+    check(sparse_matmul(x, prepared, b, activation.RELU), ref, tol, ok)
+    ref1, tol1, ok1 = reference(x[1:2], w, b, activation.RELU, 0.0, 0.0)
+    check(sparse_gemv(x[1], prepared, b, activation.RELU)[None, :], ref1, tol1, ok1)
