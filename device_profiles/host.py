@@ -21,9 +21,11 @@ from device_profiles.schema import (
 
 logger = logging.getLogger(__name__)
 
-# Break-even densities measured on the x86 build machine (references.md §2:
-# GEMV 0-25%, GEMM 69-74%, conv 68-87% break-even sparsity). Recalibrate per device.
-DEFAULT_CROSSOVER = SparseCrossover(gemv=0.75, gemm=0.28, conv=0.20)
+# Max input density at which the sparse kernel beats the runtime's own dense path, measured with
+# benchmarks/bench_sparse.py on the x86 build machine (docs/sparse_kernels.md: break-even vs dense
+# gemv ~1.0, gemm 0.22, conv 3x3 0.47), with margin so dispatch never picks the slower kernel; 1x1
+# convs dispatch as gemm. Recalibrate per device with `edge-runtime devices calibrate`.
+DEFAULT_CROSSOVER = SparseCrossover(gemv=0.75, gemm=0.20, conv=0.35)
 # One 128-bit FMA per cycle per core = 8 fp32 FLOP/cycle; matches the measured
 # Cortex-A72 (47.9 GFLOP/s / (4 cores * 1.5 GHz), references.md §3). A floor, not a peak.
 CONSERVATIVE_FLOP_PER_CYCLE = 8.0

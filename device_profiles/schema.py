@@ -115,13 +115,13 @@ class SparseCrossover:
     """Per kernel family, the MAX input density at which the sparse kernel is used.
 
     Example:
-        >>> c = SparseCrossover(gemv=0.75, gemm=0.28, conv=0.20)
+        >>> c = SparseCrossover(gemv=0.75, gemm=0.20, conv=0.35)
         >>> c["gemm"], c.conv
-        (0.28, 0.2)
+        (0.2, 0.35)
     """
 
     gemv: float = _key("density", "max density for the sparse GEMV kernel, e.g. 0.75")
-    gemm: float = _key("density", "max density for the sparse GEMM kernel, e.g. 0.28")
+    gemm: float = _key("density", "max density for the sparse GEMM kernel, e.g. 0.20")
     conv: float = _key("density", "max density for the sparse conv kernel, e.g. 0.20")
 
     def __getitem__(self, family: str) -> float:

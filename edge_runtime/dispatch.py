@@ -106,9 +106,11 @@ class SparseConvKernel(SparseKernel):
         self.act, self.p0, self.p1 = int(a.get("activation", 0)), float(a.get("act_p0", 0.0)), float(a.get("act_p1", 0.0))
         self.threads = threads
         self.macs_per_input = w.shape[0] * w.shape[2] * w.shape[3] / (self.strides[0] * self.strides[1])
+        # a 1x1 conv is a token-batched MatMul over pixels, whose dense path is one GEMM (no im2col)
+        self._family = "gemm" if self.kernel == [1, 1] else "conv"
 
     def family(self, x: np.ndarray) -> str:
-        return "conv"
+        return self._family
 
     def __call__(self, x: np.ndarray, dens: float) -> np.ndarray:
         pads = self._resolve(self.auto_pad, x.shape[2:], self.kernel, self.strides, self.dilations, self.pads)
