@@ -20,6 +20,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                                                         "loading the shipped checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace the files of an earlier demo in --out")
     p.add_argument("--runs", type=int, default=40, help="timed calls per backend when profiling (default: 40)")
+    p.add_argument("--threads", type=int, default=1, help="threads when profiling (default: 1, stable on "
+                                                          "shared machines)")
     p.add_argument("--test-images", type=int, default=400, help="test images to validate on (default: 400)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
@@ -31,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     from exporters.demo.pipeline import DemoSettings, run_demo
 
     settings = DemoSettings(out=args.out, model=args.model, train=args.train, overwrite=args.overwrite,
-                            runs=args.runs, test_images=args.test_images, progress=not args.no_progress,
+                            runs=args.runs, threads=args.threads, test_images=args.test_images, progress=not args.no_progress,
                             **({"devices": tuple(args.devices)} if args.devices else {}))
     result = run_demo(settings)
     print("\nSummary")

@@ -11,7 +11,7 @@ import json
 import logging
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -39,10 +39,11 @@ class DemoSettings:
     test_images: int = 400                   # test-split images written as an ImageFolder and validated
     perturb: tuple[str, ...] = ("noise", "blur", "brightness")  # corruptions for the robustness table
     runs: int = 40                           # timed calls per backend when profiling
+    threads: int = 1                         # profiling threads: 1 gives stable figures on a shared machine
     warmup: int = 5                          # untimed calls per backend first
     formats: tuple[str, ...] = ("onnx", "tflite?")  # "?" = skip TFLite with a warning if it fails
     progress: bool = True
-    extra: dict[str, Any] = field(default_factory=dict)
+    data_config: Any = None                  # a DemoDataConfig; None = the default (the shipped models' data)
 
     def check(self) -> None:
         """Raises InvalidArgumentError on values the pipeline cannot run with."""
@@ -104,7 +105,7 @@ def _prepare_out(s: DemoSettings) -> None:
 def _load_data(s: DemoSettings) -> dict[str, Any]:
     from exporters.demo.dataset import DemoDataConfig, load_splits
 
-    config = DemoDataConfig()
+    config = s.data_config or DemoDataConfig()
     splits = load_splits(config)
     return {"config": config, "train": splits["train"], "test": splits["test"]}
 
@@ -159,7 +160,7 @@ def _profile(s: DemoSettings) -> Any:
 
     result = profile_model(s.out / "bundle", backends=("edge", "edge-dense", "onnxruntime", "litert"),
                            devices=s.devices, runs=s.runs, warmup=s.warmup, input="golden",
-                           progress=s.progress)
+                           threads=s.threads, progress=s.progress)
     write_json(result, s.out / "profile.json")
     plot(result, s.out / "latency.png")
     return result

@@ -1,0 +1,67 @@
+"""The demo end to end on a reduced setting: every section of report.md is there and filled."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from edge_runtime.errors import InvalidArgumentError
+
+pytest.importorskip("torch")
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    from exporters.demo.dataset import DemoDataConfig
+    from exporters.demo.pipeline import DemoSettings, run_demo
+
+    out = tmp_path_factory.mktemp("demo") / "out"
+    settings = DemoSettings(out=out, devices=("raspberry-pi-4", "jetson-orin-nano"), calib_samples=32,
+                            test_images=24, perturb=("noise",), runs=5, warmup=1, formats=("onnx",),
+                            progress=False, data_config=DemoDataConfig(n_train=64, n_test=48))
+    lines: list[str] = []
+    return settings, run_demo(settings, say=lines.append), lines
+
+
+def test_report_has_every_section(demo):
+    from exporters.demo.report import SECTIONS
+
+    settings, result, lines = demo
+    text = result.report.read_text()
+    for section in SECTIONS:
+        assert f"## {section}" in text, section
+    assert "| edge |" in text and "| onnxruntime |" in text      # measured backends
+    assert "raspberry-pi-4" in text and "jetson-orin-nano" in text  # estimates
+    assert "ESTIMATES" in text and "ImageFolder" in text
+    assert [line for line in lines if line.startswith("[7/7]")]      # progress for every step
+
+
+def test_artifacts_written(demo):
+    settings, result, _ = demo
+    out = settings.out
+    for name in ("bundle/model.onnx", "bundle/manifest.json", "bundle/golden.npz", "validation.json",
+                 "validation.md", "profile.json", "demo.json", "report.md"):
+        assert (out / name).is_file(), name
+    assert len(list((out / "data" / "test" / "defect").glob("*.png"))) == 12
+    profile = json.loads((out / "profile.json").read_text())
+    assert {b["backend"] for b in profile["backends"]} >= {"edge", "edge-dense", "onnxruntime"}
+    validation = json.loads((out / "validation.json").read_text())
+    assert validation["passed"] is result.passed
+    assert any(line.startswith("accuracy on") for line in result.summary)
+
+
+def test_refuses_to_overwrite_a_previous_demo(demo):
+    from exporters.demo.pipeline import run_demo
+
+    settings, _, _ = demo
+    with pytest.raises(InvalidArgumentError, match="--overwrite"):
+        run_demo(settings, say=lambda _: None)
+
+
+def test_bad_settings():
+    from exporters.demo.pipeline import DemoSettings
+
+    with pytest.raises(InvalidArgumentError, match="transformer"):
+        DemoSettings(model="transformer").check()
+    with pytest.raises(InvalidArgumentError, match="pi-9"):
+        DemoSettings(devices=("pi-9",)).check()
