@@ -113,8 +113,17 @@ mounted at $dir and mounting it failed, so arm64 programs cannot run under qemu.
 in_root() {
     # Run a command inside ROOT with only /proc mounted (with the host's /sys mounted,
     # onnxruntime segfaults under qemu: references.md section 6).
+    # A clean environment: the host's PIP_* settings (find-links, local indexes) do not
+    # exist inside the root; proxies and the CPU model do.
     local root="$1"; shift
-    unshare -m -- sh -c 'mount -t proc proc "$0/proc" && exec chroot "$0" "$@"' "$root" "$@"
+    local -a envs=(PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+                   HOME=/root LANG=C.UTF-8 QEMU_CPU="$QEMU_CPU" DEBIAN_FRONTEND=noninteractive)
+    local var
+    for var in http_proxy https_proxy no_proxy HTTP_PROXY HTTPS_PROXY NO_PROXY; do
+        [[ -n "${!var:-}" ]] && envs+=("$var=${!var}")
+    done
+    env -i "${envs[@]}" unshare -m -- sh -c \
+        'mount -t proc proc "$0/proc" && exec chroot "$0" "$@"' "$root" "$@"
 }
 
 debootstrap_with_retries() {
@@ -158,7 +167,7 @@ install_venv() {
     local attempt
     for attempt in 1 2 3; do
         if in_root "$target" /usr/bin/env PIP_DISABLE_PIP_VERSION_CHECK=1 \
-            /venv/bin/python -m pip install --retries 5 --timeout 120 --only-binary=:all: \
+            PIP_DEFAULT_TIMEOUT=120 /venv/bin/python -m pip install --retries 5 --timeout 120 --only-binary=:all: \
             --no-cache-dir -r /tmp/requirements.txt >&2; then
             return 0
         fi
