@@ -53,32 +53,85 @@ def _max2d(x, y, idx, want_idx, col_major, kh, kw, sh, sw, ph, pw, dh, dw):  # p
                     idx[p, oh, ow] = p * hgt * wid + arg
 
 
-@numba.njit(cache=True, fastmath=True)
-def _avg2d(x, y, include_pad, kh, kw, sh, sw, ph, pw, pe_h, pe_w, dh, dw):  # pragma: no cover
+@numba.njit(cache=True, fastmath=False, error_model="numpy")
+def _row_max(dst, src):  # pragma: no cover
+    """dst = max(dst, src) elementwise (same length); vectorises as max/blend."""
+    for k in range(dst.shape[0]):
+        a = src[k]
+        b = dst[k]
+        dst[k] = a if a > b else b
+
+
+@numba.njit(cache=True, fastmath=False, error_model="numpy")
+def _max2d_values(x, y, kh, kw, sh, sw, ph, pw, dh, dw):  # pragma: no cover
+    """Separable max (no indices): rows of a window into a -inf padded line, then columns."""
     planes, hgt, wid = x.shape
     oh_n, ow_n = y.shape[1], y.shape[2]
+    tw = (ow_n - 1) * sw + (kw - 1) * dw + 1
+    buf = np.empty(max(tw, pw + wid), np.float32)
+    n_in = max(0, min(wid, tw - pw))
     for p in range(planes):
         for oh in range(oh_n):
             h0 = oh * sh - ph
+            buf[:] = -np.inf
+            line = buf[pw:pw + n_in]
+            for i in range(kh):
+                h = h0 + i * dh
+                if 0 <= h < hgt:
+                    _row_max(line, x[p, h, :n_in])
+            out = y[p, oh]
             for ow in range(ow_n):
-                w0 = ow * sw - pw
-                acc = 0.0
-                n_real = 0
-                n_pad = 0
-                for i in range(kh):
-                    h = h0 + i * dh
-                    if h < -ph or h >= hgt + pe_h:
-                        continue
-                    for j in range(kw):
-                        w = w0 + j * dw
-                        if w < -pw or w >= wid + pe_w:
-                            continue
-                        n_pad += 1
-                        if 0 <= h < hgt and 0 <= w < wid:
-                            acc += x[p, h, w]
-                            n_real += 1
-                cnt = n_pad if include_pad else n_real
-                y[p, oh, ow] = acc / cnt if cnt > 0 else 0.0
+                out[ow] = buf[ow * sw]
+            for j in range(1, kw):
+                _row_max(out, buf[j * dw:j * dw + (ow_n - 1) * sw + 1:sw])
+    return y
+
+
+@numba.njit(cache=True, fastmath=False, error_model="numpy")
+def _pool_counts(n_out, s, k, d, p0, size, pe, include_pad):  # pragma: no cover
+    """Taps per output position along one axis that the average divides by."""
+    cnt = np.zeros(n_out, np.float32)
+    lo = -p0 if include_pad else 0
+    hi = size + pe if include_pad else size
+    for o in range(n_out):
+        for i in range(k):
+            h = o * s - p0 + i * d
+            if lo <= h < hi:
+                cnt[o] += 1.0
+    return cnt
+
+
+@numba.njit(cache=True, fastmath=True, error_model="numpy")
+def _avg2d(x, y, include_pad, kh, kw, sh, sw, ph, pw, pe_h, pe_w, dh, dw):  # pragma: no cover
+    """Separable average: rows into a zero padded line, then columns, then / counts."""
+    planes, hgt, wid = x.shape
+    oh_n, ow_n = y.shape[1], y.shape[2]
+    ch = _pool_counts(oh_n, sh, kh, dh, ph, hgt, pe_h, include_pad)
+    cw = _pool_counts(ow_n, sw, kw, dw, pw, wid, pe_w, include_pad)
+    tw = (ow_n - 1) * sw + (kw - 1) * dw + 1
+    buf = np.zeros(max(tw, pw + wid), np.float32)
+    n_in = max(0, min(wid, tw - pw))
+    for p in range(planes):
+        for oh in range(oh_n):
+            h0 = oh * sh - ph
+            line = buf[pw:pw + n_in]
+            line[:] = 0.0
+            for i in range(kh):
+                h = h0 + i * dh
+                if 0 <= h < hgt:
+                    src = x[p, h]
+                    for k in range(n_in):
+                        line[k] += src[k]
+            out = y[p, oh]
+            out[:] = 0.0
+            for j in range(kw):
+                col = buf[j * dw:j * dw + (ow_n - 1) * sw + 1:sw]
+                for ow in range(ow_n):
+                    out[ow] += col[ow]
+            for ow in range(ow_n):
+                c = ch[oh] * cw[ow]
+                out[ow] = out[ow] / c if c > 0 else 0.0
+    return y
 
 
 def _as_planes(x: NDArray[np.float32]) -> NDArray[np.float32]:
@@ -120,7 +173,10 @@ def max_pool(x: NDArray[np.float32], kernel: Sequence[int], strides: Sequence[in
     planes = _as_planes(x)
     oh = 1 if x.ndim == 3 else out_sp[0]
     y = np.empty((planes.shape[0], oh, out_sp[-1]), np.float32)
-    idx = np.empty(y.shape if want_indices else (1, 1, 1), np.int64)
+    if not want_indices:
+        _max2d_values(planes, y, k2[0], k2[1], s2[0], s2[1], p2[0], p2[1], d2[0], d2[1])
+        return y.reshape((*x.shape[:2], *out_sp)), None
+    idx = np.empty(y.shape, np.int64)
     _max2d(planes, y, idx, want_indices, storage_order == 1 and x.ndim == 4, k2[0], k2[1], s2[0], s2[1],
            p2[0], p2[1], d2[0], d2[1])
     shape = (*x.shape[:2], *out_sp)

@@ -171,6 +171,16 @@ def test_max_pool2d_values_and_indices_match_torch(case):
     np.testing.assert_array_equal(idx, ref_idx.numpy() + offsets)
 
 
+@pytest.mark.parametrize("case", POOL_CASES + [(1, 2, 5, 6, (2, 3), (3, 3), (1, 1), 1, True)])
+def test_max_pool2d_values_only_path_matches_torch(case):
+    """The separable values-only kernel (no indices) agrees with torch bit for bit."""
+    n, c, h, w, k, s, p, d, ceil = case
+    x = _rand(n, c, h, w)
+    got, idx = max_pool(x, k, s, [*p, *p], [d, d], ceil, False)
+    assert idx is None
+    np.testing.assert_array_equal(got, F.max_pool2d(_t(x), k, s, p, d, ceil).numpy())
+
+
 @pytest.mark.parametrize("case", [c for c in POOL_CASES if c[7] == 1])
 @pytest.mark.parametrize("include_pad", [False, True])
 def test_avg_pool2d_matches_torch(case, include_pad):
