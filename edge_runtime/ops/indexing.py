@@ -39,8 +39,19 @@ def _wrap(indices: Array, dim: int, op: str) -> Array:
 
 @register("Gather", since_version=1)
 def Gather(data: Array, indices: Array, *, axis: int = 0) -> Array:
-    """Take entries of ``data`` along ``axis``; output shape replaces that axis by indices' shape."""
+    """Take entries of ``data`` along ``axis``; output shape replaces that axis by indices' shape.
+
+    A scalar index returns a basic-indexing view (no copy): q/k/v splits of a transposed
+    (3, B, H, T, hd) tensor cost a strided copy each with ``np.take``, while the MatMul
+    that consumes them packs its operands anyway. Views are safe here because no kernel
+    writes into its inputs (Reshape and Transpose return views too).
+    """
     axis = norm_axis(axis, data.ndim, "Gather")
+    if np.ndim(indices) == 0:
+        i, dim = int(indices), data.shape[axis]
+        if not -dim <= i < dim:
+            _wrap(indices, dim, "Gather")  # raises the out-of-range error
+        return data[(slice(None),) * axis + (i % dim,)]
     idx = _wrap(indices, data.shape[axis], "Gather")
     return np.asarray(np.take(data, idx, axis=axis))
 
