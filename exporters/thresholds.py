@@ -242,10 +242,6 @@ class _Layer:
                 out[c] = max(out[c], float(np.quantile(pos, min(q, 1.0))))
         return out
 
-    def sparsity(self, t: np.ndarray) -> float:
-        v = self.values
-        return float(((v <= 0) | (v < np.maximum(t, self.base_t)[:, None])).mean())
-
 
 def _collect(model: nn.Module, names: dict[str, int | None], batches: list[torch.Tensor],
              seed: int) -> dict[str, np.ndarray]:

@@ -160,7 +160,7 @@ def train_variant(cfg: ViTConfig, variant: str) -> dict:
             sched.step()
             if handle is not None:
                 handle.after_step()
-            loss_sum += float(loss)
+            loss_sum += float(loss.detach())
         ev = evaluate(model, xte, yte, names)
         ev.update(epoch=epoch, train_loss=loss_sum / steps_per_epoch,
                   wall_s=round(time.perf_counter() - start, 1))
