@@ -214,3 +214,18 @@ def test_pool_1d_and_3d_match_torch():
         got = avg_pool(x, [3, 3, 3], [2, 2, 2], [1] * 6, [1, 1, 1], ceil, include)
         ref = F.avg_pool3d(_t(x), 3, 2, 1, ceil, include).numpy()
         np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("stride, dilation, group", [(1, 1, 1), (2, 1, 1), (1, 2, 2)])
+def test_tiled_im2col_chunks_match_torch(monkeypatch, stride, dilation, group):
+    """Output-row chunks (with a short last chunk) give the same conv as one whole im2col."""
+    from edge_runtime.kernels import conv as conv_mod
+    monkeypatch.setattr(conv_mod, "TILE_ABOVE_BYTES", 0)
+    monkeypatch.setattr(conv_mod, "COLS_CHUNK_BYTES", 0)
+    monkeypatch.setattr(conv_mod, "MIN_CHUNK_PIXELS", 40)   # 3 rows of 17 -> chunks 3,3,...,remainder
+    x, w, b = _rand(2, 4, 19, 17), _rand(6, 4 // group, 3, 3), _rand(6)
+    pads = [1, 2, 2, 1]
+    got = dense_conv2d(x, prepare_conv(w, group), b, (stride, stride), pads, (dilation, dilation))
+    ref = F.conv2d(_torch_pad(x, pads), _t(w), _t(b), stride, 0, dilation, group).numpy()
+    assert got.shape == ref.shape
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4)
