@@ -2,12 +2,12 @@
 
 numpy has no good formulation of a depthwise conv (im2col + batched matmul of
 1 x k*k by k*k x HW is memory bound and slow), so this is a direct loop: each
-channel is copied into a zero-bordered plane, then for each output row the k*k taps
-are accumulated into the output row (initialised with the bias) and the fused
-activation is applied in place. The inner loop runs over contiguous output columns
-and vectorises for stride 1. Stride-1 convs instead run each tap over the whole padded
-plane as one flat vector (:func:`_plane_stride1`): at 14x14 or 7x7 a row is too short to
-vectorise (measured 1.25-10x faster than the row loop on MobileNetV2's shapes).
+channel is copied into a zero-bordered plane, the output is initialised with the bias,
+and each tap runs over the whole padded plane as one flat vector
+(:func:`_plane_stride1`): at 14x14 or 7x7 a row is too short to vectorise (measured
+1.25-10x faster than a per-row loop on MobileNetV2's shapes). Strided convs first split
+the padded plane into its sh x sw stride phases (even/odd rows and columns for stride
+2), so each tap again reads one phase plane contiguously (:func:`_plane_phases`).
 
 API::
 
@@ -76,46 +76,71 @@ def _plane_stride1(xp, wc, b, out, acc, dh, dw, act, p0, p1):  # pragma: no cove
 
 
 @numba.njit(cache=True, fastmath=True, boundscheck=False)
+def _fill_phases(src, xph, sh, sw, ph, pw):  # pragma: no cover (numba)
+    # Scatter one (H, W) channel into its stride phases: padded pixel (hh, tt) goes to
+    # xph[hh % sh, tt % sw, hh // sh, tt // sw]; padding cells are never written (zero).
+    hgt, wid = src.shape
+    for qc in range(sw):
+        t0 = (qc - pw) % sw          # first column t with (pw + t) % sw == qc
+        d0 = (pw + t0) // sw
+        n_col = (wid - t0 + sw - 1) // sw
+        for h in range(hgt):
+            hh = ph + h
+            dst = xph[hh % sh, qc, hh // sh]
+            r = src[h]
+            for m in range(n_col):
+                dst[u64(d0 + m)] = r[u64(t0 + m * sw)]
+
+
+@numba.njit(cache=True, fastmath=True, boundscheck=False)
+def _plane_phases(xflat, wq, wc, b, out, acc, sh, sw, dh, dw, act, p0, p1):  # pragma: no cover (numba)
+    # Strided convs: tap (i, j) reads phase plane ((i*dh) % sh, (j*dw) % sw) (a row of
+    # xflat, (sh*sw, Hq*Wq)) at a constant flat offset, so each tap is one contiguous
+    # vector over the phase plane, like _plane_stride1 (output (oh, ow) at oh * Wq + ow).
+    oh_n, ow_n = out.shape
+    m = (oh_n - 1) * wq + ow_n
+    for k in range(m):
+        acc[u64(k)] = b
+    for i in range(wc.shape[0]):
+        for j in range(wc.shape[1]):
+            wv = wc[i, j]
+            flat = xflat[((i * dh) % sh) * sw + (j * dw) % sw]
+            base = ((i * dh) // sh) * wq + (j * dw) // sw
+            for k in range(m):
+                acc[u64(k)] += wv * flat[u64(k + base)]
+    for oh in range(oh_n):
+        row = out[oh]
+        for ow in range(ow_n):
+            row[u64(ow)] = act_scalar(acc[u64(oh * wq + ow)], act, p0, p1)
+
+
+@numba.njit(cache=True, fastmath=True, boundscheck=False)
 def _dw2d(x, w, bias, y, sh, sw, ph, pw, dh, dw, act, p0, p1):  # pragma: no cover (numba)
-    # Each channel is copied into a zero-bordered plane so the tap loops need no
-    # bounds checks; indices are unsigned so numba emits no wraparound test and
-    # LLVM vectorises the stride-1 row loop (4-10x faster than signed indexing here).
+    # Each channel is copied into a zero-bordered plane (split into its sh x sw stride
+    # phases when strided) so the tap loops need no bounds checks; indices are unsigned
+    # so numba emits no wraparound test and LLVM vectorises the tap loops.
     n_img, ch, hgt, wid = x.shape
     kh, kw = w.shape[1], w.shape[2]
     oh_n, ow_n = y.shape[2], y.shape[3]
     hp = max(ph + hgt, (oh_n - 1) * sh + (kh - 1) * dh + 1)
     wp = max(pw + wid, (ow_n - 1) * sw + (kw - 1) * dw + 1)
-    xp = np.zeros((hp, wp), np.float32)
-    acc = np.empty(oh_n * wp, np.float32)
+    hq, wq = (hp + sh - 1) // sh, (wp + sw - 1) // sw
+    xph = np.zeros((sh, sw, hq, wq), np.float32)
+    xflat = xph.reshape(sh * sw, hq * wq)
+    acc = np.empty(oh_n * wq, np.float32)
+    xp = xph[0, 0]
     for n in range(n_img):
         for c in range(ch):
-            for h in range(hgt):
-                src = x[n, c, h]
-                dst = xp[ph + h]
-                for t in range(wid):
-                    dst[u64(pw + t)] = src[u64(t)]
-            b = bias[c]
             if sh == 1 and sw == 1:
-                _plane_stride1(xp, w[c], b, y[n, c], acc, dh, dw, act, p0, p1)
-                continue
-            for oh in range(oh_n):
-                row = y[n, c, oh]
-                for ow in range(ow_n):
-                    row[u64(ow)] = b
-                for i in range(kh):
-                    r = xp[oh * sh + i * dh]
-                    for j in range(kw):
-                        wv = w[c, i, j]
-                        base = j * dw
-                        if sw == 1:
-                            for ow in range(ow_n):
-                                row[u64(ow)] += wv * r[u64(ow + base)]
-                        else:
-                            for ow in range(ow_n):
-                                row[u64(ow)] += wv * r[u64(ow * sw + base)]
-                if act != 0:
-                    for ow in range(ow_n):
-                        row[u64(ow)] = act_scalar(row[u64(ow)], act, p0, p1)
+                for h in range(hgt):
+                    src = x[n, c, h]
+                    dst = xp[ph + h]
+                    for t in range(wid):
+                        dst[u64(pw + t)] = src[u64(t)]
+                _plane_stride1(xp, w[c], bias[c], y[n, c], acc, dh, dw, act, p0, p1)
+            else:
+                _fill_phases(x[n, c], xph, sh, sw, ph, pw)
+                _plane_phases(xflat, wq, w[c], bias[c], y[n, c], acc, sh, sw, dh, dw, act, p0, p1)
 
 
 def depthwise_conv2d(x: NDArray[np.float32], w: NDArray[np.float32], bias: NDArray[np.float32] | None,

@@ -1,4 +1,4 @@
-"""Depthwise kernel (stride-1 flat-plane path and strided row path) against a direct numpy reference."""
+"""Depthwise kernel (stride-1 flat-plane path and strided stride-phase path) against a direct numpy reference."""
 from __future__ import annotations
 
 import numpy as np
@@ -31,7 +31,10 @@ CASES = [  # (n, c, h, w, k, strides, pads (t, l, b, r), dilations, act)
     (1, 24, 14, 14, 3, (1, 1), (1, 1, 1, 1), (1, 1), 0),
     (2, 5, 9, 6, 3, (1, 1), (2, 0, 1, 3), (2, 2), 1),    # dilation, asymmetric pads, batch 2
     (1, 7, 8, 11, 5, (1, 1), (0, 0, 0, 0), (1, 1), 2),   # no padding, 5x5
-    (1, 16, 14, 14, 3, (2, 2), (1, 1, 1, 1), (1, 1), 2),  # strided: the row path
+    (1, 16, 14, 14, 3, (2, 2), (1, 1, 1, 1), (1, 1), 2),  # strided: the stride-phase path
+    (2, 4, 13, 11, 3, (2, 2), (1, 1, 1, 1), (1, 1), 1),   # odd sizes: uneven phase planes
+    (1, 3, 12, 15, 5, (3, 2), (2, 0, 1, 2), (2, 1), 0),   # mixed strides, dilation, asymmetric pads
+    (1, 2, 9, 10, 3, (1, 2), (0, 1, 0, 1), (1, 2), 1),    # stride only along W, dilated W
     (1, 3, 1, 1, 3, (1, 1), (1, 1, 1, 1), (1, 1), 0),    # 1x1 plane
 ]
 
