@@ -123,5 +123,12 @@ def make_feeds(spec: str | Path, inputs: Sequence[ValueInfo], files: ModelFiles)
         if files.golden is None:
             raise BundleError(f"--input golden needs golden.npz in the bundle directory {files.onnx.parent}; "
                               f"none there. Use --input random or a .npy/.npz file.")
-        return file_feeds(files.golden, inputs, golden_key="x"), f"golden ({files.golden})"
+        feeds = file_feeds(files.golden, inputs, golden_key="x")
+        first = inputs[0]
+        if len(inputs) == 1 and first.shape and not isinstance(first.shape[0], int):
+            # a dynamic batch axis: profile batch 1, one golden sample per call (the usual edge case)
+            x = feeds[0][first.name]
+            feeds = [{first.name: x[i:i + 1]} for i in range(min(POOL_SIZE, len(x)))]
+            return feeds, f"golden samples, batch 1, pool of {len(feeds)} ({files.golden})"
+        return feeds, f"golden ({files.golden})"
     return file_feeds(Path(spec).expanduser(), inputs), f"file ({spec})"

@@ -22,7 +22,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--runs", type=int, default=40, help="timed calls per backend when profiling (default: 40)")
     p.add_argument("--threads", type=int, default=1, help="threads when profiling (default: 1, stable on "
                                                           "shared machines)")
-    p.add_argument("--test-images", type=int, default=400, help="test images to validate on (default: 400)")
+    p.add_argument("--test-images", type=int, default=200, help="test images to validate on (default: 200)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
     return p

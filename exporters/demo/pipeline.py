@@ -36,8 +36,8 @@ class DemoSettings:
     train_epochs: int = 3                    # epochs for train=True
     overwrite: bool = False                  # replace an existing, non-empty output directory
     calib_samples: int = 256                 # training images used to measure per-layer sparsity
-    test_images: int = 400                   # test-split images written as an ImageFolder and validated
-    perturb: tuple[str, ...] = ("noise", "blur", "brightness")  # corruptions for the robustness table
+    test_images: int = 200                   # test-split images written as an ImageFolder and validated
+    perturb: tuple[str, ...] = ("noise", "blur")  # corruptions for the robustness table (3 severities each)
     runs: int = 40                           # timed calls per backend when profiling
     threads: int = 1                         # profiling threads: 1 gives stable figures on a shared machine
     warmup: int = 5                          # untimed calls per backend first
