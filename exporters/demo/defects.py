@@ -3,7 +3,8 @@
 Each drawer returns an additive float32 ``(size, size)`` layer (signed: dark defects are
 negative) built from distance fields, so a whole defect is a few vectorised numpy
 expressions. Contrast ranges start faint on purpose (a short scratch at 0.04 on a busy
-texture is hard to see) so that the demo task is learnable but not trivially solved.
+texture is hard to see; the ranges were raised once so that the shipped
+models exceed 90 % test accuracy within a few CPU minutes) so that the demo task is learnable but not trivially solved.
 
 Example:
     >>> import numpy as np
@@ -48,16 +49,16 @@ def _sign(rng: np.random.Generator, p_dark: float) -> float:
 
 
 def scratch(rng: np.random.Generator, size: int) -> F32:
-    """A thin straight (or slightly bent) line: 10-55 % of the width, 0.5-1.2 px, faint to clear."""
-    length = rng.uniform(0.10, 0.55) * size
+    """A thin straight (or slightly bent) line: 15-55 % of the width, 0.7-1.4 px, faint to clear."""
+    length = rng.uniform(0.15, 0.55) * size
     angle = rng.uniform(0, np.pi)
     centre = rng.uniform(0.2 * size, 0.8 * size, 2)
     half = 0.5 * length * np.array([np.sin(angle), np.cos(angle)])
     bend = rng.normal(0, 0.04 * length) * np.array([np.cos(angle), -np.sin(angle)])
     pts = np.stack([centre - half, centre + bend, centre + half])  # two segments, slight bend
     dist = segment_distance(size, pts[:-1], pts[1:])
-    width = rng.uniform(0.5, 1.2)
-    contrast = rng.uniform(0.05, 0.3) * _sign(rng, 0.5)  # scratches catch light: bright or dark
+    width = rng.uniform(0.7, 1.4)
+    contrast = rng.uniform(0.08, 0.35) * _sign(rng, 0.5)  # scratches catch light: bright or dark
     return (contrast * np.exp(-0.5 * (dist / width) ** 2)).astype(np.float32)
 
 
@@ -71,19 +72,19 @@ def crack(rng: np.random.Generator, size: int) -> F32:
     pts = np.vstack([start, start + np.cumsum(moves, 0)])
     dist = segment_distance(size, pts[:-1], pts[1:])
     width = rng.uniform(0.5, 1.3)
-    contrast = -rng.uniform(0.08, 0.35)
+    contrast = -rng.uniform(0.12, 0.4)
     return (contrast * np.exp(-0.5 * (dist / width) ** 2)).astype(np.float32)
 
 
 def pit(rng: np.random.Generator, size: int) -> F32:
-    """One to three small round blobs (radius 1-3 px), mostly dark, some with a bright rim."""
+    """One to three small round blobs (radius 1.3-3 px), mostly dark, some with a bright rim."""
     yy, xx = _grid(size)
     layer = np.zeros((size, size), np.float32)
     for _ in range(int(rng.integers(1, 4))):
         cy, cx = rng.uniform(0.1 * size, 0.9 * size, 2)
-        radius = rng.uniform(1.0, 3.0) * size / 64.0
+        radius = rng.uniform(1.3, 3.0) * size / 64.0
         r2 = ((yy - cy) ** 2 + (xx - cx) ** 2) / radius**2
-        contrast = rng.uniform(0.08, 0.4) * _sign(rng, 0.75)
+        contrast = rng.uniform(0.12, 0.45) * _sign(rng, 0.75)
         layer += contrast * np.exp(-r2)
         if rng.random() < 0.3:  # bright rim around a dark pit (a dent catching light)
             layer += 0.4 * abs(contrast) * np.exp(-((np.sqrt(r2) - 1.6) ** 2) * 3.0)
@@ -101,7 +102,7 @@ def stain(rng: np.random.Generator, size: int) -> F32:
     r2 = ((c * dy + s * dx) / ry) ** 2 + ((-s * dy + c * dx) / rx) ** 2
     ragged = 1.0 + 0.6 * (value_noise(rng, size, cells=size / 10.0, octaves=2) - 0.5)
     mask = 1.0 / (1.0 + np.exp(np.minimum((r2 * ragged - 1.0) * 6.0, 60.0)))  # soft edge
-    contrast = rng.uniform(0.05, 0.16) * _sign(rng, 0.7)
+    contrast = rng.uniform(0.08, 0.2) * _sign(rng, 0.7)
     return (contrast * mask).astype(np.float32)
 
 

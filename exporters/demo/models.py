@@ -182,12 +182,12 @@ def load_checkpoint(source: str | bytes | Any) -> tuple[nn.Module, dict[str, Any
     Returns:
         ``(model in eval mode, checkpoint dict without the state_dict)``.
     """
-    if isinstance(source, (bytes, bytearray)):
-        ckpt = torch.load(io.BytesIO(source), map_location="cpu", weights_only=True)
-    elif isinstance(source, dict):
+    if isinstance(source, dict):
         ckpt = source
     else:
-        ckpt = torch.load(source, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals([torch.torch_version.TorchVersion]):  # older checkpoints
+            ckpt = torch.load(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source,
+                              map_location="cpu", weights_only=True)
     model = build_model(ckpt["name"], **ckpt["model_kwargs"])
     handle = apply_recipe(model, ckpt.get("recipe"), **ckpt.get("recipe_overrides", {}))
     model.load_state_dict(ckpt["state_dict"])

@@ -148,7 +148,7 @@ def photo(rng: np.random.Generator, size: int, name: str) -> F32:
     u, v = rotated_grid(rng, size, scale)
     cy, cx = rng.uniform(pad, 3 * pad, 2)  # centre inside the original texture
     img = bilinear(src, v + cy, u + cx)
-    img = (img - img.mean()) * rng.uniform(0.35, 0.7) + 0.5
+    img = (img - img.mean()) * rng.uniform(0.25, 0.5) + 0.5
     return img.astype(np.float32)
 
 

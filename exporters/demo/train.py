@@ -32,6 +32,7 @@ from torch import nn
 
 from exporters.demo.dataset import DemoDataConfig, load_splits, make_split, to_tensor
 from exporters.demo.models import DEFAULT_RECIPES, apply_recipe, build_model
+from exporters.sparsity import choose_thresholds
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,8 @@ class TrainConfig:
     weight_decay: float = 0.02  # AdamW decoupled weight decay
     warmup: float = 0.15  # fraction of the steps spent warming up (one-cycle pct_start)
     l1_alpha: float | None = None  # activation L1 for "fatrelu"; None = the recipe's default
+    fatrelu_target: float | None = 0.7  # "fatrelu": calibrate thresholds to this sparsity after training
+    finetune_epochs: int = 2  # "fatrelu": epochs at lr/10 after the calibration; 0 = none
     threads: int | None = None  # torch intra-op threads; None = torch's default
     seed: int = 0  # weight init and batch order
 
@@ -115,6 +118,41 @@ def _per_type_recall(pred: torch.Tensor, types: np.ndarray) -> dict[str, float]:
     return out
 
 
+def _fit(model: nn.Module, handle: Any, train_xy: tuple, test_xy: tuple, epochs: int, lr: float,
+         tc: TrainConfig, progress: bool, desc: str) -> None:
+    """AdamW + one-cycle over ``epochs``; sparsity loss and constraints via ``handle``."""
+    (xtr, ytr), (xte, yte) = train_xy, test_xy
+    steps_per_epoch = max(1, math.ceil(len(xtr) / tc.batch_size))
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=tc.weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps_per_epoch,
+                                                pct_start=tc.warmup)
+    gen = torch.Generator().manual_seed(tc.seed)
+    loss_fn = nn.CrossEntropyLoss()
+    bar = _progress(epochs * steps_per_epoch, desc, progress)
+    model.train()
+    for epoch in range(epochs):
+        order = torch.randperm(len(xtr), generator=gen)
+        for i in range(steps_per_epoch):
+            idx = order[i * tc.batch_size:(i + 1) * tc.batch_size]
+            loss = loss_fn(model(_augment(xtr[idx], gen)), ytr[idx])
+            if handle is not None:
+                loss = handle.loss(loss)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            if handle is not None:
+                handle.after_step()
+            bar.update(1)
+            bar.set_postfix(loss=f"{float(loss.detach()):.3f}", refresh=False)
+        if not progress:
+            probe = evaluate(model, xte[:500], yte[:500])
+            log.info("%s epoch %d/%d: loss %.4f, test accuracy %.4f (first 500), mean density %.3f",
+                     desc, epoch + 1, epochs, float(loss.detach()), probe["test_accuracy"], probe["mean_density"])
+    bar.close()
+    model.train()
+
+
 def train(name: str, config: DemoDataConfig, *, epochs: int, recipe: str | None = None,
           progress: bool = True, train_config: TrainConfig = TrainConfig(),
           cache_dir: str | None = None, use_cache: bool = True) -> tuple[nn.Module, dict[str, Any]]:
@@ -158,36 +196,15 @@ def train(name: str, config: DemoDataConfig, *, epochs: int, recipe: str | None 
     xte, yte = to_tensor(splits["test"][0]), torch.as_tensor(splits["test"][1])
     data_s = time.perf_counter() - t0
 
-    steps_per_epoch = max(1, math.ceil(len(xtr) / tc.batch_size))
-    opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=tc.lr, total_steps=epochs * steps_per_epoch,
-                                                pct_start=tc.warmup)
-    gen = torch.Generator().manual_seed(tc.seed)
-    loss_fn = nn.CrossEntropyLoss()
-    bar = _progress(epochs * steps_per_epoch, f"train {name}", progress)
     t1 = time.perf_counter()
-    model.train()
-    for _epoch in range(epochs):
-        order = torch.randperm(len(xtr), generator=gen)
-        for i in range(steps_per_epoch):
-            idx = order[i * tc.batch_size:(i + 1) * tc.batch_size]
-            xb, yb = _augment(xtr[idx], gen), ytr[idx]
-            loss = loss_fn(model(xb), yb)
-            if handle is not None:
-                loss = handle.loss(loss)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            if handle is not None:
-                handle.after_step()
-            bar.update(1)
-            bar.set_postfix(loss=f"{float(loss.detach()):.3f}", refresh=False)
-        if log.isEnabledFor(logging.DEBUG) or not progress:
-            probe = evaluate(model, xte[:500], yte[:500])
-            log.info("epoch %d/%d: loss %.4f, test accuracy %.4f (first 500), mean density %.3f",
-                     _epoch + 1, epochs, float(loss.detach()), probe["test_accuracy"], probe["mean_density"])
-    bar.close()
+    _fit(model, handle, (xtr, ytr), (xte, yte), epochs, tc.lr, tc, progress, f"train {name}")
+    if recipe == "fatrelu" and tc.fatrelu_target is not None:
+        chosen = choose_thresholds(model, xtr[:512], tc.fatrelu_target)
+        log.info("FATReLU thresholds for sparsity %.2f: %s", tc.fatrelu_target,
+                 {k: round(float(v), 4) for k, v in chosen.items()})
+        if tc.finetune_epochs:
+            _fit(model, handle, (xtr, ytr), (xte, yte), tc.finetune_epochs, tc.lr * 0.1, tc, progress,
+                 f"fine-tune {name}")
     train_s = time.perf_counter() - t1
     if handle is not None:
         handle.remove_hooks()
@@ -195,6 +212,8 @@ def train(name: str, config: DemoDataConfig, *, epochs: int, recipe: str | None 
     metrics = evaluate(model, xte, yte)
     metrics["per_type_recall"] = _per_type_recall(metrics.pop("predictions"), splits["test"][2]["defect_type"])
     metrics.update(train_seconds=train_s, data_seconds=data_s, epochs=epochs, recipe=recipe,
+                   fatrelu_target=tc.fatrelu_target if recipe == "fatrelu" else None,
+                   finetune_epochs=tc.finetune_epochs if recipe == "fatrelu" else 0,
                    n_train=len(xtr), n_test=len(xte))
     log.info("trained %s: accuracy %.4f, defect recall %.4f, mean density %.3f in %.0f s",
              name, metrics["test_accuracy"], metrics["defect_recall"], metrics["mean_density"], train_s)
@@ -227,8 +246,9 @@ def save_checkpoint(model: nn.Module, name: str, metrics: dict[str, Any], config
         "data_config": dataclasses.asdict(config) | {"defect_types": list(config.defect_types),
                                                     "backgrounds": list(config.backgrounds)},
         "metrics": {k: v for k, v in metrics.items() if k != "recipe"}, "command": command,
-        "torch_version": torch.__version__,
-        "state_dict": {k: v.detach().clone() for k, v in model.state_dict().items()},
+        "torch_version": str(torch.__version__),
+        "state_dict": {k: v.detach().clone() if isinstance(v, torch.Tensor) else v
+                       for k, v in model.state_dict().items()},  # LayerNorm schedules keep extra state
     }
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -246,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m exporters.demo.train", description=__doc__.split("\n")[0])
     p.add_argument("--model", choices=sorted(DEFAULT_RECIPES), required=True)
     p.add_argument("--out", required=True, help="directory for <model>.pt")
-    p.add_argument("--epochs", type=int, default=None, help="default: 6 (cnn) / 8 (vit); 3 with --short")
+    p.add_argument("--epochs", type=int, default=None, help="default: 12 (cnn) / 16 (vit), as shipped; 3 with --short")
     p.add_argument("--n-train", type=int, default=None, help="training images (default 4000)")
     p.add_argument("--n-test", type=int, default=None, help="test images (default 1000)")
     p.add_argument("--seed", type=int, default=0, help="data seed")
@@ -254,13 +274,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lr", type=float, default=None, help="peak learning rate")
     p.add_argument("--l1-alpha", type=float, default=None, help="activation L1 weight (fatrelu)")
     p.add_argument("--short", action="store_true", help=f"quick schedule {SHORT}")
+    p.add_argument("--fatrelu-target", type=float, default=0.7, help="FATReLU calibration sparsity (cnn)")
+    p.add_argument("--finetune-epochs", type=int, default=None, help="epochs after calibration (default 2; 1 with --short)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (1 on a busy machine)")
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    base = SHORT if a.short else {"n_train": 4000, "n_test": 1000, "epochs": 6 if a.model == "cnn" else 8}
+    base = SHORT if a.short else {"n_train": 4000, "n_test": 1000, "epochs": 12 if a.model == "cnn" else 16}
     cfg = DemoDataConfig(seed=a.seed, n_train=a.n_train or base["n_train"], n_test=a.n_test or base["n_test"])
-    tc = TrainConfig(l1_alpha=a.l1_alpha, threads=a.threads, **({"lr": a.lr} if a.lr else {}))
+    ft = a.finetune_epochs if a.finetune_epochs is not None else (1 if a.short else 2)
+    tc = TrainConfig(l1_alpha=a.l1_alpha, threads=a.threads, fatrelu_target=a.fatrelu_target, finetune_epochs=ft, **({"lr": a.lr} if a.lr else {}))
     model, metrics = train(a.model, cfg, epochs=a.epochs or base["epochs"], recipe=a.recipe,
                            progress=not a.no_progress, train_config=tc)
     command = "python -m exporters.demo.train " + " ".join(sys.argv[1:] if argv is None else argv)
