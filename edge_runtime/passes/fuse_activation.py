@@ -54,6 +54,26 @@ def _activation(node: Node, consts: dict) -> tuple[int, float, float] | None:
     return None
 
 
+def _scalar(consts: dict, name: str) -> float | None:
+    value = consts.get(name)
+    return float(value.reshape(-1)[0]) if value is not None and value.size == 1 else None
+
+
+def _threshold(tail: str, consumers: dict, consts: dict, outputs: set) -> tuple[float, Node, Node] | None:
+    """FATReLU as exported: ``Where(GreaterOrEqual(y, t), y, 0)`` with scalar constants t and 0."""
+    users = consumers.get(tail, [])
+    if len(users) != 2 or tail in outputs:
+        return None
+    ge = next((n for n in users if n.op_type == "GreaterOrEqual" and n.inputs[0] == tail), None)
+    where = next((n for n in users if n.op_type == "Where"), None)
+    if ge is None or where is None or len(consumers.get(ge.outputs[0], [])) != 1 or ge.outputs[0] in outputs:
+        return None
+    t, zero = _scalar(consts, ge.inputs[1]), _scalar(consts, where.inputs[2])
+    if t is None or zero != 0.0 or where.inputs[:2] != (ge.outputs[0], tail):
+        return None
+    return t, ge, where
+
+
 def run(graph: Graph) -> tuple[Graph, bool]:
     """Apply the rewrites; nodes must be in topological order."""
     consts = graph.initializers
@@ -84,6 +104,11 @@ def run(graph: Graph) -> tuple[Graph, bool]:
                 tail = nxt.outputs[0]
                 nxt = sole_consumer(tail)
         code = _activation(nxt, consts) if nxt is not None else None
+        fat = _threshold(tail, consumers, consts, outputs) if code is None else None
+        if fat is not None:
+            t, ge, where = fat
+            nxt, code = where, (act.THRESHOLD_RELU, t, 0.0)
+            nodes[by_output[ge.outputs[0]]] = None
         if code is not None:
             fused = fused.replace(outputs=(nxt.outputs[0],),
                                   attrs={**fused.attrs, "activation": code[0], "act_p0": code[1], "act_p1": code[2]})

@@ -96,3 +96,32 @@ def test_profile_crossover_is_used(tmp_path):
     assert [n.kernel for n in stats.nodes if n.density is not None] == ["dense", "dense"]
     _, stats = InferenceSession(model, profile="raspberry-pi-4").run_with_stats(None, {"x": x})
     assert [n.kernel for n in stats.nodes if n.density is not None] == ["sparse", "sparse"]  # gemv crossover 0.75
+
+
+def test_fatrelu_threshold_is_fused_and_its_zeros_reach_the_next_layer():
+    """Conv -> Where(y >= t, y, 0) (FATReLU as exported) becomes one FusedConv with a threshold epilogue."""
+    rng = np.random.default_rng(7)
+    w1 = numpy_helper.from_array((rng.standard_normal((16, 3, 3, 3)) * 0.3).astype(np.float32), "w1")
+    w2 = numpy_helper.from_array((rng.standard_normal((8, 16, 3, 3)) * 0.2).astype(np.float32), "w2")
+    t = numpy_helper.from_array(np.array(0.4, np.float32), "t")
+    zero = numpy_helper.from_array(np.array(0.0, np.float32), "zero")
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1], name="conv1"),
+             helper.make_node("GreaterOrEqual", ["c1", "t"], ["ge"], name="ge"),
+             helper.make_node("Where", ["ge", "c1", "zero"], ["f1"], name="where"),
+             helper.make_node("Conv", ["f1", "w2"], ["y"], pads=[1, 1, 1, 1], name="conv2")]
+    g = helper.make_graph(nodes, "fat", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 10, 10])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 8, 10, 10])], [w1, w2, t, zero])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    sess = InferenceSession(model, sparsity="force")
+    assert [s.node.op_type for s in sess.plan.steps] == ["FusedConv", "FusedConv"]
+    x = rng.standard_normal((2, 3, 10, 10)).astype(np.float32)
+    ref = InferenceSession(model, sparsity="off").run(None, {"x": x})[0]
+    from edge_runtime import ORT_DISABLE_ALL, SessionOptions
+
+    opts = SessionOptions()
+    opts.graph_optimization_level = ORT_DISABLE_ALL
+    unfused = InferenceSession(model, opts).run(None, {"x": x})[0]
+    np.testing.assert_allclose(ref, unfused, rtol=1e-5, atol=1e-5)
+    (out,), stats = sess.run_with_stats(None, {"x": x})
+    np.testing.assert_allclose(out, unfused, rtol=1e-5, atol=1e-5)
+    assert stats.nodes[1].kernel == "sparse" and stats.nodes[1].density < 0.6
