@@ -115,14 +115,14 @@ class SparseCrossover:
     """Per kernel family, the MAX input density at which the sparse kernel is used.
 
     Example:
-        >>> c = SparseCrossover(gemv=0.75, gemm=0.20, conv=0.35)
+        >>> c = SparseCrossover(gemv=0.75, gemm=0.15, conv=0.20)
         >>> c["gemm"], c.conv
-        (0.2, 0.35)
+        (0.15, 0.2)
     """
 
     gemv: float = _key("density", "max density for the sparse GEMV kernel, e.g. 0.75")
-    gemm: float = _key("density", "max density for the sparse GEMM kernel, e.g. 0.20")
-    conv: float = _key("density", "max density for the sparse conv kernel, e.g. 0.20")
+    gemm: float = _key("density", "max density for the sparse GEMM kernel, e.g. 0.15")
+    conv: float = _key("density", "max density for the sparse conv kernel, e.g. 0.15")
 
     def __getitem__(self, family: str) -> float:
         names = [f.name for f in fields(self)]
