@@ -175,11 +175,30 @@ def _zero_floor(func: Any, args: tuple, kwargs: dict) -> bool:
     if func in (F.hardtanh, F.hardtanh_):
         low = args[1] if len(args) > 1 else kwargs.get("min_val", -1.0)
         return low == 0
-    if func in (torch.clamp, torch.clip, torch.Tensor.clamp, torch.Tensor.clamp_,
-                torch.Tensor.clip, torch.clamp_min, torch.Tensor.clamp_min):
+    if func in _CLAMPS:
         low = args[1] if len(args) > 1 else kwargs.get("min", kwargs.get("min_val"))
         return isinstance(low, (int, float)) and low == 0
     return False
+
+
+_CLAMPS = (torch.clamp, torch.clip, torch.Tensor.clamp, torch.Tensor.clamp_, torch.Tensor.clip,
+           torch.clamp_min, torch.Tensor.clamp_min)
+_UPPER_CLAMPS = (torch.clamp, torch.clip, torch.Tensor.clamp, torch.Tensor.clip,
+                 torch.clamp_max, torch.Tensor.clamp_max)
+#: ``x >= t`` / ``x > t`` as torch functions (``Tensor.__ge__`` dispatches as ``ge``).
+_AT_LEAST = {"ge", "__ge__", "greater_equal", "gt", "__gt__", "greater"}
+
+
+def _nonnegative(value: Any) -> bool:
+    if isinstance(value, torch.Tensor):
+        return value.numel() > 0 and bool((value >= 0).all())
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
+
+
+def _is_zero(value: Any) -> bool:
+    if isinstance(value, torch.Tensor):
+        return value.numel() > 0 and not bool(value.any())
+    return isinstance(value, (int, float)) and value == 0
 
 
 def _key(t: torch.Tensor) -> tuple[int, int]:
@@ -187,21 +206,54 @@ def _key(t: torch.Tensor) -> tuple[int, int]:
 
 
 class _ActivationTap(TorchFunctionMode):
-    """Remembers the input of every ReLU-family call, keyed by its output's storage."""
+    """Remembers the input of every ReLU-family call, keyed by its output's storage.
+
+    Besides the calls :func:`_zero_floor` knows, a thresholded ReLU written
+    ``torch.where(x >= t, x, 0)`` with ``t >= 0`` (what ``FATReLU`` computes, in any
+    model) counts, and so does an upper clamp (``clamp(max=6)``, a capped FATReLU) of
+    an output already recognised: both keep the zero floor.
+    """
 
     def __init__(self) -> None:
         super().__init__()
         self.pre: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
+        self.masks: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def clear(self) -> None:
+        """Forget the tensors of the last forward pass."""
+        self.pre.clear()
+        self.masks.clear()
 
     def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
         kwargs = kwargs or {}
-        if args and isinstance(args[0], torch.Tensor) and _zero_floor(func, args, kwargs):
-            pre = args[0].detach().clone()
-            out = func(*args, **kwargs)
-            if isinstance(out, torch.Tensor):
+        pre = self._floor_input(func, args, kwargs)
+        if pre is not None:
+            pre = pre.detach().clone()
+        out = func(*args, **kwargs)
+        if isinstance(out, torch.Tensor):
+            if pre is not None:
                 self.pre[_key(out)] = (out, pre)  # keep `out` alive so keys stay unique
-            return out
-        return func(*args, **kwargs)
+            elif (getattr(func, "__name__", "") in _AT_LEAST and len(args) > 1
+                  and isinstance(args[0], torch.Tensor) and _nonnegative(args[1])):
+                self.masks[_key(out)] = (out, args[0])  # a candidate `x >= t` mask
+        return out
+
+    def _floor_input(self, func: Any, args: tuple, kwargs: dict) -> torch.Tensor | None:
+        """The pre-activation when ``func(*args)`` floors its input at 0, else None."""
+        if not args or not isinstance(args[0], torch.Tensor):
+            return None
+        if _zero_floor(func, args, kwargs):
+            return args[0]
+        if func is torch.where and len(args) == 3 and isinstance(args[1], torch.Tensor):
+            mask = self.masks.get(_key(args[0]))
+            if mask is not None and mask[1] is args[1] and _is_zero(args[2]):
+                return args[1]
+            return None
+        if func in _UPPER_CLAMPS and _key(args[0]) in self.pre:
+            low = args[1] if len(args) > 1 else kwargs.get("min")
+            if low is None:
+                return self.pre[_key(args[0])][1]
+        return None
 
 
 def calibrate(model: nn.Module, data: Any, *, preprocessing: dict | None = None,
@@ -258,7 +310,7 @@ def _run(model: nn.Module, data: Any, preprocessing: dict | None, max_samples: i
                 batch = batch[: max_samples - seen].to(device)
                 with tap:
                     model(batch)
-                tap.pre.clear()
+                tap.clear()
                 if sum(len(k) for k in kept) < keep_inputs:
                     kept.append(batch.cpu().numpy().astype(np.float32))
                 seen += batch.shape[0]
