@@ -112,3 +112,18 @@ def _validate_layer(index: int, layer: Any) -> None:
             f"Sparsity annotation layer #{index} ({layer['node']}) has "
             f"threshold={threshold!r}; expected null or a number. Re-export the model."
         )
+    _validate_per_channel(index, layer)
+
+
+def _validate_per_channel(index: int, layer: dict[str, Any]) -> None:
+    """Optional ``thresholds``: a list of numbers (per-channel activation thresholds)."""
+    values = layer.get("thresholds")
+    if values is None:
+        return
+    if not isinstance(values, list) or not values or any(
+            isinstance(v, bool) or not isinstance(v, (int, float)) for v in values):
+        raise InvalidModelError(
+            f"Sparsity annotation layer #{index} ({layer['node']}) has "
+            f"thresholds={values!r}; expected absent, null or a non-empty list of numbers. "
+            "Re-export the model."
+        )

@@ -6,7 +6,7 @@ The TFLite writer lives in :mod:`exporters.tflite_export`; the torch-free reader
 from __future__ import annotations
 
 import json
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import onnx
 
@@ -18,18 +18,65 @@ SCHEMA_VERSION = 1
 PRODUCER = f"edge-runtime exporters {edge_runtime.__version__}"
 
 
-def build_annotations(report: SparsityReport, nodes: Mapping[str, onnx.NodeProto]
-                      ) -> dict[str, Any]:
+def consumer_thresholds(thresholds: Mapping[str, Any], consumers: Mapping[str, Sequence[str]]
+                        ) -> dict[str, float | list[float]]:
+    """Invert activation thresholds to the Linear/Conv layers they feed.
+
+    Args:
+        thresholds: activation module name -> threshold (a float, or a list per channel),
+            as in ``ThresholdResult.thresholds``.
+        consumers: activation module name -> the Linear/Conv module names its output
+            feeds, as in ``ThresholdResult.consumers``.
+
+    Returns:
+        Consumer module name -> the threshold of the activation feeding it. A layer fed
+        by several thresholded activations gets the smallest of their (minimum)
+        thresholds as a float: below it every input value is zero.
+    """
+    fed: dict[str, list[Any]] = {}
+    for act, value in thresholds.items():
+        for consumer in consumers.get(act, ()):
+            fed.setdefault(consumer, []).append(value)
+    out: dict[str, float | list[float]] = {}
+    for consumer, values in fed.items():
+        if len(values) == 1 and isinstance(values[0], (list, tuple)):
+            out[consumer] = [float(v) for v in values[0]]
+        else:
+            out[consumer] = min(_minimum(v) for v in values)
+    return out
+
+
+def _minimum(value: Any) -> float:
+    return float(min(value)) if isinstance(value, (list, tuple)) else float(value)
+
+
+def _threshold_fields(value: Any) -> dict[str, Any]:
+    """``threshold`` (a float or None) plus ``thresholds`` (the list) when per channel."""
+    if value is None:
+        return {"threshold": None}
+    if isinstance(value, (list, tuple)):
+        return {"threshold": _round(min(value)), "thresholds": [_round(v) for v in value]}
+    return {"threshold": _round(value)}
+
+
+def build_annotations(report: SparsityReport, nodes: Mapping[str, onnx.NodeProto],
+                      thresholds: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Make the version-1 annotation document from a report and a module->node mapping.
 
     Args:
         report: calibration statistics.
         nodes: module name -> ONNX node (from :func:`exporters.onnx_export.map_modules`);
             report layers missing here are left out.
+        thresholds: layer (consumer) module name -> the threshold of the activation
+            feeding it (see :func:`consumer_thresholds`); None or absent = ``null``.
 
     Returns:
         The JSON-serialisable document (validated by the runtime's reader).
+
+    Raises:
+        InvalidModelError: the document would not pass the runtime's reader (a bug).
     """
+    thresholds = thresholds or {}
     layers = []
     for stats in report.layers:
         node = nodes.get(stats.module)
@@ -43,7 +90,8 @@ def build_annotations(report: SparsityReport, nodes: Mapping[str, onnx.NodeProto
             "density_p90": _round(stats.density_p90),
             "firing": {"hot_fraction": _round(stats.hot_fraction),
                        "cold_fraction": _round(stats.cold_fraction)},
-            "relu_fed": stats.relu_fed, "threshold": None,
+            "relu_fed": stats.relu_fed,
+            **_threshold_fields(thresholds.get(stats.module)),
         })
     doc = {"version": SCHEMA_VERSION, "producer": PRODUCER,
            "calibration": {"samples": report.samples,

@@ -24,9 +24,11 @@ from torch import nn
 import edge_runtime
 from edge_runtime.errors import BundleError, InvalidArgumentError
 from edge_runtime.annotations import ANNOTATION_KEY
-from exporters.annotations import build_annotations, to_json, write_onnx_annotations
+from exporters.annotations import (build_annotations, consumer_thresholds, to_json,
+                                   write_onnx_annotations)
 from edge_runtime.bundle import sha256_of
-from exporters.calibrate import SparsityReport, calibrate, validate_preprocessing
+from exporters.calibrate import SparsityReport, calibrate, iter_batches, validate_preprocessing
+from exporters.errors import ExportError
 from exporters.onnx_export import export_onnx, finalize, map_modules
 from exporters.tflite_export import add_metadata, convert_tflite
 
@@ -77,7 +79,9 @@ def export(model: nn.Module, example_input: torch.Tensor, out_dir: str | os.Path
            labels: Sequence[str] | None = None, preprocessing: dict | None = None,
            dynamic_batch: bool = True, overwrite: bool = False, opset: int | None = None,
            golden_samples: int = 16, name: str | None = None,
-           dynamo: bool = True) -> Bundle:
+           dynamo: bool = True, target_sparsity: float | None = None,
+           max_accuracy_drop: float = 0.5, eval_data: Any = None,
+           per_channel_thresholds: bool = False, thresholds: Any = None) -> Bundle:
     """Export ``model`` to an annotated ONNX/TFLite bundle directory.
 
     Args:
@@ -97,6 +101,15 @@ def export(model: nn.Module, example_input: torch.Tensor, out_dir: str | os.Path
         golden_samples: how many calibration inputs go into ``golden.npz``.
         name: model name for the manifest (default: the class name).
         dynamo: use the dynamo ONNX exporter (False: TorchScript, opset 17).
+        target_sparsity: if given, fit activation thresholds
+            (:func:`exporters.thresholds.fit_thresholds`) on the ``calibration`` data and
+            export the thresholded copy; ``model`` itself is not modified.
+        max_accuracy_drop: the thresholds' metric budget in percentage points.
+        eval_data: labelled (x, y) data for the accuracy metric; None = top-1
+            agreement with ``model`` on the calibration data.
+        per_channel_thresholds: one threshold per channel instead of per layer.
+        thresholds: a precomputed ``ThresholdResult``: export its ``.model`` instead of
+            fitting (exclusive with ``target_sparsity``).
 
     Returns:
         The written :class:`Bundle`.
@@ -104,7 +117,8 @@ def export(model: nn.Module, example_input: torch.Tensor, out_dir: str | os.Path
     Raises:
         BundleError: ``out_dir`` exists and ``overwrite`` is False.
         InvalidArgumentError: bad formats, preprocessing or golden_samples.
-        ExportError: a converter failed or a module could not be mapped.
+        ExportError: a converter failed, a module could not be mapped, or thresholds
+            were asked for without calibration data (or could not be fitted).
     """
     out = Path(out_dir)
     wanted = _parse_formats(formats)
@@ -118,12 +132,20 @@ def export(model: nn.Module, example_input: torch.Tensor, out_dir: str | os.Path
     was_training = model.training
     model.eval()
     try:
-        report = _calibration(model, calibration, preprocessing)
+        fitted, calibration = _fit(model, calibration, preprocessing, thresholds,
+                                   target_sparsity, max_accuracy_drop, eval_data,
+                                   per_channel_thresholds)
+        exported = fitted.model if fitted is not None else model
+        report = _calibration(exported, calibration, preprocessing)
+        layer_thr = consumer_thresholds(fitted.thresholds, fitted.consumers) if fitted else None
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
         try:
-            manifest = _write(model, example_input, tmp, report, wanted, dynamic_batch,
-                              opset, golden_samples, dynamo)
+            manifest = _write(exported, example_input, tmp, report, wanted, dynamic_batch,
+                              opset, golden_samples, dynamo, layer_thr)
+            if fitted is not None and manifest["sparsity"] is not None:
+                manifest["sparsity"]["thresholds"] = _threshold_summary(
+                    fitted, target_sparsity, max_accuracy_drop, per_channel_thresholds)
             manifest.update(name=name or type(model).__name__, labels=list(labels or []),
                             preprocessing=preprocessing)
             (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
@@ -146,6 +168,58 @@ def _parse_formats(formats: Sequence[str]) -> dict[str, bool]:
         raise InvalidArgumentError(f"formats={list(formats)!r}: unknown {unknown}; expected "
                                    f"one or more of {list(FORMATS)} (suffix '?' = if possible).")
     return parsed
+
+
+def _fit(model: nn.Module, calibration: Any, preprocessing: dict | None, precomputed: Any,
+         target: float | None, budget: float, eval_data: Any, per_channel: bool
+         ) -> tuple[Any, Any]:
+    """(ThresholdResult or None, calibration data to measure the exported model on)."""
+    if target is None and precomputed is None:
+        return None, calibration
+    from exporters.thresholds import ThresholdResult, fit_thresholds
+
+    asked = f"target_sparsity={target}" if target is not None else "thresholds="
+    if target is not None and precomputed is not None:
+        raise ExportError("export: pass either target_sparsity (fit thresholds now) or "
+                          "thresholds (a precomputed ThresholdResult), not both.")
+    if calibration is None or isinstance(calibration, SparsityReport):
+        got = "no calibration" if calibration is None else "a precomputed SparsityReport"
+        raise ExportError(
+            f"export({asked}) needs calibration data to fit thresholds and to measure the "
+            f"thresholded model, but got {got}; pass calibration= a tensor/array (N, ...), "
+            ".npy file, image directory or DataLoader (CLI: --calib).")
+    batches = list(iter_batches(calibration, preprocessing, 32))  # read files once
+    if precomputed is not None:
+        if not isinstance(precomputed, ThresholdResult):
+            raise ExportError(f"export: thresholds is a {type(precomputed).__name__}; "
+                              "expected the ThresholdResult returned by fit_thresholds.")
+        return precomputed, batches
+    result = fit_thresholds(model, batches, target_sparsity=target, max_accuracy_drop=budget,
+                            eval_data=eval_data, per_channel=per_channel)
+    logger.info("export: thresholds on %d activations, %s %.2f -> %.2f", len(result.thresholds),
+                result.metric_name, result.metric_before, result.metric_after)
+    return result, batches
+
+
+def _threshold_summary(result: Any, target: float | None, budget: float,
+                       per_channel: bool) -> dict[str, Any]:
+    """The manifest's record of the fitted thresholds (docs/bundle.md)."""
+    fitted = target is not None
+    return {
+        "source": "fit_thresholds" if fitted else "precomputed",
+        "target_sparsity": target, "max_accuracy_drop": budget if fitted else None,
+        "per_channel": per_channel if fitted else None,
+        "metric": result.metric_name, "metric_before": round(float(result.metric_before), 4),
+        "metric_after": round(float(result.metric_after), 4),
+        "backoffs": [{k: (round(float(v), 6) if isinstance(v, float) else v)
+                      for k, v in step.items()} for step in result.backoffs],
+        "activations": {
+            name: {"threshold": result.thresholds.get(name),
+                   "consumers": list(result.consumers.get(name, [])),
+                   "sparsity_before": round(float(result.sparsity_before.get(name, 0.0)), 6),
+                   "sparsity_after": round(float(result.sparsity.get(name, 0.0)), 6)}
+            for name in result.sparsity},
+    }
 
 
 def _calibration(model: nn.Module, calibration: Any, preprocessing: dict | None
@@ -172,12 +246,13 @@ def _replace(tmp: Path, out: Path) -> None:
 
 def _write(model: nn.Module, example: torch.Tensor, tmp: Path, report: SparsityReport | None,
            wanted: dict[str, bool], dynamic_batch: bool, opset: int | None,
-           golden_samples: int, dynamo: bool) -> dict[str, Any]:
+           golden_samples: int, dynamo: bool,
+           layer_thr: dict[str, Any] | None = None) -> dict[str, Any]:
     manifest: dict[str, Any] = {"format_version": FORMAT_VERSION}
     doc = None
     if "onnx" in wanted:
         proto, doc = _onnx_with_annotations(model, example, report, dynamic_batch, opset,
-                                            dynamo)
+                                            dynamo, layer_thr)
         onnx.save(proto, tmp / "model.onnx")
         manifest["inputs"] = _io_specs(proto.graph.input, proto)
         manifest["outputs"] = _io_specs(proto.graph.output, proto)
@@ -204,14 +279,15 @@ def _write(model: nn.Module, example: torch.Tensor, tmp: Path, report: SparsityR
 
 def _onnx_with_annotations(model: nn.Module, example: torch.Tensor,
                            report: SparsityReport | None, dynamic_batch: bool,
-                           opset: int | None, dynamo: bool
+                           opset: int | None, dynamo: bool,
+                           layer_thr: dict[str, Any] | None = None
                            ) -> tuple[onnx.ModelProto, dict | None]:
     proto = export_onnx(model, example, dynamic_batch=dynamic_batch, opset=opset,
                         dynamo=dynamo)
     doc = None
     if report is not None:
         nodes = map_modules(proto, [(s.module, s.weight_shape) for s in report.layers])
-        doc = build_annotations(report, nodes)
+        doc = build_annotations(report, nodes, layer_thr)
     finalize(proto)
     if doc is not None:
         write_onnx_annotations(proto, doc)
@@ -220,8 +296,6 @@ def _onnx_with_annotations(model: nn.Module, example: torch.Tensor,
 
 def _write_tflite(model: nn.Module, example: torch.Tensor, path: Path, doc: dict | None,
                   report: SparsityReport | None, required: bool) -> None:
-    from exporters.errors import ExportError
-
     try:
         flat = convert_tflite(model, example)
     except ExportError as exc:
@@ -272,8 +346,9 @@ def _summary(doc: dict | None, report: SparsityReport | None) -> dict[str, Any] 
         return None
     layers = [{"module": s.module, "density": round(s.density, 6)} for s in report.layers]
     if doc is not None:
-        node_of = {layer["module"]: layer["node"] for layer in doc["layers"]}
+        by_module = {layer["module"]: layer for layer in doc["layers"]}
         for layer in layers:
-            layer["node"] = node_of.get(layer["module"])
+            layer["node"] = by_module.get(layer["module"], {}).get("node")
+            layer["threshold"] = by_module.get(layer["module"], {}).get("threshold")
     return {"samples": report.samples, "mean_density": round(report.mean_density, 6),
             "layers": layers}
