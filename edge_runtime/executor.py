@@ -87,4 +87,10 @@ def execute(plan: Plan, feed: Mapping[str, np.ndarray], wanted: list[str],
                                    tuple(np.shape(first))))
         for name in step.release:
             values.pop(name, None)
-    return [np.asarray(values[name]) for name in wanted]
+    return [_owned(values[name]) for name in wanted]
+
+
+def _owned(value: Any) -> np.ndarray:
+    """An output the caller may keep and modify: views (of an input, a constant or another tensor) are copied."""
+    array = np.asarray(value)
+    return array if array.flags.owndata and array.flags.writeable else array.copy()

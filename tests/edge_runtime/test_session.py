@@ -237,3 +237,20 @@ def test_disable_optimizations_keeps_nodes():
     x = np.ones((1, 4), np.float32)
     np.testing.assert_allclose(sess.run(None, {"x": x})[0], InferenceSession(_mlp_model()).run(None, {"x": x})[0],
                                rtol=1e-6)
+
+
+def test_outputs_never_alias_inputs_or_weights():
+    """Reshape returns a numpy view; the caller must get an array it can modify without side effects."""
+    w = numpy_helper.from_array(np.arange(4, dtype=np.float32), "w")
+    shape = numpy_helper.from_array(np.array([2, 2], np.int64), "shape")
+    nodes = [helper.make_node("Reshape", ["x", "shape"], ["y"]), helper.make_node("Reshape", ["w", "shape"], ["z"])]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 2]),
+                           helper.make_tensor_value_info("z", TensorProto.FLOAT, [2, 2])], [w, shape])
+    sess = InferenceSession(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]))
+    x = np.ones(4, np.float32)
+    y, z = sess.run(None, {"x": x})
+    y[:] = 7
+    z[:] = 7
+    assert (x == 1).all()
+    np.testing.assert_array_equal(sess.run(["z"], {"x": x})[0], np.arange(4, dtype=np.float32).reshape(2, 2))
