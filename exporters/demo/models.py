@@ -29,6 +29,18 @@ from torch import nn
 log = logging.getLogger(__name__)
 
 
+class GlobalMaxPool(nn.Module):
+    """Max over the spatial axes, (B, C, H, W) -> (B, C, 1, 1).
+
+    Same function as ``nn.AdaptiveMaxPool2d(1)``, written with ``amax`` because litert-torch
+    cannot convert adaptive max pooling (the TFLite export would fail) and it has no weights,
+    so checkpoints are unaffected.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.amax(dim=(2, 3), keepdim=True)
+
+
 class InspectionCNN(nn.Module):
     """Conv-BN-ReLU feature extractor, global max pool, Linear-ReLU-Linear head.
 
@@ -50,7 +62,7 @@ class InspectionCNN(nn.Module):
         for cin, cout, stride in plan:
             layers += [nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
         self.features = nn.Sequential(*layers)        # (B, 4w, H/8, W/8)
-        self.pool = nn.AdaptiveMaxPool2d(1)
+        self.pool = GlobalMaxPool()
         self.head = nn.Sequential(nn.Flatten(), nn.Linear(4 * w, 4 * w), nn.ReLU(), nn.Linear(4 * w, classes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
