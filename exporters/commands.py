@@ -23,6 +23,13 @@ def add_export_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--formats", default="onnx,tflite",
                    help="onnx,tflite; suffix '?' = if possible, e.g. onnx,tflite?")
     p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--target-sparsity", type=float, metavar="FRACTION",
+                   help="fit activation thresholds for this fraction of zeros (e.g. 0.9) "
+                        "on --calib and export the thresholded model")
+    p.add_argument("--max-accuracy-drop", type=float, default=0.5, metavar="POINTS",
+                   help="allowed top-1 agreement drop in percentage points (default 0.5)")
+    p.add_argument("--per-channel-thresholds", action="store_true",
+                   help="one threshold per channel instead of per layer")
     p.set_defaults(func=run_export)
     return p
 
@@ -64,8 +71,17 @@ def run_export(args: argparse.Namespace) -> int:
                "channel_order": args.channel_order, "layout": "NCHW"}
     bundle = export(load_model(args.spec), torch.randn(*shape), args.out,
                     calibration=args.calib, formats=args.formats.split(","),
-                    labels=labels, preprocessing=pre, overwrite=args.overwrite)
+                    labels=labels, preprocessing=pre, overwrite=args.overwrite,
+                    target_sparsity=args.target_sparsity,
+                    max_accuracy_drop=args.max_accuracy_drop,
+                    per_channel_thresholds=args.per_channel_thresholds)
     print(f"wrote {bundle.path} ({', '.join(sorted(bundle.manifest['files']))})")
+    fit = (bundle.manifest.get("sparsity") or {}).get("thresholds")
+    if fit:
+        chosen = sum(a["threshold"] is not None for a in fit["activations"].values())
+        print(f"thresholds on {chosen}/{len(fit['activations'])} activations: {fit['metric']} "
+              f"{fit['metric_before']:.2f} -> {fit['metric_after']:.2f}, "
+              f"{len(fit['backoffs'])} back-offs")
     return 0
 
 
