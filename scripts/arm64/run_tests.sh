@@ -73,8 +73,8 @@ RUN_PREFIX=()  # e.g. (timeout 600): wraps the whole emulated command
 
 # 1. the cached root --------------------------------------------------------------------------
 phase_start "build_root (cached)"
-ROOT="$("$HERE/build_root.sh" | tail -n 1)"
-status=${PIPESTATUS[0]}
+ROOT="$("$HERE/build_root.sh" | tail -n 1)"  # pipefail: a failed build fails this line
+status=$?
 phase_end "$status"
 if ((status != 0)) || [[ ! -x "$ROOT/venv/bin/python" ]]; then
     echo "arm64: no usable root (see build_root.sh's error above); nothing was tested." >&2
