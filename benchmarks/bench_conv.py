@@ -18,7 +18,7 @@ import argparse
 import json
 import platform
 import statistics
-import time
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +26,9 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+
+from benchmarks.common import time_block  # noqa: E402
 from edge_runtime.graph import Node
 from edge_runtime.ops.conv import _conv_builder
 
@@ -103,16 +106,6 @@ def _layer(spec, rng):
     return ours, model.SerializeToString(), pool
 
 
-def _time_block(fn, pool, calls, start):
-    times = []
-    for i in range(calls):
-        x = pool[(start + i) % len(pool)]
-        t0 = time.perf_counter()
-        fn(x)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
 def _bench_layer(spec, threads, blocks, calls, rng):
     ours, model, pool = _layer(spec, rng)
     so = ort.SessionOptions()
@@ -123,11 +116,11 @@ def _bench_layer(spec, threads, blocks, calls, rng):
     b = lambda x: sess.run(None, {"x": x})  # noqa: E731
     ref = b(pool[0])[0]
     err = float(np.abs(a(pool[0]) - ref).max())
-    _time_block(a, pool, calls, 0), _time_block(b, pool, calls, 0)  # warm-up block
+    time_block(a, pool, calls, 0), time_block(b, pool, calls, 0)  # warm-up block
     ta, tb = [], []
     for blk in range(blocks):
         first, second = (a, b) if blk % 2 == 0 else (b, a)
-        t1, t2 = _time_block(first, pool, calls, blk), _time_block(second, pool, calls, blk)
+        t1, t2 = time_block(first, pool, calls, blk), time_block(second, pool, calls, blk)
         ta.append(t1 if first is a else t2)
         tb.append(t2 if first is a else t1)
     return {"layer": spec[0], "cin": spec[1], "cout": spec[2], "size": spec[3], "kernel": spec[4],

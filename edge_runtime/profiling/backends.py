@@ -54,16 +54,16 @@ class Runner:
     run_with_stats: Callable[[Feed], tuple[Sequence[np.ndarray], Any]] | None = None
 
 
-def check_backends(names: Sequence[str]) -> tuple[str, ...]:
-    """Validate backend names, keeping their order and dropping repeats.
+def check_backends(names: Sequence[str], allowed: Sequence[str] = BACKENDS) -> tuple[str, ...]:
+    """Validate backend names against ``allowed``, keeping their order and dropping repeats.
 
     Raises:
         InvalidArgumentError: an unknown name.
     """
-    unknown = [n for n in names if n not in BACKENDS]
+    unknown = [n for n in names if n not in allowed]
     if unknown or not names:
         raise InvalidArgumentError(f"backend(s) {unknown or list(names)} not known; choose one or more of "
-                                   f"{list(BACKENDS)}, e.g. backends=('edge', 'onnxruntime').")
+                                   f"{list(allowed)}, e.g. edge and onnxruntime.")
     return tuple(dict.fromkeys(names))
 
 

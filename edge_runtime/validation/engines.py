@@ -16,7 +16,8 @@ from numpy.typing import NDArray
 from edge_runtime.bundle import LoadedBundle
 from edge_runtime.errors import InvalidArgumentError
 from edge_runtime.options import available_cpus
-from edge_runtime.profiling.backends import BACKENDS, BackendUnavailableError, ModelFiles, open_backend
+from edge_runtime.profiling.backends import (BACKENDS, BackendUnavailableError, ModelFiles, check_backends,
+                                            open_backend)
 
 log = logging.getLogger(__name__)
 
@@ -53,11 +54,7 @@ def check_names(names: Sequence[str]) -> tuple[str, ...]:
     Raises:
         InvalidArgumentError: an unknown name.
     """
-    unknown = [n for n in names if n not in ALL_BACKENDS]
-    if unknown or not names:
-        raise InvalidArgumentError(f"backend(s) {unknown or list(names)} not known; choose from "
-                                   f"{list(ALL_BACKENDS)}, e.g. --backends edge,edge-dense.")
-    return tuple(dict.fromkeys(names))
+    return check_backends(names, ALL_BACKENDS)
 
 
 def open_engines(bundle: LoadedBundle, names: Sequence[str], *, explicit: bool, threads: int | None,

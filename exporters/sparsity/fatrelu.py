@@ -104,6 +104,21 @@ class FATReLU(nn.Module):
         return f"{kind}, channel_dim={self.channel_dim}, learnable={self.learnable}, cap={self.cap}"
 
 
+def run_hooked(model: nn.Module, data: torch.Tensor | Iterable, handles: list) -> None:
+    """Run ``data`` through ``model`` in eval mode without gradients, then remove the hook
+    ``handles`` and restore the model's train/eval mode (also when the forward pass fails)."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for args in _batches(data):
+                model(*args)
+    finally:
+        model.train(was_training)
+        for h in handles:
+            h.remove()
+
+
 def _batches(data: torch.Tensor | Iterable) -> Iterator[tuple]:
     """Yield model argument tuples from one tensor or an iterable of tensors/tuples."""
     if isinstance(data, torch.Tensor):
@@ -131,17 +146,7 @@ def _collect_inputs(model: nn.Module, modules: dict[str, nn.Module],
             seen[name].append(args[0].detach())
         return hook
 
-    handles = [m.register_forward_pre_hook(hook_for(n)) for n, m in modules.items()]
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            for args in _batches(data):
-                model(*args)
-    finally:
-        model.train(was_training)
-        for h in handles:
-            h.remove()
+    run_hooked(model, data, [m.register_forward_pre_hook(hook_for(n)) for n, m in modules.items()])
     return seen
 
 

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from exporters.sparsity.errors import SparsifyError
-from exporters.sparsity.fatrelu import _batches
+from exporters.sparsity.fatrelu import run_hooked
 
 
 def activation_sparsity(model: nn.Module, data: torch.Tensor | Iterable,
@@ -48,17 +48,7 @@ def activation_sparsity(model: nn.Module, data: torch.Tensor | Iterable,
             total[name] += out.numel()
         return hook
 
-    handles = [modules[n].register_forward_hook(hook_for(n)) for n in names]
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            for args in _batches(data):
-                model(*args)
-    finally:
-        model.train(was_training)
-        for h in handles:
-            h.remove()
+    run_hooked(model, data, [modules[n].register_forward_hook(hook_for(n)) for n in names])
     if not names or any(total[n] == 0 for n in names):
         raise SparsifyError(f"no output recorded for some of {names}; check the data reaches them")
     result = {n: zeros[n] / total[n] for n in names}
