@@ -12,7 +12,6 @@ import logging
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -26,7 +25,7 @@ from edge_runtime.errors import BundleError, InvalidArgumentError
 from edge_runtime.annotations import ANNOTATION_KEY
 from exporters.annotations import (build_annotations, consumer_thresholds, to_json,
                                    write_onnx_annotations)
-from edge_runtime.bundle import sha256_of
+from edge_runtime.bundle import LoadedBundle, sha256_of
 from exporters.calibrate import SparsityReport, calibrate, iter_batches, validate_preprocessing
 from exporters.errors import ExportError
 from exporters.onnx_export import export_onnx, finalize, map_modules
@@ -38,40 +37,8 @@ FORMAT_VERSION = 1
 FORMATS = ("onnx", "tflite")
 
 
-@dataclass(frozen=True)
-class Bundle:
-    """An exported bundle on disk.
-
-    Example:
-        >>> import torch, tempfile, os
-        >>> net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
-        >>> out = os.path.join(tempfile.mkdtemp(), "b")
-        >>> bundle = export(net.eval(), torch.randn(1, 4), out, formats=("onnx",),
-        ...                 calibration=torch.randn(8, 4))
-        >>> sorted(bundle.manifest["files"])
-        ['golden.npz', 'model.onnx']
-    """
-
-    path: Path
-    manifest: dict[str, Any]
-
-    @property
-    def onnx_path(self) -> Path | None:
-        """``model.onnx`` if exported."""
-        return self._file("model.onnx")
-
-    @property
-    def tflite_path(self) -> Path | None:
-        """``model.tflite`` if exported."""
-        return self._file("model.tflite")
-
-    @property
-    def golden_path(self) -> Path:
-        """``golden.npz``: inputs ``x``, PyTorch outputs ``y`` (and ``y_<i>``)."""
-        return self.path / "golden.npz"
-
-    def _file(self, name: str) -> Path | None:
-        return self.path / name if name in self.manifest["files"] else None
+#: What :func:`export` returns: the bundle as the device side reads it (paths, manifest, labels).
+Bundle = LoadedBundle
 
 
 def export(model: nn.Module, example_input: torch.Tensor, out_dir: str | os.PathLike, *,
@@ -155,7 +122,7 @@ def export(model: nn.Module, example_input: torch.Tensor, out_dir: str | os.Path
             raise
     finally:
         model.train(was_training)
-    return Bundle(path=out, manifest=json.loads((out / "manifest.json").read_text()))
+    return Bundle(path=out, manifest=json.loads((out / "manifest.json").read_text()), verified=True)
 
 
 def _parse_formats(formats: Sequence[str]) -> dict[str, bool]:
