@@ -26,6 +26,10 @@ from edge_runtime.kernels.density import density
 _PASS_THROUGH = {"Reshape", "Flatten", "Transpose", "Identity", "Squeeze", "Unsqueeze", "MaxPool", "Concat",
                  "Dropout", "Mul", "Slice", "Split", "Gather", "Pad", "GlobalMaxPool"}
 _ZERO_ACTS = {act_codes.RELU, act_codes.THRESHOLD_RELU}
+#: In "auto", layers with fewer weights than this stay dense: their whole multiply takes a few
+#: microseconds, less than a density check plus a kernel call (the demo CNN's 64->2 head ran 5x
+#: slower sparse).
+MIN_SPARSE_WEIGHTS = 8192
 
 
 class Dispatcher:
@@ -178,6 +182,9 @@ def wrap(node: Node, dense_fn: Callable[..., Any], graph: Graph, ctx: Any) -> Ca
         return dense_fn
     if ctx.sparsity == "auto" and node.name not in ctx.annotations and not _zero_producing(
             node.inputs[0], graph.producers(), graph.initializers):
+        return dense_fn
+    weights = graph.initializers.get(node.inputs[1]) if len(node.inputs) > 1 else None
+    if ctx.sparsity == "auto" and (weights is None or weights.size < MIN_SPARSE_WEIGHTS):
         return dense_fn
     sparse = build(node, graph.initializers, ctx.threads)
     if sparse is None:

@@ -193,18 +193,26 @@ def onnxruntime_reference() -> dict[str, np.ndarray]:
     return out
 
 
-# -- HOOK (later work): a bundle exported on the host by `edge-runtime validate` ---------------
-# When the exporter/validate flow exists, the host writes a bundle (model + sample inputs +
-# expected outputs) and run_tests.sh passes its path in EDGE_RUNTIME_ARM64_BUNDLE (the copy
-# inside the root). Fill in this case to load it with edge_runtime and return its outputs;
-# until then it is reported as skipped.
+# -- a bundle exported on the host (CI: the demo's) ------------------------------------------
+# run_tests.sh copies it into the root and passes its path in EDGE_RUNTIME_ARM64_BUNDLE (the
+# host's path on the host, the copy's inside the root); without it this case is skipped.
 @case
 def exported_bundle() -> dict[str, np.ndarray]:
+    """A bundle exported on the host: its model on its golden inputs, in every sparsity mode."""
     path = os.environ.get("EDGE_RUNTIME_ARM64_BUNDLE")
     if not path:
-        raise NotImplementedError("no bundle: set EDGE_RUNTIME_ARM64_BUNDLE (edge-runtime validate "
-                                  "bundles are later work)")
-    raise NotImplementedError(f"bundle {path}: loading bundles is not implemented in this hook yet")
+        raise NotImplementedError("no bundle: set EDGE_RUNTIME_ARM64_BUNDLE to a bundle exported on the host")
+    from edge_runtime import InferenceSession
+    from edge_runtime.bundle import load_bundle
+
+    bundle = load_bundle(path)  # checks every file's sha256 first
+    with np.load(bundle.golden_path, allow_pickle=False) as golden:
+        x = golden["x"]
+    out = {}
+    for mode in ("off", "auto", "force"):
+        sess = InferenceSession(bundle.require_onnx(), sparsity=mode)
+        out[mode] = sess.run(None, {sess.get_inputs()[0].name: x})[0]
+    return out
 
 
 def run(out: Path, only: list[str] | None) -> int:

@@ -18,6 +18,9 @@
 #   EDGE_RUNTIME_ARM64_CACHE     root cache dir (see build_root.sh)
 #   EDGE_RUNTIME_ARM64_TIMEOUT   seconds allowed for the emulated pytest (default 1200)
 #   EDGE_RUNTIME_ARM64_COMPARE   0 to skip phase 4 (default 1)
+#   EDGE_RUNTIME_ARM64_BUNDLE    a bundle exported on the host (e.g. demo-out/bundle): copied into
+#                                the root, checked with `edge-runtime validate` there, and its
+#                                outputs on golden.npz compared host vs arm64 in phase 4
 #   HOST_PYTHON                  host interpreter for phase 4 (default python3)
 #   NUMBA_*, HYPOTHESIS_*, EDGE_RUNTIME_*  passed into the root unchanged
 set -uo pipefail
@@ -95,12 +98,13 @@ mkdir -p "$ROOT/work"
 if command -v rsync >/dev/null; then
     rsync -rlc --delete --exclude=__pycache__ --exclude=.pytest_cache --exclude=.hypothesis \
         --include='/edge_runtime/***' --include='/device_profiles/***' --include='/tests/***' \
+        --include='/exporters/***' \
         --include='/scripts/' --include='/scripts/arm64/***' --include='/pyproject.toml' \
         --exclude='*' "$REPO/" "$ROOT/work/"
     phase_end $?
 else
     rm -rf "$ROOT/work"/* && mkdir -p "$ROOT/work/scripts" &&
-        cp -a "$REPO/edge_runtime" "$REPO/device_profiles" "$REPO/tests" "$REPO/pyproject.toml" \
+        cp -a "$REPO/edge_runtime" "$REPO/device_profiles" "$REPO/tests" "$REPO/exporters" "$REPO/pyproject.toml" \
             "$ROOT/work/" && cp -a "$REPO/scripts/arm64" "$ROOT/work/scripts/"
     phase_end $?
 fi
@@ -111,6 +115,16 @@ in_root /usr/bin/uname -m
 in_root /venv/bin/python /work/scripts/arm64/probe.py
 phase_end $?
 
+# 3b. a bundle exported on the host, validated on aarch64 (sha256 + outputs vs PyTorch's golden) --
+HOST_BUNDLE="${EDGE_RUNTIME_ARM64_BUNDLE:-}"
+if [[ -n "$HOST_BUNDLE" ]]; then
+    phase_start "validate host bundle under qemu"
+    rm -rf "$ROOT/work/bundle" && cp -a "$HOST_BUNDLE" "$ROOT/work/bundle" &&
+        in_root /venv/bin/python -m edge_runtime.cli validate /work/bundle \
+            --backends edge,edge-dense,onnxruntime,litert --no-progress
+    phase_end $?
+fi
+
 # 4. same numbers on both machines ------------------------------------------------------------
 if [[ "$COMPARE" != 0 ]]; then
     OUT="$CACHE/compare"
@@ -119,8 +133,8 @@ if [[ "$COMPARE" != 0 ]]; then
     (cd "$REPO" && "$HOST_PYTHON" scripts/arm64/compare_outputs.py run --out "$OUT/host.npz")
     phase_end $?
     phase_start "compare_outputs under qemu"
-    in_root /venv/bin/python /work/scripts/arm64/compare_outputs.py run \
-        --out /tmp/compare/arm64.npz
+    EDGE_RUNTIME_ARM64_BUNDLE=${HOST_BUNDLE:+/work/bundle} \
+        in_root /venv/bin/python /work/scripts/arm64/compare_outputs.py run --out /tmp/compare/arm64.npz
     phase_end $?
     phase_start "compare host vs arm64 (rtol 1e-4)"
     cp "$ROOT/tmp/compare/arm64.npz" "$OUT/arm64.npz" &&

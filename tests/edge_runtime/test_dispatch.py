@@ -9,7 +9,7 @@ from onnx import TensorProto, helper, numpy_helper
 from edge_runtime import InferenceSession
 
 
-def _mlp(sizes=(64, 256, 256, 10), bias_shift=-1.5, seed=0) -> onnx.ModelProto:
+def _mlp(sizes=(64, 256, 256, 64), bias_shift=-1.5, seed=0) -> onnx.ModelProto:
     """Linear+ReLU stack (MatMul+Add+Relu); a negative bias shift makes hidden activations mostly zero."""
     rng = np.random.default_rng(seed)
     nodes, inits, prev = [], [], "x"
@@ -125,3 +125,13 @@ def test_fatrelu_threshold_is_fused_and_its_zeros_reach_the_next_layer():
     (out,), stats = sess.run_with_stats(None, {"x": x})
     np.testing.assert_allclose(out, unfused, rtol=1e-5, atol=1e-5)
     assert stats.nodes[1].kernel == "sparse" and stats.nodes[1].density < 0.6
+
+
+def test_auto_keeps_tiny_layers_dense():
+    """A 256->8 layer's whole multiply is cheaper than a density check and a kernel call."""
+    sess = InferenceSession(_mlp(sizes=(64, 256, 8)), sparsity="auto")
+    x = np.random.default_rng(8).standard_normal((1, 64)).astype(np.float32)
+    _, stats = sess.run_with_stats(None, {"x": x})
+    assert [n.kernel for n in stats.nodes if n.name.startswith("fc")] == ["plain", "plain"]
+    _, forced = InferenceSession(_mlp(sizes=(64, 256, 8)), sparsity="force").run_with_stats(None, {"x": x})
+    assert [n.kernel for n in forced.nodes if n.name.startswith("fc")] == ["sparse", "sparse"]
