@@ -82,11 +82,14 @@ def _model_section(info: dict[str, Any], bundle: Any, profile: Any, chart: Path 
                      _f(row.density if row else None, ".3f"), row.kernel if row else "-"])
     lines = ["## Model and sparsity", "", f"Model: `{bundle.manifest.get('name')}` ({info.get('source')}).", ""]
     metrics = info.get("metrics") or info
-    for key in ("test_accuracy", "defect_recall", "mean_density"):
-        if key in metrics:
-            lines.append(f"- {key.replace('_', ' ')}: {metrics[key]}")
-    lines += ["", f"Mean input density of the annotated layers: {_f(sparsity.get('mean_density'), '.3f')} "
-              "(density = fraction of nonzeros; the runtime skips the zeros).", ""]
+    for key, label, spec in (("test_accuracy", "test accuracy at training time", ".1%"),
+                             ("defect_recall", "defect recall at training time", ".1%"),
+                             ("mean_density", "mean input density of its ReLU-fed layers at training time", ".3f")):
+        if isinstance(metrics.get(key), (int, float)):
+            lines.append(f"- {label}: {format(metrics[key], spec)}")
+    lines += ["", f"Mean input density of all annotated layers (the first conv sees the image, density 1): "
+              f"{_f(sparsity.get('mean_density'), '.3f')} (density = fraction of nonzeros; the runtime skips "
+              f"the zeros where the layer's crossover density allows).", ""]
     lines += _table(["module", "ONNX node", "density (calibration)", "density (edge_runtime)", "kernel"], rows)
     if chart:
         lines += ["", f"![per-layer sparsity]({chart.name})"]
