@@ -65,10 +65,10 @@ def _summary_section(lines: list[str]) -> list[str]:
 def _data_section(settings: Any) -> list[str]:
     return ["## Data", "",
             "Synthetic surface images generated on the fly with a fixed seed (exporters/demo/dataset.py): "
-            "textured metal, woven and noisy backgrounds; defects are scratches, cracks, pits and stains of "
+            "procedural brushed-metal, woven and noise textures and CC0 photographs (brick, grass, gravel); defects are scratches, cracks, pits and stains of "
             "varied size, contrast and orientation. Classes: `ok`, `defect`.", "",
-            f"The validated test images are in `data/test/` in ImageFolder layout (`data/test/ok/*.png`, "
-            f"`data/test/defect/*.png`): the layout your own data needs for `edge-runtime validate --data`.", ""]
+            "The validated test images are in `data/test/` in ImageFolder layout (`data/test/ok/*.png`, "
+            "`data/test/defect/*.png`): the layout your own data needs for `edge-runtime validate --data`.", ""]
 
 
 def _model_section(info: dict[str, Any], bundle: Any, profile: Any, chart: Path | None) -> list[str]:
