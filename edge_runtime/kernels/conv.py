@@ -14,6 +14,9 @@ the bias, in one pass over the output.
 Paths, chosen per call:
 
 * depthwise (group == Cin == Cout): numba direct loop (kernels/depthwise.py);
+* 3x3, stride 1, dilation 1, groups 1, Cin and Cout >= ``WINOGRAD_MIN_CHANNELS``, output
+  at least ``WINOGRAD_MIN_OUT`` on each side: Winograd F(2x2, 3x3) (kernels/winograd.py;
+  measured table and rule in docs/dense_kernels.md);
 * 1x1, stride 1, no pads: no im2col at all, ``W (Cout, Cin) @ X (Cin, H*W)`` per image
   and group, written straight into the output;
 * other 1-D/2-D: numba im2col into a preallocated (Cin/g*kh*kw, OH*OW) buffer (no
@@ -42,6 +45,14 @@ from numpy.typing import NDArray
 from edge_runtime.errors import InvalidInputError, UnsupportedOpError
 from edge_runtime.kernels.depthwise import act_scalar, depthwise_conv2d, valid_range
 from edge_runtime.kernels.geometry import conv_out_spatial
+from edge_runtime.kernels.winograd import winograd_conv2d, winograd_weights
+
+#: Winograd needs this many input and output channels: measured (docs/dense_kernels.md) 0.7-0.8x
+#: the im2col time at 64-512 channels, no gain at 32 (the 16 small GEMMs have K = Cin).
+WINOGRAD_MIN_CHANNELS = 64
+#: ...and an output at least this big on each side: at 7x7 (16 tiles) the GEMMs are too narrow
+#: and im2col wins (1.1-1.2x slower with Winograd); 14x14 and up win.
+WINOGRAD_MIN_OUT = 14
 
 
 @dataclass(frozen=True)
@@ -56,6 +67,9 @@ class PreparedConv:
         in_channels: total input channels (Cin).
         out_channels: total output channels (Cout).
         depthwise: (C, kh, kw) filters when this is a 2-D depthwise conv, else None.
+        winograd: (16, Cout, Cin) Winograd F(2x2, 3x3) weights (kernels/winograd.py) when this
+            is a 3x3 groups-1 conv with enough channels, else None; used for stride-1,
+            dilation-1 calls with a big enough output. Costs 16/9 of the weight memory again.
 
     Example:
         >>> p = prepare_conv(np.ones((8, 4, 3, 3), np.float32), group=1)
@@ -69,6 +83,7 @@ class PreparedConv:
     in_channels: int
     out_channels: int
     depthwise: NDArray[np.float32] | None = None
+    winograd: NDArray[np.float32] | None = None
 
 
 def prepare_conv(w: NDArray[np.floating], group: int = 1) -> PreparedConv:
@@ -96,7 +111,10 @@ def prepare_conv(w: NDArray[np.floating], group: int = 1) -> PreparedConv:
     dw = None
     if cin_g == 1 and group == cout and len(kernel) == 2:
         dw = np.ascontiguousarray(w32.reshape(cout, *kernel))
-    return PreparedConv(packed, kernel, group, cin_g * group, cout, dw)
+    wino = None
+    if kernel == (3, 3) and group == 1 and min(cin_g, cout) >= WINOGRAD_MIN_CHANNELS:
+        wino = winograd_weights(w32)
+    return PreparedConv(packed, kernel, group, cin_g * group, cout, dw, wino)
 
 
 @numba.njit(cache=True, boundscheck=False)
@@ -228,6 +246,8 @@ def dense_conv2d(x: NDArray[np.float32], prep: PreparedConv, bias: NDArray[np.fl
     kh, kw = prep.kernel_shape
     sh, sw = int(strides[0]), int(strides[1])
     oh, ow = conv_out_spatial(x.shape[2:], prep.kernel_shape, strides, dilations, pads)
+    if _use_winograd(prep, strides, dilations, oh, ow):
+        return winograd_conv2d(x, prep.winograd, bias, pads, act, p0, p1)
     if kh == 1 and kw == 1 and not any(pads):
         if sh != 1 or sw != 1:
             x = np.ascontiguousarray(x[:, :, ::sh, ::sw][:, :, :oh, :ow])
@@ -236,6 +256,14 @@ def dense_conv2d(x: NDArray[np.float32], prep: PreparedConv, bias: NDArray[np.fl
         geo = (kh, kw, sh, sw, int(pads[0]), int(pads[1]), int(dilations[0]), int(dilations[1]))
         y = _tiled_im2col_conv(x, prep, oh, ow, geo)
     return _epilogue(y, bias, act, p0, p1)
+
+
+def _use_winograd(prep: PreparedConv, strides: Sequence[int], dilations: Sequence[int], oh: int,
+                  ow: int) -> bool:
+    """Winograd weights exist, stride and dilation are 1, and the output is big enough."""
+    return (prep.winograd is not None and tuple(int(s) for s in strides) == (1, 1)
+            and tuple(int(d) for d in dilations) == (1, 1)
+            and min(oh, ow) >= WINOGRAD_MIN_OUT)
 
 
 #: im2col buffers up to this size are built whole (one GEMM per image and group); measured:
