@@ -12,8 +12,6 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-import numpy as np
-
 from edge_runtime import passes
 from edge_runtime.errors import UnsupportedOpError
 from edge_runtime.graph import Graph, Node

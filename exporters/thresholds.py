@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 

@@ -6,7 +6,7 @@ its input's dtype. Shape-like inputs (``shape``, ``starts``, ``axes``, ``pads`` 
 int64 tensors per the spec; they are read as Python ints.
 
 Shape/constant generators live in :mod:`edge_runtime.ops.shape`, gather/scatter in
-:mod:`edge_runtime.ops.indexing`; both are imported at the bottom of this module.
+:mod:`edge_runtime.ops.indexing`; `edge_runtime.ops` imports every family.
 """
 from __future__ import annotations
 
@@ -382,6 +382,3 @@ def SpaceToDepth(input: Array, *, blocksize: int, mode: str = "DCR") -> Array:
         raise InvalidModelError(f"SpaceToDepth: mode '{mode}' is not 'DCR' or 'CRD'.")
     return tmp.reshape(b, c * bs * bs, h // bs, w // bs)
 
-
-# Sibling op families, registered on import (see module docstring).
-from edge_runtime.ops import indexing, shape  # noqa: E402,F401

@@ -1,7 +1,6 @@
 """Tests for the demo models, the shipped checkpoints and a one-epoch training smoke test."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 
