@@ -4,7 +4,7 @@ A 3-conv ReLU CNN (32-64-128 channels, stride-2 convs) is trained on 50k trainin
 (3 epochs by default). For each target sparsity (0.85, 0.9, 0.95),
 :func:`exporters.thresholds.fit_thresholds` chooses FATReLU thresholds from 1k held-out
 calibration images (every ReLU feeding a conv or Linear, no back-off), then the
-thresholded model is fine-tuned with the thresholds fixed (1 epoch at 1/10 of the
+thresholded model is fine-tuned with the thresholds fixed (2 epochs at 1/10 of the
 learning rate; optional activation L1). For the baseline, each thresholded model
 ("thresholds only") and each fine-tuned one the script reports test accuracy on the 10k
 test images, the sparsity of the activations that feed a conv (fraction of zeros over
@@ -55,7 +55,7 @@ class CNNConfig:
     widths: tuple[int, int, int] = (32, 64, 128)
     lr: float = 2e-3  # Adam, batch 128, cosine decay to 0 over `epochs`
     targets: tuple[float, ...] = (0.85, 0.9, 0.95)
-    finetune_epochs: int = 1  # thresholds fixed, Adam at lr * finetune_lr_scale (constant)
+    finetune_epochs: int = 2  # thresholds fixed, Adam at lr * finetune_lr_scale (constant)
     finetune_lr_scale: float = 0.1  # 1/10 of the peak rate, as exporters/demo/train.py
     l1_alpha: float = 0.0  # activation L1 on the thresholded activations during fine-tuning
     seed: int = 0
