@@ -1,25 +1,12 @@
 """Every op the runtime registers is run against ONNX's backend node cases by some family test file."""
 from __future__ import annotations
 
-import importlib
-import pkgutil
-
 import edge_runtime
-import tests.edge_runtime as pkg
-
-
-def _family_op_types() -> dict[str, str]:
-    covered: dict[str, str] = {}
-    for info in pkgutil.iter_modules(pkg.__path__):
-        if info.name.startswith("test_conformance_") and info.name != "test_conformance_coverage":
-            module = importlib.import_module(f"tests.edge_runtime.{info.name}")
-            for op in getattr(module, "OP_TYPES", ()):
-                covered[op] = info.name
-    return covered
+from tests.edge_runtime.conformance import family_modules
 
 
 def test_every_registered_op_has_a_conformance_family():
-    covered = _family_op_types()
+    covered = {op for module in family_modules() for op in module.OP_TYPES}
     registered = {op for domain, op in edge_runtime.supported_ops() if domain == ""}
-    missing = sorted(registered - set(covered))
+    missing = sorted(registered - covered)
     assert not missing, f"ops registered without conformance tests: {missing}"
