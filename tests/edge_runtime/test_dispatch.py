@@ -135,3 +135,15 @@ def test_auto_keeps_tiny_layers_dense():
     assert [n.kernel for n in stats.nodes if n.name.startswith("fc")] == ["plain", "plain"]
     _, forced = InferenceSession(_mlp(sizes=(64, 256, 8)), sparsity="force").run_with_stats(None, {"x": x})
     assert [n.kernel for n in forced.nodes if n.name.startswith("fc")] == ["sparse", "sparse"]
+
+
+def test_narrow_convs_need_a_lower_density_for_the_sparse_kernel():
+    from edge_runtime.dispatch import SparseConvKernel
+    from edge_runtime.graph import Node
+
+    def kernel(cout, cin):
+        w = np.zeros((cout, cin, 3, 3), np.float32)
+        return SparseConvKernel(Node("FusedConv", ("x", "w"), ("y",), {"pads": [1, 1, 1, 1]}), w, None, 1)
+
+    assert kernel(128, 128).scale == 1.0 and kernel(256, 64).scale == 1.0
+    assert kernel(64, 32).scale == 0.25  # a 0.20 crossover becomes 0.05 for a 32 -> 64 conv
