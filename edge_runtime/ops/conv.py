@@ -36,21 +36,33 @@ def _float32(op: str, x: Array) -> Array:
     return np.asarray(x, np.float32)
 
 
-def _conv_geometry(x_shape: tuple[int, ...], w_shape: tuple[int, ...], auto_pad: str, dilations: Any,
-                   kernel_shape: Any, pads: Any, strides: Any) -> tuple[list[int], list[int], list[int]]:
-    """Validated (strides, pads, dilations) for a Conv on an input of shape ``x_shape``."""
+def _window(op: str, x_shape: tuple[int, ...], w_shape: tuple[int, ...], dilations: Any, kernel_shape: Any,
+            strides: Any) -> tuple[list[int], list[int], list[int]]:
+    """Validated (kernel, strides, dilations) shared by Conv and ConvTranspose.
+
+    Raises:
+        InvalidInputError: the input's rank does not fit the weights.
+        InvalidArgumentError: kernel_shape disagrees with the weights, or bad strides/dilations.
+    """
     nd = len(w_shape) - 2
     if len(x_shape) != nd + 2:
         raise InvalidInputError(
-            f"Conv input has shape {x_shape} (rank {len(x_shape)}) but the weights {w_shape} need rank "
+            f"{op} input has shape {x_shape} (rank {len(x_shape)}) but the weights {w_shape} need rank "
             f"{nd + 2} (N, C, <{nd} spatial dims>). Check the producer of this tensor.")
     kernel = list(w_shape[2:])
     if kernel_shape is not None and [int(k) for k in kernel_shape] != kernel:
         raise InvalidArgumentError(
-            f"Conv kernel_shape={list(kernel_shape)} does not match the weight's spatial shape {kernel}; "
+            f"{op} kernel_shape={list(kernel_shape)} does not match the weight's spatial shape {kernel}; "
             f"expected them equal. Fix or drop the model's kernel_shape attribute.")
     strides = check_positive("strides", strides if strides is not None else [1] * nd, nd)
     dilations = check_positive("dilations", dilations if dilations is not None else [1] * nd, nd)
+    return kernel, strides, dilations
+
+
+def _conv_geometry(x_shape: tuple[int, ...], w_shape: tuple[int, ...], auto_pad: str, dilations: Any,
+                   kernel_shape: Any, pads: Any, strides: Any) -> tuple[list[int], list[int], list[int]]:
+    """Validated (strides, pads, dilations) for a Conv on an input of shape ``x_shape``."""
+    kernel, strides, dilations = _window("Conv", x_shape, w_shape, dilations, kernel_shape, strides)
     pads = resolve_pads(auto_pad, x_shape[2:], kernel, strides, dilations, pads)
     return strides, pads, dilations
 
@@ -111,17 +123,7 @@ def _transpose_geometry(x_shape, w_shape, auto_pad, dilations, kernel_shape, out
                         output_shape, pads, strides):
     """(strides, dilations, pads_begin, out_spatial) per the ONNX ConvTranspose spec."""
     nd = len(w_shape) - 2
-    if len(x_shape) != nd + 2:
-        raise InvalidInputError(
-            f"ConvTranspose input has shape {x_shape} but the weights {w_shape} need rank {nd + 2}. "
-            f"Check the producer of this tensor.")
-    kernel = list(w_shape[2:])
-    if kernel_shape is not None and [int(k) for k in kernel_shape] != kernel:
-        raise InvalidArgumentError(
-            f"ConvTranspose kernel_shape={list(kernel_shape)} does not match the weight's spatial shape "
-            f"{kernel}. Fix or drop the model's kernel_shape attribute.")
-    strides = check_positive("strides", strides if strides is not None else [1] * nd, nd)
-    dilations = check_positive("dilations", dilations if dilations is not None else [1] * nd, nd)
+    kernel, strides, dilations = _window("ConvTranspose", x_shape, w_shape, dilations, kernel_shape, strides)
     out_pad = [int(v) for v in output_padding] if output_padding is not None else [0] * nd
     out_pad = out_pad[:nd] if len(out_pad) >= nd else out_pad + [0] * (nd - len(out_pad))
     full = [f + o for f, o in zip(full_out_spatial(x_shape[2:], kernel, strides, dilations), out_pad)]
