@@ -106,10 +106,9 @@ def build(graph: Graph, ctx: PlanContext) -> Plan:
             releases[i].append(name)
     steps = []
     for i, node in enumerate(graph.nodes):
-        steps.append(Step(node, _kernel(node, graph, ctx), tuple(releases[i])))
         # outputs nobody reads (e.g. optional side outputs) are freed right away
-        steps[-1] = Step(node, steps[-1].fn, steps[-1].release + tuple(
-            o for o in node.outputs if o and o not in last_use and o not in outputs))
+        unread = tuple(o for o in node.outputs if o and o not in last_use and o not in outputs)
+        steps.append(Step(node, _kernel(node, graph, ctx), tuple(releases[i]) + unread))
     return Plan(graph, tuple(steps))
 
 
