@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     settings = DemoSettings(out=args.out, model=args.model, train=args.train, overwrite=args.overwrite,
                             runs=args.runs, threads=args.threads, test_images=args.test_images, progress=not args.no_progress,
                             **({"devices": tuple(args.devices)} if args.devices else {}))
-    result = run_demo(settings)
+    result = run_demo(settings, say=print)
     print("\nSummary")
     for line in result.summary:
         print(f"  {line}")

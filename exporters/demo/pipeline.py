@@ -166,8 +166,11 @@ def _profile(s: DemoSettings) -> Any:
     return result
 
 
-def run_demo(settings: DemoSettings, say: Callable[[str], None] = print) -> DemoResult:
+def run_demo(settings: DemoSettings, say: Callable[[str], None] | None = None) -> DemoResult:
     """Run the whole pipeline and write ``settings.out/report.md``.
+
+    ``say`` receives one progress line per step start and end (the CLI passes ``print``;
+    the default logs them at INFO).
 
     Raises:
         InvalidArgumentError: bad settings, or a non-empty output directory without overwrite.
@@ -175,7 +178,7 @@ def run_demo(settings: DemoSettings, say: Callable[[str], None] = print) -> Demo
     """
     settings.check()
     _prepare_out(settings)
-    steps = _Steps(7, say)
+    steps = _Steps(7, say or log.info)
     data = steps.run("generate the inspection data set", lambda: _load_data(settings))
     model, info = steps.run("load the model" if not settings.train else "train the model",
                             lambda: _load_model(settings, data))
