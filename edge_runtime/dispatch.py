@@ -121,7 +121,10 @@ class SparseConvKernel(SparseKernel):
         # The conv crossover was measured at 128 -> 128 channels. Narrow layers fill fewer of the
         # kernel's 128-float output registers and gather shorter lists per pixel: a 32 -> 64 conv
         # at density 0.16 ran 1.7x slower sparse than dense (docs/experiments.md), so scale it down.
-        self.scale = min(1.0, w.shape[0] / 128) * min(1.0, w.shape[1] / 64)
+        # 1x1 convs run through the per-pixel gather kernel, not the MatMul one: 256@14x14 was
+        # 1.3x slower sparse at density 0.10 and even at 0.05 (benchmarks/bench_dispatch.py).
+        width = min(1.0, w.shape[0] / 128) * min(1.0, w.shape[1] / 64)
+        self.scale = width * (0.3 if self.kernel == [1, 1] else 1.0)
 
     def family(self, x: np.ndarray) -> str:
         return self._family

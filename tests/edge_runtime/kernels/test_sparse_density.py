@@ -22,3 +22,11 @@ def test_row_densities():
     np.testing.assert_allclose(row_densities(x), [0.5, 0.0])
     with pytest.raises(InvalidInputError, match="2-D"):
         row_densities(np.zeros(3))
+
+
+def test_fast_float32_count_matches_numpy_including_nan_and_views():
+    rng = np.random.default_rng(3)
+    x = (rng.standard_normal((3, 50, 70)) * (rng.random((3, 50, 70)) < 0.3)).astype(np.float32)
+    x[0, 0, 0] = np.nan
+    for a in (x, x[:, ::2], x.transpose(2, 0, 1), x.astype(np.float64)):
+        assert density(a) == pytest.approx(np.count_nonzero(a) / a.size, abs=1e-12)

@@ -1,0 +1,91 @@
+"""Does ``sparsity="auto"`` ever lose to the dense path? Sweep input density per layer shape.
+
+For each layer shape, a two-node model Relu -> MatMul / Conv (the Relu makes the layer a
+sparse candidate) runs in edge_runtime with ``sparsity="auto"`` and ``"off"`` on inputs of a
+given density; the two alternate in rotating blocks with a pool of inputs (references §2).
+Reported: median per-call time of each, the median of per-block ratios auto/off, and which
+kernel auto chose. Target (issue "Skip inactive neurons"): auto/off <= 1.05 at every density.
+
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python3 benchmarks/bench_dispatch.py [--quick]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+
+from benchmarks import common  # noqa: E402
+from edge_runtime import InferenceSession, SessionOptions  # noqa: E402
+
+DENSITIES = (1.0, 0.7, 0.5, 0.35, 0.25, 0.2, 0.15, 0.1, 0.05)
+# (name, input shape, weight shape, op); 1 thread, batch 1
+LAYERS = (
+    ("gemv 3072x768", (1, 3072), (3072, 768), "MatMul"),
+    ("gemm 197x768x3072", (197, 768), (768, 3072), "MatMul"),
+    ("conv3x3 128@28", (1, 128, 28, 28), (128, 128, 3, 3), "Conv"),
+    ("conv3x3 32->64@56", (1, 32, 56, 56), (64, 32, 3, 3), "Conv"),
+    ("conv1x1 256@14", (1, 256, 14, 14), (256, 256, 1, 1), "Conv"),
+)
+
+
+def _model(x_shape: tuple[int, ...], w_shape: tuple[int, ...], op: str) -> onnx.ModelProto:
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array((rng.standard_normal(w_shape) * 0.05).astype(np.float32), "w")
+    attrs = {"pads": [w_shape[2] // 2] * 4} if op == "Conv" else {}
+    nodes = [helper.make_node("Relu", ["x"], ["r"]), helper.make_node(op, ["r", "w"], ["y"], **attrs)]
+    g = helper.make_graph(nodes, "layer", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x_shape))],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [w])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _inputs(shape: tuple[int, ...], density: float, n: int = 4) -> list[np.ndarray]:
+    rng = np.random.default_rng(1)
+    return [(np.abs(rng.standard_normal(shape)) * (rng.random(shape) < density)).astype(np.float32)
+            for _ in range(n)]
+
+
+def _sweep(name: str, x_shape, w_shape, op: str, blocks: int, calls: int) -> list[dict]:
+    opts = SessionOptions()
+    opts.intra_op_num_threads = 1
+    model = _model(x_shape, w_shape, op)
+    auto, off = InferenceSession(model, opts, sparsity="auto"), InferenceSession(model, opts, sparsity="off")
+    rows = []
+    for density in DENSITIES:
+        pool = _inputs(x_shape, density)
+        times = common.interleave({"auto": lambda x: auto.run(None, {"x": x}),
+                                   "off": lambda x: off.run(None, {"x": x})}, pool, blocks, calls)
+        _, stats = auto.run_with_stats(None, {"x": pool[0]})
+        kernel = next(n.kernel for n in stats.nodes if n.op_type.startswith("Fused"))
+        rows.append({"layer": name, "density": density, "auto_ms": common.median_ms(times["auto"]),
+                     "off_ms": common.median_ms(times["off"]), "auto_vs_off": common.ratio(times["auto"], times["off"]),
+                     "kernel": kernel})
+        print(f"{name:20s} density {density:4.2f}: auto/off {rows[-1]['auto_vs_off']:.2f} ({kernel})", flush=True)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="5 blocks x 3 calls (default 9 x 5)")
+    parser.add_argument("--out", default=str(common.RESULTS / "bench_dispatch.json"))
+    args = parser.parse_args(argv)
+    blocks, calls = (5, 3) if args.quick else (9, 5)
+    rows = [r for layer in LAYERS for r in _sweep(*layer, blocks, calls)]
+    worst = max(rows, key=lambda r: r["auto_vs_off"])
+    common.write_json(args.out, {"machine": common.machine_info(), "blocks": blocks, "calls": calls, "rows": rows,
+                                 "worst": worst})
+    print(common.markdown_table(["layer", "density", "auto ms", "off ms", "auto/off", "auto kernel"],
+                                [[r["layer"], r["density"], r["auto_ms"], r["off_ms"], r["auto_vs_off"], r["kernel"]]
+                                 for r in rows]))
+    print(f"worst auto/off: {worst['auto_vs_off']:.3f} ({worst['layer']} at density {worst['density']}); "
+          f"target <= 1.05. Wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
