@@ -188,13 +188,17 @@ def _zero_producing(name: str, producers: dict[str, Node], consts: dict, depth: 
     return False
 
 
-def wrap(node: Node, dense_fn: Callable[..., Any], graph: Graph, ctx: Any) -> Callable[..., Any]:
-    """The callable to run for ``node``: a :class:`Dispatcher` where sparse kernels apply, else ``dense_fn``."""
+def wrap(node: Node, dense_fn: Callable[..., Any], graph: Graph, ctx: Any,
+         producers: dict[str, Node]) -> Callable[..., Any]:
+    """The callable to run for ``node``: a :class:`Dispatcher` where sparse kernels apply, else ``dense_fn``.
+
+    ``producers`` is ``graph.producers()``, computed once per plan by the caller.
+    """
     build = _BUILDERS.get(node.op_type)
     if build is None or ctx.sparsity == "off" or not node.inputs:
         return dense_fn
     if ctx.sparsity == "auto" and node.name not in ctx.annotations and not _zero_producing(
-            node.inputs[0], graph.producers(), graph.initializers):
+            node.inputs[0], producers, graph.initializers):
         return dense_fn
     weights = graph.initializers.get(node.inputs[1]) if len(node.inputs) > 1 else None
     if ctx.sparsity == "auto" and (weights is None or weights.size < MIN_SPARSE_WEIGHTS):

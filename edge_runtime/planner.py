@@ -12,7 +12,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from edge_runtime import passes
+from edge_runtime import dispatch, passes
 from edge_runtime.errors import UnsupportedOpError
 from edge_runtime.graph import Graph, Node
 from edge_runtime.ops import registry
@@ -72,7 +72,7 @@ def _check_attributes(node: Node, fn: Callable[..., Any]) -> None:
             f"or open an issue with the model.")
 
 
-def _kernel(node: Node, graph: Graph, ctx: PlanContext) -> Callable[..., Any]:
+def _kernel(node: Node, graph: Graph, ctx: PlanContext, producers: dict[str, Node]) -> Callable[..., Any]:
     impl, builder = registry.resolve(node.domain, node.op_type, graph.opset(node.domain))
     _check_attributes(node, impl.fn)
     fn = None
@@ -81,9 +81,7 @@ def _kernel(node: Node, graph: Graph, ctx: PlanContext) -> Callable[..., Any]:
         fn = builder(node, consts, ctx)
     if fn is None:
         fn = functools.partial(impl.fn, **node.attrs) if node.attrs else impl.fn
-    from edge_runtime import dispatch  # late import: dispatch imports kernels that import numba
-
-    return dispatch.wrap(node, fn, graph, ctx)
+    return dispatch.wrap(node, fn, graph, ctx, producers)
 
 
 def build(graph: Graph, ctx: PlanContext) -> Plan:
@@ -104,11 +102,12 @@ def build(graph: Graph, ctx: PlanContext) -> Plan:
     for name, i in last_use.items():
         if name not in outputs:
             releases[i].append(name)
+    producers = graph.producers()
     steps = []
     for i, node in enumerate(graph.nodes):
         # outputs nobody reads (e.g. optional side outputs) are freed right away
         unread = tuple(o for o in node.outputs if o and o not in last_use and o not in outputs)
-        steps.append(Step(node, _kernel(node, graph, ctx), tuple(releases[i]) + unread))
+        steps.append(Step(node, _kernel(node, graph, ctx, producers), tuple(releases[i]) + unread))
     return Plan(graph, tuple(steps))
 
 

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from edge_runtime.errors import EdgeRuntimeError
 from exporters.demo.defects import DEFECT_TYPES, draw_defect
 from exporters.demo.textures import KINDS, illuminate, make_background
 
@@ -40,8 +41,9 @@ MEAN = (0.48, 0.48, 0.48)
 STD = (0.13, 0.13, 0.13)
 
 
-class DemoDataError(ValueError):
-    """Invalid demo-data configuration or output location."""
+class DemoDataError(EdgeRuntimeError, ValueError):
+    """Invalid demo-data configuration or output location (part of the project's error hierarchy,
+    so the CLI reports it as a one-line error)."""
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from edge_runtime.errors import InvalidArgumentError, InvalidModelError
+
 log = logging.getLogger(__name__)
 
 
@@ -154,11 +156,15 @@ def build_model(name: str, **kwargs: Any) -> nn.Module:
     """Return a freshly initialised demo model ``name`` ("cnn" or "vit").
 
     Raises:
-        KeyError: on an unknown name (the message lists the available ones).
+        InvalidArgumentError: on an unknown name (the message lists the available ones).
     """
-    if name not in MODELS:
-        raise KeyError(f"unknown demo model {name!r}; available: {sorted(MODELS)}")
+    _check_name(name)
     return MODELS[name](**kwargs)
+
+
+def _check_name(name: str) -> None:
+    if name not in MODELS:
+        raise InvalidArgumentError(f"unknown demo model {name!r}; available: {sorted(MODELS)}.")
 
 
 def apply_recipe(model: nn.Module, recipe: str | None, **overrides: Any) -> Any:
@@ -176,11 +182,11 @@ def checkpoint_bytes(name: str) -> bytes:
     """Raw bytes of the shipped checkpoint ``assets/<name>.pt``.
 
     Raises:
-        FileNotFoundError: when the package was installed without its assets.
+        InvalidModelError: when the package was installed without its assets.
     """
     ref = resources.files("exporters.demo") / "assets" / f"{name}.pt"
     if not ref.is_file():
-        raise FileNotFoundError(
+        raise InvalidModelError(
             f"shipped demo checkpoint {name}.pt not found in exporters/demo/assets; reinstall with "
             "package data (pyproject: exporters = ['demo/assets/*']) or train one: "
             f"python -m exporters.demo.train --model {name} --out DIR"
@@ -217,14 +223,13 @@ def load_pretrained(name: str) -> nn.Module:
         (``exporters.demo.dataset.to_tensor``) and returns logits ``[ok, defect]``.
 
     Raises:
-        KeyError: on an unknown name. FileNotFoundError: when the assets are missing.
+        InvalidArgumentError: on an unknown name. InvalidModelError: when the assets are missing.
 
     Example:
         >>> load_pretrained("cnn").training
         False
     """
-    if name not in MODELS:
-        raise KeyError(f"unknown demo model {name!r}; available: {sorted(MODELS)}")
+    _check_name(name)
     model, _info = load_checkpoint(checkpoint_bytes(name))
     return model
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from edge_runtime.errors import InvalidArgumentError
 from exporters.demo.dataset import DemoDataConfig, make_split, to_tensor
 from exporters.demo.models import (
     InspectionCNN, InspectionViT, apply_recipe, build_model, load_checkpoint, load_pretrained, pretrained_info,
@@ -32,7 +33,7 @@ def test_vit_accepts_other_sizes_and_rejects_bad_ones():
     assert InspectionViT(image=96).tokens == 144
     with pytest.raises(ValueError, match="multiple"):
         InspectionViT(image=100)
-    with pytest.raises(KeyError, match="available"):
+    with pytest.raises(InvalidArgumentError, match="available"):
         build_model("resnet")
 
 
