@@ -63,7 +63,8 @@ def make_case(family, threads, rng):
         shape = (3072,) if family == "gemv" else (197, 3072)
         w = (rng.standard_normal((3072, 768)) * 0.02).astype(np.float32)
         b = rng.standard_normal(768).astype(np.float32)
-        p = sm.prepare_matmul_weights(w)
+        # GEMV: the untiled layout the runtime uses for batch-1 layers; gemm: L2-sized column tiles
+        p = sm.prepare_matmul_weights(w, 768 if family == "gemv" else None)
         sess = ort_session([helper.make_node("MatMul", ["x", "w"], ["t"]), helper.make_node("Add", ["t", "b"], ["y"])],
                            [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(shape))], {"w": w, "b": b}, threads)
         sp_fn = sm.sparse_gemv if family == "gemv" else sm.sparse_matmul

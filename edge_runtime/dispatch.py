@@ -76,11 +76,15 @@ class SparseMatMulKernel(SparseKernel):
     """y = act(x @ W + b) for x (..., K), W (K, N): GEMV for one row, token-batched otherwise."""
 
     def __init__(self, w_kn: np.ndarray, bias: np.ndarray | None, act: int, p0: float, p1: float,
-                 threads: int) -> None:
+                 threads: int, untiled: bool = False) -> None:
         from edge_runtime.kernels import sparse_matmul as sm
 
         self._sm = sm
-        self.prepared = sm.prepare_matmul_weights(w_kn)
+        # Gemm rows are a batch (1 on a device: GEMV, fastest untiled); MatMul rows are usually
+        # tokens (token-batched kernel, fastest with L2-sized column tiles). A tiled layer whose
+        # first sparse call has one row is re-laid out untiled once (see __call__).
+        self.prepared = sm.prepare_matmul_weights(w_kn, w_kn.shape[1] if untiled else None)
+        self._layout_fixed = untiled
         self.k, self.n = w_kn.shape
         self.bias = None if bias is None else np.ascontiguousarray(bias, np.float32).reshape(-1)
         self.act, self.p0, self.p1, self.threads = act, p0, p1, threads
@@ -91,6 +95,10 @@ class SparseMatMulKernel(SparseKernel):
     def __call__(self, x: np.ndarray, dens: float) -> np.ndarray:
         rows = x.reshape(-1, self.k)
         parallel = self.threads > 1 and dens * rows.shape[0] * self.k * self.n * 2 >= self._sm.PARALLEL_MIN_FLOPS
+        if not self._layout_fixed:
+            self._layout_fixed = True
+            if rows.shape[0] == 1 and self.prepared.wt.shape[0] > 1:
+                self.prepared = self._sm.prepare_matmul_weights(self.prepared.dense(), self.n)
         if rows.shape[0] == 1:
             y = self._sm.sparse_gemv(rows[0], self.prepared, self.bias, self.act, self.p0, self.p1, parallel)
         else:
@@ -154,7 +162,8 @@ def _matmul_kernel(node: Node, consts: dict, threads: int) -> SparseKernel | Non
             if bias.size not in (1, w.shape[1]) or (bias.ndim == 2 and bias.shape[0] != 1):
                 return None
             bias = np.broadcast_to(bias.reshape(-1) * np.float32(a.get("beta", 1.0)), (w.shape[1],))
-    return SparseMatMulKernel(np.ascontiguousarray(w, np.float32), bias, act, p0, p1, threads)
+    return SparseMatMulKernel(np.ascontiguousarray(w, np.float32), bias, act, p0, p1, threads,
+                              untiled=node.op_type == "FusedGemm")
 
 
 def _conv_kernel(node: Node, consts: dict, threads: int) -> SparseKernel | None:

@@ -20,11 +20,14 @@ new C-contiguous float32 arrays.
 
 How the sparse kernels work (docs/sparse_kernels.md has the figures):
 
-* GEMV: scan x once, compacting (value, index) of its nonzeros without branches; then
-  accumulate only the matching weight rows into a block of output floats held in
-  registers (:func:`edge_runtime.kernels.sparse_common.accumulate`: explicit 16-float
-  vectors, 8 zmm with AVX-512), so each output element is loaded and stored once per
-  row list. Cost ~ nnz(x) * N.
+* GEMV: scan x once, compacting (value, index) of its nonzeros 16 at a time; then
+  accumulate only the matching weight rows into blocks of output floats held in
+  registers (:func:`edge_runtime.kernels.sparse_common.axpy_rows`: explicit 16-float
+  vectors, 8 zmm with AVX-512). With an untiled layout (``tile_n >= N``, what the
+  dispatcher prepares for Gemm, whose rows are a batch and usually 1 on a device) the
+  nonzero rows are swept start to end in groups of ``GEMV_GROUP``, which streams from
+  memory 1.6x faster than visiting one 128-column chunk of every row per tile.
+  Cost ~ nnz(x) * N.
 * MatMul (M rows, e.g. 197 ViT tokens): compact every row into one flat CSR list, then for each column tile
   of W (``PreparedMatmul.tile_n`` columns, sized so the tile stays in L2) run every row
   over its own nonzeros. Rows cannot share weight loads because each has its own zero
@@ -48,7 +51,16 @@ from numpy.typing import ArrayLike, NDArray
 
 from edge_runtime.errors import InvalidArgumentError, InvalidInputError
 from edge_runtime.kernels.activation import apply_activation
-from edge_runtime.kernels.sparse_common import accumulate, activate, compact
+from edge_runtime.kernels.sparse_common import (
+    BLOCK,
+    VEC,
+    accumulate,
+    activate,
+    aligned_empty,
+    axpy_rows,
+    compact,
+    workspace,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +81,9 @@ PARALLEL_MIN_FLOPS = 8e6
 #: Default column tile width of :class:`PreparedMatmul` (a 3072 x 128 tile is 1.5 MB).
 DEFAULT_TILE_N = 128
 _EMPTY_BIAS = np.zeros(0, dtype=np.float32)
+#: Nonzero rows per sweep of the untiled GEMV (8-16 were best for 3072x768 and 4096x4096).
+GEMV_GROUP = 16
+_NB = BLOCK // VEC
 
 
 @dataclass(frozen=True)
@@ -133,7 +148,8 @@ def prepare_matmul_weights(w_kn: ArrayLike, tile_n: int | None = None) -> Prepar
     k, n = w.shape
     tile = min(-(-tile // 16) * 16, max(16, -(-n // 16) * 16))
     ntiles = max(1, -(-n // tile))
-    wt = np.zeros((ntiles, k, tile), dtype=np.float32)
+    wt = aligned_empty((ntiles, k, tile))
+    wt[...] = 0.0
     for t in range(ntiles):
         blk = w[:, t * tile:(t + 1) * tile]
         wt[t, :, : blk.shape[1]] = blk
@@ -183,7 +199,43 @@ def _tile_row(vals, idx, i0, i1, wt, bias, act, p0, p1, acc, out_row, tile):  # 
 
 
 @numba.njit(cache=True, fastmath=True)
+def _gemv_rows_range(vals, idx, c, w, acc, n0, n1):  # pragma: no cover - compiled
+    """acc[n0:n1] += sum_{i<c} vals[i] * w[idx[i], n0:n1] for an untiled (K, T) ``w``.
+
+    Nonzeros go in groups of ``GEMV_GROUP``; each group sweeps its weight rows from start
+    to end, so memory sees a few long sequential streams (the prefetchers' best case)
+    instead of one short chunk per row and column tile: 1.6x faster at density 0.1.
+    """
+    span = n1 - n0
+    nb = n0 + span - span % BLOCK
+    for g in range(0, c, GEMV_GROUP):
+        g1 = min(c, g + GEMV_GROUP)
+        for b0 in range(n0, nb, BLOCK):
+            axpy_rows(acc, w, vals, idx, g, g1, 0, b0, _NB)
+        for b0 in range(nb, n1, VEC):
+            axpy_rows(acc, w, vals, idx, g, g1, 0, b0, 1)
+
+
+@numba.njit(cache=True, fastmath=True)
+def _gemv_untiled(x, wt, bias, act, p0, p1, out):  # pragma: no cover - compiled
+    vals = np.empty(x.shape[0], dtype=np.float32)
+    idx = np.empty(x.shape[0], dtype=np.int32)
+    c = compact(x, vals, idx)
+    t = wt.shape[2]
+    n = out.shape[0]
+    acc = np.zeros(t, dtype=np.float32)
+    if bias.shape[0] != 0:
+        acc[:n] = bias
+    _gemv_rows_range(vals, idx, c, wt[0], acc, 0, t)
+    activate(acc, act, p0, p1)
+    out[:] = acc[:n]
+
+
+@numba.njit(cache=True, fastmath=True)
 def _gemv_kernel(x, wt, bias, act, p0, p1, out):  # pragma: no cover - compiled
+    if wt.shape[0] == 1:
+        _gemv_untiled(x, wt, bias, act, p0, p1, out)
+        return
     vals = np.empty(x.shape[0], dtype=np.float32)
     idx = np.empty(x.shape[0], dtype=np.int32)
     c = compact(x, vals, idx)
@@ -193,27 +245,36 @@ def _gemv_kernel(x, wt, bias, act, p0, p1, out):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, fastmath=True, parallel=True)
-def _gemv_kernel_par(x, wt, bias, act, p0, p1, out):  # pragma: no cover - compiled
+def _gemv_kernel_par(x, wt, bias, act, p0, p1, out, chunk):  # pragma: no cover - compiled
     vals = np.empty(x.shape[0], dtype=np.float32)
     idx = np.empty(x.shape[0], dtype=np.int32)
     c = compact(x, vals, idx)
+    if wt.shape[0] == 1:
+        t = wt.shape[2]
+        n = out.shape[0]
+        acc = np.zeros(t, dtype=np.float32)
+        if bias.shape[0] != 0:
+            acc[:n] = bias
+        nchunks = (t + chunk - 1) // chunk
+        for ch in prange(nchunks):
+            _gemv_rows_range(vals, idx, c, wt[0], acc, ch * chunk, min(t, (ch + 1) * chunk))
+        activate(acc, act, p0, p1)
+        out[:] = acc[:n]
+        return
     for tile in prange(wt.shape[0]):
         acc = np.empty(wt.shape[2], dtype=np.float32)
         _tile_row(vals, idx, 0, c, wt, bias, act, p0, p1, acc, out, tile)
 
 
 @numba.njit(cache=True, fastmath=True)
-def _gemm_rows(x, wt, bias, act, p0, p1, out, m0, m1):  # pragma: no cover - compiled
+def _gemm_rows(x, wt, bias, act, p0, p1, out, m0, m1, vals, idx, ptr):  # pragma: no cover - compiled
     """Rows m0..m1 of out = act(x @ W + b): compact the rows, then tile by tile.
 
-    The rows' nonzeros go into one flat CSR list (``ptr[r]:ptr[r+1]``), so only the
-    nonzeros' memory is touched, not an (M, K) scratch.
+    The rows' nonzeros go into one flat CSR list (``ptr[r]:ptr[r+1]``) in ``vals``/``idx``
+    (>= (m1-m0)*K entries) and ``ptr`` (>= m1-m0+1), so only the nonzeros' memory is
+    touched, not an (M, K) scratch.
     """
-    k = x.shape[1]
     rows = m1 - m0
-    vals = np.empty(rows * k + 1, dtype=np.float32)
-    idx = np.empty(rows * k + 1, dtype=np.int32)
-    ptr = np.empty(rows + 1, dtype=np.int64)
     c = 0
     for r in range(rows):
         ptr[r] = c
@@ -227,11 +288,14 @@ def _gemm_rows(x, wt, bias, act, p0, p1, out, m0, m1):  # pragma: no cover - com
 
 
 @numba.njit(cache=True, fastmath=True, parallel=True)
-def _gemm_kernel_par(x, wt, bias, act, p0, p1, out, block):  # pragma: no cover - compiled
-    m = x.shape[0]
+def _gemm_kernel_par(x, wt, bias, act, p0, p1, out, block, vals, idx, ptr):  # pragma: no cover
+    m, k = x.shape
     nblocks = (m + block - 1) // block
     for b in prange(nblocks):
-        _gemm_rows(x, wt, bias, act, p0, p1, out, b * block, min(m, (b + 1) * block))
+        m0 = b * block
+        m1 = min(m, m0 + block)
+        _gemm_rows(x, wt, bias, act, p0, p1, out, m0, m1, vals[m0 * k:m1 * k],
+                   idx[m0 * k:m1 * k], ptr[m0 + b:m1 + b + 1])
 
 
 # ----------------------------------------------------------------------------- wrappers
@@ -287,8 +351,13 @@ def sparse_gemv(
     xa = _as_input(x, 1, prepared.k, "sparse_gemv")
     b = _bias_array(bias, prepared.n)
     out = np.empty(prepared.n, dtype=np.float32)
-    kernel = _gemv_kernel_par if parallel else _gemv_kernel
-    kernel(xa, prepared.wt, b, act, float(p0), float(p1), out)
+    if parallel:
+        # column chunks: multiples of the register block, two per thread
+        per = -(-prepared.wt.shape[2] // (2 * max(1, numba.get_num_threads())))
+        chunk = max(BLOCK, -(-per // BLOCK) * BLOCK)
+        _gemv_kernel_par(xa, prepared.wt, b, act, float(p0), float(p1), out, chunk)
+    else:
+        _gemv_kernel(xa, prepared.wt, b, act, float(p0), float(p1), out)
     return out
 
 
@@ -314,12 +383,17 @@ def sparse_matmul(
     _check_act(act)
     xa = _as_input(x, 2, prepared.k, "sparse_matmul")
     b = _bias_array(bias, prepared.n)
-    out = np.empty((xa.shape[0], prepared.n), dtype=np.float32)
+    m, k = xa.shape
+    out = np.empty((m, prepared.n), dtype=np.float32)
+    vals = workspace("matmul_vals", m * k, np.float32)
+    idx = workspace("matmul_idx", m * k, np.int32)
     if parallel:
-        block = max(1, min(16, -(-xa.shape[0] // max(1, numba.get_num_threads()))))
-        _gemm_kernel_par(xa, prepared.wt, b, act, float(p0), float(p1), out, block)
+        block = max(1, min(16, -(-m // max(1, numba.get_num_threads()))))
+        ptr = workspace("matmul_ptr", m + -(-m // block) + 1, np.int64)
+        _gemm_kernel_par(xa, prepared.wt, b, act, float(p0), float(p1), out, block, vals, idx, ptr)
     else:
-        _gemm_rows(xa, prepared.wt, b, act, float(p0), float(p1), out, 0, xa.shape[0])
+        ptr = workspace("matmul_ptr", m + 1, np.int64)
+        _gemm_rows(xa, prepared.wt, b, act, float(p0), float(p1), out, 0, m, vals, idx, ptr)
     return out
 
 

@@ -80,27 +80,29 @@ def test_sparse_matmul_matches_dense(m, k, n, dens, act, with_bias, tile, layout
 @given(
     k=st.integers(1, 90), n=st.integers(1, 70), dens=st.sampled_from([0.0, 0.1, 0.5, 1.0]),
     act=st.sampled_from(ACTS), with_bias=st.booleans(), strided=st.booleans(),
-    seed=st.integers(0, 2**16),
+    tile=st.sampled_from([16, None, 4096]), seed=st.integers(0, 2**16),
 )
-def test_sparse_gemv_matches_dense(k, n, dens, act, with_bias, strided, seed):
+def test_sparse_gemv_matches_dense(k, n, dens, act, with_bias, strided, tile, seed):
+    # tile 4096 (>= N): the untiled layout and its grouped row sweep
     rng = np.random.default_rng(seed)
     x = sparse_input(rng, (k,), dens)
     w = rng.standard_normal((k, n)).astype(np.float32)
     b = rng.standard_normal(n).astype(np.float32) if with_bias else None
     ref, tol, ok = reference(x, w, b, *act)
-    prepared = prepare_matmul_weights(w, 16)
+    prepared = prepare_matmul_weights(w, tile)
     feed = np.repeat(x, 3)[::3] if strided else x
     check(sparse_gemv(feed, prepared, b, *act), ref, tol, ok)
     check(dense_gemv(feed, prepared, b, *act), ref, tol, ok)
 
 
+@pytest.mark.parametrize("tile", [32, 1000])
 @pytest.mark.parametrize("act", ACTS)
-def test_parallel_variants_match_serial(act):
+def test_parallel_variants_match_serial(act, tile):
     rng = np.random.default_rng(1)
     x = sparse_input(rng, (37, 200), 0.2)
-    w = rng.standard_normal((200, 150)).astype(np.float32)
-    b = rng.standard_normal(150).astype(np.float32)
-    p = prepare_matmul_weights(w, 32)
+    w = rng.standard_normal((200, 650)).astype(np.float32)
+    b = rng.standard_normal(650).astype(np.float32)
+    p = prepare_matmul_weights(w, tile)
     np.testing.assert_allclose(sparse_matmul(x, p, b, *act, parallel=True), sparse_matmul(x, p, b, *act),
                                rtol=1e-5, atol=1e-4)
     np.testing.assert_allclose(sparse_gemv(x[3], p, b, *act, parallel=True), sparse_gemv(x[3], p, b, *act),
@@ -135,7 +137,7 @@ def test_bad_arguments_raise_project_errors():
         prepare_matmul_weights(np.ones(3, np.float32))
 
 
-@pytest.mark.parametrize("n, tile", [(300, 256), (150, 144), (130, None), (77, 64)])
+@pytest.mark.parametrize("n, tile", [(300, 256), (150, 144), (130, None), (77, 64), (300, 300)])
 @pytest.mark.parametrize("dens", [0.03, 0.4, 1.0])
 def test_wide_tiles_use_register_blocks_and_remainder_vectors(n, tile, dens):
     # Tiles of >= 128 columns take the register-blocked path of sparse_common.accumulate,

@@ -1,0 +1,118 @@
+"""The shared building blocks of the zero-skipping kernels (edge_runtime.kernels.sparse_common).
+
+Both compaction paths run here whatever the host: ``compact`` picks the AVX-512 one on
+AVX-512 hosts, ``compact_bits`` is the path every other host (aarch64) takes.
+"""
+from __future__ import annotations
+
+import numba
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from edge_runtime.kernels import sparse_common as sc
+
+
+def _reference(x):
+    nz = np.flatnonzero(x)
+    return x[nz], nz.astype(np.int32)
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(0, 70), density=st.sampled_from([0.0, 0.05, 0.5, 1.0]), seed=st.integers(0, 99))
+def test_compact_paths_match_flatnonzero(n, density, seed):
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal(n) * (rng.random(n) < density)).astype(np.float32)
+    want_v, want_i = _reference(x)
+    for fn in (sc.compact, sc.compact_bits):
+        vals = np.full(n + 1, -7.0, np.float32)
+        idx = np.full(n + 1, -7, np.int32)
+        c = fn(x, vals, idx)
+        assert c == want_i.size, fn
+        np.testing.assert_array_equal(idx[:c], want_i)
+        np.testing.assert_array_equal(vals[:c], want_v)
+
+
+def test_compact_keeps_nan_in_the_vector_part():
+    x = np.zeros(32, np.float32)
+    x[[3, 17]] = np.nan
+    x[20] = 2.0
+    for fn in (sc.compact, sc.compact_bits):
+        vals = np.zeros(33, np.float32)
+        idx = np.zeros(33, np.int32)
+        c = fn(x, vals, idx)
+        assert list(idx[:c]) == [3, 17, 20]
+        assert np.isnan(vals[0]) and np.isnan(vals[1]) and vals[2] == 2.0
+
+
+@settings(max_examples=30, deadline=None)
+@given(c=st.integers(1, 40), hw=st.integers(1, 60), density=st.sampled_from([0.0, 0.1, 0.6, 1.0]),
+       seed=st.integers(0, 99))
+def test_compact_pixels_lists_each_pixels_channels_in_order(c, hw, density, seed):
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal((c, hw)) * (rng.random((c, hw)) < density)).astype(np.float32)
+    vals = np.empty((hw, c), np.float32)
+    idx = np.empty((hw, c), np.int32)
+    cnt = np.full(hw, 99, np.int64)  # stale counts from an earlier call must be reset
+    sc.compact_pixels(x, vals, idx, cnt)
+    for p in range(hw):
+        want_v, want_i = _reference(x[:, p])
+        assert cnt[p] == want_i.size
+        np.testing.assert_array_equal(idx[p, :cnt[p]], want_i)
+        np.testing.assert_array_equal(vals[p, :cnt[p]], want_v)
+
+
+def test_mask_and_cttz():
+    x = np.zeros(20, np.float32)
+    x[[0, 5, 15, 19]] = 1.0
+
+    @numba.njit
+    def mask(x, k0):
+        return sc.nonzero_mask16(x, k0)
+
+    @numba.njit
+    def lowest(m):
+        return sc.cttz(m)
+
+    assert mask(x, 0) == (1 << 0) | (1 << 5) | (1 << 15)
+    assert mask(x, 4) == (1 << 1) | (1 << 11) | (1 << 15)
+
+    assert [lowest(m) for m in (1, 8, 1 << 40, 0b1100)] == [0, 3, 40, 2]
+
+
+@pytest.mark.parametrize("t", [16, 64, 128, 144])
+def test_accumulate_taps_equals_sum_over_taps(t):
+    rng = np.random.default_rng(t)
+    cin, npix, ntaps = 12, 9, 5
+    w = rng.standard_normal((ntaps * cin, t)).astype(np.float32)
+    x = (rng.standard_normal((cin, npix)) * (rng.random((cin, npix)) < 0.4)).astype(np.float32)
+    vals = np.empty((npix, cin), np.float32)
+    idx = np.empty((npix, cin), np.int32)
+    cnt = np.empty(npix, np.int64)
+    sc.compact_pixels(x, vals, idx, cnt)
+    tpix = np.array([0, 3, 3, 8, 4, -1], np.int64)  # entries past ntaps are never read
+    tbase = np.arange(6, dtype=np.int64) * cin
+    acc = rng.standard_normal(t).astype(np.float32)
+    want = acc.astype(np.float64).copy()
+    for j in range(ntaps):
+        want += x[:, tpix[j]].astype(np.float64) @ w[tbase[j]:tbase[j] + cin]
+
+    @numba.njit
+    def run(acc, w, vals, idx, cnt, tpix, tbase, n):
+        sc.accumulate_taps(acc, w, vals, idx, cnt, tpix, tbase, n)
+
+    run(acc, w, vals, idx, cnt, tpix, tbase, ntaps)
+    np.testing.assert_allclose(acc, want, rtol=1e-5, atol=1e-5)
+
+
+def test_aligned_empty_and_workspace():
+    for shape in ((3, 5), 7, (2, 3, 16)):
+        a = sc.aligned_empty(shape, np.float32)
+        assert a.ctypes.data % 64 == 0 and a.flags.c_contiguous
+        assert a.shape == ((shape,) if isinstance(shape, int) else shape)
+    a = sc.workspace("test_ws", 10, np.int32)
+    b = sc.workspace("test_ws", 5, np.int32)
+    assert b.ctypes.data == a.ctypes.data and b.shape == (5,)  # reused, not reallocated
+    c = sc.workspace("test_ws", 100, np.int32)
+    assert c.shape == (100,) and c.ctypes.data % 64 == 0
