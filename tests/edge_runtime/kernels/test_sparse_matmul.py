@@ -151,3 +151,20 @@ def test_wide_tiles_use_register_blocks_and_remainder_vectors(n, tile, dens):
     check(sparse_matmul(x, prepared, b, activation.RELU), ref, tol, ok)
     ref1, tol1, ok1 = reference(x[1:2], w, b, activation.RELU, 0.0, 0.0)
     check(sparse_gemv(x[1], prepared, b, activation.RELU)[None, :], ref1, tol1, ok1)
+
+
+@pytest.mark.parametrize("parallel", [False, True])
+@pytest.mark.parametrize("kblock_bytes", [16 * 4 * 10, 16 * 4 * 96, 16 * 4 * 1000])
+def test_k_blocks_of_the_token_batched_kernel(monkeypatch, kblock_bytes, parallel):
+    # KBLOCK_BYTES / (4 * tile) rows of W per block: 10 (ten blocks, the last short), 96 (one
+    # full block + a 1-row one) and >= K (one block) must all give the same product.
+    from edge_runtime.kernels import sparse_matmul as sm
+
+    monkeypatch.setattr(sm, "KBLOCK_BYTES", kblock_bytes)
+    rng = np.random.default_rng(kblock_bytes)
+    x = sparse_input(rng, (23, 97), 0.15)
+    x[4] = 0.0
+    w = rng.standard_normal((97, 40)).astype(np.float32)
+    b = rng.standard_normal(40).astype(np.float32)
+    ref, tol, ok = reference(x, w, b, activation.RELU, 0.0, 0.0)
+    check(sparse_matmul(x, prepare_matmul_weights(w, 16), b, activation.RELU, parallel=parallel), ref, tol, ok)
