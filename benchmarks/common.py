@@ -26,19 +26,25 @@ from typing import Any, Callable, Mapping, Sequence
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def time_block(fn: Callable[[Any], Any], pool: Sequence[Any], calls: int, start: int = 0) -> float:
-    """Median seconds of ``calls`` calls of ``fn``, call i on ``pool[(start + i) % len(pool)]``."""
+def time_block(fn: Callable[[Any], Any], pool: Sequence[Any], calls: int, start: int = 0,
+               clock: Callable[[], float] = time.perf_counter) -> float:
+    """Median seconds of ``calls`` calls of ``fn``, call i on ``pool[(start + i) % len(pool)]``.
+
+    ``clock``: ``time.perf_counter`` (wall) or ``time.thread_time`` (the calling thread's CPU
+    time: right for 1-thread contenders on a shared machine, where time slices lost to other
+    jobs would otherwise count).
+    """
     times = []
     for i in range(calls):
         x = pool[(start + i) % len(pool)]
-        t0 = time.perf_counter()
+        t0 = clock()
         fn(x)
-        times.append(time.perf_counter() - t0)
+        times.append(clock() - t0)
     return statistics.median(times)
 
 
 def interleave(contenders: Mapping[str, Callable[[Any], Any]], pool: Sequence[Any], blocks: int,
-               calls: int) -> dict[str, list[float]]:
+               calls: int, clock: Callable[[], float] = time.perf_counter) -> dict[str, list[float]]:
     """Run the contenders in rotating order, one block each per round, after one warm-up round.
 
     Args:
@@ -52,12 +58,12 @@ def interleave(contenders: Mapping[str, Callable[[Any], Any]], pool: Sequence[An
     """
     names = list(contenders)
     for name in names:  # warm-up round, discarded
-        time_block(contenders[name], pool, calls)
+        time_block(contenders[name], pool, calls, clock=clock)
     out: dict[str, list[float]] = {n: [] for n in names}
     for r in range(blocks):
         k = r % len(names)
         for name in names[k:] + names[:k]:
-            out[name].append(time_block(contenders[name], pool, calls, start=r))
+            out[name].append(time_block(contenders[name], pool, calls, start=r, clock=clock))
     return out
 
 

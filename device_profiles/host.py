@@ -21,12 +21,13 @@ from device_profiles.schema import (
 
 logger = logging.getLogger(__name__)
 
-# Max input density at which the sparse kernel beats the runtime's own dense path, measured with
-# benchmarks/bench_sparse.py on the x86 build machine (docs/sparse_kernels.md: break-even vs dense
-# gemv ~1.0, gemm 0.22, conv 3x3 0.47 on 128 channels) lowered so dispatch never picks the slower
-# kernel on small layers either (a 16-32 channel conv at density 0.3 ran slower sparse than dense);
-# 1x1 convs dispatch as gemm. Recalibrate per device with `edge-runtime devices calibrate`.
-DEFAULT_CROSSOVER = SparseCrossover(gemv=0.75, gemm=0.15, conv=0.20)
+# Max input density at which the sparse kernel beats the runtime's own dense path, measured on
+# the x86 build machine with sparsity="force" vs "off" sessions (docs/sparse_kernels.md: break-even
+# gemv ~1.0, gemm 197x3072x768 0.35-0.42, conv 3x3 128 -> 128 0.45) lowered by ~20% so dispatch
+# does not pick the slower kernel near the break-even; edge_runtime.dispatch scales the conv value
+# per layer shape, and 1x1 convs dispatch as gemm. Recalibrate per device with
+# `edge-runtime devices calibrate`.
+DEFAULT_CROSSOVER = SparseCrossover(gemv=0.75, gemm=0.30, conv=0.35)
 # One 128-bit FMA per cycle per core = 8 fp32 FLOP/cycle; matches the measured
 # Cortex-A72 (47.9 GFLOP/s / (4 cores * 1.5 GHz), references.md §3). A floor, not a peak.
 CONSERVATIVE_FLOP_PER_CYCLE = 8.0

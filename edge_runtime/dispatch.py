@@ -126,13 +126,7 @@ class SparseConvKernel(SparseKernel):
         self.macs_per_input = w.shape[0] * w.shape[2] * w.shape[3] / (self.strides[0] * self.strides[1])
         # a 1x1 conv is a token-batched MatMul over pixels, whose dense path is one GEMM (no im2col)
         self._family = "gemm" if self.kernel == [1, 1] else "conv"
-        # The conv crossover was measured at 128 -> 128 channels. Narrow layers fill fewer of the
-        # kernel's 128-float output registers and gather shorter lists per pixel: a 32 -> 64 conv
-        # at density 0.16 ran 1.7x slower sparse than dense (docs/experiments.md), so scale it down.
-        # 1x1 convs run through the per-pixel gather kernel, not the MatMul one: 256@14x14 was
-        # 1.3x slower sparse at density 0.10 and even at 0.05 (benchmarks/bench_dispatch.py).
-        width = min(1.0, w.shape[0] / 128) * min(1.0, w.shape[1] / 64)
-        self.scale = width * (0.3 if self.kernel == [1, 1] else 1.0)
+        self.scale = conv_crossover_scale(w.shape)
 
     def family(self, x: np.ndarray) -> str:
         return self._family
@@ -142,6 +136,26 @@ class SparseConvKernel(SparseKernel):
         parallel = self.threads > 1 and dens * x.size * self.macs_per_input * 2 >= 8e6
         return self._sc.sparse_conv2d(x, self.prepared, self.bias, self.strides, pads, self.dilations,
                                       self.act, self.p0, self.p1, parallel)
+
+
+def conv_crossover_scale(w_shape: tuple[int, ...]) -> float:
+    """Factor on the family crossover for a Conv weight (Cout, Cin, KH, KW).
+
+    The conv crossover is the break-even of a 3x3 128 -> 128 conv (density ~0.45 against
+    the runtime's dense conv, 0.35 with margin). Measured force/off break-evens on the
+    build machine (docs/sparse_kernels.md): 64 -> 128 @14 0.45; 256 @14 0.25 (two
+    128-channel output tiles walk each pixel's list twice); 64 @56 0.23 (its dense path is
+    Winograd); 32 -> 64 @56 0.35; 32 -> 32 @28 0.28. Narrow layers fill fewer output
+    registers, wide ones need several passes, so: width (Cout/128 * Cin/64, capped at 1)
+    times 128/Cout above 128 outputs. 1x1 convs (family gemm, whose dense path is one GEMM)
+    win only with long per-pixel lists: 256 @14 broke even at 0.2, 64 -> 256 @56 lost at
+    every density down to 0.1, hence 0.3 * (Cin/256)^2.
+    """
+    cout, cin = w_shape[0], w_shape[1]
+    if tuple(w_shape[2:]) == (1, 1):
+        return 0.3 * min(1.0, cin / 256) ** 2
+    width = min(1.0, cout / 128) * min(1.0, cin / 64)
+    return width * min(1.0, 128 / cout)
 
 
 def _matmul_kernel(node: Node, consts: dict, threads: int) -> SparseKernel | None:

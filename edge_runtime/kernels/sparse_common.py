@@ -29,7 +29,7 @@ from numba.core.errors import TypingError
 from numba.extending import intrinsic
 
 __all__ = [
-    "BLOCK", "VEC", "HAS_AVX512", "axpy_rows", "axpy_taps", "compress16", "nonzero_mask16", "cttz",
+    "BLOCK", "VEC", "HAS_AVX512", "axpy_rows", "axpy_taps", "compress16", "nonzero_mask16", "cttz", "popcount",
     "accumulate", "accumulate_taps", "compact", "compact_bits", "compact_pixels", "activate",
     "aligned_empty", "workspace",
 ]
@@ -265,18 +265,42 @@ def cttz(typingctx, m):
     return sig, codegen
 
 
+@intrinsic
+def popcount(typingctx, m):
+    """Number of set bits of an int64 (``llvm.ctpop``)."""
+    sig = types.int64(m)
+
+    def codegen(context, builder, signature, args):
+        i64 = ir.IntType(64)
+        v = context.cast(builder, args[0], signature.args[0], types.int64)
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(i64, [i64]), "llvm.ctpop.i64")
+        return builder.call(fn, [v])
+
+    return sig, codegen
+
+
 @numba.njit(cache=True, fastmath=True)
 def accumulate(acc, w, vals, idx, i0, i1, base):  # pragma: no cover - compiled
     """acc[:] += sum_{i0<=i<i1} vals[i] * w[idx[i] + base, :]; len(acc) a multiple of VEC.
 
-    Register blocks of ``BLOCK`` floats, then single vectors for the rest of the row.
+    Register blocks of ``BLOCK`` floats, then one pass over the list for the remaining
+    vectors (a 64-float tile is one pass of 4 registers, not 4 passes of 1).
     """
     t = acc.shape[0]
     nb = t - t % BLOCK
     for n0 in range(0, nb, BLOCK):
         axpy_rows(acc, w, vals, idx, i0, i1, base, n0, _NBLOCK_VEC)
-    for n0 in range(nb, t, VEC):
-        axpy_rows(acc, w, vals, idx, i0, i1, base, n0, 1)
+    rem = (t - nb) // VEC
+    if rem == 1:
+        axpy_rows(acc, w, vals, idx, i0, i1, base, nb, 1)
+    elif rem == 2:
+        axpy_rows(acc, w, vals, idx, i0, i1, base, nb, 2)
+    elif rem == 3:
+        axpy_rows(acc, w, vals, idx, i0, i1, base, nb, 3)
+    elif rem >= 4:
+        axpy_rows(acc, w, vals, idx, i0, i1, base, nb, 4)
+        for n0 in range(nb + 4 * VEC, t, VEC):
+            axpy_rows(acc, w, vals, idx, i0, i1, base, n0, 1)
 
 
 @numba.njit(cache=True, fastmath=True)
@@ -286,8 +310,17 @@ def accumulate_taps(acc, w, vals, idx, cnt, tpix, tbase, ntaps):  # pragma: no c
     nb = t - t % BLOCK
     for n0 in range(0, nb, BLOCK):
         axpy_taps(acc, w, vals, idx, cnt, tpix, tbase, ntaps, n0, _NBLOCK_VEC)
-    for n0 in range(nb, t, VEC):
-        axpy_taps(acc, w, vals, idx, cnt, tpix, tbase, ntaps, n0, 1)
+    rem = (t - nb) // VEC
+    if rem == 1:
+        axpy_taps(acc, w, vals, idx, cnt, tpix, tbase, ntaps, nb, 1)
+    elif rem == 2:
+        axpy_taps(acc, w, vals, idx, cnt, tpix, tbase, ntaps, nb, 2)
+    elif rem == 3:
+        axpy_taps(acc, w, vals, idx, cnt, tpix, tbase, ntaps, nb, 3)
+    elif rem >= 4:
+        axpy_taps(acc, w, vals, idx, cnt, tpix, tbase, ntaps, nb, 4)
+        for n0 in range(nb + 4 * VEC, t, VEC):
+            axpy_taps(acc, w, vals, idx, cnt, tpix, tbase, ntaps, n0, 1)
 
 
 @numba.njit(cache=True, fastmath=True)

@@ -36,7 +36,7 @@ def test_unknown_key_suggests_closest_and_lists_allowed(write, pi4_text: str) ->
 
 
 def test_unknown_nested_key(write, pi4_text: str) -> None:
-    msg = _error(write, pi4_text.replace("conv = 0.20", "conv = 0.20\nattention = 0.5"))
+    msg = _error(write, pi4_text.replace("conv = 0.35", "conv = 0.35\nattention = 0.5"))
     assert "unknown key 'runtime.sparse_crossover.attention'" in msg
     assert "Allowed keys in [runtime.sparse_crossover]: conv, gemm, gemv" in msg
 
@@ -82,7 +82,7 @@ def test_non_positive_values(write, pi4_text: str, old: str, new: str, key: str,
 
 @pytest.mark.parametrize("value", ["0", "0.0", "1.5", "-0.1", "nan"])
 def test_density_outside_unit_interval(write, pi4_text: str, value: str) -> None:
-    msg = _error(write, pi4_text.replace("gemm = 0.15", f"gemm = {value}"))
+    msg = _error(write, pi4_text.replace("gemm = 0.30", f"gemm = {value}"))
     assert "key 'runtime.sparse_crossover.gemm' must be a density" in msg
     assert "in (0, 1]" in msg
 
