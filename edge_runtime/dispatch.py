@@ -14,12 +14,13 @@ input comes (through layout ops) from a zero-producing op (ReLU family, threshol
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from edge_runtime.graph import Graph, Node
 from edge_runtime.kernels import activation as act_codes
+from edge_runtime.kernels.conv import WINOGRAD_MIN_CHANNELS
 from edge_runtime.kernels.density import density
 
 #: Ops through which zeros of their input reach their output unchanged in place or count.
@@ -126,7 +127,7 @@ class SparseConvKernel(SparseKernel):
         self.macs_per_input = w.shape[0] * w.shape[2] * w.shape[3] / (self.strides[0] * self.strides[1])
         # a 1x1 conv is a token-batched MatMul over pixels, whose dense path is one GEMM (no im2col)
         self._family = "gemm" if self.kernel == [1, 1] else "conv"
-        self.scale = conv_crossover_scale(w.shape)
+        self.scale = conv_crossover_scale(w.shape, self.strides, self.dilations)
 
     def family(self, x: np.ndarray) -> str:
         return self._family
@@ -138,24 +139,28 @@ class SparseConvKernel(SparseKernel):
                                       self.act, self.p0, self.p1, parallel)
 
 
-def conv_crossover_scale(w_shape: tuple[int, ...]) -> float:
+def conv_crossover_scale(w_shape: tuple[int, ...], strides: Sequence[int] = (1, 1),
+                         dilations: Sequence[int] = (1, 1)) -> float:
     """Factor on the family crossover for a Conv weight (Cout, Cin, KH, KW).
 
     The conv crossover is the break-even of a 3x3 128 -> 128 conv (density ~0.45 against
     the runtime's dense conv, 0.35 with margin). Measured force/off break-evens on the
-    build machine (docs/sparse_kernels.md): 64 -> 128 @14 0.45; 256 @14 0.25 (two
-    128-channel output tiles walk each pixel's list twice); 64 @56 0.23 (its dense path is
-    Winograd); 32 -> 64 @56 0.35; 32 -> 32 @28 0.28. Narrow layers fill fewer output
-    registers, wide ones need several passes, so: width (Cout/128 * Cin/64, capped at 1)
-    times 128/Cout above 128 outputs. 1x1 convs (family gemm, whose dense path is one GEMM)
-    win only with long per-pixel lists: 256 @14 broke even at 0.2, 64 -> 256 @56 lost at
-    every density down to 0.1, hence 0.3 * (Cin/256)^2.
+    build machine (docs/sparse_kernels.md): 64 -> 128 @14 0.45; 32 -> 64 @56 0.35;
+    32 -> 32 @28 0.28; 64 @56 0.23 (its dense path is Winograd); 256 @14 0.25 (two
+    128-channel output tiles walk each pixel's list twice). Narrower outputs fill fewer
+    accumulator registers per pass, so sqrt(Cout/128) below 128 outputs, 128/Cout above,
+    and 0.6 where the dense path is Winograd (3x3, stride 1, >= 64 channels) and Cout < 128.
+    1x1 convs (family gemm, whose dense path is one GEMM) win only with long per-pixel
+    lists: 256 @14 broke even at 0.2, 64 -> 256 @56 lost at every density down to 0.1,
+    hence 0.3 * (Cin/256)^2.
     """
     cout, cin = w_shape[0], w_shape[1]
     if tuple(w_shape[2:]) == (1, 1):
         return 0.3 * min(1.0, cin / 256) ** 2
-    width = min(1.0, cout / 128) * min(1.0, cin / 64)
-    return width * min(1.0, 128 / cout)
+    scale = min(1.0, cout / 128) ** 0.5 * min(1.0, 128 / cout)
+    winograd = (tuple(w_shape[2:]) == (3, 3) and tuple(strides) == (1, 1) and tuple(dilations) == (1, 1)
+                and min(cin, cout) >= WINOGRAD_MIN_CHANNELS)
+    return scale * (0.6 if winograd and cout < 128 else 1.0)
 
 
 def _matmul_kernel(node: Node, consts: dict, threads: int) -> SparseKernel | None:

@@ -17,7 +17,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from edge_runtime.errors import InvalidInputError
-from edge_runtime.kernels.sparse_common import nonzero_mask16, popcount
+from edge_runtime.kernels.simd import nonzero_mask16, popcount
 
 
 def density(x: ArrayLike) -> float:

@@ -19,17 +19,15 @@ added before the activation ``(act, p0, p1)`` (codes of
 layout (made C-contiguous float32 by the wrapper); output a new (N, Cout, OH, OW)
 float32 array. auto_pad must be resolved to explicit pads by the caller.
 
-How the sparse kernel works: per image, one branch-free scan of the NCHW input writes,
-for every input pixel, the list of its nonzero channels (value, channel), 16 pixels at
-a time (transposed into an L1 (16, C) scratch, then compacted row by row). Then each
-output pixel concatenates the lists of the input pixels under its valid kernel taps
-(padding contributes nothing) into one list of (value, tap*Cin + c) and, per Cout tile,
-accumulates only those rows of the (KH*KW*Cin, T) weight tile into a register-blocked
-T-vector (:func:`edge_runtime.kernels.sparse_common.accumulate`, the MatMul kernel's
-inner loop); one long list beat one call per tap (1.3x at 98% sparsity).
-It applies bias and activation and stores the T values straight into the NCHW output
-(the strided stores hit the same lines for 16 consecutive pixels, so no output
-transpose is needed). Work ~ nnz(x) * KH*KW * Cout / (sh*sw).
+How the sparse kernel works: per image, :func:`edge_runtime.kernels.sparse_common.
+compact_pixels` reads each NCHW channel plane once and appends every nonzero to its
+pixel's list of (value, channel). Then for each output pixel the kernel lists its valid
+taps (input pixel, weight-row offset tap*Cin; padding contributes nothing) and, per Cout
+tile, :func:`edge_runtime.kernels.sparse_common.accumulate_taps` runs the taps' lists
+over the matching rows of the (KH*KW*Cin, T) weight tile with a register-blocked
+T-vector accumulator (the MatMul kernel's inner loop). Bias and activation are applied,
+and the T values go to a pixel-major scratch that is transposed into the NCHW output 16
+pixels at a time. Work ~ nnz(x) * KH*KW * Cout / (sh*sw).
 
 1x1 Conv: the same kernel with KH=KW=1; per pixel it is the token-batched MatMul over
 the C channels. :func:`sparse_conv1x1_nchw` is that call with unit strides, zero pads.

@@ -146,5 +146,6 @@ def test_narrow_convs_need_a_lower_density_for_the_sparse_kernel():
         return SparseConvKernel(Node("FusedConv", ("x", "w"), ("y",), {"pads": [1, 1, 1, 1]}), w, None, 1)
 
     assert kernel(128, 128).scale == 1.0 and kernel(128, 64).scale == 1.0
-    assert kernel(64, 32).scale == 0.25  # a 0.35 crossover becomes 0.0875 for a 32 -> 64 conv
+    assert kernel(64, 32).scale == pytest.approx(0.5 ** 0.5)  # 0.35 -> 0.25 for a 32 -> 64 conv
+    assert kernel(64, 64).scale == pytest.approx(0.6 * 0.5 ** 0.5)  # dense path is Winograd
     assert kernel(256, 256).scale == 0.5  # two output tiles per pixel
