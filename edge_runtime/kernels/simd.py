@@ -222,30 +222,25 @@ def nonzero_mask16(typingctx, x, k0):
     return sig, codegen
 
 
-@intrinsic
-def cttz(typingctx, m):
-    """Index of the lowest set bit of a nonzero int64 (``llvm.cttz``)."""
-    sig = types.int64(m)
+def _int64_bit_op(llvm_name: str, zero_undef: bool | None, doc: str):
+    """An int64 -> int64 intrinsic calling ``llvm_name`` (with its is-zero-poison flag if given)."""
 
-    def codegen(context, builder, signature, args):
-        i64 = ir.IntType(64)
-        v = context.cast(builder, args[0], signature.args[0], types.int64)
-        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(i64, [i64, ir.IntType(1)]),
-                                            "llvm.cttz.i64")
-        return builder.call(fn, [v, ir.Constant(ir.IntType(1), 1)])
+    def impl(typingctx, m):
+        sig = types.int64(m)
 
-    return sig, codegen
+        def codegen(context, builder, signature, args):
+            i64 = ir.IntType(64)
+            v = context.cast(builder, args[0], signature.args[0], types.int64)
+            extra = [] if zero_undef is None else [ir.Constant(ir.IntType(1), int(zero_undef))]
+            fn = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(i64, [i64] + [ir.IntType(1)] * len(extra)), llvm_name)
+            return builder.call(fn, [v] + extra)
+
+        return sig, codegen
+
+    impl.__doc__ = doc
+    return intrinsic(impl)
 
 
-@intrinsic
-def popcount(typingctx, m):
-    """Number of set bits of an int64 (``llvm.ctpop``)."""
-    sig = types.int64(m)
-
-    def codegen(context, builder, signature, args):
-        i64 = ir.IntType(64)
-        v = context.cast(builder, args[0], signature.args[0], types.int64)
-        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(i64, [i64]), "llvm.ctpop.i64")
-        return builder.call(fn, [v])
-
-    return sig, codegen
+cttz = _int64_bit_op("llvm.cttz.i64", True, "Index of the lowest set bit of a nonzero int64 (``llvm.cttz``).")
+popcount = _int64_bit_op("llvm.ctpop.i64", None, "Number of set bits of an int64 (``llvm.ctpop``).")
