@@ -64,7 +64,7 @@ def make_case(family, threads, rng):
         w = (rng.standard_normal((3072, 768)) * 0.02).astype(np.float32)
         b = rng.standard_normal(768).astype(np.float32)
         # GEMV: the untiled layout the runtime uses for batch-1 layers; gemm: L2-sized column tiles
-        p = sm.prepare_matmul_weights(w, 768 if family == "gemv" else None)
+        p = sm.prepare_matmul_weights(w, w.shape[1] if family == "gemv" else None)
         sess = ort_session([helper.make_node("MatMul", ["x", "w"], ["t"]), helper.make_node("Add", ["t", "b"], ["y"])],
                            [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(shape))], {"w": w, "b": b}, threads)
         sp_fn = sm.sparse_gemv if family == "gemv" else sm.sparse_matmul

@@ -1,7 +1,7 @@
 """Thresholds + fine-tune on a ReLU CNN (Fashion-MNIST): accuracy, sparsity, latency.
 
-A 3-conv ReLU CNN (64-128-256 channels by default, stride-2 convs) is trained on 50k training images
-(3 epochs by default). For each target sparsity (0.85, 0.88, 0.9 by default),
+A 3-conv ReLU CNN (64-128-256 channels by default, stride-2 convs) is trained on 50k
+training images (3 epochs by default). For each target sparsity (0.85, 0.88, 0.9 by default),
 :func:`exporters.thresholds.fit_thresholds` chooses FATReLU thresholds from 1k held-out
 calibration images (every ReLU feeding a conv or Linear, no back-off), then the
 thresholded model is fine-tuned with the thresholds fixed (2 epochs at 1/10 of the
@@ -16,8 +16,8 @@ what a user starts from), one thread each, timed in thread CPU time, interleaved
 (docs/references.md §2), and per-node median times of auto and dense. It selects the
 sparsest setting with >= 85% mean conv-feeding sparsity and <= 1 point accuracy loss.
 
-Run (about 10 min wall on the shared 2-core host when the baseline is cached, +5-8 min
-to train it)::
+Run (about 15 min on a quiet host when the baseline is cached, +9 min to train it; one
+thread)::
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python3 -m benchmarks.experiments.cnn_fatrelu
 
