@@ -43,6 +43,7 @@ from edge_runtime.kernels import sparse_conv as sc  # noqa: E402
 from edge_runtime.kernels import sparse_matmul as sm  # noqa: E402
 
 SPARSITIES = [0.0, 0.5, 0.7, 0.8, 0.9, 0.95, 0.98]
+FAMILIES = ("gemv", "gemm", "conv")
 RESULTS = Path(__file__).resolve().parent / "results" / "bench_sparse.json"
 
 
@@ -146,6 +147,8 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--wall", action="store_true", help="wall-clock time instead of thread CPU time (needed for --threads > 1)")
     ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--families", nargs="+", choices=FAMILIES, default=list(FAMILIES),
+                    help="kernel families to run (default: all)")
     args = ap.parse_args(argv)
     numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
     blocks, calls = (3, 3) if args.quick else (9, 5)
@@ -156,7 +159,7 @@ def main(argv=None):
                "clock": clock.__name__, "families": {}}
     print("| family | sparsity | ort us | sparse us | dense us | sparse vs ort | sparse vs dense |")
     print("|---|---|---|---|---|---|---|")
-    for family in ("gemv", "gemm", "conv"):
+    for family in args.families:
         shape, fns = make_case(family, args.threads, rng)
         rows = []
         for s in sparsities:

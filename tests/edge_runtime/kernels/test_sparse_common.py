@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edge_runtime.kernels import sparse_common as sc
+from edge_runtime.kernels.simd import transpose16
 
 
 def _reference(x):
@@ -32,6 +33,18 @@ def test_compact_paths_match_flatnonzero(n, density, seed):
         assert c == want_i.size, fn
         np.testing.assert_array_equal(idx[:c], want_i)
         np.testing.assert_array_equal(vals[:c], want_v)
+
+
+@pytest.mark.parametrize("n", [16, 33, 64])
+def test_compact_writes_stay_within_the_input_length(n):
+    """compress16 stores 16 lanes at the running count; with c <= k0 they end by len(x)."""
+    x = np.ones(n, np.float32)
+    x[::3] = 0.0
+    vals = np.full(n + 16, -7.0, np.float32)
+    idx = np.full(n + 16, -7, np.int32)
+    c = sc.compact(x, vals, idx)
+    assert c == np.count_nonzero(x)
+    assert (vals[n:] == -7.0).all() and (idx[n:] == -7).all()
 
 
 def test_compact_keeps_nan_in_the_vector_part():
@@ -104,6 +117,27 @@ def test_accumulate_taps_equals_sum_over_taps(t):
 
     run(acc, w, vals, idx, cnt, tpix, tbase, ntaps)
     np.testing.assert_allclose(acc, want, rtol=1e-5, atol=1e-5)
+
+
+def test_transpose16_moves_a_block_in_registers():
+    src = np.arange(40 * 50, dtype=np.float32).reshape(40, 50)
+    dst = np.zeros((60, 70), np.float32)
+
+    @numba.njit
+    def run(src, r0, c0, dst, d0, q0):
+        transpose16(src, r0, c0, dst, d0, q0)
+
+    run(src, 3, 5, dst, 7, 11)
+    want = np.zeros_like(dst)
+    want[7:23, 11:27] = src[3:19, 5:21].T
+    np.testing.assert_array_equal(dst, want)
+
+
+def test_fill_bias_copies_one_tile_of_the_padded_bias():
+    bias = np.arange(48, dtype=np.float32)
+    acc = np.full(16, -1.0, np.float32)
+    sc.fill_bias(acc, bias, 32)
+    np.testing.assert_array_equal(acc, bias[32:48])
 
 
 def test_aligned_empty_and_workspace():

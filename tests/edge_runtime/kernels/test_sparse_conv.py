@@ -90,6 +90,18 @@ def test_conv_matches_onnx_reference_evaluator(parallel):
     np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-4)
 
 
+@pytest.mark.parametrize("cout,hw", [(40, (7, 9)), (136, (5, 8)), (16, (4, 4))])
+def test_conv_output_store_full_and_partial_blocks(cout, hw):
+    """The 16-pixel x 16-channel register transposes and the scalar tails, across tiles."""
+    rng = np.random.default_rng(cout)
+    x = sparse_input(rng, (1, 5) + hw, 0.3)
+    w = rng.standard_normal((cout, 5, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(cout).astype(np.float32)
+    args = ((1, 1), (1, 1, 1, 1), (1, 1))
+    y = sparse_conv2d(x, prepare_conv_weights(w), b, *args, activation.NONE)
+    np.testing.assert_allclose(y, onnx_conv(x, w, b, *args), rtol=1e-5, atol=1e-4)
+
+
 def test_conv1x1_is_per_pixel_matmul():
     rng = np.random.default_rng(4)
     x = sparse_input(rng, (1, 10, 5, 6), 0.3)
