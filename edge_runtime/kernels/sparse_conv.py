@@ -56,9 +56,10 @@ from edge_runtime.kernels.sparse_common import (
     aligned_empty,
     compact_pixels,
     fill_bias,
+    padded_bias,
     workspace,
 )
-from edge_runtime.kernels.sparse_matmul import _bias_array, _check_act, _padded_bias
+from edge_runtime.kernels.sparse_matmul import _bias_array, _check_act
 
 logger = logging.getLogger(__name__)
 
@@ -171,7 +172,7 @@ def conv_output_shape(
 def _conv_rows(vals, idx, cnt, w2, bias, geom, act, p0, p1, scratch, out, oh0, oh1):  # pragma: no cover
     """Output rows oh0..oh1 of one image; out (Cout, OH*OW); w2 (ntiles, KH*KW*Cin, T).
 
-    ``bias`` is zero-padded to ntiles*T (``sparse_matmul._padded_bias``).
+    ``bias`` is zero-padded to ntiles*T (:func:`edge_runtime.kernels.sparse_common.padded_bias`).
 
     Output pixels go in blocks of 16 (in row-major order): each pixel's T-vectors are
     accumulated into its row of ``scratch`` (>= 16 rows, ntiles, T; L1-resident), and the
@@ -223,6 +224,7 @@ def _conv_rows(vals, idx, cnt, w2, bias, geom, act, p0, p1, scratch, out, oh0, o
 
 @numba.njit(cache=True, fastmath=True)
 def _conv_kernel(x, wt, bias, geom, act, p0, p1, out, vals, idx, cnt, scratch):  # pragma: no cover
+    bias = padded_bias(bias, wt.shape[0] * wt.shape[2])
     n, c, h, w = x.shape
     cout, oh_n, ow_n = out.shape[1], out.shape[2], out.shape[3]
     for i in range(n):
@@ -233,6 +235,7 @@ def _conv_kernel(x, wt, bias, geom, act, p0, p1, out, vals, idx, cnt, scratch): 
 
 @numba.njit(cache=True, fastmath=True, parallel=True)
 def _conv_kernel_par(x, wt, bias, geom, act, p0, p1, out, vals, idx, cnt, scratch, block):  # pragma: no cover
+    bias = padded_bias(bias, wt.shape[0] * wt.shape[2])
     n, c, h, w = x.shape
     cout, oh_n, ow_n = out.shape[1], out.shape[2], out.shape[3]
     nblocks = (oh_n + block - 1) // block
@@ -272,7 +275,7 @@ def sparse_conv2d(
     _check_act(act)
     xa = np.ascontiguousarray(x, dtype=np.float32)
     n, cout, oh, ow = conv_output_shape(xa.shape, prepared, strides, pads, dilations)
-    b = _padded_bias(bias, cout, prepared.wt.shape[0] * prepared.wt.shape[3])
+    b = _bias_array(bias, cout)
     out = np.empty((n, cout, oh, ow), dtype=np.float32)
     geom = np.array([xa.shape[2], xa.shape[3], prepared.kw, strides[0], strides[1],
                      pads[0], pads[1], dilations[0], dilations[1], prepared.kh, ow], dtype=np.int64)

@@ -60,6 +60,7 @@ from edge_runtime.kernels.sparse_common import (
     axpy_rows,
     compact,
     fill_bias,
+    padded_bias,
     store_row,
     workspace,
 )
@@ -180,7 +181,7 @@ def set_threads(n: int) -> None:
 # ----------------------------------------------------------------------------- numba
 
 
-# The numba kernels below take ``bias`` zero-padded to ntiles*T (:func:`_padded_bias`).
+# The numba kernels below pad ``bias`` to ntiles*T once per call (:func:`padded_bias`).
 # Shared helpers; ``_activate``/``_compact`` keep their old names for existing importers.
 _activate = activate
 _compact = compact
@@ -220,6 +221,7 @@ def _gemv_rows_range(vals, idx, c, w, acc, n0, n1):  # pragma: no cover - compil
 
 @numba.njit(cache=True, fastmath=True)
 def _gemv_untiled(x, wt, bias, act, p0, p1, out):  # pragma: no cover - compiled
+    bias = padded_bias(bias, wt.shape[0] * wt.shape[2])
     vals = np.empty(x.shape[0], dtype=np.float32)
     idx = np.empty(x.shape[0], dtype=np.int32)
     c = compact(x, vals, idx)
@@ -237,6 +239,7 @@ def _gemv_kernel(x, wt, bias, act, p0, p1, out):  # pragma: no cover - compiled
     if wt.shape[0] == 1:
         _gemv_untiled(x, wt, bias, act, p0, p1, out)
         return
+    bias = padded_bias(bias, wt.shape[0] * wt.shape[2])
     vals = np.empty(x.shape[0], dtype=np.float32)
     idx = np.empty(x.shape[0], dtype=np.int32)
     c = compact(x, vals, idx)
@@ -247,6 +250,7 @@ def _gemv_kernel(x, wt, bias, act, p0, p1, out):  # pragma: no cover - compiled
 
 @numba.njit(cache=True, fastmath=True, parallel=True)
 def _gemv_kernel_par(x, wt, bias, act, p0, p1, out, chunk):  # pragma: no cover - compiled
+    bias = padded_bias(bias, wt.shape[0] * wt.shape[2])
     vals = np.empty(x.shape[0], dtype=np.float32)
     idx = np.empty(x.shape[0], dtype=np.int32)
     c = compact(x, vals, idx)
@@ -281,6 +285,7 @@ def _gemm_rows(x, wt, bias, act, p0, p1, out, m0, m1, vals, idx, ptr, scratch, k
     k = x.shape[1]
     rows = m1 - m0
     nkb = (k + kblock - 1) // kblock
+    bias = padded_bias(bias, wt.shape[0] * wt.shape[2])
     c = 0
     for r in range(rows):
         for kb in range(nkb):
@@ -331,18 +336,6 @@ def _bias_array(bias: ArrayLike | None, n: int) -> NDArray[np.float32]:
     return b
 
 
-def _padded_bias(bias: ArrayLike | None, n: int, total: int) -> NDArray[np.float32]:
-    """The (total,) zero-padded float32 bias the numba kernels take (zeros for None).
-
-    ``total`` is the width of all column tiles together (>= n), so the kernels fill
-    every tile's accumulator from it without bounds arithmetic (:func:`fill_bias`).
-    """
-    b = _bias_array(bias, n)
-    out = np.zeros(total, dtype=np.float32)
-    out[: b.shape[0]] = b
-    return out
-
-
 def _check_act(act: int) -> None:
     if act not in (0, 1, 2, 3, 4):
         raise InvalidArgumentError(
@@ -381,7 +374,7 @@ def sparse_gemv(
     """
     _check_act(act)
     xa = _as_input(x, 1, prepared.k, "sparse_gemv")
-    b = _padded_bias(bias, prepared.n, prepared.wt.shape[0] * prepared.tile_n)
+    b = _bias_array(bias, prepared.n)
     out = np.empty(prepared.n, dtype=np.float32)
     if parallel:
         # column chunks: multiples of the register block, two per thread
@@ -414,7 +407,7 @@ def sparse_matmul(
     """
     _check_act(act)
     xa = _as_input(x, 2, prepared.k, "sparse_matmul")
-    b = _padded_bias(bias, prepared.n, prepared.wt.shape[0] * prepared.tile_n)
+    b = _bias_array(bias, prepared.n)
     m, k = xa.shape
     t = prepared.tile_n
     kblock = max(1, min(k, KBLOCK_BYTES // (4 * t)))

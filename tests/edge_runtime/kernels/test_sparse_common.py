@@ -133,11 +133,14 @@ def test_transpose16_moves_a_block_in_registers():
     np.testing.assert_array_equal(dst, want)
 
 
-def test_fill_bias_copies_one_tile_of_the_padded_bias():
-    bias = np.arange(48, dtype=np.float32)
+def test_padded_bias_and_fill_bias():
+    bias = np.arange(1, 41, dtype=np.float32)
+    padded = sc.padded_bias(bias, 48)
+    np.testing.assert_array_equal(padded, np.r_[bias, np.zeros(8, np.float32)])
+    np.testing.assert_array_equal(sc.padded_bias(np.zeros(0, np.float32), 32), np.zeros(32, np.float32))
     acc = np.full(16, -1.0, np.float32)
-    sc.fill_bias(acc, bias, 32)
-    np.testing.assert_array_equal(acc, bias[32:48])
+    sc.fill_bias(acc, padded, 32)  # the last tile: 8 bias values, then the padding
+    np.testing.assert_array_equal(acc, padded[32:48])
 
 
 def test_aligned_empty_and_workspace():
