@@ -77,6 +77,22 @@ def ratio(ours: Sequence[float], baseline: Sequence[float]) -> float:
     return statistics.median([a / b for a, b in zip(ours, baseline)])
 
 
+def ratio_interval(ours: Sequence[float], baseline: Sequence[float], level: float = 0.9,
+                   resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """Bootstrap interval (``level``, percentile method) of the median per-block ratio.
+
+    On a shared machine single blocks swing +-10%; the interval says whether a median
+    ratio above a target is a real loss or noise (a loss: the whole interval is above).
+    """
+    import numpy as np
+
+    r = np.array([a / b for a, b in zip(ours, baseline)])
+    rng = np.random.default_rng(seed)
+    meds = np.median(r[rng.integers(0, r.size, (resamples, r.size))], axis=1)
+    lo, hi = np.percentile(meds, [50 * (1 - level), 50 * (1 + level)])
+    return float(lo), float(hi)
+
+
 def blas_info() -> list[dict[str, Any]]:
     """The thread pools numpy and friends loaded (BLAS kernel, version, threads), via threadpoolctl."""
     try:

@@ -7,6 +7,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from edge_runtime.dispatch import exact_densities
 from edge_runtime.errors import EdgeRuntimeError, ExecutionError
 from edge_runtime.planner import Plan, Step
 
@@ -57,8 +58,17 @@ def execute(plan: Plan, feed: Mapping[str, np.ndarray], wanted: list[str],
         plan: the session's plan.
         feed: validated inputs by name.
         wanted: output names to return, in order.
-        stats: when a list is given, one NodeStats per step is appended to it.
+        stats: when a list is given, one NodeStats per step is appended to it (and the
+            dispatchers count their whole inputs, so the densities are exact).
     """
+    if stats is not None:
+        with exact_densities():
+            return _execute(plan, feed, wanted, stats)
+    return _execute(plan, feed, wanted, None)
+
+
+def _execute(plan: Plan, feed: Mapping[str, np.ndarray], wanted: list[str],
+             stats: list[NodeStats] | None) -> list[np.ndarray]:
     values: dict[str, Any] = dict(plan.graph.initializers)
     values.update(feed)
     timer = time.perf_counter

@@ -3,6 +3,7 @@
 Public API (used by the planner/dispatch to choose sparse or dense kernels)::
 
     density(x) -> float          # nonzeros / size, in [0, 1]; 1.0 for an empty tensor
+    density_at_most(x, limit) -> (at_most, d)   # the dispatch question, counting only as far as needed
     row_densities(x2d) -> (M,)   # per-row density of a 2-D array, float64
 
 *Density* = fraction of nonzeros; *sparsity* = 1 - density (docs/references.md
@@ -44,6 +45,51 @@ def density(x: ArrayLike) -> float:
         # matters because dispatch measures every candidate layer's input on every call
         return _count_nonzero_f32(a.reshape(-1)) / a.size
     return float(np.count_nonzero(a) / a.size)
+
+
+#: Values counted between two checks of :func:`density_at_most` (a multiple of 64).
+_CHUNK = 4096
+
+
+def density_at_most(x: ArrayLike, limit: float) -> tuple[bool, float]:
+    """Whether ``density(x) <= limit``, counting only as far as the answer needs.
+
+    The dispatcher's question. Nonzeros are counted chunk by chunk (4096 values); once
+    more than ``limit * size`` have been seen the answer is "above" and counting stops,
+    so a dense input in front of a layer with a low crossover costs a small fraction of
+    a full count (a 256-channel 14x14 1x1 conv with crossover 0.09: 0.4 instead of 4.5 us).
+
+    Returns:
+        ``(at_most, d)``: ``d`` is the exact density when ``at_most`` is True (the whole
+        input was counted) and the density of the part counted when it is False (an
+        estimate, above ``limit``).
+    """
+    a = x if isinstance(x, np.ndarray) else np.asarray(x)
+    n = a.size
+    if n and a.dtype == np.float32 and a.flags.c_contiguous:
+        count, seen = _count_nonzero_upto_f32(a, int(limit * n))
+        d = count / seen
+        return seen == n and d <= limit, d
+    d = density(a)
+    return d <= limit, d
+
+
+@numba.njit(cache=True, fastmath=True, error_model="numpy")
+def _count_nonzero_upto_f32(x, stop):  # pragma: no cover - compiled
+    """(count, seen): nonzeros of x.ravel()[:seen], stopping after the chunk where count > stop.
+
+    Takes the C-contiguous array of any rank (one compile per rank) and flattens it here:
+    the per-call Python work of the check is ~1 us, a third of it was ``reshape``.
+    """
+    flat = x.reshape(-1)
+    n = flat.size
+    count = 0
+    for s0 in range(0, n, _CHUNK):
+        s1 = min(n, s0 + _CHUNK)
+        count += _count_nonzero_f32(flat[s0:s1])
+        if count > stop:
+            return count, s1
+    return count, n
 
 
 @numba.njit(cache=True, fastmath=True, error_model="numpy")

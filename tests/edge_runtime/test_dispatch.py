@@ -74,6 +74,18 @@ def test_auto_stays_dense_above_crossover():
     assert fc1.density > 0.9 and fc1.kernel == "dense"
 
 
+def test_dense_inputs_stop_the_density_count_early_but_stats_stay_exact():
+    sess = InferenceSession(_mlp(bias_shift=3.0), sparsity="auto")
+    x = np.random.default_rng(3).standard_normal((64, 64)).astype(np.float32)
+    fc1 = next(s.fn for s in sess.plan.steps if s.node.name == "fc1")
+    sess.run(None, {"x": x})
+    estimate = fc1.last_density
+    _, stats = sess.run_with_stats(None, {"x": x})
+    exact = next(n.density for n in stats.nodes if n.name == "fc1")
+    assert fc1.last_kernel == "dense" and exact > 0.9 and estimate > 0.3
+    assert exact == pytest.approx(fc1.last_density)
+
+
 def test_off_never_uses_sparse_and_force_always_does():
     x = np.random.default_rng(4).standard_normal((2, 64)).astype(np.float32)
     _, off = InferenceSession(_mlp(), sparsity="off").run_with_stats(None, {"x": x})
