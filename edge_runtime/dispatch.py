@@ -182,13 +182,20 @@ def conv_crossover_scale(w_shape: tuple[int, ...], strides: Sequence[int] = (1, 
     128-channel output tiles walk each pixel's list twice). Narrower outputs fill fewer
     accumulator registers per pass, so sqrt(Cout/128) below 128 outputs, 128/Cout above,
     and 0.6 where the dense path is Winograd (3x3, stride 1, >= 64 channels) and Cout < 128.
-    1x1 convs (family gemm, whose dense path is one GEMM) win only with long per-pixel
-    lists: 256 @14 broke even at 0.2, 64 -> 256 @56 lost at every density down to 0.1,
-    hence 0.3 * (Cin/256)^2.
+    1x1 convs (family gemm, whose dense path is one GEMM) pay a per-pixel cost (bias,
+    activation, the NCHW store) that only wide layers amortise. Force/off break-evens
+    (sweep of 2026-11-28): 128 @28 0.08; 128 -> 512 @28 0.2; 512 -> 128 @28 0.14;
+    256 @14 0.25; 1024 -> 256 @14 0.22; 256 -> 1024 @14 0.3; 512 @7 0.39; 64 -> 256 @56
+    0.9; never (slower even at density 0.05) for 64 @56, 256 -> 64 @56, 32 -> 128 @56 and
+    16 -> 96 @56. Hence 0 (auto keeps the layer dense, without a density check) when
+    Cout < 128 or Cin < 64, else (2/3) * (min(Cin, Cout)/256)^2: 0.05-0.2 with the gemm
+    crossover 0.30, below every measured break-even.
     """
     cout, cin = w_shape[0], w_shape[1]
     if tuple(w_shape[2:]) == (1, 1):
-        return 0.3 * min(1.0, cin / 256) ** 2
+        if cout < 128 or cin < 64:
+            return 0.0
+        return 2 / 3 * min(1.0, min(cin, cout) / 256) ** 2
     scale = min(1.0, cout / 128) ** 0.5 * min(1.0, 128 / cout)
     winograd = (tuple(w_shape[2:]) == (3, 3) and tuple(strides) == (1, 1) and tuple(dilations) == (1, 1)
                 and min(cin, cout) >= WINOGRAD_MIN_CHANNELS)
@@ -264,8 +271,8 @@ def wrap(node: Node, dense_fn: Callable[..., Any], graph: Graph, ctx: Any,
     if ctx.sparsity == "auto" and (weights is None or weights.size < MIN_SPARSE_WEIGHTS):
         return dense_fn
     sparse = build(node, graph.initializers, ctx.threads)
-    if sparse is None:
-        return dense_fn
+    if sparse is None or (ctx.sparsity == "auto" and sparse.scale <= 0.0):
+        return dense_fn  # scale 0: a shape on which the sparse kernel never won
     return Dispatcher(node.name, dense_fn, sparse, default_crossover(ctx.crossover), ctx.sparsity)
 
 

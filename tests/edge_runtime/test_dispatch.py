@@ -161,3 +161,22 @@ def test_narrow_convs_need_a_lower_density_for_the_sparse_kernel():
     assert kernel(64, 32).scale == pytest.approx(0.5 ** 0.5)  # 0.35 -> 0.25 for a 32 -> 64 conv
     assert kernel(64, 64).scale == pytest.approx(0.6 * 0.5 ** 0.5)  # dense path is Winograd
     assert kernel(256, 256).scale == 0.5  # two output tiles per pixel
+
+
+def test_1x1_convs_are_sparse_candidates_only_where_the_kernel_can_win():
+    from edge_runtime.dispatch import conv_crossover_scale
+
+    assert conv_crossover_scale((256, 256, 1, 1)) == pytest.approx(2 / 3)  # 0.30 -> 0.2
+    assert conv_crossover_scale((128, 128, 1, 1)) == pytest.approx(2 / 3 / 4)  # 0.05
+    assert conv_crossover_scale((64, 256, 1, 1)) == 0.0  # Cout < 128: slower at every density
+    assert conv_crossover_scale((128, 32, 1, 1)) == 0.0  # Cin < 64
+    w = numpy_helper.from_array(np.ones((64, 256, 1, 1), np.float32), "w")
+    g = helper.make_graph([helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Conv", ["r", "w"], ["y"])],
+                          "c", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 256, 4, 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [w])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    x = np.zeros((1, 256, 4, 4), np.float32)  # even an all-zero input stays dense in auto
+    _, stats = InferenceSession(model, sparsity="auto").run_with_stats(None, {"x": x})
+    assert [n.kernel for n in stats.nodes if n.op_type == "FusedConv"] == ["plain"]
+    _, stats = InferenceSession(model, sparsity="force").run_with_stats(None, {"x": x})
+    assert [n.kernel for n in stats.nodes if n.op_type == "FusedConv"] == ["sparse"]
