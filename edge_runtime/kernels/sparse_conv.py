@@ -55,7 +55,6 @@ from edge_runtime.kernels.sparse_common import (
     activate,
     aligned_empty,
     compact_pixels,
-    fill_bias,
     padded_bias,
     workspace,
 )
@@ -174,9 +173,11 @@ def _conv_rows(vals, idx, cnt, w2, bias, geom, act, p0, p1, scratch, out, oh0, o
 
     ``bias`` is zero-padded to ntiles*T (:func:`edge_runtime.kernels.sparse_common.padded_bias`).
 
-    Output pixels go in blocks of 16 (in row-major order): each pixel's T-vectors are
-    accumulated into its row of ``scratch`` (>= 16 rows, ntiles, T; L1-resident), and the
-    finished block is transposed into the NCHW planes, 16x16 at a time in registers
+    Output pixels go in blocks of 16 (in row-major order): the block's rows of ``scratch``
+    (>= 16 rows, ntiles, T; L1-resident) start as the bias, each pixel's T-vectors are
+    accumulated into its row, the activation runs once over the block (per-pixel bias and
+    activation calls were 10% of the time at 95% sparsity), and the block is transposed
+    into the NCHW planes, 16x16 at a time in registers
     (:func:`transpose16`; a strided scalar loop took 90 us of a 410 us 128x28x28 conv).
     Storing each pixel's Cout values straight into the planes missed L1 on every store
     (15-25% slower); transposing a whole-image scratch afterwards read it back from L2.
@@ -192,8 +193,13 @@ def _conv_rows(vals, idx, cnt, w2, bias, geom, act, p0, p1, scratch, out, oh0, o
     tbase = np.empty(khgt * kwid, dtype=np.int64)
     flat = scratch.reshape(scratch.shape[0], ntiles * t)
     q1 = oh1 * ow_n
+    width = ntiles * t
     for q0 in range(oh0 * ow_n, q1, 16):
         qe = min(q1, q0 + 16)
+        blk = flat[:qe - q0]
+        for r in range(qe - q0):  # the whole block's accumulators start as the bias
+            for j in range(width):
+                blk[r, j] = bias[j]
         for q in range(q0, qe):
             oh = q // ow_n
             ow = q - oh * ow_n
@@ -210,10 +216,8 @@ def _conv_rows(vals, idx, cnt, w2, bias, geom, act, p0, p1, scratch, out, oh0, o
                     tbase[nt] = (ki * kwid + kj) * cin
                     nt += 1
             for tile in range(ntiles):
-                acc = scratch[q - q0, tile]
-                fill_bias(acc, bias, tile * t)
-                accumulate_taps(acc, w2[tile], vals, idx, cnt, tpix, tbase, nt)
-                activate(acc, act, p0, p1)
+                accumulate_taps(scratch[q - q0, tile], w2[tile], vals, idx, cnt, tpix, tbase, nt)
+        activate(blk.reshape(-1), act, p0, p1)
         j16 = cout - cout % 16 if qe - q0 == 16 else 0
         for j0 in range(0, j16, 16):
             transpose16(flat, 0, j0, out, j0, q0)
