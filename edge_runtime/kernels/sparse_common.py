@@ -206,28 +206,46 @@ def store_row(acc, out_row, n0, width):  # pragma: no cover - compiled
 def compact_pixels(xc, vals, idx, cnt):  # pragma: no cover - compiled
     """xc (C, H*W) -> per pixel p: vals[p, :cnt[p]], idx[p, :cnt[p]] = its nonzero channels.
 
-    Reads each channel plane once, 16 pixels per :func:`nonzero_mask16`, and appends only
-    the set bits to their pixels' lists (channels ascending). Cost ~ C*H*W/16 masks +
-    nnz appends: 7x faster at 90% sparsity (30 vs 210 us for 128x28x28) than transposing
-    16 pixels into a scratch and compacting each pixel's row.
+    Reads each channel plane once and appends only the nonzeros to their pixels' lists
+    (channels ascending). The masks of 4 planes over the same 16 pixels are walked as one
+    64-bit word (bit 16*i + j: plane c+i, pixel p0+j): the walk's loop exit is a branch
+    the predictor cannot learn (a random number of set bits), and one exit per 64 values
+    instead of per 16 made the compaction 1.3-1.5x faster at 90-95% sparsity and 1.8x at
+    50% (128x28x28: 42 us at 95%). Planes are read in groups of 4 sequential streams (16
+    pixels of all 128 planes at a time defeated the prefetchers). 7x faster than
+    transposing 16 pixels into a scratch and compacting each pixel's row.
     """
     nc, hw = xc.shape
     nb = hw - hw % VEC
+    nc4 = nc - nc % 4
     for p in range(hw):
         cnt[p] = 0
-    for c in range(nc):
-        plane = xc[c]
+    for c in range(0, nc4, 4):
+        for p0 in range(0, nb, VEC):  # 4 sequential streams: the prefetchers follow them
+            m = (nonzero_mask16(xc[c], p0) | (nonzero_mask16(xc[c + 1], p0) << 16)
+                 | (nonzero_mask16(xc[c + 2], p0) << 32) | (nonzero_mask16(xc[c + 3], p0) << 48))
+            while m != 0:
+                b = cttz(m)
+                ch = c + (b >> 4)
+                p = p0 + (b & 15)
+                j = cnt[p]
+                vals[p, j] = xc[ch, p]
+                idx[p, j] = ch
+                cnt[p] = j + 1
+                m &= m - 1
+    for c in range(nc4, nc):
         for p0 in range(0, nb, VEC):
-            m = nonzero_mask16(plane, p0)
+            m = nonzero_mask16(xc[c], p0)
             while m != 0:
                 p = p0 + cttz(m)
                 j = cnt[p]
-                vals[p, j] = plane[p]
+                vals[p, j] = xc[c, p]
                 idx[p, j] = c
                 cnt[p] = j + 1
                 m &= m - 1
+    for c in range(nc):
         for p in range(nb, hw):
-            v = plane[p]
+            v = xc[c, p]
             if v != 0:
                 j = cnt[p]
                 vals[p, j] = v
