@@ -131,46 +131,42 @@ def axpy_rows(typingctx, acc, w, vals, idx, i0, i1, base, n0, nvec):
 
 
 @intrinsic
-def axpy_taps(typingctx, acc, w, vals, idx, cnt, tpix, tbase, ntaps, n0, nvec):
+def axpy_taps(typingctx, acc, w, vals, idx, ptr, tlo, thi, tbase, ntaps, n0, nvec):
     """Multi-list :func:`axpy_rows` for convolutions, with ``acc`` in registers throughout.
 
-    For t < ntaps, p = tpix[t]: acc[n0 : n0+16*nvec] += sum_{i < cnt[p]} vals[p, i] *
-    w[idx[p, i] + tbase[t], n0 : n0+16*nvec]. ``vals`` (P, C) float32 / ``idx`` (P, C)
-    int32 hold each input pixel's nonzero channels (from :func:`compact_pixels`), ``cnt``
-    (P,) int64 their counts, ``tpix``/``tbase`` (>= ntaps,) int64 the pixel and weight-row
-    offset of every valid kernel tap. Same contract as :func:`axpy_rows` otherwise; this
-    replaces copying the taps' lists into one list first (that copy cost ~3 ns per entry).
+    For t < ntaps: acc[n0 : n0+16*nvec] += sum_{ptr[tlo[t]] <= i < ptr[thi[t]]} vals[i] *
+    w[idx[i] + tbase[t], n0 : n0+16*nvec]. ``vals`` float32 / ``idx`` int32 (1-D) are the
+    input pixels' nonzeros as one CSR list with pixel offsets ``ptr`` (P+1,) int64 (from
+    :func:`edge_runtime.kernels.sparse_common.compact_pixels`); a "tap" here is a run of
+    consecutive input pixels tlo[t]..thi[t]-1 whose entries share the weight-row offset
+    ``tbase[t]`` (a whole kernel row of a conv with unit dilation, see the conv kernel).
+    ``tlo``/``thi``/``tbase`` (>= ntaps,) int64. Same contract as :func:`axpy_rows`
+    otherwise; this replaces copying the taps' lists into one list first (~3 ns per entry).
     """
     for name, ty, nd, dt in (("acc", acc, 1, types.float32), ("w", w, 2, types.float32),
-                             ("vals", vals, 2, types.float32), ("idx", idx, 2, types.int32),
-                             ("cnt", cnt, 1, types.int64), ("tpix", tpix, 1, types.int64),
-                             ("tbase", tbase, 1, types.int64)):
+                             ("vals", vals, 1, types.float32), ("idx", idx, 1, types.int32),
+                             ("ptr", ptr, 1, types.int64), ("tlo", tlo, 1, types.int64),
+                             ("thi", thi, 1, types.int64), ("tbase", tbase, 1, types.int64)):
         _check_array(f"axpy_taps: {name}", ty, nd, dt)
     nv = _literal_nvec(nvec, "axpy_taps")
-    sig = types.void(acc, w, vals, idx, cnt, tpix, tbase, ntaps, n0, nvec)
+    sig = types.void(acc, w, vals, idx, ptr, tlo, thi, tbase, ntaps, n0, nvec)
 
     def codegen(context, builder, signature, args):
-        arrs = [context.make_array(signature.args[j])(context, builder, args[j]) for j in range(2, 7)]
-        vals_a, idx_a, cnt_a, tpix_a, tbase_a = arrs
+        arrs = [context.make_array(signature.args[j])(context, builder, args[j]) for j in range(2, 8)]
+        vals_a, idx_a, ptr_a, tlo_a, thi_a, tbase_a = arrs
         i64 = ir.IntType(64)
-        nt = context.cast(builder, args[7], signature.args[7], types.int64)
-        col = context.cast(builder, args[8], signature.args[8], types.int64)
-        vstride = builder.extract_value(vals_a.strides, 0)
-        istride = builder.extract_value(idx_a.strides, 0)
-        vbytes = builder.bitcast(vals_a.data, ir.IntType(8).as_pointer())
-        ibytes = builder.bitcast(idx_a.data, ir.IntType(8).as_pointer())
+        nt = context.cast(builder, args[8], signature.args[8], types.int64)
+        col = context.cast(builder, args[9], signature.args[9], types.int64)
         em = _FmaRows(context, builder, signature.args[1], args[1], signature.args[0], args[0], col, nv)
         em.load()
         one = ir.Constant(i64, 1)
         with cgutils.for_range_slice(builder, ir.Constant(i64, 0), nt, one, intp=i64) as (t, _):
-            p = builder.load(builder.gep(tpix_a.data, [t]))
             base = builder.load(builder.gep(tbase_a.data, [t]))
-            n = builder.load(builder.gep(cnt_a.data, [p]))
-            vrow = builder.bitcast(builder.gep(vbytes, [builder.mul(p, vstride)]), vals_a.data.type)
-            irow = builder.bitcast(builder.gep(ibytes, [builder.mul(p, istride)]), idx_a.data.type)
-            with cgutils.for_range_slice(builder, ir.Constant(i64, 0), n, one, intp=i64) as (i, _):
-                k = builder.add(builder.sext(builder.load(builder.gep(irow, [i])), i64), base)
-                em.row(k, builder.load(builder.gep(vrow, [i])))
+            start = builder.load(builder.gep(ptr_a.data, [builder.load(builder.gep(tlo_a.data, [t]))]))
+            stop = builder.load(builder.gep(ptr_a.data, [builder.load(builder.gep(thi_a.data, [t]))]))
+            with cgutils.for_range_slice(builder, start, stop, one, intp=i64) as (i, _):
+                k = builder.add(builder.sext(builder.load(builder.gep(idx_a.data, [i])), i64), base)
+                em.row(k, builder.load(builder.gep(vals_a.data, [i])))
         em.store()
         return context.get_dummy_value()
 

@@ -168,7 +168,7 @@ def conv_output_shape(
 
 
 @numba.njit(cache=True, fastmath=True)
-def _conv_rows(vals, idx, cnt, w2, bias, geom, act, p0, p1, scratch, out, oh0, oh1):  # pragma: no cover
+def _conv_rows(vals, idx, ptr, w2, bias, geom, act, p0, p1, scratch, out, oh0, oh1):  # pragma: no cover
     """Output rows oh0..oh1 of one image; out (Cout, OH*OW); w2 (ntiles, KH*KW*Cin, T).
 
     ``bias`` is zero-padded to ntiles*T (:func:`edge_runtime.kernels.sparse_common.padded_bias`).
@@ -187,9 +187,9 @@ def _conv_rows(vals, idx, cnt, w2, bias, geom, act, p0, p1, scratch, out, oh0, o
     )
     cout = out.shape[0]
     ntiles, _, t = w2.shape
-    cin = vals.shape[1]
-    ow_n = geom[10]
-    tpix = np.empty(khgt * kwid, dtype=np.int64)
+    ow_n, cin = geom[10], geom[11]
+    tlo = np.empty(khgt * kwid, dtype=np.int64)
+    thi = np.empty(khgt * kwid, dtype=np.int64)
     tbase = np.empty(khgt * kwid, dtype=np.int64)
     flat = scratch.reshape(scratch.shape[0], ntiles * t)
     q1 = oh1 * ow_n
@@ -202,21 +202,30 @@ def _conv_rows(vals, idx, cnt, w2, bias, geom, act, p0, p1, scratch, out, oh0, o
                 blk[r, j] = bias[j]
         for q in range(q0, qe):
             oh = q // ow_n
-            ow = q - oh * ow_n
+            iw0 = (q - oh * ow_n) * sw - pl
             nt = 0
             for ki in range(khgt):
                 ih = oh * sh - pt + ki * dh
                 if ih < 0 or ih >= h:
                     continue
-                for kj in range(kwid):
-                    iw = ow * sw - pl + kj * dw
-                    if iw < 0 or iw >= w:
-                        continue
-                    tpix[nt] = ih * w + iw
-                    tbase[nt] = (ki * kwid + kj) * cin
-                    nt += 1
+                if dw == 1:  # the kernel row's valid taps read consecutive pixels: one run
+                    kj0 = max(0, -iw0)
+                    kj1 = min(kwid, w - iw0)
+                    if kj0 < kj1:
+                        tlo[nt] = ih * w + iw0 + kj0
+                        thi[nt] = ih * w + iw0 + kj1
+                        tbase[nt] = (ki * kwid - iw0) * cin  # + idx = (iw*cin + c) -> tap row
+                        nt += 1
+                else:
+                    for kj in range(kwid):
+                        iw = iw0 + kj * dw
+                        if 0 <= iw < w:
+                            tlo[nt] = ih * w + iw
+                            thi[nt] = tlo[nt] + 1
+                            tbase[nt] = (ki * kwid + kj - iw) * cin
+                            nt += 1
             for tile in range(ntiles):
-                accumulate_taps(scratch[q - q0, tile], w2[tile], vals, idx, cnt, tpix, tbase, nt)
+                accumulate_taps(scratch[q - q0, tile], w2[tile], vals, idx, ptr, tlo, thi, tbase, nt)
         activate(blk.reshape(-1), act, p0, p1)
         j16 = cout - cout % 16 if qe - q0 == 16 else 0
         for j0 in range(0, j16, 16):
@@ -227,26 +236,26 @@ def _conv_rows(vals, idx, cnt, w2, bias, geom, act, p0, p1, scratch, out, oh0, o
 
 
 @numba.njit(cache=True, fastmath=True)
-def _conv_kernel(x, wt, bias, geom, act, p0, p1, out, vals, idx, cnt, scratch):  # pragma: no cover
+def _conv_kernel(x, wt, bias, geom, act, p0, p1, out, vals, idx, ptr, scratch):  # pragma: no cover
     bias = padded_bias(bias, wt.shape[0] * wt.shape[2])
     n, c, h, w = x.shape
     cout, oh_n, ow_n = out.shape[1], out.shape[2], out.shape[3]
     for i in range(n):
-        compact_pixels(x[i].reshape(c, h * w), vals, idx, cnt)
-        _conv_rows(vals, idx, cnt, wt, bias, geom, act, p0, p1, scratch,
+        compact_pixels(x[i].reshape(c, h * w), w, vals, idx, ptr)
+        _conv_rows(vals, idx, ptr, wt, bias, geom, act, p0, p1, scratch,
                    out[i].reshape(cout, oh_n * ow_n), 0, oh_n)
 
 
 @numba.njit(cache=True, fastmath=True, parallel=True)
-def _conv_kernel_par(x, wt, bias, geom, act, p0, p1, out, vals, idx, cnt, scratch, block):  # pragma: no cover
+def _conv_kernel_par(x, wt, bias, geom, act, p0, p1, out, vals, idx, ptr, scratch, block):  # pragma: no cover
     bias = padded_bias(bias, wt.shape[0] * wt.shape[2])
     n, c, h, w = x.shape
     cout, oh_n, ow_n = out.shape[1], out.shape[2], out.shape[3]
     nblocks = (oh_n + block - 1) // block
     for i in range(n):
-        compact_pixels(x[i].reshape(c, h * w), vals, idx, cnt)
+        compact_pixels(x[i].reshape(c, h * w), w, vals, idx, ptr)
         for b in prange(nblocks):  # each block of output rows has its own 16-pixel scratch
-            _conv_rows(vals, idx, cnt, wt, bias, geom, act, p0, p1, scratch[b * 16:(b + 1) * 16],
+            _conv_rows(vals, idx, ptr, wt, bias, geom, act, p0, p1, scratch[b * 16:(b + 1) * 16],
                        out[i].reshape(cout, oh_n * ow_n), b * block, min(oh_n, (b + 1) * block))
 
 
@@ -282,21 +291,22 @@ def sparse_conv2d(
     b = _bias_array(bias, cout)
     out = np.empty((n, cout, oh, ow), dtype=np.float32)
     geom = np.array([xa.shape[2], xa.shape[3], prepared.kw, strides[0], strides[1],
-                     pads[0], pads[1], dilations[0], dilations[1], prepared.kh, ow], dtype=np.int64)
+                     pads[0], pads[1], dilations[0], dilations[1], prepared.kh, ow, prepared.cin],
+                    dtype=np.int64)
     ntiles, taps, cin, t = prepared.wt.shape
     w2 = prepared.wt.reshape(ntiles, taps * cin, t)
     hw = xa.shape[2] * xa.shape[3]
-    vals = workspace("conv_vals", hw * cin, np.float32).reshape(hw, cin)
-    idx = workspace("conv_idx", hw * cin, np.int32).reshape(hw, cin)
-    cnt = workspace("conv_cnt", hw, np.int64)
+    vals = workspace("conv_vals", hw * cin, np.float32)
+    idx = workspace("conv_idx", hw * cin, np.int32)
+    ptr = workspace("conv_ptr", hw + 1, np.int64)
     if parallel:
         block = max(1, -(-oh // (4 * max(1, numba.get_num_threads()))))
         nblocks = -(-oh // block)
         scratch = workspace("conv_out", nblocks * 16 * ntiles * t, np.float32).reshape(nblocks * 16, ntiles, t)
-        _conv_kernel_par(xa, w2, b, geom, act, float(p0), float(p1), out, vals, idx, cnt, scratch, block)
+        _conv_kernel_par(xa, w2, b, geom, act, float(p0), float(p1), out, vals, idx, ptr, scratch, block)
     else:
         scratch = workspace("conv_out", 16 * ntiles * t, np.float32).reshape(16, ntiles, t)
-        _conv_kernel(xa, w2, b, geom, act, float(p0), float(p1), out, vals, idx, cnt, scratch)
+        _conv_kernel(xa, w2, b, geom, act, float(p0), float(p1), out, vals, idx, ptr, scratch)
     return out
 
 

@@ -60,20 +60,20 @@ def test_compact_keeps_nan_in_the_vector_part():
 
 
 @settings(max_examples=30, deadline=None)
-@given(c=st.integers(1, 40), hw=st.integers(1, 60), density=st.sampled_from([0.0, 0.1, 0.6, 1.0]),
-       seed=st.integers(0, 99))
-def test_compact_pixels_lists_each_pixels_channels_in_order(c, hw, density, seed):
+@given(c=st.integers(1, 40), hw=st.integers(1, 60), width=st.integers(1, 9),
+       density=st.sampled_from([0.0, 0.1, 0.6, 1.0]), seed=st.integers(0, 99))
+def test_compact_pixels_lists_each_pixels_channels_in_order(c, hw, width, density, seed):
     rng = np.random.default_rng(seed)
     x = (rng.standard_normal((c, hw)) * (rng.random((c, hw)) < density)).astype(np.float32)
-    vals = np.empty((hw, c), np.float32)
-    idx = np.empty((hw, c), np.int32)
-    cnt = np.full(hw, 99, np.int64)  # stale counts from an earlier call must be reset
-    sc.compact_pixels(x, vals, idx, cnt)
+    vals = np.empty(c * hw, np.float32)
+    idx = np.empty(c * hw, np.int32)
+    ptr = np.full(hw + 1, 99, np.int64)  # stale offsets from an earlier call must be reset
+    sc.compact_pixels(x, width, vals, idx, ptr)
+    assert ptr[0] == 0 and ptr[hw] == np.count_nonzero(x)
     for p in range(hw):
-        want_v, want_i = _reference(x[:, p])
-        assert cnt[p] == want_i.size
-        np.testing.assert_array_equal(idx[p, :cnt[p]], want_i)
-        np.testing.assert_array_equal(vals[p, :cnt[p]], want_v)
+        want_v, want_c = _reference(x[:, p])
+        np.testing.assert_array_equal(idx[ptr[p]:ptr[p + 1]], (p % width) * c + want_c)  # column folded in
+        np.testing.assert_array_equal(vals[ptr[p]:ptr[p + 1]], want_v)
 
 
 def test_mask_and_cttz():
@@ -95,27 +95,31 @@ def test_mask_and_cttz():
 
 
 @pytest.mark.parametrize("t", [16, 64, 128, 144])
-def test_accumulate_taps_equals_sum_over_taps(t):
+def test_accumulate_taps_equals_sum_over_runs_of_pixels(t):
     rng = np.random.default_rng(t)
-    cin, npix, ntaps = 12, 9, 5
-    w = rng.standard_normal((ntaps * cin, t)).astype(np.float32)
+    cin, npix, width = 12, 9, 3
+    w = rng.standard_normal((4 * width * cin, t)).astype(np.float32)
     x = (rng.standard_normal((cin, npix)) * (rng.random((cin, npix)) < 0.4)).astype(np.float32)
-    vals = np.empty((npix, cin), np.float32)
-    idx = np.empty((npix, cin), np.int32)
-    cnt = np.empty(npix, np.int64)
-    sc.compact_pixels(x, vals, idx, cnt)
-    tpix = np.array([0, 3, 3, 8, 4, -1], np.int64)  # entries past ntaps are never read
-    tbase = np.arange(6, dtype=np.int64) * cin
+    vals = np.empty(npix * cin, np.float32)
+    idx = np.empty(npix * cin, np.int32)
+    ptr = np.empty(npix + 1, np.int64)
+    sc.compact_pixels(x, width, vals, idx, ptr)
+    # runs of pixels [lo, hi) with a weight-row offset; entry rows are idx + base
+    tlo = np.array([0, 3, 4, 8, 2, -1], np.int64)  # entries past ntaps are never read
+    thi = np.array([3, 4, 6, 9, 2, -1], np.int64)  # the last run is empty
+    tbase = np.array([0, cin, 2 * width * cin, 3 * width * cin, 0, 0], np.int64)
     acc = rng.standard_normal(t).astype(np.float32)
     want = acc.astype(np.float64).copy()
-    for j in range(ntaps):
-        want += x[:, tpix[j]].astype(np.float64) @ w[tbase[j]:tbase[j] + cin]
+    for lo, hi, base in zip(tlo[:5], thi[:5], tbase[:5]):
+        for p in range(lo, hi):
+            rows = base + (p % width) * cin + np.arange(cin)
+            want += x[:, p].astype(np.float64) @ w[rows]
 
     @numba.njit
-    def run(acc, w, vals, idx, cnt, tpix, tbase, n):
-        sc.accumulate_taps(acc, w, vals, idx, cnt, tpix, tbase, n)
+    def run(acc, w, vals, idx, ptr, tlo, thi, tbase, n):
+        sc.accumulate_taps(acc, w, vals, idx, ptr, tlo, thi, tbase, n)
 
-    run(acc, w, vals, idx, cnt, tpix, tbase, ntaps)
+    run(acc, w, vals, idx, ptr, tlo, thi, tbase, 5)
     np.testing.assert_allclose(acc, want, rtol=1e-5, atol=1e-5)
 
 
