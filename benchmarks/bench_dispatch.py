@@ -9,6 +9,9 @@ neurons"): auto/off <= 1.05 at every density. Single blocks swing +-10% on a sha
 machine, so a cell counts as a loss only when its whole interval lies above 1.05.
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python3 benchmarks/bench_dispatch.py [--quick]
+
+``--sweep-1x1`` instead measures sparsity="force" against "off" over 12 1x1 conv shapes
+at densities 0.05-1.0 (the data behind ``dispatch.conv_crossover_scale``'s 1x1 rule).
 """
 from __future__ import annotations
 
@@ -80,12 +83,54 @@ def _sweep(name: str, x_shape, w_shape, op: str, blocks: int, calls: int) -> lis
     return rows
 
 
+#: 1x1 conv shapes (Cin, Cout, H=W) of the crossover sweep behind dispatch.conv_crossover_scale
+SWEEP_1X1 = ((64, 256, 56), (256, 64, 56), (64, 64, 56), (128, 128, 28), (128, 512, 28), (512, 128, 28),
+             (256, 256, 14), (256, 1024, 14), (1024, 256, 14), (512, 512, 7), (32, 128, 56), (16, 96, 56))
+SWEEP_DENSITIES = (0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
+
+
+def sweep_1x1(blocks: int, calls: int) -> list[dict]:
+    """force/off per 1x1 conv shape and density, and the interpolated break-even density."""
+    opts = SessionOptions()
+    opts.intra_op_num_threads = 1
+    rows = []
+    for cin, cout, hw in SWEEP_1X1:
+        x_shape = (1, cin, hw, hw)
+        model = _model(x_shape, (cout, cin, 1, 1), "Conv")
+        force, off = InferenceSession(model, opts, sparsity="force"), InferenceSession(model, opts, sparsity="off")
+        ratios = []
+        for density in SWEEP_DENSITIES:
+            times = common.interleave({"force": lambda x: force.run(None, {"x": x}),
+                                       "off": lambda x: off.run(None, {"x": x})}, _inputs(x_shape, density),
+                                      blocks, calls, clock=time.thread_time)
+            ratios.append(common.ratio(times["force"], times["off"]))
+        pts = list(zip(SWEEP_DENSITIES, ratios))
+        below = [d for d, r in pts if r < 1.0]
+        even = next((d0 + (1 - r0) * (d1 - d0) / (r1 - r0) for (d0, r0), (d1, r1) in zip(pts, pts[1:])
+                     if r0 < 1.0 <= r1), None)
+        rows.append({"shape": f"{cin}->{cout}@{hw}", "force_vs_off": dict(zip(map(str, SWEEP_DENSITIES), ratios)),
+                     "break_even": even if even is not None else (1.0 if len(below) == len(pts) else 0.0)})
+        print(f"1x1 {rows[-1]['shape']:14s} force/off " + " ".join(f"{r:.2f}" for r in ratios)
+              + f"  break-even {rows[-1]['break_even']:.2f}", flush=True)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="5 blocks x 3 calls (default 25 x 7)")
-    parser.add_argument("--out", default=str(common.RESULTS / "bench_dispatch.json"))
+    parser.add_argument("--out", default=None, help="JSON path (default results/bench_dispatch.json, "
+                        "or results/bench_crossover_1x1.json with --sweep-1x1)")
+    parser.add_argument("--sweep-1x1", action="store_true",
+                        help="instead: force vs off over 12 1x1 conv shapes (the 1x1 crossover rule's data)")
     args = parser.parse_args(argv)
     blocks, calls = (5, 3) if args.quick else (25, 7)
+    if args.sweep_1x1:
+        out = args.out or str(common.RESULTS / "bench_crossover_1x1.json")
+        rows = sweep_1x1(7 if not args.quick else 3, 3)
+        common.write_json(out, {"machine": common.machine_info(), "densities": SWEEP_DENSITIES, "rows": rows})
+        print(f"Wrote {out}")
+        return 0
+    args.out = args.out or str(common.RESULTS / "bench_dispatch.json")
     rows = [r for layer in LAYERS for r in _sweep(*layer, blocks, calls)]
     worst = max(rows, key=lambda r: r["auto_vs_off"])
     losses = [r for r in rows if r["auto_vs_off_ci90"][0] > 1.05]

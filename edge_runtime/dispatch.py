@@ -184,12 +184,13 @@ def conv_crossover_scale(w_shape: tuple[int, ...], strides: Sequence[int] = (1, 
     and 0.6 where the dense path is Winograd (3x3, stride 1, >= 64 channels) and Cout < 128.
     1x1 convs (family gemm, whose dense path is one GEMM) pay a per-pixel cost (bias,
     activation, the NCHW store) that only wide layers amortise. Force/off break-evens
-    (sweep of 2026-11-28): 128 @28 0.08; 128 -> 512 @28 0.2; 512 -> 128 @28 0.14;
-    256 @14 0.25; 1024 -> 256 @14 0.22; 256 -> 1024 @14 0.3; 512 @7 0.39; 64 -> 256 @56
-    0.9; never (slower even at density 0.05) for 64 @56, 256 -> 64 @56, 32 -> 128 @56 and
-    16 -> 96 @56. Hence 0 (auto keeps the layer dense, without a density check) when
-    Cout < 128 or Cin < 64, else (2/3) * (min(Cin, Cout)/256)^2: 0.05-0.2 with the gemm
-    crossover 0.30, below every measured break-even.
+    (``benchmarks/bench_dispatch.py --sweep-1x1``, 2026-11-28): 128 @28 0.15; 128 -> 512
+    @28 0.25; 512 -> 128 @28 0.15; 256 @14 0.26; 1024 -> 256 @14 0.23; 256 -> 1024 @14
+    0.28; 512 @7 0.39; 64 -> 256 @56 above 1 (its dense GEMM is slow); 256 -> 64 @56
+    0.08; never (slower even at density 0.05) for 64 @56, 32 -> 128 @56, 16 -> 96 @56.
+    Hence 0 (auto keeps the layer dense, without a density check) when Cout < 128 or
+    Cin < 64, else (2/3) * (min(Cin, Cout)/256)^2: 0.05-0.2 with the gemm crossover
+    0.30, below every measured break-even (64 -> 256 @56 is left far below its own).
     """
     cout, cin = w_shape[0], w_shape[1]
     if tuple(w_shape[2:]) == (1, 1):
