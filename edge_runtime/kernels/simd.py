@@ -8,7 +8,7 @@ everywhere. They are only callable from numba-compiled code;
 :mod:`edge_runtime.kernels.sparse_common` wraps them into the kernels' helpers.
 
 - :func:`axpy_rows` / :func:`axpy_taps`: ``acc[n0 : n0+16*nvec] += sum_i v_i * w[k_i, ...]``
-  over one nonzero list / the lists of several conv taps, ``acc`` held in registers.
+  over one nonzero list / several runs of a conv's packed list, ``acc`` held in registers.
 - :func:`compress16`: AVX-512 compress store of the nonzeros of 16 values.
 - :func:`nonzero_mask16`, :func:`cttz`, :func:`popcount`: 16-lane nonzero masks and bit ops.
 - :func:`transpose16`: a 16x16 float block transposed in registers (the conv's NCHW store).

@@ -20,14 +20,16 @@ layout (made C-contiguous float32 by the wrapper); output a new (N, Cout, OH, OW
 float32 array. auto_pad must be resolved to explicit pads by the caller.
 
 How the sparse kernel works: per image, :func:`edge_runtime.kernels.sparse_common.
-compact_pixels` reads each NCHW channel plane once and appends every nonzero to its
-pixel's list of (value, channel). Then for each output pixel the kernel lists its valid
-taps (input pixel, weight-row offset tap*Cin; padding contributes nothing) and, per Cout
-tile, :func:`edge_runtime.kernels.sparse_common.accumulate_taps` runs the taps' lists
-over the matching rows of the (KH*KW*Cin, T) weight tile with a register-blocked
-T-vector accumulator (the MatMul kernel's inner loop). Bias and activation are applied,
-and the T values of 16 consecutive output pixels go to an L1-sized scratch that is then
-transposed into the NCHW planes. Work ~ nnz(x) * KH*KW * Cout / (sh*sw).
+compact_pixels` turns the NCHW planes into one packed list of every pixel's nonzero
+channels, each entry's index ``iw*Cin + c`` carrying its input column. For each output
+pixel the kernel lists the runs of input pixels its kernel rows read (with unit
+dilation a kernel row's valid taps are consecutive pixels, consecutive in the list, and
+share one weight-row offset ``(ki*KW - iw0)*Cin``; padding contributes nothing) and, per
+Cout tile, :func:`edge_runtime.kernels.sparse_common.accumulate_taps` runs them over the
+matching rows of the (KH*KW*Cin, T) weight tile with a register-blocked T-vector
+accumulator (the MatMul kernel's inner loop). Blocks of 16 output pixels start from the
+bias in an L1-sized scratch, are activated together and transposed into the NCHW planes
+16x16 at a time. Work ~ nnz(x) * KH*KW * Cout / (sh*sw).
 
 1x1 Conv: the same kernel with KH=KW=1; per pixel it is the token-batched MatMul over
 the C channels. :func:`sparse_conv1x1_nchw` is that call with unit strides, zero pads.
