@@ -302,7 +302,7 @@ def transpose16(typingctx, src, r0, c0, dst, d0, q0):
 
         def row_ptr(arr, row, col):
             base = builder.bitcast(arr.data, i8p)
-            off = builder.mul(builder.add(row, ir.Constant(i64, 0)), builder.extract_value(arr.strides, 0))
+            off = builder.mul(row, builder.extract_value(arr.strides, 0))
             p = builder.bitcast(builder.gep(base, [off]), arr.data.type)
             return builder.bitcast(builder.gep(p, [col]), vty.as_pointer())
 

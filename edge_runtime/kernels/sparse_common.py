@@ -221,6 +221,9 @@ def compact_pixels(xc, width, vals, idx, ptr):  # pragma: no cover - compiled
     nc, hw = xc.shape
     nb = hw - hw % VEC
     nc4 = nc - nc % 4
+    col = np.empty(hw, dtype=np.int32)  # (p % width) * C: no division per entry
+    for p in range(hw):
+        col[p] = (p % width) * nc
     for p in range(hw + 1):
         ptr[p] = 0
     for c in range(nc):  # count: ptr[p + 1] = nonzeros of pixel p
@@ -239,7 +242,7 @@ def compact_pixels(xc, width, vals, idx, ptr):  # pragma: no cover - compiled
                 p = p0 + (b & 15)
                 j = ptr[p]
                 vals[j] = xc[ch, p]
-                idx[j] = (p % width) * nc + ch
+                idx[j] = col[p] + ch
                 ptr[p] = j + 1
                 m &= m - 1
     for c in range(nc4, nc):
@@ -249,7 +252,7 @@ def compact_pixels(xc, width, vals, idx, ptr):  # pragma: no cover - compiled
                 p = p0 + cttz(m)
                 j = ptr[p]
                 vals[j] = xc[c, p]
-                idx[j] = (p % width) * nc + c
+                idx[j] = col[p] + c
                 ptr[p] = j + 1
                 m &= m - 1
     for c in range(nc):
@@ -258,7 +261,7 @@ def compact_pixels(xc, width, vals, idx, ptr):  # pragma: no cover - compiled
             if v != 0:
                 j = ptr[p]
                 vals[j] = v
-                idx[j] = (p % width) * nc + c
+                idx[j] = col[p] + c
                 ptr[p] = j + 1
     for p in range(hw, 0, -1):  # the fill moved each start to the next pixel's start
         ptr[p] = ptr[p - 1]
