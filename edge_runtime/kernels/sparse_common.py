@@ -2,17 +2,19 @@
 
 The hot loop of every sparse kernel is ``acc[n0:n0+B] += sum_i vals[i] * w[idx[i] + base,
 n0:n0+B]`` over one input row's nonzeros: :func:`accumulate` (one list) and
-:func:`accumulate_taps` (the lists of a conv's taps) run it in register blocks of
+:func:`accumulate_taps` (runs of a conv's packed pixel list) run it in register blocks of
 ``BLOCK`` floats with the intrinsics of :mod:`edge_runtime.kernels.simd` (explicit
 ``<16 x float>`` vectors; the B accumulator floats live in registers for the whole list,
 each nonzero costs B/16 vector loads and FMAs). Written with plain numba loops LLVM kept
 ``acc`` in memory, emitted 256-bit code (it prefers 256-bit vectors on AVX-512 CPUs) and
 one dependency chain per vector.
 
-The lists come from :func:`compact` / :func:`compact_pixels`, 16 values at a time: an
-AVX-512 compress store where the host has one, else the set bits of a 16-lane compare
-mask. Scratch buffers come from :func:`workspace` (per thread, reused across calls) and
-prepared weights from :func:`aligned_empty` (64-byte aligned rows).
+The lists come from :func:`compact` (16 values at a time: an AVX-512 register compress
+where the host has one, else the set bits of a 16-lane compare mask) and
+:func:`compact_pixels` (a conv input's planes into one packed list, walking 64-bit masks
+of 4 planes). Biases are padded once per call (:func:`padded_bias`). Scratch buffers come
+from :func:`workspace` (per thread, reused across calls) and prepared weights from
+:func:`aligned_empty` (64-byte aligned rows).
 
 Only the register block ``BLOCK`` is chosen for the host: 128 floats with AVX-512 (8 of
 its 32 zmm registers), 64 otherwise (8 of 16 ymm on AVX2, 16 of 32 NEON q registers).
