@@ -45,8 +45,11 @@ class LayerCost:
     """Work of one layer at batch 1 (symbolic dims = 1).
 
     ``family`` is the sparse-kernel family that could run it (``"gemv"``, ``"gemm"``,
-    ``"conv"``) or ``None``; ``weight_bytes`` is the part of ``bytes`` a sparse kernel
-    reads only for nonzero inputs.
+    ``"conv"``; a 1x1 conv is ``"gemm"``, as in the runtime's dispatcher) or ``None``;
+    ``weight_bytes`` is the part of ``bytes`` a sparse kernel reads only for nonzero
+    inputs; ``sparse_scale`` is the dispatcher's per-shape factor on the family crossover
+    (:func:`edge_runtime.dispatch.conv_crossover_scale` for convs, 1 otherwise; 0: the
+    runtime never runs this layer sparse in ``auto``).
     """
 
     name: str
@@ -56,6 +59,7 @@ class LayerCost:
     weight_bytes: float
     family: str | None
     output_shape: tuple[int, ...] | None
+    sparse_scale: float = 1.0
 
 
 def _size(shape: Sequence[int] | None) -> int:
@@ -74,8 +78,9 @@ def _conv_out(node: Node, x: tuple[int, ...], w: tuple[int, ...]) -> tuple[int, 
 
 def _family(node: Node, x_shape: tuple[int, ...] | None, w: np.ndarray | None) -> str | None:
     if node.op_type in _CONV:
-        group = int(node.attrs.get("group", 1))
-        return "conv" if group == 1 and w is not None else None
+        if int(node.attrs.get("group", 1)) != 1 or w is None:
+            return None
+        return "gemm" if tuple(w.shape[2:]) == (1, 1) else "conv"
     if node.op_type in _MATMUL and w is not None:
         rows = _size(x_shape[:-1]) if x_shape else 1
         return "gemv" if rows <= 1 else "gemm"
@@ -119,8 +124,15 @@ def layer_cost(node: Node, graph: Graph, shapes: Mapping[str, tuple[int, ...]]) 
     else:
         flops = float(_size(out))
     weight_bytes = float(_BYTES * w.size) if w is not None else 0.0
+    family = _family(node, x, w)
+    scale = 1.0
+    if family is not None and node.op_type in _CONV and w is not None and w.ndim == 4:
+        from edge_runtime.dispatch import conv_crossover_scale
+
+        scale = conv_crossover_scale(w.shape, node.attrs.get("strides") or (1, 1),
+                                     node.attrs.get("dilations") or (1, 1))
     return LayerCost(node.name, node.op_type, flops, float(act_bytes + other_bytes), weight_bytes,
-                     _family(node, x, w), out)
+                     family, out, scale)
 
 
 def _concrete(dims: Any) -> tuple[int, ...]:
@@ -183,9 +195,9 @@ def model_costs(model: Any) -> tuple[LayerCost, ...]:
 
 
 def _sparse_runs(cost: LayerCost, density: float | None, profile: Any) -> bool:
-    if density is None or cost.family is None:
+    if density is None or cost.family is None or cost.sparse_scale <= 0.0:
         return False
-    return density <= profile.runtime.sparse_crossover[cost.family]
+    return density <= profile.runtime.sparse_crossover[cost.family] * cost.sparse_scale
 
 
 def layer_times(cost: LayerCost, profile: Any, density: float | None = None,

@@ -65,6 +65,25 @@ def test_sparse_layers_scale_flops_by_density_below_the_crossover():
     assert above.latency_ms == pytest.approx(dense.latency_ms) and above.flops_skipped == 0
 
 
+def test_conv_sparse_decision_uses_the_dispatchers_per_shape_scale():
+    from edge_runtime.dispatch import conv_crossover_scale
+
+    prof = dp.load_profile("raspberry-pi-5")
+    for w_shape in ((32, 3, 3, 3), (64, 256, 1, 1), (256, 256, 1, 1)):
+        w = np.zeros(w_shape, np.float32)
+        node = Node("FusedConv", ("x", "W"), ("y",), {"strides": [1, 1]}, "c")
+        cost = cm.layer_cost(node, _graph(node, {"W": w}), {"x": (1, w_shape[1], 8, 8)})
+        assert cost.family == ("gemm" if w_shape[2:] == (1, 1) else "conv")  # as the dispatcher
+        assert cost.sparse_scale == pytest.approx(conv_crossover_scale(w_shape))
+        limit = prof.runtime.sparse_crossover[cost.family] * cost.sparse_scale
+        dense_t = cm.layer_times(cost, prof, None)
+        if cost.sparse_scale == 0.0:  # 64 -> 256 wide is never sparse in auto
+            assert cm.layer_times(cost, prof, 0.01) == dense_t
+        else:
+            assert cm.layer_times(cost, prof, limit * 0.9) != dense_t
+            assert cm.layer_times(cost, prof, limit * 1.1 + 1e-6) == dense_t
+
+
 def test_memory_bound_layer_follows_bandwidth():
     pi4 = dp.load_profile("raspberry-pi-4")
     layer = cm.LayerCost("add", "Add", 1e3, 2.5e7, 0.0, None, (1,))
