@@ -79,6 +79,13 @@ class _FmaRows:
         for j, reg in enumerate(self.regs):
             self.builder.store(self.builder.load(reg), self._acc_slot(j), align=4)
 
+    def list_rows(self, idx_a, vals_a, start, stop, base):
+        """``row(idx[i] + base, vals[i])`` for start <= i < stop (one nonzero list)."""
+        b = self.builder
+        with cgutils.for_range_slice(b, start, stop, ir.Constant(self.i64, 1), intp=self.i64) as (i, _):
+            k = b.add(b.sext(b.load(b.gep(idx_a.data, [i])), self.i64), base)
+            self.row(k, b.load(b.gep(vals_a.data, [i])))
+
     def row(self, k, v):
         b = self.builder
         lane0 = ir.Constant(ir.IntType(32), 0)
@@ -116,14 +123,11 @@ def axpy_rows(typingctx, acc, w, vals, idx, i0, i1, base, n0, nvec):
     def codegen(context, builder, signature, args):
         vals_a = context.make_array(signature.args[2])(context, builder, args[2])
         idx_a = context.make_array(signature.args[3])(context, builder, args[3])
-        i64 = ir.IntType(64)
         start, stop, off, col = (context.cast(builder, args[j], signature.args[j], types.int64)
                                  for j in (4, 5, 6, 7))
         em = _FmaRows(context, builder, signature.args[1], args[1], signature.args[0], args[0], col, nv)
         em.load()
-        with cgutils.for_range_slice(builder, start, stop, ir.Constant(i64, 1), intp=i64) as (i, _):
-            k = builder.add(builder.sext(builder.load(builder.gep(idx_a.data, [i])), i64), off)
-            em.row(k, builder.load(builder.gep(vals_a.data, [i])))
+        em.list_rows(idx_a, vals_a, start, stop, off)
         em.store()
         return context.get_dummy_value()
 
@@ -164,9 +168,7 @@ def axpy_taps(typingctx, acc, w, vals, idx, ptr, tlo, thi, tbase, ntaps, n0, nve
             base = builder.load(builder.gep(tbase_a.data, [t]))
             start = builder.load(builder.gep(ptr_a.data, [builder.load(builder.gep(tlo_a.data, [t]))]))
             stop = builder.load(builder.gep(ptr_a.data, [builder.load(builder.gep(thi_a.data, [t]))]))
-            with cgutils.for_range_slice(builder, start, stop, one, intp=i64) as (i, _):
-                k = builder.add(builder.sext(builder.load(builder.gep(idx_a.data, [i])), i64), base)
-                em.row(k, builder.load(builder.gep(vals_a.data, [i])))
+            em.list_rows(idx_a, vals_a, start, stop, base)
         em.store()
         return context.get_dummy_value()
 
