@@ -69,7 +69,7 @@ class Dispatcher:
     def __init__(self, name: str, dense: Callable[..., Any], sparse: "SparseKernel",
                  crossover: dict[str, float], mode: str) -> None:
         self.name, self.dense, self.sparse = name, dense, sparse
-        self.crossover, self.force = crossover, mode == "force"
+        self.force = mode == "force"
         # the density at or below which the sparse kernel runs, per family (looked up per call)
         self.limits = {family: c * sparse.scale for family, c in crossover.items()}
         self.last_kernel, self.last_density = "dense", None
