@@ -115,20 +115,27 @@ class InferenceSession:
         self._sparsity = sparsity
         self._annotations = ann
         self._engine_report: Any = None
+        rejected = None
         if self._engine == "onnxruntime":
             from edge_runtime.engine import hybrid
+            from edge_runtime.engine.ort import OnnxRuntimeRejected
 
             self._inputs, self._outputs = graph_io(model)
             if warmup_feed is not None:
                 warmup_feed = _validate_feed(self._inputs, warmup_feed)
             cfg = hybrid.EngineConfig(self._threads, sparsity, ann, optimize, warmup_feed)
-            self._plan, self._engine_report = hybrid.build(model, cfg, self._inputs, self._outputs)
-        else:
+            try:
+                self._plan, self._engine_report = hybrid.build(model, cfg, self._inputs, self._outputs)
+            except OnnxRuntimeRejected as exc:  # the numba engine's checks name what is wrong
+                rejected, self._engine = exc, "numba"
+        if self._engine == "numba":
             graph = graph_from_model(model)
             ctx = planner.PlanContext(threads=self._threads, sparsity=sparsity,
                                       crossover=_crossover(self._profile), annotations=ann, optimize=optimize)
             self._plan = planner.build(graph, ctx)
             self._inputs, self._outputs = graph.inputs, graph.outputs
+            if rejected is not None:
+                log.warning("onnxruntime cannot run this model (%s); edge_runtime's own kernels run it", rejected)
         _limit_blas_threads(self._threads)
 
     # -- onnxruntime's surface -------------------------------------------------

@@ -26,3 +26,10 @@ def pytest_configure(config: pytest.Config) -> None:
         os.environ[ENV] = chosen
     else:
         os.environ.setdefault(ENV, "numba")
+
+
+@pytest.fixture
+def numba_engine(monkeypatch: pytest.MonkeyPatch) -> None:
+    """For tests of the numba engine's internals (its plan, dispatchers, dtype rules): pin it
+    whatever --dense-engine says. The onnxruntime engine's own tests: tests/edge_runtime/engine."""
+    monkeypatch.setenv(ENV, "numba")

@@ -83,11 +83,14 @@ def build(model: onnx.ModelProto, cfg: EngineConfig, inputs: Sequence[ValueInfo]
 
     Returns:
         The plan (steps: onnxruntime segments and island dispatchers) and the report.
+
+    Raises:
+        OnnxRuntimeRejected: onnxruntime cannot load the whole model.
     """
+    whole = _whole_plan(model, cfg, inputs, outputs)
     types = value_types(model)
     cands = [] if cfg.sparsity == "off" else isl.candidates(model, cfg.annotations, cfg.sparsity, types)
     prepared = [p for p in (isl.prepare(model, c, types, cfg.threads) for c in cands) if p is not None]
-    whole = _whole_plan(model, cfg, inputs, outputs)
     if not prepared:
         return whole, EngineReport(len(cands))
     if cfg.sparsity == "force":
@@ -176,6 +179,9 @@ def _cut_plan(model: onnx.ModelProto, prepared: Sequence[isl.PreparedIsland], ty
             steps.append((node, fn))
     except KeyError as exc:
         log.info("not cutting the graph: tensor %s has no inferred type", exc)
+        return None
+    except ortx.OnnxRuntimeRejected as exc:
+        log.info("not cutting the graph: onnxruntime rejected a segment (%s)", exc)
         return None
     return Plan(_plan_graph(model, tuple(nodes), inputs, outputs), _with_releases(steps, outputs))
 

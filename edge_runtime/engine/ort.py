@@ -17,6 +17,11 @@ ORT_PROVIDER = "CPUExecutionProvider"
 EDGE_PROVIDER = "EdgeRuntimeExecutionProvider"
 
 
+class OnnxRuntimeRejected(Exception):
+    """onnxruntime refused a model (an op it lacks, an invalid graph); the session falls back to
+    the numba engine, whose checks raise the project's own error if that cannot run it either."""
+
+
 def available() -> bool:
     """Whether onnxruntime can be imported here (checked without importing it)."""
     return importlib.util.find_spec("onnxruntime") is not None
@@ -25,6 +30,9 @@ def available() -> bool:
 def make_session(model: onnx.ModelProto | bytes, threads: int, optimize: bool = True,
                  spinning: bool = True) -> Any:
     """An ``onnxruntime.InferenceSession`` on the CPU with the session's thread count.
+
+    Raises:
+        OnnxRuntimeRejected: onnxruntime could not load the model.
 
     Args:
         model: the model or its bytes.
@@ -44,7 +52,10 @@ def make_session(model: onnx.ModelProto | bytes, threads: int, optimize: bool = 
     if not spinning:
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     data = model if isinstance(model, bytes) else model.SerializeToString()
-    return ort.InferenceSession(data, sess_options=opts, providers=[ORT_PROVIDER])
+    try:
+        return ort.InferenceSession(data, sess_options=opts, providers=[ORT_PROVIDER])
+    except Exception as exc:  # onnxruntime raises its own Fail / InvalidArgument / InvalidGraph types
+        raise OnnxRuntimeRejected(str(exc).strip()) from exc
 
 
 class SegmentStep:
