@@ -9,7 +9,7 @@ import numpy as np
 
 from edge_runtime import engine, executor, planner
 from edge_runtime.annotations import read_annotations
-from edge_runtime.errors import InvalidArgumentError, InvalidInputError
+from edge_runtime.errors import EdgeRuntimeError, InvalidArgumentError, InvalidInputError
 from edge_runtime.graph import ValueInfo
 from edge_runtime.engine.ort import EDGE_PROVIDER, ORT_PROVIDER
 from edge_runtime.onnx_io import ModelSource, graph_from_model, graph_io, load_model_proto, ort_type_string
@@ -128,15 +128,45 @@ class InferenceSession:
                 self._plan, self._engine_report = hybrid.build(model, cfg, self._inputs, self._outputs)
             except OnnxRuntimeRejected as exc:  # the numba engine's checks name what is wrong
                 rejected, self._engine = exc, "numba"
+            else:
+                if sparsity == "auto" and len(self._plan.steps) > 1:
+                    self._try_numba_engine(model, ann, optimize, warmup_feed)
         if self._engine == "numba":
-            graph = graph_from_model(model)
-            ctx = planner.PlanContext(threads=self._threads, sparsity=sparsity,
-                                      crossover=_crossover(self._profile), annotations=ann, optimize=optimize)
-            self._plan = planner.build(graph, ctx)
-            self._inputs, self._outputs = graph.inputs, graph.outputs
+            self._plan = self._numba_plan(model, ann, optimize)
             if rejected is not None:
                 log.warning("onnxruntime cannot run this model (%s); edge_runtime's own kernels run it", rejected)
         _limit_blas_threads(self._threads)
+
+    def _numba_plan(self, model: Any, ann: Mapping[str, Any], optimize: bool) -> planner.Plan:
+        graph = graph_from_model(model)
+        ctx = planner.PlanContext(threads=self._threads, sparsity=self._sparsity,
+                                  crossover=_crossover(self._profile), annotations=ann, optimize=optimize)
+        plan = planner.build(graph, ctx)
+        self._inputs, self._outputs = graph.inputs, graph.outputs
+        return plan
+
+    def _try_numba_engine(self, model: Any, ann: Mapping[str, Any], optimize: bool,
+                          feed: Mapping[str, np.ndarray] | None) -> None:
+        """With sparse islands kept, also time the numba engine on the whole model; keep the faster.
+
+        Small models lose most to the cuts (each costs onnxruntime its blocked layout), where
+        edge_runtime's kernels running everything can win outright.
+        """
+        from edge_runtime.engine import hybrid
+
+        try:
+            numba_plan = graph_plan = self._numba_plan(model, ann, optimize)
+        except EdgeRuntimeError as exc:  # an op only onnxruntime has: keep the cut plan
+            log.debug("numba engine not considered: %s", exc)
+            return
+        _set_numba_threads(self._threads)
+        cut_s, numba_s = hybrid.time_plans([self._plan, graph_plan], feed or hybrid.synthetic_feed(self._inputs),
+                                           [o.name for o in self._outputs], self._threads)
+        self._engine_report = hybrid.with_outcome(
+            self._engine_report, f"{self._engine_report.outcome}; numba engine {numba_s * 1e3:.3f} ms vs "
+                                 f"{cut_s * 1e3:.3f} ms cut: {'numba' if numba_s < cut_s else 'cut'} kept")
+        if numba_s < cut_s:
+            self._engine, self._plan = "numba", numba_plan
 
     # -- onnxruntime's surface -------------------------------------------------
     def get_inputs(self) -> list[NodeArg]:
@@ -234,6 +264,9 @@ class InferenceSession:
              stats: list[executor.NodeStats] | None) -> list[np.ndarray]:
         wanted = self._wanted(output_names)
         feed = _validate_feed(self._inputs, input_feed)
+        steps = self._plan.steps
+        if stats is None and len(steps) == 1 and hasattr(steps[0].fn, "session"):
+            return steps[0].fn.session.run(wanted, feed)  # the whole model in one onnxruntime session
         _set_numba_threads(self._threads)
         return executor.execute(self._plan, feed, wanted, stats)
 

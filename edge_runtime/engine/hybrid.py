@@ -122,13 +122,22 @@ def _measured(model: onnx.ModelProto, prepared: list[isl.PreparedIsland], types:
     gain_s = sum((d.dense_ms - d.sparse_ms) / 1e3 for d in decisions if d.kept)
     report = EngineReport(n_cands, tuple(decisions), whole_s * 1e3, cut_s * 1e3)
     if gain_s <= cut_s - whole_s:
-        return whole, _replace(report, outcome=f"whole model: islands gain {gain_s * 1e3:.3f} ms, "
+        return whole, with_outcome(report, f"whole model: islands gain {gain_s * 1e3:.3f} ms, "
                                                 f"the cut costs {(cut_s - whole_s) * 1e3:.3f} ms")
-    return plan, _replace(report, outcome=f"{len(kept)} sparse islands in {_segments(plan)} onnxruntime segments")
+    return plan, with_outcome(report, f"{len(kept)} sparse islands in {_segments(plan)} onnxruntime segments")
 
 
-def _replace(report: EngineReport, outcome: str) -> EngineReport:
+def with_outcome(report: EngineReport, outcome: str) -> EngineReport:
+    """``report`` with another outcome line."""
     return EngineReport(report.candidates, report.islands, report.whole_ms, report.cut_ms, outcome)
+
+
+def time_plans(plans: Sequence[Plan], feed: Mapping[str, np.ndarray], wanted: list[str],
+               threads: int) -> list[float]:
+    """Seconds per run of each plan on ``feed`` (interleaved, fastest of :data:`REPEATS`)."""
+    from edge_runtime.executor import execute
+
+    return _interleaved([lambda p=p: execute(p, feed, wanted) for p in plans], threads)
 
 
 def _segments(plan: Plan) -> int:
@@ -299,9 +308,6 @@ def _interleaved(fns: Sequence[Callable[[], Any]], threads: int, repeats: int = 
 def _price_cut(whole: Plan, cut: Plan, feed: Mapping[str, np.ndarray], wanted: list[str],
                threads: int) -> tuple[float, float]:
     """Seconds for the whole-model session and for the cut graph with every island dense."""
-    from edge_runtime.executor import execute
-
     dense_cut = Plan(cut.graph, tuple(Step(s.node, getattr(s.fn, "dense", s.fn), s.release) for s in cut.steps))
-    whole_s, cut_s = _interleaved([lambda: execute(whole, feed, wanted), lambda: execute(dense_cut, feed, wanted)],
-                                  threads)
+    whole_s, cut_s = time_plans([whole, dense_cut], feed, wanted, threads)
     return whole_s, cut_s

@@ -20,7 +20,7 @@ import numpy as np
 import onnx
 
 from edge_runtime import dispatch
-from edge_runtime.engine.partition import node_names
+from edge_runtime.engine.partition import constants, node_names
 from edge_runtime.graph import Node
 from edge_runtime.onnx_io import attributes
 
@@ -53,7 +53,7 @@ def candidates(model: onnx.ModelProto, annotations: Mapping[str, Mapping[str, An
     """
     graph = model.graph
     names = node_names(graph)
-    inits = {t.name: t for t in graph.initializer}
+    inits = constants(graph)
     ir_nodes = {out: Node(n.op_type, tuple(n.input), tuple(n.output), attributes(n), names[i], n.domain)
                 for i, n in enumerate(graph.node) for out in n.output if out}
     small = {k: onnx.numpy_helper.to_array(t) for k, t in inits.items() if _size(t) <= _SMALL_CONST}
@@ -69,6 +69,8 @@ def candidates(model: onnx.ModelProto, annotations: Mapping[str, Mapping[str, An
             continue
         weights = inits.get(node.input[1])
         if weights is None or weights.data_type != onnx.TensorProto.FLOAT or _elem(types, node.input[0]) != 1:
+            continue
+        if any(x not in inits for x in node.input[2:] if x):  # a bias computed at run time
             continue
         ann = annotations.get(names[i])
         if mode == "auto":

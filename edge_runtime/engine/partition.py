@@ -111,7 +111,7 @@ def partition(model: onnx.ModelProto, islands: Sequence[Sequence[int]]) -> tuple
 
 def _with_io(model: onnx.ModelProto, groups: list[tuple[str, str, list[int]]]) -> tuple[Stage, ...]:
     graph = model.graph
-    consts = {t.name for t in graph.initializer} | {t.values.name for t in graph.sparse_initializer}
+    consts = set(constants(graph)) | {t.values.name for t in graph.sparse_initializer}
     graph_outputs = [o.name for o in graph.output]
     reads = [{x for i in nodes for x in node_inputs(graph.node[i])} for _, _, nodes in groups]
     stages = []
@@ -128,6 +128,17 @@ def _with_io(model: onnx.ModelProto, groups: list[tuple[str, str, list[int]]]) -
 
 def _unique(names: Iterable[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
+
+
+def constants(graph: onnx.GraphProto) -> dict[str, onnx.TensorProto]:
+    """Initializers and the outputs of ``Constant`` nodes with a tensor ``value``, by name."""
+    found = {t.name: t for t in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
+            value = next((a.t for a in node.attribute if a.name == "value"), None)
+            if value is not None:
+                found[node.output[0]] = value
+    return found
 
 
 def value_types(model: onnx.ModelProto) -> dict[str, onnx.TypeProto]:
@@ -147,16 +158,22 @@ def submodel(model: onnx.ModelProto, nodes: Sequence[int], inputs: Sequence[str]
              types: Mapping[str, onnx.TypeProto], name: str) -> onnx.ModelProto:
     """A standalone model of ``nodes`` reading ``inputs`` and writing ``outputs``.
 
-    The initializers the nodes read are copied in; opsets, IR version and the graph's metadata
-    are kept.
+    The initializers and ``Constant`` node values the nodes read are copied in as initializers;
+    opsets and IR version are kept.
 
     Raises:
         KeyError: a boundary tensor has no known type (the caller falls back to one session).
     """
     graph = model.graph
     picked = [graph.node[i] for i in nodes]
-    read = {x for n in picked for x in node_inputs(n)}
-    inits = [t for t in graph.initializer if t.name in read]
+    read = {x for n in picked for x in node_inputs(n)} - set(inputs) - {o for n in picked for o in n.output}
+    inits = []
+    for name, t in constants(graph).items():
+        if name in read:
+            copy = onnx.TensorProto()
+            copy.CopyFrom(t)
+            copy.name = name
+            inits.append(copy)
     sparse = [t for t in graph.sparse_initializer if t.values.name in read]
     g = helper.make_graph(
         picked, name, [_value_info(x, types) for x in inputs], [_value_info(x, types) for x in outputs],

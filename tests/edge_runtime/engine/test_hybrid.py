@@ -117,6 +117,18 @@ def test_islands_are_kept_when_their_gain_exceeds_the_cut(monkeypatch: pytest.Mo
     _check_against_ort(model, sess, 1)
 
 
+def test_numba_engine_replaces_the_cut_plan_when_it_is_faster(monkeypatch: pytest.MonkeyPatch) -> None:
+    prices = _Prices(island=(1e-3, 1e-4), cut=(1e-3, 1.1e-3), islands=2)
+    timings = iter([[1e-3, 1.1e-3], [1e-3, 0.5e-3]])  # (whole, cut), then (cut plan, numba engine)
+    monkeypatch.setattr(hybrid, "_interleaved", lambda fns, threads, repeats=5: (prices(fns, threads)
+                                                                                if prices.calls < 2 else next(timings)))
+    model = graphs.mlp()
+    sess = edge_runtime.InferenceSession(model.SerializeToString(), _opts(), providers=ORT)
+    assert sess.dense_engine == "numba" and sess.get_providers() == ["EdgeRuntimeExecutionProvider"]
+    assert "numba kept" in sess.engine_report.outcome
+    _check_against_ort(model, sess, 4)
+
+
 def test_whole_model_when_the_cut_costs_more_than_islands_gain(monkeypatch: pytest.MonkeyPatch) -> None:
     _fixed_prices(monkeypatch, island=(1e-3, 0.8e-3), cut=(1e-3, 2e-3))
     sess = edge_runtime.InferenceSession(graphs.mlp().SerializeToString(), _opts(), providers=ORT)
