@@ -88,8 +88,9 @@ def build(model: onnx.ModelProto, cfg: EngineConfig, inputs: Sequence[ValueInfo]
         OnnxRuntimeRejected: onnxruntime cannot load the whole model.
     """
     whole = _whole_plan(model, cfg, inputs, outputs)
-    types = value_types(model)
-    cands = [] if cfg.sparsity == "off" else isl.candidates(model, cfg.annotations, cfg.sparsity, types)
+    cands = [] if cfg.sparsity == "off" else isl.candidates(model, cfg.annotations, cfg.sparsity)
+    types = value_types(model) if cands else {}
+    cands = [c for c in cands if isl.float_input(c, types)]
     prepared = [p for p in (isl.prepare(model, c, types, cfg.threads) for c in cands) if p is not None]
     if not prepared:
         return whole, EngineReport(len(cands))

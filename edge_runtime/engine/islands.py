@@ -43,13 +43,13 @@ class Candidate:
     annotated_density: float | None
 
 
-def candidates(model: onnx.ModelProto, annotations: Mapping[str, Mapping[str, Any]], mode: str,
-               types: Mapping[str, onnx.TypeProto]) -> list[Candidate]:
+def candidates(model: onnx.ModelProto, annotations: Mapping[str, Mapping[str, Any]], mode: str) -> list[Candidate]:
     """The island candidates of ``model`` for sparsity ``mode`` ("auto" or "force").
 
     In "auto" a layer qualifies when the exporter annotated it or its input is produced by a
     ReLU-family op, and it has at least :data:`dispatch.MIN_SPARSE_WEIGHTS` weights; "force"
-    takes every layer a sparse kernel supports.
+    takes every layer a sparse kernel supports. The caller checks that the input is float32
+    (:func:`float_input`), which needs shape inference, only when there are candidates.
     """
     graph = model.graph
     names = node_names(graph)
@@ -68,7 +68,7 @@ def candidates(model: onnx.ModelProto, annotations: Mapping[str, Mapping[str, An
         if node.op_type not in ANCHORS or node.domain not in ("", "ai.onnx") or len(node.input) < 2:
             continue
         weights = inits.get(node.input[1])
-        if weights is None or weights.data_type != onnx.TensorProto.FLOAT or _elem(types, node.input[0]) != 1:
+        if weights is None or weights.data_type != onnx.TensorProto.FLOAT:
             continue
         if any(x not in inits for x in node.input[2:] if x):  # a bias computed at run time
             continue
@@ -88,9 +88,10 @@ def _size(t: onnx.TensorProto) -> int:
     return int(np.prod(t.dims)) if t.dims else 1
 
 
-def _elem(types: Mapping[str, onnx.TypeProto], name: str) -> int:
-    t = types.get(name)
-    return t.tensor_type.elem_type if t is not None else 0
+def float_input(cand: Candidate, types: Mapping[str, onnx.TypeProto]) -> bool:
+    """Whether the candidate's input is known to be float32 (the sparse kernels' type)."""
+    t = types.get(cand.input)
+    return t is not None and t.tensor_type.elem_type == onnx.TensorProto.FLOAT
 
 
 def _chain(graph: onnx.GraphProto, anchor: int, consumers: Mapping[str, list[int]],
