@@ -16,6 +16,7 @@ The decision is measured, not guessed (issue: "never slower than onnxruntime"):
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
@@ -130,7 +131,7 @@ def _measured(model: onnx.ModelProto, prepared: list[isl.PreparedIsland], types:
 
 def with_outcome(report: EngineReport, outcome: str) -> EngineReport:
     """``report`` with another outcome line."""
-    return EngineReport(report.candidates, report.islands, report.whole_ms, report.cut_ms, outcome)
+    return dataclasses.replace(report, outcome=outcome)
 
 
 def time_plans(plans: Sequence[Plan], feed: Mapping[str, np.ndarray], wanted: list[str],

@@ -164,9 +164,10 @@ def test_at_density_hits_the_target() -> None:
         assert np.count_nonzero(hybrid.at_density(np.maximum(x, 0), d)) == round(d * x.size)
 
 
-def test_two_threads_running_one_session_get_their_own_outputs_and_stats() -> None:
+@pytest.mark.parametrize("providers", [ORT, ["EdgeRuntimeExecutionProvider"]])
+def test_two_threads_running_one_session_get_their_own_outputs_and_stats(providers: list[str]) -> None:
     model = graphs.mlp(bias_shift=-0.5)
-    sess = edge_runtime.InferenceSession(model.SerializeToString(), _opts(), providers=ORT, sparsity="force")
+    sess = edge_runtime.InferenceSession(model.SerializeToString(), _opts(), providers=providers, sparsity="force")
     ref = ort.InferenceSession(model.SerializeToString(), providers=ORT)
     feeds = [{"x": (_feed(model, 1, seed)["x"] * (0.2 + seed)).astype(np.float32)} for seed in range(6)]
     want = [ref.run(None, f)[0] for f in feeds]
