@@ -288,17 +288,23 @@ def check_bundle(bundle_dir: str | Path, *, trust: TrustPolicy | None = None
     """
     folder = Path(bundle_dir).expanduser()
     data = _read_manifest_bytes(folder)
-    manifest = _parse(data, str(folder / MANIFEST))
     try:
         signature = _read_small(folder / SIGNATURE, 4096, "signature")
     except FileNotFoundError:
         signature = None
     policy = TrustPolicy.from_sources() if trust is None else trust
-    result = verify_manifest(data, signature, policy, str(folder))
+    result = verify_manifest(data, signature, policy, str(folder))  # the bytes, before parsing them
     if result.warning:
         log.warning("%s", result.warning)
+    digest = _manifest_problem(folder, data, result.signer is not None)
+    try:
+        manifest = _parse(data, str(folder / MANIFEST))
+    except BundleError:
+        if digest is not None:  # a corrupted manifest: say so rather than why it does not parse
+            raise BundleError(f"Bundle {str(folder)!r} failed verification: {digest.message()}") from None
+        raise
     spec = Manifest.from_json(manifest, str(folder / MANIFEST))
-    problems = [p for p in [_manifest_problem(folder, data, result.signer is not None)] if p is not None]
+    problems = [digest] if digest is not None else []
     problems += check_files(folder, spec)
     return LoadedBundle(folder, manifest, verified=not problems, spec=spec, trust=result), problems
 
