@@ -67,7 +67,26 @@ def load_model_proto(source: ModelSource, *, external_data: bool = True) -> onnx
             "the model has no graph (no nodes and no outputs): the file is empty, truncated, or not "
             "an ONNX model. Re-export it, e.g. with torch.onnx.export(model, x, 'model.onnx').")
     check_unique_producers(model.graph)
+    _check_element_types(model.graph)
     return model
+
+
+def _check_element_types(graph: onnx.GraphProto) -> None:
+    """Refuse element types ONNX does not define and undecodable sparse initializers (fuzzing found both)."""
+    known = set(onnx.TensorProto.DataType.values())
+    typed = [(v.name, v.type.tensor_type.elem_type) for v in (*graph.input, *graph.output, *graph.value_info)
+             if v.type.HasField("tensor_type")]
+    typed += [(t.name, t.data_type) for t in graph.initializer]
+    for name, elem in typed:
+        if elem not in known:
+            raise InvalidModelError(f"tensor '{name}' has element type {elem}, which ONNX does not define "
+                                    f"(known: 0-{max(known)}); the file is corrupt. Re-export the model.")
+    for sparse in graph.sparse_initializer:
+        try:
+            numpy_helper.to_array(sparse)
+        except Exception as exc:  # onnx raises ValueError/KeyError/IndexError for malformed ones
+            raise InvalidModelError(f"sparse initializer '{sparse.values.name}' cannot be decoded "
+                                    f"({type(exc).__name__}: {exc}); the file is corrupt. Re-export the model.") from exc
 
 
 def check_unique_producers(graph: onnx.GraphProto) -> None:
