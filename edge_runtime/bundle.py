@@ -121,10 +121,7 @@ class LoadedBundle:
 
 def _open_regular(path: Path, what: str) -> int:
     """Open a regular, singly linked file without following symlinks; return its fd."""
-    try:
-        info = os.lstat(path)
-    except FileNotFoundError:
-        raise
+    info = os.lstat(path)  # FileNotFoundError: the caller reports a missing file
     if stat.S_ISLNK(info.st_mode) or not stat.S_ISREG(info.st_mode):
         kind = "a symlink" if stat.S_ISLNK(info.st_mode) else "not a regular file"
         raise BundleError(f"{what} {str(path)!r} is {kind}; a bundle holds only regular files. {_FIX}.")

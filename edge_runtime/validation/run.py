@@ -76,7 +76,7 @@ class BundleRunner:
         if self.bundle.preprocessing is None:
             raise InvalidArgumentError(f"bundle {str(self.bundle.path)!r} has no preprocessing in its manifest, "
                                        f"so images cannot be turned into inputs; re-export with preprocessing=...")
-        self.pre = Preprocessing.from_dict(self.bundle.preprocessing)
+        self.pre: Preprocessing = self.bundle.spec.preprocessing  # checked and bounded by the contract
         self.exact_size = exact_size
         opts = edge_runtime.SessionOptions()
         if threads is not None:

@@ -82,23 +82,24 @@ def validate_bundle(bundle_dir: str | Path, *, data: str | Path | None = None,
     if problems:  # never run a model that is not the exported one
         messages = tuple(p.message(path) for p in problems)
         return ValidationReport(passed=False, integrity=messages, failures=messages, **base)
+    golden = load_golden(bundle.golden_path)  # an unusable golden.npz is a BundleError (exit 2), before any work
     engines, skipped = open_engines(bundle, names, explicit=backends is not None, threads=threads,
                                     torch_model=torch_model)
     if not engines:
         raise InvalidArgumentError(f"no backend can run here: {[f'{s.name}: {s.reason}' for s in skipped]}")
-    return _Validation(bundle, engines, atol, max_accuracy_drop, progress).run(
+    return _Validation(bundle, golden, engines, atol, max_accuracy_drop, progress).run(
         base, data, corruptions, reference_preprocessing, {s.name: s.reason for s in skipped})
 
 
 class _Validation:
     """One validation run: holds the engines and a progress callback."""
 
-    def __init__(self, bundle: LoadedBundle, engines: list[Engine], atol: float, max_drop: float,
+    def __init__(self, bundle: LoadedBundle, golden: Golden, engines: list[Engine], atol: float, max_drop: float,
                  progress: bool) -> None:
         self.bundle, self.engines, self.atol, self.max_drop = bundle, engines, atol, max_drop
         self.show_progress = progress
         self.bar: Any = None
-        self.golden: Golden = load_golden(bundle.golden_path)  # BundleError (exit 2) when unusable
+        self.golden = golden
 
     def run(self, base: dict[str, Any], data: str | Path | None, corruptions: Sequence[str],
             reference_pre: dict[str, Any] | None, skipped: dict[str, str]) -> ValidationReport:
