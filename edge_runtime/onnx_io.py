@@ -1,6 +1,7 @@
 """Read ONNX models (path, bytes or ModelProto) into the runtime's :class:`~edge_runtime.graph.Graph`."""
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any, Union
@@ -11,7 +12,7 @@ from onnx import helper, numpy_helper
 
 from edge_runtime.errors import InvalidModelError, UnsupportedDTypeError
 from edge_runtime.graph import Graph, Node, ValueInfo
-from edge_runtime.resources import check_allocation
+from edge_runtime.resources import check_allocation, declared_bytes
 
 ModelSource = Union[str, os.PathLike, bytes, onnx.ModelProto]
 
@@ -68,7 +69,48 @@ def load_model_proto(source: ModelSource, *, external_data: bool = True) -> onnx
             "an ONNX model. Re-export it, e.g. with torch.onnx.export(model, x, 'model.onnx').")
     check_unique_producers(model.graph)
     _check_element_types(model.graph)
+    check_declared_sizes(model.graph)
     return model
+
+
+_SIZED_OPS = ("ConstantOfShape", "Expand", "Tile", "Range")
+
+
+def _stand_in(tensor: onnx.TensorProto) -> np.ndarray | None:
+    """Small initializers decoded; large ones as a zero-memory view of their shape and dtype."""
+    try:
+        dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tensor.data_type))
+    except (KeyError, TypeError, ValueError):
+        return None
+    if math.prod(tensor.dims) <= 1024:
+        try:
+            return numpy_helper.to_array(tensor)
+        except Exception:  # undecodable: graph_from_model reports it with context
+            return None
+    return np.broadcast_to(np.zeros((), dtype), tuple(tensor.dims))
+
+
+def check_declared_sizes(graph: onnx.GraphProto) -> None:
+    """ConstantOfShape/Expand/Tile/Range whose inputs are initializers: output size vs memory.
+
+    Checked at load whatever the optimisation level (constant folding repeats the check
+    for shapes computed from constants).
+
+    Raises:
+        InvalidModelError: naming the node, when its output would not fit in memory.
+    """
+    initializers = {t.name: t for t in graph.initializer}
+    for node in graph.node:
+        if node.op_type not in _SIZED_OPS or node.domain not in ("", "ai.onnx") \
+                or not all(x == "" or x in initializers for x in node.input):
+            continue
+        args = [_stand_in(initializers[x]) if x else None for x in node.input]
+        if any(a is None for a, x in zip(args, node.input) if x):
+            continue
+        size = declared_bytes(node.op_type, args, attributes(node))
+        if size is not None:
+            check_allocation(size, f"node '{node.name or node.op_type}' ({node.op_type}) declares an output that",
+                             "the model asks for a tensor this device cannot hold; fix the shape in the model.")
 
 
 def _check_element_types(graph: onnx.GraphProto) -> None:

@@ -57,6 +57,16 @@ def test_declared_sizes_beyond_memory_are_refused_at_load_naming_the_node(op):
         edge_runtime.InferenceSession(HUGE[op].SerializeToString())
 
 
+@pytest.mark.parametrize("op", sorted(HUGE))
+def test_declared_sizes_are_checked_at_load_without_optimisations(op):
+    with pytest.raises(InvalidModelError, match=rf"node 'big_\w+' \({op}\) declares an output"):
+        load_model_proto(HUGE[op])
+    options = edge_runtime.SessionOptions()
+    options.graph_optimization_level = edge_runtime.ORT_DISABLE_ALL  # no constant folding
+    with pytest.raises(InvalidModelError, match=rf"node 'big_\w+' \({op}\)"):
+        edge_runtime.InferenceSession(HUGE[op].SerializeToString(), options)
+
+
 def test_folding_skips_results_above_the_limit(monkeypatch):
     graph = graph_from_model(constant_of_shape([64, 64]))  # 16 KiB
     folded, changed = constant_folding.run(graph, limit_bytes=1 << 20)
