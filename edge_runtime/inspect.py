@@ -88,8 +88,15 @@ def _values(values: Any, model: onnx.ModelProto) -> list[dict[str, Any]]:
         dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).name \
             if tensor.elem_type else "unknown"
         out.append({"name": value.name, "dtype": dtype,
-                    "shape": [d.dim_param or d.dim_value for d in tensor.shape.dim]})
+                    "shape": [_dim(d) for d in tensor.shape.dim]})
     return out
+
+
+def _dim(dim: Any) -> int | str:
+    """A dimension: its size, its symbolic name, or "?" when the model leaves it unknown."""
+    if dim.HasField("dim_value"):
+        return int(dim.dim_value)
+    return dim.dim_param or "?"
 
 
 def render(info: dict[str, Any]) -> str:
