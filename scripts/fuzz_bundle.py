@@ -11,6 +11,7 @@ errors is a finding: the script prints the exception and saves the input under
 from __future__ import annotations
 
 import argparse
+import logging
 import random
 import resource
 import sys
@@ -66,6 +67,7 @@ def main() -> int:
     parser.add_argument("--atheris", action="store_true", help="drive the model target with atheris")
     args = parser.parse_args()
     _limit_memory(args.max_memory_mb)
+    logging.disable(logging.WARNING)  # "bundle is NOT signed" on every accepted manifest
     if args.atheris:
         import atheris
 
