@@ -21,8 +21,8 @@ from numpy.typing import NDArray
 
 from edge_runtime.bundle import load_bundle
 from edge_runtime.errors import InvalidArgumentError
-from edge_runtime.trust import TrustPolicy
 from edge_runtime.preprocessing import IMAGE_SUFFIXES, ImageError, Preprocessing, list_images, load_image
+from edge_runtime.trust import TrustPolicy
 from edge_runtime.validation.report import write_text_atomic
 
 log = logging.getLogger(__name__)
