@@ -1,62 +1,76 @@
-"""Load a deployment bundle on the device: read the manifest, verify every file, locate models.
+"""Load a deployment bundle on the device: authenticate the manifest, verify every file.
 
-The bundle format is documented in docs/bundle.md. :func:`load_bundle` checks the
-manifest's ``format_version`` and the sha256 of every file it lists *before* anything
-runs, so a truncated or swapped model is reported as such and never executed.
+The bundle format is documented in docs/bundle.md, the signing policy in docs/trust.md.
+:func:`load_bundle` does, before anything runs:
+
+1. read ``manifest.json`` (a regular file, never through a symlink, at most 16 MiB) and
+   check it against the typed contract (:class:`edge_runtime.contract.Manifest`);
+2. authenticate its exact bytes: ``manifest.sig`` (Ed25519, :mod:`edge_runtime.trust`)
+   and/or ``manifest.sha256`` (catches edits and corruption of an unsigned bundle);
+3. check every listed file: a regular file with one link, opened without following
+   symlinks, its size equal to the declared one *before* hashing (an 8 GB sparse file is
+   refused at once), then its sha256; files in the directory that the manifest does not
+   list are refused too. Nothing outside the bundle directory is ever opened.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
-from dataclasses import dataclass
+import os
+import stat
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edge_runtime.contract import (MANIFEST, MANIFEST_DIGEST, RESERVED_NAMES, SIGNATURE,
+                                   SUPPORTED_FORMAT_VERSIONS, FileEntry, Manifest)
 from edge_runtime.errors import BundleError
+from edge_runtime.trust import TrustPolicy, TrustResult, verify_manifest
 
 log = logging.getLogger(__name__)
 
-SUPPORTED_FORMAT_VERSIONS = (1,)
-MANIFEST = "manifest.json"
+__all__ = ["MANIFEST", "SUPPORTED_FORMAT_VERSIONS", "FileProblem", "LoadedBundle", "read_manifest",
+           "check_bundle", "check_files", "load_bundle", "sha256_of", "manifest_digest"]
+
+MAX_MANIFEST_BYTES = 16 << 20
+_CHUNK = 1 << 20
+_FIX = "copy the whole bundle directory again or re-export it"
 
 
 @dataclass(frozen=True)
 class FileProblem:
-    """One listed file that is missing or whose sha256 differs from the manifest's."""
+    """One bundle file that is missing, unsafe, unlisted, or differs from the manifest."""
 
     name: str
-    expected_sha256: str
-    actual_sha256: str | None  # None: the file is missing
-    expected_bytes: int | None
-    actual_bytes: int | None
+    text: str
 
-    def message(self, bundle: Path) -> str:
-        """A sentence naming the file, the hashes and the fix."""
-        if self.actual_sha256 is None:
-            return (f"{self.name} is listed in {bundle / MANIFEST} but missing from the bundle; "
-                    f"copy the whole bundle directory again or re-export it.")
-        size = ""
-        if self.expected_bytes is not None and self.actual_bytes != self.expected_bytes:
-            size = f" (size {self.actual_bytes} bytes, expected {self.expected_bytes})"
-        return (f"{self.name} fails its checksum{size}: sha256 {self.actual_sha256}, the manifest "
-                f"expects {self.expected_sha256}. The file was modified or truncated after export "
-                f"(an interrupted copy?); copy the bundle again or re-export it.")
+    def message(self, bundle: Path | None = None) -> str:
+        """A sentence naming the file, what is wrong and the fix."""
+        return self.text
 
 
 @dataclass(frozen=True)
 class LoadedBundle:
-    """A bundle directory whose manifest was read and whose files were checked.
+    """A bundle directory whose manifest was read (and, when ``verified``, checked).
+
+    ``manifest`` is the raw JSON document, ``spec`` its typed form.
 
     Example:
         >>> b = load_bundle("out/bundle")  # doctest: +SKIP
-        >>> b.onnx_path, b.labels, b.preprocessing["input_size"]  # doctest: +SKIP
-        (PosixPath('out/bundle/model.onnx'), ['ok', 'defect'], [32, 32])
+        >>> b.onnx_path, b.labels, b.spec.preprocessing.input_size  # doctest: +SKIP
+        (PosixPath('out/bundle/model.onnx'), ['ok', 'defect'], (32, 32))
     """
 
     path: Path
     manifest: dict[str, Any]
     verified: bool
+    spec: Manifest = field(default=None, compare=False)  # type: ignore[assignment]
+    trust: TrustResult | None = None
+
+    def __post_init__(self) -> None:
+        if self.spec is None:
+            object.__setattr__(self, "spec", Manifest.from_json(self.manifest, str(self.path / MANIFEST)))
 
     @property
     def onnx_path(self) -> Path | None:
@@ -70,136 +84,249 @@ class LoadedBundle:
 
     @property
     def golden_path(self) -> Path | None:
-        """``golden.npz`` (x, y, y_0..., output_names) when the bundle has one."""
+        """``golden.npz`` (x, y, y_0..., output_names); every valid bundle has one."""
         return self._file("golden.npz")
 
     @property
     def labels(self) -> list[str]:
-        """Class names from the manifest (empty when none were given at export)."""
-        return [str(v) for v in self.manifest.get("labels") or []]
+        """Class names from the manifest (printable; empty when none were given at export)."""
+        return list(self.spec.labels)
 
     @property
     def preprocessing(self) -> dict[str, Any] | None:
-        """The manifest's preprocessing dict (docs/bundle.md), or None."""
-        return self.manifest.get("preprocessing")
+        """The manifest's preprocessing (checked and bounded), as a dict, or None."""
+        pre = self.spec.preprocessing
+        return None if pre is None else pre.to_dict()
 
     @property
     def name(self) -> str:
         """The model name from the manifest (the directory name when absent)."""
-        return str(self.manifest.get("name") or self.path.name)
+        return self.spec.name or self.path.name
 
     def require_onnx(self) -> Path:
         """``model.onnx``, or a BundleError saying the bundle has none."""
         path = self.onnx_path
         if path is None:
             raise BundleError(f"Bundle {str(self.path)!r} has no model.onnx (files: "
-                              f"{sorted(self.manifest.get('files', {}))}); re-export it with "
+                              f"{[f.name for f in self.spec.files]}); re-export it with "
                               f"formats including 'onnx'.")
         return path
 
     def _file(self, name: str) -> Path | None:
+        if self.spec.file(name) is None:
+            return None
         path = self.path / name
-        return path if name in self.manifest.get("files", {}) and path.is_file() else None
+        return path if self.verified or path.is_file() else None
+
+
+def _open_regular(path: Path, what: str) -> int:
+    """Open a regular, singly linked file without following symlinks; return its fd."""
+    info = os.lstat(path)  # FileNotFoundError: the caller reports a missing file
+    if stat.S_ISLNK(info.st_mode) or not stat.S_ISREG(info.st_mode):
+        kind = "a symlink" if stat.S_ISLNK(info.st_mode) else "not a regular file"
+        raise BundleError(f"{what} {str(path)!r} is {kind}; a bundle holds only regular files. {_FIX}.")
+    if info.st_nlink != 1:
+        raise BundleError(f"{what} {str(path)!r} has {info.st_nlink} hard links; a bundle file must "
+                          f"have exactly one (a hard link can alias a file outside the bundle). {_FIX}.")
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    opened = os.fstat(fd)
+    if (opened.st_ino, opened.st_dev) != (info.st_ino, info.st_dev) or not stat.S_ISREG(opened.st_mode):
+        os.close(fd)
+        raise BundleError(f"{what} {str(path)!r} changed while it was opened; {_FIX}.")
+    return fd
+
+
+def _read_small(path: Path, limit: int, what: str) -> bytes:
+    fd = _open_regular(path, what)
+    with os.fdopen(fd, "rb") as handle:
+        data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise BundleError(f"{what} {str(path)!r} is larger than {limit} bytes; {_FIX}.")
+    return data
+
+
+def _read_manifest_bytes(path: Path) -> bytes:
+    if not path.is_dir():
+        raise BundleError(f"Bundle {str(path)!r} is not a directory; pass the directory written "
+                          f"by 'edge-runtime export' (with manifest.json inside).")
+    try:
+        return _read_small(path / MANIFEST, MAX_MANIFEST_BYTES, "manifest")
+    except FileNotFoundError as exc:
+        names = sorted(os.listdir(path))[:20]
+        raise BundleError(f"Bundle {str(path)!r} has no {MANIFEST} (files: {names}); pass a bundle "
+                          f"made by 'edge-runtime export'.") from exc
+    except OSError as exc:
+        raise BundleError(f"Cannot read {str(path / MANIFEST)!r}: {exc}. {_FIX}.") from exc
+
+
+def _parse(data: bytes, source: str) -> dict[str, Any]:
+    try:
+        doc = json.loads(data.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BundleError(f"Cannot read {source!r}: {exc}. Copy the bundle again or re-export it.") from exc
+    Manifest.from_json(doc, source)
+    return doc
 
 
 def read_manifest(bundle_dir: str | Path) -> dict[str, Any]:
-    """Read and check ``manifest.json`` (format version, ``files`` entries).
+    """Read ``manifest.json`` and check it against the contract (not its digest or signature).
 
     Args:
         bundle_dir: the bundle directory.
 
     Returns:
-        The manifest as a dict.
+        The manifest as a dict (its typed form: ``Manifest.from_json(result)``).
 
     Raises:
-        BundleError: no directory, no/unreadable manifest, an unsupported
-            ``format_version`` or a malformed ``files`` table.
+        BundleError: no directory, no/unreadable manifest, or any value the contract rejects.
     """
     path = Path(bundle_dir).expanduser()
-    if not path.is_dir():
-        raise BundleError(f"Bundle {str(path)!r} is not a directory; pass the directory written "
-                          f"by 'edge-runtime export' (with manifest.json inside).")
-    try:
-        manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise BundleError(f"Bundle {str(path)!r} has no {MANIFEST} (files: "
-                          f"{sorted(p.name for p in path.iterdir())}); pass a bundle made by "
-                          f"'edge-runtime export'.") from exc
-    except (OSError, ValueError) as exc:
-        raise BundleError(f"Cannot read {str(path / MANIFEST)!r}: {exc}. Copy the bundle again "
-                          f"or re-export it.") from exc
-    if not isinstance(manifest, dict):
-        raise BundleError(f"{str(path / MANIFEST)!r} holds a {type(manifest).__name__}, expected a "
-                          f"JSON object; re-export the bundle.")
-    version = manifest.get("format_version")
-    if version not in SUPPORTED_FORMAT_VERSIONS:
-        raise BundleError(f"{str(path / MANIFEST)!r} has format_version={version!r}; this "
-                          f"edge-runtime reads {list(SUPPORTED_FORMAT_VERSIONS)}. Upgrade "
-                          f"edge-runtime on the device or re-export with a matching version.")
-    files = manifest.get("files")
-    if not isinstance(files, dict) or not all(
-            isinstance(v, dict) and isinstance(v.get("sha256"), str) for v in files.values()):
-        raise BundleError(f"{str(path / MANIFEST)!r}: 'files' must map each file name to "
-                          f"{{'sha256': ..., 'bytes': ...}}; got {files!r:.200}. Re-export the bundle.")
-    return manifest
+    return _parse(_read_manifest_bytes(path), str(path / MANIFEST))
+
+
+def manifest_digest(data: bytes) -> str:
+    """The content of ``manifest.sha256``: the hex sha256 of the manifest's bytes and a newline."""
+    return hashlib.sha256(data).hexdigest() + "\n"
 
 
 def sha256_of(path: str | Path) -> str:
     """Hex sha256 of a file, read in 1 MiB chunks."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
+        for chunk in iter(lambda: handle.read(_CHUNK), b""):
             digest.update(chunk)
     return digest.hexdigest()
 
 
-def check_files(bundle_dir: str | Path, manifest: dict[str, Any]) -> list[FileProblem]:
-    """Hash every file the manifest lists; return the missing or mismatching ones.
+def _check_entry(folder: Path, entry: FileEntry) -> FileProblem | None:
+    file = folder / entry.name
+    try:
+        fd = _open_regular(file, "bundle file")
+    except FileNotFoundError:
+        return FileProblem(entry.name, f"{entry.name} is listed in {folder / MANIFEST} but missing from "
+                                       f"the bundle; {_FIX}.")
+    except BundleError as exc:
+        return FileProblem(entry.name, str(exc))
+    with os.fdopen(fd, "rb") as handle:
+        size = os.fstat(handle.fileno()).st_size
+        if size > entry.bytes:  # never hash what cannot match: an 8 GB sparse file costs nothing
+            return FileProblem(entry.name, f"{entry.name} has {size} bytes, the manifest declares "
+                                           f"{entry.bytes}: it was replaced after export; {_FIX}.")
+        digest = hashlib.sha256()
+        for chunk in iter(lambda: handle.read(_CHUNK), b""):
+            digest.update(chunk)
+    actual = digest.hexdigest()
+    if actual == entry.sha256 and size == entry.bytes:
+        log.debug("%s: sha256 ok", file)
+        return None
+    sized = f" (size {size} bytes, expected {entry.bytes})" if size != entry.bytes else ""
+    return FileProblem(entry.name, f"{entry.name} fails its checksum{sized}: sha256 {actual}, the manifest "
+                                   f"expects {entry.sha256}. The file was modified or truncated after export "
+                                   f"(an interrupted copy?); {_FIX}.")
+
+
+def check_files(bundle_dir: str | Path, manifest: dict[str, Any] | Manifest) -> list[FileProblem]:
+    """Check every listed file (type, links, size, sha256) and refuse unlisted ones.
 
     Args:
         bundle_dir: the bundle directory.
-        manifest: its manifest (from :func:`read_manifest`).
+        manifest: its manifest (dict from :func:`read_manifest` or a :class:`Manifest`).
 
     Returns:
-        One :class:`FileProblem` per bad file, empty when all match.
+        One :class:`FileProblem` per bad, missing or unlisted file; empty when all match.
     """
-    path = Path(bundle_dir)
-    problems = []
-    for name, entry in sorted(manifest["files"].items()):
-        file = path / name
-        expected_bytes = entry.get("bytes")
-        if not file.is_file():
-            problems.append(FileProblem(name, entry["sha256"], None, expected_bytes, None))
-            continue
-        actual = sha256_of(file)
-        if actual != entry["sha256"].lower():
-            problems.append(FileProblem(name, entry["sha256"], actual, expected_bytes,
-                                        file.stat().st_size))
-        else:
-            log.debug("%s: sha256 ok", file)
+    folder = Path(bundle_dir)
+    spec = manifest if isinstance(manifest, Manifest) else Manifest.from_json(manifest, str(folder / MANIFEST))
+    problems = [p for p in (_check_entry(folder, e) for e in spec.files) if p is not None]
+    listed = {e.name for e in spec.files} | RESERVED_NAMES
+    for name in sorted(os.listdir(folder)):
+        if name not in listed:
+            problems.append(FileProblem(name, f"{name!r} is in the bundle directory but not listed in "
+                                              f"{MANIFEST}; a bundle holds only the files it lists. Remove "
+                                              f"it, or {_FIX}."))
     return problems
 
 
-def load_bundle(bundle_dir: str | Path, *, verify: bool = True) -> LoadedBundle:
-    """Read a bundle's manifest and (by default) verify every file's sha256.
+def _manifest_problem(folder: Path, data: bytes, signed: bool) -> FileProblem | None:
+    """Compare the manifest's bytes with ``manifest.sha256`` (required when unsigned)."""
+    sidecar = folder / MANIFEST_DIGEST
+    try:
+        recorded = _read_small(sidecar, 256, "manifest digest").decode("ascii", "replace").strip()
+    except FileNotFoundError:
+        if signed:
+            return None
+        return FileProblem(MANIFEST_DIGEST, f"{MANIFEST_DIGEST} is missing: the manifest of an unsigned "
+                                            f"bundle cannot be checked without it; {_FIX}.")
+    except BundleError as exc:
+        return FileProblem(MANIFEST_DIGEST, str(exc))
+    actual = manifest_digest(data).strip()
+    if recorded != actual:
+        return FileProblem(MANIFEST, f"{MANIFEST} fails its checksum: sha256 {actual}, {MANIFEST_DIGEST} "
+                                     f"expects {recorded[:64]!r}. The manifest (labels, preprocessing, file "
+                                     f"digests) was modified after export; {_FIX}.")
+    return None
+
+
+def check_bundle(bundle_dir: str | Path, *, trust: TrustPolicy | None = None
+                 ) -> tuple[LoadedBundle, list[FileProblem]]:
+    """Read, authenticate and check a bundle; file problems are returned, not raised.
 
     Args:
         bundle_dir: the bundle directory.
-        verify: hash the files; False only for callers that report problems themselves
-            (they should call :func:`check_files`).
+        trust: the pinned keys (default: ``TrustPolicy.from_sources()``, i.e. the
+            environment variable and the config directory).
+
+    Returns:
+        (the bundle, verified when there are no problems; the problems).
+
+    Raises:
+        BundleError: no directory, an unreadable or invalid manifest, or a signature that
+            the policy refuses (bad, missing while keys are pinned, or by an unpinned key).
+    """
+    folder = Path(bundle_dir).expanduser()
+    data = _read_manifest_bytes(folder)
+    try:
+        signature = _read_small(folder / SIGNATURE, 4096, "signature")
+    except FileNotFoundError:
+        signature = None
+    policy = TrustPolicy.from_sources() if trust is None else trust
+    result = verify_manifest(data, signature, policy, str(folder))  # the bytes, before parsing them
+    if result.warning:
+        log.warning("%s", result.warning)
+    digest = _manifest_problem(folder, data, result.signer is not None)
+    try:
+        manifest = _parse(data, str(folder / MANIFEST))
+    except BundleError:
+        if digest is not None:  # a corrupted manifest: say so rather than why it does not parse
+            raise BundleError(f"Bundle {str(folder)!r} failed verification: {digest.message()}") from None
+        raise
+    spec = Manifest.from_json(manifest, str(folder / MANIFEST))
+    problems = [digest] if digest is not None else []
+    problems += check_files(folder, spec)
+    return LoadedBundle(folder, manifest, verified=not problems, spec=spec, trust=result), problems
+
+
+def load_bundle(bundle_dir: str | Path, *, verify: bool = True, trust: TrustPolicy | None = None) -> LoadedBundle:
+    """Read a bundle's manifest and (by default) authenticate it and verify every file.
+
+    Args:
+        bundle_dir: the bundle directory.
+        verify: check signature, digests and files; False only for callers that report
+            problems themselves (they should call :func:`check_bundle`).
+        trust: the pinned keys (default: from the environment and the config directory).
 
     Returns:
         The :class:`LoadedBundle`.
 
     Raises:
-        BundleError: a bad manifest, or a missing / modified / truncated file; the message
-            names each file with its expected and actual sha256 and the fix.
+        BundleError: a bad manifest, a refused signature, or a missing / modified /
+            unsafe / unlisted file; the message names each file and the fix.
     """
     path = Path(bundle_dir).expanduser()
-    manifest = read_manifest(path)
-    if verify:
-        problems = check_files(path, manifest)
-        if problems:
-            raise BundleError(f"Bundle {str(path)!r} failed verification: "
-                              + " ".join(p.message(path) for p in problems))
-    return LoadedBundle(path=path, manifest=manifest, verified=verify)
+    if not verify:
+        return LoadedBundle(path=path, manifest=read_manifest(path), verified=False)
+    bundle, problems = check_bundle(path, trust=trust)
+    if problems:
+        raise BundleError(f"Bundle {str(path)!r} failed verification: "
+                          + " ".join(p.message(path) for p in problems))
+    return bundle

@@ -22,6 +22,7 @@ _OURS = ("edge_runtime", "exporters", "device_profiles")
 COMMAND_FAMILIES: tuple[tuple[str, str, tuple[str, ...], str], ...] = (
     ("edge_runtime.profiling.commands", "add_parsers", ("devices", "profile"), "tools"),
     ("exporters.commands", "add_inspect_parser", ("inspect",), ""),  # torch-free
+    ("edge_runtime.keys_command", "add_parser", ("keys",), "signing"),
     ("edge_runtime.validation.commands", "add_parsers", ("validate", "run"), "tools"),
     ("exporters.commands", "add_export_parser", ("export",), "export"),
     ("exporters.demo.commands", "add_parser", ("demo",), "export,tflite"),

@@ -44,6 +44,12 @@ class RunStats:
 def _fail(step: Step, args: list[Any], exc: Exception) -> ExecutionError:
     shapes = [None if a is None else (getattr(a, "shape", None), str(getattr(a, "dtype", type(a).__name__)))
               for a in args]
+    if isinstance(exc, MemoryError):  # the model's request, not a runtime bug
+        return ExecutionError(
+            f"node '{step.node.name}' ({step.node.op_type}) needs more memory than this process can "
+            f"allocate (MemoryError: {exc}); its inputs {list(step.node.inputs)} had (shape, dtype) {shapes}. "
+            f"The model (or the input size) asks for a tensor too large for this device; use a smaller input "
+            f"or fix the model.")
     return ExecutionError(
         f"node '{step.node.name}' ({step.node.op_type}) failed: {type(exc).__name__}: {exc}. Its inputs "
         f"{list(step.node.inputs)} had (shape, dtype) {shapes}. If the input feed has the shapes the model "

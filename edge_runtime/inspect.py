@@ -1,19 +1,21 @@
 """Describe a bundle directory or an .onnx file without importing torch.
 
-Used by ``edge-runtime inspect``: inputs, outputs, op counts, the sparsity annotation and
-the bundle manifest, as a dict (``--json``) or as text.
+Used by ``edge-runtime inspect``: inputs, outputs (symbolic dims by name), op counts, the
+ops this runtime lacks, the sparsity annotation, and for a bundle the manifest, its
+signature and its integrity problems (``inspect`` exits 1 when there are any), as a dict
+(``--json``) or as text.
 """
 from __future__ import annotations
 
 import collections
-import json
 from pathlib import Path
 from typing import Any
 
 import onnx
 
 from edge_runtime.annotations import read_annotations
-from edge_runtime.errors import BundleError, InvalidArgumentError, InvalidModelError
+from edge_runtime.errors import BundleError, EdgeRuntimeError, InvalidArgumentError
+from edge_runtime.onnx_io import load_model_proto
 
 
 def inspect_path(path: str | Path) -> dict[str, Any]:
@@ -23,40 +25,57 @@ def inspect_path(path: str | Path) -> dict[str, Any]:
         path: a bundle directory or an ONNX file.
 
     Returns:
-        ``{"path", "manifest" (or None), "inputs", "outputs", "op_counts", "opset",
-        "annotations" (or None)}``.
+        ``{"path", "manifest" (or None), "signer" (key id or None), "integrity" (problem
+        messages, empty when intact), "inputs", "outputs", "op_counts", "unsupported_ops",
+        "opset", "annotations" (or None)}``.
 
     Raises:
         InvalidArgumentError: the path does not exist.
-        BundleError: a bundle's manifest is unreadable or it has no model.onnx.
+        BundleError: a bundle's manifest is unreadable or invalid, a pinned key's signature
+            fails, or it has no model.onnx.
         InvalidModelError: the ONNX file cannot be parsed or its annotation is invalid.
     """
     path = Path(path)
     if not path.exists():
         raise InvalidArgumentError(f"{str(path)!r} does not exist; pass a bundle directory "
                                    "or an .onnx file.")
-    manifest = None
+    manifest, signer, integrity = None, None, []
     model_path = path
     if path.is_dir():
-        try:
-            manifest = json.loads((path / "manifest.json").read_text())
-        except (OSError, ValueError) as exc:
-            raise BundleError(f"Cannot read {str(path / 'manifest.json')!r}: {exc}. "
-                              "Re-export the bundle.") from exc
-        model_path = path / "model.onnx"
-        if not model_path.is_file():
-            raise BundleError(f"Bundle {str(path)!r} has no model.onnx (files: "
-                              f"{sorted(p.name for p in path.iterdir())}).")
-    try:
-        model = onnx.load(str(model_path), load_external_data=False)
-    except Exception as exc:  # protobuf DecodeError and friends
-        raise InvalidModelError(f"Cannot parse {str(model_path)!r} as ONNX: {exc}.") from exc
-    return {"path": str(path), "manifest": manifest,
+        from edge_runtime.bundle import check_bundle
+        from edge_runtime.trust import TrustPolicy
+
+        pinned = TrustPolicy.from_sources()
+        bundle, problems = check_bundle(path, trust=TrustPolicy(pinned.keys, allow_unsigned=True))
+        manifest, integrity = bundle.manifest, [p.message() for p in problems]
+        signer = bundle.trust.signer if bundle.trust else None
+        if any(p.name == "model.onnx" for p in problems):
+            return {"path": str(path), "manifest": manifest, "signer": signer, "integrity": integrity,
+                    "inputs": [], "outputs": [], "op_counts": {}, "unsupported_ops": [], "opset": {},
+                    "annotations": None}
+        model_path = bundle.require_onnx()
+    model = load_model_proto(model_path, external_data=False)
+    return {"path": str(path), "manifest": manifest, "signer": signer, "integrity": integrity,
             "inputs": _values(model.graph.input, model), "outputs": _values(model.graph.output, model),
             "op_counts": dict(sorted(collections.Counter(
                 n.op_type for n in model.graph.node).items())),
+            "unsupported_ops": _unsupported(model),
             "opset": {o.domain or "ai.onnx": o.version for o in model.opset_import},
             "annotations": read_annotations(model)}
+
+
+def _unsupported(model: onnx.ModelProto) -> list[str]:
+    """``domain::op_type`` of every op this runtime cannot run at the model's opset."""
+    from edge_runtime.ops import registry
+
+    opsets = {("" if o.domain == "ai.onnx" else o.domain): int(o.version) for o in model.opset_import}
+    missing = set()
+    for node in model.graph.node:
+        try:
+            registry.resolve(node.domain, node.op_type, opsets.get(node.domain, 1))
+        except EdgeRuntimeError:
+            missing.add(f"{node.domain + '::' if node.domain else ''}{node.op_type}")
+    return sorted(missing)
 
 
 def _values(values: Any, model: onnx.ModelProto) -> list[dict[str, Any]]:
@@ -69,8 +88,15 @@ def _values(values: Any, model: onnx.ModelProto) -> list[dict[str, Any]]:
         dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).name \
             if tensor.elem_type else "unknown"
         out.append({"name": value.name, "dtype": dtype,
-                    "shape": [d.dim_param or d.dim_value for d in tensor.shape.dim]})
+                    "shape": [_dim(d) for d in tensor.shape.dim]})
     return out
+
+
+def _dim(dim: Any) -> int | str:
+    """A dimension: its size, its symbolic name, or "?" when the model leaves it unknown."""
+    if dim.HasField("dim_value"):
+        return int(dim.dim_value)
+    return dim.dim_param or "?"
 
 
 def render(info: dict[str, Any]) -> str:
@@ -83,10 +109,15 @@ def render(info: dict[str, Any]) -> str:
         lines.append(f"  files: {', '.join(sorted(manifest.get('files', {})))}")
         if manifest.get("labels"):
             lines.append(f"  labels: {len(manifest['labels'])}")
+        signer = info.get("signer")
+        lines.append(f"  signature: {'Ed25519, key ' + signer if signer else 'none (unsigned or unpinned key)'}")
+        lines += [f"  INTEGRITY: {p}" for p in info.get("integrity", [])]
     for kind in ("inputs", "outputs"):
         for v in info[kind]:
             lines.append(f"  {kind[:-1]:6} {v['name']}: {v['dtype']} {v['shape']}")
     lines.append("  ops: " + ", ".join(f"{k} x{v}" for k, v in info["op_counts"].items()))
+    if info.get("unsupported_ops"):
+        lines.append("  ops edge_runtime lacks: " + ", ".join(info["unsupported_ops"]))
     doc = info.get("annotations")
     if doc is None:
         lines.append("  sparsity annotation: none")

@@ -1,6 +1,7 @@
 """Read ONNX models (path, bytes or ModelProto) into the runtime's :class:`~edge_runtime.graph.Graph`."""
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any, Union
@@ -11,6 +12,7 @@ from onnx import helper, numpy_helper
 
 from edge_runtime.errors import InvalidModelError, UnsupportedDTypeError
 from edge_runtime.graph import Graph, Node, ValueInfo
+from edge_runtime.resources import check_allocation, declared_bytes
 
 ModelSource = Union[str, os.PathLike, bytes, onnx.ModelProto]
 
@@ -32,18 +34,31 @@ def ort_type_string(dtype: np.dtype) -> str:
     return _ORT_TYPE.get(np.dtype(dtype), f"tensor({np.dtype(dtype).name})")
 
 
-def load_model_proto(source: ModelSource) -> onnx.ModelProto:
+#: protobuf cannot parse a message of 2 GiB or more; larger weights belong in external data.
+MAX_MODEL_BYTES = (2 << 30) - 1
+
+
+def load_model_proto(source: ModelSource, *, external_data: bool = True) -> onnx.ModelProto:
     """Load a ModelProto from a path (external data resolved next to it), bytes, or a ModelProto.
 
+    The file's size (and the external data's declared sizes) are checked against the 2 GiB
+    protobuf limit and the memory this process can allocate *before* reading, and two
+    nodes producing the same tensor are refused (onnxruntime refuses them too).
+
+    Args:
+        source: the model.
+        external_data: load external weight files (False: leave them as references).
+
     Raises:
-        InvalidModelError: the file is missing, unreadable, truncated or not an ONNX model.
+        InvalidModelError: the file is missing, unreadable, truncated, too large for this
+            machine, not an ONNX model, or a tensor has two producers.
     """
     if isinstance(source, onnx.ModelProto):
         model = source
     elif isinstance(source, (bytes, bytearray, memoryview)):
         model = _parse(bytes(source), "the given bytes")
     elif isinstance(source, (str, os.PathLike)):
-        model = _load_path(Path(source))
+        model = _load_path(Path(source), external_data)
     else:
         raise InvalidModelError(
             f"cannot load a model from a {type(source).__name__}; expected a file path (str or "
@@ -52,28 +67,140 @@ def load_model_proto(source: ModelSource) -> onnx.ModelProto:
         raise InvalidModelError(
             "the model has no graph (no nodes and no outputs): the file is empty, truncated, or not "
             "an ONNX model. Re-export it, e.g. with torch.onnx.export(model, x, 'model.onnx').")
+    check_unique_producers(model.graph)
+    _check_element_types(model.graph)
+    check_declared_sizes(model.graph)
     return model
 
 
-def _load_path(path: Path) -> onnx.ModelProto:
+_SIZED_OPS = ("ConstantOfShape", "Expand", "Tile", "Range")
+
+
+def _stand_in(tensor: onnx.TensorProto) -> np.ndarray | None:
+    """Small initializers decoded; large ones as a zero-memory view of their shape and dtype."""
+    try:
+        dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tensor.data_type))
+    except (KeyError, TypeError, ValueError):
+        return None
+    if math.prod(tensor.dims) <= 1024:
+        try:
+            return numpy_helper.to_array(tensor)
+        except Exception:  # undecodable: graph_from_model reports it with context
+            return None
+    return np.broadcast_to(np.zeros((), dtype), tuple(tensor.dims))
+
+
+def check_declared_sizes(graph: onnx.GraphProto) -> None:
+    """ConstantOfShape/Expand/Tile/Range whose inputs are initializers: output size vs memory.
+
+    Checked at load whatever the optimisation level (constant folding repeats the check
+    for shapes computed from constants).
+
+    Raises:
+        InvalidModelError: naming the node, when its output would not fit in memory.
+    """
+    initializers = {t.name: t for t in graph.initializer}
+    for node in graph.node:
+        if node.op_type not in _SIZED_OPS or node.domain not in ("", "ai.onnx") \
+                or not all(x == "" or x in initializers for x in node.input):
+            continue
+        args = [_stand_in(initializers[x]) if x else None for x in node.input]
+        if any(a is None for a, x in zip(args, node.input) if x):
+            continue
+        size = declared_bytes(node.op_type, args, attributes(node))
+        if size is not None:
+            check_allocation(size, f"node '{node.name or node.op_type}' ({node.op_type}) declares an output that",
+                             "the model asks for a tensor this device cannot hold; fix the shape in the model.")
+
+
+def _check_element_types(graph: onnx.GraphProto) -> None:
+    """Refuse element types ONNX does not define and undecodable sparse initializers (fuzzing found both)."""
+    known = set(onnx.TensorProto.DataType.values())
+    typed = [(v.name, v.type.tensor_type.elem_type) for v in (*graph.input, *graph.output, *graph.value_info)
+             if v.type.HasField("tensor_type")]
+    typed += [(t.name, t.data_type) for t in graph.initializer]
+    for name, elem in typed:
+        if elem not in known:
+            raise InvalidModelError(f"tensor '{name}' has element type {elem}, which ONNX does not define "
+                                    f"(known: 0-{max(known)}); the file is corrupt. Re-export the model.")
+    for sparse in graph.sparse_initializer:
+        try:
+            numpy_helper.to_array(sparse)
+        except Exception as exc:  # onnx raises ValueError/KeyError/IndexError for malformed ones
+            raise InvalidModelError(f"sparse initializer '{sparse.values.name}' cannot be decoded "
+                                    f"({type(exc).__name__}: {exc}); the file is corrupt. Re-export the model.") from exc
+
+
+def check_unique_producers(graph: onnx.GraphProto) -> None:
+    """Refuse a tensor written by two nodes, or by a node and a graph input/initializer.
+
+    Raises:
+        InvalidModelError: naming the tensor and both producers.
+    """
+    producer: dict[str, str] = {v.name: "graph input" for v in graph.input}
+    producer.update({t.name: "initializer" for t in graph.initializer})
+    for i, node in enumerate(graph.node):
+        label = f"node '{node.name or f'{node.op_type}_{i}'}' ({node.op_type})"
+        for name in node.output:
+            if not name:
+                continue
+            if name in producer:
+                raise InvalidModelError(
+                    f"tensor '{name}' is produced by {producer[name]} and again by {label}; every tensor "
+                    f"must have one producer (onnxruntime refuses this model too). Re-export the model.")
+            producer[name] = label
+
+
+def _load_path(path: Path, external_data: bool = True) -> onnx.ModelProto:
     if not path.exists():
         raise InvalidModelError(f"model file not found: '{path}'. Check the path; the current "
                                 f"directory is '{Path.cwd()}'.")
     if path.is_dir():
         candidate = path / "model.onnx"
         if candidate.exists():
-            return _load_path(candidate)
+            return _load_path(candidate, external_data)
         raise InvalidModelError(f"'{path}' is a directory without a model.onnx; pass the .onnx file "
                                 f"or a bundle directory that contains model.onnx.")
-    data = path.read_bytes()
+    size = path.stat().st_size
+    if size > MAX_MODEL_BYTES:
+        raise InvalidModelError(f"model '{path}' has {size} bytes; an ONNX protobuf must be under 2 GiB "
+                                f"({MAX_MODEL_BYTES} bytes). Save large weights as external data "
+                                f"(onnx.save_model(..., save_as_external_data=True)).")
+    check_allocation(2 * size, f"model '{path}' ({size} bytes, read and parsed)",
+                     "use a smaller model or a device with more memory.")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InvalidModelError(f"model '{path}' cannot be read ({exc}); check the file.") from exc
     model = _parse(data, f"'{path}'")
+    del data
+    if external_data:
+        _load_external(model, path)
+    return model
+
+
+def _load_external(model: onnx.ModelProto, path: Path) -> None:
+    """Resolve external weights (onnx >= 1.21 refuses paths leaving the model's folder)."""
+    declared = 0
+    for tensor in onnx.external_data_helper._get_all_tensors(model):
+        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        info = {e.key: e.value for e in tensor.external_data}
+        length = int(info["length"]) if info.get("length", "").isdigit() else None
+        if length is None:
+            file = path.parent / info.get("location", "")
+            length = file.stat().st_size if file.is_file() else 0
+        declared += length
+    if not declared:
+        return
+    check_allocation(declared, f"model '{path}''s external weights ({declared} bytes)",
+                     "use a smaller model or a device with more memory.")
     try:
         onnx.load_external_data_for_model(model, str(path.parent))
     except (OSError, ValueError, onnx.onnx_cpp2py_export.checker.ValidationError) as exc:
         raise InvalidModelError(
             f"model '{path}' stores weights in external data files that could not be read ({exc}); "
             f"keep the .onnx.data file(s) next to the model, with the names it was exported with.") from exc
-    return model
 
 
 def _parse(data: bytes, what: str) -> onnx.ModelProto:

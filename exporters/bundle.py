@@ -25,7 +25,8 @@ from edge_runtime.errors import BundleError, InvalidArgumentError
 from edge_runtime.annotations import ANNOTATION_KEY
 from exporters.annotations import (build_annotations, consumer_thresholds, to_json,
                                    write_onnx_annotations)
-from edge_runtime.bundle import LoadedBundle, sha256_of
+from edge_runtime.bundle import LoadedBundle, manifest_digest, sha256_of
+from edge_runtime.contract import MANIFEST, MANIFEST_DIGEST, SIGNATURE, Manifest
 from exporters.calibrate import SparsityReport, calibrate, iter_batches, validate_preprocessing
 from exporters.errors import ExportError
 from exporters.onnx_export import export_onnx, finalize, map_modules
@@ -48,7 +49,8 @@ def export(model: nn.Module, example_input: torch.Tensor, out_dir: str | os.Path
            golden_samples: int = 16, name: str | None = None,
            dynamo: bool = True, target_sparsity: float | None = None,
            max_accuracy_drop: float = 0.5, eval_data: Any = None,
-           per_channel_thresholds: bool = False, thresholds: Any = None) -> Bundle:
+           per_channel_thresholds: bool = False, thresholds: Any = None,
+           sign_key: str | os.PathLike | None = None) -> Bundle:
     """Export ``model`` to an annotated ONNX/TFLite bundle directory.
 
     Args:
@@ -83,7 +85,7 @@ def export(model: nn.Module, example_input: torch.Tensor, out_dir: str | os.Path
 
     Raises:
         BundleError: ``out_dir`` exists and ``overwrite`` is False.
-        InvalidArgumentError: bad formats, preprocessing or golden_samples.
+        InvalidArgumentError: bad formats, preprocessing, golden_samples or sign_key.
         ExportError: a converter failed, a module could not be mapped, or thresholds
             were asked for without calibration data (or could not be fitted).
     """
@@ -96,6 +98,10 @@ def export(model: nn.Module, example_input: torch.Tensor, out_dir: str | os.Path
         raise InvalidArgumentError(f"golden_samples={golden_samples}; expected >= 1.")
     if preprocessing is not None:
         preprocessing = validate_preprocessing(preprocessing)
+    if sign_key is not None:
+        from edge_runtime.trust import sign_manifest
+
+        sign_manifest(b"", sign_key)  # a bad key fails now, not after minutes of export
     was_training = model.training
     model.eval()
     try:
@@ -115,14 +121,27 @@ def export(model: nn.Module, example_input: torch.Tensor, out_dir: str | os.Path
                     fitted, target_sparsity, max_accuracy_drop, per_channel_thresholds)
             manifest.update(name=name or type(model).__name__, labels=list(labels or []),
                             preprocessing=preprocessing)
-            (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
+            spec = _write_manifest(tmp, manifest, sign_key)
             _replace(tmp, out)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
     finally:
         model.train(was_training)
-    return Bundle(path=out, manifest=json.loads((out / "manifest.json").read_text()), verified=True)
+    return Bundle(path=out, manifest=json.loads((out / MANIFEST).read_text()), verified=True, spec=spec)
+
+
+def _write_manifest(folder: Path, manifest: dict[str, Any], sign_key: Any) -> Manifest:
+    """Check the manifest against the contract, write it, its digest and its signature."""
+    spec = Manifest.from_json(manifest, str(folder / MANIFEST))  # never write what a device rejects
+    data = (json.dumps(manifest, indent=2) + "\n").encode("utf-8")
+    (folder / MANIFEST).write_bytes(data)
+    (folder / MANIFEST_DIGEST).write_text(manifest_digest(data), encoding="ascii")
+    if sign_key is not None:
+        from edge_runtime.trust import sign_manifest
+
+        (folder / SIGNATURE).write_bytes(sign_manifest(data, sign_key))
+    return spec
 
 
 def _parse_formats(formats: Sequence[str]) -> dict[str, bool]:

@@ -30,6 +30,9 @@ def add_export_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="allowed top-1 agreement drop in percentage points (default 0.5)")
     p.add_argument("--per-channel-thresholds", action="store_true",
                    help="one threshold per channel instead of per layer")
+    p.add_argument("--sign-key", metavar="KEY",
+                   help="Ed25519 private key ('edge-runtime keys generate') to sign the manifest "
+                        "(writes manifest.sig; devices pin the .pub with --trusted-key)")
     p.set_defaults(func=run_export)
     return p
 
@@ -74,7 +77,7 @@ def run_export(args: argparse.Namespace) -> int:
                     labels=labels, preprocessing=pre, overwrite=args.overwrite,
                     target_sparsity=args.target_sparsity,
                     max_accuracy_drop=args.max_accuracy_drop,
-                    per_channel_thresholds=args.per_channel_thresholds)
+                    per_channel_thresholds=args.per_channel_thresholds, sign_key=args.sign_key)
     print(f"wrote {bundle.path} ({', '.join(sorted(bundle.manifest['files']))})")
     fit = (bundle.manifest.get("sparsity") or {}).get("thresholds")
     if fit:
@@ -86,9 +89,9 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def run_inspect(args: argparse.Namespace) -> int:
-    """Run ``inspect``; prints text or JSON and returns 0."""
+    """Run ``inspect``; prints text or JSON; returns 1 when the bundle fails its integrity checks."""
     from edge_runtime.inspect import inspect_path, render
 
     info = inspect_path(args.path)
     print(json.dumps(info, indent=2) if args.json else render(info))
-    return 0
+    return 1 if info.get("integrity") else 0

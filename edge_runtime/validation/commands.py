@@ -39,6 +39,22 @@ def _json_arg(value: str) -> dict[str, Any]:
     return parsed
 
 
+def _add_trust_flags(parser: argparse.ArgumentParser) -> None:
+    """--trusted-key / --allow-unsigned (docs/trust.md)."""
+    parser.add_argument("--trusted-key", action="append", default=[], metavar="FILE",
+                        help="Ed25519 public key (.pub, or a folder of them) whose signatures are trusted; "
+                             "repeatable; adds to $EDGE_RUNTIME_TRUSTED_KEYS and "
+                             "~/.config/edge-runtime/trusted_keys/")
+    parser.add_argument("--allow-unsigned", action="store_true",
+                        help="accept an unsigned bundle (or one signed by an unpinned key) with a warning")
+
+
+def _trust(args: argparse.Namespace) -> Any:
+    from edge_runtime.trust import TrustPolicy
+
+    return TrustPolicy.from_sources(args.trusted_key, allow_unsigned=args.allow_unsigned)
+
+
 def add_parsers(subparsers: Any) -> None:
     """Add ``validate`` and ``run`` to an argparse subparsers object; each sets ``func(args) -> int``."""
     val = subparsers.add_parser("validate", help="check a bundle: checksums, outputs vs PyTorch, accuracy")
@@ -61,6 +77,7 @@ def add_parsers(subparsers: Any) -> None:
     val.add_argument("--report", type=Path, help="write the report as Markdown")
     val.add_argument("--overwrite", action="store_true", help="replace existing --json/--report files")
     val.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_trust_flags(val)
     val.set_defaults(func=cmd_validate)
 
     run = subparsers.add_parser("run", help="classify images with a bundle (label, score, latency)")
@@ -75,6 +92,7 @@ def add_parsers(subparsers: Any) -> None:
     run.add_argument("--watch", type=Path, help="after INPUTS, process new images appearing in DIR (Ctrl-C stops)")
     run.add_argument("--poll", type=float, default=0.5, help="--watch poll interval in seconds (default 0.5)")
     run.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    _add_trust_flags(run)
     run.set_defaults(func=cmd_run)
 
 
@@ -95,7 +113,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     report = validate_bundle(args.bundle, data=args.data, backends=args.backends, atol=args.atol,
                              max_accuracy_drop=args.max_accuracy_drop, perturb=args.perturb,
                              progress=not args.no_progress, threads=args.threads, torch_model=args.torch_model,
-                             reference_preprocessing=args.reference_preprocessing)
+                             reference_preprocessing=args.reference_preprocessing, trust=_trust(args))
     print(render_text(report))
     if args.json:
         print(f"wrote {write_json(report, args.json, overwrite=args.overwrite)}")
@@ -114,7 +132,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise InvalidArgumentError("give image files/directories, --watch DIR, or both.")
     _check_outputs([args.out], args.overwrite)
     runner = BundleRunner(args.bundle, threads=args.threads, device=args.device, sparsity=args.sparsity,
-                          exact_size=args.exact_size)
+                          exact_size=args.exact_size, trust=_trust(args))
     results: list[Result] = []
 
     def emit(result: Result) -> None:

@@ -22,6 +22,7 @@ from numpy.typing import NDArray
 from edge_runtime.bundle import load_bundle
 from edge_runtime.errors import InvalidArgumentError
 from edge_runtime.preprocessing import IMAGE_SUFFIXES, ImageError, Preprocessing, list_images, load_image
+from edge_runtime.trust import TrustPolicy
 from edge_runtime.validation.report import write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -55,9 +56,10 @@ class BundleRunner:
         device: a device profile name or path (sets threads and dense/sparse crossovers).
         sparsity: "auto", "off" or "force" (see :class:`edge_runtime.InferenceSession`).
         exact_size: refuse images that are not the model's input size instead of resizing them.
+        trust: pinned signing keys (default: environment and config directory; docs/trust.md).
 
     Raises:
-        BundleError: a bad manifest or a file failing its checksum.
+        BundleError: a bad manifest, a refused signature or a file failing its checksum.
         InvalidArgumentError: no preprocessing in the manifest, or bad options.
 
     Example:
@@ -67,14 +69,14 @@ class BundleRunner:
     """
 
     def __init__(self, bundle_dir: str | Path, *, threads: int | None = None, device: str | None = None,
-                 sparsity: str = "auto", exact_size: bool = False) -> None:
+                 sparsity: str = "auto", exact_size: bool = False, trust: TrustPolicy | None = None) -> None:
         import edge_runtime
 
-        self.bundle = load_bundle(bundle_dir)
+        self.bundle = load_bundle(bundle_dir, trust=trust)
         if self.bundle.preprocessing is None:
             raise InvalidArgumentError(f"bundle {str(self.bundle.path)!r} has no preprocessing in its manifest, "
                                        f"so images cannot be turned into inputs; re-export with preprocessing=...")
-        self.pre = Preprocessing.from_dict(self.bundle.preprocessing)
+        self.pre: Preprocessing = self.bundle.spec.preprocessing  # checked and bounded by the contract
         self.exact_size = exact_size
         opts = edge_runtime.SessionOptions()
         if threads is not None:

@@ -1,6 +1,7 @@
 """``validate_bundle``: check an exported bundle on this machine, before trusting it on a line.
 
-1. every file's sha256 against the manifest (nothing runs when one fails);
+1. the manifest's signature (docs/trust.md), its digest, every file's size and sha256
+   (nothing runs when one fails; an unusable golden.npz is a BundleError, exit 2);
 2. each backend on golden.npz's inputs against PyTorch's stored outputs (``atol``);
 3. with labelled data: accuracy per backend and its drop against a reference backend,
    agreement, logit differences, per-class recall, confusion matrix, worst samples;
@@ -15,8 +16,10 @@ from typing import Any, Sequence
 import numpy as np
 from numpy.typing import NDArray
 
-from edge_runtime.bundle import LoadedBundle, check_files, read_manifest
+from edge_runtime.bundle import LoadedBundle, check_bundle
 from edge_runtime.errors import EdgeRuntimeError, InvalidArgumentError
+from edge_runtime.golden import Golden, load_golden
+from edge_runtime.trust import TrustPolicy
 from edge_runtime.validation.perturb import SEVERITIES, check_perturbations, perturb as perturb_inputs
 from edge_runtime.validation.datasets import LabelledData, load_labelled
 from edge_runtime.validation.engines import Engine, check_names, open_engines, run_batched
@@ -35,7 +38,8 @@ def validate_bundle(bundle_dir: str | Path, *, data: str | Path | None = None,
                     backends: Sequence[str] | None = None, atol: float | None = None,
                     max_accuracy_drop: float = 1.0, perturb: Sequence[str] = (), progress: bool = True,
                     threads: int | None = None, torch_model: Any = None,
-                    reference_preprocessing: dict[str, Any] | None = None) -> ValidationReport:
+                    reference_preprocessing: dict[str, Any] | None = None,
+                    trust: TrustPolicy | None = None) -> ValidationReport:
     """Validate a bundle: checksums, golden outputs, and accuracy on labelled data.
 
     Args:
@@ -52,13 +56,15 @@ def validate_bundle(bundle_dir: str | Path, *, data: str | Path | None = None,
             is the reference for the accuracy drop.
         reference_preprocessing: how the *reference* backend reads image folders (default: the
             manifest's). Pass the preprocessing used in training to catch a wrong manifest.
+        trust: the pinned signing keys (default: from the environment and config directory;
+            docs/trust.md).
 
     Returns:
         The :class:`ValidationReport`; ``passed`` is False on any checksum problem, an output beyond
         ``atol`` or an accuracy drop beyond ``max_accuracy_drop``.
 
     Raises:
-        BundleError: no bundle or a bad manifest.
+        BundleError: no bundle, a bad manifest, a refused signature, or an unusable golden.npz.
         InvalidArgumentError: bad arguments or unusable data.
         BackendUnavailableError: an explicitly named backend cannot run here.
     """
@@ -70,35 +76,36 @@ def validate_bundle(bundle_dir: str | Path, *, data: str | Path | None = None,
     if torch_model is not None and "torch" not in names:
         names = ("torch", *names)
     path = Path(bundle_dir).expanduser()
-    manifest = read_manifest(path)
-    base = dict(bundle=str(path), model=str(manifest.get("name") or path.name),
+    bundle, problems = check_bundle(path, trust=trust)
+    base = dict(bundle=str(path), model=bundle.name,
                 settings={"atol": atol, "max_accuracy_drop": max_accuracy_drop})
-    problems = check_files(path, manifest)
     if problems:  # never run a model that is not the exported one
         messages = tuple(p.message(path) for p in problems)
         return ValidationReport(passed=False, integrity=messages, failures=messages, **base)
-    bundle = LoadedBundle(path, manifest, verified=True)
+    golden = load_golden(bundle.golden_path)  # an unusable golden.npz is a BundleError (exit 2), before any work
     engines, skipped = open_engines(bundle, names, explicit=backends is not None, threads=threads,
                                     torch_model=torch_model)
     if not engines:
         raise InvalidArgumentError(f"no backend can run here: {[f'{s.name}: {s.reason}' for s in skipped]}")
-    return _Validation(bundle, engines, atol, max_accuracy_drop, progress).run(
+    return _Validation(bundle, golden, engines, atol, max_accuracy_drop, progress).run(
         base, data, corruptions, reference_preprocessing, {s.name: s.reason for s in skipped})
 
 
 class _Validation:
     """One validation run: holds the engines and a progress callback."""
 
-    def __init__(self, bundle: LoadedBundle, engines: list[Engine], atol: float, max_drop: float,
+    def __init__(self, bundle: LoadedBundle, golden: Golden, engines: list[Engine], atol: float, max_drop: float,
                  progress: bool) -> None:
         self.bundle, self.engines, self.atol, self.max_drop = bundle, engines, atol, max_drop
         self.show_progress = progress
         self.bar: Any = None
+        self.golden = golden
 
     def run(self, base: dict[str, Any], data: str | Path | None, corruptions: Sequence[str],
             reference_pre: dict[str, Any] | None, skipped: dict[str, str]) -> ValidationReport:
-        golden = self._golden() if self.bundle.golden_path else ()
-        warnings = [] if golden else ["the bundle has no golden.npz: outputs were not compared with PyTorch's"]
+        golden = self._golden()
+        trust = self.bundle.trust
+        warnings = [trust.warning] if trust is not None and trust.warning else []
         labelled = ref_data = None
         if data is not None:
             labelled = load_labelled(data, self.bundle.labels, self.bundle.preprocessing)
@@ -112,8 +119,8 @@ class _Validation:
         finally:
             if self.bar is not None:
                 self.bar.close()
-        if labelled is not None and self.bundle.golden_path:
-            warnings += _input_stats_warnings(labelled.x, self.bundle.golden_path)
+        if labelled is not None:
+            warnings += _input_stats_warnings(labelled.x, self.golden.x)
         failures = [f"{g.backend}: {g.error or f'max abs diff {g.max_abs:.3g} to golden.npz > atol {g.atol:g}'}"
                     for g in golden if not g.passed]
         failures += [f"{a.backend}: accuracy {a.accuracy:.2f}% is {a.drop:.2f} points below the reference "
@@ -131,10 +138,7 @@ class _Validation:
         return run_batched(engine, x, progress=self.bar.update if self.bar is not None else None)
 
     def _golden(self) -> tuple[GoldenCheck, ...]:
-        with np.load(self.bundle.golden_path, allow_pickle=False) as g:
-            x = np.asarray(g["x"], np.float32)
-            ys = [g[k] for k in sorted((k for k in g.files if k[2:].isdigit() and k.startswith("y_")),
-                                       key=lambda k: int(k[2:]))] or [g["y"]]
+        x, ys = self.golden.x, self.golden.ys
         checks = []
         for engine in self.engines:
             try:
@@ -161,11 +165,8 @@ class _Validation:
         engines = [e for e in self.engines if e.name != "torch"]
         if data is not None:
             x, y, basis = data.x, data.y, "accuracy against the true labels"
-        elif self.bundle.golden_path is None:
-            raise InvalidArgumentError("--perturb without --data needs golden.npz in the bundle; pass --data.")
         else:
-            with np.load(self.bundle.golden_path, allow_pickle=False) as g:
-                x, y = np.asarray(g["x"], np.float32), np.asarray(g["y"]).argmax(1)
+            x, y = self.golden.x, np.asarray(self.golden.ys[0]).argmax(1)
             basis = "agreement with PyTorch's predictions on clean golden.npz inputs"
         rows = [PerturbResult("none", 0, {e.name: _percent(run_batched(e, x)[0].argmax(1) == y) for e in engines})]
         for name in corruptions:
@@ -230,14 +231,12 @@ def _accuracy_check(name: str, logits: NDArray[Any], ref_logits: NDArray[Any], d
                          ref_acc - accuracy <= max_drop + 1e-9)
 
 
-def _input_stats_warnings(x: NDArray[np.float32], golden_path: Path) -> list[str]:
+def _input_stats_warnings(x: NDArray[np.float32], gx: NDArray[np.float32]) -> list[str]:
     """Warn when the data, preprocessed per the manifest, looks unlike golden.npz's inputs.
 
     golden.npz holds inputs as PyTorch saw them at export; a per-channel mean far from theirs
     (over half their spread) hints at a wrong mean/std/value_range/channel order in the manifest.
     """
-    with np.load(golden_path, allow_pickle=False) as g:
-        gx = np.asarray(g["x"], np.float32)
     if gx.ndim != 4 or x.ndim != 4 or gx.shape[1:] != x.shape[1:]:
         return []
     axis = 1 if gx.shape[1] <= 4 else 3  # channels first for NCHW (C <= 4), else last

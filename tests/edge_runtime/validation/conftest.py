@@ -93,8 +93,15 @@ def bundle(exported: Path, tmp_path: Path) -> Path:
     return Path(shutil.copytree(exported, tmp_path / "bundle"))
 
 
-def edit_manifest(bundle: Path, **changes) -> dict:
+def edit_manifest(bundle: Path, *, reseal: bool = True, **changes) -> dict:
+    """Change manifest keys; ``reseal`` also rewrites manifest.sha256, as an attacker with write
+    access to an unsigned bundle could (only a signature stops that: docs/trust.md)."""
+    import hashlib
+
     manifest = json.loads((bundle / "manifest.json").read_text())
     manifest.update(changes)
-    (bundle / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    data = json.dumps(manifest, indent=2).encode()
+    (bundle / "manifest.json").write_bytes(data)
+    if reseal:
+        (bundle / "manifest.sha256").write_text(hashlib.sha256(data).hexdigest() + "\n")
     return manifest

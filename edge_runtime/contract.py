@@ -1,0 +1,354 @@
+"""The typed exporter/runtime contract: the bundle manifest and the sparsity annotation.
+
+Torch-free frozen dataclasses, the one place that says what a valid ``manifest.json``
+(docs/bundle.md) and a valid ``edge_runtime.sparsity`` annotation (docs/annotations.md)
+are. The exporter builds its manifest through :meth:`Manifest.from_json` before writing
+it ("never write what the runtime would reject"); the runtime (``edge_runtime.bundle``),
+``validate``, ``run`` and ``inspect`` read it back the same way.
+
+Every check raises one error whose message names the file, the key, the value, what was
+expected and the fix: :class:`~edge_runtime.errors.BundleError` for the manifest,
+:class:`~edge_runtime.errors.InvalidModelError` for the annotation (it lives in the model).
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from edge_runtime.errors import BundleError, InvalidArgumentError, InvalidModelError
+from edge_runtime.preprocessing import Preprocessing
+
+SUPPORTED_FORMAT_VERSIONS = (1,)
+MANIFEST = "manifest.json"
+#: Files of the bundle that the manifest cannot list (they protect the manifest itself).
+MANIFEST_DIGEST = "manifest.sha256"
+SIGNATURE = "manifest.sig"
+RESERVED_NAMES = frozenset({MANIFEST, MANIFEST_DIGEST, SIGNATURE})
+#: The tasks a bundle can declare; issue 19 adds detection/segmentation/anomaly specs.
+TASKS = ("classification",)
+
+# Bounds on preprocessing values: wide enough for every real pipeline (value_range 0..255
+# with ImageNet statistics), narrow enough that a tampered value cannot allocate gigabytes
+# (input_size) or turn every input into NaN/inf (mean, std).
+MAX_INPUT_SIDE = 4096          # pixels; 4096 x 4096 x 3 float32 = 201 MB
+MAX_ABS_VALUE = 1e4            # |mean|, |value_range|
+MIN_STD, MAX_STD = 1e-6, 1e4
+MAX_LABELS, MAX_LABEL_CHARS = 100_000, 256
+MAX_FILE_BYTES = 1 << 40       # a declared size above 1 TiB is a forgery, not a model
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_FIX = "Re-export the bundle (edge-runtime export) or copy it again from the build machine."
+
+
+def _fail(source: str, key: str, value: Any, expected: str, fix: str = _FIX) -> BundleError:
+    shown = repr(value)
+    shown = shown if len(shown) <= 120 else shown[:117] + "..."
+    return BundleError(f"{source}: {key}={shown} is invalid; expected {expected}. {fix}")
+
+
+def _number(source: str, key: str, value: Any, low: float, high: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not math.isfinite(value) or not low <= value <= high:
+        raise _fail(source, key, value, f"a finite number in [{low:g}, {high:g}]")
+    return float(value)
+
+
+def check_file_name(source: str, name: Any) -> str:
+    """A ``files`` key must be a plain file name inside the bundle.
+
+    Raises:
+        BundleError: a path (``/``, ``\\``), ``.``/``..``, a hidden or reserved name,
+            a control character, or not a string.
+    """
+    if not isinstance(name, str) or not name or name in (".", "..") or name.startswith(".") \
+            or any(c in name for c in "/\\\0:") or not name.isprintable() or len(name) > 255 \
+            or name in RESERVED_NAMES:
+        raise _fail(source, "files key", name,
+                    f"a plain file name inside the bundle (no '/', '\\', '..', leading '.', "
+                    f"control characters, or {sorted(RESERVED_NAMES)})")
+    return name
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """One file the manifest lists: its plain name, sha256 (lowercase hex) and size in bytes."""
+
+    name: str
+    sha256: str
+    bytes: int
+
+    @classmethod
+    def from_json(cls, source: str, name: Any, value: Any) -> FileEntry:
+        """Validate one ``files`` entry. Raises BundleError naming the key and value."""
+        name = check_file_name(source, name)
+        if not isinstance(value, dict):
+            raise _fail(source, f"files[{name!r}]", value, '{"sha256": HEX, "bytes": INT}')
+        digest, size = value.get("sha256"), value.get("bytes")
+        if not isinstance(digest, str) or not _SHA256.match(digest):
+            raise _fail(source, f"files[{name!r}].sha256", digest, "64 lowercase hex digits")
+        if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size <= MAX_FILE_BYTES:
+            raise _fail(source, f"files[{name!r}].bytes", size, f"an integer in [0, {MAX_FILE_BYTES}]")
+        return cls(name, digest, size)
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """A model input or output as the manifest records it (dims: int or symbolic name)."""
+
+    name: str
+    shape: tuple[int | str, ...]
+    dtype: str
+
+    @classmethod
+    def from_json(cls, source: str, key: str, value: Any) -> TensorSpec:
+        """Validate one ``inputs``/``outputs`` entry. Raises BundleError."""
+        if not isinstance(value, dict) or not isinstance(value.get("name"), str) \
+                or not isinstance(value.get("shape"), list) or not isinstance(value.get("dtype"), str) \
+                or not all(isinstance(d, (int, str)) and not isinstance(d, bool) for d in value["shape"]):
+            raise _fail(source, key, value, '{"name": str, "shape": [int or str, ...], "dtype": str}')
+        return cls(value["name"], tuple(value["shape"]), value["dtype"])
+
+
+def check_preprocessing(source: str, pre: Any) -> Preprocessing | None:
+    """Validate the manifest's ``preprocessing`` (finite, bounded) and build it.
+
+    Args:
+        source: the manifest path, for messages.
+        pre: the JSON value (a dict or None).
+
+    Returns:
+        The :class:`~edge_runtime.preprocessing.Preprocessing`, or None when absent.
+
+    Raises:
+        BundleError: a non-finite or out-of-range mean/std/value_range, an input_size
+            outside [1, MAX_INPUT_SIDE], or any value the Preprocessing schema rejects.
+    """
+    if pre is None:
+        return None
+    if not isinstance(pre, dict):
+        raise _fail(source, "preprocessing", pre, "an object (docs/bundle.md) or null")
+    size = pre.get("input_size")
+    if not isinstance(size, list) or len(size) != 2 or any(
+            isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= MAX_INPUT_SIDE for v in size):
+        raise _fail(source, "preprocessing.input_size", size, f"[H, W], integers in [1, {MAX_INPUT_SIDE}]")
+    for key, low, high in (("mean", -MAX_ABS_VALUE, MAX_ABS_VALUE), ("std", MIN_STD, MAX_STD),
+                           ("value_range", -MAX_ABS_VALUE, MAX_ABS_VALUE)):
+        values = pre.get(key)
+        if values is None:
+            continue
+        if not isinstance(values, list) or not 1 <= len(values) <= 4:
+            raise _fail(source, f"preprocessing.{key}", values, "a list of 1 to 4 numbers or null")
+        for i, v in enumerate(values):
+            _number(source, f"preprocessing.{key}[{i}]", v, low, high)
+    try:
+        return Preprocessing.from_dict(pre)
+    except InvalidArgumentError as exc:
+        raise BundleError(f"{source}: {exc}") from exc
+
+
+def check_labels(source: str, labels: Any) -> tuple[str, ...]:
+    """Labels must be printable strings (no ANSI escapes, CR/LF or other control characters).
+
+    Raises:
+        BundleError: not a list of strings, too many or too long, or a non-printable one.
+    """
+    if labels is None:
+        return ()
+    if not isinstance(labels, list) or len(labels) > MAX_LABELS:
+        raise _fail(source, "labels", labels, f"a list of at most {MAX_LABELS} strings")
+    for i, label in enumerate(labels):
+        if not isinstance(label, str) or not label or len(label) > MAX_LABEL_CHARS \
+                or not label.isprintable():
+            raise _fail(source, f"labels[{i}]", label,
+                        f"a printable string of 1 to {MAX_LABEL_CHARS} characters (no control "
+                        f"characters such as ESC, CR or LF)")
+    return tuple(labels)
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A checked ``manifest.json`` (docs/bundle.md).
+
+    ``raw`` keeps the whole JSON document (sparsity summary, versions, created_at, ...).
+
+    Example:
+        >>> m = Manifest.from_json({"format_version": 1, "name": "m", "files": {}, "labels": ["ok"]})
+        >>> m.labels, m.task
+        (('ok',), 'classification')
+    """
+
+    format_version: int
+    name: str
+    files: tuple[FileEntry, ...]
+    labels: tuple[str, ...] = ()
+    preprocessing: Preprocessing | None = None
+    inputs: tuple[TensorSpec, ...] = ()
+    outputs: tuple[TensorSpec, ...] = ()
+    task: str = "classification"
+    raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @classmethod
+    def from_json(cls, doc: Any, source: str = MANIFEST) -> Manifest:
+        """Validate a parsed manifest.
+
+        Args:
+            doc: the parsed JSON.
+            source: the manifest's path, named in every message.
+
+        Returns:
+            The :class:`Manifest`.
+
+        Raises:
+            BundleError: the first invalid key, with its value, what is expected and the fix.
+        """
+        if not isinstance(doc, dict):
+            raise _fail(source, "the document", type(doc).__name__, "a JSON object")
+        version = doc.get("format_version")
+        if version not in SUPPORTED_FORMAT_VERSIONS or isinstance(version, bool):
+            raise _fail(source, "format_version", version, f"one of {list(SUPPORTED_FORMAT_VERSIONS)}",
+                        "Upgrade edge-runtime on the device or re-export with a matching version.")
+        files = doc.get("files")
+        if not isinstance(files, dict):
+            raise _fail(source, "files", files, 'an object {"NAME": {"sha256": HEX, "bytes": INT}}')
+        missing = [f for f in ("golden.npz",) if f not in files] + (
+            [] if {"model.onnx", "model.tflite"} & set(files) else ["model.onnx"])
+        if missing:
+            raise _fail(source, "files", sorted(files), f"entries for {missing} as well (golden.npz "
+                        f"holds the reference outputs every bundle is checked against)")
+        name = doc.get("name", "")
+        if not isinstance(name, str) or len(name) > MAX_LABEL_CHARS or not name.isprintable():
+            raise _fail(source, "name", name, f"a printable string of at most {MAX_LABEL_CHARS} characters")
+        task = doc.get("task", "classification")
+        if task not in TASKS:
+            raise _fail(source, "task", task, f"one of {list(TASKS)}",
+                        "Upgrade edge-runtime on the device to run this task.")
+        return cls(
+            format_version=int(version), name=name,
+            files=tuple(FileEntry.from_json(source, k, v) for k, v in sorted(files.items())),
+            labels=check_labels(source, doc.get("labels")),
+            preprocessing=check_preprocessing(source, doc.get("preprocessing")),
+            inputs=_specs(source, "inputs", doc.get("inputs")),
+            outputs=_specs(source, "outputs", doc.get("outputs")),
+            task=task, raw=doc)
+
+    def file(self, name: str) -> FileEntry | None:
+        """The entry named ``name``, or None."""
+        return next((f for f in self.files if f.name == name), None)
+
+
+def _specs(source: str, key: str, value: Any) -> tuple[TensorSpec, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise _fail(source, key, value, "a list of tensor specs")
+    return tuple(TensorSpec.from_json(source, f"{key}[{i}]", v) for i, v in enumerate(value))
+
+
+# --- the sparsity annotation (docs/annotations.md) ---------------------------------------
+
+ANNOTATION_VERSIONS = (1,)
+
+
+def _annotation_error(index: int, node: Any, key: str, value: Any, expected: str) -> InvalidModelError:
+    where = f"layer #{index}" + (f" ({node})" if isinstance(node, str) else "")
+    return InvalidModelError(f"Sparsity annotation {where} has {key}={value!r:.80}; expected {expected}. "
+                             f"Re-export the model.")
+
+
+def _optional_number(index: int, node: str, layer: dict[str, Any], key: str) -> float | None:
+    value = layer.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise _annotation_error(index, node, key, value, "null or a finite number")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class LayerAnnotation:
+    """One annotated layer: the input density of an ONNX Conv/Gemm/MatMul node.
+
+    Example:
+        >>> LayerAnnotation.from_json(0, {"node": "n", "input": "x", "op_type": "Gemm",
+        ...                               "density": 0.25}).density
+        0.25
+    """
+
+    node: str
+    input: str
+    op_type: str
+    density: float
+    module: str | None = None
+    threshold: float | None = None
+    thresholds: tuple[float, ...] | None = None
+    relu_fed: bool | None = None
+
+    @classmethod
+    def from_json(cls, index: int, layer: Any) -> LayerAnnotation:
+        """Validate one ``layers`` entry. Raises InvalidModelError naming the layer and key."""
+        if not isinstance(layer, dict):
+            raise _annotation_error(index, None, "the entry", type(layer).__name__, "an object")
+        node = layer.get("node")
+        for key in ("node", "input", "op_type"):
+            if not isinstance(layer.get(key), str):
+                raise _annotation_error(index, node, key, layer.get(key), "a str")
+        density = layer.get("density")
+        if isinstance(density, bool) or not isinstance(density, (int, float)) \
+                or not 0.0 <= density <= 1.0:
+            raise _annotation_error(index, node, "density", density, "a fraction in [0, 1]")
+        per_channel = layer.get("thresholds")
+        if per_channel is not None and (not isinstance(per_channel, list) or not per_channel or any(
+                isinstance(v, bool) or not isinstance(v, (int, float)) for v in per_channel)):
+            raise _annotation_error(index, node, "thresholds", per_channel,
+                                    "absent, null or a non-empty list of numbers")
+        module, relu = layer.get("module"), layer.get("relu_fed")
+        return cls(node=node, input=layer["input"], op_type=layer["op_type"], density=float(density),
+                   module=module if isinstance(module, str) else None,
+                   threshold=_optional_number(index, node, layer, "threshold"),
+                   thresholds=tuple(float(v) for v in per_channel) if per_channel else None,
+                   relu_fed=relu if isinstance(relu, bool) else None)
+
+
+@dataclass(frozen=True)
+class Annotations:
+    """The whole annotation document; :meth:`density` is what the planner reads.
+
+    Example:
+        >>> doc = Annotations.from_json({"version": 1, "layers": [
+        ...     {"node": "fc", "input": "h", "op_type": "Gemm", "density": 0.1}]})
+        >>> doc.density("fc"), doc.density("other")
+        (0.1, None)
+    """
+
+    version: int
+    layers: tuple[LayerAnnotation, ...]
+    producer: str | None = None
+    samples: int | None = None
+
+    @classmethod
+    def from_json(cls, doc: Any) -> Annotations:
+        """Validate a parsed annotation. Raises InvalidModelError (version, layers, keys)."""
+        if not isinstance(doc, dict):
+            raise InvalidModelError(f"The 'edge_runtime.sparsity' annotation is a {type(doc).__name__}, "
+                                    f"expected a JSON object. Re-export the model.")
+        version = doc.get("version")
+        if version not in ANNOTATION_VERSIONS or isinstance(version, bool):
+            raise InvalidModelError(
+                f"Sparsity annotation version {version!r} is not supported; this runtime reads versions "
+                f"{list(ANNOTATION_VERSIONS)}. Upgrade edge_runtime or re-export with a matching exporter.")
+        layers = doc.get("layers")
+        if not isinstance(layers, list):
+            raise InvalidModelError(f"Sparsity annotation 'layers' is {type(layers).__name__}, expected "
+                                    f"a list. Re-export the model.")
+        samples = (doc.get("calibration") or {}).get("samples") if isinstance(
+            doc.get("calibration"), dict) else None
+        producer = doc.get("producer")
+        return cls(version=int(version),
+                   layers=tuple(LayerAnnotation.from_json(i, layer) for i, layer in enumerate(layers)),
+                   producer=producer if isinstance(producer, str) else None,
+                   samples=samples if isinstance(samples, int) and not isinstance(samples, bool) else None)
+
+    def density(self, node: str) -> float | None:
+        """The annotated input density of ONNX node ``node``; None when not annotated."""
+        return next((layer.density for layer in self.layers if layer.node == node), None)
