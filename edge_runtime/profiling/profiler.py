@@ -186,7 +186,7 @@ def _estimates(proto: Any, devices: Sequence[Any], results: Sequence[BackendResu
 
 def profile_model(model_or_bundle: str | Path, *, backends: Sequence[str] = ("edge", "edge-dense", "onnxruntime"),
                   devices: Sequence[Any] = (), runs: int = 50, warmup: int = 5, threads: int | None = None,
-                  input: str | Path = "random", progress: bool = True, sparsity: str = "auto") -> ProfileResult:
+                  input: str | Path = "auto", progress: bool = True, sparsity: str = "auto") -> ProfileResult:
     """Measure a model on this machine with several backends and estimate it on device profiles.
 
     Args:
@@ -196,7 +196,9 @@ def profile_model(model_or_bundle: str | Path, *, backends: Sequence[str] = ("ed
         devices: profile names/paths/``DeviceProfile`` s to estimate latency on ("host" is measured).
         runs: timed calls per backend; warmup: untimed calls per backend first.
         threads: intra-op threads for every backend (default: all CPUs available to the process).
-        input: ``"random"``, ``"golden"`` or a .npy/.npz path.
+        input: ``"auto"`` (a bundle's golden.npz, the inputs the model was exported with, whose
+            activation density is what the model sees; random only for a bare .onnx),
+            ``"random"``, ``"golden"`` or a .npy/.npz path.
         progress: show a tqdm progress bar when tqdm is installed.
         sparsity: edge_runtime's mode for the ``edge`` backend.
 
@@ -205,15 +207,21 @@ def profile_model(model_or_bundle: str | Path, *, backends: Sequence[str] = ("ed
 
     Raises:
         InvalidArgumentError: bad backends, runs, warmup or input.
+        ProfileError: an unknown or broken device profile (checked before measuring).
         BundleError: a bundle without model.onnx, or "golden" without golden.npz.
         BackendUnavailableError: none of the backends can run here.
     """
     from edge_runtime import onnx_io
     from edge_runtime.options import available_cpus
 
+    import device_profiles
+
     names = bk.check_backends(list(backends))
     measure.interleave({}, runs, warmup)  # validates runs / warmup before any session is built
     files = inputs.model_files(model_or_bundle)
+    devices = tuple(device_profiles.load_profile(d) for d in devices)  # a bad name fails before measuring
+    if str(input) == "auto":
+        input = "golden" if files.golden is not None else "random"
     proto = onnx_io.load_model_proto(str(files.onnx))
     feeds, described = inputs.make_feeds(input, onnx_io.graph_from_model(proto).inputs, files)
     threads = threads or available_cpus()

@@ -6,14 +6,18 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from edge_runtime.outputs import atomic_path, write_atomic
+
 log = logging.getLogger(__name__)
 
 
-def write_json(result: Any, path: str | Path) -> Path:
-    """Write ``result.to_dict()`` to ``path`` as indented JSON and return the path."""
-    path = Path(path)
-    path.write_text(json.dumps(result.to_dict(), indent=2, default=str) + "\n", encoding="utf-8")
-    return path
+def write_json(result: Any, path: str | Path, *, overwrite: bool = False) -> Path:
+    """Write ``result.to_dict()`` to ``path`` as indented JSON, atomically; return the path.
+
+    Raises:
+        InvalidArgumentError: ``path`` exists and ``overwrite`` is False.
+    """
+    return write_atomic(path, json.dumps(result.to_dict(), indent=2, default=str) + "\n", overwrite=overwrite)
 
 
 def _fmt(value: float | None, spec: str = ".2f") -> str:
@@ -79,7 +83,7 @@ def format_text(result: Any, layer_limit: int | None = 20) -> str:
     return "\n".join(lines)
 
 
-def plot(result: Any, path: str | Path) -> Path | None:
+def plot(result: Any, path: str | Path, *, overwrite: bool = False) -> Path | None:
     """Save a chart: per-layer time and density of the first edge backend, latency per backend and device.
 
     Returns:
@@ -99,7 +103,8 @@ def plot(result: Any, path: str | Path) -> Path | None:
     if edge:
         _layer_axis(axes[0][1], edge)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
     return Path(path)
 

@@ -5,6 +5,7 @@ import logging
 from pathlib import Path
 from typing import Any, Sequence
 
+from edge_runtime.outputs import atomic_path
 from edge_runtime.validation.report import write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -53,7 +54,8 @@ def sparsity_chart(layers: list[dict[str, Any]], measured: dict[str, Any], path:
     ax.set_title("per-layer activation sparsity of the layers' inputs")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with atomic_path(path, overwrite=True) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
     return path
 
