@@ -13,6 +13,12 @@ import warnings
 NOISY_MODULES = ("torch", "torchvision", "torchao", "onnxscript", "absl", "tensorflow", "litert_torch",
                  "ai_edge_litert", "ai_edge_torch", "jax", "numba", "matplotlib", "onnx_ir", "tqdm")
 
+#: Loggers that torch._logging configures itself at import (so a parent's level is reset):
+#: set on the children that print, e.g. "torchvision is not installed. Skipping torchvision::nms".
+QUIET_LOGGERS = ("torch.onnx", "torch.onnx._internal.exporter._registration", "torch.onnx._internal.exporter",
+                 "torch._dynamo", "torch._export", "torch.export", "torch.fx.experimental.symbolic_shapes",
+                 "torch.utils._pytree")
+
 
 def quiet_third_party(verbose: int) -> None:
     """Filter third-party warnings and INFO/WARNING log records; nothing is filtered when ``verbose``.
@@ -26,5 +32,9 @@ def quiet_third_party(verbose: int) -> None:
     os.environ.setdefault("GLOG_minloglevel", "2")
     pattern = "|".join(NOISY_MODULES)
     warnings.filterwarnings("ignore", module=rf"({pattern})(\..*)?$")
-    for name in NOISY_MODULES:
+    # deprecation notices address the authors of the calling code, not the person running a command;
+    # many are attributed to the stdlib (copyreg) by their stacklevel, so filter them by category
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    for name in NOISY_MODULES + QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
