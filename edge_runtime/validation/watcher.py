@@ -2,8 +2,8 @@
 
 A file is read once it is complete: its size and modification time unchanged over one poll
 interval (a camera writing a frame changes both). A read that still fails (a truncated file
-whose writer paused) is retried on later polls, up to :data:`RETRIES` times, before it is
-recorded as an error. Files present at start are processed too (``include_existing``), except
+whose writer paused) is read again on later polls, each time once stable, for
+:data:`RETRY_SECONDS` (at least two polls) before it is recorded as an error. Files present at start are processed too (``include_existing``), except
 those already done (``done``). Symbolic links in the folder are not followed: a link is
 skipped, so nothing outside the watched folder is opened through it. Every image's failure
 is recorded and the loop goes on; Ctrl-C ends it cleanly.
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MIN_POLL, MAX_POLL = 0.05, 10.0  # seconds; the watch loop's interval is clamped to this range
-RETRIES = 3  # extra reads of a file that failed to decode (it may still have been written)
+RETRY_SECONDS = 2.0  # a file that failed to decode is read again (once stable) for this long: its writer may pause
 
 
 def watch(directory: str | Path, runner: BundleRunner, *, batch: int = 1, poll_interval: float = 0.5,
@@ -60,7 +60,7 @@ def watch(directory: str | Path, runner: BundleRunner, *, batch: int = 1, poll_i
         raise InvalidArgumentError(f"--watch {str(folder)!r} is not a directory; pass an existing folder.")
     interval = min(max(float(poll_interval), MIN_POLL), MAX_POLL)
     seen: set[Path] = {Path(p) for p in done} | (set() if include_existing else set(scan(folder)))
-    state = _State()
+    state = _State(max(RETRY_SECONDS, 2 * interval))
     results: list[Result] = []
     deadline = None if timeout is None else time.monotonic() + timeout
     try:
@@ -84,11 +84,12 @@ def watch(directory: str | Path, runner: BundleRunner, *, batch: int = 1, poll_i
 
 
 class _State:
-    """Per-file stability (size, mtime) between polls, and retry counts."""
+    """Per-file stability (size, mtime) between polls, and when a file first failed."""
 
-    def __init__(self) -> None:
+    def __init__(self, retry_seconds: float) -> None:
+        self.retry_seconds = retry_seconds
         self.last: dict[Path, tuple[int, int]] = {}
-        self.tries: dict[Path, int] = {}
+        self.first_failure: dict[Path, float] = {}
 
     def ready(self, paths: list[Path], seen: set[Path]) -> list[Path]:
         """Unseen files whose size and mtime are the same as at the previous poll."""
@@ -110,9 +111,9 @@ class _State:
 
     def retry(self, path: Path) -> bool:
         """True when ``path`` should be read again later (it must then be stable once more)."""
-        self.tries[path] = self.tries.get(path, 0) + 1
+        first = self.first_failure.setdefault(path, time.monotonic())
         self.last.pop(path, None)
-        return self.tries[path] <= RETRIES
+        return time.monotonic() - first < self.retry_seconds
 
 
 def _done(results: list[Result], max_files: int | None, deadline: float | None,
