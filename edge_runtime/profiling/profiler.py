@@ -160,6 +160,7 @@ def _results(opened: dict, times: dict[str, list[float]], feeds: list[dict], bat
 
 def _estimates(proto: Any, devices: Sequence[Any], results: Sequence[BackendResult], threads: int
                ) -> tuple[tuple[costmodel.Estimate, ...], list[str]]:
+    """Tuned-runtime estimates on each device (its own threads), with edge_runtime's figure beside."""
     import device_profiles
 
     profiles = [device_profiles.load_profile(d) for d in devices]
@@ -169,19 +170,19 @@ def _estimates(proto: Any, devices: Sequence[Any], results: Sequence[BackendResu
         return (), notes
     costs = costmodel.model_costs(proto)
     edge = next((r for r in results if r.backend in bk.EDGE_BACKENDS), None)
+    ort = next((r for r in results if r.backend == "onnxruntime"), None)
     densities = layers.measured_densities(edge.layers) if edge else {}
-    efficiency = None
+    low, high = costmodel.PUBLISHED_ERROR_BAND
+    notes.append(f"device estimates are for {costmodel.TUNED_RUNTIME} with the device's own thread count: "
+                 f"roofline x {costmodel.DEFAULT_EFFICIENCY}, which was {low:.2f}x-{high:.2f}x of the published "
+                 f"latencies of MobileNetV2 and ResNet-18 (docs/profiling.md)")
+    estimates = [costmodel.estimate_latency(costs, p, densities=densities) for p in targets]
     if edge is not None:
         host = device_profiles.load_profile("host")
-        efficiency = costmodel.host_efficiency(costs, host, edge.timing.p50_ms / 1e3, densities, threads)
-        notes.append(f"cost model calibrated on this machine: {edge.backend} p50 / host roofline = {efficiency:.2f}"
-                     + (" (host profile peak/bandwidth are estimates: run `devices calibrate`)"
-                        if host.compute.estimated or host.memory.estimated else ""))
-    else:
-        notes.append(f"no edge backend measured: cost model uses the default efficiency "
-                     f"{costmodel.DEFAULT_EFFICIENCY} fitted to published latencies")
-    return tuple(costmodel.estimate_latency(costs, p, efficiency=efficiency, densities=densities)
-                 for p in targets), notes
+        estimates = [costmodel.edge_runtime_estimate(e, p, host, edge_p50_ms=edge.timing.p50_ms,
+                                                     ort_p50_ms=ort.timing.p50_ms if ort else None)
+                     for e, p in zip(estimates, targets)]
+    return tuple(estimates), notes
 
 
 def profile_model(model_or_bundle: str | Path, *, backends: Sequence[str] = ("edge", "edge-dense", "onnxruntime"),

@@ -57,15 +57,19 @@ def layer_table_lines(backend: Any, limit: int | None = None) -> list[str]:
 
 
 def estimate_lines(result: Any) -> list[str]:
-    """One line per device estimate, labelled ESTIMATE, with the budget verdict."""
+    """Per device: the tuned-runtime ESTIMATE (threads, budget verdict) and edge_runtime's figure beside it."""
     lines = []
     for e in result.estimates:
         verdict = ""
         if e.budget_ms is not None:
-            verdict = f"; budget {e.budget_ms:g} ms: {'meets it' if e.meets_budget else 'MISSES it'}"
-        lines.append(f"{e.device:<18} ESTIMATE {e.latency_ms:9.2f} ms (roofline {e.roofline_ms:.2f} ms x "
-                     f"efficiency {e.efficiency:.2f} [{e.efficiency_source}], "
-                     f"{100 * e.compute_bound_fraction:.0f}% compute-bound{verdict})")
+            who = "edge_runtime " if e.edge_runtime_ms is not None else ""
+            verdict = f"; budget {e.budget_ms:g} ms: {who}{'meets it' if e.meets_budget else 'MISSES it'}"
+        lines.append(f"{e.device:<18} ESTIMATE {e.latency_ms:9.2f} ms for {e.runtime}, {e.threads} threads "
+                     f"(roofline {e.roofline_ms:.2f} ms x {e.efficiency:.2f}, "
+                     f"{100 * e.compute_bound_fraction:.0f}% compute-bound)"
+                     + ("" if e.edge_runtime_ms is not None else verdict))
+        if e.edge_runtime_ms is not None:
+            lines.append(f"{'':<18} edge_runtime ~{e.edge_runtime_ms:8.2f} ms ({e.edge_runtime_basis}){verdict}")
     return lines
 
 
