@@ -66,6 +66,7 @@ class ProfileResult:
     skipped: tuple[tuple[str, str], ...]        # (backend, why)
     estimates: tuple[costmodel.Estimate, ...]
     notes: tuple[str, ...] = ()
+    module_names: tuple[tuple[str, str], ...] = ()  # (ONNX node, PyTorch module) from the exporter's annotation
 
     def backend(self, name: str) -> BackendResult:
         """The result of backend ``name``.
@@ -84,7 +85,8 @@ class ProfileResult:
                 "runs": self.runs, "warmup": self.warmup,
                 "backends": [b.to_dict() for b in self.backends],
                 "skipped": [{"backend": n, "reason": r} for n, r in self.skipped],
-                "estimates": [e.to_dict() for e in self.estimates], "notes": list(self.notes)}
+                "estimates": [e.to_dict() for e in self.estimates], "notes": list(self.notes),
+                "module_names": dict(self.module_names)}
 
 
 def _maxrss_mb() -> float:
@@ -238,4 +240,18 @@ def profile_model(model_or_bundle: str | Path, *, backends: Sequence[str] = ("ed
     results = _results(opened, times, feeds, batch)
     estimates, notes = _estimates(proto, devices, results, threads)
     return ProfileResult(str(model_or_bundle), described, batch, threads, runs, warmup, results,
-                         tuple(skipped), estimates, tuple(notes))
+                         tuple(skipped), estimates, tuple(notes), _module_names(proto))
+
+
+def _module_names(proto: Any) -> tuple[tuple[str, str], ...]:
+    """(node, module) pairs from the exporter's sparsity annotation; () without one (never an error)."""
+    from edge_runtime.annotations import read_annotations
+    from edge_runtime.errors import EdgeRuntimeError
+
+    try:
+        doc = read_annotations(proto) or {}
+    except EdgeRuntimeError as exc:  # a broken annotation is reported by the session, not here
+        log.debug("no module names: %s", exc)
+        return ()
+    return tuple((layer["node"], layer["module"]) for layer in doc.get("layers", [])
+                 if isinstance(layer.get("module"), str) and layer["module"])
