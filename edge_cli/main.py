@@ -8,12 +8,14 @@ needed, with the ``pip install`` that provides it.
 
 Exit status: 0 success; 1 a check failed (``validate``, ``run`` with failed images, ``demo``);
 2 a user error (bad flag, file, bundle, profile, missing package), one line on stderr;
-3 an internal bug (a traceback and a "please report" line); 130 interrupted.
+3 an internal bug (a traceback and a "please report" line); 130 interrupted; 141 the reader of
+stdout went away (``| head``), silently.
 """
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import re
 import sys
 import traceback
@@ -29,7 +31,7 @@ from exporters.demo import commands as demo_commands
 
 from edge_cli.quiet import quiet_third_party
 
-EXIT_OK, EXIT_FAILED_CHECK, EXIT_USAGE, EXIT_BUG, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_OK, EXIT_FAILED_CHECK, EXIT_USAGE, EXIT_BUG, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 0, 1, 2, 3, 130, 141
 ISSUES_URL = "the project's issue tracker"
 
 #: Our packages: an ImportError naming one of them is a bug, never a missing extra.
@@ -112,6 +114,10 @@ def run_command(args: argparse.Namespace) -> int:
     except MemoryError:
         print(prefix + "out of memory; use a smaller --batch, fewer --threads or a smaller model.", file=sys.stderr)
         return EXIT_USAGE
+    except BrokenPipeError:  # `edge-runtime devices list | head`: the reader has gone, not an error of ours
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's final flush does not raise again
+        return EXIT_BROKEN_PIPE
     except OSError as exc:
         if exc.filename is None:
             return _internal_bug(exc)

@@ -25,4 +25,4 @@ cd "$work"  # away from the checkout: only the installed wheel can be imported
 "$work/venv/bin/edge-runtime" validate "$bundle" --no-progress
 "$work/venv/bin/edge-runtime" run "$bundle" "$images" --out "$work/results.csv" > /dev/null
 test "$(wc -l < "$work/results.csv")" -gt 1
-echo "device-side install OK: $(basename "$wheel") + [tools] in a clean venv; validate and run passed"
+echo "device-side install OK: $(basename "$wheel") + [tools] in a clean venv ($(du -sh "$work/venv" | cut -f1)); validate and run passed"

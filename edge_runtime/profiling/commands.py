@@ -75,11 +75,17 @@ def add_parsers(subparsers: Any) -> None:
 
 
 def cmd_devices_list(args: argparse.Namespace) -> int:
-    """Print one profile name per line with its description."""
+    """Print one profile name per line with its description; a broken file is listed with its problem."""
     import device_profiles as dp
 
-    for name in dp.list_profiles():
-        print(f"{name:<20} {dp.load_profile(name).description}")
+    files = dp.profile_files()  # one scan of the folders, not one per profile
+    for name in sorted(set(files) | {"host"}):
+        try:
+            profile = dp.read_profile_file(files[name]) if name in files else dp.load_profile(name)
+            about = profile.description
+        except dp.ProfileError as exc:
+            about = "UNUSABLE: " + " ".join(str(exc).split())
+        print(f"{name:<20} {about}")
     return 0
 
 

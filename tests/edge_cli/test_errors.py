@@ -130,3 +130,20 @@ def test_calibrate_out_honours_the_umask(tmp_path):
     proc = cli("devices", "calibrate", "--quick", "--out", str(out), umask=0o027)
     assert proc.returncode == 0, proc.stderr
     assert stat.S_IMODE(out.stat().st_mode) == 0o640
+
+
+def test_devices_list_survives_a_broken_profile_and_many_files(tmp_path, monkeypatch):
+    from device_profiles import SHIPPED_DIR
+
+    text = (SHIPPED_DIR / "raspberry-pi-4.toml").read_text()
+    for i in range(300):
+        (tmp_path / f"b{i}.toml").write_text(text.replace('name = "raspberry-pi-4"', f'name = "b{i}"'))
+    (tmp_path / "broken.toml").write_text("[memory")
+    monkeypatch.setenv("EDGE_RUNTIME_PROFILES", str(tmp_path))
+    proc = cli("devices", "list")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 300 + 1 + 5 and any(line.startswith("broken") and "UNUSABLE" in line for line in lines)
+    unknown = cli("devices", "show", "nope")
+    assert_user_error(unknown, "more: run `edge-runtime devices list`")
+    assert len(unknown.stderr) < 1500  # not 300 names
