@@ -5,9 +5,14 @@ failures that look like errors to a user but change nothing in the result. ``-v`
 """
 from __future__ import annotations
 
+import importlib.abc
+import importlib.machinery
 import logging
 import os
+import sys
 import warnings
+from types import ModuleType
+from typing import Any, Sequence
 
 #: Modules whose warnings and log records below ERROR are hidden unless ``-v`` is given.
 NOISY_MODULES = ("torch", "torchvision", "torchao", "onnxscript", "absl", "tensorflow", "litert_torch",
@@ -38,3 +43,33 @@ def quiet_third_party(verbose: int) -> None:
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     for name in NOISY_MODULES + QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
+    if not any(isinstance(f, _QuietRichConsole) for f in sys.meta_path):
+        sys.meta_path.insert(0, _QuietRichConsole())
+
+
+class _QuietRichConsole(importlib.abc.MetaPathFinder):
+    """Silence litert-torch's nested "[START] ... [ DONE]" progress (a rich Console) once it is imported.
+
+    litert-torch is imported lazily (only when a .tflite is exported), so the console is
+    switched to quiet right after its module runs, through this import hook.
+    """
+
+    MODULE = "litert_torch.progress"
+
+    def find_spec(self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None) -> Any:
+        """Find ``litert_torch.progress`` with the other finders and wrap its loader; None otherwise."""
+        if fullname != self.MODULE:
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
+            return spec
+        run = spec.loader.exec_module
+
+        def exec_module(module: ModuleType) -> None:
+            run(module)
+            console = getattr(module, "console", None)
+            if console is not None and hasattr(console, "quiet"):
+                console.quiet = True
+
+        spec.loader.exec_module = exec_module  # type: ignore[method-assign]
+        return spec
