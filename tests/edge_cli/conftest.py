@@ -12,10 +12,15 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def cli(*argv: str, cwd: Path | None = None, umask: int = 0o022) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m edge_cli ARGV`` with this checkout first on PYTHONPATH, under ``umask``."""
+    """Run ``python -m edge_cli ARGV`` with this checkout first on PYTHONPATH, under ``umask``.
+
+    The umask is set by a shell (no ``preexec_fn``: forking a process that runs Python code
+    between fork and exec is unsafe once JAX's threads exist in the test process).
+    """
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, "-m", "edge_cli", *argv], cwd=cwd or REPO, env=env, text=True,
-                          capture_output=True, timeout=300, preexec_fn=lambda: os.umask(umask))
+    shell = f'umask {umask:03o} && exec "$0" "$@"'
+    return subprocess.run(["sh", "-c", shell, sys.executable, "-m", "edge_cli", *argv], cwd=cwd or REPO, env=env,
+                          text=True, capture_output=True, timeout=300)
 
 
 def assert_user_error(proc: subprocess.CompletedProcess[str], *needles: str) -> None:

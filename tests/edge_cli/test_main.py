@@ -68,3 +68,17 @@ def test_mean_and_std_say_their_scale():
     export = dict(_subparsers(cli_main.build_parser()))["export"]
     helps = {a.dest: a.help for a in export._actions}
     assert "0..1" in helps["mean"] and "0..1" in helps["std"]
+
+
+def test_export_says_when_target_sparsity_fell_short(capsys):
+    from exporters.commands import _report_shortfall
+
+    fit = {"target_sparsity": 0.9, "max_accuracy_drop": 0.5, "backoffs": [{}, {}],
+           "activations": {"a": {"threshold": 0.1, "sparsity_after": 0.71},
+                           "b": {"threshold": 0.2, "sparsity_after": 0.77}, "c": {"threshold": None}}}
+    _report_shortfall(fit)
+    out = capsys.readouterr().out
+    assert "asked for 90% zeros" in out and "71-77%" in out and "--max-accuracy-drop" in out
+    fit["activations"] = {"a": {"threshold": 0.1, "sparsity_after": 0.9}}
+    _report_shortfall(fit)
+    assert capsys.readouterr().out == ""

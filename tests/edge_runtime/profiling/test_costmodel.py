@@ -155,3 +155,16 @@ def test_profile_command_headline_estimates_stay_within_2x(cnn_costs, model, dev
     assert 0.5 <= ratio <= 2.0 and low - 0.01 <= ratio <= high + 0.01
     assert est.edge_runtime_ms >= 2 * est.latency_ms - 1e-9  # x2: edge / onnxruntime measured here
     assert any("published" in n for n in notes)
+
+
+def test_edge_runtime_figure_never_beats_this_machine_on_slower_cores():
+    """A tiny, overhead-bound model: the roofline says microseconds, but a Pi 4 core is slower than this one."""
+    host, pi4 = dp.load_profile("host"), dp.load_profile("raspberry-pi-4")
+    tiny = cm.LayerCost("fc", "FusedGemm", 2e3, 4e3, 4e3, "gemv", (1, 10))
+    est = cm.estimate_latency([tiny], pi4)
+    out = cm.edge_runtime_estimate(est, pi4, host, edge_p50_ms=0.77, ort_p50_ms=0.5)
+    per_core = (host.compute.peak_fp32_gflops / host.cpu.cores) / (pi4.compute.peak_fp32_gflops / pi4.cpu.cores)
+    assert out.edge_runtime_ms == pytest.approx(max(est.latency_ms * 0.77 / 0.5, 0.77 * per_core))
+    if per_core >= 1:
+        assert out.edge_runtime_ms >= 0.77
+    assert "single-core" in out.edge_runtime_basis or "onnxruntime" in out.edge_runtime_basis
