@@ -99,7 +99,8 @@ def _missing_package(exc: ImportError) -> str | None:
 
 def run_command(args: argparse.Namespace) -> int:
     """Run ``args.func`` inside the error boundary; returns the exit status."""
-    prefix = f"error: edge-runtime {args.command}: " if getattr(args, "command", None) else "error: "
+    words = [w for w in (getattr(args, "command", None), getattr(args, "devices_command", None)) if w]
+    prefix = f"error: edge-runtime {' '.join(words)}: " if words else "error: "
     try:
         return int(args.func(args) or 0)
     except (EdgeRuntimeError, ProfileError) as exc:

@@ -29,7 +29,11 @@ def _csv(value: str) -> list[str]:
 def _json_arg(value: str) -> dict[str, Any]:
     import json
 
-    text = Path(value).read_text(encoding="utf-8") if value.endswith(".json") else value
+    try:
+        text = Path(value).read_text(encoding="utf-8") if value.endswith(".json") else value
+    except (OSError, UnicodeDecodeError) as exc:
+        raise argparse.ArgumentTypeError(f"cannot read {value!r} ({exc}); pass an existing .json file or the "
+                                         f"JSON text itself") from exc
     try:
         parsed = json.loads(text)
     except ValueError as exc:

@@ -147,3 +147,8 @@ def test_devices_list_survives_a_broken_profile_and_many_files(tmp_path, monkeyp
     unknown = cli("devices", "show", "nope")
     assert_user_error(unknown, "more: run `edge-runtime devices list`")
     assert len(unknown.stderr) < 1500  # not 300 names
+
+
+def test_unreadable_json_argument_is_a_usage_error(tmp_path):
+    proc = cli("validate", str(tmp_path), "--reference-preprocessing", str(tmp_path / "missing.json"))
+    assert_user_error(proc, "--reference-preprocessing", "missing.json", "--help")
