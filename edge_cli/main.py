@@ -150,7 +150,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         The exit status (see the module docstring).
     """
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit:
+        raise
+    except Exception as exc:  # noqa: BLE001 - an argument type function of ours failed: a bug
+        return _internal_bug(exc)
     logging.basicConfig(level=[logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)],
                         format="%(levelname)s %(name)s: %(message)s")
     quiet_third_party(args.verbose)
