@@ -17,7 +17,7 @@ from __future__ import annotations
 from device_profiles.errors import ProfileError
 from device_profiles.host import DEFAULT_CROSSOVER, host_profile
 from device_profiles.loader import (
-    PROFILES_ENV, SHIPPED_DIR, list_profiles, load_profile, read_profile_file,
+    PROFILES_ENV, SHIPPED_DIR, list_profiles, load_profile, profile_files, read_profile_file,
     user_profiles_dir,
 )
 from device_profiles.schema import (
@@ -30,5 +30,5 @@ __all__ = [
     "CPU", "GPU", "Budget", "Cache", "Compute", "DEFAULT_CROSSOVER", "DeviceProfile",
     "Memory", "PROFILES_ENV", "ProfileError", "Runtime", "SHIPPED_DIR", "SparseCrossover",
     "dump_profile", "host_profile", "list_profiles", "load_profile", "profile_from_dict",
-    "profile_to_toml", "read_profile_file", "user_profiles_dir",
+    "profile_files", "profile_to_toml", "read_profile_file", "user_profiles_dir",
 ]

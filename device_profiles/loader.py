@@ -24,6 +24,8 @@ PROFILES_ENV = "EDGE_RUNTIME_PROFILES"
 SHIPPED_DIR = Path(__file__).resolve().parent / "profiles"
 #: Name of the profile generated for the current machine.
 HOST_NAME = "host"
+#: Names an unknown-name error lists before "... N more".
+MAX_LISTED = 20
 
 ProfileLike = Union[str, "os.PathLike[str]", DeviceProfile]
 
@@ -59,6 +61,18 @@ def _profile_files() -> dict[str, Path]:
                 logger.debug("user profile %s shadows %s", path, found[path.stem])
             found[path.stem] = path
     return found
+
+
+def profile_files() -> dict[str, Path]:
+    """Map each file-backed profile name to its ``.toml`` (user files shadow shipped ones).
+
+    Read the folder once and pass names through this map when loading many profiles
+    (``devices list``): :func:`load_profile` scans the folders on every call.
+
+    Raises:
+        ProfileError: if ``EDGE_RUNTIME_PROFILES`` is set but is not a directory.
+    """
+    return _profile_files()
 
 
 def list_profiles() -> list[str]:
@@ -169,8 +183,10 @@ def _unknown_name(name: str) -> ProfileError:
     close = difflib.get_close_matches(name, names, n=1, cutoff=0.5)
     hint = f" Did you mean {close[0]!r}?" if close else ""
     user_dir = os.environ.get(PROFILES_ENV) or "unset"
+    shown = ", ".join(names[:MAX_LISTED]) + (f", ... ({len(names) - MAX_LISTED} more: run `edge-runtime devices "
+                                              f"list`)" if len(names) > MAX_LISTED else "")
     return ProfileError(
-        f"unknown device profile {name!r}.{hint} Available: {', '.join(names)}. "
+        f"unknown device profile {name!r}.{hint} Available: {shown}. "
         f"Fix: pass one of these names, a path to a .toml file, or add {name}.toml "
         f"to the directory named by {PROFILES_ENV} (now: {user_dir})."
     )

@@ -87,7 +87,7 @@ def dump_profile(
     if path.exists() and not overwrite:
         raise ProfileError(
             f"device profile file {str(path)!r} already exists; refusing to overwrite it. "
-            "Fix: pass overwrite=True, or choose another path."
+            "Fix: pass overwrite=True (CLI: --overwrite), or choose another path."
         )
     text = profile_to_toml(profile, header)
     try:
@@ -100,7 +100,9 @@ def dump_profile(
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a profile is not a secret
+        mask = os.umask(0o022)  # mkstemp makes 0600; give the mode open() would (0666 & ~umask)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)
         os.replace(tmp, path)
     except OSError as err:
         raise ProfileError(

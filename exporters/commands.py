@@ -1,28 +1,45 @@
-"""``edge-runtime export`` and ``edge-runtime inspect`` subcommands (wired in edge_runtime/cli.py).
+"""``edge-runtime export`` and ``edge-runtime inspect`` subcommands (wired in edge_cli/main.py).
 
 ``inspect`` imports nothing from torch; ``export`` imports the exporters lazily.
 """
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
+import os
+import sys
+from pathlib import Path
 from typing import Any
+
+_RAW = argparse.RawDescriptionHelpFormatter
 
 
 def add_export_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``export SPEC --input-shape ... --calib ... --out ...``; sets ``func``."""
-    p = subparsers.add_parser("export", help="export a PyTorch model to a bundle")
-    p.add_argument("spec", help="model.pt2, TorchScript .pt, or package.module:factory")
+    p = subparsers.add_parser(
+        "export", help="export a PyTorch model to a bundle", formatter_class=_RAW,
+        epilog="examples:\n"
+               "  edge-runtime export mypkg.models:make_model --input-shape 1,3,224,224 --calib images/ "
+               "--out bundle \\\n      --labels ok,defect --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225\n"
+               "  edge-runtime export model.pt2 --input-shape 1,3,32,32 --calib calib.npy --out bundle "
+               "--formats onnx\n\n"
+               "package.module:factory is imported as `python -m` would, from the current directory first.")
+    p.add_argument("spec", help="model.pt2 (torch.export.save), TorchScript .pt, or package.module:factory "
+                                "(a function taking no arguments that returns the nn.Module)")
     p.add_argument("--input-shape", required=True, help="e.g. 1,3,224,224 (NCHW)")
-    p.add_argument("--calib", help="image directory (ImageFolder) or .npy (N, ...)")
+    p.add_argument("--calib", help="calibration inputs: image directory (ImageFolder) or .npy (N, ...)")
     p.add_argument("--out", required=True, help="bundle directory to create")
     p.add_argument("--labels", help="comma-separated class names or a text file, one a line")
-    p.add_argument("--mean", help="comma-separated per-channel mean")
-    p.add_argument("--std", help="comma-separated per-channel std")
-    p.add_argument("--channel-order", default="RGB", choices=["RGB", "BGR", "L"])
+    p.add_argument("--mean", help="per-channel mean subtracted from pixels scaled to 0..1, comma-separated "
+                                  "(e.g. 0.485,0.456,0.406)")
+    p.add_argument("--std", help="per-channel std dividing pixels scaled to 0..1 after the mean, "
+                                 "comma-separated (e.g. 0.229,0.224,0.225)")
+    p.add_argument("--channel-order", default="RGB", choices=["RGB", "BGR", "L"],
+                   help="channel order the model expects: RGB, BGR or L (grayscale) (default RGB)")
     p.add_argument("--formats", default="onnx,tflite",
                    help="onnx,tflite; suffix '?' = if possible, e.g. onnx,tflite?")
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out bundle directory")
     p.add_argument("--target-sparsity", type=float, metavar="FRACTION",
                    help="fit activation thresholds for this fraction of zeros (e.g. 0.9) "
                         "on --calib and export the thresholded model")
@@ -39,38 +56,84 @@ def add_export_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def add_inspect_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``inspect BUNDLE_OR_MODEL [--json]``; sets ``func``."""
-    p = subparsers.add_parser("inspect", help="describe a bundle or an .onnx file")
-    p.add_argument("path")
+    p = subparsers.add_parser("inspect", help="describe a bundle or an .onnx file", formatter_class=_RAW,
+                              epilog="examples:\n  edge-runtime inspect bundle/\n"
+                                     "  edge-runtime inspect model.onnx --json")
+    p.add_argument("path", help="a bundle directory or an .onnx file")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.set_defaults(func=run_inspect)
     return p
 
 
-def _floats(text: str | None) -> list[float] | None:
-    return None if text is None else [float(v) for v in text.split(",")]
+def _floats(text: str | None, flag: str) -> list[float] | None:
+    from edge_runtime.errors import InvalidArgumentError
+
+    if text is None:
+        return None
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError as exc:
+        raise InvalidArgumentError(f"{flag} {text!r}: expected comma-separated numbers on the 0..1 pixel "
+                                   f"scale, e.g. {flag} 0.5,0.5,0.5.") from exc
+
+
+def importable_spec(spec: str) -> None:
+    """Make ``package.module:factory`` importable as ``python -m`` would: the current directory first.
+
+    The ``edge-runtime`` console script's ``sys.path`` starts with its own bin directory, not
+    the current one, so ``mypkg/`` next to the user was not found.
+
+    Raises:
+        InvalidArgumentError: the module cannot be found; the message says how to make it importable.
+    """
+    from edge_runtime.errors import InvalidArgumentError
+
+    if ":" not in spec or Path(spec).exists():
+        return
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.insert(0, cwd)
+    module = spec.partition(":")[0]
+    try:
+        found = importlib.util.find_spec(module)
+    except (ImportError, ValueError):  # a parent package is missing or broken
+        found = None
+    if found is None:
+        top = module.split(".")[0]
+        raise InvalidArgumentError(
+            f"model spec {spec!r}: module {module!r} is not importable from {cwd} or sys.path. Run the command "
+            f"in the folder that contains {top}/ (or {top}.py), or set PYTHONPATH to that folder, e.g. "
+            f"PYTHONPATH=/path/to/project edge-runtime export {spec} ...")
 
 
 def run_export(args: argparse.Namespace) -> int:
     """Run ``export``; prints the bundle path and returns 0."""
-    from pathlib import Path
-
-    import torch
-
     from edge_runtime.errors import InvalidArgumentError
-    from exporters import export, load_model
 
+    importable_spec(args.spec)
+    out = Path(args.out).expanduser()
+    if not out.parent.is_dir():
+        raise InvalidArgumentError(f"--out {str(out)!r}: the folder {str(out.parent)!r} does not exist; create "
+                                   f"it first or choose another path.")
+    if out.exists() and not args.overwrite:
+        raise InvalidArgumentError(f"--out {str(out)!r} already exists; pass --overwrite to replace it or choose "
+                                   f"another directory.")
     try:
         shape = [int(v) for v in args.input_shape.split(",")]
     except ValueError as exc:
         raise InvalidArgumentError(f"--input-shape {args.input_shape!r}: expected comma-"
                                    "separated ints such as 1,3,224,224.") from exc
+    import torch
+
+    from exporters import export, load_model
+
     labels = None
     if args.labels:
         path = Path(args.labels)
         labels = path.read_text().split() if path.is_file() else args.labels.split(",")
     pre = None
     if len(shape) == 4:
-        pre = {"input_size": shape[2:], "mean": _floats(args.mean), "std": _floats(args.std),
+        pre = {"input_size": shape[2:], "mean": _floats(args.mean, "--mean"), "std": _floats(args.std, "--std"),
                "channel_order": args.channel_order, "layout": "NCHW"}
     bundle = export(load_model(args.spec), torch.randn(*shape), args.out,
                     calibration=args.calib, formats=args.formats.split(","),
@@ -85,7 +148,23 @@ def run_export(args: argparse.Namespace) -> int:
         print(f"thresholds on {chosen}/{len(fit['activations'])} activations: {fit['metric']} "
               f"{fit['metric_before']:.2f} -> {fit['metric_after']:.2f}, "
               f"{len(fit['backoffs'])} back-offs")
+        _report_shortfall(fit)
     return 0
+
+
+def _report_shortfall(fit: dict[str, Any]) -> None:
+    """Say when the thresholded activations reached less sparsity than --target-sparsity asked."""
+    target = fit.get("target_sparsity")
+    reached = [a["sparsity_after"] for a in fit["activations"].values() if a["threshold"] is not None]
+    if target is None or not reached:
+        return
+    low = min(reached)
+    if low < target - 0.01:
+        print(f"note: --target-sparsity {target:g} asked for {100 * target:.0f}% zeros; the thresholded "
+              f"activations reached {100 * low:.0f}-{100 * max(reached):.0f}% on --calib "
+              f"({len(fit['backoffs'])} back-offs kept top-1 within --max-accuracy-drop "
+              f"{fit['max_accuracy_drop']:g} points). Allow a larger --max-accuracy-drop, or fine-tune "
+              f"the model for sparsity, to get closer.")
 
 
 def run_inspect(args: argparse.Namespace) -> int:

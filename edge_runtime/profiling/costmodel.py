@@ -11,9 +11,13 @@ bound; real runtimes reach a fraction of it, so::
 
     estimate = efficiency * sum(t_layer)
 
-``efficiency`` (measured time / roofline time, >= 1) is the host's own ratio when the
-model was measured here (``efficiency = host p50 / host roofline``), else
-:data:`DEFAULT_EFFICIENCY`, fitted to published latencies (docs/profiling.md).
+``efficiency`` (measured time / roofline time) is :data:`DEFAULT_EFFICIENCY`, fitted to
+published latencies of tuned fp32 CPU runtimes (ncnn, XNNPACK class) on each device with its
+own thread count (docs/profiling.md): that figure, :data:`TUNED_RUNTIME`, is what ``profile
+--device`` reports first, with the band :data:`PUBLISHED_ERROR_BAND` it showed against the
+published figures. A host-calibrated efficiency (``host p50 / host roofline``) remains
+available through :func:`host_efficiency`; ``profile`` derives its separate edge_runtime
+figure from the measured edge / onnxruntime ratio instead (:func:`edge_runtime_estimate`).
 """
 from __future__ import annotations
 
@@ -34,6 +38,11 @@ log = logging.getLogger(__name__)
 #: (ResNet-18, Orin Nano) to 2.11 (MobileNetV2, Pi 4); 1.1 is the geometric middle of that
 #: range (sqrt(0.57 * 2.11)), so all six estimates land within 1.93x. Table: docs/profiling.md.
 DEFAULT_EFFICIENCY = 1.1
+#: What a default-efficiency estimate is for.
+TUNED_RUNTIME = "a tuned fp32 CPU runtime (ncnn/XNNPACK class)"
+#: estimate / published latency over the six reference cases (MobileNetV2, ResNet-18 at 224 on
+#: raspberry-pi-4, raspberry-pi-5, jetson-orin-nano; tests/edge_runtime/profiling/test_costmodel.py).
+PUBLISHED_ERROR_BAND = (0.52, 1.93)
 
 _BYTES = 4  # fp32
 _MATMUL = ("FusedGemm", "FusedMatMul", "Gemm", "MatMul")
@@ -258,6 +267,10 @@ class Estimate:
     flops_skipped: float
     budget_ms: float | None
     meets_budget: bool | None        # None when the profile has no budget
+    threads: int = 0                 # threads assumed on the device (its profile's runtime.threads)
+    runtime: str = TUNED_RUNTIME     # which runtime the latency is for
+    edge_runtime_ms: float | None = None  # edge_runtime itself, scaled by its measured ratio (or None)
+    edge_runtime_basis: str = ""          # how edge_runtime_ms was derived
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for JSON."""
@@ -305,7 +318,50 @@ def estimate_latency(costs: Sequence[LayerCost], profile: Any, *, efficiency: fl
     eff = DEFAULT_EFFICIENCY if efficiency is None else efficiency
     latency = eff * roof * 1e3
     budget = profile.budget.latency_ms if profile.budget is not None else None
+    used = min(threads or profile.runtime.threads, profile.cpu.cores)
     return Estimate(profile.name, latency, roof * 1e3, eff, "default" if efficiency is None else "host",
                     compute / roof if roof > 0 else 0.0, sum(c.flops for c in costs), skipped, budget,
-                    None if budget is None else latency <= budget)
+                    None if budget is None else latency <= budget, used,
+                    TUNED_RUNTIME if efficiency is None else "edge_runtime (host-calibrated efficiency)")
+
+
+def edge_runtime_estimate(estimate: Estimate, profile: Any, host: Any, *, edge_p50_ms: float,
+                          ort_p50_ms: float | None) -> Estimate:
+    """Add edge_runtime's own estimated latency on the device to a tuned-runtime ``estimate``.
+
+    edge_runtime's figure is the tuned-runtime estimate times edge p50 / onnxruntime p50 measured
+    here (onnxruntime standing in for a tuned runtime), and never less than the host's own p50
+    scaled by single-core speed (host peak per core / device peak per core): a device with
+    slower cores does not run the model faster than this machine (small models are bound by
+    per-layer overhead, which more threads do not shorten).
+
+    Args:
+        estimate: the tuned-runtime estimate on ``profile``.
+        profile: the target ``DeviceProfile``.
+        host: this machine's ``DeviceProfile``.
+        edge_p50_ms: edge_runtime's median latency measured here.
+        ort_p50_ms: onnxruntime's median measured here (None: not measured).
+
+    Returns:
+        ``estimate`` with ``edge_runtime_ms`` and ``edge_runtime_basis`` set, and the budget
+        verdict taken on edge_runtime's figure (the runtime that will run there).
+    """
+    import dataclasses
+
+    def per_core(p: Any) -> float:
+        return p.compute.peak_fp32_gflops / p.cpu.cores
+
+    floor = edge_p50_ms * per_core(host) / per_core(profile)
+    if ort_p50_ms:
+        ratio = edge_p50_ms / ort_p50_ms
+        value = max(estimate.latency_ms * ratio, floor)
+        basis = (f"x{ratio:.2f} (edge_runtime p50 / onnxruntime p50 here)" if value > floor else
+                 f"this machine's p50 {edge_p50_ms:.2f} ms x{floor / edge_p50_ms:.2f}, its single-core speed "
+                 f"relative to this machine's")
+    else:
+        value = floor
+        basis = (f"this machine's p50 {edge_p50_ms:.2f} ms x{floor / edge_p50_ms:.2f}, its single-core speed "
+                 f"relative to this machine's (onnxruntime not measured)")
+    meets = None if estimate.budget_ms is None else value <= estimate.budget_ms  # the runtime that will run
+    return dataclasses.replace(estimate, edge_runtime_ms=value, edge_runtime_basis=basis, meets_budget=meets)
 

@@ -66,6 +66,7 @@ class ProfileResult:
     skipped: tuple[tuple[str, str], ...]        # (backend, why)
     estimates: tuple[costmodel.Estimate, ...]
     notes: tuple[str, ...] = ()
+    module_names: tuple[tuple[str, str], ...] = ()  # (ONNX node, PyTorch module) from the exporter's annotation
 
     def backend(self, name: str) -> BackendResult:
         """The result of backend ``name``.
@@ -84,7 +85,8 @@ class ProfileResult:
                 "runs": self.runs, "warmup": self.warmup,
                 "backends": [b.to_dict() for b in self.backends],
                 "skipped": [{"backend": n, "reason": r} for n, r in self.skipped],
-                "estimates": [e.to_dict() for e in self.estimates], "notes": list(self.notes)}
+                "estimates": [e.to_dict() for e in self.estimates], "notes": list(self.notes),
+                "module_names": dict(self.module_names)}
 
 
 def _maxrss_mb() -> float:
@@ -160,6 +162,7 @@ def _results(opened: dict, times: dict[str, list[float]], feeds: list[dict], bat
 
 def _estimates(proto: Any, devices: Sequence[Any], results: Sequence[BackendResult], threads: int
                ) -> tuple[tuple[costmodel.Estimate, ...], list[str]]:
+    """Tuned-runtime estimates on each device (its own threads), with edge_runtime's figure beside."""
     import device_profiles
 
     profiles = [device_profiles.load_profile(d) for d in devices]
@@ -169,24 +172,24 @@ def _estimates(proto: Any, devices: Sequence[Any], results: Sequence[BackendResu
         return (), notes
     costs = costmodel.model_costs(proto)
     edge = next((r for r in results if r.backend in bk.EDGE_BACKENDS), None)
+    ort = next((r for r in results if r.backend == "onnxruntime"), None)
     densities = layers.measured_densities(edge.layers) if edge else {}
-    efficiency = None
+    low, high = costmodel.PUBLISHED_ERROR_BAND
+    notes.append(f"device estimates are for {costmodel.TUNED_RUNTIME} with the device's own thread count: "
+                 f"roofline x {costmodel.DEFAULT_EFFICIENCY}, which was {low:.2f}x-{high:.2f}x of the published "
+                 f"latencies of MobileNetV2 and ResNet-18 (docs/profiling.md)")
+    estimates = [costmodel.estimate_latency(costs, p, densities=densities) for p in targets]
     if edge is not None:
         host = device_profiles.load_profile("host")
-        efficiency = costmodel.host_efficiency(costs, host, edge.timing.p50_ms / 1e3, densities, threads)
-        notes.append(f"cost model calibrated on this machine: {edge.backend} p50 / host roofline = {efficiency:.2f}"
-                     + (" (host profile peak/bandwidth are estimates: run `devices calibrate`)"
-                        if host.compute.estimated or host.memory.estimated else ""))
-    else:
-        notes.append(f"no edge backend measured: cost model uses the default efficiency "
-                     f"{costmodel.DEFAULT_EFFICIENCY} fitted to published latencies")
-    return tuple(costmodel.estimate_latency(costs, p, efficiency=efficiency, densities=densities)
-                 for p in targets), notes
+        estimates = [costmodel.edge_runtime_estimate(e, p, host, edge_p50_ms=edge.timing.p50_ms,
+                                                     ort_p50_ms=ort.timing.p50_ms if ort else None)
+                     for e, p in zip(estimates, targets)]
+    return tuple(estimates), notes
 
 
 def profile_model(model_or_bundle: str | Path, *, backends: Sequence[str] = ("edge", "edge-dense", "onnxruntime"),
                   devices: Sequence[Any] = (), runs: int = 50, warmup: int = 5, threads: int | None = None,
-                  input: str | Path = "random", progress: bool = True, sparsity: str = "auto") -> ProfileResult:
+                  input: str | Path = "auto", progress: bool = True, sparsity: str = "auto") -> ProfileResult:
     """Measure a model on this machine with several backends and estimate it on device profiles.
 
     Args:
@@ -196,7 +199,9 @@ def profile_model(model_or_bundle: str | Path, *, backends: Sequence[str] = ("ed
         devices: profile names/paths/``DeviceProfile`` s to estimate latency on ("host" is measured).
         runs: timed calls per backend; warmup: untimed calls per backend first.
         threads: intra-op threads for every backend (default: all CPUs available to the process).
-        input: ``"random"``, ``"golden"`` or a .npy/.npz path.
+        input: ``"auto"`` (a bundle's golden.npz, the inputs the model was exported with, whose
+            activation density is what the model sees; random only for a bare .onnx),
+            ``"random"``, ``"golden"`` or a .npy/.npz path.
         progress: show a tqdm progress bar when tqdm is installed.
         sparsity: edge_runtime's mode for the ``edge`` backend.
 
@@ -205,15 +210,21 @@ def profile_model(model_or_bundle: str | Path, *, backends: Sequence[str] = ("ed
 
     Raises:
         InvalidArgumentError: bad backends, runs, warmup or input.
+        ProfileError: an unknown or broken device profile (checked before measuring).
         BundleError: a bundle without model.onnx, or "golden" without golden.npz.
         BackendUnavailableError: none of the backends can run here.
     """
     from edge_runtime import onnx_io
     from edge_runtime.options import available_cpus
 
+    import device_profiles
+
     names = bk.check_backends(list(backends))
     measure.interleave({}, runs, warmup)  # validates runs / warmup before any session is built
     files = inputs.model_files(model_or_bundle)
+    devices = tuple(device_profiles.load_profile(d) for d in devices)  # a bad name fails before measuring
+    if str(input) == "auto":
+        input = "golden" if files.golden is not None else "random"
     proto = onnx_io.load_model_proto(str(files.onnx))
     feeds, described = inputs.make_feeds(input, onnx_io.graph_from_model(proto).inputs, files)
     threads = threads or available_cpus()
@@ -229,4 +240,18 @@ def profile_model(model_or_bundle: str | Path, *, backends: Sequence[str] = ("ed
     results = _results(opened, times, feeds, batch)
     estimates, notes = _estimates(proto, devices, results, threads)
     return ProfileResult(str(model_or_bundle), described, batch, threads, runs, warmup, results,
-                         tuple(skipped), estimates, tuple(notes))
+                         tuple(skipped), estimates, tuple(notes), _module_names(proto))
+
+
+def _module_names(proto: Any) -> tuple[tuple[str, str], ...]:
+    """(node, module) pairs from the exporter's sparsity annotation; () without one (never an error)."""
+    from edge_runtime.annotations import read_annotations
+    from edge_runtime.errors import EdgeRuntimeError
+
+    try:
+        doc = read_annotations(proto) or {}
+    except EdgeRuntimeError as exc:  # a broken annotation is reported by the session, not here
+        log.debug("no module names: %s", exc)
+        return ()
+    return tuple((layer["node"], layer["module"]) for layer in doc.get("layers", [])
+                 if isinstance(layer.get("module"), str) and layer["module"])

@@ -1,12 +1,12 @@
-"""CLI subcommands ``validate`` and ``run`` (the lead wires ``add_parsers`` into edge_runtime/cli.py).
+"""CLI subcommands ``validate`` and ``run`` (wired into the command line by edge_cli/main.py).
 
 Usage::
 
     edge-runtime validate BUNDLE [--data DIR|NPZ] [--backends edge,edge-dense,onnxruntime,litert,torch]
         [--atol X] [--max-accuracy-drop PTS] [--json FILE] [--report FILE.md] [--perturb noise,blur,...]
         [--torch-model FILE.pt2] [--reference-preprocessing JSON] [--threads N] [--overwrite] [--no-progress]
-    edge-runtime run BUNDLE INPUTS... [--out results.csv|.json] [--batch N] [--threads N] [--device NAME]
-        [--sparsity auto|off|force] [--exact-size] [--watch DIR] [--poll S] [--overwrite]
+    edge-runtime run BUNDLE INPUTS... [--out results.csv|.jsonl|.json] [--batch N] [--threads N] [--device NAME]
+        [--sparsity auto|off|force] [--exact-size] [--watch DIR] [--poll S] [--skip-existing] [--overwrite]
 
 Exit status: validate 0 = every backend within tolerance, 1 = a check failed; run 0 = every
 image classified, 1 = some image failed. 2 = usage or bundle error (printed by the CLI).
@@ -29,7 +29,11 @@ def _csv(value: str) -> list[str]:
 def _json_arg(value: str) -> dict[str, Any]:
     import json
 
-    text = Path(value).read_text(encoding="utf-8") if value.endswith(".json") else value
+    try:
+        text = Path(value).read_text(encoding="utf-8") if value.endswith(".json") else value
+    except (OSError, UnicodeDecodeError) as exc:
+        raise argparse.ArgumentTypeError(f"cannot read {value!r} ({exc}); pass an existing .json file or the "
+                                         f"JSON text itself") from exc
     try:
         parsed = json.loads(text)
     except ValueError as exc:
@@ -57,7 +61,13 @@ def _trust(args: argparse.Namespace) -> Any:
 
 def add_parsers(subparsers: Any) -> None:
     """Add ``validate`` and ``run`` to an argparse subparsers object; each sets ``func(args) -> int``."""
-    val = subparsers.add_parser("validate", help="check a bundle: checksums, outputs vs PyTorch, accuracy")
+    val = subparsers.add_parser(
+        "validate", help="check a bundle: checksums, outputs vs PyTorch, accuracy",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  edge-runtime validate bundle/\n"
+               "  edge-runtime validate bundle/ --data images/ --report validation.md --json validation.json\n"
+               "  edge-runtime validate bundle/ --data images/ --perturb noise,blur\n\n"
+               "exit status: 0 every check passed, 1 a check failed, 2 a usage or bundle error.")
     val.add_argument("bundle", help="bundle directory")
     val.add_argument("--data", help="labelled data: ImageFolder directory (class subfolders) or NPZ with x, y")
     val.add_argument("--backends", type=_csv, default=None,
@@ -73,35 +83,49 @@ def add_parsers(subparsers: Any) -> None:
                      help="JSON (or a .json file) of the preprocessing used in training, for the reference "
                           "backend on --data DIR; catches a wrong mean/std in the manifest")
     val.add_argument("--threads", type=int, default=None, help="threads per backend (default: all CPUs)")
-    val.add_argument("--json", type=Path, help="write the full report as JSON")
-    val.add_argument("--report", type=Path, help="write the report as Markdown")
+    val.add_argument("--json", type=Path, help="write the full report to this .json file (checked before any work)")
+    val.add_argument("--report", type=Path, help="write the report to this Markdown (.md) file")
     val.add_argument("--overwrite", action="store_true", help="replace existing --json/--report files")
     val.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_trust_flags(val)
     val.set_defaults(func=cmd_validate)
 
-    run = subparsers.add_parser("run", help="classify images with a bundle (label, score, latency)")
+    run = subparsers.add_parser(
+        "run", help="classify images with a bundle (label, score, latency)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  edge-runtime run bundle/ images/ --out results.csv\n"
+               "  edge-runtime run bundle/ --watch /camera/out --out results.csv   # Ctrl-C stops, prints a summary\n\n"
+               "exit status: 0 every image classified, 1 some image failed, 2 a usage or bundle error.")
     run.add_argument("bundle", help="bundle directory")
-    run.add_argument("inputs", nargs="*", help="image files or directories")
-    run.add_argument("--out", type=Path, help="write results to .csv or .json")
+    run.add_argument("inputs", nargs="*", help="image files or directories (searched recursively)")
+    run.add_argument("--out", type=Path, help="write results to a .csv or .jsonl file (a row appended per image) "
+                                              "or .json (written at the end)")
     run.add_argument("--batch", type=int, default=1, help="images per inference call (default 1)")
-    run.add_argument("--threads", type=int, default=None, help="intra-op threads")
+    run.add_argument("--threads", type=int, default=None, help="intra-op threads (default: the --device "
+                                                               "profile's, else all CPUs)")
     run.add_argument("--device", help="device profile name or TOML (threads, dense/sparse crossovers)")
-    run.add_argument("--sparsity", choices=("auto", "off", "force"), default="auto")
+    run.add_argument("--sparsity", choices=("auto", "off", "force"), default="auto",
+                     help="auto: sparse kernels where a layer's input is sparse enough (default); off: dense "
+                          "kernels only; force: sparse kernels wherever one exists")
     run.add_argument("--exact-size", action="store_true", help="reject images not of the model's input size")
-    run.add_argument("--watch", type=Path, help="after INPUTS, process new images appearing in DIR (Ctrl-C stops)")
-    run.add_argument("--poll", type=float, default=0.5, help="--watch poll interval in seconds (default 0.5)")
+    run.add_argument("--watch", type=Path, metavar="DIR",
+                     help="after INPUTS, process images in DIR, those present at start and new ones once "
+                          "completely written (Ctrl-C stops); symbolic links are not followed")
+    run.add_argument("--poll", type=float, default=0.5, help="--watch poll interval in seconds; a file must be "
+                                                             "unchanged for one interval (default 0.5)")
+    run.add_argument("--skip-existing", action="store_true", help="--watch: ignore images already in DIR at start")
     run.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     _add_trust_flags(run)
     run.set_defaults(func=cmd_run)
 
 
-def _check_outputs(paths: list[Path | None], overwrite: bool) -> None:
-    from edge_runtime.errors import InvalidArgumentError
+def _check_outputs(paths: dict[str, tuple[Path | None, tuple[str, ...]]], overwrite: bool) -> None:
+    """Check every output path ({flag: (path, suffixes)}) before any work."""
+    from edge_runtime.outputs import check_output
 
-    for path in paths:
-        if path is not None and path.exists() and not overwrite:
-            raise InvalidArgumentError(f"{str(path)!r} already exists; pass --overwrite or choose another name.")
+    for flag, (path, suffixes) in paths.items():
+        if path is not None:
+            check_output(path, flag=flag, suffixes=suffixes, overwrite=overwrite)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -109,7 +133,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from edge_runtime.validation.report import render_text, write_json, write_markdown
     from edge_runtime.validation.validate import validate_bundle
 
-    _check_outputs([args.json, args.report], args.overwrite)  # fail before minutes of work
+    _check_outputs({"--json": (args.json, (".json",)), "--report": (args.report, (".md",))},
+                   args.overwrite)  # fail before minutes of work
     report = validate_bundle(args.bundle, data=args.data, backends=args.backends, atol=args.atol,
                              max_accuracy_drop=args.max_accuracy_drop, perturb=args.perturb,
                              progress=not args.no_progress, threads=args.threads, torch_model=args.torch_model,
@@ -123,31 +148,44 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """Classify INPUTS (then --watch DIR); print a line per image; 1 if any image failed."""
+    """Classify INPUTS (then --watch DIR); print a line per image and a summary; 1 if any image failed."""
     from edge_runtime.errors import InvalidArgumentError
     from edge_runtime.preprocessing import list_images
-    from edge_runtime.validation.run import BundleRunner, Result, summary_line, watch, write_results
+    from edge_runtime.validation.results import RESULT_SUFFIXES, ResultWriter, summary
+    from edge_runtime.validation.run import BundleRunner, Result, summary_line, watch
 
     if not args.inputs and args.watch is None:
-        raise InvalidArgumentError("give image files/directories, --watch DIR, or both.")
-    _check_outputs([args.out], args.overwrite)
+        raise InvalidArgumentError("give image files/directories, --watch DIR, or both; e.g. "
+                                   "edge-runtime run bundle/ images/")
+    if args.watch is not None and not args.watch.is_dir():
+        raise InvalidArgumentError(f"--watch {str(args.watch)!r} is not a directory; pass an existing folder.")
+    _check_outputs({"--out": (args.out, RESULT_SUFFIXES)}, args.overwrite)
+    files = list_images(args.inputs)
     runner = BundleRunner(args.bundle, threads=args.threads, device=args.device, sparsity=args.sparsity,
                           exact_size=args.exact_size, trust=_trust(args))
+    writer = ResultWriter(args.out, overwrite=args.overwrite) if args.out is not None else None
     results: list[Result] = []
 
     def emit(result: Result) -> None:
         print(summary_line(result), file=sys.stderr if result.error else sys.stdout, flush=True)
         results.append(result)
-        if args.out is not None and args.watch is not None:  # keep the file current while watching
-            write_results(results, args.out, overwrite=True)
+        if writer is not None:
+            writer.add(result)
 
-    for result in runner.run_files(list_images(args.inputs), args.batch):
-        emit(result)
-    if args.watch is not None:
-        print(f"watching {args.watch} (Ctrl-C to stop)", file=sys.stderr, flush=True)
-        watch(args.watch, runner, batch=args.batch, poll_interval=args.poll, on_result=emit)
-    if args.out is not None:
-        print(f"wrote {write_results(results, args.out, overwrite=args.overwrite or args.watch is not None)}")
+    try:
+        for result in runner.run_files(files, args.batch):
+            emit(result)
+        if args.watch is not None:
+            print(f"watching {args.watch} (Ctrl-C to stop)", file=sys.stderr, flush=True)
+            watch(args.watch, runner, batch=args.batch, poll_interval=args.poll, on_result=emit,
+                  include_existing=not args.skip_existing, done=files)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+    finally:
+        if writer is not None:
+            print(f"wrote {writer.close()}")
+    for line in summary(results):
+        print(line, file=sys.stderr)
     failed = sum(not r.ok for r in results)
     if failed:
         print(f"{failed} of {len(results)} image(s) failed", file=sys.stderr)

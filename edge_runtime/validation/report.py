@@ -2,13 +2,11 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edge_runtime.errors import InvalidArgumentError
+from edge_runtime.outputs import write_atomic
 
 
 @dataclass(frozen=True)
@@ -177,25 +175,12 @@ def _perturb_markdown(report: ValidationReport) -> list[str]:
 
 
 def write_text_atomic(path: str | Path, text: str, *, overwrite: bool = False) -> Path:
-    """Write ``text`` to ``path`` via a temporary sibling file and ``os.replace``.
+    """Write ``text`` to ``path`` atomically (see :func:`edge_runtime.outputs.write_atomic`).
 
     Raises:
         InvalidArgumentError: ``path`` exists and ``overwrite`` is False.
     """
-    path = Path(path).expanduser()
-    if path.exists() and not overwrite:
-        raise InvalidArgumentError(f"{str(path)!r} already exists; pass --overwrite (overwrite=True) to "
-                                   f"replace it or choose another file name.")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_atomic(path, text, overwrite=overwrite)
 
 
 def write_json(report: ValidationReport, path: str | Path, *, overwrite: bool = False) -> Path:

@@ -1,50 +1,38 @@
-"""Run a bundle on image files on the device: label, score and latency per image; a watch-folder loop.
+"""Run a bundle on image files on the device: label, score and latency per image.
 
 Images are decoded and preprocessed exactly as the manifest says
 (:mod:`edge_runtime.preprocessing`) and run with :class:`edge_runtime.InferenceSession`.
-A file that cannot be used yields a :class:`Result` with ``error`` set; the others still run.
+Fail closed, keep going: a file that cannot be used, a batch whose inference fails and an
+image whose outputs are not finite (NaN/inf: never a class) each yield a :class:`Result` with
+``error`` set; the other images still run. The watch-folder loop is in
+:mod:`edge_runtime.validation.watcher`, result files in :mod:`edge_runtime.validation.results`.
 """
 from __future__ import annotations
 
-import csv
-import io
-import json
 import logging
-import threading
 import time
-from dataclasses import asdict, dataclass
+import warnings
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 from numpy.typing import NDArray
 
 from edge_runtime.bundle import load_bundle
 from edge_runtime.errors import InvalidArgumentError
-from edge_runtime.preprocessing import IMAGE_SUFFIXES, ImageError, Preprocessing, list_images, load_image
+from edge_runtime.preprocessing import ImageError, Preprocessing, list_images, load_image
 from edge_runtime.trust import TrustPolicy
-from edge_runtime.validation.report import write_text_atomic
+from edge_runtime.validation.results import Result, format_results, printable, summary_line, write_results
+from edge_runtime.validation.watcher import watch
+
+__all__ = ["BundleRunner", "Result", "format_results", "run_bundle", "summary_line", "watch", "write_results"]
 
 log = logging.getLogger(__name__)
 
-MIN_POLL, MAX_POLL = 0.05, 10.0  # seconds; the watch loop's interval is clamped to this range
-
-
-@dataclass(frozen=True)
-class Result:
-    """One image's outcome: the top class, its softmax probability and the latency, or an error."""
-
-    path: str
-    label: str | None = None
-    index: int | None = None
-    score: float | None = None
-    latency_ms: float | None = None  # the batch's inference time / images in the batch
-    error: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        """True when the image was classified."""
-        return self.error is None
+#: Largest decoded image, in multiples of the model's input pixels (and at least MIN_IMAGE_PIXELS):
+#: a small PNG that decodes to gigabytes (a decompression bomb) is refused before decoding.
+IMAGE_PIXELS_PER_INPUT_PIXEL = 400
+MIN_IMAGE_PIXELS = 24_000_000  # a 24 MP camera frame always passes
 
 
 class BundleRunner:
@@ -87,6 +75,7 @@ class BundleRunner:
         self.fixed_batch = (self.session.get_inputs()[0].shape or [None])[0]
         self.labels = self.bundle.labels
         self._warm: set[tuple[int, ...]] = set()
+        self.max_image_pixels = _limit_image_pixels(self.pre)
 
     def run_files(self, paths: Sequence[str | Path], batch: int = 1) -> list[Result]:
         """Classify image files in batches of ``batch``; unusable files get an error Result.
@@ -103,16 +92,32 @@ class BundleRunner:
         pending: list[tuple[str, NDArray[np.float32]]] = []
         for path in paths:
             try:
-                pending.append((str(path), load_image(path, self.pre, exact_size=self.exact_size)))
+                pending.append((str(path), self._load(path)))
             except ImageError as exc:
-                log.debug("skipping %s: %s", path, exc)
-                results[str(path)] = Result(str(path), error=str(exc))
+                log.debug("skipping %s: %s", printable(str(path)), exc)
+                results[str(path)] = Result(str(path), error=printable(str(exc)))
             if len(pending) == batch:
-                results.update((r.path, r) for r in self._infer(pending))
+                results.update((r.path, r) for r in self._infer_safe(pending))
                 pending = []
         if pending:
-            results.update((r.path, r) for r in self._infer(pending))
+            results.update((r.path, r) for r in self._infer_safe(pending))
         return [results[str(p)] for p in paths]
+
+    def _load(self, path: str | Path) -> NDArray[np.float32]:
+        with warnings.catch_warnings():  # Pillow only warns between 1x and 2x its pixel limit: refuse there too
+            warnings.filterwarnings("error", message=".*decompression bomb.*")
+            return load_image(path, self.pre, exact_size=self.exact_size)
+
+    def _infer_safe(self, items: list[tuple[str, NDArray[np.float32]]]) -> list[Result]:
+        """:meth:`_infer`, with any failure recorded on each image of the batch (the caller goes on)."""
+        try:
+            return self._infer(items)
+        except InvalidArgumentError:
+            raise  # the model cannot be used with 'run' at all (e.g. not a classifier): stop with one line
+        except Exception as exc:  # noqa: BLE001 - one bad batch must not stop the line
+            log.debug("inference failed on %s", [printable(p) for p, _ in items], exc_info=True)
+            why = printable(f"{type(exc).__name__}: {exc}")
+            return [Result(path, error=f"{printable(path)}: inference failed ({why})") for path, _ in items]
 
     def _infer(self, items: list[tuple[str, NDArray[np.float32]]]) -> list[Result]:
         x = np.stack([arr for _, arr in items])
@@ -125,10 +130,14 @@ class BundleRunner:
         if logits.ndim != 2:
             raise InvalidArgumentError(f"'run' reports a class per image, but the model's first output has "
                                        f"shape {logits.shape}; expected (batch, classes).")
-        probs = np.exp(logits - logits.max(1, keepdims=True))
+        finite = np.isfinite(logits).all(axis=1)
+        safe = np.where(finite[:, None], logits, 0.0)
+        probs = np.exp(safe - safe.max(1, keepdims=True))
         probs /= probs.sum(1, keepdims=True)
         top = probs.argmax(1)
-        return [Result(path, self._label(int(k)), int(k), float(probs[i, k]), per_image)
+        return [Result(path, self._label(int(k)), int(k), float(probs[i, k]), per_image) if finite[i] else
+                Result(path, error=f"{printable(path)}: the model's output is not finite (NaN or inf), so no class "
+                                   f"is reported; check the image and the bundle's preprocessing (mean/std).")
                 for i, ((path, _), k) in enumerate(zip(items, top))]
 
     def _label(self, index: int) -> str:
@@ -159,112 +168,17 @@ def run_bundle(bundle_dir: str | Path, inputs: Iterable[str | Path], *, batch: i
     return runner.run_files(list_images(inputs), batch)
 
 
-def watch(directory: str | Path, runner: BundleRunner, *, batch: int = 1, poll_interval: float = 0.5,
-          max_files: int | None = None, timeout: float | None = None, include_existing: bool = False,
-          on_result: Callable[[Result], None] | None = None, stop: threading.Event | None = None) -> list[Result]:
-    """Process image files as they appear in ``directory`` until stopped.
+def _limit_image_pixels(pre: Preprocessing) -> int | None:
+    """Set Pillow's decompression-bomb limit from the model's input size; returns it (None: no Pillow).
 
-    A file is read once its size stopped changing between two polls (so half-written files
-    are not decoded). Ctrl-C (KeyboardInterrupt) ends the loop cleanly.
-
-    Args:
-        directory: the folder to watch (recursively).
-        runner: the opened bundle.
-        batch: images per inference call (new files found in one poll are batched).
-        poll_interval: seconds between scans, clamped to [0.05, 10].
-        max_files: stop after this many files (None: no limit).
-        timeout: stop after this many seconds (None: no limit).
-        include_existing: also process files present at start.
-        on_result: called with each Result as soon as it exists.
-        stop: an Event that ends the loop when set.
-
-    Returns:
-        The Results, in processing order.
-
-    Raises:
-        InvalidArgumentError: ``directory`` is not a directory.
+    Pillow's limit is process-wide (``Image.MAX_IMAGE_PIXELS``); ``run`` owns its process.
     """
-    folder = Path(directory).expanduser()
-    if not folder.is_dir():
-        raise InvalidArgumentError(f"--watch {str(folder)!r} is not a directory; pass an existing folder.")
-    interval = min(max(float(poll_interval), MIN_POLL), MAX_POLL)
-    seen: set[Path] = set() if include_existing else set(_scan(folder))
-    sizes: dict[Path, int] = {}
-    results: list[Result] = []
-    deadline = None if timeout is None else time.monotonic() + timeout
     try:
-        while not _done(results, max_files, deadline, stop):
-            ready = _ready_files(folder, seen, sizes)
-            if max_files is not None:
-                ready = ready[:max_files - len(results)]
-            for result in runner.run_files(ready, batch) if ready else []:
-                seen.add(Path(result.path))
-                results.append(result)
-                if on_result is not None:
-                    on_result(result)
-            if not _done(results, max_files, deadline, stop):
-                (stop or threading.Event()).wait(interval)
-    except KeyboardInterrupt:
-        log.info("watch: interrupted after %d file(s)", len(results))
-    return results
-
-
-def _done(results: list[Result], max_files: int | None, deadline: float | None,
-          stop: threading.Event | None) -> bool:
-    return ((max_files is not None and len(results) >= max_files)
-            or (deadline is not None and time.monotonic() >= deadline) or (stop is not None and stop.is_set()))
-
-
-def _scan(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-                  and not p.name.startswith("."))
-
-
-def _ready_files(folder: Path, seen: set[Path], sizes: dict[Path, int]) -> list[Path]:
-    """New files whose size is the same as at the previous poll (fully written)."""
-    ready = []
-    for path in _scan(folder):
-        if path in seen:
-            continue
-        try:
-            size = path.stat().st_size
-        except OSError:  # deleted between scan and stat
-            continue
-        if size > 0 and sizes.get(path) == size:
-            ready.append(path)
-            sizes.pop(path, None)
-        else:
-            sizes[path] = size
-    return ready
-
-
-def format_results(results: Sequence[Result], fmt: str) -> str:
-    """Results as CSV (``fmt="csv"``) or JSON (``"json"``) text."""
-    rows = [asdict(r) for r in results]
-    if fmt == "json":
-        return json.dumps(rows, indent=2) + "\n"
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=["path", "label", "index", "score", "latency_ms", "error"])
-    writer.writeheader()
-    writer.writerows(rows)
-    return buf.getvalue()
-
-
-def write_results(results: Sequence[Result], path: str | Path, *, overwrite: bool = False) -> Path:
-    """Write results atomically as .csv or .json (by suffix).
-
-    Raises:
-        InvalidArgumentError: another suffix, or an existing file without ``overwrite``.
-    """
-    suffix = Path(path).suffix.lower()
-    if suffix not in (".csv", ".json"):
-        raise InvalidArgumentError(f"--out {str(path)!r}: expected a .csv or .json file name.")
-    return write_text_atomic(path, format_results(results, suffix[1:]), overwrite=overwrite)
-
-
-def summary_line(result: Result) -> str:
-    """One printable line per image (the CLI prints it)."""
-    if result.error:
-        return f"error: {result.error}"
-    return f"{result.path}\t{result.label}\t{result.score:.4f}\t{result.latency_ms:.2f} ms"
+        from PIL import Image
+    except ImportError:
+        return None
+    height, width = pre.input_size
+    limit = max(MIN_IMAGE_PIXELS, IMAGE_PIXELS_PER_INPUT_PIXEL * int(height) * int(width))
+    Image.MAX_IMAGE_PIXELS = limit
+    return limit
 

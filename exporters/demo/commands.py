@@ -11,7 +11,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser("demo", help="run the whole pipeline on the embedded inspection data and models",
                               description="Export a shipped sparse inspection model with its measured sparsity, "
                                           "validate it on every backend, profile it here and estimate it on "
-                                          "device profiles; writes DIR/report.md.")
+                                          "device profiles; writes DIR/report.md.",
+                              formatter_class=argparse.RawDescriptionHelpFormatter,
+                              epilog="examples:\n  edge-runtime demo\n"
+                                     "  edge-runtime demo --out demo-out --device raspberry-pi-5 --overwrite\n\n"
+                                     "exit status: 0 validation passed, 1 it failed, 2 a usage error.")
     p.add_argument("--out", type=Path, default=Path("demo-out"), help="output directory (default: demo-out)")
     p.add_argument("--model", choices=["cnn", "vit"], default="cnn", help="which shipped model (default: cnn)")
     p.add_argument("--device", action="append", dest="devices", metavar="NAME",

@@ -161,8 +161,8 @@ def _profile(s: DemoSettings) -> Any:
     result = profile_model(s.out / "bundle", backends=("edge", "edge-dense", "onnxruntime", "litert"),
                            devices=s.devices, runs=s.runs, warmup=s.warmup, input="golden",
                            threads=s.threads, progress=s.progress)
-    write_json(result, s.out / "profile.json")
-    plot(result, s.out / "latency.png")
+    write_json(result, s.out / "profile.json", overwrite=True)
+    plot(result, s.out / "latency.png", overwrite=True)
     return result
 
 
@@ -192,9 +192,11 @@ def run_demo(settings: DemoSettings, say: Callable[[str], None] | None = None) -
     report = steps.run("write report.md", lambda: write_report(settings, info, bundle, validation, profile,
                                                                steps.timings))
     summary = summary_lines(settings, info, bundle, validation, profile)
-    (settings.out / "demo.json").write_text(json.dumps({"settings": _jsonable(asdict(settings)), "model": info,
-                                                        "timings_s": steps.timings, "summary": summary},
-                                                       indent=2, default=str))
+    from edge_runtime.outputs import write_atomic
+
+    write_atomic(settings.out / "demo.json", json.dumps({"settings": _jsonable(asdict(settings)), "model": info,
+                                                         "timings_s": steps.timings, "summary": summary},
+                                                        indent=2, default=str), overwrite=True)
     return DemoResult(settings.out, report, bool(validation.passed), summary, steps.timings,
                       {"bundle": str(bundle.path)})
 

@@ -5,6 +5,7 @@ import json
 import pytest
 
 import device_profiles as dp
+from edge_runtime.errors import InvalidArgumentError
 from edge_runtime.profiling import calibrate, commands
 
 
@@ -39,7 +40,8 @@ def test_calibrate_writes_a_measured_profile_and_keeps_defaults_without_kernels(
     prof = dp.load_profile(out)
     assert (prof.compute.peak_fp32_gflops, prof.memory.bandwidth_gbps) == (12.5, 3.25)
     assert not prof.compute.estimated and prof.runtime.sparse_crossover.gemm == dp.host_profile().runtime.sparse_crossover.gemm
-    with pytest.raises(dp.ProfileError):  # no silent overwrite
+    monkeypatch.setattr(calibrate, "peak_gflops", lambda n, reps: pytest.fail("measured before refusing"))
+    with pytest.raises(InvalidArgumentError, match="--overwrite"):  # no silent overwrite, refused before measuring
         commands.main(["devices", "calibrate", "--quick", "--out", str(out)])
 
 

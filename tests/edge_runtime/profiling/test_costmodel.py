@@ -134,3 +134,37 @@ def test_default_estimates_within_2x_of_published_latencies(cnn_costs, model, de
     ratio = est.latency_ms / PUBLISHED[(model, device)]
     assert 0.5 <= ratio <= 2.0, f"{model} on {device}: estimate {est.latency_ms:.1f} ms, ratio {ratio:.2f}"
     assert math.isfinite(est.latency_ms) and est.efficiency_source == "default"
+
+
+@pytest.mark.parametrize("model,device", sorted(PUBLISHED))
+def test_profile_command_headline_estimates_stay_within_2x(cnn_costs, model, device, monkeypatch, tmp_path):
+    """What `profile MODEL --device X` prints first: the tuned-runtime figure on the device's own threads,
+    whatever edge_runtime measured here (a slow host measurement must not drag it off)."""
+    import device_profiles
+    from edge_runtime.profiling import measure, profiler
+
+    monkeypatch.setattr(cm, "model_costs", lambda proto: cnn_costs[model])
+    timing = measure.summarize([0.5] * 5, 1)  # 500 ms here: far slower than any device figure
+    edge = profiler.BackendResult("edge", 1.0, 1.0, timing, 0.0, 0.0, None, None)
+    ort = profiler.BackendResult("onnxruntime", 1.0, 1.0, measure.summarize([0.25] * 5, 1), 0.0, 0.0, None, None)
+    (est,), notes = profiler._estimates(None, [device], [edge, ort], threads=2)
+    profile = device_profiles.load_profile(device)
+    assert est.threads == min(profile.runtime.threads, profile.cpu.cores) and est.runtime == cm.TUNED_RUNTIME
+    ratio = est.latency_ms / PUBLISHED[(model, device)]
+    low, high = cm.PUBLISHED_ERROR_BAND
+    assert 0.5 <= ratio <= 2.0 and low - 0.01 <= ratio <= high + 0.01
+    assert est.edge_runtime_ms >= 2 * est.latency_ms - 1e-9  # x2: edge / onnxruntime measured here
+    assert any("published" in n for n in notes)
+
+
+def test_edge_runtime_figure_never_beats_this_machine_on_slower_cores():
+    """A tiny, overhead-bound model: the roofline says microseconds, but a Pi 4 core is slower than this one."""
+    host, pi4 = dp.load_profile("host"), dp.load_profile("raspberry-pi-4")
+    tiny = cm.LayerCost("fc", "FusedGemm", 2e3, 4e3, 4e3, "gemv", (1, 10))
+    est = cm.estimate_latency([tiny], pi4)
+    out = cm.edge_runtime_estimate(est, pi4, host, edge_p50_ms=0.77, ort_p50_ms=0.5)
+    per_core = (host.compute.peak_fp32_gflops / host.cpu.cores) / (pi4.compute.peak_fp32_gflops / pi4.cpu.cores)
+    assert out.edge_runtime_ms == pytest.approx(max(est.latency_ms * 0.77 / 0.5, 0.77 * per_core))
+    if per_core >= 1:
+        assert out.edge_runtime_ms >= 0.77
+    assert "single-core" in out.edge_runtime_basis or "onnxruntime" in out.edge_runtime_basis

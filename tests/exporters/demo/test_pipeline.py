@@ -34,6 +34,11 @@ def test_report_has_every_section(demo):
     assert "raspberry-pi-4" in text and "jetson-orin-nano" in text  # estimates
     assert "ESTIMATES" in text and "ImageFolder" in text
     assert [line for line in lines if line.startswith("[7/7]")]      # progress for every step
+    # read right by a factory engineer: speed in words, density defined, zeros explained, units on charts
+    assert "than onnxruntime" in text and "x onnxruntime)" not in text
+    assert "*Density* is the fraction of nonzero values" in text and "sparsity 5" not in text
+    assert "| 0% |" not in text  # a zero always comes with its reason
+    assert "tuned runtime ms" in text and "edge_runtime ms" in text
 
 
 def test_artifacts_written(demo):
