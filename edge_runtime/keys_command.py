@@ -13,10 +13,15 @@ from typing import Any
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``keys generate``; sets ``func``."""
-    keys = subparsers.add_parser("keys", help="make the Ed25519 key pair that signs bundles")
+    keys = subparsers.add_parser(
+        "keys", help="make the Ed25519 key pair that signs bundles", formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example:\n  edge-runtime keys generate --out ~/.edge-keys\n"
+               "  edge-runtime export mypkg.models:make_model ... --sign-key ~/.edge-keys/edge-runtime.key\n"
+               "  edge-runtime run bundle/ images/ --trusted-key edge-runtime.pub   # on the device")
     actions = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
     gen = actions.add_parser("generate", help="write NAME.key (private, 0600) and NAME.pub into --out",
-                             description="example: edge-runtime keys generate --out ~/.edge-keys")
+                             formatter_class=argparse.RawDescriptionHelpFormatter,
+                             epilog="example:\n  edge-runtime keys generate --out ~/.edge-keys")
     gen.add_argument("--out", required=True, help="directory for the key pair (created if missing)")
     gen.add_argument("--name", default="edge-runtime", help="file stem (default edge-runtime)")
     gen.set_defaults(func=cmd_generate)
