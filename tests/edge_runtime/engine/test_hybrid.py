@@ -50,7 +50,8 @@ MODELS = {"mlp": graphs.mlp, "cnn_residual": graphs.cnn_residual, "shared_input"
 def test_cut_graphs_match_onnxruntime(name: str, sparsity: str) -> None:
     model = MODELS[name]()
     sess = edge_runtime.InferenceSession(model.SerializeToString(), _opts(), providers=ORT, sparsity=sparsity)
-    assert sess.dense_engine == "onnxruntime"
+    # in auto the numba engine may win the timing at session creation (then it runs the model)
+    assert sess.dense_engine == "onnxruntime" or sparsity == "auto"
     for batch in (1, 4):
         _check_against_ort(model, sess, batch)
     if sparsity == "force":  # every candidate became an island that runs sparse
