@@ -229,8 +229,14 @@ def _bench_one(name: str, path: Path, pool: list, threads: int, load: str, block
 
 
 _FOOTPRINT = """
-import json, resource, sys, time
+import json, sys, time
 import numpy as np
+
+def rss_mb(key):  # VmHWM (peak) / VmRSS of this process; ru_maxrss would count the parent's peak
+    for line in open("/proc/self/status"):
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) / 1024
+
 engine, path, threads = sys.argv[1], sys.argv[2], int(sys.argv[3])
 if engine == "ort":
     import onnxruntime as rt
@@ -242,16 +248,16 @@ else:
     so = rt.SessionOptions(); so.intra_op_num_threads = threads
     prov = ["CPUExecutionProvider"] if engine == "edge" else ["EdgeRuntimeExecutionProvider"]
     make = lambda: rt.InferenceSession(path, so, providers=prov)
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+before = rss_mb("VmRSS")
 t0 = time.perf_counter(); sess = make(); created = time.perf_counter() - t0
 inp = sess.get_inputs()[0]
 x = np.random.default_rng(0).standard_normal([d if isinstance(d, int) else 1 for d in inp.shape]).astype(np.float32)
 t0 = time.perf_counter(); sess.run(None, {inp.name: x}); first = time.perf_counter() - t0
 for _ in range(5):
     sess.run(None, {inp.name: x})
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({"create_s": created, "first_run_s": first, "peak_rss_mb": peak / 1024,
-                  "session_rss_mb": (peak - before) / 1024}))
+peak = rss_mb("VmHWM")
+print(json.dumps({"create_s": created, "first_run_s": first, "peak_rss_mb": peak,
+                  "session_peak_mb": peak - before}))
 """
 
 

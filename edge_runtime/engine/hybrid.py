@@ -41,6 +41,10 @@ log = logging.getLogger(__name__)
 MIN_GAIN = 0.85
 #: Timed calls per contender when pricing islands and cuts at session creation.
 REPEATS = 5
+#: Candidates whose expected input density is above this are not priced at all (no island is
+#: built, nothing compiled): no sparse kernel beat onnxruntime above it on this project's
+#: benchmarks (convs lost above ~0.45, a 4096x4096 GEMV still won at 0.5; bench_models.json).
+PRICE_MAX_DENSITY = 0.7
 
 
 @dataclass(frozen=True)
@@ -90,6 +94,8 @@ def build(model: onnx.ModelProto, cfg: EngineConfig, inputs: Sequence[ValueInfo]
     """
     whole = _whole_plan(model, cfg, inputs, outputs)
     cands = [] if cfg.sparsity == "off" else isl.candidates(model, cfg.annotations, cfg.sparsity)
+    if cands and cfg.sparsity == "auto":
+        cands = _likely_sparse(model, cands, cfg, inputs)
     types = value_types(model) if cands else {}
     cands = [c for c in cands if isl.float_input(c, types)]
     prepared = [p for p in (isl.prepare(model, c, types, cfg.threads) for c in cands) if p is not None]
@@ -99,6 +105,44 @@ def build(model: onnx.ModelProto, cfg: EngineConfig, inputs: Sequence[ValueInfo]
         plan = _cut_plan(model, prepared, types, cfg, inputs, outputs, limits=None)
         return plan or whole, EngineReport(len(cands), outcome=f"{len(prepared)} islands forced sparse")
     return _measured(model, prepared, types, cfg, inputs, outputs, whole, len(cands))
+
+
+def _likely_sparse(model: onnx.ModelProto, cands: list[isl.Candidate], cfg: EngineConfig,
+                   inputs: Sequence[ValueInfo]) -> list[isl.Candidate]:
+    """The candidates whose expected density is at most :data:`PRICE_MAX_DENSITY`.
+
+    Annotated layers use their annotation; the others are measured in one onnxruntime run of
+    the whole model on the warm-up input with their inputs as extra outputs (cheap next to
+    building and pricing islands, which compiles kernels and creates a session per segment).
+    """
+    unknown = _unique_inputs(c for c in cands if c.annotated_density is None)
+    measured = _probe_densities(model, unknown, cfg, inputs) if unknown else {}
+    if measured is None:  # the probe could not run: price every candidate
+        return cands
+    expected = [c.annotated_density if c.annotated_density is not None else measured[c.input] for c in cands]
+    return [c for c, d in zip(cands, expected) if d <= PRICE_MAX_DENSITY]
+
+
+def _unique_inputs(cands: Any) -> list[str]:
+    return list(dict.fromkeys(c.input for c in cands))
+
+
+def _probe_densities(model: onnx.ModelProto, names: list[str], cfg: EngineConfig,
+                     inputs: Sequence[ValueInfo]) -> dict[str, float] | None:
+    graph_outputs = {o.name for o in model.graph.output}
+    extra = [n for n in names if n not in graph_outputs]
+    model.graph.output.extend(onnx.helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None) for n in extra)
+    try:
+        data = model.SerializeToString()
+    finally:  # the caller's model is left as it was
+        del model.graph.output[len(model.graph.output) - len(extra):]
+    feed = dict(cfg.warmup_feed) if cfg.warmup_feed is not None else synthetic_feed(inputs)
+    try:
+        values = ortx.make_session(data, cfg.threads, cfg.optimize).run(names, feed)
+    except Exception as exc:  # noqa: BLE001 - a failed probe only means every candidate is priced
+        log.debug("density probe failed (%s): pricing every candidate", exc)
+        return None
+    return {n: density(np.ascontiguousarray(v, np.float32)) for n, v in zip(names, values)}
 
 
 def _measured(model: onnx.ModelProto, prepared: list[isl.PreparedIsland], types: Mapping[str, Any],

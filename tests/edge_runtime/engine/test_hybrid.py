@@ -159,6 +159,13 @@ def test_annotated_density_is_what_islands_are_priced_at(monkeypatch: pytest.Mon
     assert by_name[names[3]].expected_density == pytest.approx(0.05, abs=1 / 256)
 
 
+def test_dense_candidates_are_not_priced() -> None:
+    """Inputs measured above PRICE_MAX_DENSITY on the warm-up input build no island at all."""
+    sess = edge_runtime.InferenceSession(graphs.mlp(bias_shift=3.0).SerializeToString(), _opts(), providers=ORT)
+    assert sess.engine_report.candidates == 2 and sess.engine_report.islands == ()
+    assert sess.get_providers() == ["CPUExecutionProvider"]
+
+
 def test_at_density_hits_the_target() -> None:
     x = np.random.default_rng(0).standard_normal((4, 1000)).astype(np.float32)
     for d in (0.0, 0.1, 0.5, 1.0):
