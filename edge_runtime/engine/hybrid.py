@@ -93,18 +93,19 @@ def build(model: onnx.ModelProto, cfg: EngineConfig, inputs: Sequence[ValueInfo]
         OnnxRuntimeRejected: onnxruntime cannot load the whole model.
     """
     whole = _whole_plan(model, cfg, inputs, outputs)
-    cands = [] if cfg.sparsity == "off" else isl.candidates(model, cfg.annotations, cfg.sparsity)
-    if cands and cfg.sparsity == "auto":
-        cands = _likely_sparse(model, cands, cfg, inputs)
+    found = [] if cfg.sparsity == "off" else isl.candidates(model, cfg.annotations, cfg.sparsity)
+    cands = _likely_sparse(model, found, cfg, inputs) if found and cfg.sparsity == "auto" else found
     types = value_types(model) if cands else {}
     cands = [c for c in cands if isl.float_input(c, types)]
     prepared = [p for p in (isl.prepare(model, c, types, cfg.threads) for c in cands) if p is not None]
     if not prepared:
-        return whole, EngineReport(len(cands))
+        outcome = "whole model in one onnxruntime session" + (
+            f": no candidate's input density at or below {PRICE_MAX_DENSITY}" if found else "")
+        return whole, EngineReport(len(found), outcome=outcome)
     if cfg.sparsity == "force":
         plan = _cut_plan(model, prepared, types, cfg, inputs, outputs, limits=None)
-        return plan or whole, EngineReport(len(cands), outcome=f"{len(prepared)} islands forced sparse")
-    return _measured(model, prepared, types, cfg, inputs, outputs, whole, len(cands))
+        return plan or whole, EngineReport(len(found), outcome=f"{len(prepared)} islands forced sparse")
+    return _measured(model, prepared, types, cfg, inputs, outputs, whole, len(found))
 
 
 def _likely_sparse(model: onnx.ModelProto, cands: list[isl.Candidate], cfg: EngineConfig,
