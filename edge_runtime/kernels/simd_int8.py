@@ -1,0 +1,105 @@
+"""The int8 counterpart of :func:`edge_runtime.kernels.simd.axpy_rows`, as a numba ``@intrinsic``.
+
+``mac_rows(acc, w, vals, idx, i0, i1, base, n0, nvec)``:
+``acc[n0 : n0+16*nvec] += sum_{i0 <= i < i1} vals[i] * int32(w[idx[i] + base, n0 : n0+16*nvec])``
+with ``acc`` int32 held in ``nvec`` explicit ``<16 x i32>`` registers for the whole list, each
+weight row read as ``<16 x i8>`` vectors, sign-extended, multiplied by the splatted centred
+input and added (the portable widening multiply-add: LLVM emits pmovsxbd + pmulld + paddd
+on x86, sxtl + mla on NEON). Written as plain numba loops the accumulators stayed in
+memory and the loop ran scalar (3x slower than the fp32 kernel); the explicit vectors fix
+both, as they did for fp32.
+"""
+from __future__ import annotations
+
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.core.errors import TypingError
+from numba.extending import intrinsic
+
+__all__ = ["VEC", "mac_rows"]
+
+#: int32 lanes per explicit vector.
+VEC = 16
+
+
+def _check_array(name, ty, nd, dt):
+    if not (isinstance(ty, types.Array) and ty.ndim == nd and ty.dtype == dt and ty.layout == "C"):
+        raise TypingError(f"{name} must be a C-contiguous {nd}-D {dt} array, got {ty}")
+
+
+class _MacRows:
+    """IR emitter: ``nv`` int32 vector registers += v * sext(w[k, col : col + 16*nv])."""
+
+    def __init__(self, context, builder, w_ty, w_val, acc_ty, acc_val, col, nv):
+        self.builder = builder
+        acc_a = context.make_array(acc_ty)(context, builder, acc_val)
+        w_a = context.make_array(w_ty)(context, builder, w_val)
+        self.i64 = ir.IntType(64)
+        self.i32 = ir.IntType(32)
+        self.vty = ir.VectorType(self.i32, VEC)
+        self.bty = ir.VectorType(ir.IntType(8), VEC)
+        self.accp = builder.gep(acc_a.data, [col])
+        self.regs = [cgutils.alloca_once(builder, self.vty) for _ in range(nv)]
+        self.wdata = w_a.data  # i8*
+        self.rowstride = builder.extract_value(w_a.strides, 0)
+        self.col = col
+
+    def _acc_slot(self, j):
+        ptr = self.builder.gep(self.accp, [ir.Constant(self.i64, VEC * j)])
+        return self.builder.bitcast(ptr, self.vty.as_pointer())
+
+    def load(self):
+        for j, reg in enumerate(self.regs):
+            self.builder.store(self.builder.load(self._acc_slot(j), align=4), reg)
+
+    def store(self):
+        for j, reg in enumerate(self.regs):
+            self.builder.store(self.builder.load(reg), self._acc_slot(j), align=4)
+
+    def list_rows(self, idx_a, vals_a, start, stop, base):
+        b = self.builder
+        with cgutils.for_range_slice(b, start, stop, ir.Constant(self.i64, 1), intp=self.i64) as (i, _):
+            k = b.add(b.sext(b.load(b.gep(idx_a.data, [i])), self.i64), base)
+            self.row(k, b.load(b.gep(vals_a.data, [i])))
+
+    def row(self, k, v):
+        b = self.builder
+        splat = ir.Constant(ir.VectorType(self.i32, VEC), None)
+        vs = b.shuffle_vector(b.insert_element(ir.Constant(self.vty, None), v, ir.Constant(self.i32, 0)),
+                              ir.Constant(self.vty, None), splat)
+        row = b.gep(self.wdata, [b.add(b.mul(k, self.rowstride), self.col)])
+        for j, reg in enumerate(self.regs):
+            p = b.bitcast(b.gep(row, [ir.Constant(self.i64, VEC * j)]), self.bty.as_pointer())
+            wv = b.sext(b.load(p, align=1), self.vty)
+            b.store(b.add(b.load(reg), b.mul(wv, vs)), reg)
+
+
+@intrinsic
+def mac_rows(typingctx, acc, w, vals, idx, i0, i1, base, n0, nvec):
+    """acc[n0 : n0+16*nvec] += sum_{i0 <= i < i1} vals[i] * w[idx[i] + base, n0 : n0+16*nvec].
+
+    ``acc`` 1-D int32 and ``w`` 2-D int8, C-contiguous; ``vals``/``idx`` 1-D int32;
+    ``nvec`` a compile-time constant. No bounds checks: callers guarantee
+    ``idx[i] + base < w.shape[0]`` and ``n0 + 16*nvec <=`` both row lengths.
+    """
+    for name, ty, nd, dt in (("acc", acc, 1, types.int32), ("w", w, 2, types.int8),
+                             ("vals", vals, 1, types.int32), ("idx", idx, 1, types.int32)):
+        _check_array(f"mac_rows: {name}", ty, nd, dt)
+    if not isinstance(nvec, types.IntegerLiteral):
+        raise TypingError(f"mac_rows: nvec must be a literal int, got {nvec}")
+    nv = int(nvec.literal_value)
+    sig = types.void(acc, w, vals, idx, i0, i1, base, n0, nvec)
+
+    def codegen(context, builder, signature, args):
+        vals_a = context.make_array(signature.args[2])(context, builder, args[2])
+        idx_a = context.make_array(signature.args[3])(context, builder, args[3])
+        start, stop, off, col = (context.cast(builder, args[j], signature.args[j], types.int64)
+                                 for j in (4, 5, 6, 7))
+        em = _MacRows(context, builder, signature.args[1], args[1], signature.args[0], args[0], col, nv)
+        em.load()
+        em.list_rows(idx_a, vals_a, start, stop, off)
+        em.store()
+        return context.get_dummy_value()
+
+    return sig, codegen

@@ -1,0 +1,272 @@
+"""Zero-skipping int8 GEMV / token-batched MatMul (incl. 1x1 conv): inputs equal to their zero point are skipped.
+
+Public API::
+
+    prepare_int8_weights(W_kn) -> PreparedInt8                  # once: int8 (K, N), padded to 16
+    requant_params(x_scale, w_scale, y_scale, y_zp, n, bias_int32, relu, out_dtype) -> Requant
+    sparse_gemv_int8(x, x_zp, prepared, requant=None) -> (N,) int32 accumulators or uint8/int8
+    sparse_matmul_int8(X, x_zp, prepared, requant=None) -> (M, N) likewise
+
+Semantics (onnxruntime's QLinearMatMul/QGemm with symmetric weights): ``acc[n] = sum_k
+(x[k] - x_zp) * W[k, n]`` in int32, then, when ``requant`` is given, ``y = saturate(rint(
+float32(acc + bias) * multiplier[n]) + y_zp)`` (round half to even), clamped below at
+``y_zp`` with a fused ReLU. Weight zero points must be 0 (onnxruntime's default
+symmetric int8 weights); use the dense ops otherwise.
+
+How: x is scanned once, compacting the indices and centred values of the entries that
+differ from the zero point (after a ReLU, an int8/uint8 activation equals its zero point
+exactly where the float activation is 0). Each active input then adds one int8 weight row
+(N bytes, a quarter of the fp32 row) to int32 accumulators held in blocks of ``IBLOCK``
+outputs: the widening multiply-add ``acc += int32(v) * int32(w)`` that LLVM vectorises to
+sign-extend + multiply + add on every target (NEON, AVX2, AVX-512), the portable path
+the Cortex-A72 (no dot-product instructions) needs. Cost ~ nnz(x) * N.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from edge_runtime.errors import InvalidArgumentError, InvalidInputError
+from edge_runtime.kernels.simd_int8 import VEC, mac_rows
+
+__all__ = ["PreparedInt8", "Requant", "prepare_int8_weights", "requant_params", "sparse_gemv_int8",
+           "sparse_matmul_int8", "IBLOCK"]
+
+#: Outputs per accumulator block (int32): 64 = 4 zmm / 8 ymm / 16 NEON q registers.
+IBLOCK = 64
+_NBLOCK_VEC = IBLOCK // VEC
+_I8 = (np.dtype(np.int8), np.dtype(np.uint8))
+
+
+@dataclass(frozen=True)
+class PreparedInt8:
+    """int8 weights laid out for the kernels: (K, Np) C-contiguous, Np = N rounded up to 16.
+
+    Example:
+        >>> p = prepare_int8_weights(np.ones((4, 3), dtype=np.int8))
+        >>> (p.k, p.n, p.w.shape)
+        (4, 3, (4, 16))
+    """
+
+    w: NDArray[np.int8]
+    n: int
+
+    @property
+    def k(self) -> int:
+        """Number of input features K."""
+        return int(self.w.shape[0])
+
+
+@dataclass(frozen=True)
+class Requant:
+    """The epilogue: ``saturate(rint(float32(acc + bias) * multiplier) + zero_point)``, optional ReLU.
+
+    Attributes:
+        bias: (Np,) int32, zero-padded.
+        multiplier: (Np,) float32, ``x_scale * w_scale[n] / y_scale``.
+        zero_point: the output's zero point.
+        relu: clamp at ``zero_point`` (a fused ReLU in the quantized domain).
+        unsigned: uint8 output (else int8).
+    """
+
+    bias: NDArray[np.int32]
+    multiplier: NDArray[np.float32]
+    zero_point: int
+    relu: bool
+    unsigned: bool
+
+    @property
+    def dtype(self) -> np.dtype:
+        """The output's element type."""
+        return np.dtype(np.uint8 if self.unsigned else np.int8)
+
+
+def _padded(n: int) -> int:
+    return max(16, -(-n // 16) * 16)
+
+
+def prepare_int8_weights(w_kn: ArrayLike) -> PreparedInt8:
+    """Copy a (K, N) int8 weight matrix once into the padded row-major layout the kernels read.
+
+    Raises:
+        InvalidArgumentError: not a 2-D int8 matrix.
+    """
+    w = np.asarray(w_kn)
+    if w.ndim != 2 or w.dtype != np.int8:
+        raise InvalidArgumentError(f"prepare_int8_weights expects a 2-D (K, N) int8 matrix, got {w.dtype} "
+                                   f"{w.shape}; quantize the weights to int8 (symmetric, zero point 0) first.")
+    k, n = w.shape
+    out = np.zeros((k, _padded(n)), np.int8)
+    out[:, :n] = w
+    return PreparedInt8(w=out, n=int(n))
+
+
+def requant_params(x_scale: float, w_scale: ArrayLike, y_scale: float, y_zero_point: int, n: int,
+                   bias: ArrayLike | None = None, relu: bool = False, out_dtype: object = np.uint8) -> Requant:
+    """Build the epilogue for N outputs (w_scale scalar or per output; bias int32 or None).
+
+    Raises:
+        InvalidArgumentError: w_scale/bias length differs from N, or out_dtype is not int8/uint8.
+    """
+    dt = np.dtype(out_dtype)  # type: ignore[call-overload]
+    if dt not in _I8:
+        raise InvalidArgumentError(f"requant_params: out_dtype {dt} is not supported; expected uint8 or int8.")
+    ws = np.asarray(w_scale, np.float32).reshape(-1)
+    if ws.size not in (1, n):
+        raise InvalidArgumentError(f"requant_params: w_scale has {ws.size} values for {n} outputs; expected 1 or {n}.")
+    npad = _padded(n)
+    mult = np.zeros(npad, np.float32)
+    mult[:n] = np.float32(x_scale) * np.broadcast_to(ws, (n,)) / np.float32(y_scale)
+    b = np.zeros(npad, np.int32)
+    if bias is not None:
+        bias = np.asarray(bias, np.int32).reshape(-1)
+        if bias.size != n:
+            raise InvalidArgumentError(f"requant_params: bias has {bias.size} values for {n} outputs.")
+        b[:n] = bias
+    return Requant(b, mult, int(y_zero_point), bool(relu), dt == np.uint8)
+
+
+# ----------------------------------------------------------------------------- numba
+
+
+@numba.njit(cache=True)
+def compact_int8(x, zp, vals, idx):  # pragma: no cover - compiled
+    """Centred values ``x[k] - zp`` that are nonzero, and their indices; returns the count."""
+    c = 0
+    for k in range(x.shape[0]):
+        v = np.int32(x[k]) - zp
+        vals[c] = v
+        idx[c] = k
+        c += v != 0
+    return c
+
+
+@numba.njit(cache=True)
+def accumulate_int8(acc, w, vals, idx, i0, i1, base):  # pragma: no cover - compiled
+    """acc[:] += sum_{i0<=i<i1} vals[i] * int32(w[idx[i] + base, :]); len(acc) a multiple of 16.
+
+    Register blocks of IBLOCK outputs (:func:`mac_rows`), then single vectors.
+    """
+    t = acc.shape[0]
+    nb = t - t % IBLOCK
+    for n0 in range(0, nb, IBLOCK):
+        mac_rows(acc, w, vals, idx, i0, i1, base, n0, _NBLOCK_VEC)
+    rem = (t - nb) // VEC
+    if rem == 1:
+        mac_rows(acc, w, vals, idx, i0, i1, base, nb, 1)
+    elif rem == 2:
+        mac_rows(acc, w, vals, idx, i0, i1, base, nb, 2)
+    elif rem == 3:
+        mac_rows(acc, w, vals, idx, i0, i1, base, nb, 3)
+
+
+@numba.njit(cache=True)
+def requantize_into(out, acc, bias, mult, zp, relu, unsigned):  # pragma: no cover - compiled
+    """out[j] = saturate(rint(float32(acc[j] + bias[j]) * mult[j]) + zp) for j < len(out)."""
+    lo = 0 if unsigned else -128
+    hi = 255 if unsigned else 127
+    if relu:
+        lo = max(lo, zp)
+    for j in range(out.shape[0]):
+        f = np.float32(acc[j] + bias[j]) * mult[j]
+        q = np.int32(np.rint(f)) + zp
+        out[j] = min(max(q, lo), hi)
+
+
+@numba.njit(cache=True)
+def _gemv(x, zp, w):  # pragma: no cover - compiled
+    vals = np.empty(x.shape[0], np.int32)
+    idx = np.empty(x.shape[0], np.int32)
+    c = compact_int8(x, zp, vals, idx)
+    acc = np.zeros(w.shape[1], np.int32)
+    accumulate_int8(acc, w, vals, idx, 0, c, 0)
+    return acc
+
+
+@numba.njit(cache=True)
+def _gemv_requant(x, zp, w, out, bias, mult, yzp, relu, unsigned):  # pragma: no cover - compiled
+    requantize_into(out, _gemv(x, zp, w), bias, mult, yzp, relu, unsigned)
+
+
+@numba.njit(cache=True)
+def _matmul(x, zp, w, n):  # pragma: no cover - compiled
+    out = np.empty((x.shape[0], n), np.int32)
+    vals = np.empty(x.shape[1], np.int32)
+    idx = np.empty(x.shape[1], np.int32)
+    acc = np.empty(w.shape[1], np.int32)
+    for r in range(x.shape[0]):
+        c = compact_int8(x[r], zp, vals, idx)
+        acc[:] = 0
+        accumulate_int8(acc, w, vals, idx, 0, c, 0)
+        out[r, :] = acc[:n]
+    return out
+
+
+@numba.njit(cache=True)
+def _matmul_requant(x, zp, w, out, bias, mult, yzp, relu, unsigned):  # pragma: no cover - compiled
+    vals = np.empty(x.shape[1], np.int32)
+    idx = np.empty(x.shape[1], np.int32)
+    acc = np.empty(w.shape[1], np.int32)
+    for r in range(x.shape[0]):
+        c = compact_int8(x[r], zp, vals, idx)
+        acc[:] = 0
+        accumulate_int8(acc, w, vals, idx, 0, c, 0)
+        requantize_into(out[r], acc, bias, mult, yzp, relu, unsigned)
+
+
+# ----------------------------------------------------------------------------- wrappers
+
+
+_RANGE = {np.dtype(np.uint8): (0, 255), np.dtype(np.int8): (-128, 127)}
+
+
+def check_int8_input(x: NDArray, zp: int, k: int, ndim: int, who: str) -> NDArray:
+    """x as a C-contiguous int8/uint8 array of rank ``ndim`` whose last axis is K.
+
+    Raises:
+        InvalidInputError: wrong dtype, rank, K or a zero point outside x's range.
+    """
+    lo_hi = _RANGE.get(x.dtype)
+    if lo_hi is None or x.ndim != ndim or x.shape[-1] != k:
+        raise InvalidInputError(f"{who}: x has dtype {x.dtype} and shape {x.shape}; expected int8/uint8 of rank "
+                                f"{ndim} with last dimension K={k} (the prepared weights' rows).")
+    if not lo_hi[0] <= zp <= lo_hi[1]:
+        raise InvalidInputError(f"{who}: zero point {zp} is outside {x.dtype}'s range {list(lo_hi)}.")
+    return x if x.flags.c_contiguous else np.ascontiguousarray(x)
+
+
+def sparse_gemv_int8(x: NDArray, x_zero_point: int, prepared: PreparedInt8,
+                     requant: Requant | None = None) -> NDArray:
+    """``(x - x_zp) @ W`` skipping entries equal to ``x_zp``; int32 (N,), or requantized (N,).
+
+    Raises:
+        InvalidInputError: x is not int8/uint8 of shape (K,).
+    """
+    x = check_int8_input(x, x_zero_point, prepared.k, 1, "sparse_gemv_int8")
+    if requant is None:
+        return _gemv(x, x_zero_point, prepared.w)[:prepared.n]
+    out = np.empty(prepared.n, requant.dtype)
+    _gemv_requant(x, x_zero_point, prepared.w, out, requant.bias, requant.multiplier, requant.zero_point,
+                  requant.relu, requant.unsigned)
+    return out
+
+
+def sparse_matmul_int8(x: NDArray, x_zero_point: int, prepared: PreparedInt8,
+                       requant: Requant | None = None) -> NDArray:
+    """Row by row :func:`sparse_gemv_int8` of (M, K) x: (M, N) int32 or requantized.
+
+    A 1x1 convolution is this with the input's pixels as rows: ``x.reshape(C, H*W).T``.
+
+    Raises:
+        InvalidInputError: x is not int8/uint8 of shape (M, K).
+    """
+    x = check_int8_input(x, x_zero_point, prepared.k, 2, "sparse_matmul_int8")
+    if requant is None:
+        return _matmul(x, x_zero_point, prepared.w, prepared.n)
+    out = np.empty((x.shape[0], prepared.n), requant.dtype)
+    _matmul_requant(x, x_zero_point, prepared.w, out, requant.bias, requant.multiplier, requant.zero_point,
+                    requant.relu, requant.unsigned)
+    return out
