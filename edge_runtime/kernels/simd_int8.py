@@ -11,13 +11,14 @@ both, as they did for fp32.
 """
 from __future__ import annotations
 
+import llvmlite.binding as llvm_binding
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
 from numba.core.errors import TypingError
 from numba.extending import intrinsic
 
-__all__ = ["VEC", "mac_rows"]
+__all__ = ["VEC", "HAS_VNNI", "host_has_vnni", "mac_rows", "dot_rows"]
 
 #: int32 lanes per explicit vector.
 VEC = 16
@@ -99,6 +100,91 @@ def mac_rows(typingctx, acc, w, vals, idx, i0, i1, base, n0, nvec):
         em = _MacRows(context, builder, signature.args[1], args[1], signature.args[0], args[0], col, nv)
         em.load()
         em.list_rows(idx_a, vals_a, start, stop, off)
+        em.store()
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+def host_has_vnni() -> bool:
+    """True where LLVM reports AVX-512 VNNI (``vpdpbusd`` on 512-bit vectors) on this CPU."""
+    try:
+        feats = llvm_binding.get_host_cpu_features()
+    except RuntimeError:  # pragma: no cover - hosts where LLVM cannot read features
+        return False
+    return bool(feats.get("avx512vnni", False) and feats.get("avx512bw", False))
+
+
+HAS_VNNI = host_has_vnni()
+
+
+class _DotQuads(_MacRows):
+    """VNNI emitter: four list entries at a time, ``acc += vpdpbusd(u8 quads of v, s8 quads of w)``.
+
+    The four weight rows' bytes are interleaved into quads per output (shufflevector, which
+    LLVM lowers to byte unpacks); the four centred inputs, which must lie in [0, 255]
+    (the caller checks), are splatted as one u8 quad.
+    """
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.dot = cgutils.get_or_insert_function(
+            self.builder.module, ir.FunctionType(self.vty, [self.vty] * 3), "llvm.x86.avx512.vpdpbusd.512")
+
+    def quad_rows(self, idx_a, vals_a, start, stop, base):
+        """``quad(i)`` for i = start, start+4, ... while i + 4 <= stop; returns the first unused i."""
+        b = self.builder
+        four = ir.Constant(self.i64, 4)
+        nquads = b.sdiv(b.sub(stop, start), four)
+        with cgutils.for_range(b, nquads, intp=self.i64) as loop:
+            self.quad(idx_a, vals_a, b.add(start, b.mul(loop.index, four)), base)
+        return b.add(start, b.mul(nquads, four))
+
+    def quad(self, idx_a, vals_a, i, base):
+        b = self.builder
+        rows, packed = [], ir.Constant(self.i32, 0)
+        for r in range(4):
+            ir_ = b.add(i, ir.Constant(self.i64, r))
+            k = b.add(b.sext(b.load(b.gep(idx_a.data, [ir_])), self.i64), base)
+            rows.append(b.gep(self.wdata, [b.add(b.mul(k, self.rowstride), self.col)]))
+            v = b.and_(b.load(b.gep(vals_a.data, [ir_])), ir.Constant(self.i32, 255))
+            packed = b.or_(packed, b.shl(v, ir.Constant(self.i32, 8 * r)))
+        vs = b.shuffle_vector(b.insert_element(ir.Constant(self.vty, None), packed, ir.Constant(self.i32, 0)),
+                              ir.Constant(self.vty, None), ir.Constant(ir.VectorType(self.i32, VEC), None))
+        pair = ir.Constant(ir.VectorType(self.i32, 32), [x for n in range(16) for x in (n, 16 + n)])
+        quad = ir.Constant(ir.VectorType(self.i32, 64),
+                           [x for n in range(16) for x in (2 * n, 2 * n + 1, 32 + 2 * n, 33 + 2 * n)])
+        for j, reg in enumerate(self.regs):
+            w = [b.load(b.bitcast(b.gep(p, [ir.Constant(self.i64, VEC * j)]), self.bty.as_pointer()), align=1)
+                 for p in rows]
+            q = b.shuffle_vector(b.shuffle_vector(w[0], w[1], pair), b.shuffle_vector(w[2], w[3], pair), quad)
+            b.store(b.call(self.dot, [b.load(reg), vs, b.bitcast(q, self.vty)]), reg)
+
+
+@intrinsic
+def dot_rows(typingctx, acc, w, vals, idx, i0, i1, base, n0, nvec):
+    """:func:`mac_rows` with AVX-512 VNNI: quads of entries through ``vpdpbusd``, the rest widened.
+
+    Only on hosts where :data:`HAS_VNNI` is true, and only when every ``vals[i0:i1]`` lies in
+    [0, 255] (the u8 operand of ``vpdpbusd``); same contract as :func:`mac_rows` otherwise.
+    """
+    for name, ty, nd, dt in (("acc", acc, 1, types.int32), ("w", w, 2, types.int8),
+                             ("vals", vals, 1, types.int32), ("idx", idx, 1, types.int32)):
+        _check_array(f"dot_rows: {name}", ty, nd, dt)
+    if not isinstance(nvec, types.IntegerLiteral):
+        raise TypingError(f"dot_rows: nvec must be a literal int, got {nvec}")
+    nv = int(nvec.literal_value)
+    sig = types.void(acc, w, vals, idx, i0, i1, base, n0, nvec)
+
+    def codegen(context, builder, signature, args):
+        vals_a = context.make_array(signature.args[2])(context, builder, args[2])
+        idx_a = context.make_array(signature.args[3])(context, builder, args[3])
+        start, stop, off, col = (context.cast(builder, args[j], signature.args[j], types.int64)
+                                 for j in (4, 5, 6, 7))
+        em = _DotQuads(context, builder, signature.args[1], args[1], signature.args[0], args[0], col, nv)
+        em.load()
+        rest = em.quad_rows(idx_a, vals_a, start, stop, off)
+        em.list_rows(idx_a, vals_a, rest, stop, off)
         em.store()
         return context.get_dummy_value()
 

@@ -30,14 +30,20 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from edge_runtime.errors import InvalidArgumentError, InvalidInputError
-from edge_runtime.kernels.simd_int8 import VEC, mac_rows
+from edge_runtime.kernels.simd_int8 import HAS_VNNI, VEC, dot_rows, mac_rows
 
 __all__ = ["PreparedInt8", "Requant", "prepare_int8_weights", "requant_params", "sparse_gemv_int8",
            "sparse_matmul_int8", "IBLOCK"]
 
-#: Outputs per accumulator block (int32): 64 = 4 zmm / 8 ymm / 16 NEON q registers.
-IBLOCK = 64
+#: Outputs per accumulator block (int32): 128 = 8 of the 32 zmm registers with AVX-512 VNNI, else
+#: 64 = 4 zmm / 8 ymm / 16 NEON q registers.
+IBLOCK = 128 if HAS_VNNI else 64
+#: Which multiply-add the kernels use on this host (recorded by the benchmarks).
+CODE_PATH = ("AVX-512 VNNI vpdpbusd (quads of active inputs) + widening multiply-add" if HAS_VNNI
+             else "portable widening multiply-add (<16 x i32>)")
 _NBLOCK_VEC = IBLOCK // VEC
+#: Active inputs per sweep of the GEMV over all output blocks (the fp32 GEMV's GEMV_GROUP idea).
+GEMV_GROUP = 32
 _I8 = (np.dtype(np.int8), np.dtype(np.uint8))
 
 
@@ -134,33 +140,59 @@ def requant_params(x_scale: float, w_scale: ArrayLike, y_scale: float, y_zero_po
 
 @numba.njit(cache=True)
 def compact_int8(x, zp, vals, idx):  # pragma: no cover - compiled
-    """Centred values ``x[k] - zp`` that are nonzero, and their indices; returns the count."""
+    """Centred values ``x[k] - zp`` that are nonzero, and their indices.
+
+    Returns:
+        (count, all centred values >= 0): the second says whether the VNNI path may run.
+    """
     c = 0
+    lo = 0
     for k in range(x.shape[0]):
         v = np.int32(x[k]) - zp
         vals[c] = v
         idx[c] = k
         c += v != 0
-    return c
+        lo = min(lo, v)
+    return c, lo >= 0
+
+
+def _accumulate(row_fn):
+    """accumulate(acc, w, vals, idx, i0, i1, base) over IBLOCK-output register blocks of ``row_fn``."""
+
+    @numba.njit(cache=True)
+    def accumulate(acc, w, vals, idx, i0, i1, base):  # pragma: no cover - compiled
+        t = acc.shape[0]
+        nb = t - t % IBLOCK
+        for n0 in range(0, nb, IBLOCK):
+            row_fn(acc, w, vals, idx, i0, i1, base, n0, _NBLOCK_VEC)
+        rem = (t - nb) // VEC
+        if rem >= 4:
+            row_fn(acc, w, vals, idx, i0, i1, base, nb, 4)
+            nb += 4 * VEC
+            rem -= 4
+        if rem == 1:
+            row_fn(acc, w, vals, idx, i0, i1, base, nb, 1)
+        elif rem == 2:
+            row_fn(acc, w, vals, idx, i0, i1, base, nb, 2)
+        elif rem == 3:
+            row_fn(acc, w, vals, idx, i0, i1, base, nb, 3)
+
+    return accumulate
+
+
+#: acc[:] += sum_{i0<=i<i1} vals[i] * int32(w[idx[i] + base, :]) (len(acc) a multiple of 16), any vals.
+accumulate_mac = _accumulate(mac_rows)
+#: The same for vals in [0, 255]: AVX-512 VNNI quads where the host has them.
+accumulate_u8 = _accumulate(dot_rows) if HAS_VNNI else accumulate_mac
 
 
 @numba.njit(cache=True)
-def accumulate_int8(acc, w, vals, idx, i0, i1, base):  # pragma: no cover - compiled
-    """acc[:] += sum_{i0<=i<i1} vals[i] * int32(w[idx[i] + base, :]); len(acc) a multiple of 16.
-
-    Register blocks of IBLOCK outputs (:func:`mac_rows`), then single vectors.
-    """
-    t = acc.shape[0]
-    nb = t - t % IBLOCK
-    for n0 in range(0, nb, IBLOCK):
-        mac_rows(acc, w, vals, idx, i0, i1, base, n0, _NBLOCK_VEC)
-    rem = (t - nb) // VEC
-    if rem == 1:
-        mac_rows(acc, w, vals, idx, i0, i1, base, nb, 1)
-    elif rem == 2:
-        mac_rows(acc, w, vals, idx, i0, i1, base, nb, 2)
-    elif rem == 3:
-        mac_rows(acc, w, vals, idx, i0, i1, base, nb, 3)
+def accumulate_int8(acc, w, vals, idx, i0, i1, base, unsigned_vals):  # pragma: no cover - compiled
+    """:data:`accumulate_u8` when ``unsigned_vals`` (every value in [0, 255]), else :data:`accumulate_mac`."""
+    if unsigned_vals:
+        accumulate_u8(acc, w, vals, idx, i0, i1, base)
+    else:
+        accumulate_mac(acc, w, vals, idx, i0, i1, base)
 
 
 @numba.njit(cache=True)
@@ -180,9 +212,10 @@ def requantize_into(out, acc, bias, mult, zp, relu, unsigned):  # pragma: no cov
 def _gemv(x, zp, w):  # pragma: no cover - compiled
     vals = np.empty(x.shape[0], np.int32)
     idx = np.empty(x.shape[0], np.int32)
-    c = compact_int8(x, zp, vals, idx)
+    c, u8 = compact_int8(x, zp, vals, idx)
     acc = np.zeros(w.shape[1], np.int32)
-    accumulate_int8(acc, w, vals, idx, 0, c, 0)
+    for g in range(0, c, GEMV_GROUP):  # a group's rows are read whole, start to end: the prefetcher streams them
+        accumulate_int8(acc, w, vals, idx, g, min(g + GEMV_GROUP, c), 0, u8)
     return acc
 
 
@@ -198,9 +231,9 @@ def _matmul(x, zp, w, n):  # pragma: no cover - compiled
     idx = np.empty(x.shape[1], np.int32)
     acc = np.empty(w.shape[1], np.int32)
     for r in range(x.shape[0]):
-        c = compact_int8(x[r], zp, vals, idx)
+        c, u8 = compact_int8(x[r], zp, vals, idx)
         acc[:] = 0
-        accumulate_int8(acc, w, vals, idx, 0, c, 0)
+        accumulate_int8(acc, w, vals, idx, 0, c, 0, u8)
         out[r, :] = acc[:n]
     return out
 
@@ -211,9 +244,9 @@ def _matmul_requant(x, zp, w, out, bias, mult, yzp, relu, unsigned):  # pragma: 
     idx = np.empty(x.shape[1], np.int32)
     acc = np.empty(w.shape[1], np.int32)
     for r in range(x.shape[0]):
-        c = compact_int8(x[r], zp, vals, idx)
+        c, u8 = compact_int8(x[r], zp, vals, idx)
         acc[:] = 0
-        accumulate_int8(acc, w, vals, idx, 0, c, 0)
+        accumulate_int8(acc, w, vals, idx, 0, c, 0, u8)
         requantize_into(out[r], acc, bias, mult, yzp, relu, unsigned)
 
 

@@ -52,7 +52,7 @@ densities = st.sampled_from([0.0, 0.05, 0.3, 1.0])
 
 
 @settings(max_examples=40, deadline=None)
-@given(m=st.integers(1, 5), k=st.integers(1, 90), n=st.integers(1, 150), dz=dtype_zp, density=densities,
+@given(m=st.integers(1, 5), k=st.integers(1, 90), n=st.integers(1, 260), dz=dtype_zp, density=densities,
        seed=st.integers(0, 2**16))
 def test_matmul_and_gemv_accumulators_are_exact(m, k, n, dz, density, seed):
     dtype, zp = dz
@@ -89,7 +89,7 @@ def test_requantized_matmul_matches_qlinearmatmul(k, n, dz, density, relu, out, 
 
 
 @settings(max_examples=30, deadline=None)
-@given(c=st.integers(1, 20), m=st.integers(1, 40), hw=st.tuples(st.integers(1, 9), st.integers(1, 9)),
+@given(c=st.integers(1, 20), m=st.integers(1, 200), hw=st.tuples(st.integers(1, 9), st.integers(1, 9)),
        kernel=st.sampled_from([(3, 3), (1, 1), (2, 3), (5, 5)]), stride=st.sampled_from([1, 2]),
        pad=st.sampled_from([0, 1, 2]), dil=st.sampled_from([1, 2]), dz=dtype_zp, density=densities,
        seed=st.integers(0, 2**16))
