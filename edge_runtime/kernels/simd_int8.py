@@ -181,11 +181,97 @@ def dot_rows(typingctx, acc, w, vals, idx, i0, i1, base, n0, nvec):
         idx_a = context.make_array(signature.args[3])(context, builder, args[3])
         start, stop, off, col = (context.cast(builder, args[j], signature.args[j], types.int64)
                                  for j in (4, 5, 6, 7))
-        em = _DotQuads(context, builder, signature.args[1], args[1], signature.args[0], args[0], col, nv)
+        cls = _DotUnpack if nv % 4 == 0 else _DotQuads
+        em = cls(context, builder, signature.args[1], args[1], signature.args[0], args[0], col, nv)
         em.load()
-        rest = em.quad_rows(idx_a, vals_a, start, stop, off)
-        em.list_rows(idx_a, vals_a, rest, stop, off)
+        if nv % 4 == 0:
+            em.quad_all(idx_a, vals_a, start, stop, off)
+        else:
+            rest = em.quad_rows(idx_a, vals_a, start, stop, off)
+            em.list_rows(idx_a, vals_a, rest, stop, off)
         em.store()
         return context.get_dummy_value()
 
     return sig, codegen
+
+
+def _unpack_masks() -> tuple[list[int], ...]:
+    """Byte masks of vpunpckl/hbw and vpunpckl/hwd on 64-byte vectors (per 128-bit lane)."""
+    lo_b = [x for lane in range(4) for i in range(8) for x in (16 * lane + i, 64 + 16 * lane + i)]
+    hi_b = [x for lane in range(4) for i in range(8, 16) for x in (16 * lane + i, 64 + 16 * lane + i)]
+
+    def words(first: int) -> list[int]:
+        return [x for lane in range(4) for i in range(first, first + 4)
+                for x in (16 * lane + 2 * i, 16 * lane + 2 * i + 1, 64 + 16 * lane + 2 * i, 65 + 16 * lane + 2 * i)]
+
+    return lo_b, hi_b, words(0), words(4)
+
+
+class _DotUnpack(_DotQuads):
+    """VNNI emitter for 64-output chunks: four 64-byte rows interleaved with 8 lane-local unpacks.
+
+    The unpacks leave register j, lane 4L + i holding output 16L + 4j + i of the chunk, so
+    the accumulators are transposed (128-bit blocks, 4x4) when loaded and stored, and
+    every entry, leftovers included (as a quad padded with zero values), takes this path.
+    """
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        i32v = ir.VectorType(self.i32, 64)
+        self.masks = [ir.Constant(i32v, m) for m in _unpack_masks()]
+        self.b64 = ir.VectorType(ir.IntType(8), 64)
+
+    def _blocks(self, vecs, j):
+        """[vecs[0].block j, vecs[1].block j, vecs[2].block j, vecs[3].block j] (blocks of 4 lanes)."""
+        b = self.builder
+        pick = ir.Constant(ir.VectorType(self.i32, 8), [4 * j + i for i in range(4)] + [16 + 4 * j + i for i in range(4)])
+        lo = b.shuffle_vector(vecs[0], vecs[1], pick)
+        hi = b.shuffle_vector(vecs[2], vecs[3], pick)
+        return b.shuffle_vector(lo, hi, ir.Constant(ir.VectorType(self.i32, 16), list(range(16))))
+
+    def load(self):
+        for c in range(0, len(self.regs), 4):
+            mem = [self.builder.load(self._acc_slot(c + m), align=4) for m in range(4)]
+            for j in range(4):
+                self.builder.store(self._blocks(mem, j), self.regs[c + j])
+
+    def store(self):
+        for c in range(0, len(self.regs), 4):
+            regs = [self.builder.load(self.regs[c + j]) for j in range(4)]
+            for m in range(4):
+                self.builder.store(self._blocks(regs, m), self._acc_slot(c + m), align=4)
+
+    def quad_all(self, idx_a, vals_a, start, stop, base):
+        """Every entry start <= i < stop as quads; the last one padded with zero values."""
+        b = self.builder
+        rest = self.quad_rows(idx_a, vals_a, start, stop, base)
+        with b.if_then(b.icmp_signed("<", rest, stop)):
+            self.quad(idx_a, vals_a, rest, base, stop)
+
+    def quad(self, idx_a, vals_a, i, base, stop=None):
+        b = self.builder
+        rows, packed = [], ir.Constant(self.i32, 0)
+        for r in range(4):
+            ir_ = b.add(i, ir.Constant(self.i64, r))
+            if stop is not None:  # padded leftover quad: entries past stop reuse entry i with value 0
+                live = b.icmp_signed("<", ir_, stop)
+                ir_ = b.select(live, ir_, i)
+            k = b.add(b.sext(b.load(b.gep(idx_a.data, [ir_])), self.i64), base)
+            rows.append(b.gep(self.wdata, [b.add(b.mul(k, self.rowstride), self.col)]))
+            v = b.and_(b.load(b.gep(vals_a.data, [ir_])), ir.Constant(self.i32, 255))
+            if stop is not None:
+                v = b.select(live, v, ir.Constant(self.i32, 0))
+            packed = b.or_(packed, b.shl(v, ir.Constant(self.i32, 8 * r)))
+        vs = b.shuffle_vector(b.insert_element(ir.Constant(self.vty, None), packed, ir.Constant(self.i32, 0)),
+                              ir.Constant(self.vty, None), ir.Constant(ir.VectorType(self.i32, VEC), None))
+        lo_b, hi_b, lo_w, hi_w = self.masks
+        for c in range(0, len(self.regs), 4):
+            w = [b.load(b.bitcast(b.gep(p, [ir.Constant(self.i64, VEC * c)]), self.b64.as_pointer()), align=1)
+                 for p in rows]
+            ab = (b.shuffle_vector(w[0], w[1], lo_b), b.shuffle_vector(w[0], w[1], hi_b))
+            cd = (b.shuffle_vector(w[2], w[3], lo_b), b.shuffle_vector(w[2], w[3], hi_b))
+            quads = (b.shuffle_vector(ab[0], cd[0], lo_w), b.shuffle_vector(ab[0], cd[0], hi_w),
+                     b.shuffle_vector(ab[1], cd[1], lo_w), b.shuffle_vector(ab[1], cd[1], hi_w))
+            for j, q in enumerate(quads):
+                reg = self.regs[c + j]
+                b.store(b.call(self.dot, [b.load(reg), vs, b.bitcast(q, self.vty)]), reg)

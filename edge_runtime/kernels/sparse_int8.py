@@ -30,6 +30,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from edge_runtime.errors import InvalidArgumentError, InvalidInputError
+from edge_runtime.kernels.simd import cttz
 from edge_runtime.kernels.simd_int8 import HAS_VNNI, VEC, dot_rows, mac_rows
 
 __all__ = ["PreparedInt8", "Requant", "prepare_int8_weights", "requant_params", "sparse_gemv_int8",
@@ -138,16 +139,41 @@ def requant_params(x_scale: float, w_scale: ArrayLike, y_scale: float, y_zero_po
 # ----------------------------------------------------------------------------- numba
 
 
+_LOW7 = np.uint64(0x7F7F7F7F7F7F7F7F)
+_HIGH = np.uint64(0x8080808080808080)
+_ONES = np.uint64(0x0101010101010101)
+
+
 @numba.njit(cache=True)
 def compact_int8(x, zp, vals, idx):  # pragma: no cover - compiled
     """Centred values ``x[k] - zp`` that are nonzero, and their indices.
 
+    Eight bytes at a time: XOR with eight copies of the zero point, a SWAR test marks the
+    bytes that differ (their high bit), and only those are visited (lowest set bit first),
+    so a word of inactive inputs costs a load and a compare.
+
     Returns:
         (count, all centred values >= 0): the second says whether the VNNI path may run.
     """
+    n = x.shape[0]
+    n8 = n - n % 8
+    words = x[:n8].view(np.uint64)
+    pattern = np.uint64(zp & 0xFF) * _ONES
     c = 0
     lo = 0
-    for k in range(x.shape[0]):
+    for q in range(n8 // 8):
+        t = words[q] ^ pattern
+        if t != 0:
+            m = (((t & _LOW7) + _LOW7) | t) & _HIGH
+            while m != 0:
+                k = 8 * q + (cttz(np.int64(m)) >> 3)
+                v = np.int32(x[k]) - zp
+                vals[c] = v
+                idx[c] = k
+                c += 1
+                lo = min(lo, v)
+                m &= m - np.uint64(1)
+    for k in range(n8, n):
         v = np.int32(x[k]) - zp
         vals[c] = v
         idx[c] = k
@@ -195,17 +221,24 @@ def accumulate_int8(acc, w, vals, idx, i0, i1, base, unsigned_vals):  # pragma: 
         accumulate_mac(acc, w, vals, idx, i0, i1, base)
 
 
+#: 1.5 * 2**23: adding and subtracting it rounds a float32 of magnitude < 2**22 to the nearest
+#: integer, ties to even (IEEE round-to-nearest), in a form LLVM vectorises (a rint call is scalar).
+_ROUND = np.float32(12582912.0)
+
+
 @numba.njit(cache=True)
 def requantize_into(out, acc, bias, mult, zp, relu, unsigned):  # pragma: no cover - compiled
     """out[j] = saturate(rint(float32(acc[j] + bias[j]) * mult[j]) + zp) for j < len(out)."""
-    lo = 0 if unsigned else -128
-    hi = 255 if unsigned else 127
+    lo = np.float32(0 if unsigned else -128)
+    hi = np.float32(255 if unsigned else 127)
     if relu:
-        lo = max(lo, zp)
+        lo = max(lo, np.float32(zp))
+    fzp = np.float32(zp)
     for j in range(out.shape[0]):
         f = np.float32(acc[j] + bias[j]) * mult[j]
-        q = np.int32(np.rint(f)) + zp
-        out[j] = min(max(q, lo), hi)
+        f = min(max(f, np.float32(-4e6)), np.float32(4e6))  # far outside any 8-bit range, inside 2**22
+        q = ((f + _ROUND) - _ROUND) + fzp
+        out[j] = np.int32(min(max(q, lo), hi))
 
 
 @numba.njit(cache=True)
