@@ -18,7 +18,7 @@ from numba.core import cgutils
 from numba.core.errors import TypingError
 from numba.extending import intrinsic
 
-__all__ = ["VEC", "HAS_VNNI", "host_has_vnni", "mac_rows", "dot_rows"]
+__all__ = ["VEC", "HAS_VNNI", "host_has_vnni", "mac_rows", "dot_rows", "mac_taps", "dot_taps"]
 
 #: int32 lanes per explicit vector.
 VEC = 16
@@ -275,3 +275,52 @@ class _DotUnpack(_DotQuads):
             for j, q in enumerate(quads):
                 reg = self.regs[c + j]
                 b.store(b.call(self.dot, [b.load(reg), vs, b.bitcast(q, self.vty)]), reg)
+
+
+def _taps(vnni: bool):
+    """mac_taps / dot_taps: :func:`mac_rows` / :func:`dot_rows` over several runs of a CSR list."""
+
+    def impl(typingctx, acc, w, vals, idx, ptr, tlo, thi, tbase, ntaps, n0, nvec):
+        for name, ty, nd, dt in (("acc", acc, 1, types.int32), ("w", w, 2, types.int8),
+                                 ("vals", vals, 1, types.int32), ("idx", idx, 1, types.int32),
+                                 ("ptr", ptr, 1, types.int64), ("tlo", tlo, 1, types.int64),
+                                 ("thi", thi, 1, types.int64), ("tbase", tbase, 1, types.int64)):
+            _check_array(f"taps: {name}", ty, nd, dt)
+        if not isinstance(nvec, types.IntegerLiteral):
+            raise TypingError(f"taps: nvec must be a literal int, got {nvec}")
+        nv = int(nvec.literal_value)
+        sig = types.void(acc, w, vals, idx, ptr, tlo, thi, tbase, ntaps, n0, nvec)
+
+        def codegen(context, builder, signature, args):
+            vals_a, idx_a, ptr_a, tlo_a, thi_a, tbase_a = (
+                context.make_array(signature.args[j])(context, builder, args[j]) for j in range(2, 8))
+            nt = context.cast(builder, args[8], signature.args[8], types.int64)
+            col = context.cast(builder, args[9], signature.args[9], types.int64)
+            cls = (_DotUnpack if nv % 4 == 0 else _DotQuads) if vnni else _MacRows
+            em = cls(context, builder, signature.args[1], args[1], signature.args[0], args[0], col, nv)
+            em.load()
+            i64 = ir.IntType(64)
+            with cgutils.for_range(builder, nt, intp=i64) as loop:
+                t = loop.index
+                base = builder.load(builder.gep(tbase_a.data, [t]))
+                start = builder.load(builder.gep(ptr_a.data, [builder.load(builder.gep(tlo_a.data, [t]))]))
+                stop = builder.load(builder.gep(ptr_a.data, [builder.load(builder.gep(thi_a.data, [t]))]))
+                if vnni and nv % 4 == 0:
+                    em.quad_all(idx_a, vals_a, start, stop, base)
+                elif vnni:
+                    em.list_rows(idx_a, vals_a, em.quad_rows(idx_a, vals_a, start, stop, base), stop, base)
+                else:
+                    em.list_rows(idx_a, vals_a, start, stop, base)
+            em.store()
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return intrinsic(impl)
+
+
+#: For t < ntaps: acc[n0 : n0+16*nvec] += sum over ptr[tlo[t]] <= i < ptr[thi[t]] of vals[i] *
+#: w[idx[i] + tbase[t], n0 : n0+16*nvec] (a conv's kernel rows as runs of its packed pixel lists).
+mac_taps = _taps(False)
+#: :data:`mac_taps` through AVX-512 VNNI quads (values in [0, 255], hosts with :data:`HAS_VNNI`).
+dot_taps = _taps(True)

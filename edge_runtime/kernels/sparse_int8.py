@@ -31,7 +31,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from edge_runtime.errors import InvalidArgumentError, InvalidInputError
 from edge_runtime.kernels.simd import cttz
-from edge_runtime.kernels.simd_int8 import HAS_VNNI, VEC, dot_rows, mac_rows
+from edge_runtime.kernels.simd_int8 import HAS_VNNI, VEC, dot_rows, dot_taps, mac_rows, mac_taps
 
 __all__ = ["PreparedInt8", "Requant", "prepare_int8_weights", "requant_params", "sparse_gemv_int8",
            "sparse_matmul_int8", "IBLOCK"]
@@ -148,18 +148,25 @@ _ONES = np.uint64(0x0101010101010101)
 def compact_int8(x, zp, vals, idx):  # pragma: no cover - compiled
     """Centred values ``x[k] - zp`` that are nonzero, and their indices.
 
+    Returns:
+        (count, all centred values >= 0): the second says whether the VNNI path may run.
+    """
+    c, lo = compact_append(x, zp, vals, idx, 0, 0)
+    return c, lo >= 0
+
+
+@numba.njit(cache=True)
+def compact_append(x, zp, vals, idx, c, offset):  # pragma: no cover - compiled
+    """Append the nonzero ``x[k] - zp`` at ``vals[c:]``, indices ``k + offset``; returns (new c, min value).
+
     Eight bytes at a time: XOR with eight copies of the zero point, a SWAR test marks the
     bytes that differ (their high bit), and only those are visited (lowest set bit first),
     so a word of inactive inputs costs a load and a compare.
-
-    Returns:
-        (count, all centred values >= 0): the second says whether the VNNI path may run.
     """
     n = x.shape[0]
     n8 = n - n % 8
     words = x[:n8].view(np.uint64)
     pattern = np.uint64(zp & 0xFF) * _ONES
-    c = 0
     lo = 0
     for q in range(n8 // 8):
         t = words[q] ^ pattern
@@ -169,17 +176,17 @@ def compact_int8(x, zp, vals, idx):  # pragma: no cover - compiled
                 k = 8 * q + (cttz(np.int64(m)) >> 3)
                 v = np.int32(x[k]) - zp
                 vals[c] = v
-                idx[c] = k
+                idx[c] = k + offset
                 c += 1
                 lo = min(lo, v)
                 m &= m - np.uint64(1)
     for k in range(n8, n):
         v = np.int32(x[k]) - zp
         vals[c] = v
-        idx[c] = k
+        idx[c] = k + offset
         c += v != 0
         lo = min(lo, v)
-    return c, lo >= 0
+    return c, lo
 
 
 def _accumulate(row_fn):
@@ -210,6 +217,38 @@ def _accumulate(row_fn):
 accumulate_mac = _accumulate(mac_rows)
 #: The same for vals in [0, 255]: AVX-512 VNNI quads where the host has them.
 accumulate_u8 = _accumulate(dot_rows) if HAS_VNNI else accumulate_mac
+
+
+
+
+def _accumulate_taps(taps_fn):
+    """accumulate_taps(acc, w, vals, idx, ptr, tlo, thi, tbase, ntaps) over IBLOCK-output blocks."""
+
+    @numba.njit(cache=True)
+    def accumulate_taps(acc, w, vals, idx, ptr, tlo, thi, tbase, ntaps):  # pragma: no cover - compiled
+        t = acc.shape[0]
+        nb = t - t % IBLOCK
+        for n0 in range(0, nb, IBLOCK):
+            taps_fn(acc, w, vals, idx, ptr, tlo, thi, tbase, ntaps, n0, _NBLOCK_VEC)
+        rem = (t - nb) // VEC
+        if rem >= 4:
+            taps_fn(acc, w, vals, idx, ptr, tlo, thi, tbase, ntaps, nb, 4)
+            nb += 4 * VEC
+            rem -= 4
+        if rem == 1:
+            taps_fn(acc, w, vals, idx, ptr, tlo, thi, tbase, ntaps, nb, 1)
+        elif rem == 2:
+            taps_fn(acc, w, vals, idx, ptr, tlo, thi, tbase, ntaps, nb, 2)
+        elif rem == 3:
+            taps_fn(acc, w, vals, idx, ptr, tlo, thi, tbase, ntaps, nb, 3)
+
+    return accumulate_taps
+
+
+#: Runs t < ntaps of a packed CSR list (entries ptr[tlo[t]] .. ptr[thi[t]], weight rows idx + tbase[t]).
+accumulate_taps_mac = _accumulate_taps(mac_taps)
+#: The same for values in [0, 255] (AVX-512 VNNI where the host has it).
+accumulate_taps_u8 = _accumulate_taps(dot_taps) if HAS_VNNI else accumulate_taps_mac
 
 
 @numba.njit(cache=True)

@@ -10,11 +10,11 @@ Public API::
 How (the fp32 design of sparse_conv.py, in int8): the input's pixels are compacted once
 into one CSR list of (channel, centred value) for the channels that differ from the zero
 point (padding pixels have empty lists: they hold the zero point, i.e. real 0). Each
-output pixel then gathers the lists of its KH*KW input pixels (one copy of ~3 ns per
-entry, so that quads of entries can cross taps on the VNNI path) and adds, per entry, one
-int8 weight row of M outputs (``Wt[(kh*KW + kw)*C + c, :]``) to int32 accumulators
-(:func:`edge_runtime.kernels.sparse_int8.accumulate_int8`), then requantizes them
-(the same epilogue as the MatMul kernels). Cost ~ nnz(x) * KH*KW * M.
+output pixel then walks the lists of its KH*KW input pixels (with unit dilation a kernel
+row's pixels are one run of the list, see ``_conv_image``) and adds, per entry, one int8
+weight row of M outputs (``Wt[(kh*KW + kw)*C + c, :]``) to int32 accumulators held in
+registers across all runs (:data:`edge_runtime.kernels.sparse_int8.accumulate_taps_u8`),
+then requantizes them (the same epilogue as the MatMul kernels). Cost ~ nnz(x) * KH*KW * M.
 """
 from __future__ import annotations
 
@@ -27,8 +27,8 @@ from numpy.typing import ArrayLike, NDArray
 
 from edge_runtime.errors import InvalidArgumentError, InvalidInputError
 from edge_runtime.kernels.geometry import conv_out_spatial
-from edge_runtime.kernels.sparse_int8 import (PreparedInt8, Requant, accumulate_int8, check_int8_input,
-                                              requantize_into, sparse_matmul_int8)
+from edge_runtime.kernels.sparse_int8 import (PreparedInt8, Requant, accumulate_taps_mac, accumulate_taps_u8,
+                                              check_int8_input, compact_append, requantize_into, sparse_matmul_int8)
 
 __all__ = ["PreparedInt8Conv", "prepare_int8_conv", "sparse_conv_int8", "sparse_conv1x1_int8"]
 
@@ -69,7 +69,12 @@ def prepare_int8_conv(w: ArrayLike) -> PreparedInt8Conv:
 
 @numba.njit(cache=True)
 def _compact_pixels(xt, zp, hp, wpad, ph, pw, ptr, vals, idx):  # pragma: no cover - compiled
-    """CSR lists over the padded grid (entries of pixel p: ptr[p] <= i < ptr[p+1]); returns all values >= 0."""
+    """CSR lists over the padded grid: pixel p's entries are ptr[p] <= i < ptr[p+1], with
+    ``idx = padded column * C + channel`` (so a kernel row's taps are one run, see _conv_image).
+
+    Returns:
+        Whether every centred value is >= 0 (the VNNI path may run).
+    """
     h, w, c = xt.shape
     n = 0
     lo = 0
@@ -78,19 +83,21 @@ def _compact_pixels(xt, zp, hp, wpad, ph, pw, ptr, vals, idx):  # pragma: no cov
             ptr[ih * wpad + iw] = n
             y, x = ih - ph, iw - pw
             if 0 <= y < h and 0 <= x < w:
-                for ch in range(c):
-                    v = np.int32(xt[y, x, ch]) - zp
-                    vals[n] = v
-                    idx[n] = ch
-                    n += v != 0
-                    lo = min(lo, v)
+                n, low = compact_append(xt[y, x], zp, vals, idx, n, iw * c)
+                lo = min(lo, low)
     ptr[hp * wpad] = n
     return lo >= 0
 
 
 @numba.njit(cache=True)
 def _conv_image(xt, zp, wt, kh, kw, sh, sw, dh, dw, ph, pw, oh, ow, out_acc):  # pragma: no cover - compiled
-    """int32 accumulators (OH*OW, Mp) of one image (xt is (H, W, C))."""
+    """int32 accumulators (OH*OW, Mp) of one image (xt is (H, W, C)).
+
+    Entry ``idx = iw * C + c`` of input column iw meets weight row ``(a*KW + b)*C + c`` at
+    tap (a, b) of output column x, iw = x*sw + b*dw: the row is ``idx + ((a*KW + b) - iw)*C``.
+    With dw == 1 that offset is the same for a whole kernel row, whose KW pixels are
+    consecutive in the list: one run per kernel row, no copying.
+    """
     h, w, c = xt.shape
     hp = max(h + ph, (oh - 1) * sh + (kh - 1) * dh + 1)
     wpad = max(w + pw, (ow - 1) * sw + (kw - 1) * dw + 1)
@@ -98,34 +105,36 @@ def _conv_image(xt, zp, wt, kh, kw, sh, sw, dh, dw, ph, pw, oh, ow, out_acc):  #
     vals = np.empty(h * w * c, np.int32)
     idx = np.empty(h * w * c, np.int32)
     u8 = _compact_pixels(xt, zp, hp, wpad, ph, pw, ptr, vals, idx)
-    tv = np.empty(kh * kw * c, np.int32)  # one output pixel's entries over all its taps
-    ti = np.empty(kh * kw * c, np.int32)
+    runs = kh if dw == 1 else kh * kw
+    tlo = np.empty(runs, np.int64)
+    thi = np.empty(runs, np.int64)
+    tbase = np.empty(runs, np.int64)
     for y in range(oh):
         for x in range(ow):
-            n = 0
+            t = 0
             for a in range(kh):
-                row = (y * sh + a * dh) * wpad + x * sw
-                for b in range(kw):
-                    pix = row + b * dw
-                    base = (a * kw + b) * c
-                    for i in range(ptr[pix], ptr[pix + 1]):
-                        tv[n] = vals[i]
-                        ti[n] = idx[i] + base
-                        n += 1
+                pix = (y * sh + a * dh) * wpad + x * sw
+                if dw == 1:
+                    tlo[t], thi[t], tbase[t] = pix, pix + kw, (a * kw - x * sw) * c
+                    t += 1
+                else:
+                    for b in range(kw):
+                        tlo[t], thi[t] = pix + b * dw, pix + b * dw + 1
+                        tbase[t] = ((a * kw + b) - (x * sw + b * dw)) * c
+                        t += 1
             acc = out_acc[y * ow + x]
             acc[:] = 0
-            accumulate_int8(acc, wt, tv, ti, 0, n, 0, u8)
+            if u8:
+                accumulate_taps_u8(acc, wt, vals, idx, ptr, tlo, thi, tbase, runs)
+            else:
+                accumulate_taps_mac(acc, wt, vals, idx, ptr, tlo, thi, tbase, runs)
 
 
 @numba.njit(cache=True)
 def _requant_rows(acc, out, bias, mult, zp, relu, unsigned):  # pragma: no cover - compiled
-    """out (M, P) NCHW plane block from accumulators (P, Mp)."""
-    m = out.shape[0]
-    tmp = np.empty(m, out.dtype)
+    """out (P, M) from accumulators (P, Mp): one contiguous requantized row per pixel."""
     for p in range(acc.shape[0]):
-        requantize_into(tmp, acc[p], bias, mult, zp, relu, unsigned)
-        for j in range(m):
-            out[j, p] = tmp[j]
+        requantize_into(out[p], acc[p], bias, mult, zp, relu, unsigned)
 
 
 def _geometry(x: NDArray, prep: PreparedInt8Conv, strides: Sequence[int], pads: Sequence[int],
@@ -170,8 +179,10 @@ def sparse_conv_int8(x: NDArray, x_zero_point: int, prepared: PreparedInt8Conv, 
         if requant is None:
             out[i] = acc[:, :prepared.m].T.reshape(prepared.m, oh, ow)
         else:
-            _requant_rows(acc, out[i].reshape(prepared.m, oh * ow), requant.bias, requant.multiplier,
-                          requant.zero_point, requant.relu, requant.unsigned)
+            rows = np.empty((oh * ow, prepared.m), requant.dtype)
+            _requant_rows(acc, rows, requant.bias, requant.multiplier, requant.zero_point, requant.relu,
+                          requant.unsigned)
+            out[i] = rows.T.reshape(prepared.m, oh, ow)
     return out
 
 
