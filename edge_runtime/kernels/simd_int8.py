@@ -18,7 +18,7 @@ from numba.core import cgutils
 from numba.core.errors import TypingError
 from numba.extending import intrinsic
 
-__all__ = ["VEC", "HAS_VNNI", "host_has_vnni", "mac_rows", "dot_rows", "mac_taps", "dot_taps"]
+__all__ = ["VEC", "HAS_VNNI", "host_has_vnni", "mac_rows", "dot_rows", "mac_taps", "dot_taps", "ne_mask64"]
 
 #: int32 lanes per explicit vector.
 VEC = 16
@@ -324,3 +324,28 @@ def _taps(vnni: bool):
 mac_taps = _taps(False)
 #: :data:`mac_taps` through AVX-512 VNNI quads (values in [0, 255], hosts with :data:`HAS_VNNI`).
 dot_taps = _taps(True)
+
+
+@intrinsic
+def ne_mask64(typingctx, x, k0, zp):
+    """Bit i of the int64 result is set where ``x[k0 + i] != zp``, for 0 <= i < 64.
+
+    ``x`` 1-D C-contiguous uint8/int8; no bounds check (callers guarantee ``k0 + 64 <= len(x)``).
+    One vector compare and a mask move on AVX-512 (vpcmpb + kmovq); portable IR elsewhere.
+    """
+    if not (isinstance(x, types.Array) and x.ndim == 1 and x.layout == "C" and x.dtype in (types.uint8, types.int8)):
+        raise TypingError(f"ne_mask64: x must be a C-contiguous 1-D uint8/int8 array, got {x}")
+    sig = types.int64(x, k0, zp)
+
+    def codegen(context, builder, signature, args):
+        x_a = context.make_array(signature.args[0])(context, builder, args[0])
+        start = context.cast(builder, args[1], signature.args[1], types.int64)
+        z = builder.trunc(context.cast(builder, args[2], signature.args[2], types.int64), ir.IntType(8))
+        vty = ir.VectorType(ir.IntType(8), 64)
+        p = builder.bitcast(builder.gep(x_a.data, [start]), vty.as_pointer())
+        v = builder.load(p, align=1)
+        zs = builder.shuffle_vector(builder.insert_element(ir.Constant(vty, None), z, ir.Constant(ir.IntType(32), 0)),
+                                    ir.Constant(vty, None), ir.Constant(ir.VectorType(ir.IntType(32), 64), None))
+        return builder.bitcast(builder.icmp_unsigned("!=", v, zs), ir.IntType(64))
+
+    return sig, codegen
