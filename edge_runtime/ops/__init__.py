@@ -14,6 +14,7 @@ from edge_runtime.ops import (  # noqa: F401  (imported for their registrations)
     pool,
     quant_contrib,
     quant_linear,
+    quant_sparse,
     quantize,
     reduce,
     resize,
