@@ -168,7 +168,7 @@ def sparse_conv_int8(x: NDArray, x_zero_point: int, prepared: PreparedInt8Conv, 
     """
     x = np.asarray(x)
     oh, ow = _geometry(x, prepared, strides, pads, dilations)
-    check_int8_input(x, x_zero_point, x.shape[-1], 4, "sparse_conv_int8")
+    x = check_int8_input(x, x_zero_point, x.shape[-1], 4, "sparse_conv_int8")
     n, mp = x.shape[0], prepared.wt.shape[1]
     acc = np.empty((oh * ow, mp), np.int32)
     out = np.empty((n, prepared.m, oh, ow), np.int32 if requant is None else requant.dtype)
