@@ -1,4 +1,10 @@
-"""The int8 counterpart of :func:`edge_runtime.kernels.simd.axpy_rows`, as a numba ``@intrinsic``.
+"""LLVM-level building blocks of the zero-skipping int8 kernels, as numba ``@intrinsic`` functions.
+
+- :func:`mac_rows` / :data:`mac_taps`: the portable widening multiply-add over one active list /
+  several runs of a conv's packed list (every CPU).
+- :func:`dot_rows` / :data:`dot_taps`: the same through AVX-512 VNNI ``vpdpbusd`` on quads of
+  active inputs (hosts with :data:`HAS_VNNI`; centred inputs in [0, 255]).
+- :func:`ne_mask64`: a 64-bit mask of the bytes that differ from the zero point (compaction).
 
 ``mac_rows(acc, w, vals, idx, i0, i1, base, n0, nvec)``:
 ``acc[n0 : n0+16*nvec] += sum_{i0 <= i < i1} vals[i] * int32(w[idx[i] + base, n0 : n0+16*nvec])``
@@ -224,7 +230,8 @@ class _DotUnpack(_DotQuads):
     def _blocks(self, vecs, j):
         """[vecs[0].block j, vecs[1].block j, vecs[2].block j, vecs[3].block j] (blocks of 4 lanes)."""
         b = self.builder
-        pick = ir.Constant(ir.VectorType(self.i32, 8), [4 * j + i for i in range(4)] + [16 + 4 * j + i for i in range(4)])
+        lanes = [4 * j + i for i in range(4)] + [16 + 4 * j + i for i in range(4)]
+        pick = ir.Constant(ir.VectorType(self.i32, 8), lanes)
         lo = b.shuffle_vector(vecs[0], vecs[1], pick)
         hi = b.shuffle_vector(vecs[2], vecs[3], pick)
         return b.shuffle_vector(lo, hi, ir.Constant(ir.VectorType(self.i32, 16), list(range(16))))
