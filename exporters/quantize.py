@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 _TYPES = ("uint8", "int8")
 _METHODS = ("minmax", "entropy", "percentile")
+_CALIBRATION_BATCH = 32  # samples per calibration feed when the model's batch axis is symbolic
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,7 @@ def calibration_feeds(data: Any, input_name: str, batch: int | None, max_samples
         data: an array (N, ...), an iterable of arrays or of (x, y) pairs or of feeds (dicts),
             or an object with an ``inputs`` array (a SparsityReport).
         input_name: the model's input name.
-        batch: the model's fixed batch size, None when symbolic.
+        batch: the model's fixed batch size; None when symbolic (feeds of 32 samples).
         max_samples: stop after this many samples.
     Returns:
         The feeds (float32).
@@ -104,19 +105,18 @@ def calibration_feeds(data: Any, input_name: str, batch: int | None, max_samples
     feeds: list[dict[str, NDArray[np.float32]]] = []
     seen = 0
     for item in data:
+        if seen >= max_samples:
+            break
         if isinstance(item, Mapping):
             feeds.append({k: np.asarray(v, np.float32) for k, v in item.items()})
             seen += len(next(iter(item.values())))
             continue
-        x = np.asarray(item[0] if isinstance(item, (tuple, list)) else item, np.float32)
-        step = batch or len(x)
-        for i in range(0, len(x) - len(x) % step if batch else len(x), step):
+        x = np.asarray(item[0] if isinstance(item, (tuple, list)) else item, np.float32)[:max_samples - seen]
+        step = batch or _CALIBRATION_BATCH
+        stop = len(x) - len(x) % step if batch else len(x)  # a fixed batch takes whole batches only
+        for i in range(0, stop, step):
             feeds.append({input_name: np.ascontiguousarray(x[i:i + step])})
-            seen += step
-            if seen >= max_samples:
-                return feeds
-        if seen >= max_samples:
-            break
+            seen += len(feeds[-1][input_name])
     if not feeds:
         raise ExportError("quantize_model got no calibration data; pass the calibration batches that measured "
                           "sparsity (an array shaped (N, ...) with N >= the model's batch size).")

@@ -69,7 +69,9 @@ def test_feeds_follow_a_fixed_batch_and_stop_at_max_samples():
     x = np.zeros((10, 3), np.float32)
     feeds = calibration_feeds(x, "x", 4, max_samples=256)
     assert [f["x"].shape[0] for f in feeds] == [4, 4]
-    assert len(calibration_feeds([x, x], "x", None, max_samples=15)) == 2
+    assert [f["x"].shape[0] for f in calibration_feeds([x, x], "x", None, max_samples=15)] == [10, 5]
+    assert [f["x"].shape[0] for f in calibration_feeds(np.zeros((70, 3), np.float32), "x", None)] == [32, 32, 6]
+    assert [f["x"].shape[0] for f in calibration_feeds(np.zeros((70, 3), np.float32), "x", None, 40)] == [32, 8]
     assert calibration_feeds([{"x": x}], "x", None)[0]["x"].shape == (10, 3)
 
 
