@@ -15,7 +15,8 @@ Array = NDArray[Any]
 
 
 def _check(op: str, x: Array, min_rank: int = 3) -> None:
-    if not np.issubdtype(x.dtype, np.floating):
+    int8_max = op == "MaxPool" and x.dtype in (np.uint8, np.int8)  # exact through float32 (QOperator models)
+    if not np.issubdtype(x.dtype, np.floating) and not int8_max:
         raise UnsupportedDTypeError(
             f"{op} input has dtype {x.dtype}; edge_runtime pools float16/float32/float64 tensors only. "
             f"Cast the input to float32.")

@@ -1,0 +1,204 @@
+"""Zero-skipping int8 convolution (NCHW, any KxK, stride, padding, dilation; group 1) and 1x1 conv.
+
+Public API::
+
+    prepare_int8_conv(W) -> PreparedInt8Conv                 # W (M, C, KH, KW) int8, once
+    sparse_conv_int8(x, x_zp, prepared, strides, pads, dilations, requant=None)
+        -> (N, M, OH, OW) int32 accumulators, or requantized uint8/int8
+    sparse_conv1x1_int8(x, x_zp, prepared_matmul, requant=None)   # 1x1, stride 1: token-batched MatMul
+
+How (the fp32 design of sparse_conv.py, in int8): the input's pixels are compacted once
+into one CSR list of (channel, centred value) for the channels that differ from the zero
+point (padding pixels have empty lists: they hold the zero point, i.e. real 0). Each
+output pixel then walks the lists of its KH*KW input pixels (with unit dilation a kernel
+row's pixels are one run of the list, see ``_conv_image``) and adds, per entry, one int8
+weight row of M outputs (``Wt[(kh*KW + kw)*C + c, :]``) to int32 accumulators held in
+registers across all runs (:data:`edge_runtime.kernels.sparse_int8.accumulate_taps_u8`),
+then requantizes them (the same epilogue as the MatMul kernels). Cost ~ nnz(x) * KH*KW * M.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numba
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from edge_runtime.errors import InvalidArgumentError, InvalidInputError
+from edge_runtime.kernels.geometry import conv_out_spatial
+from edge_runtime.kernels.sparse_int8 import (PreparedInt8, Requant, accumulate_taps_mac, accumulate_taps_u8,
+                                              check_int8_input, compact_append, requantize_into, sparse_matmul_int8)
+
+__all__ = ["PreparedInt8Conv", "prepare_int8_conv", "sparse_conv_int8", "sparse_conv1x1_int8"]
+
+
+@dataclass(frozen=True)
+class PreparedInt8Conv:
+    """Conv weights as rows ``Wt[(kh*KW + kw)*C + c, m]``, (KH*KW*C, Mp) int8, Mp = M rounded up to 16.
+
+    Example:
+        >>> p = prepare_int8_conv(np.ones((8, 4, 3, 3), dtype=np.int8))
+        >>> (p.m, p.c, p.kh, p.kw, p.wt.shape)
+        (8, 4, 3, 3, (36, 16))
+    """
+
+    wt: NDArray[np.int8]
+    m: int
+    c: int
+    kh: int
+    kw: int
+
+
+def prepare_int8_conv(w: ArrayLike) -> PreparedInt8Conv:
+    """Lay out (M, C, KH, KW) int8 conv weights once for :func:`sparse_conv_int8`.
+
+    Raises:
+        InvalidArgumentError: not a 4-D int8 array.
+    """
+    w = np.asarray(w)
+    if w.ndim != 4 or w.dtype != np.int8:
+        raise InvalidArgumentError(f"prepare_int8_conv expects (M, C, KH, KW) int8 weights, got {w.dtype} "
+                                   f"{w.shape}; quantize the weights to int8 (symmetric, zero point 0) first.")
+    m, c, kh, kw = w.shape
+    mp = max(16, -(-m // 16) * 16)
+    wt = np.zeros((kh * kw * c, mp), np.int8)
+    wt[:, :m] = w.transpose(2, 3, 1, 0).reshape(kh * kw * c, m)
+    return PreparedInt8Conv(wt, int(m), int(c), int(kh), int(kw))
+
+
+@numba.njit(cache=True)
+def _compact_pixels(xt, zp, hp, wpad, ph, pw, ptr, vals, idx):  # pragma: no cover - compiled
+    """CSR lists over the padded grid: pixel p's entries are ptr[p] <= i < ptr[p+1], with
+    ``idx = padded column * C + channel`` (so a kernel row's taps are one run, see _conv_image).
+
+    Returns:
+        Whether every centred value is >= 0 (the VNNI path may run).
+    """
+    h, w, c = xt.shape
+    n = 0
+    lo = 0
+    for ih in range(hp):
+        for iw in range(wpad):
+            ptr[ih * wpad + iw] = n
+            y, x = ih - ph, iw - pw
+            if 0 <= y < h and 0 <= x < w:
+                n, low = compact_append(xt[y, x], zp, vals, idx, n, iw * c)
+                lo = min(lo, low)
+    ptr[hp * wpad] = n
+    return lo >= 0
+
+
+@numba.njit(cache=True)
+def _conv_image(xt, zp, wt, kh, kw, sh, sw, dh, dw, ph, pw, oh, ow, out_acc):  # pragma: no cover - compiled
+    """int32 accumulators (OH*OW, Mp) of one image (xt is (H, W, C)).
+
+    Entry ``idx = iw * C + c`` of input column iw meets weight row ``(a*KW + b)*C + c`` at
+    tap (a, b) of output column x, iw = x*sw + b*dw: the row is ``idx + ((a*KW + b) - iw)*C``.
+    With dw == 1 that offset is the same for a whole kernel row, whose KW pixels are
+    consecutive in the list: one run per kernel row, no copying.
+    """
+    h, w, c = xt.shape
+    hp = max(h + ph, (oh - 1) * sh + (kh - 1) * dh + 1)
+    wpad = max(w + pw, (ow - 1) * sw + (kw - 1) * dw + 1)
+    ptr = np.empty(hp * wpad + 1, np.int64)
+    vals = np.empty(h * w * c, np.int32)
+    idx = np.empty(h * w * c, np.int32)
+    u8 = _compact_pixels(xt, zp, hp, wpad, ph, pw, ptr, vals, idx)
+    runs = kh if dw == 1 else kh * kw
+    tlo = np.empty(runs, np.int64)
+    thi = np.empty(runs, np.int64)
+    tbase = np.empty(runs, np.int64)
+    for y in range(oh):
+        for x in range(ow):
+            t = 0
+            for a in range(kh):
+                pix = (y * sh + a * dh) * wpad + x * sw
+                if dw == 1:
+                    tlo[t], thi[t], tbase[t] = pix, pix + kw, (a * kw - x * sw) * c
+                    t += 1
+                else:
+                    for b in range(kw):
+                        tlo[t], thi[t] = pix + b * dw, pix + b * dw + 1
+                        tbase[t] = ((a * kw + b) - (x * sw + b * dw)) * c
+                        t += 1
+            acc = out_acc[y * ow + x]
+            acc[:] = 0
+            if u8:
+                accumulate_taps_u8(acc, wt, vals, idx, ptr, tlo, thi, tbase, runs)
+            else:
+                accumulate_taps_mac(acc, wt, vals, idx, ptr, tlo, thi, tbase, runs)
+
+
+@numba.njit(cache=True)
+def _requant_rows(acc, out, bias, mult, zp, relu, unsigned):  # pragma: no cover - compiled
+    """out (P, M) from accumulators (P, Mp): one contiguous requantized row per pixel."""
+    for p in range(acc.shape[0]):
+        requantize_into(out[p], acc[p], bias, mult, zp, relu, unsigned)
+
+
+def _geometry(x: NDArray, prep: PreparedInt8Conv, strides: Sequence[int], pads: Sequence[int],
+              dilations: Sequence[int]) -> tuple[int, int]:
+    if x.ndim != 4 or x.shape[1] != prep.c:
+        raise InvalidInputError(f"sparse_conv_int8: x has shape {x.shape}; expected (N, {prep.c}, H, W) to match "
+                                f"the prepared weights' {prep.c} input channels.")
+    if len(strides) != 2 or len(pads) != 4 or len(dilations) != 2 or min(pads) < 0 \
+            or min(*strides, *dilations) < 1:
+        raise InvalidArgumentError(f"sparse_conv_int8: strides={list(strides)}, pads={list(pads)}, dilations="
+                                   f"{list(dilations)}; expected 2 positive strides/dilations and 4 pads >= 0.")
+    oh, ow = conv_out_spatial(x.shape[2:], (prep.kh, prep.kw), strides, dilations, pads)
+    return oh, ow
+
+
+def sparse_conv_int8(x: NDArray, x_zero_point: int, prepared: PreparedInt8Conv, strides: Sequence[int] = (1, 1),
+                     pads: Sequence[int] = (0, 0, 0, 0), dilations: Sequence[int] = (1, 1),
+                     requant: Requant | None = None) -> NDArray:
+    """``conv(x - x_zp, W)`` skipping input entries equal to ``x_zp``; int32 or requantized (N, M, OH, OW).
+
+    Args:
+        x: (N, C, H, W) uint8/int8.
+        x_zero_point: x's zero point (padding holds it, as in QLinearConv).
+        prepared: from :func:`prepare_int8_conv`.
+        strides, pads, dilations: ONNX order (pads: top, left, bottom, right).
+        requant: the epilogue (:func:`edge_runtime.kernels.sparse_int8.requant_params`), or None
+            for the int32 accumulators.
+    Raises:
+        InvalidInputError: x's dtype/shape does not fit.
+        InvalidArgumentError: bad strides/pads/dilations.
+    """
+    x = np.asarray(x)
+    oh, ow = _geometry(x, prepared, strides, pads, dilations)
+    x = check_int8_input(x, x_zero_point, x.shape[-1], 4, "sparse_conv_int8")
+    n, mp = x.shape[0], prepared.wt.shape[1]
+    acc = np.empty((oh * ow, mp), np.int32)
+    out = np.empty((n, prepared.m, oh, ow), np.int32 if requant is None else requant.dtype)
+    for i in range(n):
+        xt = np.ascontiguousarray(x[i].transpose(1, 2, 0))  # (H, W, C): a pixel's channels contiguous
+        _conv_image(xt, np.int32(x_zero_point), prepared.wt, prepared.kh, prepared.kw, int(strides[0]),
+                    int(strides[1]), int(dilations[0]), int(dilations[1]), int(pads[0]), int(pads[1]), oh, ow, acc)
+        if requant is None:
+            out[i] = acc[:, :prepared.m].T.reshape(prepared.m, oh, ow)
+        else:
+            rows = np.empty((oh * ow, prepared.m), requant.dtype)
+            _requant_rows(acc, rows, requant.bias, requant.multiplier, requant.zero_point, requant.relu,
+                          requant.unsigned)
+            out[i] = rows.T.reshape(prepared.m, oh, ow)
+    return out
+
+
+def sparse_conv1x1_int8(x: NDArray, x_zero_point: int, prepared: PreparedInt8,
+                        requant: Requant | None = None) -> NDArray:
+    """1x1 stride-1 conv of (N, C, H, W) as the token-batched MatMul over pixels; (N, M, H, W).
+
+    ``prepared`` holds the (C, M) weights: ``prepare_int8_weights(W[:, :, 0, 0].T)``.
+
+    Raises:
+        InvalidInputError: x's dtype/shape does not fit.
+    """
+    x = np.asarray(x)
+    if x.ndim != 4:
+        raise InvalidInputError(f"sparse_conv1x1_int8: x has shape {x.shape}; expected (N, C, H, W).")
+    n, c, h, w = x.shape
+    rows = np.ascontiguousarray(x.transpose(0, 2, 3, 1)).reshape(n * h * w, c)  # pixels as rows
+    y = sparse_matmul_int8(rows, x_zero_point, prepared, requant)  # (N*H*W, M)
+    return np.ascontiguousarray(y.reshape(n, h, w, prepared.n).transpose(0, 3, 1, 2))

@@ -1,0 +1,90 @@
+"""Plan-time builders: QLinearConv / QLinearMatMul with constant int8 weights run the zero-skipping int8 kernels.
+
+When the weights, scales and zero points are initializers, the weights are laid out once
+(:mod:`edge_runtime.kernels.sparse_int8`, :mod:`edge_runtime.kernels.sparse_int8_conv`) and
+every run skips the inputs equal to their zero point. The kernels compute exactly what the
+plain ops of :mod:`edge_runtime.ops.quant_linear` compute (same int32 sums, same float32
+requantization), so the choice changes speed only; the builders fall back to the plain ops
+(return None) for what the kernels do not cover: grouped or non-2-D convolutions,
+non-constant weights or parameters, nonzero weight zero points, per-row activation zero
+points. Picking dense onnxruntime for dense layers is the engine's job (issue 10).
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+from numpy.typing import NDArray
+
+from edge_runtime.kernels.sparse_int8 import prepare_int8_weights, requant_params, sparse_matmul_int8
+from edge_runtime.kernels.sparse_int8_conv import prepare_int8_conv, sparse_conv_int8
+from edge_runtime.ops.quant_linear import QLinearConv, QLinearMatMul, conv_geometry
+from edge_runtime.ops.registry import register_builder
+
+Array = NDArray[Any]
+_INT8 = (np.dtype(np.uint8), np.dtype(np.int8))
+
+
+def _constants(consts: list, indices: tuple[int, ...]) -> list[Array] | None:
+    vals = [consts[i] if i < len(consts) else None for i in indices]
+    return None if any(v is None for v in vals) else [np.asarray(v) for v in vals]
+
+
+def _scalar_zp(zp: Array) -> bool:
+    return zp.size == 1 and zp.dtype in _INT8
+
+
+@register_builder("QLinearConv", since_version=10)
+def qlinear_conv_builder(node: Any, consts: list, ctx: Any) -> Callable[..., Array] | None:
+    """Sparse int8 QLinearConv for 2-D, group-1 convolutions with constant symmetric int8 weights."""
+    c = _constants(consts, (1, 2, 3, 4, 5, 6, 7))
+    attrs = dict(node.attrs)
+    if c is None or int(attrs.get("group", 1)) != 1:
+        return None
+    x_scale, x_zp, w, w_scale, w_zp, y_scale, y_zp = c
+    if w.ndim != 4 or w.dtype != np.int8 or np.any(w_zp != 0) or not _scalar_zp(x_zp) or not _scalar_zp(y_zp):
+        return None
+    bias = consts[8] if len(consts) > 8 else None
+    if len(node.inputs) > 8 and node.inputs[8] and bias is None:
+        return None  # a bias computed at run time
+    prep = prepare_int8_conv(w)
+    rq = requant_params(float(x_scale), w_scale, float(y_scale), int(y_zp), w.shape[0], bias=bias,
+                        out_dtype=y_zp.dtype)
+    geo_attrs = {k: attrs.get(k) for k in ("dilations", "kernel_shape", "pads", "strides")}
+    auto_pad = attrs.get("auto_pad") or "NOTSET"
+    cache: dict[tuple[int, ...], tuple] = {}
+    zp = int(x_zp)
+
+    def run(x, *inputs):
+        if x.dtype != x_zp.dtype:
+            return QLinearConv(x, *inputs, **attrs)
+        geom = cache.get(x.shape)
+        if geom is None:
+            _, strides, pads, dil = conv_geometry("QLinearConv", x.shape, w.shape, auto_pad, **geo_attrs)
+            geom = cache[x.shape] = (strides, pads, dil)
+        return sparse_conv_int8(x, zp, prep, *geom, requant=rq)
+
+    return run
+
+
+@register_builder("QLinearMatMul", since_version=10)
+def qlinear_matmul_builder(node: Any, consts: list, ctx: Any) -> Callable[..., Array] | None:
+    """Sparse int8 QLinearMatMul for a constant 2-D symmetric int8 B (rows of A are the tokens)."""
+    c = _constants(consts, (1, 2, 3, 4, 5, 6, 7))
+    if c is None:
+        return None
+    a_scale, a_zp, b, b_scale, b_zp, y_scale, y_zp = c
+    if b.ndim != 2 or b.dtype != np.int8 or np.any(b_zp != 0) or not _scalar_zp(a_zp) or not _scalar_zp(y_zp) \
+            or a_scale.size != 1 or y_scale.size != 1:
+        return None
+    prep = prepare_int8_weights(b)
+    rq = requant_params(float(a_scale), b_scale, float(y_scale), int(y_zp), b.shape[1], out_dtype=y_zp.dtype)
+    zp = int(a_zp)
+
+    def run(a, *inputs):
+        if a.dtype != a_zp.dtype or a.ndim < 2 or a.shape[-1] != b.shape[0]:
+            return QLinearMatMul(a, *inputs)
+        y = sparse_matmul_int8(a.reshape(-1, a.shape[-1]), zp, prep, rq)
+        return y.reshape(*a.shape[:-1], b.shape[1])
+
+    return run
