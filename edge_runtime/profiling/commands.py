@@ -5,7 +5,7 @@ Usage::
     edge-runtime devices list
     edge-runtime devices show raspberry-pi-4
     edge-runtime devices calibrate [--out FILE] [--overwrite] [--quick]
-    edge-runtime profile MODEL_OR_BUNDLE [--device NAME ...] [--backend edge|edge-dense|onnxruntime|litert ...]
+    edge-runtime profile MODEL_OR_BUNDLE [--device NAME ...] [--backend edge|edge-dense|edge-numba|onnxruntime|litert ...]
         [--runs N] [--warmup N] [--threads N] [--input auto|random|golden|FILE.npy/.npz] [--json FILE]
         [--plot FILE.png] [--sparsity auto|off|force]
 
@@ -57,7 +57,7 @@ def add_parsers(subparsers: Any) -> None:
     prof.add_argument("--device", action="append", default=[], metavar="NAME",
                       help="profile name or .toml to estimate latency on (repeatable; see 'devices list')")
     prof.add_argument("--backend", action="append", choices=BACKENDS, help="backend to measure (repeatable; "
-                      "default edge, edge-dense, onnxruntime)")
+                      "default edge, edge-numba, onnxruntime)")
     prof.add_argument("--runs", type=int, default=50, help="timed runs per backend (default 50)")
     prof.add_argument("--warmup", type=int, default=5, help="warm-up runs per backend (default 5)")
     prof.add_argument("--threads", type=int, default=None, help="threads for every backend (default: all CPUs)")
@@ -127,7 +127,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
         check_output(args.json, flag="--json", suffixes=(".json",), overwrite=args.overwrite)
     if args.plot is not None:
         check_output(args.plot, flag="--plot", suffixes=(".png",), overwrite=args.overwrite)
-    result = profile_model(args.model, backends=tuple(args.backend or ("edge", "edge-dense", "onnxruntime")),
+    result = profile_model(args.model, backends=tuple(args.backend or ("edge", "edge-numba", "onnxruntime")),
                            devices=tuple(args.device), runs=args.runs, warmup=args.warmup, threads=args.threads,
                            input=args.input, progress=not args.no_progress, sparsity=args.sparsity)
     print(format_text(result))

@@ -38,6 +38,8 @@ class BackendResult:
     ratio_p50_vs_onnxruntime: float | None      # p50 / onnxruntime p50
     ratio_pairs_vs_onnxruntime: float | None    # median of per-pair time ratios
     layers: tuple[layers.LayerRow, ...] = ()
+    providers: tuple[str, ...] = ()             # what ran it (edge backends: InferenceSession.get_providers())
+    engine: str = ""                            # the engine's plan in words (InferenceSession.engine_report)
 
     def to_dict(self) -> dict[str, Any]:
         """Every figure as plain data (timing fields inlined)."""
@@ -156,8 +158,22 @@ def _results(opened: dict, times: dict[str, list[float]], feeds: list[dict], bat
         ratio = timing.p50_ms / 1e3 / ort_p50 if ort_p50 else None
         pairs = measure.pair_ratio_median(times[name], ort) if ort else None
         out.append(BackendResult(name, runner.init_seconds * 1e3, first * 1e3, timing, peak, rss, ratio, pairs,
-                                 _layer_rows(runner, feeds)))
+                                 _layer_rows(runner, feeds), *_engine(runner)))
     return tuple(out)
+
+
+def _engine(runner: bk.Runner) -> tuple[tuple[str, ...], str]:
+    """What runs an edge backend: its providers and the engine's decision, in words."""
+    if runner.run_with_stats is None:
+        return (), ""
+    session = runner.session
+    report = session.engine_report
+    if report is None:
+        return tuple(session.get_providers()), "numba engine: edge_runtime's kernels run every layer"
+    kept = [d for d in report.islands if d.kept]
+    islands = "; ".join(f"{d.name} at density {d.expected_density:.2f} ({d.density_source}): "
+                        f"{d.sparse_ms:.3f} ms sparse vs {d.dense_ms:.3f} ms dense" for d in kept[:4])
+    return tuple(session.get_providers()), report.outcome + (f" [{islands}]" if islands else "")
 
 
 def _estimates(proto: Any, devices: Sequence[Any], results: Sequence[BackendResult], threads: int

@@ -27,7 +27,7 @@ from edge_runtime.validation.report import AccuracyCheck, Disagreement, GoldenCh
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BACKENDS = ("edge", "edge-dense", "onnxruntime", "litert")
+DEFAULT_BACKENDS = ("edge", "edge-dense", "edge-numba", "onnxruntime", "litert")
 # fp32 runtimes agree with PyTorch to ~1e-5 on small logits; 1e-3 leaves room for other
 # summation orders (LiteRT, BLAS) while a changed weight moves logits by far more
 DEFAULT_ATOL = 1e-3

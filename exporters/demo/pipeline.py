@@ -2,7 +2,7 @@
 
 model (shipped, or trained with ``train=True``) -> calibrate -> annotated bundle (ONNX + TFLite)
 -> validate on the generated test split with every available backend -> profile edge vs
-edge-dense vs onnxruntime (vs LiteRT) here, with estimates for every shipped device profile
+edge-numba (no onnxruntime) vs onnxruntime (vs LiteRT) here, with estimates for every shipped device profile
 -> ``report.md`` with charts, and a short summary.
 """
 from __future__ import annotations
@@ -158,7 +158,7 @@ def _profile(s: DemoSettings) -> Any:
     from edge_runtime.profiling import profile_model
     from edge_runtime.profiling.report import plot, write_json
 
-    result = profile_model(s.out / "bundle", backends=("edge", "edge-dense", "onnxruntime", "litert"),
+    result = profile_model(s.out / "bundle", backends=("edge", "edge-numba", "onnxruntime", "litert"),
                            devices=s.devices, runs=s.runs, warmup=s.warmup, input="golden",
                            threads=s.threads, progress=s.progress)
     write_json(result, s.out / "profile.json", overwrite=True)

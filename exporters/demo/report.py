@@ -190,7 +190,7 @@ def _files_section() -> list[str]:
 def _reproduce_section(settings: Any) -> list[str]:
     out = settings.out
     return ["## Reproduce", "", "```bash", f"edge-runtime validate {out}/bundle --data {out}/data/test",
-            f"edge-runtime profile {out}/bundle --backend edge --backend edge-dense --backend onnxruntime "
+            f"edge-runtime profile {out}/bundle --backend edge --backend edge-numba --backend onnxruntime "
             f"--device raspberry-pi-4", f"edge-runtime run {out}/bundle {out}/data/test/defect", "```", ""]
 
 
@@ -210,6 +210,9 @@ def summary_lines(settings: Any, info: dict[str, Any], bundle: Any, validation: 
         ratio = (f" ({speed_words(b.ratio_p50_vs_onnxruntime)})"
                  if b.ratio_p50_vs_onnxruntime and b.backend != "onnxruntime" else "")
         lines.append(f"latency here, {b.backend}: p50 {b.timing.p50_ms:.2f} ms{ratio}")
+    edge = next((b for b in profile.backends if b.backend == "edge" and getattr(b, "engine", "")), None)
+    if edge is not None:
+        lines.append(f"edge ran as {' + '.join(edge.providers)}: {edge.engine}")
     for e in profile.estimates:
         edge = f", edge_runtime ~{e.edge_runtime_ms:.1f} ms" if e.edge_runtime_ms is not None else ""
         lines.append(f"estimated on {e.device}: {e.latency_ms:.1f} ms for a tuned runtime{edge}")

@@ -49,7 +49,7 @@ def test_artifacts_written(demo):
         assert (out / name).is_file(), name
     assert len(list((out / "data" / "test" / "defect").glob("*.png"))) == 12
     profile = json.loads((out / "profile.json").read_text())
-    assert {b["backend"] for b in profile["backends"]} >= {"edge", "edge-dense", "onnxruntime"}
+    assert {b["backend"] for b in profile["backends"]} >= {"edge", "edge-numba", "onnxruntime"}
     validation = json.loads((out / "validation.json").read_text())
     assert validation["passed"] is result.passed
     assert any(line.startswith("accuracy on") for line in result.summary)
