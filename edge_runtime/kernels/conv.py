@@ -44,6 +44,7 @@ from numpy.typing import NDArray
 
 from edge_runtime.errors import InvalidInputError, UnsupportedOpError
 from edge_runtime.kernels.depthwise import act_scalar, depthwise_conv2d, valid_range
+from edge_runtime.kernels.fastmath import FAST
 from edge_runtime.kernels.geometry import conv_out_spatial
 from edge_runtime.kernels.winograd import winograd_conv2d, winograd_weights
 
@@ -148,7 +149,7 @@ def _im2col2d(x, cols, kh, kw, sh, sw, ph, pw, dh, dw, oh0, oh1, ow_n):  # pragm
                         dst[u64(ow)] = 0.0
 
 
-@numba.njit(cache=True, fastmath=True, boundscheck=False)
+@numba.njit(cache=True, fastmath=FAST, boundscheck=False)
 def _bias_act(y, bias, act, p0, p1):  # pragma: no cover (numba)
     rows, cols = y.shape
     for r in range(rows):
@@ -246,7 +247,9 @@ def dense_conv2d(x: NDArray[np.float32], prep: PreparedConv, bias: NDArray[np.fl
     kh, kw = prep.kernel_shape
     sh, sw = int(strides[0]), int(strides[1])
     oh, ow = conv_out_spatial(x.shape[2:], prep.kernel_shape, strides, dilations, pads)
-    if _use_winograd(prep, strides, dilations, oh, ow):
+    if _use_winograd(prep, strides, dilations, oh, ow) and np.isfinite(x.sum()):
+        # Winograd's transforms subtract inputs: an infinite input gives inf - inf = NaN where the
+        # direct convolution (and onnxruntime) gives +-inf, so non-finite inputs take im2col
         return winograd_conv2d(x, prep.winograd, bias, pads, act, p0, p1)
     if kh == 1 and kw == 1 and not any(pads):
         if sh != 1 or sw != 1:

@@ -24,14 +24,15 @@ import numpy as np
 from numba import uint64 as u64
 from numpy.typing import NDArray
 
+from edge_runtime.kernels.fastmath import FAST
 from edge_runtime.kernels.geometry import conv_out_spatial
 
 
 @numba.njit(cache=True, inline="always")
 def act_scalar(v: float, act: int, p0: float, p1: float) -> float:
-    """One fused activation (codes of kernels/activation.py) on a scalar."""
+    """One fused activation (codes of kernels/activation.py) on a scalar; NaN stays NaN except in 4."""
     if act == 1:
-        return v if v > 0.0 else 0.0
+        return 0.0 if v <= 0.0 else v
     if act == 2:
         return min(max(v, p0), p1)
     if act == 3:
@@ -51,7 +52,7 @@ def valid_range(off: int, stride: int, size: int, n_out: int) -> tuple[int, int]
     return lo, max(lo, hi)
 
 
-@numba.njit(cache=True, fastmath=True, boundscheck=False)
+@numba.njit(cache=True, fastmath=FAST, boundscheck=False)
 def _plane_stride1(xp, wc, b, out, acc, dh, dw, act, p0, p1):  # pragma: no cover (numba)
     # Stride 1: run each tap over the whole padded plane as one flat vector
     # (output pixel (oh, ow) sits at oh * Wp + ow), so at 7x7 or 14x14 the vectorised
@@ -75,7 +76,7 @@ def _plane_stride1(xp, wc, b, out, acc, dh, dw, act, p0, p1):  # pragma: no cove
             row[u64(ow)] = act_scalar(acc[u64(oh * wp + ow)], act, p0, p1)
 
 
-@numba.njit(cache=True, fastmath=True, boundscheck=False)
+@numba.njit(cache=True, fastmath=FAST, boundscheck=False)
 def _fill_phases(src, xph, sh, sw, ph, pw):  # pragma: no cover (numba)
     # Scatter one (H, W) channel into its stride phases: padded pixel (hh, tt) goes to
     # xph[hh % sh, tt % sw, hh // sh, tt // sw]; padding cells are never written (zero).
@@ -92,7 +93,7 @@ def _fill_phases(src, xph, sh, sw, ph, pw):  # pragma: no cover (numba)
                 dst[u64(d0 + m)] = r[u64(t0 + m * sw)]
 
 
-@numba.njit(cache=True, fastmath=True, boundscheck=False)
+@numba.njit(cache=True, fastmath=FAST, boundscheck=False)
 def _plane_phases(xflat, wq, wc, b, out, acc, sh, sw, dh, dw, act, p0, p1):  # pragma: no cover (numba)
     # Strided convs: tap (i, j) reads phase plane ((i*dh) % sh, (j*dw) % sw) (a row of
     # xflat, (sh*sw, Hq*Wq)) at a constant flat offset, so each tap is one contiguous
@@ -114,7 +115,7 @@ def _plane_phases(xflat, wq, wc, b, out, acc, sh, sw, dh, dw, act, p0, p1):  # p
             row[u64(ow)] = act_scalar(acc[u64(oh * wq + ow)], act, p0, p1)
 
 
-@numba.njit(cache=True, fastmath=True, boundscheck=False)
+@numba.njit(cache=True, fastmath=FAST, boundscheck=False)
 def _dw2d(x, w, bias, y, sh, sw, ph, pw, dh, dw, act, p0, p1):  # pragma: no cover (numba)
     # Each channel is copied into a zero-bordered plane (split into its sh x sw stride
     # phases when strided) so the tap loops need no bounds checks; indices are unsigned

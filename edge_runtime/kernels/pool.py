@@ -22,6 +22,7 @@ import numba
 import numpy as np
 from numpy.typing import NDArray
 
+from edge_runtime.kernels.fastmath import FAST
 from edge_runtime.kernels.geometry import conv_out_spatial
 
 
@@ -45,7 +46,7 @@ def _max2d(x, y, idx, want_idx, col_major, kh, kw, sh, sw, ph, pw, dh, dw):  # p
                         if w < 0 or w >= wid:
                             continue
                         v = x[p, h, w]
-                        if v > best or arg < 0:
+                        if v > best or arg < 0 or (v != v and best == best):  # NaN wins, as in torch
                             best = v
                             arg = w * hgt + h if col_major else h * wid + w
                 y[p, oh, ow] = best
@@ -55,11 +56,11 @@ def _max2d(x, y, idx, want_idx, col_major, kh, kw, sh, sw, ph, pw, dh, dw):  # p
 
 @numba.njit(cache=True, fastmath=False, error_model="numpy")
 def _row_max(dst, src):  # pragma: no cover
-    """dst = max(dst, src) elementwise (same length); vectorises as max/blend."""
+    """dst = max(dst, src) elementwise (same length), NaN if either is; vectorises as max/blend."""
     for k in range(dst.shape[0]):
         a = src[k]
         b = dst[k]
-        dst[k] = a if a > b else b
+        dst[k] = a if (a > b or a != a) else b
 
 
 @numba.njit(cache=True, fastmath=False, error_model="numpy")
@@ -101,7 +102,7 @@ def _pool_counts(n_out, s, k, d, p0, size, pe, include_pad):  # pragma: no cover
     return cnt
 
 
-@numba.njit(cache=True, fastmath=True, error_model="numpy")
+@numba.njit(cache=True, fastmath=FAST, error_model="numpy")
 def _avg2d(x, y, include_pad, kh, kw, sh, sw, ph, pw, pe_h, pe_w, dh, dw):  # pragma: no cover
     """Separable average: rows into a zero padded line, then columns, then / counts."""
     planes, hgt, wid = x.shape

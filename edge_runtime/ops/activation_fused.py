@@ -21,6 +21,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from edge_runtime.errors import InvalidModelError
+from edge_runtime.kernels.fastmath import FAST
 from edge_runtime.ops.elementwise import FLOAT, check_dtype
 from edge_runtime.ops.registry import INTERNAL_DOMAIN, register
 
@@ -51,7 +52,7 @@ _GELU_CUBIC = _f(0.044715)
 APPROXIMATIONS = ("none", "tanh")
 
 
-@numba.njit(cache=True, inline="always", fastmath=True, error_model="numpy")
+@numba.njit(cache=True, inline="always", fastmath=FAST, error_model="numpy")
 def erf_f32(x: float) -> float:  # pragma: no cover - compiled
     """erf(x) in float32 arithmetic, max abs error 3.7e-7 (no libm call: vectorises)."""
     v = min(max(x, -_ECLAMP), _ECLAMP)
@@ -71,7 +72,7 @@ def erf_f32(x: float) -> float:  # pragma: no cover - compiled
     return v * p / q
 
 
-@numba.njit(cache=True, inline="always", fastmath=True, error_model="numpy")
+@numba.njit(cache=True, inline="always", fastmath=FAST, error_model="numpy")
 def tanh_f32(x: float) -> float:  # pragma: no cover - compiled
     """tanh(x) in float32 arithmetic, max abs error 2.8e-7 (no libm call: vectorises)."""
     v = min(max(x, -_TCLAMP), _TCLAMP)
@@ -90,7 +91,7 @@ def tanh_f32(x: float) -> float:  # pragma: no cover - compiled
     return v * p / q
 
 
-@numba.njit(cache=True, fastmath=True, error_model="numpy")
+@numba.njit(cache=True, fastmath=FAST, error_model="numpy")
 def gelu_erf_kernel(x: Array, out: Array) -> None:  # pragma: no cover - compiled
     """out = 0.5 x (1 + erf(x / sqrt 2)) for contiguous 1-D float32 arrays."""
     for i in range(x.size):
@@ -98,7 +99,7 @@ def gelu_erf_kernel(x: Array, out: Array) -> None:  # pragma: no cover - compile
         out[i] = _HALF * v * (_ONE + erf_f32(v * _INV_SQRT2))
 
 
-@numba.njit(cache=True, fastmath=True, error_model="numpy")
+@numba.njit(cache=True, fastmath=FAST, error_model="numpy")
 def gelu_tanh_kernel(x: Array, out: Array) -> None:  # pragma: no cover - compiled
     """out = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) for contiguous 1-D float32 arrays."""
     for i in range(x.size):
