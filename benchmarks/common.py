@@ -103,13 +103,32 @@ def blas_info() -> list[dict[str, Any]]:
     return [{k: d.get(k) for k in keys if k in d} for d in threadpool_info()]
 
 
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo), or platform.processor() elsewhere."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.split(":")[0].strip() in ("model name", "Model", "CPU part"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def code_path() -> str:
+    """Which sparse-kernel code path this CPU takes: AVX-512 compress stores or set-bit walks."""
+    from edge_runtime.kernels.simd import host_has_avx512
+
+    return "avx512-compress" if host_has_avx512() else "set-bit-walk (AVX2/NEON path)"
+
+
 def machine_info() -> dict[str, Any]:
-    """Host, library versions, load average and the OpenBLAS environment the run saw."""
+    """Host, CPU model and sparse code path, library versions, load average and OpenBLAS environment."""
     import numpy as np
     import onnxruntime as ort
 
     info: dict[str, Any] = {
-        "machine": platform.machine(), "processor": platform.processor(), "python": platform.python_version(),
+        "machine": platform.machine(), "cpu_model": cpu_model(), "sparse_code_path": code_path(),
+        "processor": platform.processor(), "python": platform.python_version(),
         "cpus": os.cpu_count(), "numpy": np.__version__, "onnxruntime": ort.__version__,
         "env": {k: os.environ.get(k) for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS",
                                                "OMP_NUM_THREADS")},

@@ -67,12 +67,24 @@ class Dispatcher:
     """
 
     def __init__(self, name: str, dense: Callable[..., Any], sparse: "SparseKernel",
-                 crossover: dict[str, float], mode: str) -> None:
+                 crossover: dict[str, float], mode: str, limits: dict[str, float] | None = None) -> None:
         self.name, self.dense, self.sparse = name, dense, sparse
         self.force = mode == "force"
-        # the density at or below which the sparse kernel runs, per family (looked up per call)
-        self.limits = {family: c * sparse.scale for family, c in crossover.items()}
-        self.last_kernel, self.last_density = "dense", None
+        # the density at or below which the sparse kernel runs, per family (looked up per call):
+        # the family crossover scaled for this layer's shape, unless measured ``limits`` are given
+        self.limits = limits if limits is not None else {
+            family: c * sparse.scale for family, c in crossover.items()}
+        self._last = threading.local()  # per thread: two threads may run one session
+
+    @property
+    def last_kernel(self) -> str:
+        """"sparse" or "dense": what this thread's last call ran."""
+        return getattr(self._last, "kernel", "dense")
+
+    @property
+    def last_density(self) -> float | None:
+        """The input density this thread's last call measured (see the class docstring)."""
+        return getattr(self._last, "density", None)
 
     def __call__(self, *args: Any) -> Any:
         x = args[0]
@@ -81,11 +93,12 @@ class Dispatcher:
             sparse = self.force or d <= self.limits[self.sparse.family(x)]
         else:
             sparse, d = density_at_most(x, self.limits[self.sparse.family(x)])
-        self.last_density = d
+        last = self._last
+        last.density = d
         if sparse:
-            self.last_kernel = "sparse"
+            last.kernel = "sparse"
             return self.sparse(x, d)
-        self.last_kernel = "dense"
+        last.kernel = "dense"
         return self.dense(*args)
 
 
@@ -235,16 +248,18 @@ def _conv_kernel(node: Node, consts: dict, threads: int) -> SparseKernel | None:
     return SparseConvKernel(node, w, consts[bias_name] if bias_name else None, threads)
 
 
-_BUILDERS = {"FusedMatMul": _matmul_kernel, "FusedGemm": _matmul_kernel, "FusedConv": _conv_kernel}
+SPARSE_BUILDERS = {"FusedMatMul": _matmul_kernel, "FusedGemm": _matmul_kernel, "FusedConv": _conv_kernel}
 
 
-def _zero_producing(name: str, producers: dict[str, Node], consts: dict, depth: int = 0) -> bool:
+def zero_producing(name: str, producers: dict[str, Node], consts: dict, depth: int = 0) -> bool:
+    """Whether tensor ``name`` can hold exact zeros: made by a ReLU-family op, a fused layer with
+    such an activation, or a Clip with min >= 0, possibly through layout ops that keep zeros."""
     node = producers.get(name)
     if node is None or depth > 8:
         return False
     if node.op_type in ("Relu", "ThresholdedRelu", "Where"):
         return True
-    if node.op_type in _BUILDERS:
+    if node.op_type in SPARSE_BUILDERS:
         a = node.attrs
         return int(a.get("activation", 0)) in _ZERO_ACTS or (
             int(a.get("activation", 0)) == act_codes.CLIP and float(a.get("act_p0", -1.0)) >= 0.0)
@@ -252,7 +267,7 @@ def _zero_producing(name: str, producers: dict[str, Node], consts: dict, depth: 
         lo = node.attrs.get("min", consts.get(node.inputs[1]) if len(node.inputs) > 1 and node.inputs[1] else None)
         return lo is not None and float(np.asarray(lo)) >= 0.0
     if node.op_type in _PASS_THROUGH:
-        return any(_zero_producing(x, producers, consts, depth + 1) for x in node.inputs if x and x not in consts)
+        return any(zero_producing(x, producers, consts, depth + 1) for x in node.inputs if x and x not in consts)
     return False
 
 
@@ -262,10 +277,10 @@ def wrap(node: Node, dense_fn: Callable[..., Any], graph: Graph, ctx: Any,
 
     ``producers`` is ``graph.producers()``, computed once per plan by the caller.
     """
-    build = _BUILDERS.get(node.op_type)
+    build = SPARSE_BUILDERS.get(node.op_type)
     if build is None or ctx.sparsity == "off" or not node.inputs:
         return dense_fn
-    if ctx.sparsity == "auto" and node.name not in ctx.annotations and not _zero_producing(
+    if ctx.sparsity == "auto" and node.name not in ctx.annotations and not zero_producing(
             node.inputs[0], producers, graph.initializers):
         return dense_fn
     weights = graph.initializers.get(node.inputs[1]) if len(node.inputs) > 1 else None

@@ -152,3 +152,15 @@ def graph_from_model(model: onnx.ModelProto) -> Graph:
     metadata = {p.key: p.value for p in model.metadata_props}
     return Graph(nodes=tuple(nodes), initializers=initializers, inputs=inputs, outputs=outputs,
                  opsets=opsets, metadata=metadata, name=g.name)
+
+
+def graph_io(model: onnx.ModelProto) -> tuple[tuple[ValueInfo, ...], tuple[ValueInfo, ...]]:
+    """The model's inputs (initializers excluded) and outputs, in any element type.
+
+    Unlike :func:`graph_from_model` this decodes no weights and accepts every dtype: the
+    onnxruntime-backed engine runs what onnxruntime runs.
+    """
+    g = model.graph
+    consts = {t.name for t in g.initializer} | {t.values.name for t in g.sparse_initializer}
+    return (tuple(_value_info(v) for v in g.input if v.name not in consts),
+            tuple(_value_info(v) for v in g.output))

@@ -7,11 +7,12 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from edge_runtime import executor, planner
+from edge_runtime import engine, executor, planner
 from edge_runtime.annotations import read_annotations
-from edge_runtime.errors import InvalidArgumentError, InvalidInputError
+from edge_runtime.errors import EdgeRuntimeError, InvalidArgumentError, InvalidInputError
 from edge_runtime.graph import ValueInfo
-from edge_runtime.onnx_io import ModelSource, graph_from_model, load_model_proto, ort_type_string
+from edge_runtime.engine.ort import EDGE_PROVIDER, ORT_PROVIDER
+from edge_runtime.onnx_io import ModelSource, graph_from_model, graph_io, load_model_proto, ort_type_string
 from edge_runtime.options import ORT_DISABLE_ALL, SessionOptions, available_cpus
 
 log = logging.getLogger(__name__)
@@ -64,11 +65,18 @@ class InferenceSession:
         path_or_bytes: a path to an .onnx file (external data next to it), the model's bytes,
             or an ``onnx.ModelProto``.
         sess_options: :class:`SessionOptions` (threads, optimisation level).
-        providers: accepted for onnxruntime compatibility; edge_runtime always runs on the CPU.
+        providers: the dense engine, named like onnxruntime's providers:
+            ``["CPUExecutionProvider"]`` (the default when onnxruntime is installed) cuts the model
+            into onnxruntime sessions around the layers worth running sparse;
+            ``["EdgeRuntimeExecutionProvider"]`` runs everything on edge_runtime's own kernels
+            (numpy + numba only). See :mod:`edge_runtime.engine`.
         profile: a device profile name, a path to a profile TOML, or a ``DeviceProfile``; sets the
             thread count (unless ``intra_op_num_threads`` is set) and the dense/sparse crossovers.
         sparsity: ``"auto"`` (per-layer dense/sparse choice by measured input density),
             ``"off"`` (dense kernels only) or ``"force"`` (sparse kernels wherever one exists).
+        warmup_feed: an input like the ones the model will see (e.g. a calibration image), used
+            at session creation to measure which layers gain from running sparse; default: a
+            synthetic N(0, 1) input (the exporter's density annotations take precedence).
 
     Raises:
         InvalidModelError, UnsupportedOpError, UnsupportedDTypeError: the model cannot run.
@@ -87,7 +95,8 @@ class InferenceSession:
 
     def __init__(self, path_or_bytes: ModelSource, sess_options: SessionOptions | None = None,
                  providers: Sequence[Any] | None = None, provider_options: Any = None, *,
-                 profile: Any = None, sparsity: str = "auto") -> None:
+                 profile: Any = None, sparsity: str = "auto",
+                 warmup_feed: Mapping[str, np.ndarray] | None = None) -> None:
         if sparsity not in SPARSITY_MODES:
             raise InvalidArgumentError(f"sparsity={sparsity!r} is not a valid mode; expected one of "
                                        f"{list(SPARSITY_MODES)}.")
@@ -97,20 +106,67 @@ class InferenceSession:
         self._threads = self._options.resolved_threads(profile_threads)
         if self._threads > available_cpus():
             log.info("using %d threads on a machine with %d CPUs", self._threads, available_cpus())
-        self._model = load_model_proto(path_or_bytes)
-        graph = graph_from_model(self._model)
-        doc = read_annotations(self._model)
+        self._engine = engine.choose(providers)
+        model = load_model_proto(path_or_bytes)
+        self._meta = _metadata(model)
+        doc = read_annotations(model)
         ann = {layer["node"]: layer for layer in doc["layers"]} if doc else {}
-        ctx = planner.PlanContext(
-            threads=self._threads, sparsity=sparsity,
-            crossover=_crossover(self._profile), annotations=ann,
-            optimize=self._options.graph_optimization_level != ORT_DISABLE_ALL)
+        optimize = self._options.graph_optimization_level != ORT_DISABLE_ALL
         self._sparsity = sparsity
-        self._plan = planner.build(graph, ctx)
-        self._inputs = graph.inputs
-        self._outputs = graph.outputs
         self._annotations = ann
+        self._engine_report: Any = None
+        rejected = None
+        if self._engine == "onnxruntime":
+            from edge_runtime.engine import hybrid
+            from edge_runtime.engine.ort import OnnxRuntimeRejected
+
+            self._inputs, self._outputs = graph_io(model)
+            if warmup_feed is not None:
+                warmup_feed = _validate_feed(self._inputs, warmup_feed)
+            cfg = hybrid.EngineConfig(self._threads, sparsity, ann, optimize, warmup_feed)
+            try:
+                self._plan, self._engine_report = hybrid.build(model, cfg, self._inputs, self._outputs)
+            except OnnxRuntimeRejected as exc:  # the numba engine's checks name what is wrong
+                rejected, self._engine = exc, "numba"
+            else:
+                if sparsity == "auto" and len(self._plan.steps) > 1:
+                    self._try_numba_engine(model, ann, optimize, warmup_feed)
+        if self._engine == "numba":
+            self._plan = self._numba_plan(model, ann, optimize)
+            if rejected is not None:
+                log.warning("onnxruntime cannot run this model (%s); edge_runtime's own kernels run it", rejected)
         _limit_blas_threads(self._threads)
+
+    def _numba_plan(self, model: Any, ann: Mapping[str, Any], optimize: bool) -> planner.Plan:
+        graph = graph_from_model(model)
+        ctx = planner.PlanContext(threads=self._threads, sparsity=self._sparsity,
+                                  crossover=_crossover(self._profile), annotations=ann, optimize=optimize)
+        plan = planner.build(graph, ctx)
+        self._inputs, self._outputs = graph.inputs, graph.outputs
+        return plan
+
+    def _try_numba_engine(self, model: Any, ann: Mapping[str, Any], optimize: bool,
+                          feed: Mapping[str, np.ndarray] | None) -> None:
+        """With sparse islands kept, also time the numba engine on the whole model; keep the faster.
+
+        Small models lose most to the cuts (each costs onnxruntime its blocked layout), where
+        edge_runtime's kernels running everything can win outright.
+        """
+        from edge_runtime.engine import hybrid
+
+        try:
+            numba_plan = graph_plan = self._numba_plan(model, ann, optimize)
+        except EdgeRuntimeError as exc:  # an op only onnxruntime has: keep the cut plan
+            log.debug("numba engine not considered: %s", exc)
+            return
+        _set_numba_threads(self._threads)
+        cut_s, numba_s = hybrid.time_plans([self._plan, graph_plan], feed or hybrid.synthetic_feed(self._inputs),
+                                           [o.name for o in self._outputs], self._threads)
+        self._engine_report = hybrid.with_outcome(
+            self._engine_report, f"{self._engine_report.outcome}; numba engine {numba_s * 1e3:.3f} ms vs "
+                                 f"{cut_s * 1e3:.3f} ms cut: {'numba' if numba_s < cut_s else 'cut'} kept")
+        if numba_s < cut_s:
+            self._engine, self._plan = "numba", numba_plan
 
     # -- onnxruntime's surface -------------------------------------------------
     def get_inputs(self) -> list[NodeArg]:
@@ -123,13 +179,20 @@ class InferenceSession:
 
     def get_modelmeta(self) -> ModelMetadata:
         """Producer, graph name, version and ``custom_metadata_map`` (incl. sparsity annotations)."""
-        m = self._model
-        return ModelMetadata(m.producer_name, m.graph.name, m.domain, m.doc_string, m.graph.doc_string,
-                             int(m.model_version), {p.key: p.value for p in m.metadata_props})
+        return self._meta
 
     def get_providers(self) -> list[str]:
-        """Always ``["CPUExecutionProvider"]``: edge_runtime runs on the CPU."""
-        return ["CPUExecutionProvider"]
+        """What runs the model, in onnxruntime's terms.
+
+        ``["CPUExecutionProvider"]``: onnxruntime runs the whole model (no layer gains from
+        skipping zeros); ``["EdgeRuntimeExecutionProvider", "CPUExecutionProvider"]``: sparse
+        islands run on edge_runtime's kernels, the rest in onnxruntime;
+        ``["EdgeRuntimeExecutionProvider"]``: the numba-only engine.
+        """
+        if self._engine == "numba":
+            return [EDGE_PROVIDER]
+        islands = any(not hasattr(step.fn, "session") for step in self._plan.steps)
+        return [EDGE_PROVIDER, ORT_PROVIDER] if islands else [ORT_PROVIDER]
 
     def get_session_options(self) -> SessionOptions:
         """The options this session was created with."""
@@ -182,6 +245,17 @@ class InferenceSession:
         return self._annotations
 
     @property
+    def dense_engine(self) -> str:
+        """``"onnxruntime"`` or ``"numba"``: which engine runs the dense layers."""
+        return self._engine
+
+    @property
+    def engine_report(self) -> Any:
+        """How the onnxruntime engine planned the model (islands considered, their measured
+        dense/sparse times and crossovers, the cost of cutting), or None on the numba engine."""
+        return self._engine_report
+
+    @property
     def plan(self) -> planner.Plan:
         """The optimised graph and its steps (for profilers and tests)."""
         return self._plan
@@ -190,6 +264,9 @@ class InferenceSession:
              stats: list[executor.NodeStats] | None) -> list[np.ndarray]:
         wanted = self._wanted(output_names)
         feed = _validate_feed(self._inputs, input_feed)
+        steps = self._plan.steps
+        if stats is None and len(steps) == 1 and hasattr(steps[0].fn, "session"):
+            return steps[0].fn.session.run(wanted, feed)  # the whole model in one onnxruntime session
         _set_numba_threads(self._threads)
         return executor.execute(self._plan, feed, wanted, stats)
 
@@ -204,6 +281,11 @@ class InferenceSession:
         if unknown:
             raise InvalidArgumentError(f"unknown output name(s) {unknown}; the model's outputs are {names}.")
         return list(output_names)
+
+
+def _metadata(m: Any) -> ModelMetadata:
+    return ModelMetadata(m.producer_name, m.graph.name, m.domain, m.doc_string, m.graph.doc_string,
+                         int(m.model_version), {p.key: p.value for p in m.metadata_props})
 
 
 def _crossover(profile: Any) -> dict[str, float]:

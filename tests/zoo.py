@@ -2,7 +2,7 @@
 
 torchvision is not importable beside the pinned torch here, so the families are written out:
 ResNet-18/50, VGG, MobileNetV2, MobileNetV3-small, EfficientNet-B0-style, ViT/DeiT-tiny (with
-nn.MultiheadAttention or hand-written attention), a U-Net-style segmenter and an MLP. Each takes
+nn.MultiheadAttention or hand-written attention), a U-Net-style segmenter, a YOLOv8n-style detector and an MLP. Each takes
 a width knob so tests run tiny versions and benchmarks realistic ones.
 """
 from __future__ import annotations
@@ -168,6 +168,68 @@ def efficientnet_b0(width: float = 1.0, classes: int = 10, repeats: int | None =
     cfg = [(1, c(16), 1, 1), (6, c(24), 2, 2), (6, c(40), 2, 2), (6, c(80), 3, 2), (6, c(112), 3, 1),
            (6, c(192), 4, 2), (6, c(320), 1, 1)]
     return _mobile(cfg, c(32), c(1280), classes, nn.SiLU, nn.Sigmoid, se_all=True, repeats=repeats)
+
+
+# -- YOLO-style detector (YOLOv8n layout: Conv-BN-SiLU, C2f, SPPF, FPN/PAN neck, decoupled head) --
+
+class C2f(nn.Module):
+    def __init__(self, cin: int, cout: int, n: int = 1, shortcut: bool = True) -> None:
+        super().__init__()
+        self.c = cout // 2
+        self.cv1, self.cv2 = _bn_conv(cin, 2 * self.c, 1, act=nn.SiLU), _bn_conv((2 + n) * self.c, cout, 1, act=nn.SiLU)
+        self.m = nn.ModuleList(nn.Sequential(_bn_conv(self.c, self.c, act=nn.SiLU), _bn_conv(self.c, self.c, act=nn.SiLU))
+                               for _ in range(n))
+        self.shortcut = shortcut
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = list(self.cv1(x).chunk(2, 1))                  # 2 x (B, c, H, W)
+        for m in self.m:
+            y.append(y[-1] + m(y[-1]) if self.shortcut else m(y[-1]))
+        return self.cv2(torch.cat(y, 1))
+
+
+class SPPF(nn.Module):
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__()
+        self.cv1, self.cv2 = _bn_conv(cin, cin // 2, 1, act=nn.SiLU), _bn_conv(cin * 2, cout, 1, act=nn.SiLU)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = [self.cv1(x)]
+        for _ in range(3):
+            y.append(F.max_pool2d(y[-1], 5, 1, 2))
+        return self.cv2(torch.cat(y, 1))
+
+
+class YoloDetector(nn.Module):
+    """A YOLOv8n-shaped detector (width 16 = YOLOv8n's channels); output (B, 4 + classes, anchors)."""
+
+    def __init__(self, width: int = 16, classes: int = 80) -> None:
+        super().__init__()
+        w, act = width, nn.SiLU
+        self.stem = nn.Sequential(_bn_conv(3, w, 3, 2, act=act), _bn_conv(w, 2 * w, 3, 2, act=act), C2f(2 * w, 2 * w))
+        self.p3 = nn.Sequential(_bn_conv(2 * w, 4 * w, 3, 2, act=act), C2f(4 * w, 4 * w, 2))
+        self.p4 = nn.Sequential(_bn_conv(4 * w, 8 * w, 3, 2, act=act), C2f(8 * w, 8 * w, 2))
+        self.p5 = nn.Sequential(_bn_conv(8 * w, 16 * w, 3, 2, act=act), C2f(16 * w, 16 * w), SPPF(16 * w, 16 * w))
+        self.up4, self.up3 = C2f(24 * w, 8 * w, shortcut=False), C2f(12 * w, 4 * w, shortcut=False)
+        self.down4, self.n4 = _bn_conv(4 * w, 4 * w, 3, 2, act=act), C2f(12 * w, 8 * w, shortcut=False)
+        self.down5, self.n5 = _bn_conv(8 * w, 8 * w, 3, 2, act=act), C2f(24 * w, 16 * w, shortcut=False)
+        self.box = nn.ModuleList(self._branch(c, 4, max(16, w)) for c in (4 * w, 8 * w, 16 * w))
+        self.cls = nn.ModuleList(self._branch(c, classes, max(classes, 4 * w)) for c in (4 * w, 8 * w, 16 * w))
+
+    @staticmethod
+    def _branch(cin: int, cout: int, hid: int) -> nn.Module:
+        return nn.Sequential(_bn_conv(cin, hid, act=nn.SiLU), _bn_conv(hid, hid, act=nn.SiLU), nn.Conv2d(hid, cout, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p3 = self.p3(self.stem(x))                         # (B, 4w, H/8, W/8)
+        p4 = self.p4(p3)                                   # (B, 8w, H/16, W/16)
+        p5 = self.p5(p4)                                   # (B, 16w, H/32, W/32)
+        u4 = self.up4(torch.cat([F.interpolate(p5, scale_factor=2.0), p4], 1))
+        n3 = self.up3(torch.cat([F.interpolate(u4, scale_factor=2.0), p3], 1))
+        n4 = self.n4(torch.cat([self.down4(n3), u4], 1))
+        n5 = self.n5(torch.cat([self.down5(n4), p5], 1))
+        outs = [torch.cat([b(f), c(f).sigmoid()], 1).flatten(2) for f, b, c in zip((n3, n4, n5), self.box, self.cls)]
+        return torch.cat(outs, 2)                          # (B, 4 + classes, anchors)
 
 
 # -- ViT / DeiT-tiny ------------------------------------------------------------------------------

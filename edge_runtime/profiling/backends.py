@@ -1,8 +1,11 @@
 """Backend adapters for the profiler: one ``Runner`` per runtime, all with the same call.
 
-``edge`` is edge_runtime with ``sparsity="auto"``, ``edge-dense`` the same with
-``sparsity="off"``; ``onnxruntime`` and ``litert`` are the stock runtimes, imported only
-when asked for (a device may have neither), with an error that says how to install them.
+``edge`` is edge_runtime as a user gets it (``sparsity="auto"``, onnxruntime as the dense
+engine when installed), ``edge-dense`` the same with ``sparsity="off"``, ``edge-numba`` the
+numba-only engine (``sparsity="auto"``: what a device without onnxruntime runs);
+``onnxruntime`` and ``litert`` are the stock runtimes, imported only when asked for (a device
+may have neither), with an error that says how to install them. The edge backends measure
+which layers gain from skipping zeros on the bundle's golden input when there is one.
 """
 from __future__ import annotations
 
@@ -18,8 +21,8 @@ from edge_runtime.errors import EdgeRuntimeError, InvalidArgumentError
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("edge", "edge-dense", "onnxruntime", "litert")
-EDGE_BACKENDS = ("edge", "edge-dense")
+BACKENDS = ("edge", "edge-dense", "edge-numba", "onnxruntime", "litert")
+EDGE_BACKENDS = ("edge", "edge-dense", "edge-numba")
 
 Feed = Mapping[str, np.ndarray]
 
@@ -80,7 +83,8 @@ def open_backend(name: str, files: ModelFiles, threads: int, sparsity: str = "au
         BackendUnavailableError: onnxruntime / ai-edge-litert not installed, or no .tflite file.
         EdgeRuntimeError: edge_runtime cannot load the model.
     """
-    opener = {"edge": _edge, "edge-dense": _edge, "onnxruntime": _onnxruntime, "litert": _litert}[name]
+    opener = {"edge": _edge, "edge-dense": _edge, "edge-numba": _edge, "onnxruntime": _onnxruntime,
+              "litert": _litert}[name]
     t0 = time.perf_counter()
     runner = opener(name, files, threads, sparsity)
     return Runner(runner.name, runner.run, time.perf_counter() - t0, runner.session, runner.run_with_stats)
@@ -92,9 +96,30 @@ def _edge(name: str, files: ModelFiles, threads: int, sparsity: str) -> Runner:
     opts = edge_runtime.SessionOptions()
     opts.intra_op_num_threads = threads
     mode = "off" if name == "edge-dense" else sparsity
-    sess = edge_runtime.InferenceSession(str(files.onnx), opts, sparsity=mode)
+    providers = ["EdgeRuntimeExecutionProvider"] if name == "edge-numba" else None
+    sess = edge_runtime.InferenceSession(str(files.onnx), opts, providers, sparsity=mode,
+                                         warmup_feed=_golden_feed(files))
+
     return Runner(name, lambda feed: sess.run(None, feed), 0.0, sess,
                   lambda feed: sess.run_with_stats(None, feed))
+
+
+def _golden_feed(files: ModelFiles) -> dict[str, np.ndarray] | None:
+    """The bundle's first golden input as a one-item feed (what the model really sees), or None."""
+    if files.golden is None or not files.golden.is_file():
+        return None
+    import onnx
+
+    try:
+        with np.load(files.golden, allow_pickle=False) as golden:
+            x = golden["x"][:1]
+        graph = onnx.load(str(files.onnx), load_external_data=False).graph
+        consts = {t.name for t in graph.initializer}
+        name = [i.name for i in graph.input if i.name not in consts][0]
+    except (OSError, KeyError, ValueError, IndexError) as exc:
+        log.info("no warm-up input from %s (%s): synthetic input", files.golden, exc)
+        return None
+    return {name: np.ascontiguousarray(x, np.float32)}
 
 
 def _onnxruntime(name: str, files: ModelFiles, threads: int, sparsity: str) -> Runner:

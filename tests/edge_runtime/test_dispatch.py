@@ -8,6 +8,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 from edge_runtime import InferenceSession
 
+# every test here inspects the numba engine's dispatchers
+pytestmark = pytest.mark.usefixtures("numba_engine")
+
 
 def _mlp(sizes=(64, 256, 256, 64), bias_shift=-1.5, seed=0) -> onnx.ModelProto:
     """Linear+ReLU stack (MatMul+Add+Relu); a negative bias shift makes hidden activations mostly zero."""

@@ -29,6 +29,7 @@ def budget_profile(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.mark.usefixtures("numba_engine")  # the per-layer rows checked below are the numba engine's
 def test_json_has_every_figure_for_every_backend(tiny_path, tmp_path, budget_profile):
     pytest.importorskip("onnxruntime")
     result = profile_model(tiny_path, backends=("edge", "edge-dense", "onnxruntime"), runs=6, warmup=1,

@@ -1,0 +1,313 @@
+"""Plan a model for onnxruntime dense segments plus edge_runtime sparse islands.
+
+The decision is measured, not guessed (issue: "never slower than onnxruntime"):
+
+1. Candidates (:mod:`edge_runtime.engine.islands`); none -> the whole model is one
+   onnxruntime session, exactly what a user of onnxruntime runs.
+2. ``sparsity="force"``: every candidate is an island that always runs sparse.
+3. ``sparsity="auto"``: the graph is cut at every candidate and run once on a warm-up input
+   to record each island's input. Each island is timed dense (its onnxruntime session) and
+   sparse at its *expected* density (the exporter's annotation, else the density measured on
+   the warm-up input): islands whose sparse kernel does not beat the dense one by
+   :data:`MIN_GAIN` are dropped, and each kept island's per-call crossover is the density where
+   its two times meet. Then the cut itself is priced: the cut graph with every island dense
+   against the whole-model session. The islands stay only when their summed gain exceeds that
+   cost; otherwise the whole-model session runs.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import onnx
+
+from edge_runtime.dispatch import Dispatcher
+from edge_runtime.engine import islands as isl
+from edge_runtime.engine import ort as ortx
+from edge_runtime.engine.partition import ISLAND, Stage, partition, submodel, value_types
+from edge_runtime.graph import Graph, Node, ValueInfo
+from edge_runtime.kernels.density import density
+from edge_runtime.planner import Plan, Step
+from edge_runtime.ops.registry import INTERNAL_DOMAIN
+
+log = logging.getLogger(__name__)
+
+#: An island is kept only when its sparse kernel takes at most this fraction of the dense time
+#: at the expected density (margin for measurement noise on a shared machine).
+MIN_GAIN = 0.85
+#: Timed calls per contender when pricing islands and cuts at session creation.
+REPEATS = 5
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """What the hybrid planner needs from the session."""
+
+    threads: int = 1
+    sparsity: str = "auto"
+    annotations: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    optimize: bool = True
+    warmup_feed: Mapping[str, np.ndarray] | None = None
+
+
+@dataclass(frozen=True)
+class IslandDecision:
+    """Why a layer did or did not become a sparse island (``InferenceSession.engine_report``)."""
+
+    name: str
+    expected_density: float
+    density_source: str            # "annotation" | "warm-up input"
+    dense_ms: float
+    sparse_ms: float
+    crossover: float               # per-call limit: sparse at or below this input density
+    kept: bool
+
+
+@dataclass(frozen=True)
+class EngineReport:
+    """The engine's plan: islands considered, the measured cost of cutting, and the outcome."""
+
+    candidates: int
+    islands: tuple[IslandDecision, ...] = ()
+    whole_ms: float | None = None
+    cut_ms: float | None = None
+    outcome: str = "whole model in one onnxruntime session"
+
+
+def build(model: onnx.ModelProto, cfg: EngineConfig, inputs: Sequence[ValueInfo],
+          outputs: Sequence[ValueInfo]) -> tuple[Plan, EngineReport]:
+    """Plan ``model`` for onnxruntime segments + sparse islands.
+
+    Returns:
+        The plan (steps: onnxruntime segments and island dispatchers) and the report.
+
+    Raises:
+        OnnxRuntimeRejected: onnxruntime cannot load the whole model.
+    """
+    whole = _whole_plan(model, cfg, inputs, outputs)
+    types = value_types(model)
+    cands = [] if cfg.sparsity == "off" else isl.candidates(model, cfg.annotations, cfg.sparsity, types)
+    prepared = [p for p in (isl.prepare(model, c, types, cfg.threads) for c in cands) if p is not None]
+    if not prepared:
+        return whole, EngineReport(len(cands))
+    if cfg.sparsity == "force":
+        plan = _cut_plan(model, prepared, types, cfg, inputs, outputs, limits=None)
+        return plan or whole, EngineReport(len(cands), outcome=f"{len(prepared)} islands forced sparse")
+    return _measured(model, prepared, types, cfg, inputs, outputs, whole, len(cands))
+
+
+def _measured(model: onnx.ModelProto, prepared: list[isl.PreparedIsland], types: Mapping[str, Any],
+              cfg: EngineConfig, inputs: Sequence[ValueInfo], outputs: Sequence[ValueInfo],
+              whole: Plan, n_cands: int) -> tuple[Plan, EngineReport]:
+    from edge_runtime.executor import execute
+
+    feed = dict(cfg.warmup_feed) if cfg.warmup_feed is not None else synthetic_feed(inputs)
+    seen: dict[str, np.ndarray] = {}
+    probe = _cut_plan(model, prepared, types, cfg, inputs, outputs, limits=None, record=seen)
+    if probe is None:
+        return whole, EngineReport(n_cands, outcome="whole model: a cut tensor has no known type")
+    execute(probe, feed, [o.name for o in outputs])
+    decisions = [_price(p, seen[p.candidate.name], _step_fn(probe, p.candidate.name).dense, cfg.threads)
+                 for p in prepared]
+    kept = [p for p, d in zip(prepared, decisions) if d.kept]
+    if not kept:
+        return whole, EngineReport(n_cands, tuple(decisions), outcome="whole model: no island beat onnxruntime")
+    limits = {d.name: d.crossover for d in decisions if d.kept}
+    plan = probe if len(kept) == len(prepared) else _cut_plan(model, kept, types, cfg, inputs, outputs, limits)
+    plan = _with_limits(plan, limits, cfg.sparsity)
+    whole_s, cut_s = _price_cut(whole, plan, feed, [o.name for o in outputs], cfg.threads)
+    gain_s = sum((d.dense_ms - d.sparse_ms) / 1e3 for d in decisions if d.kept)
+    report = EngineReport(n_cands, tuple(decisions), whole_s * 1e3, cut_s * 1e3)
+    if gain_s <= cut_s - whole_s:
+        return whole, with_outcome(report, f"whole model: islands gain {gain_s * 1e3:.3f} ms, "
+                                                f"the cut costs {(cut_s - whole_s) * 1e3:.3f} ms")
+    return plan, with_outcome(report, f"{len(kept)} sparse islands in {_segments(plan)} onnxruntime segments")
+
+
+def with_outcome(report: EngineReport, outcome: str) -> EngineReport:
+    """``report`` with another outcome line."""
+    return EngineReport(report.candidates, report.islands, report.whole_ms, report.cut_ms, outcome)
+
+
+def time_plans(plans: Sequence[Plan], feed: Mapping[str, np.ndarray], wanted: list[str],
+               threads: int) -> list[float]:
+    """Seconds per run of each plan on ``feed`` (interleaved, fastest of :data:`REPEATS`)."""
+    from edge_runtime.executor import execute
+
+    return _interleaved([lambda p=p: execute(p, feed, wanted) for p in plans], threads)
+
+
+def _segments(plan: Plan) -> int:
+    return sum(isinstance(s.fn, ortx.SegmentStep) for s in plan.steps)
+
+
+def synthetic_feed(inputs: Sequence[ValueInfo], seed: int = 0) -> dict[str, np.ndarray]:
+    """A warm-up input: N(0, 1) floats, zeros otherwise; free dimensions set to 1."""
+    rng = np.random.default_rng(seed)
+    feed = {}
+    for vi in inputs:
+        shape = tuple(d if isinstance(d, int) and d > 0 else 1 for d in (vi.shape or ()))
+        if np.issubdtype(vi.dtype, np.floating):
+            feed[vi.name] = rng.standard_normal(shape).astype(vi.dtype)
+        else:
+            feed[vi.name] = np.zeros(shape, vi.dtype)
+    return feed
+
+
+def _whole_plan(model: onnx.ModelProto, cfg: EngineConfig, inputs: Sequence[ValueInfo],
+                outputs: Sequence[ValueInfo]) -> Plan:
+    session = ortx.make_session(model, cfg.threads, cfg.optimize)
+    names = [o.name for o in outputs]
+    node = Node("OnnxRuntimeSession", tuple(v.name for v in inputs), tuple(names), {}, "onnxruntime", INTERNAL_DOMAIN)
+    step = Step(node, ortx.SegmentStep(session, [v.name for v in inputs], names), ())
+    return Plan(_plan_graph(model, (node,), inputs, outputs), (step,))
+
+
+def _cut_plan(model: onnx.ModelProto, prepared: Sequence[isl.PreparedIsland], types: Mapping[str, Any],
+              cfg: EngineConfig, inputs: Sequence[ValueInfo], outputs: Sequence[ValueInfo],
+              limits: Mapping[str, float] | None, record: dict[str, np.ndarray] | None = None) -> Plan | None:
+    """The cut graph's plan, or None when a cut tensor's type is unknown."""
+    stages = partition(model, isl.groups(prepared))
+    by_name = {p.candidate.name: p for p in prepared}
+    spinning = cfg.threads == 1 or sum(s.kind != ISLAND for s in stages) == 1
+    steps, nodes = [], []
+    try:
+        for stage in stages:
+            node = Node("OnnxRuntimeSegment" if stage.kind != ISLAND else model.graph.node[stage.nodes[0]].op_type,
+                        stage.inputs, stage.outputs, {}, stage.name, INTERNAL_DOMAIN)
+            if stage.kind == ISLAND:
+                fn: Callable[..., Any] = _island_step(by_name[stage.name], cfg, limits, record)
+            else:
+                sub = submodel(model, stage.nodes, stage.inputs, stage.outputs, types, stage.name)
+                fn = ortx.SegmentStep(ortx.make_session(sub, cfg.threads, cfg.optimize, spinning),
+                                      stage.inputs, stage.outputs)
+            nodes.append(node)
+            steps.append((node, fn))
+    except KeyError as exc:
+        log.info("not cutting the graph: tensor %s has no inferred type", exc)
+        return None
+    except ortx.OnnxRuntimeRejected as exc:
+        log.info("not cutting the graph: onnxruntime rejected a segment (%s)", exc)
+        return None
+    return Plan(_plan_graph(model, tuple(nodes), inputs, outputs), _with_releases(steps, outputs))
+
+
+def _island_step(p: isl.PreparedIsland, cfg: EngineConfig, limits: Mapping[str, float] | None,
+                 record: dict[str, np.ndarray] | None) -> Callable[..., Any]:
+    dense = ortx.IslandDense(ortx.make_session(p.model, cfg.threads, cfg.optimize, spinning=False),
+                             p.candidate.input)
+    if record is not None:
+        return _Recorder(p.candidate.name, dense, p.kernel, record)
+    mode = "force" if cfg.sparsity == "force" else "auto"
+    limit = (limits or {}).get(p.candidate.name, 0.0)
+    return Dispatcher(p.candidate.name, dense, p.kernel, {}, mode, limits={"gemv": limit, "gemm": limit, "conv": limit})
+
+
+class _Recorder:
+    """The probe's island step: runs dense and keeps the island's input for pricing."""
+
+    last_kernel, last_density = "dense", None
+
+    def __init__(self, name: str, dense: Callable[..., Any], sparse: Any, record: dict[str, np.ndarray]) -> None:
+        self.name, self.dense, self.sparse, self.record = name, dense, sparse, record
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        self.record[self.name] = x
+        return self.dense(x)
+
+
+def _step_fn(plan: Plan, name: str) -> Any:
+    return next(s.fn for s in plan.steps if s.node.name == name)
+
+
+def _with_limits(plan: Plan, limits: Mapping[str, float], sparsity: str) -> Plan:
+    steps = []
+    for s in plan.steps:
+        fn = s.fn
+        if isinstance(fn, _Recorder):
+            lim = limits[fn.name]
+            fn = Dispatcher(fn.name, fn.dense, fn.sparse, {}, sparsity, limits={"gemv": lim, "gemm": lim, "conv": lim})
+        steps.append(Step(s.node, fn, s.release))
+    return Plan(plan.graph, tuple(steps))
+
+
+def _with_releases(steps: list[tuple[Node, Any]], outputs: Sequence[ValueInfo]) -> tuple[Step, ...]:
+    wanted = {o.name for o in outputs}
+    last: dict[str, int] = {}
+    for i, (node, _) in enumerate(steps):
+        for x in node.inputs:
+            last[x] = i
+    release: list[list[str]] = [[] for _ in steps]
+    for name, i in last.items():
+        if name not in wanted:
+            release[i].append(name)
+    return tuple(Step(node, fn, tuple(release[i])) for i, (node, fn) in enumerate(steps))
+
+
+def _plan_graph(model: onnx.ModelProto, nodes: tuple[Node, ...], inputs: Sequence[ValueInfo],
+                outputs: Sequence[ValueInfo]) -> Graph:
+    """The plan's graph: its steps as nodes; initializers only where a graph output is one."""
+    names = {o.name for o in outputs}
+    consts = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer if t.name in names}
+    opsets = {o.domain: int(o.version) for o in model.opset_import}
+    return Graph(nodes, consts, tuple(inputs), tuple(outputs), opsets, {}, model.graph.name)
+
+
+def _price(p: isl.PreparedIsland, x: np.ndarray, dense: Callable[[np.ndarray], Any], threads: int) -> IslandDecision:
+    """Time the island dense and sparse at its expected density; its crossover where they meet."""
+    measured = density(x)
+    ann = p.candidate.annotated_density
+    d0 = measured if ann is None else float(ann)
+    x0 = at_density(x, d0)
+    d_real = density(x0)
+    t_dense, t_sparse = _interleaved([lambda: dense(x0), lambda: p.kernel(x0, d_real)], threads)
+    kept = t_sparse <= MIN_GAIN * t_dense
+    crossover = min(1.0, 0.9 * max(d_real, 1e-3) * t_dense / max(t_sparse, 1e-9)) if kept else 0.0
+    return IslandDecision(p.candidate.name, d_real, "warm-up input" if ann is None else "annotation",
+                          t_dense * 1e3, t_sparse * 1e3, crossover, kept)
+
+
+def at_density(x: np.ndarray, d: float, seed: int = 0) -> np.ndarray:
+    """``x`` with entries zeroed (or zeros filled with |N(0, 1)|) until its density is ``d``."""
+    x = np.array(x, dtype=np.float32, copy=True)
+    flat = x.reshape(-1)
+    nz = np.flatnonzero(flat)
+    want = int(round(min(max(d, 0.0), 1.0) * flat.size))
+    rng = np.random.default_rng(seed)
+    if nz.size > want:
+        flat[rng.choice(nz, nz.size - want, replace=False)] = 0.0
+    elif nz.size < want:
+        zeros = np.flatnonzero(flat == 0)
+        flat[rng.choice(zeros, want - nz.size, replace=False)] = np.abs(
+            rng.standard_normal(want - nz.size)).astype(np.float32) + 1e-3
+    return x
+
+
+def _interleaved(fns: Sequence[Callable[[], Any]], threads: int, repeats: int = REPEATS) -> list[float]:
+    """The fastest of ``repeats`` interleaved calls of each function, in seconds.
+
+    The minimum, not the median: at session creation other processes' time slices are noise
+    to remove, not cost to price. One thread runs in the calling thread, so its CPU time is
+    measured (immune to time slices lost to other processes); several threads in wall time.
+    """
+    clock = time.thread_time if threads == 1 else time.perf_counter
+    for fn in fns:
+        fn()  # warm-up (first calls compile or allocate)
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(repeats):
+        for i, fn in enumerate(fns):
+            t0 = clock()
+            fn()
+            times[i].append(clock() - t0)
+    return [min(t) for t in times]
+
+
+def _price_cut(whole: Plan, cut: Plan, feed: Mapping[str, np.ndarray], wanted: list[str],
+               threads: int) -> tuple[float, float]:
+    """Seconds for the whole-model session and for the cut graph with every island dense."""
+    dense_cut = Plan(cut.graph, tuple(Step(s.node, getattr(s.fn, "dense", s.fn), s.release) for s in cut.steps))
+    whole_s, cut_s = time_plans([whole, dense_cut], feed, wanted, threads)
+    return whole_s, cut_s

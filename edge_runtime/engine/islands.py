@@ -1,0 +1,170 @@
+"""Sparse islands: which Conv/Gemm/MatMul nodes edge_runtime may run itself, and how.
+
+A candidate is a Conv (2-D, group 1), Gemm or MatMul with constant float32 weights whose input
+can hold exact zeros (the exporter annotated the layer, or its input comes from a ReLU-family
+op through layout ops: :func:`edge_runtime.dispatch.zero_producing`). Its island absorbs what
+the runtime's fusion passes fold into it (a BatchNormalization, a bias Add, a Relu / Clip /
+LeakyRelu or an exported FATReLU), so the zero-skipping kernel applies them in its epilogue.
+
+An island is prepared once: the runtime's passes turn the island's nodes into one fused node
+whose sparse kernel is built by :mod:`edge_runtime.dispatch`; the same nodes also become a
+one-island onnxruntime session, the dense path of the per-call dispatch.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import onnx
+
+from edge_runtime import dispatch
+from edge_runtime.engine.partition import constants, node_names
+from edge_runtime.graph import Node
+from edge_runtime.onnx_io import attributes
+
+log = logging.getLogger(__name__)
+
+ANCHORS = ("Conv", "Gemm", "MatMul")
+_ACTS = ("Relu", "Clip", "LeakyRelu")
+#: Constants up to this many elements are decoded for the zero-producer check (Clip bounds).
+_SMALL_CONST = 16
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A node group that may become an island: ``nodes[0]`` is the Conv/Gemm/MatMul."""
+
+    name: str
+    nodes: tuple[int, ...]
+    input: str
+    output: str
+    annotated_density: float | None
+
+
+def candidates(model: onnx.ModelProto, annotations: Mapping[str, Mapping[str, Any]], mode: str,
+               types: Mapping[str, onnx.TypeProto]) -> list[Candidate]:
+    """The island candidates of ``model`` for sparsity ``mode`` ("auto" or "force").
+
+    In "auto" a layer qualifies when the exporter annotated it or its input is produced by a
+    ReLU-family op, and it has at least :data:`dispatch.MIN_SPARSE_WEIGHTS` weights; "force"
+    takes every layer a sparse kernel supports.
+    """
+    graph = model.graph
+    names = node_names(graph)
+    inits = constants(graph)
+    ir_nodes = {out: Node(n.op_type, tuple(n.input), tuple(n.output), attributes(n), names[i], n.domain)
+                for i, n in enumerate(graph.node) for out in n.output if out}
+    small = {k: onnx.numpy_helper.to_array(t) for k, t in inits.items() if _size(t) <= _SMALL_CONST}
+    consumers: dict[str, list[int]] = {}
+    for i, n in enumerate(graph.node):
+        for x in n.input:
+            if x:
+                consumers.setdefault(x, []).append(i)
+    outputs = {o.name for o in graph.output}
+    found = []
+    for i, node in enumerate(graph.node):
+        if node.op_type not in ANCHORS or node.domain not in ("", "ai.onnx") or len(node.input) < 2:
+            continue
+        weights = inits.get(node.input[1])
+        if weights is None or weights.data_type != onnx.TensorProto.FLOAT or _elem(types, node.input[0]) != 1:
+            continue
+        if any(x not in inits for x in node.input[2:] if x):  # a bias computed at run time
+            continue
+        ann = annotations.get(names[i])
+        if mode == "auto":
+            if ann is None and not dispatch.zero_producing(node.input[0], ir_nodes, small):
+                continue
+            if _size(weights) < dispatch.MIN_SPARSE_WEIGHTS:
+                continue
+        chain = _chain(graph, i, consumers, inits, outputs)
+        density = float(ann["density"]) if ann is not None else None
+        found.append(Candidate(names[i], tuple(chain), node.input[0], graph.node[chain[-1]].output[0], density))
+    return found
+
+
+def _size(t: onnx.TensorProto) -> int:
+    return int(np.prod(t.dims)) if t.dims else 1
+
+
+def _elem(types: Mapping[str, onnx.TypeProto], name: str) -> int:
+    t = types.get(name)
+    return t.tensor_type.elem_type if t is not None else 0
+
+
+def _chain(graph: onnx.GraphProto, anchor: int, consumers: Mapping[str, list[int]],
+           inits: Mapping[str, onnx.TensorProto], outputs: set[str]) -> list[int]:
+    """The anchor plus the BatchNormalization / bias Add / activation the fusion passes fold into it."""
+    chain = [anchor]
+
+    def sole(name: str) -> int | None:
+        users = consumers.get(name, [])
+        return users[0] if len(users) == 1 and name not in outputs else None
+
+    def const_inputs(j: int) -> bool:
+        return all(x in inits for x in graph.node[j].input[1:] if x)
+
+    tail = graph.node[anchor].output[0]
+    for op in ("BatchNormalization", "Add"):
+        j = sole(tail)
+        if j is not None and graph.node[j].op_type == op and const_inputs(j) and graph.node[j].input[0] == tail:
+            chain.append(j)
+            tail = graph.node[j].output[0]
+    j = sole(tail)
+    if j is not None and graph.node[j].op_type in _ACTS and const_inputs(j):
+        return chain + [j]
+    users = consumers.get(tail, [])
+    ops = sorted(graph.node[u].op_type for u in users)
+    if ops == ["GreaterOrEqual", "Where"] and tail not in outputs:  # FATReLU as exported
+        ge, where = sorted(users, key=lambda u: graph.node[u].op_type)
+        if sole(graph.node[ge].output[0]) == where and const_inputs(ge):
+            return chain + sorted((ge, where))
+    return chain
+
+
+@dataclass(frozen=True)
+class PreparedIsland:
+    """An island ready to run: its fused node, sparse kernel and the one-island model."""
+
+    candidate: Candidate
+    fused: Node
+    kernel: dispatch.SparseKernel
+    model: onnx.ModelProto
+
+
+def prepare(model: onnx.ModelProto, cand: Candidate, types: Mapping[str, onnx.TypeProto],
+            threads: int) -> PreparedIsland | None:
+    """Fuse the candidate's nodes with the runtime's passes and build its sparse kernel.
+
+    Tries the whole chain first, then shorter ones; returns None when no prefix becomes one
+    fused node with a sparse kernel (e.g. a grouped Conv or a 3-D weight).
+    """
+    from edge_runtime import planner
+    from edge_runtime.engine.partition import submodel
+    from edge_runtime.onnx_io import graph_from_model
+
+    for end in range(len(cand.nodes), 0, -1):
+        nodes = cand.nodes[:end]
+        out = model.graph.node[nodes[-1]].output[0]
+        if end > 1 and model.graph.node[nodes[-1]].op_type == "GreaterOrEqual":
+            continue  # half a FATReLU
+        try:
+            sub = submodel(model, nodes, [cand.input], [out], types, cand.name)
+        except KeyError:
+            return None
+        graph = planner.optimize(graph_from_model(sub))
+        if len(graph.nodes) != 1 or graph.nodes[0].op_type not in dispatch.SPARSE_BUILDERS:
+            continue
+        fused = graph.nodes[0]
+        kernel = dispatch.SPARSE_BUILDERS[fused.op_type](fused, graph.initializers, threads)
+        if kernel is not None:
+            trimmed = Candidate(cand.name, nodes, cand.input, out, cand.annotated_density)
+            return PreparedIsland(trimmed, fused, kernel, sub)
+    log.debug("island %s: no fused sparse kernel for its nodes", cand.name)
+    return None
+
+
+def groups(islands: Sequence[PreparedIsland]) -> list[tuple[int, ...]]:
+    """The node index groups of ``islands``, for :func:`edge_runtime.engine.partition.partition`."""
+    return [isl.candidate.nodes for isl in islands]

@@ -1,0 +1,192 @@
+"""The onnxruntime-backed engine: cut graphs agree with onnxruntime, decisions follow the prices."""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import onnx
+import pytest
+
+import edge_runtime
+from edge_runtime.engine import hybrid
+from edge_runtime.engine.partition import ISLAND, partition
+from tests.edge_runtime.engine import graphs
+
+ort = pytest.importorskip("onnxruntime")
+
+ORT = ["CPUExecutionProvider"]
+REL_TOL = 1e-4
+
+
+def _opts(threads: int = 1) -> edge_runtime.SessionOptions:
+    o = edge_runtime.SessionOptions()
+    o.intra_op_num_threads = threads
+    return o
+
+
+def _feed(model: onnx.ModelProto, batch: int, seed: int = 1) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    x = model.graph.input[0]
+    shape = [batch if d.dim_param else d.dim_value for d in x.type.tensor_type.shape.dim]
+    return {x.name: rng.standard_normal(shape).astype(np.float32)}
+
+
+def _check_against_ort(model: onnx.ModelProto, sess: edge_runtime.InferenceSession, batch: int) -> None:
+    feed = _feed(model, batch)
+    want = ort.InferenceSession(model.SerializeToString(), providers=ORT).run(None, feed)
+    got = sess.run(None, feed)
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        assert g.shape == w.shape and g.dtype == w.dtype
+        np.testing.assert_allclose(g, w, rtol=0, atol=REL_TOL * max(1.0, float(np.abs(w).max())))
+
+
+MODELS = {"mlp": graphs.mlp, "cnn_residual": graphs.cnn_residual, "shared_input": graphs.shared_input,
+          "with_if": graphs.with_if}
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("sparsity", ["off", "auto", "force"])
+def test_cut_graphs_match_onnxruntime(name: str, sparsity: str) -> None:
+    model = MODELS[name]()
+    sess = edge_runtime.InferenceSession(model.SerializeToString(), _opts(), providers=ORT, sparsity=sparsity)
+    assert sess.dense_engine == "onnxruntime"
+    for batch in (1, 4):
+        _check_against_ort(model, sess, batch)
+    if sparsity == "force":  # every candidate became an island that runs sparse
+        assert sess.get_providers() == ["EdgeRuntimeExecutionProvider", "CPUExecutionProvider"]
+        _, stats = sess.run_with_stats(None, _feed(model, 1))
+        assert any(n.kernel == "sparse" for n in stats.nodes)
+    if sparsity == "off":
+        assert sess.get_providers() == ["CPUExecutionProvider"] and len(sess.plan.steps) == 1
+
+
+def test_partition_orders_stages_and_keeps_branches_in_early_segments() -> None:
+    model = graphs.cnn_residual()
+    names = [n.name or f"{n.op_type}_{i}" for i, n in enumerate(model.graph.node)]
+    conv1, conv2 = names.index("Conv_3"), names.index("Conv_5")
+    stages = partition(model, [(conv1, conv1 + 1), (conv2,)])
+    kinds = [s.kind for s in stages]
+    assert kinds == ["segment", ISLAND, "segment", ISLAND, "segment"]
+    produced = set(model.graph.input[0].name for _ in [0]) | {t.name for t in model.graph.initializer}
+    for stage in stages:  # every stage reads only what earlier stages made
+        assert set(stage.inputs) <= produced, (stage.name, set(stage.inputs) - produced)
+        produced |= set(stage.outputs)
+    assert {o.name for o in model.graph.output} <= produced
+    # the residual's source r0 is computed in the first segment and handed forward
+    assert "r0" in stages[0].outputs
+
+
+def test_dense_model_runs_as_one_onnxruntime_session() -> None:
+    model = graphs.dense_silu_cnn()
+    sess = edge_runtime.InferenceSession(model.SerializeToString(), _opts(), providers=ORT)
+    assert sess.get_providers() == ["CPUExecutionProvider"]
+    assert sess.engine_report.candidates == 0 and len(sess.plan.steps) == 1
+    _check_against_ort(model, sess, 1)
+
+
+class _Prices:
+    """Deterministic session-creation timing: (dense, sparse) for each island, then (whole, cut)."""
+
+    def __init__(self, island: tuple[float, float], cut: tuple[float, float], islands: int) -> None:
+        self.island, self.cut, self.islands, self.calls = island, cut, islands, 0
+
+    def __call__(self, fns, threads, repeats=hybrid.REPEATS):
+        for fn in fns:
+            fn()
+        self.calls += 1
+        return list(self.island if self.calls <= self.islands else self.cut)
+
+
+def _fixed_prices(monkeypatch: pytest.MonkeyPatch, island: tuple[float, float], cut: tuple[float, float],
+                  islands: int = 2) -> None:
+    """The mlp has two auto candidates (the MatMul and the Gemm after a Relu)."""
+    monkeypatch.setattr(hybrid, "_interleaved", _Prices(island, cut, islands))
+
+
+def test_islands_are_kept_when_their_gain_exceeds_the_cut(monkeypatch: pytest.MonkeyPatch) -> None:
+    model = graphs.mlp()
+    _fixed_prices(monkeypatch, island=(1e-3, 1e-4), cut=(1e-3, 1.1e-3))
+    sess = edge_runtime.InferenceSession(model.SerializeToString(), _opts(), providers=ORT)
+    report = sess.engine_report
+    assert report.candidates == 2 and all(d.kept for d in report.islands)
+    assert sess.get_providers() == ["EdgeRuntimeExecutionProvider", "CPUExecutionProvider"]
+    # crossover where the two times meet, with a 10% margin: 0.9 * d * dense / sparse, capped at 1
+    d = report.islands[0]
+    assert d.crossover == pytest.approx(min(1.0, 0.9 * d.expected_density * 10), rel=1e-6)
+    _check_against_ort(model, sess, 1)
+
+
+def test_numba_engine_replaces_the_cut_plan_when_it_is_faster(monkeypatch: pytest.MonkeyPatch) -> None:
+    prices = _Prices(island=(1e-3, 1e-4), cut=(1e-3, 1.1e-3), islands=2)
+    timings = iter([[1e-3, 1.1e-3], [1e-3, 0.5e-3]])  # (whole, cut), then (cut plan, numba engine)
+    monkeypatch.setattr(hybrid, "_interleaved", lambda fns, threads, repeats=5: (prices(fns, threads)
+                                                                                if prices.calls < 2 else next(timings)))
+    model = graphs.mlp()
+    sess = edge_runtime.InferenceSession(model.SerializeToString(), _opts(), providers=ORT)
+    assert sess.dense_engine == "numba" and sess.get_providers() == ["EdgeRuntimeExecutionProvider"]
+    assert "numba kept" in sess.engine_report.outcome
+    _check_against_ort(model, sess, 4)
+
+
+def test_whole_model_when_the_cut_costs_more_than_islands_gain(monkeypatch: pytest.MonkeyPatch) -> None:
+    _fixed_prices(monkeypatch, island=(1e-3, 0.8e-3), cut=(1e-3, 2e-3))
+    sess = edge_runtime.InferenceSession(graphs.mlp().SerializeToString(), _opts(), providers=ORT)
+    assert sess.get_providers() == ["CPUExecutionProvider"]
+    assert "cut costs" in sess.engine_report.outcome
+
+
+def test_islands_slower_than_dense_are_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
+    _fixed_prices(monkeypatch, island=(1e-3, 0.9e-3), cut=(1e-3, 1e-3))
+    sess = edge_runtime.InferenceSession(graphs.mlp().SerializeToString(), _opts(), providers=ORT)
+    assert not any(d.kept for d in sess.engine_report.islands)
+    assert sess.get_providers() == ["CPUExecutionProvider"]
+
+
+def test_annotated_density_is_what_islands_are_priced_at(monkeypatch: pytest.MonkeyPatch) -> None:
+    from edge_runtime.annotations import ANNOTATION_KEY
+    import json
+
+    model = graphs.mlp(bias_shift=0.0)  # ~half the hiddens active on N(0, 1) inputs
+    names = [n.name or f"{n.op_type}_{i}" for i, n in enumerate(model.graph.node)]
+    layers = [{"node": names[3], "input": "h1", "op_type": "MatMul", "density": 0.05}]
+    onnx.helper.set_model_props(model, {ANNOTATION_KEY: json.dumps({"version": 1, "layers": layers})})
+    _fixed_prices(monkeypatch, island=(1e-3, 1e-4), cut=(1e-3, 1e-3))
+    sess = edge_runtime.InferenceSession(model.SerializeToString(), _opts(), providers=ORT)
+    by_name = {d.name: d for d in sess.engine_report.islands}
+    assert by_name[names[3]].density_source == "annotation"
+    assert by_name[names[3]].expected_density == pytest.approx(0.05, abs=1 / 256)
+
+
+def test_at_density_hits_the_target() -> None:
+    x = np.random.default_rng(0).standard_normal((4, 1000)).astype(np.float32)
+    for d in (0.0, 0.1, 0.5, 1.0):
+        assert np.count_nonzero(hybrid.at_density(np.maximum(x, 0), d)) == round(d * x.size)
+
+
+def test_two_threads_running_one_session_get_their_own_outputs_and_stats() -> None:
+    model = graphs.mlp(bias_shift=-0.5)
+    sess = edge_runtime.InferenceSession(model.SerializeToString(), _opts(), providers=ORT, sparsity="force")
+    ref = ort.InferenceSession(model.SerializeToString(), providers=ORT)
+    feeds = [{"x": (_feed(model, 1, seed)["x"] * (0.2 + seed)).astype(np.float32)} for seed in range(6)]
+    want = [ref.run(None, f)[0] for f in feeds]
+    want_density = [[n.density for n in sess.run_with_stats(None, f)[1].nodes if n.kernel == "sparse"]
+                     for f in feeds]
+    assert len({tuple(d) for d in want_density}) > 1  # the feeds differ in density
+    errors: list[str] = []
+
+    def worker(k: int) -> None:
+        for _ in range(20):
+            for i in range(k, len(feeds), 2):
+                out, stats = sess.run_with_stats(None, feeds[i])
+                if not np.allclose(out[0], want[i], atol=1e-4):
+                    errors.append(f"output {i}")
+                if [n.density for n in stats.nodes if n.kernel == "sparse"] != want_density[i]:
+                    errors.append(f"stats {i}")
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[:5]
