@@ -43,7 +43,8 @@ from numba import uint64 as u64
 from numpy.typing import NDArray
 
 from edge_runtime.errors import InvalidInputError, UnsupportedOpError
-from edge_runtime.kernels.depthwise import act_scalar, depthwise_conv2d, valid_range
+from edge_runtime.kernels.activation import bias_act_rows
+from edge_runtime.kernels.depthwise import depthwise_conv2d, valid_range
 from edge_runtime.kernels.fastmath import FAST
 from edge_runtime.kernels.geometry import conv_out_spatial
 from edge_runtime.kernels.winograd import winograd_conv2d, winograd_weights
@@ -147,16 +148,6 @@ def _im2col2d(x, cols, kh, kw, sh, sw, ph, pw, dh, dw, oh0, oh1, ow_n):  # pragm
                             dst[u64(ow)] = src[u64(ow * sw + off)]
                     for ow in range(hi, ow_n):
                         dst[u64(ow)] = 0.0
-
-
-@numba.njit(cache=True, fastmath=FAST, boundscheck=False)
-def _bias_act(y, bias, act, p0, p1):  # pragma: no cover (numba)
-    rows, cols = y.shape
-    for r in range(rows):
-        b = bias[r]
-        row = y[r]
-        for k in range(cols):
-            row[u64(k)] = act_scalar(row[u64(k)] + b, act, p0, p1)
 
 
 def _im2col_nd(x: NDArray[np.float32], kernel: Sequence[int], strides: Sequence[int],
@@ -322,5 +313,5 @@ def _epilogue(y: NDArray[np.float32], bias: NDArray[np.float32] | None, act: int
     b = np.zeros(y.shape[1], np.float32) if bias is None else np.ascontiguousarray(bias, dtype=np.float32)
     flat = y.reshape(y.shape[0] * y.shape[1], -1)
     bb = np.tile(b, y.shape[0]) if y.shape[0] > 1 else b
-    _bias_act(flat, bb, int(act), float(p0), float(p1))
+    bias_act_rows(flat, bb, int(act), float(p0), float(p1))
     return y

@@ -24,22 +24,9 @@ import numpy as np
 from numba import uint64 as u64
 from numpy.typing import NDArray
 
+from edge_runtime.kernels.activation import act_inplace
 from edge_runtime.kernels.fastmath import FAST
 from edge_runtime.kernels.geometry import conv_out_spatial
-
-
-@numba.njit(cache=True, inline="always")
-def act_scalar(v: float, act: int, p0: float, p1: float) -> float:
-    """One fused activation (codes of kernels/activation.py) on a scalar; NaN stays NaN except in 4."""
-    if act == 1:
-        return 0.0 if v <= 0.0 else v
-    if act == 2:
-        return min(max(v, p0), p1)
-    if act == 3:
-        return v if v >= 0.0 else v * p0
-    if act == 4:
-        return v if v >= p0 else 0.0
-    return v
 
 
 @numba.njit(cache=True, inline="always")
@@ -70,10 +57,12 @@ def _plane_stride1(xp, wc, b, out, acc, dh, dw, act, p0, p1):  # pragma: no cove
             base = i * dh * wp + j * dw
             for k in range(m):
                 acc[u64(k)] += wv * flat[u64(k + base)]
+    if act != 0:
+        act_inplace(acc[:m], act, p0, p1)  # junk columns too: one long vector beats short rows
     for oh in range(oh_n):
         row = out[oh]
         for ow in range(ow_n):
-            row[u64(ow)] = act_scalar(acc[u64(oh * wp + ow)], act, p0, p1)
+            row[u64(ow)] = acc[u64(oh * wp + ow)]
 
 
 @numba.njit(cache=True, fastmath=FAST, boundscheck=False)
@@ -109,10 +98,12 @@ def _plane_phases(xflat, wq, wc, b, out, acc, sh, sw, dh, dw, act, p0, p1):  # p
             base = ((i * dh) // sh) * wq + (j * dw) // sw
             for k in range(m):
                 acc[u64(k)] += wv * flat[u64(k + base)]
+    if act != 0:
+        act_inplace(acc[:m], act, p0, p1)  # junk columns too: one long vector beats short rows
     for oh in range(oh_n):
         row = out[oh]
         for ow in range(ow_n):
-            row[u64(ow)] = act_scalar(acc[u64(oh * wq + ow)], act, p0, p1)
+            row[u64(ow)] = acc[u64(oh * wq + ow)]
 
 
 @numba.njit(cache=True, fastmath=FAST, boundscheck=False)
