@@ -12,11 +12,14 @@ loop body LLVM does not unswitch the branch out of a loop this long and nothing 
 """
 from __future__ import annotations
 
+import math
+
 import numba
 import numpy as np
 from numba import uint64 as u64
 from numpy.typing import NDArray
 
+from edge_runtime.kernels.approx import gelu_erf_f32, gelu_tanh_f32
 from edge_runtime.kernels.fastmath import FAST
 
 NONE = 0
@@ -28,13 +31,15 @@ SILU = 5          # x * sigmoid(x)   (Swish; torch nn.SiLU, exported as Sigmoid 
 HARDSWISH = 6     # x * min(max(x / 6 + 1/2, 0), 1)   (ONNX HardSwish, torch nn.Hardswish)
 HARDSIGMOID = 7   # min(max(p0 * x + p1, 0), 1)   (ONNX HardSigmoid: alpha p0, beta p1)
 SIGMOID = 8       # sigmoid(x)   (a squeeze-excite gate)
+GELU = 9          # 0.5 x (1 + erf(x / sqrt 2))   (FusedGelu approximate='none'; kernels/approx.py)
+GELU_TANH = 10    # 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))   (approximate='tanh')
 # NaN and Inf: every code but THRESHOLD_RELU keeps a NaN (max(NaN, 0) is NaN), as onnxruntime does;
 # SILU and HARDSWISH give NaN at -inf (-inf * 0), as onnxruntime's unfused graphs do.
 
 #: Codes the sparse kernels (sparse_matmul.py, sparse_conv.py) accept in their epilogue.
 SPARSE_CODES = frozenset({NONE, RELU, CLIP, LEAKY_RELU, THRESHOLD_RELU})
 #: Every code above.
-CODES = frozenset(range(SIGMOID + 1))
+CODES = frozenset(range(GELU_TANH + 1))
 
 _f = np.float32
 _LO, _HI = _f(-18.0), _f(18.0)
@@ -44,6 +49,7 @@ _B10, _B8, _B6, _B4, _B2, _B0 = (_f(c) for c in (6.10247389755681e-13, 5.7610213
                                                  6.29106785017040e-06, 1.70198817374094e-03,
                                                  1.16817656904453e-01, 9.93151921023180e-01))
 _HALF, _ZERO, _ONE, _SIXTH = _f(0.5), _f(0.0), _f(1.0), _f(1.0 / 6.0)
+_erf = np.vectorize(math.erf, otypes=[np.float64])  # reference path only (float64 / odd layouts)
 
 
 @numba.njit(cache=True, inline="always")
@@ -83,6 +89,10 @@ def act_scalar(v: float, act: int, p0: float, p1: float) -> float:  # pragma: no
         return min(max(p0 * v + p1, 0.0), 1.0)
     if act == 8:
         return logistic_f32(v)
+    if act == 9:
+        return gelu_erf_f32(v)
+    if act == 10:
+        return gelu_tanh_f32(v)
     return v
 
 
@@ -114,6 +124,12 @@ def act_inplace(y, act, p0, p1):  # pragma: no cover (numba)
     elif act == 8:
         for k in range(n):
             y[u64(k)] = act_scalar(y[u64(k)], 8, p0, p1)
+    elif act == 9:
+        for k in range(n):
+            y[u64(k)] = act_scalar(y[u64(k)], 9, p0, p1)
+    elif act == 10:
+        for k in range(n):
+            y[u64(k)] = act_scalar(y[u64(k)], 10, p0, p1)
 
 
 @numba.njit(cache=True, fastmath=FAST, error_model="numpy", boundscheck=False)
@@ -149,6 +165,10 @@ def _numpy_activation(y: NDArray[np.floating], act: int, p0: float, p1: float) -
     elif act == SIGMOID:
         with np.errstate(over="ignore"):
             np.copyto(y, 1.0 / (1.0 + np.exp(-y)))
+    elif act == GELU:
+        np.copyto(y, 0.5 * y * (1.0 + _erf(y / math.sqrt(2.0))))
+    elif act == GELU_TANH:
+        np.copyto(y, 0.5 * y * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (y + 0.044715 * y ** 3))))
     return y
 
 
@@ -161,7 +181,7 @@ def apply_activation(y: NDArray[np.floating], act: int, p0: float = 0.0, p1: flo
 
     Args:
         y: float array, modified in place.
-        act: activation code (NONE ... SIGMOID).
+        act: activation code (NONE ... GELU_TANH).
         p0, p1: the code's parameters.
 
     Returns:

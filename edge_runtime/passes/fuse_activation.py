@@ -3,7 +3,7 @@
 The fused ops (domain ``ai.edge_runtime``) carry the original attributes plus
 ``activation`` (a code from :mod:`edge_runtime.kernels.activation`), ``act_p0`` and
 ``act_p1``. Folded activations: Relu, LeakyRelu, Clip, HardSwish, HardSigmoid, Sigmoid, the
-FATReLU ``Where(GreaterOrEqual(y, t), y, 0)``, and SiLU / HardSwish as both torch exporters
+FATReLU ``Where(GreaterOrEqual(y, t), y, 0)``, FusedGelu, and SiLU / HardSwish as both torch exporters
 emit them, ``Mul(y, Sigmoid(y))`` and ``Mul(y, HardSigmoid(y))`` (either operand order). They are the layers the sparse dispatcher can take over, because their
 weights are constants that can be re-laid out once.
 """
@@ -60,6 +60,13 @@ def _activation(node: Node, consts: dict) -> tuple[int, float, float] | None:
     if node.op_type == "Sigmoid":
         return act.SIGMOID, 0.0, 0.0
     return None
+
+
+def _gelu(node: Node | None) -> tuple[int, float, float] | None:
+    """FusedGelu (made by passes/fuse_gelu.py, which runs first) as an epilogue code."""
+    if node is None or node.op_type != "FusedGelu" or node.domain != INTERNAL_DOMAIN:
+        return None
+    return (act.GELU_TANH if node.attrs.get("approximate", "none") == "tanh" else act.GELU), 0.0, 0.0
 
 
 def _is_hardswish_gate(node: Node) -> bool:
@@ -137,7 +144,7 @@ def run(graph: Graph) -> tuple[Graph, bool]:
                 nodes[by_output[nxt.outputs[0]]] = None
                 tail = nxt.outputs[0]
                 nxt = sole_consumer(tail)
-        code = _activation(nxt, consts) if nxt is not None and nxt.domain in ("", "ai.onnx") else None
+        code = _activation(nxt, consts) if nxt is not None and nxt.domain in ("", "ai.onnx") else _gelu(nxt)
         fat = _threshold(tail, consumers, consts, outputs) if code is None else None
         if fat is not None:
             t, ge, where = fat

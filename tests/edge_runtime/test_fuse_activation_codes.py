@@ -1,4 +1,4 @@
-"""SiLU / HardSwish / HardSigmoid / Sigmoid fused into Conv, Gemm and MatMul (passes/fuse_activation.py).
+"""SiLU / HardSwish / HardSigmoid / Sigmoid / GELU fused into Conv, Gemm and MatMul (passes/fuse_activation.py).
 
 Each activation pattern, built with onnx.helper in the forms the torch exporters emit
 (``Mul(y, Sigmoid(y))`` in either operand order, the ``HardSwish`` op, ``HardSigmoid`` and
@@ -9,6 +9,7 @@ onnxruntime on the unfused model, NaN and +-Inf inputs included (same NaN/Inf po
 """
 from __future__ import annotations
 
+import math
 from collections import Counter
 
 import numpy as np
@@ -45,7 +46,15 @@ PATTERNS = {
                        (act.HARDSWISH, 0.0, 0.0)),
     "hardsigmoid": ([N("HardSigmoid", ["y"], ["out"], alpha=0.3, beta=0.4)], (act.HARDSIGMOID, 0.3, 0.4)),
     "sigmoid": ([N("Sigmoid", ["y"], ["out"])], (act.SIGMOID, 0.0, 0.0)),
+    # GELU as the TorchScript exporter writes it; passes/fuse_gelu.py makes a FusedGelu first
+    "gelu": ([N("Div", ["y", "sqrt2"], ["d"]), N("Erf", ["d"], ["e"]), N("Add", ["e", "one"], ["s"]),
+              N("Mul", ["y", "s"], ["m"]), N("Mul", ["m", "half"], ["out"])], (act.GELU, 0.0, 0.0)),
+    "gelu_tanh": ([N("Mul", ["y", "y"], ["y2"]), N("Mul", ["y", "y2"], ["y3"]), N("Mul", ["c", "y3"], ["cy3"]),
+                   N("Add", ["y", "cy3"], ["inner"]), N("Mul", ["k", "inner"], ["u"]), N("Tanh", ["u"], ["t"]),
+                   N("Add", ["one", "t"], ["s"]), N("Mul", ["y", "s"], ["m"]), N("Mul", ["half", "m"], ["out"])],
+                  (act.GELU_TANH, 0.0, 0.0)),
 }
+GELU_CONSTS = {"sqrt2": math.sqrt(2), "one": 1.0, "half": 0.5, "c": 0.044715, "k": math.sqrt(2 / math.pi)}
 
 
 def _model(layer: str, tail: list, outputs: tuple[str, ...] = ("out",)) -> onnx.ModelProto:
@@ -53,6 +62,8 @@ def _model(layer: str, tail: list, outputs: tuple[str, ...] = ("out",)) -> onnx.
     w = (RNG.standard_normal(ws) * (2.0 / np.prod(ws[1:])) ** 0.5).astype(np.float32)
     bias = (RNG.standard_normal(ws[0] if op != "MatMul" else ws[1]) * 0.5).astype(np.float32)
     inits = [numpy_helper.from_array(w, "w"), numpy_helper.from_array(bias, "b")]
+    used = {i for n in tail for i in n.input}
+    inits += [numpy_helper.from_array(np.array(v, np.float32), k) for k, v in GELU_CONSTS.items() if k in used]
     if op == "MatMul":
         nodes = [N("MatMul", ["x", "w"], ["mm"]), N("Add", ["mm", "b"], ["y"])]
     else:
