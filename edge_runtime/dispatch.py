@@ -220,7 +220,7 @@ def _matmul_kernel(node: Node, consts: dict, threads: int) -> SparseKernel | Non
     a = node.attrs
     act, p0, p1 = int(a.get("activation", 0)), float(a.get("act_p0", 0.0)), float(a.get("act_p1", 0.0))
     w = consts.get(node.inputs[1])
-    if w is None or w.ndim != 2 or w.dtype != np.float32:
+    if w is None or w.ndim != 2 or w.dtype != np.float32 or act not in act_codes.SPARSE_CODES:
         return None
     bias_name = node.inputs[2] if len(node.inputs) > 2 else ""
     if bias_name and bias_name not in consts:
@@ -241,6 +241,8 @@ def _matmul_kernel(node: Node, consts: dict, threads: int) -> SparseKernel | Non
 def _conv_kernel(node: Node, consts: dict, threads: int) -> SparseKernel | None:
     w = consts.get(node.inputs[1])
     if w is None or w.ndim != 4 or int(node.attrs.get("group", 1)) != 1 or w.dtype != np.float32:
+        return None
+    if int(node.attrs.get("activation", 0)) not in act_codes.SPARSE_CODES:  # SiLU, HardSwish, ...
         return None
     bias_name = node.inputs[2] if len(node.inputs) > 2 else ""
     if bias_name and bias_name not in consts:

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import time
+import weakref
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -77,33 +78,82 @@ def _execute(plan: Plan, feed: Mapping[str, np.ndarray], wanted: list[str],
              stats: list[NodeStats] | None) -> list[np.ndarray]:
     values: dict[str, Any] = dict(plan.graph.initializers)
     values.update(feed)
+    if stats is None:
+        _run_fast(_program(plan), values)
+    else:
+        _run_with_stats(plan, values, stats)
+    return [_owned(values[name]) for name in wanted]
+
+
+# One instruction per step: (arity code, fn, input names, first output, outputs, release, step).
+# Arity 1 and 2 (most plain ops) index ``values`` directly, without building an argument list.
+_Instr = tuple[int, Callable[..., Any], tuple[str, ...], str, tuple[str, ...], tuple[str, ...], Step]
+_PROGRAMS: dict[int, tuple[weakref.ref, tuple[_Instr, ...]]] = {}
+
+
+def _program(plan: Plan) -> tuple[_Instr, ...]:
+    """The plan's steps as flat tuples, built once per plan (cached by identity, dropped with the plan)."""
+    cached = _PROGRAMS.get(id(plan))
+    if cached is not None and cached[0]() is plan:
+        return cached[1]
+    program = []
+    for step in plan.steps:
+        names = tuple(step.node.inputs)
+        arity = len(names) if len(names) in (1, 2) and all(names) else 0
+        program.append((arity, step.fn, names, step.node.outputs[0], tuple(step.node.outputs),
+                        tuple(step.release), step))
+    key = id(plan)
+    _PROGRAMS[key] = (weakref.ref(plan, lambda _ref, key=key: _PROGRAMS.pop(key, None)), tuple(program))
+    return _PROGRAMS[key][1]
+
+
+def _run_fast(program: tuple[_Instr, ...], values: dict[str, Any]) -> None:
+    """The run loop without statistics: about 0.3 us per step on top of the op itself."""
+    for arity, fn, names, out0, outs, release, step in program:
+        try:
+            if arity == 1:
+                result = fn(values[names[0]])
+            elif arity == 2:
+                result = fn(values[names[0]], values[names[1]])
+            else:
+                result = fn(*[values[x] if x else None for x in names])
+        except EdgeRuntimeError:
+            raise
+        except Exception as exc:
+            raise _fail(step, [values.get(x) if x else None for x in names], exc) from exc
+        if isinstance(result, tuple):
+            for name, value in zip(outs, result):
+                if name:
+                    values[name] = value
+        else:
+            values[out0] = result
+        for name in release:
+            values.pop(name, None)
+
+
+def _run_with_stats(plan: Plan, values: dict[str, Any], stats: list[NodeStats]) -> None:
     timer = time.perf_counter
     for step in plan.steps:
         args = [values[x] if x else None for x in step.node.inputs]
-        t0 = timer() if stats is not None else 0.0
+        t0 = timer()
         try:
             result = step.fn(*args)
         except EdgeRuntimeError:
             raise
         except Exception as exc:
             raise _fail(step, args, exc) from exc
-        if stats is not None:
-            elapsed = timer() - t0
+        elapsed = timer() - t0
         if isinstance(result, tuple):
             for name, value in zip(step.node.outputs, result):
                 if name:
                     values[name] = value
         else:
             values[step.node.outputs[0]] = result
-        if stats is not None:
-            first = result[0] if isinstance(result, tuple) else result
-            stats.append(NodeStats(step.node.name, step.node.op_type,
-                                   getattr(step.fn, "last_kernel", "plain"),
-                                   getattr(step.fn, "last_density", None), elapsed,
-                                   tuple(np.shape(first))))
+        first = result[0] if isinstance(result, tuple) else result
+        stats.append(NodeStats(step.node.name, step.node.op_type, getattr(step.fn, "last_kernel", "plain"),
+                               getattr(step.fn, "last_density", None), elapsed, tuple(np.shape(first))))
         for name in step.release:
             values.pop(name, None)
-    return [_owned(values[name]) for name in wanted]
 
 
 def _owned(value: Any) -> np.ndarray:

@@ -92,6 +92,7 @@ def build(graph: Graph, ctx: PlanContext) -> Plan:
         InvalidModelError: the graph is cyclic or reads a tensor nobody produces.
     """
     graph = optimize(graph, ctx.optimize)
+    registry.check_supported(graph.nodes, graph.opset)  # one error naming every missing op
     outputs = {vi.name for vi in graph.outputs}
     last_use: dict[str, int] = {}
     for i, node in enumerate(graph.nodes):

@@ -312,6 +312,8 @@ def _validate_feed(inputs: tuple[ValueInfo, ...], feed: Mapping[str, Any]) -> di
 
 
 def _check_value(vi: ValueInfo, value: Any) -> np.ndarray:
+    if isinstance(value, np.generic):  # a numpy scalar (np.float32(0.5)) is a 0-d array
+        value = np.asarray(value)
     if not isinstance(value, np.ndarray):
         raise InvalidInputError(
             f"input '{vi.name}' must be a numpy array, got {type(value).__name__}; pass "

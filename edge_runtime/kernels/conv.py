@@ -43,7 +43,9 @@ from numba import uint64 as u64
 from numpy.typing import NDArray
 
 from edge_runtime.errors import InvalidInputError, UnsupportedOpError
-from edge_runtime.kernels.depthwise import act_scalar, depthwise_conv2d, valid_range
+from edge_runtime.kernels.activation import bias_act_rows
+from edge_runtime.kernels.depthwise import depthwise_conv2d, valid_range
+from edge_runtime.kernels.fastmath import FAST
 from edge_runtime.kernels.geometry import conv_out_spatial
 from edge_runtime.kernels.winograd import winograd_conv2d, winograd_weights
 
@@ -148,16 +150,6 @@ def _im2col2d(x, cols, kh, kw, sh, sw, ph, pw, dh, dw, oh0, oh1, ow_n):  # pragm
                         dst[u64(ow)] = 0.0
 
 
-@numba.njit(cache=True, fastmath=True, boundscheck=False)
-def _bias_act(y, bias, act, p0, p1):  # pragma: no cover (numba)
-    rows, cols = y.shape
-    for r in range(rows):
-        b = bias[r]
-        row = y[r]
-        for k in range(cols):
-            row[u64(k)] = act_scalar(row[u64(k)] + b, act, p0, p1)
-
-
 def _im2col_nd(x: NDArray[np.float32], kernel: Sequence[int], strides: Sequence[int],
                pads: Sequence[int], dilations: Sequence[int], out_sp: Sequence[int]) -> NDArray[np.float32]:
     """numpy im2col for any rank: x (C, *sp) -> (C*prod(kernel), prod(out_sp))."""
@@ -246,7 +238,9 @@ def dense_conv2d(x: NDArray[np.float32], prep: PreparedConv, bias: NDArray[np.fl
     kh, kw = prep.kernel_shape
     sh, sw = int(strides[0]), int(strides[1])
     oh, ow = conv_out_spatial(x.shape[2:], prep.kernel_shape, strides, dilations, pads)
-    if _use_winograd(prep, strides, dilations, oh, ow):
+    if _use_winograd(prep, strides, dilations, oh, ow) and np.isfinite(x.sum()):
+        # Winograd's transforms subtract inputs: an infinite input gives inf - inf = NaN where the
+        # direct convolution (and onnxruntime) gives +-inf, so non-finite inputs take im2col
         return winograd_conv2d(x, prep.winograd, bias, pads, act, p0, p1)
     if kh == 1 and kw == 1 and not any(pads):
         if sh != 1 or sw != 1:
@@ -319,5 +313,5 @@ def _epilogue(y: NDArray[np.float32], bias: NDArray[np.float32] | None, act: int
     b = np.zeros(y.shape[1], np.float32) if bias is None else np.ascontiguousarray(bias, dtype=np.float32)
     flat = y.reshape(y.shape[0] * y.shape[1], -1)
     bb = np.tile(b, y.shape[0]) if y.shape[0] > 1 else b
-    _bias_act(flat, bb, int(act), float(p0), float(p1))
+    bias_act_rows(flat, bb, int(act), float(p0), float(p1))
     return y

@@ -18,6 +18,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from edge_runtime.errors import InvalidInputError
+from edge_runtime.kernels.fastmath import FAST
 from edge_runtime.kernels.simd import nonzero_mask16, popcount
 
 
@@ -74,7 +75,7 @@ def density_at_most(x: ArrayLike, limit: float) -> tuple[bool, float]:
     return d <= limit, d
 
 
-@numba.njit(cache=True, fastmath=True, error_model="numpy")
+@numba.njit(cache=True, fastmath=FAST, error_model="numpy")
 def _count_nonzero_upto_f32(x, stop):  # pragma: no cover - compiled
     """(count, seen): nonzeros of x.ravel()[:seen], stopping after the chunk where count > stop.
 
@@ -92,7 +93,7 @@ def _count_nonzero_upto_f32(x, stop):  # pragma: no cover - compiled
     return count, n
 
 
-@numba.njit(cache=True, fastmath=True, error_model="numpy")
+@numba.njit(cache=True, fastmath=FAST, error_model="numpy")
 def _count_nonzero_f32(flat: NDArray[np.float32]) -> int:  # pragma: no cover - compiled
     """Nonzeros of a 1-D float32 array: 16-lane compare masks and popcounts, 4 chains.
 

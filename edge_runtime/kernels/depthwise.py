@@ -24,21 +24,9 @@ import numpy as np
 from numba import uint64 as u64
 from numpy.typing import NDArray
 
+from edge_runtime.kernels.activation import act_inplace
+from edge_runtime.kernels.fastmath import FAST
 from edge_runtime.kernels.geometry import conv_out_spatial
-
-
-@numba.njit(cache=True, inline="always")
-def act_scalar(v: float, act: int, p0: float, p1: float) -> float:
-    """One fused activation (codes of kernels/activation.py) on a scalar."""
-    if act == 1:
-        return v if v > 0.0 else 0.0
-    if act == 2:
-        return min(max(v, p0), p1)
-    if act == 3:
-        return v if v >= 0.0 else v * p0
-    if act == 4:
-        return v if v >= p0 else 0.0
-    return v
 
 
 @numba.njit(cache=True, inline="always")
@@ -51,7 +39,7 @@ def valid_range(off: int, stride: int, size: int, n_out: int) -> tuple[int, int]
     return lo, max(lo, hi)
 
 
-@numba.njit(cache=True, fastmath=True, boundscheck=False)
+@numba.njit(cache=True, fastmath=FAST, boundscheck=False)
 def _plane_stride1(xp, wc, b, out, acc, dh, dw, act, p0, p1):  # pragma: no cover (numba)
     # Stride 1: run each tap over the whole padded plane as one flat vector
     # (output pixel (oh, ow) sits at oh * Wp + ow), so at 7x7 or 14x14 the vectorised
@@ -69,13 +57,15 @@ def _plane_stride1(xp, wc, b, out, acc, dh, dw, act, p0, p1):  # pragma: no cove
             base = i * dh * wp + j * dw
             for k in range(m):
                 acc[u64(k)] += wv * flat[u64(k + base)]
+    if act != 0:
+        act_inplace(acc[:m], act, p0, p1)  # junk columns too: one long vector beats short rows
     for oh in range(oh_n):
         row = out[oh]
         for ow in range(ow_n):
-            row[u64(ow)] = act_scalar(acc[u64(oh * wp + ow)], act, p0, p1)
+            row[u64(ow)] = acc[u64(oh * wp + ow)]
 
 
-@numba.njit(cache=True, fastmath=True, boundscheck=False)
+@numba.njit(cache=True, fastmath=FAST, boundscheck=False)
 def _fill_phases(src, xph, sh, sw, ph, pw):  # pragma: no cover (numba)
     # Scatter one (H, W) channel into its stride phases: padded pixel (hh, tt) goes to
     # xph[hh % sh, tt % sw, hh // sh, tt // sw]; padding cells are never written (zero).
@@ -92,7 +82,7 @@ def _fill_phases(src, xph, sh, sw, ph, pw):  # pragma: no cover (numba)
                 dst[u64(d0 + m)] = r[u64(t0 + m * sw)]
 
 
-@numba.njit(cache=True, fastmath=True, boundscheck=False)
+@numba.njit(cache=True, fastmath=FAST, boundscheck=False)
 def _plane_phases(xflat, wq, wc, b, out, acc, sh, sw, dh, dw, act, p0, p1):  # pragma: no cover (numba)
     # Strided convs: tap (i, j) reads phase plane ((i*dh) % sh, (j*dw) % sw) (a row of
     # xflat, (sh*sw, Hq*Wq)) at a constant flat offset, so each tap is one contiguous
@@ -108,13 +98,15 @@ def _plane_phases(xflat, wq, wc, b, out, acc, sh, sw, dh, dw, act, p0, p1):  # p
             base = ((i * dh) // sh) * wq + (j * dw) // sw
             for k in range(m):
                 acc[u64(k)] += wv * flat[u64(k + base)]
+    if act != 0:
+        act_inplace(acc[:m], act, p0, p1)  # junk columns too: one long vector beats short rows
     for oh in range(oh_n):
         row = out[oh]
         for ow in range(ow_n):
-            row[u64(ow)] = act_scalar(acc[u64(oh * wq + ow)], act, p0, p1)
+            row[u64(ow)] = acc[u64(oh * wq + ow)]
 
 
-@numba.njit(cache=True, fastmath=True, boundscheck=False)
+@numba.njit(cache=True, fastmath=FAST, boundscheck=False)
 def _dw2d(x, w, bias, y, sh, sw, ph, pw, dh, dw, act, p0, p1):  # pragma: no cover (numba)
     # Each channel is copied into a zero-bordered plane (split into its sh x sw stride
     # phases when strided) so the tap loops need no bounds checks; indices are unsigned

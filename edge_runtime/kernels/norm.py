@@ -17,8 +17,10 @@ import numba
 import numpy as np
 from numpy.typing import NDArray
 
+from edge_runtime.kernels.fastmath import FAST
 
-@numba.njit(cache=True, fastmath=True, error_model="numpy", boundscheck=False)
+
+@numba.njit(cache=True, fastmath=FAST, error_model="numpy", boundscheck=False)
 def _layer_norm(x, scale, bias, eps, y, mean, inv_std):  # pragma: no cover (numba)
     rows, d = x.shape
     inv_d = np.float32(1.0) / np.float32(d)

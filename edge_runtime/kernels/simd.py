@@ -18,6 +18,7 @@ from __future__ import annotations
 import llvmlite.binding as llvm_binding
 from llvmlite import ir
 from numba import types
+from numba.core import config as numba_config
 from numba.core import cgutils
 from numba.core.errors import TypingError
 from numba.extending import intrinsic
@@ -30,7 +31,19 @@ VEC = 16
 
 
 def host_has_avx512() -> bool:
-    """True where LLVM reports AVX-512F on this CPU (the JIT compiles for the host)."""
+    """True where numba's JIT target has AVX-512F.
+
+    That is the host CPU, unless ``NUMBA_CPU_NAME`` / ``NUMBA_CPU_FEATURES`` retarget the
+    JIT (a portable cache, or emulating an AVX2-only CPU in tests): then the features given
+    there decide, and a named CPU without a feature list counts as AVX-512 only when its
+    name says so (``skylake-avx512``, ``x86-64-v4``; other AVX-512 names read as not).
+    """
+    features, name = numba_config.CPU_FEATURES, numba_config.CPU_NAME
+    if features is not None:
+        flags = {f.strip() for f in features.split(",")}
+        return "+avx512f" in flags
+    if name is not None and name != "host":
+        return "avx512" in name or name == "x86-64-v4"
     try:
         return bool(llvm_binding.get_host_cpu_features().get("avx512f", False))
     except RuntimeError:  # pragma: no cover - hosts where LLVM cannot read features

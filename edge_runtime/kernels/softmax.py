@@ -20,6 +20,8 @@ from numba.core import types
 from numba.extending import intrinsic
 from numpy.typing import NDArray
 
+from edge_runtime.kernels.fastmath import FAST  # no nnan/ninf: attention masks' -inf must give exactly 0
+
 _f = np.float32
 _LOG2E = _f(1.4426950408889634)
 _LN2_HI, _LN2_LO = _f(0.693359375), _f(-2.12194440e-4)
@@ -27,8 +29,6 @@ _P0, _P1, _P2, _P3, _P4, _P5 = (_f(c) for c in (1.9875691500e-4, 1.3981999507e-3
                                                4.1665795894e-2, 1.6666665459e-1, 5.0000001201e-1))
 _LO, _HI = _f(-87.0), _f(88.0)
 _ONE, _HALF, _ZERO = _f(1.0), _f(0.5), _f(0.0)
-#: fastmath without nnan/ninf: attention masks feed -inf, which must give exactly 0.
-_FAST = {"nsz", "arcp", "contract", "afn", "reassoc"}
 
 
 @intrinsic
@@ -42,7 +42,7 @@ def _bits_as_f32(typingctx, bits):  # pragma: no cover - compile-time codegen
     return sig, codegen
 
 
-@numba.njit(cache=True, inline="always", fastmath=_FAST, error_model="numpy")
+@numba.njit(cache=True, inline="always", fastmath=FAST, error_model="numpy")
 def exp_f32(x: float) -> float:  # pragma: no cover - compiled
     """exp(x) in float32, max rel error 3e-7 (Cephes expf); 0 below -87, clamped above 88."""
     small = x < _LO
@@ -61,7 +61,7 @@ def exp_f32(x: float) -> float:  # pragma: no cover - compiled
     return _ZERO if small else e
 
 
-@numba.njit(cache=True, fastmath=_FAST, error_model="numpy", boundscheck=False)
+@numba.njit(cache=True, fastmath=FAST, error_model="numpy", boundscheck=False)
 def _softmax(x, row_max, y):  # pragma: no cover (numba)
     rows, n = x.shape
     for r in range(rows):
@@ -85,7 +85,8 @@ def softmax_rows(x: NDArray[np.float32]) -> NDArray[np.float32]:
         x: (R, L) float32.
 
     Returns:
-        (R, L) float32; every row sums to 1.
+        (R, L) float32; every row sums to 1, except that a row holding a NaN or +inf (or only
+        -inf) is all NaN, as in onnxruntime.
 
     Example:
         >>> softmax_rows(np.array([[0.0, 0.0], [0.0, np.log(3.0)]], np.float32)).round(6).tolist()
@@ -94,5 +95,9 @@ def softmax_rows(x: NDArray[np.float32]) -> NDArray[np.float32]:
     x = np.ascontiguousarray(x, dtype=np.float32)
     y = np.empty_like(x)
     if x.size:
-        _softmax(x, x.max(axis=1), y)  # numpy's SIMD max: a numba max loop does not vectorise
+        row_max = x.max(axis=1)  # numpy's SIMD max (a numba max loop does not vectorise); NaN if any is
+        _softmax(x, row_max, y)
+        bad = ~np.isfinite(row_max)
+        if bad.any():  # a NaN or +inf in the row (or all -inf): x - max is NaN, as in onnxruntime
+            y[bad] = np.nan
     return y

@@ -28,6 +28,7 @@ import threading
 import numba
 import numpy as np
 
+from edge_runtime.kernels.fastmath import FAST
 from edge_runtime.kernels.simd import (
     VEC,
     axpy_rows,
@@ -54,7 +55,7 @@ BLOCK = 128 if HAS_AVX512 else 64
 _NBLOCK_VEC = BLOCK // VEC
 
 
-@numba.njit(cache=True, fastmath=True)
+@numba.njit(cache=True, fastmath=FAST)
 def accumulate(acc, w, vals, idx, i0, i1, base):  # pragma: no cover - compiled
     """acc[:] += sum_{i0<=i<i1} vals[i] * w[idx[i] + base, :]; len(acc) a multiple of VEC.
 
@@ -78,7 +79,7 @@ def accumulate(acc, w, vals, idx, i0, i1, base):  # pragma: no cover - compiled
             axpy_rows(acc, w, vals, idx, i0, i1, base, n0, 1)
 
 
-@numba.njit(cache=True, fastmath=True)
+@numba.njit(cache=True, fastmath=FAST)
 def accumulate_taps(acc, w, vals, idx, ptr, tlo, thi, tbase, ntaps):  # pragma: no cover - compiled
     """:func:`accumulate` over runs of input pixels' nonzero lists (:func:`axpy_taps`)."""
     t = acc.shape[0]
@@ -98,7 +99,7 @@ def accumulate_taps(acc, w, vals, idx, ptr, tlo, thi, tbase, ntaps):  # pragma: 
             axpy_taps(acc, w, vals, idx, ptr, tlo, thi, tbase, ntaps, n0, 1)
 
 
-@numba.njit(cache=True, fastmath=True)
+@numba.njit(cache=True, fastmath=FAST)
 def compact(x, vals, idx):  # pragma: no cover - compiled
     """Write the nonzeros of 1-D ``x`` to ``vals``/``idx``; return their count.
 
@@ -111,7 +112,7 @@ def compact(x, vals, idx):  # pragma: no cover - compiled
     return compact_bits(x, vals, idx)
 
 
-@numba.njit(cache=True, fastmath=True)
+@numba.njit(cache=True, fastmath=FAST)
 def _compact_avx512(x, vals, idx):  # pragma: no cover - compiled
     n = x.shape[0]
     nb = n - n % VEC
@@ -121,7 +122,7 @@ def _compact_avx512(x, vals, idx):  # pragma: no cover - compiled
     return _compact_tail(x, vals, idx, nb, c)
 
 
-@numba.njit(cache=True, fastmath=True)
+@numba.njit(cache=True, fastmath=FAST)
 def _compact_tail(x, vals, idx, start, c):  # pragma: no cover - compiled
     for k in range(start, x.shape[0]):
         v = x[k]
@@ -131,7 +132,7 @@ def _compact_tail(x, vals, idx, start, c):  # pragma: no cover - compiled
     return c
 
 
-@numba.njit(cache=True, fastmath=True)
+@numba.njit(cache=True, fastmath=FAST)
 def compact_bits(x, vals, idx):  # pragma: no cover - compiled
     """:func:`compact` without AVX-512: walk the set bits of 16-element masks."""
     n = x.shape[0]
@@ -148,7 +149,7 @@ def compact_bits(x, vals, idx):  # pragma: no cover - compiled
     return _compact_tail(x, vals, idx, nb, c)
 
 
-@numba.njit(cache=True, fastmath=True)
+@numba.njit(cache=True, fastmath=FAST)
 def activate(row, act, p0, p1):  # pragma: no cover - compiled
     """Apply fused activation code ``act`` in place to a 1-D float32 array."""
     n = row.shape[0]
@@ -172,7 +173,7 @@ def activate(row, act, p0, p1):  # pragma: no cover - compiled
             row[i] = v if v >= t else np.float32(0.0)
 
 
-@numba.njit(cache=True, fastmath=True)
+@numba.njit(cache=True, fastmath=FAST)
 def padded_bias(bias, total):  # pragma: no cover - compiled
     """``bias`` (N,) or empty, zero-padded to ``total`` >= N floats (every tile's width).
 
@@ -185,7 +186,7 @@ def padded_bias(bias, total):  # pragma: no cover - compiled
     return out
 
 
-@numba.njit(cache=True, fastmath=True)
+@numba.njit(cache=True, fastmath=FAST)
 def fill_bias(acc, bias, n0):  # pragma: no cover - compiled
     """acc[:] = bias[n0 : n0+len(acc)] for a :func:`padded_bias` ``bias``.
 
@@ -197,14 +198,14 @@ def fill_bias(acc, bias, n0):  # pragma: no cover - compiled
         acc[j] = bias[n0 + j]
 
 
-@numba.njit(cache=True, fastmath=True)
+@numba.njit(cache=True, fastmath=FAST)
 def store_row(acc, out_row, n0, width):  # pragma: no cover - compiled
     """out_row[n0 : n0+width] = acc[:width] (an explicit loop, see :func:`fill_bias`)."""
     for j in range(width):
         out_row[n0 + j] = acc[j]
 
 
-@numba.njit(cache=True, fastmath=True)
+@numba.njit(cache=True, fastmath=FAST)
 def compact_pixels(xc, width, vals, idx, ptr):  # pragma: no cover - compiled
     """xc (C, H*W) -> the nonzeros of every pixel as one CSR list, pixel by pixel.
 

@@ -51,6 +51,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from edge_runtime.errors import InvalidArgumentError, InvalidInputError
 from edge_runtime.kernels.activation import apply_activation
+from edge_runtime.kernels.fastmath import FAST
 from edge_runtime.kernels.simd import transpose16
 from edge_runtime.kernels.sparse_common import (
     accumulate_taps,
@@ -169,7 +170,7 @@ def conv_output_shape(
 # ----------------------------------------------------------------------------- numba
 
 
-@numba.njit(cache=True, fastmath=True)
+@numba.njit(cache=True, fastmath=FAST)
 def _conv_rows(vals, idx, ptr, w2, bias, geom, act, p0, p1, scratch, out, oh0, oh1):  # pragma: no cover
     """Output rows oh0..oh1 of one image; out (Cout, OH*OW); w2 (ntiles, KH*KW*Cin, T).
 
@@ -237,7 +238,7 @@ def _conv_rows(vals, idx, ptr, w2, bias, geom, act, p0, p1, scratch, out, oh0, o
                 out[j, q] = flat[q - q0, j]
 
 
-@numba.njit(cache=True, fastmath=True)
+@numba.njit(cache=True, fastmath=FAST)
 def _conv_kernel(x, wt, bias, geom, act, p0, p1, out, vals, idx, ptr, scratch):  # pragma: no cover
     bias = padded_bias(bias, wt.shape[0] * wt.shape[2])
     n, c, h, w = x.shape
@@ -248,7 +249,7 @@ def _conv_kernel(x, wt, bias, geom, act, p0, p1, out, vals, idx, ptr, scratch): 
                    out[i].reshape(cout, oh_n * ow_n), 0, oh_n)
 
 
-@numba.njit(cache=True, fastmath=True, parallel=True)
+@numba.njit(cache=True, fastmath=FAST, parallel=True)
 def _conv_kernel_par(x, wt, bias, geom, act, p0, p1, out, vals, idx, ptr, scratch, block):  # pragma: no cover
     bias = padded_bias(bias, wt.shape[0] * wt.shape[2])
     n, c, h, w = x.shape

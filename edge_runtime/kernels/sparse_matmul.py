@@ -51,6 +51,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from edge_runtime.errors import InvalidArgumentError, InvalidInputError
 from edge_runtime.kernels.activation import apply_activation
+from edge_runtime.kernels.fastmath import FAST
 from edge_runtime.kernels.sparse_common import (
     BLOCK,
     VEC,
@@ -187,7 +188,7 @@ _activate = activate
 _compact = compact
 
 
-@numba.njit(cache=True, fastmath=True)
+@numba.njit(cache=True, fastmath=FAST)
 def _tile_row(vals, idx, i0, i1, wt, bias, act, p0, p1, acc, out_row, tile):  # pragma: no cover
     """out_row[tile*T : tile*T+T] = act(bias + row @ W) for one column tile.
 
@@ -201,7 +202,7 @@ def _tile_row(vals, idx, i0, i1, wt, bias, act, p0, p1, acc, out_row, tile):  # 
     store_row(acc, out_row, n0, min(t, out_row.shape[0] - n0))
 
 
-@numba.njit(cache=True, fastmath=True)
+@numba.njit(cache=True, fastmath=FAST)
 def _gemv_rows_range(vals, idx, c, w, acc, n0, n1):  # pragma: no cover - compiled
     """acc[n0:n1] += sum_{i<c} vals[i] * w[idx[i], n0:n1] for an untiled (K, T) ``w``.
 
@@ -219,7 +220,7 @@ def _gemv_rows_range(vals, idx, c, w, acc, n0, n1):  # pragma: no cover - compil
             axpy_rows(acc, w, vals, idx, g, g1, 0, b0, 1)
 
 
-@numba.njit(cache=True, fastmath=True)
+@numba.njit(cache=True, fastmath=FAST)
 def _gemv_untiled(x, wt, bias, act, p0, p1, out):  # pragma: no cover - compiled
     bias = padded_bias(bias, wt.shape[0] * wt.shape[2])
     vals = np.empty(x.shape[0], dtype=np.float32)
@@ -234,7 +235,7 @@ def _gemv_untiled(x, wt, bias, act, p0, p1, out):  # pragma: no cover - compiled
     out[:] = acc[:n]
 
 
-@numba.njit(cache=True, fastmath=True)
+@numba.njit(cache=True, fastmath=FAST)
 def _gemv_kernel(x, wt, bias, act, p0, p1, out):  # pragma: no cover - compiled
     if wt.shape[0] == 1:
         _gemv_untiled(x, wt, bias, act, p0, p1, out)
@@ -248,7 +249,7 @@ def _gemv_kernel(x, wt, bias, act, p0, p1, out):  # pragma: no cover - compiled
         _tile_row(vals, idx, 0, c, wt, bias, act, p0, p1, acc, out, tile)
 
 
-@numba.njit(cache=True, fastmath=True, parallel=True)
+@numba.njit(cache=True, fastmath=FAST, parallel=True)
 def _gemv_kernel_par(x, wt, bias, act, p0, p1, out, chunk):  # pragma: no cover - compiled
     bias = padded_bias(bias, wt.shape[0] * wt.shape[2])
     vals = np.empty(x.shape[0], dtype=np.float32)
@@ -270,7 +271,7 @@ def _gemv_kernel_par(x, wt, bias, act, p0, p1, out, chunk):  # pragma: no cover 
         _tile_row(vals, idx, 0, c, wt, bias, act, p0, p1, acc, out, tile)
 
 
-@numba.njit(cache=True, fastmath=True)
+@numba.njit(cache=True, fastmath=FAST)
 def _gemm_rows(x, wt, bias, act, p0, p1, out, m0, m1, vals, idx, ptr, scratch, kblock):  # pragma: no cover
     """Rows m0..m1 of out = act(x @ W + b): compact the rows, then block by block of W.
 
@@ -311,7 +312,7 @@ def _gemm_rows(x, wt, bias, act, p0, p1, out, m0, m1, vals, idx, ptr, scratch, k
             store_row(acc, out[m0 + r], n0, width)
 
 
-@numba.njit(cache=True, fastmath=True, parallel=True)
+@numba.njit(cache=True, fastmath=FAST, parallel=True)
 def _gemm_kernel_par(x, wt, bias, act, p0, p1, out, block, vals, idx, ptr, scratch, kblock):  # pragma: no cover
     m, k = x.shape
     nkb = (k + kblock - 1) // kblock

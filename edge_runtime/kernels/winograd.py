@@ -28,7 +28,8 @@ import numpy as np
 from numba import uint64 as u64
 from numpy.typing import NDArray
 
-from edge_runtime.kernels.depthwise import act_scalar
+from edge_runtime.kernels.activation import act_inplace
+from edge_runtime.kernels.fastmath import FAST
 
 #: G of F(2x2, 3x3): U = G g G^T turns a 3x3 filter into a 4x4 tile.
 G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
@@ -53,7 +54,7 @@ def winograd_weights(w: NDArray[np.floating]) -> NDArray[np.float32]:
     return np.ascontiguousarray(u.reshape(16, w64.shape[0], w64.shape[1]), dtype=np.float32)
 
 
-@numba.njit(cache=True, fastmath=True, error_model="numpy", boundscheck=False)
+@numba.njit(cache=True, fastmath=FAST, error_model="numpy", boundscheck=False)
 def _input_transform(xp, v, ty0, ty1, tw):  # pragma: no cover (numba)
     # xp (Cin, 2*th+2, 2*tw+2) zero-padded; v (16, Cin, (ty1-ty0)*tw); V = B^T d B per tile.
     cin = xp.shape[0]
@@ -100,14 +101,7 @@ def _input_transform(xp, v, ty0, ty1, tw):  # pragma: no cover (numba)
                 v[15, c, t] = f1 - f3
 
 
-@numba.njit(cache=True, fastmath=True, error_model="numpy", boundscheck=False)
-def _act_row(row, act, p0, p1):  # pragma: no cover (numba)
-    # The fused activation over one output row (act is loop-invariant: the branch is hoisted).
-    for j in range(row.shape[0]):
-        row[u64(j)] = act_scalar(row[u64(j)], act, p0, p1)
-
-
-@numba.njit(cache=True, fastmath=True, error_model="numpy", boundscheck=False)
+@numba.njit(cache=True, fastmath=FAST, error_model="numpy", boundscheck=False)
 def _output_transform(m, y, bias, ty0, ty1, tw, act, p0, p1):  # pragma: no cover (numba)
     # m (16, Cout, (ty1-ty0)*tw); y (Cout, OH, OW); Y = A^T M A + bias, then the activation.
     cout, oh, ow = y.shape
@@ -145,9 +139,9 @@ def _output_transform(m, y, bias, ty0, ty1, tw, act, p0, p1):  # pragma: no cove
                 y1[j] = (mk[4, t] - mk[8, t] - mk[12, t] + mk[5, t] - mk[9, t] - mk[13, t]
                          + mk[6, t] - mk[10, t] - mk[14, t] + bb)
             if act != 0:
-                _act_row(y0, act, p0, p1)
+                act_inplace(y0, act, p0, p1)
                 if two:
-                    _act_row(y1, act, p0, p1)
+                    act_inplace(y1, act, p0, p1)
 
 
 def _band_rows(cin: int, cout: int, th: int, tw: int) -> int:

@@ -17,6 +17,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from edge_runtime.errors import InvalidModelError, UnsupportedDTypeError
+from edge_runtime.kernels.fastmath import FAST
 from edge_runtime.ops.registry import register, register_builder
 
 Array = NDArray[Any]
@@ -57,7 +58,7 @@ _C0, _C1, _C2, _C3, _C4, _C5, _C6, _C7, _C8 = _ERFC_C
 _F1, _FH, _FK = np.float32(1.0), np.float32(0.5), np.float32(1.26551223)
 
 
-@numba.njit(cache=True, fastmath=True)
+@numba.njit(cache=True, fastmath=FAST)
 def _erfc_parts(z: Array, t: Array, arg: Array) -> None:  # pragma: no cover - compiled
     """erfc(|z|) = t * exp(arg), fractional error ~1e-7 (Numerical Recipes' Chebyshev fit, erfcc).
 
@@ -78,7 +79,7 @@ def _erfc_parts(z: Array, t: Array, arg: Array) -> None:  # pragma: no cover - c
         arg[i] = -a * a - _FK + ti * p
 
 
-@numba.njit(cache=True, fastmath=True)
+@numba.njit(cache=True, fastmath=FAST)
 def _erf_combine(x: Array, c: Array, out: Array) -> None:  # pragma: no cover - compiled
     for i in range(x.size):
         v = float(x[i])
@@ -89,7 +90,7 @@ def _erf_combine(x: Array, c: Array, out: Array) -> None:  # pragma: no cover - 
         out[i] = small if abs(v) < 0.5 else big
 
 
-@numba.njit(cache=True, fastmath=True)
+@numba.njit(cache=True, fastmath=FAST)
 def _gelu_combine(x: Array, c: Array, out: Array) -> None:  # pragma: no cover - compiled
     for i in range(x.size):  # 0.5 x (1 + erf(x / sqrt2)) = 0.5 x erfc(-x / sqrt2)
         v = x[i]

@@ -8,7 +8,7 @@ from numpy.typing import NDArray
 
 from edge_runtime.errors import InvalidArgumentError, InvalidInputError, UnsupportedDTypeError, UnsupportedOpError
 from edge_runtime.kernels.geometry import check_positive, resolve_pads
-from edge_runtime.kernels.pool import avg_pool, max_pool
+from edge_runtime.kernels.pool import avg_pool, global_avg_pool, max_pool, max_pool_runner
 from edge_runtime.ops.registry import register, register_builder
 
 Array = NDArray[Any]
@@ -78,6 +78,8 @@ def AveragePool(X, *, auto_pad="NOTSET", ceil_mode=0, count_include_pad=0, dilat
 def GlobalAveragePool(X):
     """Mean over all spatial dims, keeping them as size 1."""
     _check("GlobalAveragePool", X)
+    if X.dtype == np.float32:
+        return global_avg_pool(X)  # numba: one vectorised float32 sum per plane (numpy's mean: ~2x slower)
     return X.mean(axis=tuple(range(2, X.ndim)), keepdims=True, dtype=np.float32).astype(X.dtype, copy=False)
 
 
@@ -90,12 +92,24 @@ def GlobalMaxPool(X):
 
 @register_builder("MaxPool")
 def _max_pool_builder(node: Any, consts: list, ctx: Any):
-    """MaxPool with one output: skip computing Indices."""
+    """MaxPool with one output: skip computing Indices; resolve the geometry once per input shape."""
     if len([o for o in node.outputs if o]) > 1 or (len(node.outputs) > 1 and node.outputs[1]):
         return None
     attrs = dict(node.attrs)
+    runners: dict[tuple[int, ...], Any] = {}
 
     def run(X):
-        return max_pool_values(X, **attrs)
+        fn = runners.get(X.shape) if X.dtype == np.float32 and X.flags.c_contiguous else None
+        if fn is None:
+            if X.dtype != np.float32 or not X.flags.c_contiguous or X.shape in runners:
+                return max_pool_values(X, **attrs)
+            kernel, strides, pads, dilations = _geometry(
+                "MaxPool", X, attrs.get("auto_pad", "NOTSET"), attrs.get("dilations"), attrs.get("kernel_shape"),
+                attrs.get("pads"), attrs.get("strides"))
+            fn = runners[X.shape] = max_pool_runner(X.shape, kernel, strides, pads, dilations,
+                                                    bool(attrs.get("ceil_mode", 0)))
+            if fn is None:  # 3-D pooling: the generic path
+                return max_pool_values(X, **attrs)
+        return fn(X)
 
     return run

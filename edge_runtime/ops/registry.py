@@ -21,7 +21,7 @@ missing optionals), or ``None`` to fall back to the plain implementation.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from edge_runtime.errors import UnsupportedOpError
 
@@ -101,6 +101,24 @@ def _schema_version(domain: str, op_type: str, opset: int) -> int:
         return opset
 
 
+def _op_label(domain: str, op_type: str) -> str:
+    return f"{domain}::{op_type}" if domain else op_type
+
+
+def _lookup(domain: str, op_type: str, opset: int) -> tuple[OpImpl | None, str]:
+    """The implementation for an op at a model opset, or None and why not (one clause)."""
+    key = (_norm_domain(domain), op_type)
+    versions = _IMPLS.get(key)
+    if not versions:
+        return None, f"domain '{domain or 'ai.onnx'}' opset {opset}: not implemented"
+    wanted = _schema_version(key[0], op_type, opset)
+    candidates = [v for v in versions if v <= wanted]
+    if not candidates:
+        return None, (f"opset {opset} (schema version {wanted}): edge_runtime implements versions "
+                      f"{sorted(versions)}, re-export with opset >= {min(versions)}")
+    return versions[max(candidates)], ""
+
+
 def resolve(domain: str, op_type: str, opset: int) -> tuple[OpImpl, Builder | None]:
     """Find the implementation (and optional builder) for an op at a model opset.
 
@@ -108,25 +126,71 @@ def resolve(domain: str, op_type: str, opset: int) -> tuple[OpImpl, Builder | No
         UnsupportedOpError: no implementation for that op and version.
     """
     _load_all()
+    impl, why = _lookup(domain, op_type, opset)
+    if impl is None:
+        raise UnsupportedOpError(
+            f"operator '{_op_label(domain, op_type)}' ({why}) is not supported by edge_runtime; "
+            f"edge_runtime.supported_ops() lists what is. Replace the layer or open an issue with the model attached.")
     key = (_norm_domain(domain), op_type)
-    versions = _IMPLS.get(key)
-    if not versions:
-        available = ", ".join(sorted(f"{d + '::' if d else ''}{t}" for d, t in _IMPLS))
-        raise UnsupportedOpError(
-            f"operator '{op_type}' (domain '{domain or 'ai.onnx'}', opset {opset}) is not supported by "
-            f"edge_runtime. Supported operators: {available}. Re-export the model with a different "
-            f"opset or replace the layer, or open an issue with the model attached.")
     wanted = _schema_version(key[0], op_type, opset)
-    candidates = [v for v in versions if v <= wanted]
-    if not candidates:
-        raise UnsupportedOpError(
-            f"operator '{op_type}' at opset {opset} (schema version {wanted}) is not supported; "
-            f"edge_runtime implements versions {sorted(versions)}. Re-export with opset >= {min(versions)}.")
-    impl = versions[max(candidates)]
     builders = _BUILDERS.get(key, {})
     bcands = [v for v in builders if v <= wanted]
     builder = builders[max(bcands)] if bcands else None
     return impl, builder
+
+
+@dataclass(frozen=True)
+class MissingOp:
+    """An operator a model needs that this runtime cannot run, with where it occurs."""
+
+    domain: str
+    op_type: str
+    reason: str       # why not (not implemented, or which versions are)
+    count: int        # nodes of this op in the model
+    first_node: str   # the first such node's name ('' when unnamed)
+
+
+def find_missing(nodes: Iterable[Any], opset_of: Callable[[str], int]) -> list[MissingOp]:
+    """Every (domain, op_type) among ``nodes`` that cannot be resolved, in order of first use.
+
+    Args:
+        nodes: graph nodes (``domain``, ``op_type``, ``name`` attributes).
+        opset_of: the model's opset for a domain.
+
+    Returns:
+        One :class:`MissingOp` per missing op, with its node count and first node name.
+    """
+    _load_all()
+    found: dict[tuple[str, str], list[Any]] = {}
+    for node in nodes:
+        key = (_norm_domain(node.domain), node.op_type)
+        if key in found:
+            found[key][1] += 1
+            continue
+        impl, why = _lookup(node.domain, node.op_type, opset_of(node.domain))
+        found[key] = [why, 1, node.name] if impl is None else ["", 0, ""]
+    return [MissingOp(d, t, why, n, first) for (d, t), (why, n, first) in found.items() if n and why]
+
+
+def check_supported(nodes: Iterable[Any], opset_of: Callable[[str], int]) -> None:
+    """Raise one error naming every operator of ``nodes`` this runtime cannot run.
+
+    Raises:
+        UnsupportedOpError: at least one op is missing; the message lists each with its reason,
+            node count and first node name, and points to ``edge_runtime.supported_ops()``.
+    """
+    missing = find_missing(nodes, opset_of)
+    if not missing:
+        return
+    parts = []
+    for m in missing:
+        where = f"{m.count} node{'s' if m.count > 1 else ''}, first '{m.first_node}'" if m.first_node else (
+            f"{m.count} node{'s' if m.count > 1 else ''}")
+        parts.append(f"{_op_label(m.domain, m.op_type)} ({m.reason}; {where})")
+    raise UnsupportedOpError(
+        f"the model uses {len(missing)} operator{'s' if len(missing) > 1 else ''} edge_runtime cannot run: "
+        f"{'; '.join(parts)}. edge_runtime.supported_ops() lists the supported operators; replace these "
+        f"layers in the model or open an issue with the model attached.")
 
 
 def supported_ops() -> set[tuple[str, str]]:

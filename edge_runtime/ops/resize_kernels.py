@@ -14,6 +14,7 @@ import numba
 import numpy as np
 from numpy.typing import NDArray
 
+from edge_runtime.kernels.fastmath import FAST
 from edge_runtime.ops.resize_tables import AxisTaps, repeat_factor
 
 Array = NDArray[Any]
@@ -43,7 +44,7 @@ def _repeat_copy(x: Array, factors: dict[int, int]) -> Array:
     return out
 
 
-@numba.njit(cache=True, fastmath=True)
+@numba.njit(cache=True, fastmath=FAST)
 def _repeat_planes(x, out, ky, kx):  # pragma: no cover - compiled
     """out[p, h*ky + i, w*kx + j] = x[p, h, w]; x (P, H, W), out (P, H*ky, W*kx).
 
@@ -101,7 +102,7 @@ def apply_nearest(x: Array, plans: dict[int, AxisTaps], extrapolation_value: flo
     return out
 
 
-@numba.njit(cache=True, fastmath=True)
+@numba.njit(cache=True, fastmath=FAST)
 def _bilinear_planes(x, out, iy, wy, ix, wx):  # pragma: no cover - compiled
     """out[p] = rows blend(wy) of columns blend(wx) of x[p]; x (P, H, W), out (P, OH, OW)."""
     planes, height, _ = x.shape

@@ -2,7 +2,9 @@
 
 The fused ops (domain ``ai.edge_runtime``) carry the original attributes plus
 ``activation`` (a code from :mod:`edge_runtime.kernels.activation`), ``act_p0`` and
-``act_p1``. They are the layers the sparse dispatcher can take over, because their
+``act_p1``. Folded activations: Relu, LeakyRelu, Clip, HardSwish, HardSigmoid, Sigmoid, the
+FATReLU ``Where(GreaterOrEqual(y, t), y, 0)``, FusedGelu, and SiLU / HardSwish as both torch exporters
+emit them, ``Mul(y, Sigmoid(y))`` and ``Mul(y, HardSigmoid(y))`` (either operand order). They are the layers the sparse dispatcher can take over, because their
 weights are constants that can be re-laid out once.
 """
 from __future__ import annotations
@@ -51,7 +53,46 @@ def _activation(node: Node, consts: dict) -> tuple[int, float, float] | None:
         if lo == 0.0 and hi == math.inf:
             return act.RELU, 0.0, 0.0
         return act.CLIP, float(lo), float(hi)
+    if node.op_type == "HardSwish":
+        return act.HARDSWISH, 0.0, 0.0
+    if node.op_type == "HardSigmoid":
+        return act.HARDSIGMOID, float(node.attrs.get("alpha", 0.2)), float(node.attrs.get("beta", 0.5))
+    if node.op_type == "Sigmoid":
+        return act.SIGMOID, 0.0, 0.0
     return None
+
+
+def _gelu(node: Node | None) -> tuple[int, float, float] | None:
+    """FusedGelu (made by passes/fuse_gelu.py, which runs first) as an epilogue code."""
+    if node is None or node.op_type != "FusedGelu" or node.domain != INTERNAL_DOMAIN:
+        return None
+    return (act.GELU_TANH if node.attrs.get("approximate", "none") == "tanh" else act.GELU), 0.0, 0.0
+
+
+def _is_hardswish_gate(node: Node) -> bool:
+    """HardSigmoid(alpha=1/6, beta=1/2): x * gate(x) is HardSwish (torch's export before opset 14)."""
+    return (node.op_type == "HardSigmoid" and abs(float(node.attrs.get("alpha", 0.2)) - 1 / 6) < 1e-7
+            and float(node.attrs.get("beta", 0.5)) == 0.5)
+
+
+def _gated(tail: str, consumers: dict, outputs: set) -> tuple[int, Node, Node] | None:
+    """SiLU / HardSwish as exported: ``Mul(y, Sigmoid(y))`` (either operand order), or HardSigmoid(1/6, 1/2).
+
+    Returns (activation code, the gate node, the Mul) when ``tail``'s only users are the two.
+    """
+    users = consumers.get(tail, [])
+    if len(users) != 2 or tail in outputs:
+        return None
+    gate = next((n for n in users if n.op_type in ("Sigmoid", "HardSigmoid") and n.inputs[0] == tail), None)
+    mul = next((n for n in users if n.op_type == "Mul"), None)
+    if gate is None or mul is None or gate.domain not in ("", "ai.onnx") or mul.domain not in ("", "ai.onnx"):
+        return None
+    if gate.op_type == "HardSigmoid" and not _is_hardswish_gate(gate):
+        return None
+    g = gate.outputs[0]
+    if sorted(mul.inputs) != sorted((tail, g)) or consumers.get(g, []) != [mul] or g in outputs:
+        return None
+    return (act.SILU if gate.op_type == "Sigmoid" else act.HARDSWISH), gate, mul
 
 
 def _scalar(consts: dict, name: str) -> float | None:
@@ -103,12 +144,16 @@ def run(graph: Graph) -> tuple[Graph, bool]:
                 nodes[by_output[nxt.outputs[0]]] = None
                 tail = nxt.outputs[0]
                 nxt = sole_consumer(tail)
-        code = _activation(nxt, consts) if nxt is not None else None
+        code = _activation(nxt, consts) if nxt is not None and nxt.domain in ("", "ai.onnx") else _gelu(nxt)
         fat = _threshold(tail, consumers, consts, outputs) if code is None else None
         if fat is not None:
             t, ge, where = fat
             nxt, code = where, (act.THRESHOLD_RELU, t, 0.0)
             nodes[by_output[ge.outputs[0]]] = None
+        gated = _gated(tail, consumers, outputs) if code is None and fat is None else None
+        if gated is not None:
+            nxt, code = gated[2], (gated[0], 0.0, 0.0)
+            nodes[by_output[gated[1].outputs[0]]] = None
         if code is not None:
             fused = fused.replace(outputs=(nxt.outputs[0],),
                                   attrs={**fused.attrs, "activation": code[0], "act_p0": code[1], "act_p1": code[2]})

@@ -126,7 +126,7 @@ def test_unsupported_op_names_op_domain_opset_and_lists_supported():
     with pytest.raises(UnsupportedOpError) as info:
         InferenceSession(model)
     msg = str(info.value)
-    assert "Frobnicate" in msg and "com.example" in msg and "opset 3" in msg and "Relu" in msg
+    assert "Frobnicate" in msg and "com.example" in msg and "opset 3" in msg and "supported_ops()" in msg
 
 
 def test_cyclic_graph():
