@@ -43,8 +43,9 @@ MIN_GAIN = 0.85
 REPEATS = 5
 #: Candidates whose expected input density is above this are not priced at all (no island is
 #: built, nothing compiled): no sparse kernel beat onnxruntime above it on this project's
-#: benchmarks (convs lost above ~0.45, a 4096x4096 GEMV still won at 0.5; bench_models.json).
-PRICE_MAX_DENSITY = 0.7
+#: benchmarks (the 3x3 convs of ResNet-18 and U-Net lost at 0.72-0.97, the Conv break-evens
+#: against onnxruntime were below 0.45; a 4096x4096 GEMV still won 2x at 0.5; bench_models.json).
+PRICE_MAX_DENSITY = {"Conv": 0.45, "Gemm": 0.7, "MatMul": 0.7}
 
 
 @dataclass(frozen=True)
@@ -92,15 +93,18 @@ def build(model: onnx.ModelProto, cfg: EngineConfig, inputs: Sequence[ValueInfo]
     Raises:
         OnnxRuntimeRejected: onnxruntime cannot load the whole model.
     """
-    whole = _whole_plan(model, cfg, inputs, outputs)
+    data = model.SerializeToString()  # once: a 45 MB model takes ~40 ms to serialize
     found = [] if cfg.sparsity == "off" else isl.candidates(model, cfg.annotations, cfg.sparsity)
-    cands = _likely_sparse(model, found, cfg, inputs) if found and cfg.sparsity == "auto" else found
+    cands = _likely_sparse(data, model, found, cfg, inputs) if found and cfg.sparsity == "auto" else found
+    whole = _whole_plan(data, model, cfg, inputs, outputs)
+    del data
     types = value_types(model) if cands else {}
     cands = [c for c in cands if isl.float_input(c, types)]
     prepared = [p for p in (isl.prepare(model, c, types, cfg.threads) for c in cands) if p is not None]
     if not prepared:
+        limits = ", ".join(f"{op} {d}" for op, d in PRICE_MAX_DENSITY.items())
         outcome = "whole model in one onnxruntime session" + (
-            f": no candidate's input density at or below {PRICE_MAX_DENSITY}" if found else "")
+            f": no candidate layer's input was sparse enough to try (density at most {limits})" if found else "")
         return whole, EngineReport(len(found), outcome=outcome)
     if cfg.sparsity == "force":
         plan = _cut_plan(model, prepared, types, cfg, inputs, outputs, limits=None)
@@ -108,35 +112,36 @@ def build(model: onnx.ModelProto, cfg: EngineConfig, inputs: Sequence[ValueInfo]
     return _measured(model, prepared, types, cfg, inputs, outputs, whole, len(found))
 
 
-def _likely_sparse(model: onnx.ModelProto, cands: list[isl.Candidate], cfg: EngineConfig,
+def _likely_sparse(data: bytes, model: onnx.ModelProto, cands: list[isl.Candidate], cfg: EngineConfig,
                    inputs: Sequence[ValueInfo]) -> list[isl.Candidate]:
-    """The candidates whose expected density is at most :data:`PRICE_MAX_DENSITY`.
+    """The candidates whose expected density is at most :data:`PRICE_MAX_DENSITY` for their op.
 
     Annotated layers use their annotation; the others are measured in one onnxruntime run of
     the whole model on the warm-up input with their inputs as extra outputs (cheap next to
     building and pricing islands, which compiles kernels and creates a session per segment).
     """
     unknown = _unique_inputs(c for c in cands if c.annotated_density is None)
-    measured = _probe_densities(model, unknown, cfg, inputs) if unknown else {}
+    measured = _probe_densities(data, model, unknown, cfg, inputs) if unknown else {}
     if measured is None:  # the probe could not run: price every candidate
         return cands
     expected = [c.annotated_density if c.annotated_density is not None else measured[c.input] for c in cands]
-    return [c for c, d in zip(cands, expected) if d <= PRICE_MAX_DENSITY]
+    ops = [model.graph.node[c.nodes[0]].op_type for c in cands]
+    return [c for c, d, op in zip(cands, expected, ops) if d <= PRICE_MAX_DENSITY[op]]
 
 
 def _unique_inputs(cands: Any) -> list[str]:
     return list(dict.fromkeys(c.input for c in cands))
 
 
-def _probe_densities(model: onnx.ModelProto, names: list[str], cfg: EngineConfig,
+def _probe_densities(data: bytes, model: onnx.ModelProto, names: list[str], cfg: EngineConfig,
                      inputs: Sequence[ValueInfo]) -> dict[str, float] | None:
     graph_outputs = {o.name for o in model.graph.output}
-    extra = [n for n in names if n not in graph_outputs]
-    model.graph.output.extend(onnx.helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None) for n in extra)
-    try:
-        data = model.SerializeToString()
-    finally:  # the caller's model is left as it was
-        del model.graph.output[len(model.graph.output) - len(extra):]
+    extra = onnx.ModelProto()
+    extra.graph.output.extend(onnx.helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None)
+                              for n in names if n not in graph_outputs)
+    # Serialized protobuf messages merge when concatenated (repeated fields append): the model's
+    # bytes followed by a model holding only the extra outputs is the model with those outputs.
+    data = data + extra.SerializeToString()
     feed = dict(cfg.warmup_feed) if cfg.warmup_feed is not None else synthetic_feed(inputs)
     try:
         values = ortx.make_session(data, cfg.threads, cfg.optimize).run(names, feed)
@@ -204,9 +209,9 @@ def synthetic_feed(inputs: Sequence[ValueInfo], seed: int = 0) -> dict[str, np.n
     return feed
 
 
-def _whole_plan(model: onnx.ModelProto, cfg: EngineConfig, inputs: Sequence[ValueInfo],
+def _whole_plan(data: bytes, model: onnx.ModelProto, cfg: EngineConfig, inputs: Sequence[ValueInfo],
                 outputs: Sequence[ValueInfo]) -> Plan:
-    session = ortx.make_session(model, cfg.threads, cfg.optimize)
+    session = ortx.make_session(data, cfg.threads, cfg.optimize)
     names = [o.name for o in outputs]
     node = Node("OnnxRuntimeSession", tuple(v.name for v in inputs), tuple(names), {}, "onnxruntime", INTERNAL_DOMAIN)
     step = Step(node, ortx.SegmentStep(session, [v.name for v in inputs], names), ())
