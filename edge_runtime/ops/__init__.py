@@ -14,6 +14,7 @@ from edge_runtime.ops import (  # noqa: F401  (imported for their registrations)
     pool,
     reduce,
     resize,
+    rnn,
     shape,
     tensor,
 )
