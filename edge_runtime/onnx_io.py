@@ -14,8 +14,9 @@ from edge_runtime.graph import Graph, Node, ValueInfo
 
 ModelSource = Union[str, os.PathLike, bytes, onnx.ModelProto]
 
-#: Element types the runtime computes in (fp32 compute, int64 shape arithmetic, masks, images).
-SUPPORTED_DTYPES = (np.float32, np.int64, np.int32, np.bool_, np.uint8, np.int8)
+#: Element types of graph inputs and outputs (fp32 compute, int64 shape arithmetic, masks, images;
+#: float16 is cast to and from float32 at the boundaries, passes/float16.py).
+SUPPORTED_DTYPES = (np.float32, np.float16, np.int64, np.int32, np.bool_, np.uint8, np.int8)
 
 #: onnxruntime's type strings, which get_inputs()/get_outputs() report.
 _ORT_TYPE = {

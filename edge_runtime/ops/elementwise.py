@@ -28,7 +28,10 @@ ANY = NUMERIC + (np.dtype(np.bool_),)
 BOOL = (np.dtype(np.bool_),)
 
 #: ONNX TensorProto element types the runtime can Cast to (FLOAT, INT32, INT64, BOOL).
-CAST_TARGETS = {1: np.dtype(np.float32), 6: np.dtype(np.int32), 7: np.dtype(np.int64), 9: np.dtype(np.bool_)}
+CAST_TARGETS = {1: np.dtype(np.float32), 6: np.dtype(np.int32), 7: np.dtype(np.int64), 9: np.dtype(np.bool_),
+                10: np.dtype(np.float16)}
+#: What Cast reads: the computed types and float16 (the boundary casts of passes/float16.py).
+CAST_INPUTS = ANY + (np.dtype(np.float16),)
 
 
 def check_dtype(op: str, x: Array, allowed: tuple[np.dtype, ...]) -> None:
@@ -449,7 +452,7 @@ def _cast_target(op: str, to: int) -> np.dtype:
 
         name = onnx.TensorProto.DataType.Name(int(to)) if int(to) in onnx.TensorProto.DataType.values() else to
         raise UnsupportedDTypeError(
-            f"{op}: target type {name} is not supported; expected one of FLOAT, INT32, INT64, BOOL. "
+            f"{op}: target type {name} is not supported; expected one of FLOAT, INT32, INT64, BOOL, FLOAT16. "
             f"edge_runtime computes in float32: export the model in float32.")
     return target
 
@@ -462,7 +465,7 @@ def Cast(input: Array, *, to: int, saturate: int = 1, round_mode: str = "up") ->
         UnsupportedDTypeError: ``to`` or the input's dtype is outside float32/int32/int64/bool.
     """
     target = _cast_target("Cast", to)
-    check_dtype("Cast", input, ANY)
+    check_dtype("Cast", input, CAST_INPUTS)
     return _arr(input.astype(target, copy=False))
 
 
