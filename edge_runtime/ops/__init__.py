@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from edge_runtime.ops import (  # noqa: F401  (imported for their registrations)
     activation_fused,
+    cast,
     conv,
     elementwise,
     indexing,
