@@ -8,6 +8,7 @@ from edge_runtime.ops import (  # noqa: F401  (imported for their registrations)
     activation_fused,
     cast,
     conv,
+    detection,
     elementwise,
     indexing,
     matmul,
