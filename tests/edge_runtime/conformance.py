@@ -380,7 +380,8 @@ def main() -> None:
     """Write docs/conformance.md next to this repository's tests."""
     path = Path(__file__).resolve().parents[2] / "docs" / "conformance.md"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(exclusions_markdown())
+    survey = Path(__file__).with_name("conformance_survey.md")  # hand-written, appended verbatim
+    path.write_text(exclusions_markdown() + ("\n" + survey.read_text() if survey.is_file() else ""))
     log.warning("wrote %s", path)
 
 
