@@ -21,6 +21,9 @@ from edge_runtime.errors import (
 import importlib
 from typing import Any
 
+# eager and cheap (numpy loads on use); the function, not the submodule, is ``edge_runtime.warmup``
+from edge_runtime.warmup import warmup
+
 # The session, planner and kernels import numba (about a second): load them on first use, so
 # that ``import edge_runtime.errors`` (used by the exporters and the CLI) stays cheap.
 _LAZY = {
@@ -65,4 +68,5 @@ __all__ = [
     "UnsupportedOpError",
     "__version__",
     "supported_ops",
+    "warmup",
 ]

@@ -16,8 +16,10 @@ from edge_runtime.resources import check_allocation, declared_bytes
 
 ModelSource = Union[str, os.PathLike, bytes, onnx.ModelProto]
 
-#: Element types the runtime computes in (fp32 compute, int64 shape arithmetic, masks, images).
-SUPPORTED_DTYPES = (np.float32, np.int64, np.int32, np.bool_, np.uint8, np.int8)
+#: Element types of graph inputs and outputs (fp32 compute, float64 in numpy-backed ops, integer tensors,
+#: masks, images; float16 is cast to and from float32 at the boundaries, passes/float16.py).
+SUPPORTED_DTYPES = (np.float32, np.float16, np.float64, np.int64, np.int32, np.int16, np.int8, np.uint64, np.uint32,
+                    np.uint16, np.uint8, np.bool_)
 
 #: onnxruntime's type strings, which get_inputs()/get_outputs() report.
 _ORT_TYPE = {
@@ -246,8 +248,8 @@ def _initializer(tensor: onnx.TensorProto) -> np.ndarray:
     except Exception as exc:
         raise InvalidModelError(f"initializer '{tensor.name}' could not be decoded ({exc}); the model file "
                                 f"may be truncated or its external data missing.") from exc
-    if array.dtype == np.float64 or array.dtype == np.float16:
-        # fp32 compute: exporters sometimes leave float64 scalars; fp16 weights are widened.
+    if array.dtype in (np.float64, np.float16) or array.dtype.name == "bfloat16":
+        # fp32 compute: exporters sometimes leave float64 scalars; fp16/bf16 weights are widened.
         array = array.astype(np.float32)
     return array
 
@@ -266,11 +268,11 @@ def graph_from_model(model: onnx.ModelProto) -> Graph:
     inputs = tuple(_value_info(v) for v in g.input if v.name not in initializers)
     outputs = tuple(_value_info(v) for v in g.output)
     for vi in inputs + outputs:
-        if vi.dtype.type not in SUPPORTED_DTYPES:
+        if vi.dtype.type not in SUPPORTED_DTYPES and not vi.dtype.type.__module__.startswith("ml_dtypes"):
             raise UnsupportedDTypeError(
                 f"graph {'input' if vi in inputs else 'output'} '{vi.name}' has element type "
-                f"{ort_type_string(vi.dtype)}; edge_runtime computes in float32 (plus int64/int32/bool/"
-                f"uint8/int8). Export the model in float32 (model.float() before torch.onnx.export).")
+                f"{ort_type_string(vi.dtype)}; edge_runtime computes in float32 (plus float64/float16, integer, "
+                f"bool and, in Cast, ml_dtypes' narrow types). Export the model in float32 (model.float() before torch.onnx.export).")
     nodes = []
     for i, n in enumerate(g.node):
         nodes.append(Node(op_type=n.op_type, inputs=tuple(n.input), outputs=tuple(n.output),

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 from edge_runtime.ops import (  # noqa: F401  (imported for their registrations)
     activation_fused,
+    cast,
     conv,
+    detection,
     elementwise,
     indexing,
     matmul,
@@ -18,6 +20,7 @@ from edge_runtime.ops import (  # noqa: F401  (imported for their registrations)
     quantize,
     reduce,
     resize,
+    rnn,
     shape,
     tensor,
 )

@@ -22,13 +22,14 @@ from edge_runtime.ops.registry import register, register_builder
 
 Array = NDArray[Any]
 
+#: float32 only: ops backed by float32 numba kernels.
 FLOAT = (np.dtype(np.float32),)
-NUMERIC = (np.dtype(np.float32), np.dtype(np.int64), np.dtype(np.int32))
+#: the float types numpy-backed math ops compute in (float16 never reaches an op: passes/float16.py)
+FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+INTS = tuple(np.dtype(t) for t in (np.int64, np.int32, np.int16, np.int8, np.uint64, np.uint32, np.uint16, np.uint8))
+NUMERIC = FLOATS + INTS
 ANY = NUMERIC + (np.dtype(np.bool_),)
 BOOL = (np.dtype(np.bool_),)
-
-#: ONNX TensorProto element types the runtime can Cast to (FLOAT, INT32, INT64, BOOL).
-CAST_TARGETS = {1: np.dtype(np.float32), 6: np.dtype(np.int32), 7: np.dtype(np.int64), 9: np.dtype(np.bool_)}
 
 
 def check_dtype(op: str, x: Array, allowed: tuple[np.dtype, ...]) -> None:
@@ -137,25 +138,25 @@ _UNARY: dict[str, tuple[int, tuple[np.dtype, ...], Callable[[Array], Array]]] = 
     "Neg": (6, NUMERIC, np.negative),
     "Abs": (6, NUMERIC, np.abs),
     "Sign": (9, NUMERIC, np.sign),
-    "Sqrt": (6, FLOAT, np.sqrt),
-    "Exp": (6, FLOAT, np.exp),
-    "Log": (6, FLOAT, np.log),
-    "Reciprocal": (6, FLOAT, np.reciprocal),
-    "Floor": (6, FLOAT, np.floor),
-    "Ceil": (6, FLOAT, np.ceil),
-    "Round": (11, FLOAT, np.round),  # half to even, as ONNX specifies
-    "Erf": (9, FLOAT, _erf),
-    "Tanh": (6, FLOAT, np.tanh),
-    "Sigmoid": (6, FLOAT, _sigmoid),
+    "Sqrt": (6, FLOATS, np.sqrt),
+    "Exp": (6, FLOATS, np.exp),
+    "Log": (6, FLOATS, np.log),
+    "Reciprocal": (6, FLOATS, np.reciprocal),
+    "Floor": (6, FLOATS, np.floor),
+    "Ceil": (6, FLOATS, np.ceil),
+    "Round": (11, FLOATS, np.round),  # half to even, as ONNX specifies
+    "Erf": (9, FLOATS, _erf),
+    "Tanh": (6, FLOATS, np.tanh),
+    "Sigmoid": (6, FLOATS, _sigmoid),
     "Relu": (6, NUMERIC, lambda x: np.maximum(x, 0)),
-    "Softplus": (1, FLOAT, _softplus),
-    "Softsign": (1, FLOAT, lambda x: x / (np.float32(1) + np.abs(x))),
-    "Mish": (18, FLOAT, lambda x: x * np.tanh(_softplus(x))),
-    "HardSwish": (14, FLOAT, lambda x: x * np.clip(x * np.float32(1 / 6) + np.float32(0.5), 0, 1)),
-    "Sin": (7, FLOAT, np.sin),
-    "Cos": (7, FLOAT, np.cos),
+    "Softplus": (1, FLOATS, _softplus),
+    "Softsign": (1, FLOATS, lambda x: x / (np.float32(1) + np.abs(x))),
+    "Mish": (18, FLOATS, lambda x: x * np.tanh(_softplus(x))),
+    "HardSwish": (14, FLOATS, lambda x: x * np.clip(x * np.float32(1 / 6) + np.float32(0.5), 0, 1)),
+    "Sin": (7, FLOATS, np.sin),
+    "Cos": (7, FLOATS, np.cos),
     "Not": (1, BOOL, np.logical_not),
-    "IsNaN": (9, FLOAT, np.isnan),
+    "IsNaN": (9, FLOATS, np.isnan),
 }
 
 
@@ -178,7 +179,7 @@ for _op, (_since, _allowed, _fn) in _UNARY.items():
 @register("LeakyRelu", since_version=6)
 def LeakyRelu(X: Array, *, alpha: float = 0.01) -> Array:
     """x if x >= 0 else alpha * x."""
-    check_dtype("LeakyRelu", X, FLOAT)
+    check_dtype("LeakyRelu", X, FLOATS)
     return np.where(X >= 0, X, X * np.float32(alpha))
 
 
@@ -192,14 +193,14 @@ def PRelu(X: Array, slope: Array) -> Array:
 @register("Elu", since_version=6)
 def Elu(X: Array, *, alpha: float = 1.0) -> Array:
     """x if x > 0 else alpha * (exp(x) - 1)."""
-    check_dtype("Elu", X, FLOAT)
+    check_dtype("Elu", X, FLOATS)
     return np.where(X > 0, X, np.float32(alpha) * np.expm1(np.minimum(X, 0)))
 
 
 @register("Selu", since_version=6)
 def Selu(X: Array, *, alpha: float = 1.67326319217681884765625, gamma: float = 1.05070102214813232421875) -> Array:
     """gamma * (x if x > 0 else alpha * (exp(x) - 1))."""
-    check_dtype("Selu", X, FLOAT)
+    check_dtype("Selu", X, FLOATS)
     neg = np.float32(alpha) * np.expm1(np.minimum(X, 0))
     return np.float32(gamma) * np.where(X > 0, X, neg)
 
@@ -207,7 +208,7 @@ def Selu(X: Array, *, alpha: float = 1.67326319217681884765625, gamma: float = 1
 @register("Celu", since_version=12)
 def Celu(X: Array, *, alpha: float = 1.0) -> Array:
     """max(0, x) + min(0, alpha * (exp(x / alpha) - 1))."""
-    check_dtype("Celu", X, FLOAT)
+    check_dtype("Celu", X, FLOATS)
     a = np.float32(alpha)
     return np.maximum(X, 0) + np.minimum(0, a * np.expm1(X / a))
 
@@ -215,14 +216,14 @@ def Celu(X: Array, *, alpha: float = 1.0) -> Array:
 @register("ThresholdedRelu", since_version=10)
 def ThresholdedRelu(X: Array, *, alpha: float = 1.0) -> Array:
     """x if x > alpha else 0."""
-    check_dtype("ThresholdedRelu", X, FLOAT)
+    check_dtype("ThresholdedRelu", X, FLOATS)
     return np.where(X > np.float32(alpha), X, np.float32(0))
 
 
 @register("HardSigmoid", since_version=6)
 def HardSigmoid(X: Array, *, alpha: float = 0.2, beta: float = 0.5) -> Array:
     """max(0, min(1, alpha * x + beta))."""
-    check_dtype("HardSigmoid", X, FLOAT)
+    check_dtype("HardSigmoid", X, FLOATS)
     return np.clip(X * np.float32(alpha) + np.float32(beta), 0, 1)
 
 
@@ -233,7 +234,7 @@ def Gelu(X: Array, *, approximate: str = "none") -> Array:
     Raises:
         InvalidModelError: ``approximate`` is neither 'none' nor 'tanh'.
     """
-    check_dtype("Gelu", X, FLOAT)
+    check_dtype("Gelu", X, FLOATS)
     if approximate == "none":
         return _gelu_exact(X)
     if approximate == "tanh":
@@ -246,7 +247,7 @@ def Gelu(X: Array, *, approximate: str = "none") -> Array:
 @register("Clip", since_version=6)
 def Clip_6(input: Array, *, min: float = -3.4028234663852886e38, max: float = 3.4028234663852886e38) -> Array:
     """Clip with bounds as attributes (opset 6-10)."""
-    check_dtype("Clip", input, FLOAT)
+    check_dtype("Clip", input, FLOATS)
     return np.clip(input, np.float32(min), np.float32(max))
 
 
@@ -382,7 +383,7 @@ def Where(condition: Array, X: Array, Y: Array) -> Array:
 @register("IsInf", since_version=10)
 def IsInf(X: Array, *, detect_negative: int = 1, detect_positive: int = 1) -> Array:
     """Bool mask of +inf and/or -inf entries."""
-    check_dtype("IsInf", X, FLOAT)
+    check_dtype("IsInf", X, FLOATS)
     if detect_negative and detect_positive:
         return np.isinf(X)
     if detect_negative:
@@ -440,35 +441,3 @@ def build_dropout(node: Any, consts: list[Any], ctx: Any) -> Callable[..., Any] 
     if len(node.inputs) > 2 and node.inputs[2] and (consts[2] is None or bool(consts[2])):
         return None  # training_mode possibly true: keep the checks of the plain op
     return lambda data, *rest: data
-
-
-def _cast_target(op: str, to: int) -> np.dtype:
-    target = CAST_TARGETS.get(int(to))
-    if target is None:
-        import onnx
-
-        name = onnx.TensorProto.DataType.Name(int(to)) if int(to) in onnx.TensorProto.DataType.values() else to
-        raise UnsupportedDTypeError(
-            f"{op}: target type {name} is not supported; expected one of FLOAT, INT32, INT64, BOOL. "
-            f"edge_runtime computes in float32: export the model in float32.")
-    return target
-
-
-@register("Cast", since_version=6)
-def Cast(input: Array, *, to: int, saturate: int = 1, round_mode: str = "up") -> Array:
-    """Convert to the element type ``to`` (float->int truncates toward zero).
-
-    Raises:
-        UnsupportedDTypeError: ``to`` or the input's dtype is outside float32/int32/int64/bool.
-    """
-    target = _cast_target("Cast", to)
-    check_dtype("Cast", input, ANY)
-    return _arr(input.astype(target, copy=False))
-
-
-@register("CastLike", since_version=15)
-def CastLike(input: Array, target_type: Array, *, saturate: int = 1, round_mode: str = "up") -> Array:
-    """Convert ``input`` to the dtype of ``target_type``."""
-    check_dtype("CastLike", input, ANY)
-    check_dtype("CastLike", target_type, ANY)
-    return _arr(input.astype(target_type.dtype, copy=False))

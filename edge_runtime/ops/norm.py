@@ -157,3 +157,27 @@ def LpNormalization(input: Array, *, axis: int = -1, p: int = 2) -> Array:
         raise InvalidModelError(f"LpNormalization: p={p} is invalid; expected 1 or 2. Re-export the model.")
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(norm == 0, np.float32(0), input / norm)
+
+
+@register("LRN", since_version=1)
+def LRN(X: Array, *, alpha: float = 1e-4, beta: float = 0.75, bias: float = 1.0, size: int) -> Array:
+    """Local response normalization across channels (AlexNet, GoogLeNet, ZFNet).
+
+    y[n, c] = x[n, c] / (bias + alpha / size * sum(x[n, c'] ** 2))) ** beta over
+    c' in [c - floor((size - 1) / 2), c + ceil((size - 1) / 2)] (clipped to the channels).
+
+    Raises:
+        InvalidModelError: size < 1.
+    """
+    check_dtype("LRN", X, FLOAT)
+    if size < 1:
+        raise InvalidModelError(f"LRN: size={size} is invalid; expected an odd number >= 1. Re-export the model.")
+    lo, hi = (size - 1) // 2, size - 1 - (size - 1) // 2
+    sq = np.square(X.astype(np.float32, copy=False))
+    pad = [(0, 0)] * X.ndim
+    pad[1] = (lo + 1, hi)                                # a leading 0 for the cumulative sum
+    csum = np.cumsum(np.pad(sq, pad), axis=1, dtype=np.float32)
+    c = X.shape[1]
+    window = csum[:, size:size + c] - csum[:, :c]       # (N, C, ...): sum of the size squares around c
+    scale = np.float32(bias) + np.float32(alpha / size) * window
+    return (X / np.power(scale, np.float32(beta))).astype(np.float32, copy=False)

@@ -14,12 +14,15 @@ from edge_runtime.ops.registry import register, register_builder
 Array = NDArray[Any]
 
 
+#: integer types MaxPool takes (opset 12): pooled in float32, which holds every 8-bit value exactly
+_MAX_INTS = (np.dtype(np.int8), np.dtype(np.uint8))
+
+
 def _check(op: str, x: Array, min_rank: int = 3) -> None:
-    int8_max = op == "MaxPool" and x.dtype in (np.uint8, np.int8)  # exact through float32 (QOperator models)
-    if not np.issubdtype(x.dtype, np.floating) and not int8_max:
+    if not (np.issubdtype(x.dtype, np.floating) or (op == "MaxPool" and x.dtype in _MAX_INTS)):
         raise UnsupportedDTypeError(
-            f"{op} input has dtype {x.dtype}; edge_runtime pools float16/float32/float64 tensors only. "
-            f"Cast the input to float32.")
+            f"{op} input has dtype {x.dtype}; edge_runtime pools float16/float32/float64 tensors (and int8/"
+            f"uint8 in MaxPool) only. Cast the input to float32.")
     if x.ndim < min_rank:
         raise InvalidInputError(
             f"{op} input has shape {x.shape}; expected (N, C, <spatial dims>) of rank >= {min_rank}. "

@@ -14,7 +14,7 @@ from numpy.typing import NDArray
 
 from edge_runtime.errors import InvalidInputError, InvalidModelError
 from edge_runtime.kernels.softmax import softmax_rows
-from edge_runtime.ops.elementwise import ANY, FLOAT, NUMERIC, check_dtype
+from edge_runtime.ops.elementwise import ANY, FLOAT, FLOATS, NUMERIC, check_dtype
 from edge_runtime.ops.registry import register
 
 Array = NDArray[Any]
@@ -61,8 +61,8 @@ _REDUCERS: dict[str, tuple[Reducer, Any, tuple[np.dtype, ...]]] = {
     "ReduceL1": (lambda x, a: np.sum(np.abs(x), axis=a, keepdims=True, dtype=x.dtype), 0, NUMERIC),
     "ReduceL2": (lambda x, a: np.sqrt(np.sum(np.square(x), axis=a, keepdims=True, dtype=x.dtype)), 0, NUMERIC),
     "ReduceSumSquare": (lambda x, a: np.sum(np.square(x), axis=a, keepdims=True, dtype=x.dtype), 0, NUMERIC),
-    "ReduceLogSum": (lambda x, a: np.log(np.sum(x, axis=a, keepdims=True)), -np.inf, FLOAT),
-    "ReduceLogSumExp": (_log_sum_exp, -np.inf, FLOAT),
+    "ReduceLogSum": (lambda x, a: np.log(np.sum(x, axis=a, keepdims=True)), -np.inf, FLOATS),
+    "ReduceLogSumExp": (_log_sum_exp, -np.inf, FLOATS),
 }
 
 
@@ -217,7 +217,8 @@ def _topk(x: Array, k: int, axis: int, largest: int) -> tuple[Array, Array]:
         raise InvalidInputError(
             f"TopK: k={k} along axis {axis} of an input of shape {x.shape}; expected 0 <= k <= the axis "
             f"length and -rank <= axis < rank. Check the K input and the input shape.")
-    keys = -x if largest and x.dtype.kind != "b" else x
+    # largest first: negate floats; ~x reverses any integer order without overflow (-(-128) wraps in int8)
+    keys = x if not largest or x.dtype.kind == "b" else (~x if x.dtype.kind in "iu" else -x)
     idx = np.argsort(keys, axis=axis, kind="stable")  # ties: lower index first, as ONNX specifies
     idx = np.take(idx, np.arange(k), axis=axis).astype(np.int64, copy=False)
     return np.take_along_axis(x, idx, axis=axis), idx

@@ -7,12 +7,13 @@ from __future__ import annotations
 from typing import Callable
 
 from edge_runtime.graph import Graph
-from edge_runtime.passes import constant_folding, dead_nodes, fold_batchnorm, fuse_activation, fuse_gelu, toposort
+from edge_runtime.passes import (constant_folding, dead_nodes, float16, fold_batchnorm, fuse_activation, fuse_gelu,
+                                 toposort)
 
 Pass = Callable[[Graph], "tuple[Graph, bool]"]
 
-#: Always run: they make the graph executable (order, validity, no dead work).
-REQUIRED: tuple[Pass, ...] = (toposort.run, dead_nodes.run)
+#: Always run: they make the graph executable (float32 compute, order, validity, no dead work).
+REQUIRED: tuple[Pass, ...] = (float16.run, toposort.run, dead_nodes.run)
 
 #: Optimisations, in order; disabled by SessionOptions.graph_optimization_level = ORT_DISABLE_ALL.
 OPTIMIZATIONS: tuple[Pass, ...] = (

@@ -21,12 +21,12 @@ def op(name: str, opset: int = 17):
 
 
 @pytest.mark.parametrize("name,args,dtype", [
-    ("Sqrt", (np.ones(3, np.float64),), "float64"),
+    ("Sqrt", (np.ones(3, np.int64),), "int64"),
     ("Erf", (np.ones(3, np.float16),), "float16"),
-    ("Add", (np.ones(3, np.int8), np.ones(3, np.int8)), "int8"),
-    ("MatMul", (np.ones((2, 2), np.float64), np.ones((2, 2), np.float64)), "float64"),
+    ("Add", (np.ones(3, np.complex64), np.ones(3, np.complex64)), "complex64"),
+    ("MatMul", (np.ones((2, 2), np.float16), np.ones((2, 2), np.float16)), "float16"),
     ("LayerNormalization", (np.ones((2, 2), np.float16), np.ones(2, np.float16)), "float16"),
-    ("ReduceMean", (np.ones(3, np.uint8),), "uint8"),
+    ("ReduceMean", (np.ones(3, np.bool_),), "bool"),
     ("Softmax", (np.ones(3, np.int64),), "int64"),
 ])
 def test_unsupported_dtype_names_op_and_dtype(name, args, dtype):
@@ -38,8 +38,8 @@ def test_unsupported_dtype_names_op_and_dtype(name, args, dtype):
 
 
 def test_cast_to_unsupported_type_names_the_onnx_type():
-    with pytest.raises(UnsupportedDTypeError, match=r"Cast: target type FLOAT16 .*FLOAT, INT32, INT64, BOOL"):
-        op("Cast")(F32, to=10)
+    with pytest.raises(UnsupportedDTypeError, match=r"Cast: target type STRING .*FLOAT, DOUBLE, FLOAT16"):
+        op("Cast")(F32, to=8)
 
 
 def test_matmul_shape_mismatch_states_both_shapes():

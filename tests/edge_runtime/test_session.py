@@ -147,10 +147,15 @@ def test_missing_initializer_names_tensor_and_node():
 
 
 @pytest.mark.usefixtures("numba_engine")
-def test_float64_model_rejected_with_fix():
+def test_float64_model_runs_and_string_model_rejected_with_fix():
     g = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
-                          [helper.make_tensor_value_info("x", TensorProto.DOUBLE, [1])],
-                          [helper.make_tensor_value_info("y", TensorProto.DOUBLE, [1])])
+                          [helper.make_tensor_value_info("x", TensorProto.DOUBLE, [2])],
+                          [helper.make_tensor_value_info("y", TensorProto.DOUBLE, [2])])
+    (y,) = InferenceSession(helper.make_model(g)).run(None, {"x": np.array([-1.0, 2.0])})
+    assert y.dtype == np.float64 and y.tolist() == [0.0, 2.0]
+    g = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.STRING, [1])],
+                          [helper.make_tensor_value_info("y", TensorProto.STRING, [1])])
     with pytest.raises(UnsupportedDTypeError, match="float32"):
         InferenceSession(helper.make_model(g))
 

@@ -1,0 +1,74 @@
+"""edge_runtime.warmup: compiles the dense and sparse kernels a model needs, from a file or a bundle dir."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import edge_runtime
+from edge_runtime import InvalidArgumentError
+from edge_runtime import warmup as warmup_module  # noqa: F401  (the function shadows the module name)
+from edge_runtime.kernels import sparse_conv
+
+
+def _cnn(path: Path) -> Path:
+    rng = np.random.default_rng(0)
+    w = [numpy_helper.from_array(rng.standard_normal(s).astype(np.float32) * 0.3, n)
+         for n, s in (("w1", (8, 3, 3, 3)), ("w2", (16, 8, 3, 3)), ("fc", (16, 2)))]
+    n = helper.make_node
+    nodes = [n("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1]), n("Relu", ["c1"], ["r1"]),
+             n("Conv", ["r1", "w2"], ["c2"], pads=[1, 1, 1, 1]), n("Relu", ["c2"], ["r2"]),
+             n("GlobalAveragePool", ["r2"], ["g"]), n("Flatten", ["g"], ["f"]), n("MatMul", ["f", "fc"], ["y"])]
+    g = helper.make_graph(nodes, "cnn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 16, 16])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2])], w)
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+def test_warmup_compiles_dense_and_sparse_kernels(tmp_path: Path) -> None:
+    model = _cnn(tmp_path / "model.onnx")
+    result = edge_runtime.warmup(model)
+    assert result["model"] == str(model) and set(result["modes"]) == {"auto", "off", "force"}
+    for times in result["modes"].values():
+        assert set(times) == {"session_s", "first_run_s", "second_run_s"} and all(v > 0 for v in times.values())
+    assert result["total_s"] >= sum(sum(t.values()) for t in result["modes"].values())
+    assert sparse_conv._conv_kernel.signatures  # the force run compiled (or loaded) the sparse conv
+    assert len(result["cache_stamp"]) == 12
+
+
+def test_warmup_takes_a_directory_and_rejects_other_paths(tmp_path: Path) -> None:
+    _cnn(tmp_path / "model.onnx")
+    assert edge_runtime.warmup(tmp_path, threads=1)["model"] == str(tmp_path / "model.onnx")
+    with pytest.raises(InvalidArgumentError, match="neither an .onnx file nor a bundle"):
+        edge_runtime.warmup(tmp_path / "missing")
+
+
+def test_synthetic_feed_fills_free_dims_and_refuses_unknown_rank() -> None:
+    from edge_runtime.warmup import synthetic_feed
+
+    class Arg:
+        def __init__(self, name, dtype, shape):
+            self.name, self.dtype, self.shape = name, dtype, shape
+
+    feed = synthetic_feed([Arg("x", np.float32, ["N", 3, None, 8]), Arg("k", np.int64, [2])], batch=2)
+    assert feed["x"].shape == (2, 3, 1, 8) and feed["x"].dtype == np.float32 and feed["x"].std() > 0.5
+    assert feed["k"].tolist() == [0, 0]
+    with pytest.raises(InvalidArgumentError, match="no declared shape"):
+        synthetic_feed([Arg("x", np.float32, None)])
+
+
+def test_cli_subcommand_prints_and_writes_json(tmp_path: Path, capsys) -> None:
+    from edge_runtime.warmup import add_parser
+
+    parser = argparse.ArgumentParser()
+    add_parser(parser.add_subparsers())
+    out = tmp_path / "warm.json"
+    args = parser.parse_args(["warmup", str(_cnn(tmp_path / "m.onnx")), "--threads", "1", "--json", str(out)])
+    assert args.func(args) == 0
+    assert "sparsity=force" in capsys.readouterr().out
+    assert set(json.loads(out.read_text())["modes"]) == {"auto", "off", "force"}
