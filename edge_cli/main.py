@@ -24,6 +24,7 @@ from typing import NoReturn, Sequence
 from device_profiles import ProfileError
 from edge_runtime import __version__
 from edge_runtime import keys_command
+from edge_runtime.warmup import add_parser as add_warmup_parser
 from edge_runtime.errors import EdgeRuntimeError
 from edge_runtime.profiling import commands as profiling_commands
 from edge_runtime.validation import commands as validation_commands
@@ -80,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     exporter_commands.add_export_parser(sub)     # export (needs the [export] extra when run)
     demo_commands.add_parser(sub)                # demo (needs [export], optionally [tflite])
     keys_command.add_parser(sub)                 # keys (needs the [signing] extra when run)
-    # further command modules (e.g. warmup, keys) add themselves here with their add_parser(sub)
+    add_warmup_parser(sub)                       # warmup (compile the kernels once, at deploy time)
     return parser
 
 

@@ -138,22 +138,30 @@ def warmup(model_path_or_bundle_dir: str | Path, *, threads: int | None = None, 
 
 def add_parser(subparsers: Any) -> None:
     """Add ``warmup BUNDLE`` to an argparse subparsers object (sets ``func(args) -> int``)."""
-    p = subparsers.add_parser("warmup", help="compile and cache every kernel a bundle needs (run once at deploy)")
+    p = subparsers.add_parser(
+        "warmup", help="compile and cache every kernel a bundle needs (run once at deploy)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example:\n  edge-runtime warmup bundle/ --threads 4   # on the device, once after copying the bundle")
     p.add_argument("bundle", help="bundle directory or .onnx file")
     p.add_argument("--threads", type=int, default=None, help="intra-op threads, as in production (default: all CPUs)")
     p.add_argument("--device", help="device profile name or TOML (threads, dense/sparse crossovers)")
-    p.add_argument("--json", type=Path, help="also write the times as JSON")
+    p.add_argument("--json", type=Path, help="also write the times to this .json file (checked before any work)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     p.set_defaults(func=cmd_warmup)
 
 
 def cmd_warmup(args: argparse.Namespace) -> int:
     """Warm the kernel cache for ``args.bundle``; print one line per mode; 0 on success."""
+    from edge_runtime.outputs import check_output, write_atomic
+
+    if args.json is not None:
+        check_output(args.json, flag="--json", suffixes=(".json",), overwrite=args.overwrite)
     result = warmup(args.bundle, threads=args.threads, profile=args.device)
     for mode, t in result["modes"].items():
         print(f"sparsity={mode}: session {t['session_s']:.2f} s, first run {t['first_run_s']:.2f} s, "
               f"next run {t['second_run_s'] * 1e3:.1f} ms")
     print(f"kernels cached for {result['model']} (cache stamp {result['cache_stamp']}) in {result['total_s']:.1f} s")
     if args.json:
-        args.json.write_text(json.dumps(result, indent=2))
+        write_atomic(args.json, json.dumps(result, indent=2), overwrite=args.overwrite)
         print(f"wrote {args.json}")
     return 0
