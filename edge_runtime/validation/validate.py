@@ -100,6 +100,7 @@ class _Validation:
         self.show_progress = progress
         self.bar: Any = None
         self.golden = golden
+        self.nonfinite: dict[str, list[str]] = {}  # backend -> images whose outputs were not finite
 
     def run(self, base: dict[str, Any], data: str | Path | None, corruptions: Sequence[str],
             reference_pre: dict[str, Any] | None, skipped: dict[str, str]) -> ValidationReport:
@@ -121,6 +122,7 @@ class _Validation:
                 self.bar.close()
         if labelled is not None:
             warnings += _input_stats_warnings(labelled.x, self.golden.x)
+            warnings += _nonfinite_warnings(labelled, self.nonfinite)
         failures = [f"{g.backend}: {g.error or f'max abs diff {g.max_abs:.3g} to golden.npz > atol {g.atol:g}'}"
                     for g in golden if not g.passed]
         failures += [f"{a.backend}: accuracy {a.accuracy:.2f}% is {a.drop:.2f} points below the reference "
@@ -153,6 +155,10 @@ class _Validation:
     def _accuracy(self, data: LabelledData, ref_data: LabelledData
                   ) -> tuple[tuple[AccuracyCheck, ...], str, float]:
         logits = {e.name: self._infer(e, ref_data.x if e.name == "torch" else data.x)[0] for e in self.engines}
+        for name, out in logits.items():
+            bad = np.flatnonzero(~np.isfinite(out.reshape(len(out), -1)).all(1))
+            if bad.size:
+                self.nonfinite[name] = [data.names[i] for i in bad]
         reference = _reference_name(list(logits))
         ref_logits = logits[reference]
         ref_acc = _percent(ref_logits.argmax(1) == data.y)
@@ -216,19 +222,34 @@ def _accuracy_check(name: str, logits: NDArray[Any], ref_logits: NDArray[Any], d
                     labels: Sequence[str], ref_acc: float, max_drop: float) -> AccuracyCheck:
     classes = max(len(labels), int(logits.shape[1]))
     names = list(labels) + [str(i) for i in range(len(labels), classes)]
-    pred, ref_pred = logits.argmax(1), ref_logits.argmax(1)
+    # fail closed: an image whose outputs are not all finite (NaN/inf) is never a class
+    finite = np.isfinite(logits).all(1)
+    pred = np.where(finite, logits.argmax(1), -1)
+    ref_pred = np.where(np.isfinite(ref_logits).all(1), ref_logits.argmax(1), -1)
     confusion = np.zeros((classes, classes), np.int64)
-    np.add.at(confusion, (data.y, pred), 1)
-    recall = {names[c]: float(100.0 * confusion[c, c] / confusion[c].sum())
-              for c in range(classes) if confusion[c].sum()}
+    np.add.at(confusion, (data.y[finite], pred[finite]), 1)
+    per_class = np.bincount(data.y, minlength=classes)
+    recall = {names[c]: float(100.0 * confusion[c, c] / per_class[c]) for c in range(classes) if per_class[c]}
     diff = np.abs(logits.astype(np.float64) - ref_logits).max(1)
     order = np.lexsort((-diff, pred == ref_pred))  # disagreements first, then largest logit gap
-    worst = tuple(Disagreement(data.names[i], names[data.y[i]], names[pred[i]], names[ref_pred[i]],
-                               float(diff[i])) for i in order[:WORST_SAMPLES] if diff[i] > 0)
+    label = lambda k: names[k] if k >= 0 else "non-finite output"  # noqa: E731
+    worst = tuple(Disagreement(data.names[i], names[data.y[i]], label(pred[i]), label(ref_pred[i]),
+                               float(diff[i])) for i in order[:WORST_SAMPLES] if not diff[i] <= 0)
     accuracy = _percent(pred == data.y)
     return AccuracyCheck(name, accuracy, ref_acc - accuracy, _percent(pred == ref_pred), float(diff.max()),
                          float(np.abs(logits - ref_logits).mean()), recall, confusion.tolist(), worst,
                          ref_acc - accuracy <= max_drop + 1e-9)
+
+
+def _nonfinite_warnings(data: LabelledData, outputs: dict[str, list[str]]) -> list[str]:
+    """One warning per backend with NaN/inf outputs, and one for NaN/inf inputs (a broken frame)."""
+    rows = data.x.reshape(len(data.x), -1)
+    bad_in = [data.names[i] for i in np.flatnonzero(~np.isfinite(rows).all(1))]
+    out = [f"{len(bad_in)} image(s) have non-finite (NaN/inf) values after preprocessing, e.g. "
+           f"{bad_in[:3]}: broken frames; they are counted as wrong, never as a class."] if bad_in else []
+    out += [f"{name}: {len(names)} image(s) gave non-finite (NaN/inf) outputs, e.g. {names[:3]}; counted as "
+            f"wrong, never as a class." for name, names in outputs.items()]
+    return out
 
 
 def _input_stats_warnings(x: NDArray[np.float32], gx: NDArray[np.float32]) -> list[str]:

@@ -138,3 +138,19 @@ def test_npz_data_with_string_labels(bundle, tmp_path):
     report = validate_bundle(bundle, data=tmp_path / "d.npz", backends=("edge", "onnxruntime"), progress=False)
     assert report.passed and report.reference == "onnxruntime"
     assert all(a.accuracy == 100.0 for a in report.accuracy)
+
+
+def test_nan_images_are_flagged_and_never_a_class(bundle, tmp_path, model):
+    """A broken frame (all NaN after preprocessing) is reported and counted as wrong on every backend."""
+    from tests.edge_runtime.validation.conftest import make_image, preprocess
+
+    x = preprocess(np.stack([make_image(i % 3, seed=i) for i in range(6)]))
+    x[2] = np.nan
+    data = tmp_path / "data.npz"
+    np.savez(data, x=x.astype(np.float32), y=np.arange(6) % 3)
+    report = validate_bundle(bundle, data=data, backends=("edge", "onnxruntime"), progress=False)
+    assert any("non-finite (NaN/inf) values after preprocessing" in w and "#2" in w for w in report.warnings)
+    assert any(w.startswith("edge:") and "non-finite (NaN/inf) outputs" in w for w in report.warnings)
+    for check in report.accuracy:  # the NaN image is wrong, the five others right
+        assert check.accuracy == pytest.approx(100.0 * 5 / 6)
+        assert np.array(check.confusion).sum() == 5
