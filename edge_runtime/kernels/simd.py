@@ -58,12 +58,38 @@ def _check_array(name, ty, nd, dt):
         raise TypingError(f"{name} must be a C-contiguous {nd}-D {dt} array, got {ty}")
 
 
-class _FmaRows:
-    """IR emitter for the register-blocked ``acc += v * w[k, col : col + 16*nv]`` body.
+class AccumulatorRows:
+    """IR emitter base: ``nv`` vector registers over ``acc[col : col + 16*nv]`` and a list walk.
 
-    ``load()`` copies ``acc[col : col + 16*nv]`` into ``nv`` vector registers (allocas that
-    LLVM promotes), ``row(k, v)`` adds one weight row, ``store()`` writes them back.
+    ``load()`` copies the accumulator slice into registers (allocas that LLVM promotes),
+    ``list_rows`` calls the subclass's ``row(k, v)`` for each entry of one nonzero list, and
+    ``store()`` writes the registers back. Subclasses set ``builder``, ``i64``, ``vty``,
+    ``accp`` and ``regs`` and emit the per-row arithmetic (fp32 FMA here, int8 widening
+    multiply-add in :mod:`edge_runtime.kernels.simd_int8`).
     """
+
+    def _acc_slot(self, j):
+        return self.builder.bitcast(self.builder.gep(self.accp, [ir.Constant(self.i64, VEC * j)]),
+                                    self.vty.as_pointer())
+
+    def load(self):
+        for j, reg in enumerate(self.regs):
+            self.builder.store(self.builder.load(self._acc_slot(j), align=4), reg)
+
+    def store(self):
+        for j, reg in enumerate(self.regs):
+            self.builder.store(self.builder.load(reg), self._acc_slot(j), align=4)
+
+    def list_rows(self, idx_a, vals_a, start, stop, base):
+        """``row(idx[i] + base, vals[i])`` for start <= i < stop (one nonzero list)."""
+        b = self.builder
+        with cgutils.for_range_slice(b, start, stop, ir.Constant(self.i64, 1), intp=self.i64) as (i, _):
+            k = b.add(b.sext(b.load(b.gep(idx_a.data, [i])), self.i64), base)
+            self.row(k, b.load(b.gep(vals_a.data, [i])))
+
+
+class _FmaRows(AccumulatorRows):
+    """IR emitter for the register-blocked ``acc += v * w[k, col : col + 16*nv]`` body (fp32 FMA)."""
 
     def __init__(self, context, builder, w_ty, w_val, acc_ty, acc_val, col, nv):
         self.builder = builder
@@ -80,24 +106,6 @@ class _FmaRows:
         self.rowstride = builder.extract_value(w_a.strides, 0)
         self.fma = cgutils.get_or_insert_function(
             builder.module, ir.FunctionType(self.vty, [self.vty] * 3), f"llvm.fma.v{VEC}f32")
-
-    def _acc_slot(self, j):
-        return self.builder.bitcast(self.builder.gep(self.accp, [ir.Constant(self.i64, VEC * j)]), self.vptr)
-
-    def load(self):
-        for j, reg in enumerate(self.regs):
-            self.builder.store(self.builder.load(self._acc_slot(j), align=4), reg)
-
-    def store(self):
-        for j, reg in enumerate(self.regs):
-            self.builder.store(self.builder.load(reg), self._acc_slot(j), align=4)
-
-    def list_rows(self, idx_a, vals_a, start, stop, base):
-        """``row(idx[i] + base, vals[i])`` for start <= i < stop (one nonzero list)."""
-        b = self.builder
-        with cgutils.for_range_slice(b, start, stop, ir.Constant(self.i64, 1), intp=self.i64) as (i, _):
-            k = b.add(b.sext(b.load(b.gep(idx_a.data, [i])), self.i64), base)
-            self.row(k, b.load(b.gep(vals_a.data, [i])))
 
     def row(self, k, v):
         b = self.builder

@@ -24,6 +24,8 @@ from numba.core import cgutils
 from numba.core.errors import TypingError
 from numba.extending import intrinsic
 
+from edge_runtime.kernels.simd import AccumulatorRows
+
 __all__ = ["VEC", "HAS_VNNI", "host_has_vnni", "mac_rows", "dot_rows", "mac_taps", "dot_taps", "ne_mask64"]
 
 #: int32 lanes per explicit vector.
@@ -35,7 +37,7 @@ def _check_array(name, ty, nd, dt):
         raise TypingError(f"{name} must be a C-contiguous {nd}-D {dt} array, got {ty}")
 
 
-class _MacRows:
+class _MacRows(AccumulatorRows):
     """IR emitter: ``nv`` int32 vector registers += v * sext(w[k, col : col + 16*nv])."""
 
     def __init__(self, context, builder, w_ty, w_val, acc_ty, acc_val, col, nv):
@@ -51,24 +53,6 @@ class _MacRows:
         self.wdata = w_a.data  # i8*
         self.rowstride = builder.extract_value(w_a.strides, 0)
         self.col = col
-
-    def _acc_slot(self, j):
-        ptr = self.builder.gep(self.accp, [ir.Constant(self.i64, VEC * j)])
-        return self.builder.bitcast(ptr, self.vty.as_pointer())
-
-    def load(self):
-        for j, reg in enumerate(self.regs):
-            self.builder.store(self.builder.load(self._acc_slot(j), align=4), reg)
-
-    def store(self):
-        for j, reg in enumerate(self.regs):
-            self.builder.store(self.builder.load(reg), self._acc_slot(j), align=4)
-
-    def list_rows(self, idx_a, vals_a, start, stop, base):
-        b = self.builder
-        with cgutils.for_range_slice(b, start, stop, ir.Constant(self.i64, 1), intp=self.i64) as (i, _):
-            k = b.add(b.sext(b.load(b.gep(idx_a.data, [i])), self.i64), base)
-            self.row(k, b.load(b.gep(vals_a.data, [i])))
 
     def row(self, k, v):
         b = self.builder
