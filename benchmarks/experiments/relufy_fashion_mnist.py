@@ -4,8 +4,8 @@ For each model: train the original (Hardswish / SiLU) on a training subset; relu
 (``sparsify(model, "relufy")``: blend to ReLU over ``ramp_steps``, cross-entropy plus
 distillation from the frozen original) and fine-tune for at most 20% of the original's
 epochs, recording validation accuracy and activation density at several points; then
-``fit_thresholds`` for ``target_sparsity`` within what is left of the 1-point accuracy budget
-(on validation data). Reports test accuracy of original / relufied / thresholded, per-layer
+``fit_thresholds`` at the highest of ``targets`` whose validation accuracy stays within 1 point
+of the original's. Reports test accuracy of original / relufied / thresholded, per-layer
 input density as edge_runtime measures it (``run_with_stats``), and batch-1 latency (one
 thread, thread CPU time, interleaved blocks via benchmarks/common.py, under
 ``flock /tmp/heavy.lock``) of edge_runtime (sparsity auto) on the final model against
@@ -29,6 +29,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -55,8 +56,8 @@ class RelufyConfig:
     finetune_lr: float = 1e-3  # Adam, cosine to 0
     ramp_steps: int = 40  # blend k: 0 -> 1 over the first half of the fine-tune
     curve_points: int = 5  # fine-tune evaluations (incl. start and end)
-    target_sparsity: float = 0.85  # fit_thresholds target per activation
-    accuracy_budget: float = 1.0  # points of test-accuracy loss allowed against the original
+    targets: tuple[float, ...] = (0.85, 0.75, 0.65)  # fit_thresholds targets, tried from the highest down
+    accuracy_budget: float = 1.0  # points of accuracy loss allowed against the original (chosen on val data)
     seed: int = 0
     blocks: int = 21  # timing: interleaved rounds (first one discarded) of `calls` calls
     calls: int = 10
@@ -108,7 +109,7 @@ def cached_finetune(original: nn.Module, data: dict, cfg: RelufyConfig) -> tuple
     """:func:`finetune`, cached in CHECKPOINTS keyed by the config's training and fine-tune fields."""
     path = CHECKPOINTS / f"relufy_{cfg.model}_finetuned.pt"
     key = {k: v for k, v in dataclasses.asdict(cfg).items()
-           if k not in ("target_sparsity", "accuracy_budget", "blocks", "calls", "lock_wait_s", "val", "calib")}
+           if k not in ("target_sparsity", "accuracy_budget", "blocks", "calls", "lock_wait_s", "val", "calib", "targets")}
     key = json.loads(json.dumps(key))
     if path.exists():
         saved = torch.load(path, weights_only=False)
@@ -194,12 +195,26 @@ def time_models(protos: dict[str, bytes], pool: np.ndarray, cfg: RelufyConfig) -
     return out
 
 
-def thresholds(model: nn.Module, data: dict, budget: float, cfg: RelufyConfig):
-    from exporters.thresholds import ThresholdConfig, fit_thresholds
+def thresholds(model: nn.Module, data: dict, val_original: float, cfg: RelufyConfig) -> tuple[Any, list[dict]]:
+    """Try ``cfg.targets`` from the highest down (thresholds from calibration, no back-off: a
+    back-off search costs one evaluation per layer per round, too slow on this host); keep the
+    first whose validation accuracy is within ``accuracy_budget`` of the original's."""
+    from exporters.thresholds import fit_thresholds
 
-    return fit_thresholds(model, data["x_calib"], target_sparsity=cfg.target_sparsity,
-                          max_accuracy_drop=max(0.0, budget), eval_data=(data["x_val"][:1000], data["y_val"][:1000]),
-                          config=ThresholdConfig(max_backoffs=8))
+    rows, chosen = [], None
+    for target in sorted(cfg.targets, reverse=True):
+        fit = fit_thresholds(model, data["x_calib"], target_sparsity=target, max_accuracy_drop=100.0,
+                             eval_data=(data["x_val"], data["y_val"]))
+        drop = val_original - fit.metric_after
+        rows.append({"target": target, "val_accuracy": fit.metric_after, "val_drop_vs_original": round(drop, 3),
+                     "mean_sparsity_calib": round(fit.mean_sparsity, 4), "sparsity": fit.sparsity,
+                     "thresholds": fit.thresholds, "shortfall_line": fit.shortfall_line()})
+        log.warning("target %.2f: val acc %.2f (drop %.2f), mean sparsity %.3f", target, fit.metric_after, drop,
+                    fit.mean_sparsity)
+        if drop <= cfg.accuracy_budget:
+            chosen = fit
+            break
+    return chosen, rows
 
 
 def run(cfg: RelufyConfig) -> dict:
@@ -212,9 +227,8 @@ def run(cfg: RelufyConfig) -> dict:
     acc = {"original": rt.accuracy(original, data["x_test"], data["y_test"]),
            "relufied": rt.accuracy(relufied, data["x_test"], data["y_test"])}
     val_orig = rt.accuracy(original, data["x_val"], data["y_val"])
-    budget = cfg.accuracy_budget - (val_orig - curve[-1]["val_accuracy"])  # what is left on validation data
-    fit = thresholds(relufied, data, budget, cfg)
-    final = fit.model.eval()
+    fit, ladder = thresholds(relufied, data, val_orig, cfg)
+    final = fit.model.eval() if fit is not None else relufied  # no target within budget: ReLU zeros only
     acc["final"] = rt.accuracy(final, data["x_test"], data["y_test"])
     protos = {"original": export_proto(original), "relufied": export_proto(relufied), "final": export_proto(final)}
     layers = {k: layer_density(protos[k], data["pool"]) for k in ("original", "relufied", "final")}
@@ -224,14 +238,10 @@ def run(cfg: RelufyConfig) -> dict:
     return {
         "config": dataclasses.asdict(cfg), "train_seconds": round(train_s, 1), "finetune_seconds": round(finetune_s, 1),
         "test_accuracy": acc, "accuracy_drop_final": round(acc["original"] - acc["final"], 3),
-        "val_accuracy_original": val_orig, "threshold_budget_points": round(budget, 3),
-        "relufied_activations": names, "finetune_curve": curve,
-        "thresholds": {"target": cfg.target_sparsity, "metric_before": fit.metric_before,
-                       "metric_after": fit.metric_after, "sparsity": fit.sparsity, "backoffs": fit.backoffs,
-                       "shortfall": [dataclasses.asdict(f) | {"short_by": f.short_by} for f in fit.shortfall],
-                       "shortfall_line": fit.shortfall_line()},
-        "final_activation_sparsity_test": {n: round(1 - v, 4) for n, v in
-                                           activation_density(final, data["x_test"][:2000], list(fit.sparsity)).items()},
+        "val_accuracy_original": val_orig, "relufied_activations": names, "finetune_curve": curve,
+        "thresholds": {"chosen_target": fit.target_sparsity if fit is not None else None, "ladder": ladder},
+        "final_activation_sparsity_test": {n: round(1 - v, 4) for n, v in activation_density(
+            final, data["x_test"][:2000], list(fit.sparsity) if fit is not None else names).items()},
         "edge_layers": layers,
         "mean_sparsity_sparse_layers": round(float(np.mean(sparse_in)), 4) if sparse_in else None,
         "sparse_layers": len(sparse_in), "dispatched_layers": len(fed),
@@ -266,12 +276,15 @@ def plot(doc: dict, path: Path) -> None:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     for f in dataclasses.fields(RelufyConfig):
+        flag = "--" + f.name.replace("_", "-")
         if f.type in ("int", "float", "str"):
-            parser.add_argument("--" + f.name.replace("_", "-"), type=eval(f.type), default=f.default)  # noqa: S307
+            parser.add_argument(flag, type=eval(f.type), default=f.default)  # noqa: S307
+        elif f.type == "tuple[float, ...]":
+            parser.add_argument(flag, type=float, nargs="+", default=list(f.default))
     parser.add_argument("--out-dir", type=Path, default=common.RESULTS)
     a = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
-    cfg = RelufyConfig(**{k: v for k, v in vars(a).items() if k != "out_dir"})
+    cfg = RelufyConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in vars(a).items() if k != "out_dir"})
     doc = run(cfg)
     a.out_dir.mkdir(parents=True, exist_ok=True)
     (a.out_dir / f"experiments_relufy_{cfg.model}.json").write_text(json.dumps(doc, indent=2))
@@ -283,8 +296,9 @@ def main(argv: list[str] | None = None) -> dict:
           f"layers {doc['mean_sparsity_dispatched_layers']} ({doc['dispatched_layers']}); ms edge auto "
           f"{t['ms']['edge_auto_final']:.3f} vs ort original {t['ms']['ort_original']:.3f}: "
           f"{t['speedup_vs_ort_original']:.2f}x")
-    if doc["thresholds"]["shortfall_line"]:
-        print("thresholds:", doc["thresholds"]["shortfall_line"])
+    for row in doc["thresholds"]["ladder"]:
+        print(f"  threshold target {row['target']}: val acc {row['val_accuracy']:.2f} "
+              f"(drop {row['val_drop_vs_original']:.2f}), mean sparsity {row['mean_sparsity_calib']:.3f}")
     return doc
 
 
