@@ -55,6 +55,8 @@ class RelufyConfig:
     finetune_epochs: float = 1.0  # <= 20% of epochs
     finetune_lr: float = 1e-3  # Adam, cosine to 0
     ramp_steps: int = 40  # blend k: 0 -> 1 over the first half of the fine-tune
+    l1_alpha: float = 0.0  # activation L1 on the new activations during the fine-tune (Kurtz et al.)
+    tag: str = ""  # suffix of the output files, e.g. "_l1"
     curve_points: int = 5  # fine-tune evaluations (incl. start and end)
     targets: tuple[float, ...] = (0.85, 0.75, 0.65)  # fit_thresholds targets, tried from the highest down
     accuracy_budget: float = 1.0  # points of accuracy loss allowed against the original (chosen on val data)
@@ -75,7 +77,7 @@ def finetune(original: nn.Module, data: dict, cfg: RelufyConfig) -> tuple[nn.Mod
     """Relufy a copy of ``original`` and fine-tune it; return it, its activation names, the curve."""
     from exporters.sparsity import sparsify
 
-    s = sparsify(copy.deepcopy(original), "relufy", ramp_steps=cfg.ramp_steps)
+    s = sparsify(copy.deepcopy(original), "relufy", ramp_steps=cfg.ramp_steps, l1_alpha=cfg.l1_alpha)
     names = list(s.activation_names)
     per_epoch = rt.steps_per_epoch(len(data["x_train"]))
     steps = int(round(cfg.finetune_epochs * per_epoch))
@@ -107,9 +109,10 @@ def finetune(original: nn.Module, data: dict, cfg: RelufyConfig) -> tuple[nn.Mod
 
 def cached_finetune(original: nn.Module, data: dict, cfg: RelufyConfig) -> tuple[nn.Module, list[str], list[dict], float]:
     """:func:`finetune`, cached in CHECKPOINTS keyed by the config's training and fine-tune fields."""
-    path = CHECKPOINTS / f"relufy_{cfg.model}_finetuned.pt"
+    path = CHECKPOINTS / f"relufy_{cfg.model}{cfg.tag}_finetuned.pt"
     key = {k: v for k, v in dataclasses.asdict(cfg).items()
-           if k not in ("target_sparsity", "accuracy_budget", "blocks", "calls", "lock_wait_s", "val", "calib", "targets")}
+           if k not in ("target_sparsity", "accuracy_budget", "blocks", "calls", "lock_wait_s", "val", "calib", "targets", "tag")}
+    key = {k: v for k, v in key.items() if k != "l1_alpha" or v}  # runs before the field existed
     key = json.loads(json.dumps(key))
     if path.exists():
         saved = torch.load(path, weights_only=False)
@@ -287,8 +290,8 @@ def main(argv: list[str] | None = None) -> dict:
     cfg = RelufyConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in vars(a).items() if k != "out_dir"})
     doc = run(cfg)
     a.out_dir.mkdir(parents=True, exist_ok=True)
-    (a.out_dir / f"experiments_relufy_{cfg.model}.json").write_text(json.dumps(doc, indent=2))
-    plot(doc, a.out_dir / f"experiments_relufy_{cfg.model}.png")
+    (a.out_dir / f"experiments_relufy_{cfg.model}{cfg.tag}.json").write_text(json.dumps(doc, indent=2))
+    plot(doc, a.out_dir / f"experiments_relufy_{cfg.model}{cfg.tag}.png")
     t, acc = doc["timing"], doc["test_accuracy"]
     print(f"{cfg.model}: test acc original {acc['original']:.2f} relufied {acc['relufied']:.2f} "
           f"final {acc['final']:.2f} (drop {doc['accuracy_drop_final']:.2f}); mean sparsity at sparse-run "
