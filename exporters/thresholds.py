@@ -220,9 +220,10 @@ def find_fed_activations(model: nn.Module, example: torch.Tensor) -> dict[str, l
 
     Runs ``example`` once (eval, no grad). An activation counts when its output reaches a
     consumer's input directly or through pass-through ops (max-pool, reshape, flatten,
-    transpose, dropout, indexing, split, concatenation, multiplication by a gate), where the zeros survive. Only activation *modules*
-    (``nn.ReLU``, ``nn.ReLU6``, ``FATReLU``, ``JSquaredReLU``, ``MixedActivation``) are
-    found; functional ``F.relu`` calls cannot be replaced and are skipped.
+    transpose, dropout, indexing, split, concatenation, multiplication by a gate), where the
+    zeros survive. Only activation *modules* (``nn.ReLU``, ``nn.ReLU6``, ``FATReLU``,
+    ``JSquaredReLU``, ``MixedActivation``) are found; functional ``F.relu`` calls cannot
+    be replaced and are skipped.
     """
     acts = {n: m for n, m in model.named_modules() if isinstance(m, _RELU_FAMILY)}
     consumers = {n: m for n, m in model.named_modules() if isinstance(m, _CONSUMERS)}

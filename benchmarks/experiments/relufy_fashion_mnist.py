@@ -87,7 +87,8 @@ def finetune(original: nn.Module, data: dict, cfg: RelufyConfig) -> tuple[nn.Mod
     def point(step: int) -> None:
         if step in marks:
             dens = activation_density(s.model, data["x_val"], names)
-            curve.append({"step": step, "epoch": round(step / per_epoch, 3), "k": min(1.0, step / max(1, cfg.ramp_steps)),
+            curve.append({"step": step, "epoch": round(step / per_epoch, 3),
+                          "k": min(1.0, step / max(1, cfg.ramp_steps)),
                           "val_accuracy": rt.accuracy(s.model, data["x_val"], data["y_val"]),
                           "mean_density": dens["mean"], "density": dens})
             log.warning("fine-tune step %d: val acc %.2f, mean density %.3f", step, curve[-1]["val_accuracy"],
@@ -107,11 +108,12 @@ def finetune(original: nn.Module, data: dict, cfg: RelufyConfig) -> tuple[nn.Mod
     return s.finalize().eval(), names, curve
 
 
-def cached_finetune(original: nn.Module, data: dict, cfg: RelufyConfig) -> tuple[nn.Module, list[str], list[dict], float]:
+def cached_finetune(original: nn.Module, data: dict,
+                    cfg: RelufyConfig) -> tuple[nn.Module, list[str], list[dict], float]:
     """:func:`finetune`, cached in CHECKPOINTS keyed by the config's training and fine-tune fields."""
     path = CHECKPOINTS / f"relufy_{cfg.model}{cfg.tag}_finetuned.pt"
     key = {k: v for k, v in dataclasses.asdict(cfg).items()
-           if k not in ("target_sparsity", "accuracy_budget", "blocks", "calls", "lock_wait_s", "val", "calib", "targets", "tag")}
+           if k not in ("accuracy_budget", "blocks", "calls", "lock_wait_s", "val", "calib", "targets", "tag")}
     key = {k: v for k, v in key.items() if k != "l1_alpha" or v}  # runs before the field existed
     key = json.loads(json.dumps(key))
     if path.exists():

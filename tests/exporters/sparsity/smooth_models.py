@@ -64,7 +64,8 @@ class InvertedResidualSE(nn.Module):
 class TinyMobileNetV3(nn.Module):
     def __init__(self) -> None:
         super().__init__()
-        self.features = nn.Sequential(cba(3, 8, 3, 2, act=nn.Hardswish), InvertedResidualSE(8, 16, HSwish, nn.Hardsigmoid),
+        self.features = nn.Sequential(cba(3, 8, 3, 2, act=nn.Hardswish),
+                                      InvertedResidualSE(8, 16, HSwish, nn.Hardsigmoid),
                                       cba(8, 24, 1, act=nn.Hardswish))
         self.classifier = nn.Sequential(nn.Linear(24, 16), nn.Hardswish(), nn.Dropout(0.2), nn.Linear(16, 4))
 

@@ -209,7 +209,8 @@ def test_export_parity_and_zero_detection(family):
     assert not ops & {"HardSwish", "Gelu", "Erf", "Tanh"}, ops
     got_ort = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"]).run(
         None, {proto.graph.input[0].name: x.numpy()})[0]
-    got_edge = InferenceSession(proto.SerializeToString(), sparsity="auto").run(None, {proto.graph.input[0].name: x.numpy()})[0]
+    feed = {proto.graph.input[0].name: x.numpy()}
+    got_edge = InferenceSession(proto.SerializeToString(), sparsity="auto").run(None, feed)[0]
     scale = float(np.abs(expected).max())
     for got in (got_ort, got_edge):
         np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4 * scale)
