@@ -56,6 +56,9 @@ class RelufyConfig:
     finetune_lr: float = 1e-3  # Adam, cosine to 0
     ramp_steps: int = 40  # blend k: 0 -> 1 over the first half of the fine-tune
     l1_alpha: float = 0.0  # activation L1 on the new activations during the fine-tune (Kurtz et al.)
+    activation: str = "relu"  # new activation: relu | fatrelu (thresholds set at threshold_at)
+    threshold_at: int = 0  # fatrelu: fine-tune step at which choose_thresholds sets them (0: never)
+    threshold_target: float = 0.8  # fatrelu: target sparsity of that calibration
     tag: str = ""  # suffix of the output files, e.g. "_l1"
     curve_points: int = 5  # fine-tune evaluations (incl. start and end)
     targets: tuple[float, ...] = (0.85, 0.75, 0.65)  # fit_thresholds targets, tried from the highest down
@@ -77,7 +80,8 @@ def finetune(original: nn.Module, data: dict, cfg: RelufyConfig) -> tuple[nn.Mod
     """Relufy a copy of ``original`` and fine-tune it; return it, its activation names, the curve."""
     from exporters.sparsity import sparsify
 
-    s = sparsify(copy.deepcopy(original), "relufy", ramp_steps=cfg.ramp_steps, l1_alpha=cfg.l1_alpha)
+    s = sparsify(copy.deepcopy(original), "relufy", ramp_steps=cfg.ramp_steps, l1_alpha=cfg.l1_alpha,
+                 activation=cfg.activation)
     names = list(s.activation_names)
     per_epoch = rt.steps_per_epoch(len(data["x_train"]))
     steps = int(round(cfg.finetune_epochs * per_epoch))
@@ -100,6 +104,11 @@ def finetune(original: nn.Module, data: dict, cfg: RelufyConfig) -> tuple[nn.Mod
 
     def after(step: int) -> None:
         s.after_step()
+        if cfg.threshold_at and step == cfg.threshold_at:  # FATReLU thresholds, then train with them fixed
+            from exporters.sparsity import choose_thresholds
+
+            choose_thresholds(s.model, data["x_calib"][:500], cfg.threshold_target)
+            s.model.train()
         point(step)
 
     point(0)
@@ -114,7 +123,8 @@ def cached_finetune(original: nn.Module, data: dict,
     path = CHECKPOINTS / f"relufy_{cfg.model}{cfg.tag}_finetuned.pt"
     key = {k: v for k, v in dataclasses.asdict(cfg).items()
            if k not in ("accuracy_budget", "blocks", "calls", "lock_wait_s", "val", "calib", "targets", "tag")}
-    key = {k: v for k, v in key.items() if k != "l1_alpha" or v}  # runs before the field existed
+    new_fields = {"l1_alpha": 0.0, "activation": "relu", "threshold_at": 0, "threshold_target": 0.8}
+    key = {k: v for k, v in key.items() if k not in new_fields or v != new_fields[k]}  # older cached runs
     key = json.loads(json.dumps(key))
     if path.exists():
         saved = torch.load(path, weights_only=False)
