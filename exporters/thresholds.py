@@ -280,7 +280,8 @@ class _Layer:
         for c in range(self.values.shape[0]):
             if s0[c] >= target:
                 continue
-            pos = self.values[c][self.values[c] > 0]
+            v = self.values[c]
+            pos = v[(v > 0) & (v >= self.base_t[c])]  # what passes today; the rest is counted in s0
             if pos.size:
                 q = (target - s0[c]) / (1.0 - s0[c])
                 out[c] = max(out[c], float(np.quantile(pos, min(q, 1.0))))

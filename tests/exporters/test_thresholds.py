@@ -113,6 +113,16 @@ def test_backs_off_when_the_budget_is_tight(caplog):
     assert tight.mean_sparsity > max(tight.sparsity_before.values())  # not simply everything dropped
 
 
+def test_raises_an_existing_fatrelu_threshold_to_the_target():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 256), FATReLU(0.5), nn.Linear(256, 4)).eval()
+    x = torch.randn(2000, 16)
+    result = fit_thresholds(model, x, target_sparsity=0.9, max_accuracy_drop=100.0)
+    assert result.sparsity_before["1"] < 0.85  # the existing threshold alone
+    assert result.sparsity["1"] == pytest.approx(0.9, abs=0.01)
+    assert result.thresholds["1"] > 0.5 and not result.shortfall
+
+
 def test_agreement_metric_without_labels():
     model, x, _ = trained_mlp()
     result = fit_thresholds(model, x[:400], target_sparsity=0.9, max_accuracy_drop=2.0)
