@@ -4,6 +4,7 @@ Public API::
 
     from exporters import calibrate, export
     report = calibrate(model, calibration_data)      # SparsityReport
+    s = sparsify(model, "relufy")                    # exporters.sparsity.sparsify
     bundle = export(model, example, "out/bundle", calibration=report)
 
 Names are imported lazily so that ``exporters.commands`` (and ``edge-runtime inspect``)
@@ -20,7 +21,7 @@ _EXPORTS = {
     "Bundle": "exporters.bundle", "export": "exporters.bundle",
     "LayerStats": "exporters.calibrate", "SparsityReport": "exporters.calibrate",
     "calibrate": "exporters.calibrate", "ExportError": "exporters.errors",
-    "load_model": "exporters.spec",
+    "load_model": "exporters.spec", "sparsify": "exporters.sparsity",
 }
 
 __all__ = sorted(_EXPORTS)

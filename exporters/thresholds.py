@@ -45,8 +45,11 @@ _CONSUMERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 #: torch functions through which an activation's zeros reach a consumer's input.
 _PASS_THROUGH = {"max_pool1d", "max_pool2d", "max_pool3d", "max_pool2d_with_indices", "adaptive_max_pool2d",
                  "flatten", "reshape", "view", "permute", "transpose", "contiguous", "dropout", "squeeze",
-                 "unsqueeze", "__getitem__", "clone", "flatten_", "t"}
+                 "unsqueeze", "__getitem__", "clone", "flatten_", "t", "split", "chunk", "unbind", "cat", "concat",
+                 "mul", "__mul__", "__rmul__"}
+_ANY_ARG = {"mul", "__mul__", "__rmul__"}  # a zero in either factor is a zero of the product
 _MAX_VALUES = 2_000_000  # pre-activation values kept per layer (random subsample beyond)
+SHORTFALL_TOLERANCE = 0.005  # a layer this close to the target counts as reaching it (quantile ties)
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,25 @@ class ThresholdConfig:
     max_backoffs: int = 64  # back-off rounds before giving up on a layer-by-layer search
     batch_size: int = 256  # batch size when data is given as one tensor
     seed: int = 0  # subsampling of calibration values
+
+
+@dataclass(frozen=True)
+class Shortfall:
+    """One activation whose sparsity ended below the requested target.
+
+    Example:
+        >>> Shortfall("relu1", target=0.9, reached=0.84, cause="accuracy budget").short_by
+        0.06
+    """
+
+    layer: str
+    target: float  # the requested target_sparsity
+    reached: float  # sparsity with the chosen threshold, on the calibration data
+    cause: str  # "accuracy budget" (backed off or dropped) or "calibration" (ties, upstream thresholds)
+
+    @property
+    def short_by(self) -> float:
+        return round(self.target - self.reached, 6)
 
 
 @dataclass
@@ -87,6 +109,26 @@ class ThresholdResult:
     metric_after: float
     backoffs: list[dict[str, Any]] = field(default_factory=list)
     consumers: dict[str, list[str]] = field(default_factory=dict)
+    target_sparsity: float | None = None  # what was asked; None for results built elsewhere
+
+    @property
+    def shortfall(self) -> list[Shortfall]:
+        """Layers whose sparsity is below the requested target (by more than SHORTFALL_TOLERANCE)."""
+        if self.target_sparsity is None:
+            return []
+        backed = {step["layer"] for step in self.backoffs}
+        return [Shortfall(n, self.target_sparsity, float(s), "accuracy budget" if n in backed else "calibration")
+                for n, s in self.sparsity.items() if s < self.target_sparsity - SHORTFALL_TOLERANCE]
+
+    def shortfall_line(self) -> str:
+        """One line naming each layer short of the target and by how much; "" when none is."""
+        short = self.shortfall
+        if not short:
+            return ""
+        worst = sorted(short, key=lambda f: -f.short_by)
+        return (f"target sparsity {self.target_sparsity:.2f} not reached on {len(short)}/{len(self.sparsity)} "
+                f"activations (mean {self.mean_sparsity:.3f}): "
+                + ", ".join(f"{f.layer} {f.reached:.3f} (-{f.short_by:.3f}, {f.cause})" for f in worst))
 
     @property
     def mean_sparsity(self) -> float:
@@ -161,8 +203,10 @@ class _FlowTap(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
         out = func(*args, **(kwargs or {}))
-        if getattr(func, "__name__", "") in _PASS_THROUGH and args and isinstance(args[0], torch.Tensor):
-            src = self.tags.get(id(args[0]))
+        name = getattr(func, "__name__", "")
+        if name in _PASS_THROUGH and args:
+            inputs = args if name in _ANY_ARG else args[0] if isinstance(args[0], (tuple, list)) else args[:1]
+            src = set().union(*(self.tags.get(id(a), set()) for a in inputs if isinstance(a, torch.Tensor)))
             if src:
                 for o in out if isinstance(out, (tuple, list)) else (out,):
                     if isinstance(o, torch.Tensor):
@@ -176,9 +220,10 @@ def find_fed_activations(model: nn.Module, example: torch.Tensor) -> dict[str, l
 
     Runs ``example`` once (eval, no grad). An activation counts when its output reaches a
     consumer's input directly or through pass-through ops (max-pool, reshape, flatten,
-    transpose, dropout, indexing), where the zeros survive. Only activation *modules*
-    (``nn.ReLU``, ``nn.ReLU6``, ``FATReLU``, ``JSquaredReLU``, ``MixedActivation``) are
-    found; functional ``F.relu`` calls cannot be replaced and are skipped.
+    transpose, dropout, indexing, split, concatenation, multiplication by a gate), where the
+    zeros survive. Only activation *modules* (``nn.ReLU``, ``nn.ReLU6``, ``FATReLU``,
+    ``JSquaredReLU``, ``MixedActivation``) are found; functional ``F.relu`` calls cannot
+    be replaced and are skipped.
     """
     acts = {n: m for n, m in model.named_modules() if isinstance(m, _RELU_FAMILY)}
     consumers = {n: m for n, m in model.named_modules() if isinstance(m, _CONSUMERS)}
@@ -235,7 +280,8 @@ class _Layer:
         for c in range(self.values.shape[0]):
             if s0[c] >= target:
                 continue
-            pos = self.values[c][self.values[c] > 0]
+            v = self.values[c]
+            pos = v[(v > 0) & (v >= self.base_t[c])]  # what passes today; the rest is counted in s0
             if pos.size:
                 q = (target - s0[c]) / (1.0 - s0[c])
                 out[c] = max(out[c], float(np.quantile(pos, min(q, 1.0))))
@@ -432,7 +478,9 @@ def fit_thresholds(model: nn.Module, calib_data: Any, *, target_sparsity: float 
         config: back-off and batching knobs.
 
     Returns:
-        A :class:`ThresholdResult` with the thresholded copy and what was measured.
+        A :class:`ThresholdResult` with the thresholded copy and what was measured;
+        ``.shortfall`` lists the layers below the target and by how much (also logged
+        as one warning line, ``.shortfall_line()``).
 
     Raises:
         ExportError: bad arguments, no data, or no ReLU-family activation module that
@@ -457,12 +505,15 @@ def fit_thresholds(model: nn.Module, calib_data: Any, *, target_sparsity: float 
     bench.calibrate(thr, targets)
     after, steps = _back_off(bench, thr, targets, natural, before, max_accuracy_drop, config)
     thresholded = bench.finish(thr)
-    return ThresholdResult(
+    result = ThresholdResult(
         model=thresholded,
         thresholds={n: (t.tolist() if layers[n].channel_dim is not None else float(t[0])) for n, t in thr.items()},
         sparsity_before=_sparsity(base, calib, list(layers)), sparsity=_sparsity(thresholded, calib, list(layers)),
         targets={n: targets[n] if n in thr else natural[n] for n in layers}, metric_name=metric_name,
-        metric_before=before, metric_after=after, backoffs=steps, consumers=fed)
+        metric_before=before, metric_after=after, backoffs=steps, consumers=fed, target_sparsity=target_sparsity)
+    if result.shortfall:
+        log.warning("fit_thresholds: %s", result.shortfall_line())
+    return result
 
 
 def _sparsity(model: nn.Module, batches: list[torch.Tensor], names: list[str]) -> dict[str, float]:

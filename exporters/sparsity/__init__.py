@@ -22,9 +22,10 @@ from exporters.sparsity.modules import (
     j_squared_relu,
 )
 from exporters.sparsity.sparsify import RECIPES, Recipe, Replacement, Sparsified, sparsify
+from exporters.sparsity.relufy import ActivationBlend, Relufied, distillation_loss, is_self_gated  # noqa: I001
 
 __all__ = [
-    "RECIPES", "ActivationL1", "ConvBlock", "FATReLU", "JSquaredReLU", "LinearRamp", "MLPBlock",
+    "RECIPES", "ActivationBlend", "ActivationL1", "Relufied", "distillation_loss", "is_self_gated", "ConvBlock", "FATReLU", "JSquaredReLU", "LinearRamp", "MLPBlock",
     "MixedActivation", "Recipe", "Replacement", "RestrictedLayerNorm", "Sparsified", "SparsifyError",
     "ZerothBias", "activation_sparsity", "choose_thresholds", "find_conv_blocks", "find_mlp_blocks",
     "j_squared_relu", "sparsify",

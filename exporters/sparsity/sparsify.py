@@ -9,6 +9,9 @@ Recipes (docs/sparsity_training.md):
   blending over ``ramp_steps``.
 * ``"fatrelu"``: Kurtz et al.: FATReLU in every MLP and conv block plus an activation
   L1 regulariser; calibrate thresholds afterwards with ``choose_thresholds``.
+* ``"relufy"``: ReLU-fication of SiLU/Hardswish/GELU/ReLU6 models (exporters/sparsity/relufy.py):
+  every smooth activation blends to ReLU (JSquaredReLU in Transformer MLPs) over
+  ``ramp_steps``, with distillation from the frozen original.
 
 GELU/SiLU MLP activations are swapped for the recipe's ReLU-family activation (a
 warning names them); conv blocks only ever match ReLU-family activations.
@@ -32,6 +35,7 @@ from exporters.sparsity.modules import JSquaredReLU, MixedActivation, Restricted
 log = logging.getLogger(__name__)
 
 _ACTIVATIONS = ("keep", "relu", "jsrelu", "mixed", "fatrelu")
+_RELUFY_ACTIVATIONS = ("relu", "jsrelu", "fatrelu")
 _LAYERNORMS = ("keep", "scratch", "finetune")
 _TARGETS = ("mlp", "conv")
 
@@ -60,6 +64,10 @@ class Recipe:
     l1_alpha: float = 0.0  # activation L1 weight on the modified activations; 0 = off
     include: tuple[str, ...] = ()  # only blocks whose activation name starts with one of these
     exclude: tuple[str, ...] = ()  # skip blocks whose activation name starts with one of these
+    relufy: bool = False  # replace smooth activations (SiLU, Hardswish, GELU, ReLU6, ...) by blending
+    mlp_activation: str = "jsrelu"  # relufy: new activation in Transformer MLPs (relu | jsrelu | fatrelu)
+    distill_alpha: float = 0.0  # relufy: weight of the distillation loss from the frozen original
+    distill_temperature: float = 2.0  # relufy: softmax temperature of the logit distillation (Hinton: 2-4)
 
     def __post_init__(self) -> None:
         bad = [t for t in self.targets if t not in _TARGETS]
@@ -69,6 +77,13 @@ class Recipe:
             raise SparsifyError(f"Recipe.activation {self.activation!r} unknown; expected one of {_ACTIVATIONS}")
         if self.layernorm not in _LAYERNORMS:
             raise SparsifyError(f"Recipe.layernorm {self.layernorm!r} unknown; expected one of {_LAYERNORMS}")
+        if self.relufy and (self.activation not in _RELUFY_ACTIVATIONS
+                            or self.mlp_activation not in _RELUFY_ACTIVATIONS):
+            raise SparsifyError(f"relufy needs activation and mlp_activation in {_RELUFY_ACTIVATIONS}, got "
+                                f"{self.activation!r} and {self.mlp_activation!r}")
+        if self.distill_alpha < 0 or self.distill_temperature <= 0:
+            raise SparsifyError(f"distill_alpha={self.distill_alpha} must be >= 0 and distill_temperature="
+                                f"{self.distill_temperature} > 0")
         if self.tokens is not None and self.tokens <= 0:
             raise SparsifyError(f"Recipe.tokens must be a positive int or None, got {self.tokens!r}")
         if self.l1_alpha < 0 or self.fatrelu_threshold < 0 or self.ramp_steps < 0:
@@ -83,6 +98,10 @@ RECIPES: dict[str, Recipe] = {
     "peng-finetune": Recipe(targets=("mlp",), activation="mixed", layernorm="finetune", zeroth_bias=True),
     # alpha: Kurtz et al. tune it per model; 1e-4 on a sum of per-layer means is a mild start.
     "fatrelu": Recipe(targets=("mlp", "conv"), activation="fatrelu", l1_alpha=1e-4),
+    # ramp_steps: a stated default for small fine-tunes (a few epochs of a small data set);
+    # Peng et al. blend over 3000 steps on T5. Override with sparsify(..., ramp_steps=N).
+    "relufy": Recipe(activation="relu", mlp_activation="jsrelu", relufy=True, ramp_steps=500,
+                     distill_alpha=1.0, distill_temperature=2.0),
 }
 
 
@@ -238,7 +257,8 @@ def sparsify(model: nn.Module, recipe: str | Recipe = "fatrelu", **overrides: ob
         **overrides: Recipe fields to replace, e.g. ``tokens=65`` or ``l1_alpha=1e-3``.
 
     Returns:
-        A :class:`Sparsified` with ``.model``, ``.modules``, ``.after_step()``, ``.loss()``.
+        A :class:`Sparsified` with ``.model``, ``.modules``, ``.after_step()``, ``.loss()``
+        (a :class:`~exporters.sparsity.relufy.Relufied` for relufy recipes).
 
     Raises:
         SparsifyError: on an unknown recipe or field, or when no block matches.
@@ -254,6 +274,10 @@ def sparsify(model: nn.Module, recipe: str | Recipe = "fatrelu", **overrides: ob
     if unknown:
         raise SparsifyError(f"unknown Recipe fields {unknown}; available: {sorted(fields)}")
     recipe = dataclasses.replace(recipe, **overrides)
+    if recipe.relufy:
+        from exporters.sparsity.relufy import relufy  # relufy.py imports this module
+
+        return relufy(model, recipe)
     if recipe.zeroth_bias and recipe.tokens is None and "mlp" in recipe.targets:
         raise SparsifyError(
             "the zeroth bias needs the number of token positions, got tokens=None; pass e.g. "

@@ -86,20 +86,41 @@ def test_per_channel_thresholds_reach_target_per_channel():
     assert torch.all(per_channel >= 0.8 - 0.05), per_channel  # channels already sparser stay so
 
 
-def test_backs_off_when_the_budget_is_tight():
+def test_backs_off_when_the_budget_is_tight(caplog):
     model, x, y = trained_mlp()
     loose = fit_thresholds(model, x[:800], target_sparsity=0.97, max_accuracy_drop=100.0,
                            eval_data=(x[800:], y[800:]))
     assert loose.metric_name == "accuracy"
     assert loose.metric_drop > 3.0, loose.metric_drop  # 97% zeros hurts: back-off is needed
-    tight = fit_thresholds(model, x[:800], target_sparsity=0.97, max_accuracy_drop=1.0,
-                           eval_data=(x[800:], y[800:]))
+    with caplog.at_level("WARNING", logger="exporters.thresholds"):
+        tight = fit_thresholds(model, x[:800], target_sparsity=0.97, max_accuracy_drop=1.0,
+                               eval_data=(x[800:], y[800:]))
     assert tight.backoffs, "expected at least one back-off step"
+    # the shortfall report: every backed-off layer, its target, what it reached and by how much
+    short = {f.layer: f for f in tight.shortfall}
+    assert {b["layer"] for b in tight.backoffs} <= set(short), (tight.backoffs, short)
+    for f in short.values():
+        assert f.target == 0.97 and f.reached == pytest.approx(tight.sparsity[f.layer])
+        assert f.short_by == pytest.approx(0.97 - f.reached, abs=1e-6) and f.short_by > 0.005
+        assert f.cause == "accuracy budget"
+    assert "target sparsity 0.97 not reached" in tight.shortfall_line()
+    assert tight.shortfall_line() in caplog.text
+    assert all(f.cause == "calibration" for f in loose.shortfall)
     assert tight.metric_drop <= 1.0 + 1e-9
     assert tight.metric_before == pytest.approx(loose.metric_before)
     assert min(tight.targets.values()) < 0.97
     assert tight.mean_sparsity < loose.mean_sparsity
     assert tight.mean_sparsity > max(tight.sparsity_before.values())  # not simply everything dropped
+
+
+def test_raises_an_existing_fatrelu_threshold_to_the_target():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 256), FATReLU(0.5), nn.Linear(256, 4)).eval()
+    x = torch.randn(2000, 16)
+    result = fit_thresholds(model, x, target_sparsity=0.9, max_accuracy_drop=100.0)
+    assert result.sparsity_before["1"] < 0.85  # the existing threshold alone
+    assert result.sparsity["1"] == pytest.approx(0.9, abs=0.01)
+    assert result.thresholds["1"] > 0.5 and not result.shortfall
 
 
 def test_agreement_metric_without_labels():
