@@ -8,7 +8,7 @@
 #
 # Phases (each prints its duration):
 #   1. build_root.sh: the cached arm64 root (about 12 min the first time, ~1 s after).
-#   2. copy edge_runtime, device_profiles, tests, scripts/arm64, pyproject.toml to ROOT/work.
+#   2. copy edge_runtime, device_profiles, exporters, edge_cli, tests, scripts/arm64, pyproject.toml to ROOT/work.
 #   3. probe.py inside: uname -m, platform.machine(), numba's first-compile time.
 #   4. compare_outputs.py on the host and inside, then compare (tolerance 1e-4 relative).
 #   5. pytest inside, under `timeout`.
@@ -98,13 +98,14 @@ mkdir -p "$ROOT/work"
 if command -v rsync >/dev/null; then
     rsync -rlc --delete --exclude=__pycache__ --exclude=.pytest_cache --exclude=.hypothesis \
         --include='/edge_runtime/***' --include='/device_profiles/***' --include='/tests/***' \
-        --include='/exporters/***' \
+        --include='/exporters/***' --include='/edge_cli/***' \
         --include='/scripts/' --include='/scripts/arm64/***' --include='/pyproject.toml' \
         --exclude='*' "$REPO/" "$ROOT/work/"
     phase_end $?
 else
     rm -rf "$ROOT/work"/* && mkdir -p "$ROOT/work/scripts" &&
-        cp -a "$REPO/edge_runtime" "$REPO/device_profiles" "$REPO/tests" "$REPO/exporters" "$REPO/pyproject.toml" \
+        cp -a "$REPO/edge_runtime" "$REPO/device_profiles" "$REPO/tests" "$REPO/exporters" "$REPO/edge_cli" \
+            "$REPO/pyproject.toml" \
             "$ROOT/work/" && cp -a "$REPO/scripts/arm64" "$ROOT/work/scripts/"
     phase_end $?
 fi
@@ -120,7 +121,7 @@ HOST_BUNDLE="${EDGE_RUNTIME_ARM64_BUNDLE:-}"
 if [[ -n "$HOST_BUNDLE" ]]; then
     phase_start "validate host bundle under qemu"
     rm -rf "$ROOT/work/bundle" && cp -a "$HOST_BUNDLE" "$ROOT/work/bundle" &&
-        in_root /venv/bin/python -m edge_runtime.cli validate /work/bundle \
+        in_root /venv/bin/python -m edge_cli.main validate /work/bundle \
             --backends edge,edge-dense,onnxruntime,litert --no-progress
     phase_end $?
 fi
