@@ -155,12 +155,12 @@ class InferenceSession:
         from edge_runtime.engine import hybrid
 
         try:
-            numba_plan = graph_plan = self._numba_plan(model, ann, optimize)
+            numba_plan = self._numba_plan(model, ann, optimize)
         except EdgeRuntimeError as exc:  # an op only onnxruntime has: keep the cut plan
             log.debug("numba engine not considered: %s", exc)
             return
         _set_numba_threads(self._threads)
-        cut_s, numba_s = hybrid.time_plans([self._plan, graph_plan], feed or hybrid.synthetic_feed(self._inputs),
+        cut_s, numba_s = hybrid.time_plans([self._plan, numba_plan], feed or hybrid.synthetic_feed(self._inputs),
                                            [o.name for o in self._outputs], self._threads)
         self._engine_report = hybrid.with_outcome(
             self._engine_report, f"{self._engine_report.outcome}; numba engine {numba_s * 1e3:.3f} ms vs "
