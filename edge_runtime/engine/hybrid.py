@@ -5,14 +5,16 @@ The decision is measured, not guessed (issue: "never slower than onnxruntime"):
 1. Candidates (:mod:`edge_runtime.engine.islands`); none -> the whole model is one
    onnxruntime session, exactly what a user of onnxruntime runs.
 2. ``sparsity="force"``: every candidate is an island that always runs sparse.
-3. ``sparsity="auto"``: the graph is cut at every candidate and run once on a warm-up input
-   to record each island's input. Each island is timed dense (its onnxruntime session) and
-   sparse at its *expected* density (the exporter's annotation, else the density measured on
-   the warm-up input): islands whose sparse kernel does not beat the dense one by
-   :data:`MIN_GAIN` are dropped, and each kept island's per-call crossover is the density where
-   its two times meet. Then the cut itself is priced: the cut graph with every island dense
-   against the whole-model session. The islands stay only when their summed gain exceeds that
-   cost; otherwise the whole-model session runs.
+3. ``sparsity="auto"``: candidates without an exporter annotation are measured in one
+   onnxruntime run of the whole model on the warm-up input (their inputs as extra outputs);
+   only those whose expected density is at most :data:`PRICE_MAX_DENSITY` are built. The graph
+   is cut at them and run once to record each island's input. Each island is timed dense (its
+   onnxruntime session) and sparse at its expected density (annotation, else warm-up): islands
+   whose sparse kernel does not beat the dense one by :data:`MIN_GAIN` are dropped, and each
+   kept island's per-call crossover is the density where its two times meet. Then the cut
+   itself is priced: the cut graph with every island dense against the whole-model session.
+   The islands stay only when their summed gain exceeds that cost; otherwise the whole-model
+   session runs. (The session then also times the numba engine against a kept cut plan.)
 """
 from __future__ import annotations
 
