@@ -128,6 +128,8 @@ def test_big_model_file_refused_under_an_address_space_limit(tmp_path):
         with open("/proc/self/statm") as f:
             used = int(f.read().split()[0]) * resource.getpagesize()
         resource.setrlimit(resource.RLIMIT_AS, (used + (256 << 20), resource.RLIM_INFINITY))
+        if resource.getrlimit(resource.RLIMIT_AS)[0] == resource.RLIM_INFINITY:
+            raise SystemExit(print("no-limit"))
         try:
             load_model_proto({str(tmp_path / "big.onnx")!r})
         except InvalidModelError as exc:
@@ -136,6 +138,8 @@ def test_big_model_file_refused_under_an_address_space_limit(tmp_path):
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
                          cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert out.returncode == 0, out.stderr
+    if out.stdout.startswith("no-limit"):  # qemu-user keeps RLIMIT_AS for itself, not the guest
+        pytest.skip("this platform does not apply RLIMIT_AS to the process (qemu-user emulation)")
     assert "refused:" in out.stdout and "more than the" in out.stdout
 
 
