@@ -53,7 +53,8 @@ def host_has_avx512() -> bool:
 _HOST_AVX512 = host_has_avx512()
 
 
-def _check_array(name, ty, nd, dt):
+def check_array(name, ty, nd, dt):
+    """Typing-time check that an intrinsic argument is a C-contiguous ``nd``-D array of ``dt``."""
     if not (isinstance(ty, types.Array) and ty.ndim == nd and ty.dtype == dt and ty.layout == "C"):
         raise TypingError(f"{name} must be a C-contiguous {nd}-D {dt} array, got {ty}")
 
@@ -126,6 +127,25 @@ def _literal_nvec(nvec, who):
     return int(nvec.literal_value)
 
 
+def row_list_typing(who, acc, w, vals, idx, i0, i1, base, n0, nvec, acc_dt, w_dt, val_dt):
+    """Type checks and signature of a one-list row intrinsic ``(acc, w, vals, idx, i0, i1, base, n0, nvec)``.
+
+    Returns ``(nv, signature)``: the literal register count and ``void(...)``.
+    """
+    for name, ty, nd, dt in (("acc", acc, 1, acc_dt), ("w", w, 2, w_dt), ("vals", vals, 1, val_dt),
+                             ("idx", idx, 1, types.int32)):
+        check_array(f"{who}: {name}", ty, nd, dt)
+    return _literal_nvec(nvec, who), types.void(acc, w, vals, idx, i0, i1, base, n0, nvec)
+
+
+def row_list_args(context, builder, signature, args):
+    """The list operands of a one-list row intrinsic: ``(vals, idx, start, stop, base, col)``."""
+    vals_a = context.make_array(signature.args[2])(context, builder, args[2])
+    idx_a = context.make_array(signature.args[3])(context, builder, args[3])
+    start, stop, off, col = (context.cast(builder, args[j], signature.args[j], types.int64) for j in (4, 5, 6, 7))
+    return vals_a, idx_a, start, stop, off, col
+
+
 @intrinsic
 def axpy_rows(typingctx, acc, w, vals, idx, i0, i1, base, n0, nvec):
     """acc[n0 : n0+16*nvec] += sum_{i0 <= i < i1} vals[i] * w[idx[i] + base, n0 : n0+16*nvec].
@@ -135,17 +155,11 @@ def axpy_rows(typingctx, acc, w, vals, idx, i0, i1, base, n0, nvec):
     checks: callers guarantee ``idx[i] + base < w.shape[0]`` and ``n0 + 16*nvec <=``
     both row lengths.
     """
-    for name, ty, nd, dt in (("acc", acc, 1, types.float32), ("w", w, 2, types.float32),
-                             ("vals", vals, 1, types.float32), ("idx", idx, 1, types.int32)):
-        _check_array(f"axpy_rows: {name}", ty, nd, dt)
-    nv = _literal_nvec(nvec, "axpy_rows")
-    sig = types.void(acc, w, vals, idx, i0, i1, base, n0, nvec)
+    nv, sig = row_list_typing("axpy_rows", acc, w, vals, idx, i0, i1, base, n0, nvec,
+                              types.float32, types.float32, types.float32)
 
     def codegen(context, builder, signature, args):
-        vals_a = context.make_array(signature.args[2])(context, builder, args[2])
-        idx_a = context.make_array(signature.args[3])(context, builder, args[3])
-        start, stop, off, col = (context.cast(builder, args[j], signature.args[j], types.int64)
-                                 for j in (4, 5, 6, 7))
+        vals_a, idx_a, start, stop, off, col = row_list_args(context, builder, signature, args)
         em = _FmaRows(context, builder, signature.args[1], args[1], signature.args[0], args[0], col, nv)
         em.load()
         em.list_rows(idx_a, vals_a, start, stop, off)
@@ -172,7 +186,7 @@ def axpy_taps(typingctx, acc, w, vals, idx, ptr, tlo, thi, tbase, ntaps, n0, nve
                              ("vals", vals, 1, types.float32), ("idx", idx, 1, types.int32),
                              ("ptr", ptr, 1, types.int64), ("tlo", tlo, 1, types.int64),
                              ("thi", thi, 1, types.int64), ("tbase", tbase, 1, types.int64)):
-        _check_array(f"axpy_taps: {name}", ty, nd, dt)
+        check_array(f"axpy_taps: {name}", ty, nd, dt)
     nv = _literal_nvec(nvec, "axpy_taps")
     sig = types.void(acc, w, vals, idx, ptr, tlo, thi, tbase, ntaps, n0, nvec)
 
@@ -211,7 +225,7 @@ def compress16(typingctx, x, k0, vals, idx, c):
     there and is what the kernels use).
     """
     for name, ty, dt in (("x", x, types.float32), ("vals", vals, types.float32), ("idx", idx, types.int32)):
-        _check_array(f"compress16: {name}", ty, 1, dt)
+        check_array(f"compress16: {name}", ty, 1, dt)
     sig = types.int64(x, k0, vals, idx, c)
 
     def codegen(context, builder, signature, args):
@@ -254,7 +268,7 @@ def nonzero_mask16(typingctx, x, k0):
 
     One vector compare and a mask move; portable (NEON builds the mask in a few shuffles).
     """
-    _check_array("nonzero_mask16: x", x, 1, types.float32)
+    check_array("nonzero_mask16: x", x, 1, types.float32)
     sig = types.int64(x, k0)
 
     def codegen(context, builder, signature, args):
@@ -311,8 +325,8 @@ def transpose16(typingctx, src, r0, c0, dst, d0, q0):
     the sparse conv writes each block of 16 output pixels x Cout to its NCHW planes
     with it, 5x faster than the strided scalar loop it replaces.
     """
-    _check_array("transpose16: src", src, 2, types.float32)
-    _check_array("transpose16: dst", dst, 2, types.float32)
+    check_array("transpose16: src", src, 2, types.float32)
+    check_array("transpose16: dst", dst, 2, types.float32)
     sig = types.void(src, r0, c0, dst, d0, q0)
 
     def codegen(context, builder, signature, args):

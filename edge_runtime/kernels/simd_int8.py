@@ -24,17 +24,12 @@ from numba.core import cgutils
 from numba.core.errors import TypingError
 from numba.extending import intrinsic
 
-from edge_runtime.kernels.simd import AccumulatorRows
+from edge_runtime.kernels.simd import AccumulatorRows, check_array, row_list_args, row_list_typing
 
 __all__ = ["VEC", "HAS_VNNI", "host_has_vnni", "mac_rows", "dot_rows", "mac_taps", "dot_taps", "ne_mask64"]
 
 #: int32 lanes per explicit vector.
 VEC = 16
-
-
-def _check_array(name, ty, nd, dt):
-    if not (isinstance(ty, types.Array) and ty.ndim == nd and ty.dtype == dt and ty.layout == "C"):
-        raise TypingError(f"{name} must be a C-contiguous {nd}-D {dt} array, got {ty}")
 
 
 class _MacRows(AccumulatorRows):
@@ -74,19 +69,11 @@ def mac_rows(typingctx, acc, w, vals, idx, i0, i1, base, n0, nvec):
     ``nvec`` a compile-time constant. No bounds checks: callers guarantee
     ``idx[i] + base < w.shape[0]`` and ``n0 + 16*nvec <=`` both row lengths.
     """
-    for name, ty, nd, dt in (("acc", acc, 1, types.int32), ("w", w, 2, types.int8),
-                             ("vals", vals, 1, types.int32), ("idx", idx, 1, types.int32)):
-        _check_array(f"mac_rows: {name}", ty, nd, dt)
-    if not isinstance(nvec, types.IntegerLiteral):
-        raise TypingError(f"mac_rows: nvec must be a literal int, got {nvec}")
-    nv = int(nvec.literal_value)
-    sig = types.void(acc, w, vals, idx, i0, i1, base, n0, nvec)
+    nv, sig = row_list_typing("mac_rows", acc, w, vals, idx, i0, i1, base, n0, nvec,
+                              types.int32, types.int8, types.int32)
 
     def codegen(context, builder, signature, args):
-        vals_a = context.make_array(signature.args[2])(context, builder, args[2])
-        idx_a = context.make_array(signature.args[3])(context, builder, args[3])
-        start, stop, off, col = (context.cast(builder, args[j], signature.args[j], types.int64)
-                                 for j in (4, 5, 6, 7))
+        vals_a, idx_a, start, stop, off, col = row_list_args(context, builder, signature, args)
         em = _MacRows(context, builder, signature.args[1], args[1], signature.args[0], args[0], col, nv)
         em.load()
         em.list_rows(idx_a, vals_a, start, stop, off)
@@ -158,19 +145,11 @@ def dot_rows(typingctx, acc, w, vals, idx, i0, i1, base, n0, nvec):
     Only on hosts where :data:`HAS_VNNI` is true, and only when every ``vals[i0:i1]`` lies in
     [0, 255] (the u8 operand of ``vpdpbusd``); same contract as :func:`mac_rows` otherwise.
     """
-    for name, ty, nd, dt in (("acc", acc, 1, types.int32), ("w", w, 2, types.int8),
-                             ("vals", vals, 1, types.int32), ("idx", idx, 1, types.int32)):
-        _check_array(f"dot_rows: {name}", ty, nd, dt)
-    if not isinstance(nvec, types.IntegerLiteral):
-        raise TypingError(f"dot_rows: nvec must be a literal int, got {nvec}")
-    nv = int(nvec.literal_value)
-    sig = types.void(acc, w, vals, idx, i0, i1, base, n0, nvec)
+    nv, sig = row_list_typing("dot_rows", acc, w, vals, idx, i0, i1, base, n0, nvec,
+                              types.int32, types.int8, types.int32)
 
     def codegen(context, builder, signature, args):
-        vals_a = context.make_array(signature.args[2])(context, builder, args[2])
-        idx_a = context.make_array(signature.args[3])(context, builder, args[3])
-        start, stop, off, col = (context.cast(builder, args[j], signature.args[j], types.int64)
-                                 for j in (4, 5, 6, 7))
+        vals_a, idx_a, start, stop, off, col = row_list_args(context, builder, signature, args)
         cls = _DotUnpack if nv % 4 == 0 else _DotQuads
         em = cls(context, builder, signature.args[1], args[1], signature.args[0], args[0], col, nv)
         em.load()
@@ -276,7 +255,7 @@ def _taps(vnni: bool):
                                  ("vals", vals, 1, types.int32), ("idx", idx, 1, types.int32),
                                  ("ptr", ptr, 1, types.int64), ("tlo", tlo, 1, types.int64),
                                  ("thi", thi, 1, types.int64), ("tbase", tbase, 1, types.int64)):
-            _check_array(f"taps: {name}", ty, nd, dt)
+            check_array(f"taps: {name}", ty, nd, dt)
         if not isinstance(nvec, types.IntegerLiteral):
             raise TypingError(f"taps: nvec must be a literal int, got {nvec}")
         nv = int(nvec.literal_value)
