@@ -2,7 +2,7 @@
 
 Usage::
 
-    edge-runtime validate BUNDLE [--data DIR|NPZ] [--backends edge,edge-dense,onnxruntime,litert,torch]
+    edge-runtime validate BUNDLE [--data DIR|NPZ] [--backends edge,edge-dense,edge-numba,onnxruntime,litert,torch]
         [--atol X] [--max-accuracy-drop PTS] [--json FILE] [--report FILE.md] [--perturb noise,blur,...]
         [--torch-model FILE.pt2] [--reference-preprocessing JSON] [--threads N] [--overwrite] [--no-progress]
     edge-runtime run BUNDLE INPUTS... [--out results.csv|.jsonl|.json] [--batch N] [--threads N] [--device NAME]
