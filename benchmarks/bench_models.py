@@ -244,7 +244,9 @@ if engine == "ort":
     make = lambda: rt.InferenceSession(path, so, providers=["CPUExecutionProvider"])
 else:
     import edge_runtime as rt
-    import numba, edge_runtime.session, edge_runtime.engine.hybrid  # imports are not the session's cost
+    import onnx, onnxruntime, edge_runtime.session, edge_runtime.engine.hybrid  # imports: not the session's cost
+    if engine == "numba":
+        import numba  # the onnxruntime engine imports numba only when a sparse island is built
     so = rt.SessionOptions(); so.intra_op_num_threads = threads
     prov = ["CPUExecutionProvider"] if engine == "edge" else ["EdgeRuntimeExecutionProvider"]
     make = lambda: rt.InferenceSession(path, so, providers=prov)
@@ -261,23 +263,49 @@ print(json.dumps({"create_s": created, "first_run_s": first, "peak_rss_mb": peak
 """
 
 
+#: Fresh-process runs per contender, in order: (name, empty numba and engine caches). The engine's
+#: decision cache starts empty: edge "first" measures the decision (numba cache warm) and keeps it;
+#: "warm" builds the kept plan (what a line runs after `edge-runtime warmup`); "cold": both caches
+#: empty (the first boot after install).
+_FOOTPRINT_RUNS = {"ort": (("warm", False),), "edge": (("first", False), ("warm", False), ("cold", True)),
+                   "numba": (("warm", False), ("cold", True))}
+
+
 def _footprint(path: Path, threads: int) -> dict[str, Any]:
-    """Peak RSS and session creation per contender in fresh processes; cold start with an empty numba cache."""
+    """Peak RSS and session creation per contender in fresh processes (see :data:`_FOOTPRINT_RUNS`)."""
     out: dict[str, Any] = {}
     root = Path(__file__).resolve().parents[1]
-    for engine in ("ort", "edge", "numba"):
-        for cache in (("warm", None), ("cold", "tmp")) if engine != "ort" else (("warm", None),):
-            env = dict(os.environ, PYTHONPATH=str(root))
-            with tempfile.TemporaryDirectory() as tmp:
-                if cache[1]:
-                    env["NUMBA_CACHE_DIR"] = tmp
-                done = subprocess.run([sys.executable, "-c", _FOOTPRINT, engine, str(path), str(threads)],
-                                      capture_output=True, text=True, env=env, timeout=1800)
-            if done.returncode != 0:
-                out[f"{engine}_{cache[0]}"] = {"error": done.stderr.strip().splitlines()[-1:]}
-                continue
-            out[f"{engine}_{cache[0]}"] = json.loads(done.stdout.strip().splitlines()[-1])
+    with tempfile.TemporaryDirectory() as decisions:
+        for engine, runs in _FOOTPRINT_RUNS.items():
+            for name, cold in runs:
+                env = dict(os.environ, PYTHONPATH=str(root), EDGE_RUNTIME_ENGINE_CACHE=decisions)
+                with tempfile.TemporaryDirectory() as tmp:
+                    if cold:
+                        env.update(NUMBA_CACHE_DIR=tmp, EDGE_RUNTIME_ENGINE_CACHE=os.path.join(tmp, "engine"))
+                    done = subprocess.run([sys.executable, "-c", _FOOTPRINT, engine, str(path), str(threads)],
+                                          capture_output=True, text=True, env=env, timeout=1800)
+                if done.returncode != 0:
+                    out[f"{engine}_{name}"] = {"error": done.stderr.strip().splitlines()[-1:]}
+                    continue
+                out[f"{engine}_{name}"] = json.loads(done.stdout.strip().splitlines()[-1])
     return out
+
+
+def _footprint_table(footprint: dict[str, dict[str, Any]]) -> str:
+    """Session creation (s) and fresh-process peak RSS (MB) per model; ratios against onnxruntime."""
+    header = ["model", "ort create s", "edge create s (first / warm / cold)", "warm/ort", "numba create s (warm)",
+              "ort peak MB", "edge peak MB (first / warm)", "warm/ort", "numba peak MB"]
+    rows = []
+    for model, f in footprint.items():
+        def get(run: str, key: str) -> float:
+            return float(f.get(run, {}).get(key, float("nan")))
+
+        ort_c, ort_m = get("ort_warm", "create_s"), get("ort_warm", "peak_rss_mb")
+        rows.append([model, ort_c, " / ".join(f"{get(r, 'create_s'):.3f}" for r in ("edge_first", "edge_warm", "edge_cold")),
+                     get("edge_warm", "create_s") / ort_c, get("numba_warm", "create_s"), ort_m,
+                     " / ".join(f"{get(r, 'peak_rss_mb'):.0f}" for r in ("edge_first", "edge_warm")),
+                     get("edge_warm", "peak_rss_mb") / ort_m, get("numba_warm", "peak_rss_mb")])
+    return common.markdown_table(header, rows)
 
 
 def _density(profile: dict[str, Any]) -> float | None:
@@ -308,6 +336,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--models", nargs="+", default=list(_builders(12)), choices=list(_builders(12)))
     parser.add_argument("--vit-layers", type=int, default=12, help="ViT-tiny depth (12 = DeiT-tiny)")
     parser.add_argument("--footprint", action="store_true", help="also peak RSS, session creation, cold start")
+    parser.add_argument("--footprint-only", action="store_true", help="only --footprint, no latency runs")
     parser.add_argument("--out", default=str(common.RESULTS / "bench_models.json"))
     args = parser.parse_args(argv)
     blocks, calls = (5, 3) if args.quick else (11, 5)
@@ -318,7 +347,7 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         exported = {m: _export(m, *builders[m], folder) for m in args.models}
-        for load in args.load:
+        for load in [] if args.footprint_only else args.load:
             for threads in args.threads:
                 for m in args.models:
                     row = _bench_one(m, *exported[m], threads, load, blocks, calls, folder)
@@ -326,12 +355,15 @@ def main(argv: list[str] | None = None) -> None:
                     print(f"{m} t={threads} {load}: ort {row['ms']['ort']:.2f} ms, edge {row['ms']['edge']:.2f} ms "
                           f"({row['ratio_vs_ort']['edge']:.2f}x, {row['edge_providers']}), numba "
                           f"{row['ms']['numba']:.2f} ms ({row['ratio_vs_ort']['numba']:.2f}x)", flush=True)
-        if args.footprint:
+        if args.footprint or args.footprint_only:
             for m in args.models:
                 result["footprint"][m] = _footprint(exported[m][0], 1)
                 print(m, json.dumps(result["footprint"][m]), flush=True)
     result["table"] = _table(result["runs"])
     print(result["table"])
+    if result["footprint"]:
+        result["footprint_table"] = _footprint_table(result["footprint"])
+        print(result["footprint_table"])
     print(f"wrote {common.write_json(args.out, result)}")
 
 

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from edge_runtime.contract import (MANIFEST, MANIFEST_DIGEST, RESERVED_NAMES, SIGNATURE,
                                    SUPPORTED_FORMAT_VERSIONS, FileEntry, Manifest)
 from edge_runtime.errors import BundleError
@@ -111,6 +113,22 @@ class LoadedBundle:
                               f"{[f.name for f in self.spec.files]}); re-export it with "
                               f"formats including 'onnx'.")
         return path
+
+    def warmup_feed(self) -> dict[str, np.ndarray] | None:
+        """The first golden input as a one-item feed, for ``InferenceSession(warmup_feed=...)``.
+
+        The engine measures layer densities on it at session creation: the bundle's own data, not
+        noise. ``run``, ``warmup`` and ``profile`` pass the same feed, so the engine's decision cache
+        (:mod:`edge_runtime.engine.plancache`) filled by ``warmup`` serves the line. None when the
+        bundle has no golden set or no declared input.
+        """
+        from edge_runtime.golden import load_golden
+
+        path = self.golden_path
+        if path is None or not self.spec.inputs:
+            return None
+        x = load_golden(path).x[:1]
+        return {self.spec.inputs[0].name: np.ascontiguousarray(x, np.float32)}
 
     def _file(self, name: str) -> Path | None:
         if self.spec.file(name) is None:

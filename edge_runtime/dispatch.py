@@ -25,15 +25,9 @@ from edge_runtime.graph import Graph, Node
 from edge_runtime.kernels import activation as act_codes
 from edge_runtime.kernels.conv import WINOGRAD_MIN_CHANNELS
 from edge_runtime.kernels.density import density, density_at_most
+from edge_runtime.zeros import (  # noqa: F401 - MIN_SPARSE_WEIGHTS and zero_producing re-exported
+    FUSED_SPARSE_OPS, MIN_SPARSE_WEIGHTS, zero_producing)
 
-#: Ops through which zeros of their input reach their output unchanged in place or count.
-_PASS_THROUGH = {"Reshape", "Flatten", "Transpose", "Identity", "Squeeze", "Unsqueeze", "MaxPool", "Concat",
-                 "Dropout", "Mul", "Slice", "Split", "Gather", "Pad", "GlobalMaxPool"}
-_ZERO_ACTS = {act_codes.RELU, act_codes.THRESHOLD_RELU}
-#: In "auto", layers with fewer weights than this stay dense: their whole multiply takes a few
-#: microseconds, less than a density check plus a kernel call (the demo CNN's 64->2 head ran 5x
-#: slower sparse).
-MIN_SPARSE_WEIGHTS = 8192
 
 
 _EXACT = threading.local()
@@ -251,26 +245,7 @@ def _conv_kernel(node: Node, consts: dict, threads: int) -> SparseKernel | None:
 
 
 SPARSE_BUILDERS = {"FusedMatMul": _matmul_kernel, "FusedGemm": _matmul_kernel, "FusedConv": _conv_kernel}
-
-
-def zero_producing(name: str, producers: dict[str, Node], consts: dict, depth: int = 0) -> bool:
-    """Whether tensor ``name`` can hold exact zeros: made by a ReLU-family op, a fused layer with
-    such an activation, or a Clip with min >= 0, possibly through layout ops that keep zeros."""
-    node = producers.get(name)
-    if node is None or depth > 8:
-        return False
-    if node.op_type in ("Relu", "ThresholdedRelu", "Where"):
-        return True
-    if node.op_type in SPARSE_BUILDERS:
-        a = node.attrs
-        return int(a.get("activation", 0)) in _ZERO_ACTS or (
-            int(a.get("activation", 0)) == act_codes.CLIP and float(a.get("act_p0", -1.0)) >= 0.0)
-    if node.op_type == "Clip":
-        lo = node.attrs.get("min", consts.get(node.inputs[1]) if len(node.inputs) > 1 and node.inputs[1] else None)
-        return lo is not None and float(np.asarray(lo)) >= 0.0
-    if node.op_type in _PASS_THROUGH:
-        return any(zero_producing(x, producers, consts, depth + 1) for x in node.inputs if x and x not in consts)
-    return False
+assert set(SPARSE_BUILDERS) == FUSED_SPARSE_OPS, "zeros.FUSED_SPARSE_OPS must name the sparse builders"
 
 
 def wrap(node: Node, dense_fn: Callable[..., Any], graph: Graph, ctx: Any,

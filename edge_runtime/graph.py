@@ -10,6 +10,9 @@ from typing import Any, Mapping
 import numpy as np
 from numpy.typing import NDArray
 
+#: The ONNX domain of the runtime's own nodes (fused layers, engine segments and islands).
+INTERNAL_DOMAIN = "ai.edge_runtime"
+
 
 @dataclass(frozen=True)
 class ValueInfo:

@@ -55,12 +55,20 @@ def load_model_proto(source: ModelSource, *, external_data: bool = True) -> onnx
         InvalidModelError: the file is missing, unreadable, truncated, too large for this
             machine, not an ONNX model, or a tensor has two producers.
     """
+    return load_model(source, external_data=external_data)[0]
+
+
+def load_model(source: ModelSource, *, external_data: bool = True) -> tuple[onnx.ModelProto, bytes | None]:
+    """Like :func:`load_model_proto`, also returning the model's serialized bytes when the source
+    holds them whole (bytes, or a file without external data), so they need not be serialized again."""
+    raw: bytes | None = None
     if isinstance(source, onnx.ModelProto):
         model = source
     elif isinstance(source, (bytes, bytearray, memoryview)):
-        model = _parse(bytes(source), "the given bytes")
+        raw = bytes(source)
+        model = _parse(raw, "the given bytes")
     elif isinstance(source, (str, os.PathLike)):
-        model = _load_path(Path(source), external_data)
+        model, raw = _load_path(Path(source), external_data)
     else:
         raise InvalidModelError(
             f"cannot load a model from a {type(source).__name__}; expected a file path (str or "
@@ -72,7 +80,7 @@ def load_model_proto(source: ModelSource, *, external_data: bool = True) -> onnx
     check_unique_producers(model.graph)
     _check_element_types(model.graph)
     check_declared_sizes(model.graph)
-    return model
+    return model, raw
 
 
 _SIZED_OPS = ("ConstantOfShape", "Expand", "Tile", "Range")
@@ -153,7 +161,7 @@ def check_unique_producers(graph: onnx.GraphProto) -> None:
             producer[name] = label
 
 
-def _load_path(path: Path, external_data: bool = True) -> onnx.ModelProto:
+def _load_path(path: Path, external_data: bool = True) -> tuple[onnx.ModelProto, bytes | None]:
     if not path.exists():
         raise InvalidModelError(f"model file not found: '{path}'. Check the path; the current "
                                 f"directory is '{Path.cwd()}'.")
@@ -175,14 +183,13 @@ def _load_path(path: Path, external_data: bool = True) -> onnx.ModelProto:
     except OSError as exc:
         raise InvalidModelError(f"model '{path}' cannot be read ({exc}); check the file.") from exc
     model = _parse(data, f"'{path}'")
-    del data
-    if external_data:
-        _load_external(model, path)
-    return model
+    if not external_data or _load_external(model, path):
+        return model, None  # the bytes lack the external weights
+    return model, data
 
 
-def _load_external(model: onnx.ModelProto, path: Path) -> None:
-    """Resolve external weights (onnx >= 1.21 refuses paths leaving the model's folder)."""
+def _load_external(model: onnx.ModelProto, path: Path) -> bool:
+    """Resolve external weights (onnx >= 1.21 refuses paths leaving the model's folder); whether any were."""
     declared = 0
     for tensor in onnx.external_data_helper._get_all_tensors(model):
         if tensor.data_location != onnx.TensorProto.EXTERNAL:
@@ -194,7 +201,7 @@ def _load_external(model: onnx.ModelProto, path: Path) -> None:
             length = file.stat().st_size if file.is_file() else 0
         declared += length
     if not declared:
-        return
+        return any(t.data_location == onnx.TensorProto.EXTERNAL for t in onnx.external_data_helper._get_all_tensors(model))
     check_allocation(declared, f"model '{path}''s external weights ({declared} bytes)",
                      "use a smaller model or a device with more memory.")
     try:
@@ -203,6 +210,7 @@ def _load_external(model: onnx.ModelProto, path: Path) -> None:
         raise InvalidModelError(
             f"model '{path}' stores weights in external data files that could not be read ({exc}); "
             f"keep the .onnx.data file(s) next to the model, with the names it was exported with.") from exc
+    return True
 
 
 def _parse(data: bytes, what: str) -> onnx.ModelProto:

@@ -15,6 +15,7 @@ from typing import Any, Callable, Mapping
 from edge_runtime import dispatch, passes
 from edge_runtime.errors import UnsupportedOpError
 from edge_runtime.graph import Graph, Node
+from edge_runtime.plan import Plan, Step  # noqa: F401 - re-exported (planner.Plan is the public name)
 from edge_runtime.ops import registry
 
 log = logging.getLogger(__name__)
@@ -29,23 +30,6 @@ class PlanContext:
     crossover: Mapping[str, float] = field(default_factory=dict)  # kernel family -> max density for sparse
     annotations: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # node name -> layer entry
     optimize: bool = True
-
-
-@dataclass(frozen=True)
-class Step:
-    """One node, ready to run: ``fn(*[values[name] for name in inputs])``."""
-
-    node: Node
-    fn: Callable[..., Any]
-    release: tuple[str, ...]  # tensors no later step reads: freed after this step
-
-
-@dataclass(frozen=True)
-class Plan:
-    """The optimised graph and its steps."""
-
-    graph: Graph
-    steps: tuple[Step, ...]
 
 
 def optimize(graph: Graph, enabled: bool = True) -> Graph:

@@ -2,18 +2,23 @@
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
+import onnx
 
-from edge_runtime import engine, executor, planner
+from edge_runtime import engine
 from edge_runtime.annotations import read_annotations
 from edge_runtime.errors import EdgeRuntimeError, InvalidArgumentError, InvalidInputError
 from edge_runtime.graph import ValueInfo
 from edge_runtime.engine.ort import EDGE_PROVIDER, ORT_PROVIDER
-from edge_runtime.onnx_io import ModelSource, graph_from_model, graph_io, load_model_proto, ort_type_string
+from edge_runtime.onnx_io import ModelSource, graph_from_model, graph_io, load_model, ort_type_string
 from edge_runtime.options import ORT_DISABLE_ALL, SessionOptions, available_cpus
+
+if TYPE_CHECKING:  # numba is imported only when the numba engine or a sparse island runs
+    from edge_runtime import executor, plan as plan_mod
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +112,9 @@ class InferenceSession:
         if self._threads > available_cpus():
             log.info("using %d threads on a machine with %d CPUs", self._threads, available_cpus())
         self._engine = engine.choose(providers)
-        model = load_model_proto(path_or_bytes)
+        model, raw = load_model(path_or_bytes)
+        if self._engine != "onnxruntime":
+            raw = None
         self._meta = _metadata(model)
         doc = read_annotations(model)
         ann = {layer["node"]: layer for layer in doc["layers"]} if doc else {}
@@ -123,50 +130,35 @@ class InferenceSession:
             self._inputs, self._outputs = graph_io(model)
             if warmup_feed is not None:
                 warmup_feed = _validate_feed(self._inputs, warmup_feed)
-            cfg = hybrid.EngineConfig(self._threads, sparsity, ann, optimize, warmup_feed)
+            cfg = hybrid.EngineConfig(self._threads, sparsity, ann, optimize, warmup_feed,
+                                      numba_plan=lambda: self._numba_plan(source.model, ann, optimize))
+            path = str(path_or_bytes) if isinstance(path_or_bytes, (str, os.PathLike)) and raw is not None \
+                and os.path.isfile(path_or_bytes) else None
+            source = hybrid.ModelSource(model, raw, path, disposable=not isinstance(path_or_bytes, onnx.ModelProto))
+            model = raw = None  # build holds the only references (it drops them for a whole-model session)
             try:
-                self._plan, self._engine_report = hybrid.build(model, cfg, self._inputs, self._outputs)
+                self._plan, self._engine_report = hybrid.build(source, cfg, self._inputs, self._outputs)
             except OnnxRuntimeRejected as exc:  # the numba engine's checks name what is wrong
                 rejected, self._engine = exc, "numba"
+                model = source.model if source.model is not None else load_model(path_or_bytes)[0]
             else:
-                if sparsity == "auto" and len(self._plan.steps) > 1:
-                    self._try_numba_engine(model, ann, optimize, warmup_feed)
-        if self._engine == "numba":
+                self._engine = self._engine_report.engine
+        if self._engine == "numba" and self._engine_report is None:  # chosen, or onnxruntime rejected the model
             self._plan = self._numba_plan(model, ann, optimize)
             if rejected is not None:
                 log.warning("onnxruntime cannot run this model (%s); edge_runtime's own kernels run it", rejected)
         _limit_blas_threads(self._threads)
 
-    def _numba_plan(self, model: Any, ann: Mapping[str, Any], optimize: bool) -> planner.Plan:
+    def _numba_plan(self, model: Any, ann: Mapping[str, Any], optimize: bool) -> plan_mod.Plan:
+        from edge_runtime import planner
+
         graph = graph_from_model(model)
         ctx = planner.PlanContext(threads=self._threads, sparsity=self._sparsity,
                                   crossover=_crossover(self._profile), annotations=ann, optimize=optimize)
         plan = planner.build(graph, ctx)
         self._inputs, self._outputs = graph.inputs, graph.outputs
-        return plan
-
-    def _try_numba_engine(self, model: Any, ann: Mapping[str, Any], optimize: bool,
-                          feed: Mapping[str, np.ndarray] | None) -> None:
-        """With sparse islands kept, also time the numba engine on the whole model; keep the faster.
-
-        Small models lose most to the cuts (each costs onnxruntime its blocked layout), where
-        edge_runtime's kernels running everything can win outright.
-        """
-        from edge_runtime.engine import hybrid
-
-        try:
-            numba_plan = self._numba_plan(model, ann, optimize)
-        except EdgeRuntimeError as exc:  # an op only onnxruntime has: keep the cut plan
-            log.debug("numba engine not considered: %s", exc)
-            return
         _set_numba_threads(self._threads)
-        cut_s, numba_s = hybrid.time_plans([self._plan, numba_plan], feed or hybrid.synthetic_feed(self._inputs),
-                                           [o.name for o in self._outputs], self._threads)
-        self._engine_report = hybrid.with_outcome(
-            self._engine_report, f"{self._engine_report.outcome}; numba engine {numba_s * 1e3:.3f} ms vs "
-                                 f"{cut_s * 1e3:.3f} ms cut: {'numba' if numba_s < cut_s else 'cut'} kept")
-        if numba_s < cut_s:
-            self._engine, self._plan = "numba", numba_plan
+        return plan
 
     # -- onnxruntime's surface -------------------------------------------------
     def get_inputs(self) -> list[NodeArg]:
@@ -220,6 +212,8 @@ class InferenceSession:
     def run_with_stats(self, output_names: Sequence[str] | None,
                        input_feed: Mapping[str, Any]) -> tuple[list[np.ndarray], executor.RunStats]:
         """Like :meth:`run`, also returning per-node statistics (kernel, input density, time)."""
+        from edge_runtime import executor
+
         stats: list[executor.NodeStats] = []
         outputs = self._run(output_names, input_feed, stats)
         return outputs, executor.RunStats(tuple(stats))
@@ -256,7 +250,7 @@ class InferenceSession:
         return self._engine_report
 
     @property
-    def plan(self) -> planner.Plan:
+    def plan(self) -> plan_mod.Plan:
         """The optimised graph and its steps (for profilers and tests)."""
         return self._plan
 
@@ -267,6 +261,8 @@ class InferenceSession:
         steps = self._plan.steps
         if stats is None and len(steps) == 1 and hasattr(steps[0].fn, "session"):
             return steps[0].fn.session.run(wanted, feed)  # the whole model in one onnxruntime session
+        from edge_runtime import executor
+
         _set_numba_threads(self._threads)
         return executor.execute(self._plan, feed, wanted, stats)
 

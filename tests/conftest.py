@@ -5,6 +5,9 @@ when a test does not name one (through ``EDGE_RUNTIME_DENSE_ENGINE``, which subp
 inherit). The default is ``numba``: most tests check edge_runtime's own ops and kernels
 against onnxruntime, which would be onnxruntime against itself on the other engine.
 ``.ci/run`` runs the model-level tests a second time with ``--dense-engine onnxruntime``.
+
+The engine's decision cache (``EDGE_RUNTIME_ENGINE_CACHE``) is off in the suite, so every
+session measures (tests fix the measured prices); its own tests turn it on in a temp folder.
 """
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ import os
 import pytest
 
 ENV = "EDGE_RUNTIME_DENSE_ENGINE"
+CACHE_ENV = "EDGE_RUNTIME_ENGINE_CACHE"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -26,6 +30,7 @@ def pytest_configure(config: pytest.Config) -> None:
         os.environ[ENV] = chosen
     else:
         os.environ.setdefault(ENV, "numba")
+    os.environ[CACHE_ENV] = "off"
 
 
 @pytest.fixture

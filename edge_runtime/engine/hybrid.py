@@ -27,14 +27,12 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import onnx
 
-from edge_runtime.dispatch import Dispatcher
 from edge_runtime.engine import islands as isl
 from edge_runtime.engine import ort as ortx
+from edge_runtime.engine import plancache
 from edge_runtime.engine.partition import ISLAND, Stage, partition, submodel, value_types
-from edge_runtime.graph import Graph, Node, ValueInfo
-from edge_runtime.kernels.density import density
-from edge_runtime.planner import Plan, Step
-from edge_runtime.ops.registry import INTERNAL_DOMAIN
+from edge_runtime.graph import INTERNAL_DOMAIN, Graph, Node, ValueInfo
+from edge_runtime.plan import Plan, Step
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +57,8 @@ class EngineConfig:
     annotations: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     optimize: bool = True
     warmup_feed: Mapping[str, np.ndarray] | None = None
+    #: Builds the numba engine's plan of the whole model; timed against a cut plan that keeps islands.
+    numba_plan: Callable[[], Plan] | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -83,11 +83,43 @@ class EngineReport:
     whole_ms: float | None = None
     cut_ms: float | None = None
     outcome: str = "whole model in one onnxruntime session"
+    engine: str = "onnxruntime"    # "numba" when the numba engine ran the whole model faster
+    cached: bool = False           # the decision came from :mod:`edge_runtime.engine.plancache`
 
 
-def build(model: onnx.ModelProto, cfg: EngineConfig, inputs: Sequence[ValueInfo],
+@dataclass
+class ModelSource:
+    """The model as the session got it, handed to :func:`build`, which then holds the only references.
+
+    ``data``: its serialized bytes when the session has them whole (a file without external
+    data, or bytes); ``path``: the file, which onnxruntime then reads itself for a whole-model
+    session (our copy of the bytes is freed first); ``disposable``: the session owns the proto,
+    which is dropped (``model`` set to None) before onnxruntime builds a whole-model session, so
+    the proto, the bytes and onnxruntime's session never coexist at the peak.
+    """
+
+    model: onnx.ModelProto | None
+    data: bytes | None = None
+    path: str | None = None
+    disposable: bool = False
+
+    def take(self) -> bytes:
+        """The serialized model, handed over (the source keeps no reference)."""
+        data = self.data if self.data is not None else self.model.SerializeToString()
+        self.data = None
+        return data
+
+
+def build(source: ModelSource | onnx.ModelProto, cfg: EngineConfig, inputs: Sequence[ValueInfo],
           outputs: Sequence[ValueInfo]) -> tuple[Plan, EngineReport]:
-    """Plan ``model`` for onnxruntime segments + sparse islands.
+    """Plan the model for onnxruntime segments + sparse islands (or the numba engine, if faster).
+
+    A measured decision ("auto" with candidates) is kept in :mod:`edge_runtime.engine.plancache`;
+    the next session with the same model, warm-up input, settings and machine builds the kept
+    plan without measuring.
+
+    Args:
+        source: the model, with its bytes / file when the caller has them (not serialized again).
 
     Returns:
         The plan (steps: onnxruntime segments and island dispatchers) and the report.
@@ -95,23 +127,113 @@ def build(model: onnx.ModelProto, cfg: EngineConfig, inputs: Sequence[ValueInfo]
     Raises:
         OnnxRuntimeRejected: onnxruntime cannot load the whole model.
     """
-    data = model.SerializeToString()  # once: a 45 MB model takes ~40 ms to serialize
+    src = source if isinstance(source, ModelSource) else ModelSource(source)
+    model = src.model
+    data = src.take()  # serialized once at most: a 45 MB model takes ~40-80 ms
     found = [] if cfg.sparsity == "off" else isl.candidates(model, cfg.annotations, cfg.sparsity)
-    cands = _likely_sparse(data, model, found, cfg, inputs) if found and cfg.sparsity == "auto" else found
-    whole = _whole_plan(data, model, cfg, inputs, outputs)
+    key = doc = None
+    if found and cfg.sparsity == "auto":
+        key = plancache.key(data, cfg.warmup_feed, (cfg.threads, cfg.optimize, cfg.numba_plan is not None))
+        doc = plancache.load(key)
+    report = EngineReport(0) if not found else (_cached_report(doc) if doc and doc.get("plan") == "whole" else None)
+    if report is not None:  # the whole model in one session, nothing else built
+        graph = _whole_graph(model, inputs, outputs)
+        if src.disposable:
+            src.model = model = None
+        if src.path:
+            data = b""  # onnxruntime reads the file itself; our copy goes first
+        return _whole_plan(data or src.path, graph, cfg), report
+    if doc is not None:
+        hit = _from_cache(doc, model, found, cfg, inputs, outputs)
+        if hit is not None:
+            return hit
+    plan, report = _decide(data, model, found, cfg, inputs, outputs)
+    if key is not None:
+        plancache.store(key, _cache_doc(plan, report))
+    return plan, report
+
+
+def _decide(data: bytes, model: onnx.ModelProto, found: list[isl.Candidate], cfg: EngineConfig,
+            inputs: Sequence[ValueInfo], outputs: Sequence[ValueInfo]) -> tuple[Plan, EngineReport]:
+    cands = _likely_sparse(data, model, found, cfg, inputs) if cfg.sparsity == "auto" else found
+    whole = _whole_plan(data, _whole_graph(model, inputs, outputs), cfg)
     del data
     types = value_types(model) if cands else {}
     cands = [c for c in cands if isl.float_input(c, types)]
     prepared = [p for p in (isl.prepare(model, c, types, cfg.threads) for c in cands) if p is not None]
     if not prepared:
         limits = ", ".join(f"{op} {d}" for op, d in PRICE_MAX_DENSITY.items())
-        outcome = "whole model in one onnxruntime session" + (
-            f": no candidate layer's input was sparse enough to try (density at most {limits})" if found else "")
-        return whole, EngineReport(len(found), outcome=outcome)
+        return whole, EngineReport(len(found), outcome="whole model in one onnxruntime session: no candidate "
+                                   f"layer's input was sparse enough to try (density at most {limits})")
     if cfg.sparsity == "force":
         plan = _cut_plan(model, prepared, types, cfg, inputs, outputs, limits=None)
         return plan or whole, EngineReport(len(found), outcome=f"{len(prepared)} islands forced sparse")
-    return _measured(model, prepared, types, cfg, inputs, outputs, whole, len(found))
+    plan, report = _measured(model, prepared, types, cfg, inputs, outputs, whole, len(found))
+    return _against_numba(plan, report, cfg, inputs, outputs)
+
+
+def _against_numba(plan: Plan, report: EngineReport, cfg: EngineConfig, inputs: Sequence[ValueInfo],
+                   outputs: Sequence[ValueInfo]) -> tuple[Plan, EngineReport]:
+    """With sparse islands kept, time the numba engine on the whole model too; keep the faster.
+
+    Small models lose most to the cuts (each costs onnxruntime its blocked layout), where
+    edge_runtime's kernels running everything can win outright.
+    """
+    from edge_runtime.errors import EdgeRuntimeError
+
+    if cfg.numba_plan is None or len(plan.steps) == 1:
+        return plan, report
+    try:
+        numba_plan = cfg.numba_plan()
+    except EdgeRuntimeError as exc:  # an op only onnxruntime has: keep the cut plan
+        log.debug("numba engine not considered: %s", exc)
+        return plan, report
+    feed = cfg.warmup_feed or synthetic_feed(inputs)
+    cut_s, numba_s = time_plans([plan, numba_plan], feed, [o.name for o in outputs], cfg.threads)
+    won = numba_s < cut_s
+    report = with_outcome(report, f"{report.outcome}; numba engine {numba_s * 1e3:.3f} ms vs {cut_s * 1e3:.3f} ms "
+                                  f"cut: {'numba' if won else 'cut'} kept")
+    return (numba_plan, dataclasses.replace(report, engine="numba")) if won else (plan, report)
+
+
+def _cache_doc(plan: Plan, report: EngineReport) -> dict[str, Any]:
+    kind = "numba" if report.engine == "numba" else ("cut" if len(plan.steps) > 1 else "whole")
+    return {"plan": kind, "limits": {d.name: d.crossover for d in report.islands if d.kept},
+            "report": dataclasses.asdict(report)}
+
+
+def _cached_report(doc: Mapping[str, Any]) -> EngineReport | None:
+    try:
+        fields = dict(doc["report"])
+        fields["islands"] = tuple(IslandDecision(**d) for d in fields["islands"])
+        report = dataclasses.replace(EngineReport(**fields), cached=True)
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None
+    return with_outcome(report, f"{report.outcome} (measured earlier on this machine; engine cache)")
+
+
+def _from_cache(doc: Mapping[str, Any], model: onnx.ModelProto, found: list[isl.Candidate],
+                cfg: EngineConfig, inputs: Sequence[ValueInfo],
+                outputs: Sequence[ValueInfo]) -> tuple[Plan, EngineReport] | None:
+    """The kept decision's plan and report, or None when the entry does not fit this model."""
+    report = _cached_report(doc)
+    try:
+        kind, limits = doc["plan"], {str(k): float(v) for k, v in doc["limits"].items()}
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None
+    if report is None:
+        return None
+    if kind == "numba" and cfg.numba_plan is not None:
+        return cfg.numba_plan(), report
+    if kind != "cut":
+        return None
+    types = value_types(model)
+    kept = [c for c in found if c.name in limits and isl.float_input(c, types)]
+    prepared = [p for p in (isl.prepare(model, c, types, cfg.threads) for c in kept) if p is not None]
+    if {p.candidate.name for p in prepared} != set(limits):
+        return None
+    plan = _cut_plan(model, prepared, types, cfg, inputs, outputs, limits)
+    return (plan, report) if plan is not None else None
 
 
 def _likely_sparse(data: bytes, model: onnx.ModelProto, cands: list[isl.Candidate], cfg: EngineConfig,
@@ -150,7 +272,7 @@ def _probe_densities(data: bytes, model: onnx.ModelProto, names: list[str], cfg:
     except Exception as exc:  # noqa: BLE001 - a failed probe only means every candidate is priced
         log.debug("density probe failed (%s): pricing every candidate", exc)
         return None
-    return {n: density(np.ascontiguousarray(v, np.float32)) for n, v in zip(names, values)}
+    return {n: density(v) for n, v in zip(names, values)}
 
 
 def _measured(model: onnx.ModelProto, prepared: list[isl.PreparedIsland], types: Mapping[str, Any],
@@ -211,13 +333,18 @@ def synthetic_feed(inputs: Sequence[ValueInfo], seed: int = 0) -> dict[str, np.n
     return feed
 
 
-def _whole_plan(data: bytes, model: onnx.ModelProto, cfg: EngineConfig, inputs: Sequence[ValueInfo],
-                outputs: Sequence[ValueInfo]) -> Plan:
+def _whole_graph(model: onnx.ModelProto, inputs: Sequence[ValueInfo], outputs: Sequence[ValueInfo]) -> Graph:
+    """The plan graph of a whole-model session: one node."""
+    names = tuple(o.name for o in outputs)
+    node = Node("OnnxRuntimeSession", tuple(v.name for v in inputs), names, {}, "onnxruntime", INTERNAL_DOMAIN)
+    return _plan_graph(model, (node,), inputs, outputs)
+
+
+def _whole_plan(data: bytes | str, graph: Graph, cfg: EngineConfig) -> Plan:
+    """One onnxruntime session of the whole model (``data``: its bytes or its file's path)."""
+    node = graph.nodes[0]
     session = ortx.make_session(data, cfg.threads, cfg.optimize)
-    names = [o.name for o in outputs]
-    node = Node("OnnxRuntimeSession", tuple(v.name for v in inputs), tuple(names), {}, "onnxruntime", INTERNAL_DOMAIN)
-    step = Step(node, ortx.SegmentStep(session, [v.name for v in inputs], names), ())
-    return Plan(_plan_graph(model, (node,), inputs, outputs), (step,))
+    return Plan(graph, (Step(node, ortx.SegmentStep(session, node.inputs, node.outputs), ()),))
 
 
 def _cut_plan(model: onnx.ModelProto, prepared: Sequence[isl.PreparedIsland], types: Mapping[str, Any],
@@ -251,6 +378,7 @@ def _cut_plan(model: onnx.ModelProto, prepared: Sequence[isl.PreparedIsland], ty
 
 def _island_step(p: isl.PreparedIsland, cfg: EngineConfig, limits: Mapping[str, float] | None,
                  record: dict[str, np.ndarray] | None) -> Callable[..., Any]:
+    from edge_runtime.dispatch import Dispatcher
     dense = ortx.IslandDense(ortx.make_session(p.model, cfg.threads, cfg.optimize, spinning=False),
                              p.candidate.input)
     if record is not None:
@@ -278,6 +406,7 @@ def _step_fn(plan: Plan, name: str) -> Any:
 
 
 def _with_limits(plan: Plan, limits: Mapping[str, float], sparsity: str) -> Plan:
+    from edge_runtime.dispatch import Dispatcher
     steps = []
     for s in plan.steps:
         fn = s.fn
@@ -322,6 +451,11 @@ def _price(p: isl.PreparedIsland, x: np.ndarray, dense: Callable[[np.ndarray], A
     crossover = min(1.0, 0.9 * max(d_real, 1e-3) * t_dense / max(t_sparse, 1e-9)) if kept else 0.0
     return IslandDecision(p.candidate.name, d_real, "warm-up input" if ann is None else "annotation",
                           t_dense * 1e3, t_sparse * 1e3, crossover, kept)
+
+
+def density(x: np.ndarray) -> float:
+    """The fraction of nonzero entries of ``x`` (NaN counts as nonzero, as in the kernels)."""
+    return float(np.count_nonzero(x)) / max(x.size, 1)
 
 
 def at_density(x: np.ndarray, d: float, seed: int = 0) -> np.ndarray:

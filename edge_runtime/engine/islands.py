@@ -2,7 +2,7 @@
 
 A candidate is a Conv (2-D, group 1), Gemm or MatMul with constant float32 weights whose input
 can hold exact zeros (the exporter annotated the layer, or its input comes from a ReLU-family
-op through layout ops: :func:`edge_runtime.dispatch.zero_producing`). Its island absorbs what
+op through layout ops: :func:`edge_runtime.zeros.zero_producing`). Its island absorbs what
 the runtime's fusion passes fold into it (a BatchNormalization, a bias Add, a Relu / Clip /
 LeakyRelu or an exported FATReLU), so the zero-skipping kernel applies them in its epilogue.
 
@@ -19,7 +19,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import onnx
 
-from edge_runtime import dispatch
+from edge_runtime import zeros
 from edge_runtime.engine.partition import constants, node_names
 from edge_runtime.graph import Node
 from edge_runtime.onnx_io import attributes
@@ -47,7 +47,7 @@ def candidates(model: onnx.ModelProto, annotations: Mapping[str, Mapping[str, An
     """The island candidates of ``model`` for sparsity ``mode`` ("auto" or "force").
 
     In "auto" a layer qualifies when the exporter annotated it or its input is produced by a
-    ReLU-family op, and it has at least :data:`dispatch.MIN_SPARSE_WEIGHTS` weights; "force"
+    ReLU-family op, and it has at least :data:`edge_runtime.zeros.MIN_SPARSE_WEIGHTS` weights; "force"
     takes every layer a sparse kernel supports. The caller checks that the input is float32
     (:func:`float_input`), which needs shape inference, only when there are candidates.
     """
@@ -74,9 +74,9 @@ def candidates(model: onnx.ModelProto, annotations: Mapping[str, Mapping[str, An
             continue
         ann = annotations.get(names[i])
         if mode == "auto":
-            if ann is None and not dispatch.zero_producing(node.input[0], ir_nodes, small):
+            if ann is None and not zeros.zero_producing(node.input[0], ir_nodes, small):
                 continue
-            if _size(weights) < dispatch.MIN_SPARSE_WEIGHTS:
+            if _size(weights) < zeros.MIN_SPARSE_WEIGHTS:
                 continue
         chain = _chain(graph, i, consumers, inits, outputs)
         density = float(ann["density"]) if ann is not None else None
@@ -130,7 +130,7 @@ class PreparedIsland:
 
     candidate: Candidate
     fused: Node
-    kernel: dispatch.SparseKernel
+    kernel: Any                    # a dispatch.SparseKernel
     model: onnx.ModelProto
 
 
@@ -141,7 +141,7 @@ def prepare(model: onnx.ModelProto, cand: Candidate, types: Mapping[str, onnx.Ty
     Tries the whole chain first, then shorter ones; returns None when no prefix becomes one
     fused node with a sparse kernel (e.g. a grouped Conv or a 3-D weight).
     """
-    from edge_runtime import planner
+    from edge_runtime import dispatch, planner  # numba: imported only when an island is built
     from edge_runtime.engine.partition import submodel
     from edge_runtime.onnx_io import graph_from_model
 

@@ -27,7 +27,7 @@ def available() -> bool:
     return importlib.util.find_spec("onnxruntime") is not None
 
 
-def make_session(model: onnx.ModelProto | bytes, threads: int, optimize: bool = True,
+def make_session(model: onnx.ModelProto | bytes | str, threads: int, optimize: bool = True,
                  spinning: bool = True) -> Any:
     """An ``onnxruntime.InferenceSession`` on the CPU with the session's thread count.
 
@@ -35,7 +35,7 @@ def make_session(model: onnx.ModelProto | bytes, threads: int, optimize: bool = 
         OnnxRuntimeRejected: onnxruntime could not load the model.
 
     Args:
-        model: the model or its bytes.
+        model: the model, its bytes, or its file's path.
         threads: intra-op threads (1 = no pool threads at all).
         optimize: ORT_ENABLE_ALL when True, else ORT_DISABLE_ALL.
         spinning: let pool threads spin between ops; off when several sessions share the cores,
@@ -51,7 +51,7 @@ def make_session(model: onnx.ModelProto | bytes, threads: int, optimize: bool = 
                                      else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
     if not spinning:
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    data = model if isinstance(model, bytes) else model.SerializeToString()
+    data = model if isinstance(model, (bytes, str)) else model.SerializeToString()
     try:
         return ort.InferenceSession(data, sess_options=opts, providers=[ORT_PROVIDER])
     except Exception as exc:  # onnxruntime raises its own Fail / InvalidArgument / InvalidGraph types

@@ -30,13 +30,16 @@ logger = logging.getLogger(__name__)
 _ROOT = Path(__file__).resolve().parent.parent
 #: Packages whose numba functions inline each other: a change to any file invalidates them all.
 PACKAGE_DIRS: tuple[Path, ...] = (_ROOT / "kernels", _ROOT / "ops")
+#: numba-free modules whose values the kernels inline (the activation codes): part of the stamp.
+SHARED_FILES: tuple[Path, ...] = (_ROOT / "act_codes.py",)
 
 
-def package_stamp(dirs: Iterable[Path] = PACKAGE_DIRS) -> str:
-    """sha256 of numba's version and every ``.py`` file (relative path and bytes) under ``dirs``.
+def package_stamp(dirs: Iterable[Path] = PACKAGE_DIRS, files: Iterable[Path] = SHARED_FILES) -> str:
+    """sha256 of numba's version, every ``.py`` file (relative path and bytes) under ``dirs`` and ``files``.
 
     Args:
         dirs: package directories (searched recursively, ``__pycache__`` skipped).
+        files: single modules the kernels inline values from.
 
     Returns:
         The hex digest.
@@ -51,6 +54,8 @@ def package_stamp(dirs: Iterable[Path] = PACKAGE_DIRS) -> str:
         for f in sorted(p for p in d.rglob("*.py") if "__pycache__" not in p.parts):
             h.update(str(f.relative_to(d.parent)).encode() + b"\0")
             h.update(f.read_bytes() + b"\0")
+    for f in files:
+        h.update(Path(f).name.encode() + b"\0" + Path(f).read_bytes() + b"\0")
     return h.hexdigest()
 
 

@@ -24,10 +24,9 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator
 
 from edge_runtime.errors import UnsupportedOpError
+from edge_runtime.graph import INTERNAL_DOMAIN  # noqa: F401 - the internal ops' domain, re-exported
 
 ONNX_DOMAIN = ""
-#: Domain of the runtime's internal ops (fused Conv/Gemm etc.) that planner passes create.
-INTERNAL_DOMAIN = "ai.edge_runtime"
 
 OpFn = Callable[..., Any]
 Builder = Callable[..., "OpFn | None"]

@@ -110,13 +110,14 @@ def _golden_feed(files: ModelFiles) -> dict[str, np.ndarray] | None:
         return None
     import onnx
 
+    from edge_runtime.golden import load_golden
+
     try:
-        with np.load(files.golden, allow_pickle=False) as golden:
-            x = golden["x"][:1]
+        x = load_golden(files.golden).x[:1]
         graph = onnx.load(str(files.onnx), load_external_data=False).graph
         consts = {t.name for t in graph.initializer}
         name = [i.name for i in graph.input if i.name not in consts][0]
-    except (OSError, KeyError, ValueError, IndexError) as exc:
+    except (OSError, KeyError, ValueError, IndexError, EdgeRuntimeError) as exc:
         log.info("no warm-up input from %s (%s): synthetic input", files.golden, exc)
         return None
     return {name: np.ascontiguousarray(x, np.float32)}

@@ -70,7 +70,7 @@ class BundleRunner:
         if threads is not None:
             opts.intra_op_num_threads = threads
         self.session = edge_runtime.InferenceSession(str(self.bundle.require_onnx()), opts, profile=device,
-                                                     sparsity=sparsity)
+                                                     sparsity=sparsity, warmup_feed=self.bundle.warmup_feed())
         self.input_name = self.session.get_inputs()[0].name
         self.fixed_batch = (self.session.get_inputs()[0].shape or [None])[0]
         self.labels = self.bundle.labels

@@ -72,3 +72,33 @@ def test_cli_subcommand_prints_and_writes_json(tmp_path: Path, capsys) -> None:
     assert args.func(args) == 0
     assert "sparsity=force" in capsys.readouterr().out
     assert set(json.loads(out.read_text())["modes"]) == {"auto", "off", "force"}
+
+
+def test_warmup_of_a_bundle_fills_the_engine_cache_that_run_uses(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """`warmup BUNDLE` measures the onnxruntime engine's decision on the bundle's golden input;
+    the line's `run` session then builds that plan without measuring."""
+    pytest.importorskip("onnxruntime")
+    from edge_runtime.engine import hybrid
+    from edge_runtime.validation.run import BundleRunner
+    from tests.edge_runtime.bundle_factory import edit, make_bundle, sha
+
+    monkeypatch.setenv("EDGE_RUNTIME_DENSE_ENGINE", "onnxruntime")
+    monkeypatch.setenv("EDGE_RUNTIME_ENGINE_CACHE", str(tmp_path / "cache"))
+    folder = make_bundle(tmp_path / "bundle")
+    rng = np.random.default_rng(0)
+    w = [numpy_helper.from_array(rng.standard_normal(s).astype(np.float32) * 0.3, n)
+         for n, s in (("w1", (4, 128)), ("w2", (128, 128)), ("w3", (128, 3)))]
+    n = helper.make_node
+    nodes = [n("Flatten", ["x"], ["f"]), n("MatMul", ["f", "w1"], ["h1"]), n("Relu", ["h1"], ["r1"]),
+             n("MatMul", ["r1", "w2"], ["h2"]), n("Relu", ["h2"], ["r2"]), n("MatMul", ["r2", "w3"], ["logits"])]
+    g = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 1, 2, 2])],
+                          [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 3])], w)
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), folder / "model.onnx")
+    edit(folder, reseal=True, files={m: sha(folder / m) for m in ("golden.npz", "model.onnx")})
+
+    edge_runtime.warmup(folder, threads=1)
+    assert list((tmp_path / "cache").glob("*.json")), "warmup kept no engine decision"
+    monkeypatch.setattr(hybrid, "_decide", lambda *a, **k: pytest.fail("run measured again"))
+    runner = BundleRunner(folder, threads=1)
+    assert runner.session.engine_report.cached and runner.session.engine_report.candidates == 1

@@ -1,0 +1,134 @@
+"""The engine's measured decision, kept on disk so the next session of the model skips measuring.
+
+Deciding which layers become sparse islands costs a density probe (one extra onnxruntime
+session and run) and timing each island and the cut (more sessions, kernels compiled): a
+ResNet-18 took ~0.5 s against onnxruntime's 0.1 s session. The outcome depends only on the
+model, the warm-up input, the session's settings and this machine, so it is kept, like
+onnxruntime's ``optimized_model_filepath`` or TensorRT's timing cache, and the next session
+with the same key builds the chosen plan directly. ``edge-runtime warmup`` fills it at deploy
+time.
+
+Where: ``$EDGE_RUNTIME_ENGINE_CACHE`` (a directory; ``off`` disables the cache), else
+``$XDG_CACHE_HOME/edge-runtime/engine`` (``~/.cache/edge-runtime/engine``). One small JSON file
+per key, written atomically; an unreadable, corrupt or foreign entry is ignored and measured
+again (the decision only chooses between paths that compute the same outputs, so a bad entry
+can cost speed, never correctness). Delete the folder to re-measure everything.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import platform
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+#: Bumped when the stored decision's layout changes.
+VERSION = 1
+ENV = "EDGE_RUNTIME_ENGINE_CACHE"
+#: Entries kept: the oldest are removed beyond this (each is a few KB).
+MAX_ENTRIES = 256
+
+
+def directory() -> Path | None:
+    """The cache folder, or None when ``$EDGE_RUNTIME_ENGINE_CACHE`` is ``off`` / ``0``."""
+    value = os.environ.get(ENV, "").strip()
+    if value.lower() in ("off", "0", "false", "no"):
+        return None
+    if value:
+        return Path(value).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "edge-runtime" / "engine"
+
+
+def key(model_bytes: bytes, feed: Mapping[str, np.ndarray] | None, settings: Iterable[Any]) -> str:
+    """sha256 of the model, the warm-up input, the settings, this CPU and the deciding code."""
+    h = hashlib.sha256(f"v{VERSION}\0".encode())
+    for part in (*settings, _machine(), _code_stamp()):
+        h.update(repr(part).encode() + b"\0")
+    h.update(hashlib.sha256(model_bytes).digest())
+    for name in sorted(feed or {}):
+        x = np.ascontiguousarray(feed[name])
+        h.update(f"{name}\0{x.dtype.str}\0{x.shape}\0".encode())
+        h.update(hashlib.sha256(x.view(np.uint8).reshape(-1)).digest())
+    return h.hexdigest()
+
+
+def load(k: str) -> dict[str, Any] | None:
+    """The stored decision for key ``k``, or None (no cache, no entry, or an unusable one)."""
+    folder = directory()
+    if folder is None:
+        return None
+    path = folder / f"{k}.json"
+    try:
+        if path.stat().st_size > 1 << 20:
+            return None
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(doc, dict) or doc.get("version") != VERSION or doc.get("key") != k:
+        return None
+    return doc
+
+
+def store(k: str, doc: Mapping[str, Any]) -> None:
+    """Keep ``doc`` under key ``k`` (atomically; failures are logged and ignored)."""
+    folder = directory()
+    if folder is None:
+        return
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=folder)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump({**doc, "version": VERSION, "key": k}, f)
+        os.replace(tmp, folder / f"{k}.json")
+        _trim(folder)
+    except OSError as exc:
+        log.debug("engine decision not cached in %s: %s", folder, exc)
+
+
+def _trim(folder: Path) -> None:
+    entries = sorted(folder.glob("*.json"), key=lambda p: p.stat().st_mtime)
+    for old in entries[:-MAX_ENTRIES]:
+        old.unlink(missing_ok=True)
+
+
+def _machine() -> tuple[str, ...]:
+    """This CPU as the decision depends on it: model name, architecture, and the code path numba targets."""
+    model = ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.lower().startswith(("model name", "cpu part", "hardware")):
+                    model = line.split(":", 1)[-1].strip()
+                    break
+    except OSError:
+        pass
+    try:
+        import onnxruntime
+
+        ort_version = onnxruntime.__version__
+    except ImportError:
+        ort_version = "-"
+    return (platform.machine(), model, str(os.cpu_count()), os.environ.get("NUMBA_CPU_NAME", ""), ort_version)
+
+
+_STAMP: list[str] = []
+
+
+def _code_stamp() -> str:
+    """sha256 of the engine's and the kernels' sources: a changed rule or kernel re-measures."""
+    if not _STAMP:
+        root = Path(__file__).resolve().parents[1]
+        h = hashlib.sha256()
+        files = [root / "dispatch.py", *sorted((root / "engine").glob("*.py")), *sorted((root / "kernels").glob("*.py"))]
+        for f in files:
+            h.update(f.name.encode() + b"\0" + f.read_bytes())
+        _STAMP.append(h.hexdigest())
+    return _STAMP[0]
