@@ -39,7 +39,7 @@ def test_kept_islands_are_rebuilt_from_the_cache_without_measuring(cache: Path,
     model = graphs.mlp()
     data = model.SerializeToString()
     with monkeypatch.context() as m:
-        m.setattr(hybrid, "_interleaved", _Prices(island=(1e-3, 1e-4), cut=(1e-3, 1.1e-3), islands=2))
+        m.setattr(hybrid, "_interleaved", _Prices(island=(1e-3, 1e-4), cut=(1e-3, 0.9e-3), islands=2))
         first = _session(data)
     assert not first.engine_report.cached and len(list(cache.glob("*.json"))) == 1
     _no_measuring(monkeypatch)
@@ -53,12 +53,10 @@ def test_kept_islands_are_rebuilt_from_the_cache_without_measuring(cache: Path,
 
 
 def test_a_numba_engine_decision_is_kept_too(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    prices = _Prices(island=(1e-3, 1e-4), cut=(1e-3, 1.1e-3), islands=2)
-    timings = iter([[1e-3, 1.1e-3], [1e-3, 0.5e-3]])  # (whole, cut), then (cut plan, numba engine)
     data = graphs.mlp().SerializeToString()
-    with monkeypatch.context() as m:
-        m.setattr(hybrid, "_interleaved", lambda fns, threads, repeats=5: (
-            prices(fns, threads) if prices.calls < 2 else next(timings)))
+    with monkeypatch.context() as m:  # (whole, cut plan), then (cut plan, numba engine)
+        m.setattr(hybrid, "_interleaved", _Prices(island=(1e-3, 1e-4), cut=[(1e-3, 0.9e-3), (0.9e-3, 0.5e-3)],
+                                                  islands=2))
         assert _session(data).dense_engine == "numba"
     _no_measuring(monkeypatch)
     again = _session(data)
