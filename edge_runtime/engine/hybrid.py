@@ -137,11 +137,13 @@ def build(source: ModelSource | onnx.ModelProto, cfg: EngineConfig, inputs: Sequ
     model = src.model
     data = src.take()  # serialized once at most: a 45 MB model takes ~40-80 ms
     found = [] if cfg.sparsity == "off" else isl.candidates(model, cfg.annotations, cfg.sparsity)
+    int8 = 0 if cfg.sparsity == "off" or cfg.numba_plan is None else isl.int8_layers(model)
     key = doc = None
-    if found and cfg.sparsity == "auto":
+    if (found or int8) and cfg.sparsity == "auto":
         key = plancache.key(data, cfg.warmup_feed, (cfg.threads, cfg.optimize, cfg.numba_plan is not None))
         doc = plancache.load(key)
-    report = EngineReport(0) if not found else (_cached_report(doc) if doc and doc.get("plan") == "whole" else None)
+    report = EngineReport(0) if not (found or int8) else (
+        _cached_report(doc) if doc and doc.get("plan") == "whole" else None)
     if report is not None:  # the whole model in one session, nothing else built
         graph = _whole_graph(model, inputs, outputs)
         if src.disposable:
@@ -154,6 +156,8 @@ def build(source: ModelSource | onnx.ModelProto, cfg: EngineConfig, inputs: Sequ
         if hit is not None:
             return hit
     plan, report = _decide(data, model, found, cfg, inputs, outputs)
+    if int8 and len(plan.steps) == 1:
+        plan, report = _int8_on_numba(plan, report, int8, cfg, inputs, outputs)
     if key is not None:
         plancache.store(key, _cache_doc(plan, report))
     return plan, report
@@ -164,6 +168,8 @@ def _decide(data: bytes, model: onnx.ModelProto, found: list[isl.Candidate], cfg
     cands = _likely_sparse(data, model, found, cfg, inputs) if cfg.sparsity == "auto" else found
     whole = _whole_plan(data, _whole_graph(model, inputs, outputs), cfg)
     del data
+    if not found:
+        return whole, EngineReport(0)
     types = value_types(model) if cands else {}
     cands = [c for c in cands if isl.float_input(c, types)]
     prepared = [p for p in (isl.prepare(model, c, types, cfg.threads) for c in cands) if p is not None]
@@ -200,6 +206,29 @@ def _against_numba(plan: Plan, report: EngineReport, cfg: EngineConfig, inputs: 
     report = with_outcome(report, f"{report.outcome}; numba engine {numba_s * 1e3:.3f} ms vs {cut_s * 1e3:.3f} ms "
                                   f"cut: {'numba' if won else 'cut'} kept")
     return (numba_plan, dataclasses.replace(report, engine="numba")) if won else (plan, report)
+
+
+def _int8_on_numba(whole: Plan, report: EngineReport, int8: int, cfg: EngineConfig, inputs: Sequence[ValueInfo],
+                   outputs: Sequence[ValueInfo]) -> tuple[Plan, EngineReport]:
+    """A quantized model: the numba engine skips the zero-point inputs of its int8 layers, which
+    onnxruntime's int8 kernels multiply; it runs the model when it is faster ("force": always)."""
+    from edge_runtime.errors import EdgeRuntimeError
+
+    what = f"{int8} int8 layers with zero-skipping kernels"
+    try:
+        numba_plan = cfg.numba_plan()
+    except EdgeRuntimeError as exc:
+        log.debug("numba engine not considered: %s", exc)
+        return whole, with_outcome(report, f"{report.outcome}; the numba engine cannot run it ({exc})")
+    if cfg.sparsity == "force":
+        return numba_plan, dataclasses.replace(with_outcome(report, f"numba engine forced: {what}"), engine="numba")
+    feed = cfg.warmup_feed or synthetic_feed(inputs)
+    whole_s, numba_s = time_plans([whole, numba_plan], feed, [o.name for o in outputs], cfg.threads)
+    won = numba_s <= MIN_PLAN_GAIN * whole_s
+    report = dataclasses.replace(report, whole_ms=whole_s * 1e3)
+    report = with_outcome(report, f"{report.outcome}; numba engine ({what}) {numba_s * 1e3:.3f} ms vs "
+                                  f"{whole_s * 1e3:.3f} ms whole: {'numba' if won else 'whole'} kept")
+    return (numba_plan, dataclasses.replace(report, engine="numba")) if won else (whole, report)
 
 
 def _cache_doc(plan: Plan, report: EngineReport) -> dict[str, Any]:

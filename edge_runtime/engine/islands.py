@@ -84,6 +84,20 @@ def candidates(model: onnx.ModelProto, annotations: Mapping[str, Mapping[str, An
     return found
 
 
+#: Quantized layers with a zero-skipping int8 kernel on the numba engine (ops/quant_sparse.py); the
+#: int8 weight is input 3 of both.
+INT8_ANCHORS = ("QLinearConv", "QLinearMatMul")
+
+
+def int8_layers(model: onnx.ModelProto) -> int:
+    """How many QLinearConv / QLinearMatMul nodes have constant int8 weights (the numba engine runs
+    them with its zero-skipping int8 kernels; onnxruntime has no such kernel)."""
+    inits = constants(model.graph)
+    return sum(1 for n in model.graph.node if n.op_type in INT8_ANCHORS and n.domain in ("", "ai.onnx")
+               and len(n.input) > 3 and n.input[3] in inits
+               and inits[n.input[3]].data_type == onnx.TensorProto.INT8)
+
+
 def _size(t: onnx.TensorProto) -> int:
     return int(np.prod(t.dims)) if t.dims else 1
 

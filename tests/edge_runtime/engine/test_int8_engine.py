@@ -1,0 +1,76 @@
+"""Quantized models on the onnxruntime engine: the numba engine (zero-skipping int8 kernels) runs
+them when it is measured faster than onnxruntime's int8 session, else onnxruntime does."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import edge_runtime
+from edge_runtime.engine import hybrid, islands
+from tests.edge_runtime.engine.test_hybrid import ORT, _opts
+
+ort = pytest.importorskip("onnxruntime")
+quant = pytest.importorskip("onnxruntime.quantization")
+torch = pytest.importorskip("torch")
+
+from tests.edge_runtime.test_quant_parity import _Net, _Reader, _batches, _output_scale  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def qop_u8(tmp_path_factory) -> str:
+    d = tmp_path_factory.mktemp("int8engine")
+    torch.manual_seed(0)
+    fp32 = str(d / "fp32.onnx")
+    torch.onnx.export(_Net().eval(), torch.zeros(1, 3, 16, 16), fp32, opset_version=17, dynamo=False,
+                      input_names=["x"], output_names=["y"])
+    path = str(d / "qop_u8.onnx")
+    quant.quantize_static(fp32, path, _Reader(), quant_format=quant.QuantFormat.QOperator, per_channel=True,
+                          activation_type=quant.QuantType.QUInt8, weight_type=quant.QuantType.QInt8)
+    return path
+
+
+def _priced(monkeypatch: pytest.MonkeyPatch, whole_s: float, numba_s: float) -> None:
+    def prices(fns, threads, repeats=hybrid.REPEATS):
+        for fn in fns:
+            fn()
+        return [whole_s, numba_s]
+
+    monkeypatch.setattr(hybrid, "_interleaved", prices)
+
+
+def _close_to_ort(path: str, sess: edge_runtime.InferenceSession) -> None:
+    ref = ort.InferenceSession(path, providers=ORT)
+    step = _output_scale(path)
+    for x in _batches(3, 1):
+        got, want = sess.run(None, {"x": x})[0], ref.run(None, {"x": x})[0]
+        assert np.abs(got - want).max() <= step * 1.001 + 1e-6
+
+
+def test_int8_layers_are_counted(qop_u8: str) -> None:
+    import onnx
+
+    assert islands.int8_layers(onnx.load(qop_u8)) >= 3
+
+
+def test_numba_engine_runs_a_quantized_model_when_faster(qop_u8: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    _priced(monkeypatch, whole_s=1e-3, numba_s=0.5e-3)
+    sess = edge_runtime.InferenceSession(qop_u8, _opts(), providers=ORT)
+    assert sess.dense_engine == "numba" and sess.get_providers() == ["EdgeRuntimeExecutionProvider"]
+    assert "int8 layers with zero-skipping kernels" in sess.engine_report.outcome
+    _close_to_ort(qop_u8, sess)
+
+
+def test_onnxruntime_keeps_a_quantized_model_unless_clearly_faster(qop_u8: str,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    _priced(monkeypatch, whole_s=1e-3, numba_s=0.97e-3)  # faster, but within MIN_PLAN_GAIN
+    sess = edge_runtime.InferenceSession(qop_u8, _opts(), providers=ORT)
+    assert sess.get_providers() == ["CPUExecutionProvider"] and "whole kept" in sess.engine_report.outcome
+    _close_to_ort(qop_u8, sess)
+
+
+def test_force_and_off(qop_u8: str) -> None:
+    forced = edge_runtime.InferenceSession(qop_u8, _opts(), providers=ORT, sparsity="force")
+    assert forced.dense_engine == "numba"
+    _close_to_ort(qop_u8, forced)
+    off = edge_runtime.InferenceSession(qop_u8, _opts(), providers=ORT, sparsity="off")
+    assert off.get_providers() == ["CPUExecutionProvider"] and off.engine_report.candidates == 0
