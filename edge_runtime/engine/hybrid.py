@@ -152,9 +152,11 @@ def build(source: ModelSource | onnx.ModelProto, cfg: EngineConfig, inputs: Sequ
             data = b""  # onnxruntime reads the file itself; our copy goes first
         return _whole_plan(data or src.path, graph, cfg), report
     if doc is not None:
+        data = b""  # a kept cut or numba plan needs only the proto: drop the bytes before building it
         hit = _from_cache(doc, model, found, cfg, inputs, outputs)
         if hit is not None:
             return hit
+        data = model.SerializeToString()  # the entry did not fit this model: measure after all
     plan, report = _decide(data, model, found, cfg, inputs, outputs)
     if int8 and len(plan.steps) == 1:
         plan, report = _int8_on_numba(plan, report, int8, cfg, inputs, outputs)
