@@ -109,11 +109,19 @@ class InferenceSession:
         self._profile = _resolve_profile(profile)
         profile_threads = self._profile.runtime.threads if self._profile is not None else None
         self._threads = self._options.resolved_threads(profile_threads)
+        auto_threads = self._options.intra_op_num_threads == 0 and profile_threads is None
+        self._thread_choice = "set" if not auto_threads else "all CPUs"
         if self._threads > available_cpus():
             log.info("using %d threads on a machine with %d CPUs", self._threads, available_cpus())
         self._engine = engine.choose(providers)
         model, raw = load_model(path_or_bytes)
+        thread_key = None
         if self._engine != "onnxruntime":
+            if auto_threads and self._threads > 1:  # the measured thread count is kept per model and input
+                from edge_runtime.engine import plancache
+
+                thread_key = plancache.key(raw if raw is not None else model.SerializeToString(), warmup_feed,
+                                           ("numba threads", self._threads, sparsity))
             raw = None
         self._meta = _metadata(model)
         doc = read_annotations(model)
@@ -145,9 +153,10 @@ class InferenceSession:
                 self._engine = self._engine_report.engine
         if self._engine == "numba" and self._engine_report is None:  # chosen, or onnxruntime rejected the model
             self._plan = self._numba_plan(model, ann, optimize)
+            if thread_key is not None:
+                self._choose_threads(thread_key, warmup_feed)
             if rejected is not None:
                 log.warning("onnxruntime cannot run this model (%s); edge_runtime's own kernels run it", rejected)
-        _limit_blas_threads(self._threads)
 
     def _numba_plan(self, model: Any, ann: Mapping[str, Any], optimize: bool) -> plan_mod.Plan:
         from edge_runtime import planner
@@ -157,8 +166,34 @@ class InferenceSession:
                                   crossover=_crossover(self._profile), annotations=ann, optimize=optimize)
         plan = planner.build(graph, ctx)
         self._inputs, self._outputs = graph.inputs, graph.outputs
-        _set_numba_threads(self._threads)
         return plan
+
+    def _choose_threads(self, key: str, feed: Mapping[str, np.ndarray] | None) -> None:
+        """Automatic threads on the numba engine: all CPUs only where they win by
+        :data:`edge_runtime.threads.PARALLEL_MIN_SPEEDUP` (parallel regions wait for descheduled
+        workers when other processes load the device); the choice is kept like the engine's."""
+        from edge_runtime import executor, threads
+        from edge_runtime.engine import hybrid, plancache
+
+        n = self._threads
+        doc = plancache.load(key)
+        if doc is not None and doc.get("threads") in (1, n):
+            self._threads, self._thread_choice = int(doc["threads"]), str(doc.get("why", "measured"))
+            return
+        feed = _validate_feed(self._inputs, feed) if feed is not None else hybrid.synthetic_feed(self._inputs)
+        wanted = [o.name for o in self._outputs]
+        run = lambda: executor.execute(self._plan, feed, wanted)  # noqa: E731
+        try:
+            t_n, t_1 = threads.fastest([run, run], [n, 1], repeats=1)
+        except EdgeRuntimeError as exc:  # a synthetic input the model refuses (e.g. a scales input)
+            self._threads, self._thread_choice = 1, f"1 thread: the warm-up input could not run ({exc})"
+            return
+        if t_1 >= threads.PARALLEL_MIN_SPEEDUP * t_n:  # worth a closer look
+            t_n, t_1 = threads.fastest([run, run], [n, 1])
+        chosen = n if t_1 >= threads.PARALLEL_MIN_SPEEDUP * t_n else 1
+        why = f"measured: {n} threads {t_n * 1e3:.3f} ms, 1 thread {t_1 * 1e3:.3f} ms"
+        self._threads, self._thread_choice = chosen, why
+        plancache.store(key, {"threads": chosen, "why": why})
 
     # -- onnxruntime's surface -------------------------------------------------
     def get_inputs(self) -> list[NodeArg]:
@@ -224,6 +259,12 @@ class InferenceSession:
         return self._threads
 
     @property
+    def thread_choice(self) -> str:
+        """Why :attr:`threads` is what it is: "set" (options or profile), "all CPUs" (the
+        onnxruntime engine's default, like onnxruntime's), or the numba engine's measurement."""
+        return self._thread_choice
+
+    @property
     def profile(self) -> Any:
         """The session's device profile, or None."""
         return self._profile
@@ -261,10 +302,10 @@ class InferenceSession:
         steps = self._plan.steps
         if stats is None and len(steps) == 1 and hasattr(steps[0].fn, "session"):
             return steps[0].fn.session.run(wanted, feed)  # the whole model in one onnxruntime session
-        from edge_runtime import executor
+        from edge_runtime import executor, threads
 
-        _set_numba_threads(self._threads)
-        return executor.execute(self._plan, feed, wanted, stats)
+        with threads.scoped(self._threads):
+            return executor.execute(self._plan, feed, wanted, stats)
 
     def _wanted(self, output_names: Sequence[str] | None) -> list[str]:
         names = [o.name for o in self._outputs]
@@ -330,21 +371,3 @@ def _check_value(vi: ValueInfo, value: Any) -> np.ndarray:
                 f"input '{vi.name}' has shape {value.shape}, but dimension {axis} must be {want} "
                 f"(expected shape {list(vi.shape)}, strings are free dimensions).")
     return value
-
-
-
-def _set_numba_threads(n: int) -> None:
-    import numba
-
-    n = min(n, numba.config.NUMBA_NUM_THREADS)
-    if numba.get_num_threads() != n:
-        numba.set_num_threads(n)
-
-
-def _limit_blas_threads(n: int) -> None:
-    """Cap numpy's BLAS pool at the session's threads (process-wide) when threadpoolctl is installed."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        return
-    threadpool_limits(limits=n, user_api="blas")

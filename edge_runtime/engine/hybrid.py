@@ -350,9 +350,14 @@ def with_outcome(report: EngineReport, outcome: str) -> EngineReport:
 def time_plans(plans: Sequence[Plan], feed: Mapping[str, np.ndarray], wanted: list[str],
                threads: int) -> list[float]:
     """Seconds per run of each plan on ``feed`` (interleaved, fastest of :data:`REPEATS`)."""
+    from edge_runtime import threads as pools
     from edge_runtime.executor import execute
 
-    return _interleaved([lambda p=p: execute(p, feed, wanted) for p in plans], threads)
+    def run(plan: Plan) -> None:
+        with pools.scoped(threads):
+            execute(plan, feed, wanted)
+
+    return _interleaved([lambda p=p: run(p) for p in plans], threads)
 
 
 def _segments(plan: Plan) -> int:
