@@ -124,9 +124,9 @@ def score_and_map(outputs: Mapping[str, Any], spec: AnomalySpec, image_shape: tu
 
     Example:
         >>> spec = AnomalySpec(map_output="m", normalization=(0.0, 2.0), threshold=0.5)
-        >>> r = score_and_map({"m": np.array([[[[0.0, 1.6]]]])}, spec, (1, 4))
+        >>> r = score_and_map({"m": np.array([[[[0.0, 1.5]]]])}, spec, (1, 4))
         >>> r.score, r.anomalous, r.heatmap.shape
-        (0.8, True, (1, 4))
+        (0.75, True, (1, 4))
     """
     amap = _array(outputs, spec.map_output)
     squeezed = amap.reshape(amap.shape[-2:]) if amap.size == int(np.prod(amap.shape[-2:])) else None
