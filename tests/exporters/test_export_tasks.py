@@ -61,6 +61,9 @@ def test_anomaly_threshold_is_fitted_on_good_parts(tmp_path):
     with torch.no_grad():
         bad = SpotAnomaly()(to_input(np.stack([grey_part(100 + i, spot=True) for i in range(20)])))[1].numpy()
     assert np.mean((bad - low) / (high - low) > post.threshold) == 1.0
+    from edge_runtime.inspect import inspect_path, render
+
+    assert "task: anomaly (map 'avg_pool2d', threshold" in render(inspect_path(tmp_path / "a"))
     with pytest.raises(InvalidArgumentError, match="no calibration images"):
         export(SpotAnomaly().eval(), good[:1], tmp_path / "a2", formats=("onnx",), task="anomaly")
 
