@@ -63,7 +63,7 @@ def test_anomaly_threshold_is_fitted_on_good_parts(tmp_path):
     assert np.mean((bad - low) / (high - low) > post.threshold) == 1.0
     from edge_runtime.inspect import inspect_path, render
 
-    assert "task: anomaly (map 'avg_pool2d', threshold" in render(inspect_path(tmp_path / "a"))
+    assert f"task: anomaly (map {post.map_output!r}, threshold" in render(inspect_path(tmp_path / "a"))
     with pytest.raises(InvalidArgumentError, match="no calibration images"):
         export(SpotAnomaly().eval(), good[:1], tmp_path / "a2", formats=("onnx",), task="anomaly")
 
