@@ -27,8 +27,29 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
+class Outcome:
+    """What every per-image result of ``run`` has (a dataclass with ``error``; ``FIELDS``, ``TALLY``)."""
+
+    FIELDS: ClassVar[tuple[str, ...]]
+    TALLY: ClassVar[str]
+    error: str | None
+
+    @property
+    def ok(self) -> bool:
+        """True when the image was processed."""
+        return self.error is None
+
+    def record(self) -> dict[str, Any]:
+        """The JSON form (one object per image)."""
+        return asdict(self)  # type: ignore[call-overload]
+
+    def rows(self) -> list[dict[str, Any]]:
+        """The CSV rows (keys: ``FIELDS``); one per image, one per box for detection."""
+        return [{k: v for k, v in self.record().items() if k in self.FIELDS}]
+
+
 @dataclass(frozen=True)
-class Result:
+class Result(Outcome):
     """One image's outcome: the top class, its softmax probability and the latency, or an error.
 
     Example:
@@ -45,19 +66,6 @@ class Result:
     score: float | None = None
     latency_ms: float | None = None  # the batch's inference time / images in the batch
     error: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        """True when the image was classified."""
-        return self.error is None
-
-    def record(self) -> dict[str, Any]:
-        """The JSON form (one object per image)."""
-        return asdict(self)
-
-    def rows(self) -> list[dict[str, Any]]:
-        """The CSV rows (keys: :attr:`FIELDS`); one per image here, one per box for detection."""
-        return [self.record()]
 
     def tally(self) -> list[str]:
         """What :func:`summary` counts for this image."""

@@ -2,16 +2,16 @@
 
 Each type has the interface of :class:`~edge_runtime.validation.results.Result` that the
 writers and the summary use: ``ok``, ``record()`` (the JSON object), ``rows()`` (CSV rows
-with the columns ``FIELDS``), ``tally()`` and ``line()``. A failed image has only ``path``
+with the columns ``FIELDS``), ``tally()`` and ``line()`` (:class:`~edge_runtime.validation.results.Outcome`). A failed image has only ``path``
 and ``error``. Image files written beside the results (annotated images, masks, heatmaps)
 are named by their path.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from edge_runtime.validation.results import printable
+from edge_runtime.validation.results import Outcome, printable
 
 
 @dataclass(frozen=True)
@@ -27,23 +27,10 @@ class Box:
 
 
 @dataclass(frozen=True)
-class _Base:
+class _Base(Outcome):
     path: str
     latency_ms: float | None = None
     error: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        """True when the image was processed."""
-        return self.error is None
-
-    def record(self) -> dict[str, Any]:
-        """The JSON form (one object per image)."""
-        return asdict(self)
-
-    def rows(self) -> list[dict[str, Any]]:
-        """The CSV rows (keys: ``FIELDS``)."""
-        return [{k: v for k, v in self.record().items() if k in self.FIELDS}]  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True)

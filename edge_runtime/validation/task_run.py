@@ -59,11 +59,12 @@ class ImageFolder:
                                        f"folder you can write to.") from exc
         self.used: set[str] = set()
 
-    def name_for(self, image: str | Path) -> Path:
+    def name_for(self, image: str | Path, used: set[str] | None = None) -> Path:
         """``FOLDER/<image stem>.png``; ``-2``, ``-3``... when another image of this run took the name."""
+        taken = self.used if used is None else used
         stem = Path(image).stem or "image"
         name, n = f"{stem}.png", 1
-        while name in self.used:
+        while name in taken:
             n += 1
             name = f"{stem}-{n}.png"
         return self.folder / name
@@ -76,16 +77,12 @@ class ImageFolder:
         """
         if self.overwrite:
             return
-        taken: set[str] = set()
+        taken = set(self.used)
         for image in images:
-            stem = Path(image).stem or "image"
-            name, n = f"{stem}.png", 1
-            while name in taken:
-                n += 1
-                name = f"{stem}-{n}.png"
-            taken.add(name)
-            if (self.folder / name).exists():
-                raise InvalidArgumentError(f"{self.flag} {str(self.folder / name)!r} already exists; pass --overwrite "
+            target = self.name_for(image, taken)
+            taken.add(target.name)
+            if target.exists():
+                raise InvalidArgumentError(f"{self.flag} {str(target)!r} already exists; pass --overwrite "
                                            f"to replace it or choose another {self.flag} folder.")
 
     def write(self, image: str | Path, pixels: NDArray[np.uint8], palette: NDArray[np.uint8] | None = None) -> str:
