@@ -1,9 +1,8 @@
 """Per-image results of ``run`` for detection, segmentation and anomaly bundles.
 
-Each type has the interface of :class:`~edge_runtime.validation.results.Result` that the
-writers and the summary use: ``ok``, ``record()`` (the JSON object), ``rows()`` (CSV rows
-with the columns ``FIELDS``), ``tally()`` and ``line()`` (:class:`~edge_runtime.validation.results.Outcome`). A failed image has only ``path``
-and ``error``. Image files written beside the results (annotated images, masks, heatmaps)
+Each type is an :class:`~edge_runtime.validation.results.Outcome`, the interface the writers
+and the summary use: ``ok``, ``record()`` (the JSON object), ``rows()`` (CSV rows with the
+columns ``FIELDS``), ``tally()`` and ``line()``. A failed image has only ``path`` and ``error``. Image files written beside the results (annotated images, masks, heatmaps)
 are named by their path.
 """
 from __future__ import annotations

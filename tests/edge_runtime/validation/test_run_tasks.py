@@ -57,7 +57,8 @@ def test_detection_rows_and_annotated_images(bundles, tmp_path):
     assert _cli(["run", str(bundles["detection"]), str(images), "--out", str(out), "--annotated", str(drawn)]) == 0
     rows = list(csv.DictReader(out.open()))
     assert list(rows[0]) == ["path", "class", "score", "x1", "y1", "x2", "y2", "latency_ms", "annotated", "error"]
-    boxes = sorted((r["class"], [float(r[k]) for k in ("x1", "y1", "x2", "y2")]) for r in rows if r["path"].endswith("a.png"))
+    boxes = sorted((r["class"], [float(r[k]) for k in ("x1", "y1", "x2", "y2")])
+                   for r in rows if r["path"].endswith("a.png"))
     assert boxes == [("green", [16.0, 32.0, 32.0, 48.0]), ("red", [48.0, 0.0, 64.0, 16.0])]
     assert [r["class"] for r in rows if r["path"].endswith("empty.png")] == [""]  # processed, nothing found
     picture = np.asarray(Image.open(drawn / "a.png"))
@@ -73,7 +74,8 @@ def test_segmentation_masks_match_pytorch(bundles, tmp_path):
     out, masks = tmp_path / "areas.json", tmp_path / "masks"
     result, = run_bundle(bundles["segmentation"], [images], masks=masks)
     with torch.no_grad():
-        small = ColorSegmenter().eval()(to_input(np.asarray(Image.fromarray(pixels).resize((32, 32), Image.BILINEAR))[None]))
+        resized = np.asarray(Image.fromarray(pixels).resize((32, 32), Image.BILINEAR))  # as run's preprocessing
+        small = ColorSegmenter().eval()(to_input(resized[None]))
     expected = torch.nn.functional.interpolate(small, size=(96, 64), mode="bilinear", align_corners=False).argmax(1)[0]
     mask = np.asarray(Image.open(result.mask))
     assert Image.open(result.mask).mode == "P" and mask.shape == (96, 64)
@@ -81,7 +83,8 @@ def test_segmentation_masks_match_pytorch(bundles, tmp_path):
     assert result.defect_pixels == int((mask != 0).sum()) and result.defect_percent == pytest.approx(
         100 * (mask != 0).mean(), abs=1e-3)
     assert result.class_pixels["red"] > 0 and result.class_pixels["green"] > 0
-    assert _cli(["run", str(bundles["segmentation"]), str(images), "--out", str(out), "--masks", str(tmp_path / "m2")]) == 0
+    code = _cli(["run", str(bundles["segmentation"]), str(images), "--out", str(out), "--masks", str(tmp_path / "m2")])
+    assert code == 0
     record, = json.loads(out.read_text())
     assert record["defect_pixels"] == result.defect_pixels and set(record["class_pixels"]) == {"background", *CLASSES}
 
@@ -147,3 +150,32 @@ def test_tampered_task_is_refused_at_load(bundles, tmp_path):
     edit_manifest(bundle, task="segmentation", postprocess=manifest["postprocess"])
     with pytest.raises(BundleError, match="postprocess.layout"):
         BundleRunner(bundle)
+
+
+def test_yolov8_style_detector_end_to_end(tmp_path):
+    """The zoo's YOLOv8n-shaped detector: task inferred at export, `run`'s boxes = decoding PyTorch's output."""
+    from edge_runtime.bundle import load_bundle
+    from edge_runtime.tasks.detection import decode
+    from tests.zoo import YoloDetector
+
+    torch.manual_seed(0)
+    model = YoloDetector(width=8, classes=3).eval()
+    images = [grey_part(700 + i, spot=True) for i in range(2)]
+    calib = to_input(np.stack([np.asarray(Image.fromarray(p).resize((64, 64), Image.BILINEAR)) for p in images]))
+    pre = {**PRE, "input_size": [64, 64]}
+    from exporters import export
+
+    bundle = export(model, calib[:1], tmp_path / "yolo", calibration=calib, formats=("onnx",), preprocessing=pre,
+                    labels=["scratch", "crack", "pit"], postprocess={"score_threshold": 0.5, "iou_threshold": 0.5})
+    spec = bundle.spec.postprocess
+    assert bundle.spec.task == "detection" and spec.layout == "yolo" and bundle.spec.outputs[0].shape[1:] == (7, 84)
+    folder = tmp_path / "in"
+    for i, pixels in enumerate(images):
+        _save(folder, f"{i}.png", pixels)
+    results = run_bundle(tmp_path / "yolo", [folder])
+    for result, x in zip(results, calib):
+        with torch.no_grad():
+            expected = decode({spec.output: model(x[None]).numpy()}, spec, (32, 32), (64, 64))
+        assert len(result.boxes) == len(expected) > 0
+        np.testing.assert_allclose([[b.x1, b.y1, b.x2, b.y2] for b in result.boxes], expected.boxes, atol=0.02)
+        assert [b.label for b in result.boxes] == expected.names(load_bundle(tmp_path / "yolo").labels)
