@@ -24,7 +24,7 @@ from torch import nn
 
 from edge_runtime.errors import InvalidArgumentError
 from edge_runtime.tasks.anomaly import fit_threshold, raw_score
-from edge_runtime.tasks.spec import TASKS, AnomalySpec
+from edge_runtime.tasks.spec import POSTPROCESS_KEYS, TASKS, AnomalySpec
 from exporters.calibrate import SparsityReport, iter_batches
 
 logger = logging.getLogger(__name__)
@@ -167,8 +167,16 @@ def task_manifest(task: str | None, postprocess: dict[str, Any] | None, outputs:
             f"export: cannot tell the model's task from its outputs ({_shapes(outputs)}); pass task= (CLI: --task "
             f"classification|detection|segmentation|anomaly), e.g. --task anomaly for a (B, 1, H, W) anomaly map.")
     post = dict(postprocess or {})
+    allowed = POSTPROCESS_KEYS.get(chosen, set()) | ({"target_fpr"} if chosen == "anomaly" else set())
+    unknown = sorted(set(post) - allowed)
+    if unknown:
+        flag = "--" + unknown[0].replace("_", "-")
+        raise InvalidArgumentError(
+            f"export: postprocess key {unknown[0]!r} ({flag}) does not apply to task {chosen!r}"
+            f"{' (inferred from the outputs)' if task is None else ''}; its keys are {sorted(allowed)} "
+            f"(docs/bundle.md). Drop it, or pass the right --task.")
     if chosen == "classification":
-        return {"task": chosen, "postprocess": post or None}
+        return {"task": chosen, "postprocess": None}
     if chosen == "detection":
         post = _detection(post, outputs, labels)
     elif chosen == "segmentation":

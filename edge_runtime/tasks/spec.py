@@ -169,7 +169,8 @@ class AnomalySpec:
 
 
 TaskSpec = Union[DetectionSpec, SegmentationSpec, AnomalySpec]
-_KEYS = {"detection": set(DetectionSpec.__dataclass_fields__),
+#: The postprocess keys each task accepts.
+POSTPROCESS_KEYS = {"detection": set(DetectionSpec.__dataclass_fields__),
          "segmentation": set(SegmentationSpec.__dataclass_fields__),
          "anomaly": set(AnomalySpec.__dataclass_fields__)}
 
@@ -201,10 +202,10 @@ def parse_task(source: str, task: Any, post: Any, outputs: Sequence[Any]) -> tup
         return task, None
     if not isinstance(post, dict):
         raise fail(source, "postprocess", post, f"an object describing the {task} outputs (docs/bundle.md)")
-    unknown = sorted(set(post) - _KEYS[task])
+    unknown = sorted(set(post) - POSTPROCESS_KEYS[task])
     if unknown:
         raise fail(source, f"postprocess.{unknown[0]}", post[unknown[0]],
-                   f"only the keys {sorted(_KEYS[task])} for task {task!r}")
+                   f"only the keys {sorted(POSTPROCESS_KEYS[task])} for task {task!r}")
     shapes = {o.name: tuple(o.shape) for o in outputs}
     parse = {"detection": _detection, "segmentation": _segmentation, "anomaly": _anomaly}[task]
     return task, parse(source, post, shapes)

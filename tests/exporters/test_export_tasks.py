@@ -75,6 +75,9 @@ def test_bad_task_or_postprocess_is_one_line(tmp_path):
     with pytest.raises(Exception, match=r"postprocess.iou_threshold=2.0 is invalid; expected a number in \[0, 1\]"):
         _export(GridDetector(), tmp_path / "y", calib, postprocess={"iou_threshold": 2.0})
     assert not (tmp_path / "y").exists()
+    with pytest.raises(InvalidArgumentError, match=r"'score_threshold' \(--score-threshold\) does not apply to "
+                                                   r"task 'segmentation' \(inferred from the outputs\)"):
+        _export(ColorSegmenter(), tmp_path / "z", calib, postprocess={"score_threshold": 0.3})
 
 
 def test_cli_task_flags_reach_export(monkeypatch, tmp_path):
