@@ -7,7 +7,8 @@ Layouts (:class:`~edge_runtime.tasks.spec.DetectionSpec`):
   score is objectness x class score (YOLOv5/v7);
 - ``ssd``: boxes (1, N, 4) and scores (1, N, C).
 
-Each box gets its best class (ultralytics' default, not multi-label); boxes scoring above
+Each box gets its best class (ultralytics' default, not multi-label; a ``background`` column,
+as SSD heads have, is never chosen); boxes scoring above
 ``score_threshold`` go through NMS per class, with the runtime's NonMaxSuppression op
 (:mod:`edge_runtime.ops.detection`, the same selection rule as ONNX's), and the best
 ``max_detections`` are kept. Boxes in model-input pixels (or fractions of the input size)
@@ -144,6 +145,12 @@ def decode(outputs: Mapping[str, Any], spec: DetectionSpec, image_size: tuple[in
         [[16.0, 16.0, 24.0, 24.0]]
     """
     boxes, scores = candidates(outputs, spec)
+    if spec.background is not None:
+        if spec.background >= scores.shape[1]:
+            raise InvalidInputError(f"detection: postprocess.background={spec.background} but the model scores "
+                                    f"{scores.shape[1]} classes; fix the manifest.")
+        scores = scores.copy()
+        scores[:, spec.background] = -np.inf  # "no object" is never a detection
     best = scores.argmax(1) if scores.shape[1] else np.zeros(len(scores), np.int64)
     conf = scores[np.arange(len(scores)), best] if scores.shape[1] else np.zeros(len(scores))
     keep = conf > spec.score_threshold

@@ -90,10 +90,12 @@ class DetectionSpec:
     max_detections: int = 100       # per image, best scores first
     classes: tuple[str, ...] = ()
     scores_output: str | None = None
+    background: int | None = None   # a score column that is "no object" (SSD's class 0): never a detection
 
     def to_json(self) -> dict[str, Any]:
         """The manifest form."""
         doc = {"output": self.output, "layout": self.layout, "box_format": self.box_format,
+               "background": self.background,
                "coordinates": self.coordinates, "score_threshold": self.score_threshold,
                "iou_threshold": self.iou_threshold, "max_detections": self.max_detections,
                "classes": list(self.classes)}
@@ -264,11 +266,17 @@ def _detection(source: str, post: dict[str, Any], shapes: dict[str, tuple[Any, .
         _check_size(source, f"outputs[{output!r}].shape", shape, 1, 4 + len(classes), "4 + classes")
     elif classes:
         _check_size(source, f"outputs[{output!r}].shape", shape, 2, 5 + len(classes), "5 + classes")
+    background = post.get("background")
+    if background is not None and (isinstance(background, bool) or not isinstance(background, int)
+                                   or not 0 <= background < (len(classes) or MAX_CLASSES)):
+        raise fail(source, p + "background", background, "null or the index of the background score column"
+                                                           + (f" in [0, {len(classes) - 1}]" if classes else ""))
     limit = post.get("max_detections", 100)
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_DETECTIONS:
         raise fail(source, p + "max_detections", limit, f"an integer in [1, {MAX_DETECTIONS}]")
     return DetectionSpec(
         output=output, layout=layout, classes=classes, scores_output=scores_output, max_detections=limit,
+        background=background,
         box_format=_choice(source, p + "box_format", post.get("box_format", "cxcywh"), BOX_FORMATS),
         coordinates=_choice(source, p + "coordinates", post.get("coordinates", "pixels"), COORDINATES),
         score_threshold=_fraction(source, p + "score_threshold", post.get("score_threshold", 0.25)),

@@ -93,6 +93,21 @@ def test_ssd_normalized_xyxy_matches_loop_reference():
     assert got.classes.tolist() == [k for _, _, k in ref]
 
 
+def test_ssd_background_column_is_never_a_detection():
+    rng = np.random.default_rng(4)
+    boxes, scores = clustered(rng, 120, 4)
+    scores[:, 0] += 0.5  # "no object" often wins
+    spec = DetectionSpec(output="b", scores_output="s", layout="ssd", background=0, score_threshold=0.2)
+    got = decode({"b": boxes[None], "s": scores[None]}, spec, (64, 64))
+    no_background = scores.copy()
+    no_background[:, 0] = -1
+    ref = reference(to_xyxy(boxes), no_background, 0.2, 0.45, 100)
+    assert 0 not in got.classes.tolist() and got.classes.tolist() == [k for _, _, k in ref] and len(ref) > 3
+    with pytest.raises(InvalidInputError, match="background=7"):
+        decode({"b": boxes[None], "s": scores[None]}, DetectionSpec(output="b", scores_output="s", layout="ssd",
+                                                                    background=7), (64, 64))
+
+
 def _ort_nms(boxes, scores, limit, iou, thr):
     """onnxruntime running a graph with NonMaxSuppression (boxes (1, N, 4) xyxy, scores (1, C, N))."""
     ort = pytest.importorskip("onnxruntime")

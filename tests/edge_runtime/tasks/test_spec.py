@@ -68,6 +68,7 @@ def test_to_json_round_trips(spec):
     (YOLO, {"classes": ["ok", "a\x1b[2J"]}, r"postprocess.classes\[1\]"),
     (SSD, {"scores_output": "boxes"}, r"outputs\['boxes'\].shape=\[1, 100, 4\] is invalid; expected len"),
     (SSD, {"scores_output": None}, "postprocess.scores_output=None"),
+    (SSD, {"background": 3}, r"postprocess.background=3 is invalid; expected null or the index .* in \[0, 2\]"),
     (SEG, {"classes": ["bg", "scratch"]}, r"len\(postprocess.classes\) = 2 on axis 1"),
     (SEG, {"format": "probability"}, r"1 channel"),
     (SEG, {"colors": [[0, 0, 0], [300, 0, 0], [0, 0, 0]]}, "postprocess.colors="),
