@@ -19,6 +19,7 @@ from typing import Any, Mapping
 
 from edge_runtime.errors import BundleError, InvalidArgumentError, InvalidModelError
 from edge_runtime.preprocessing import Preprocessing
+from edge_runtime.tasks.spec import TASKS, TaskSpec, parse_task
 
 SUPPORTED_FORMAT_VERSIONS = (1,)
 MANIFEST = "manifest.json"
@@ -26,9 +27,6 @@ MANIFEST = "manifest.json"
 MANIFEST_DIGEST = "manifest.sha256"
 SIGNATURE = "manifest.sig"
 RESERVED_NAMES = frozenset({MANIFEST, MANIFEST_DIGEST, SIGNATURE})
-#: The tasks a bundle can declare; issue 19 adds detection/segmentation/anomaly specs.
-TASKS = ("classification",)
-
 # Bounds on preprocessing values: wide enough for every real pipeline (value_range 0..255
 # with ImageNet statistics), narrow enough that a tampered value cannot allocate gigabytes
 # (input_size) or turn every input into NaN/inf (mean, std).
@@ -186,6 +184,7 @@ class Manifest:
     inputs: tuple[TensorSpec, ...] = ()
     outputs: tuple[TensorSpec, ...] = ()
     task: str = "classification"
+    postprocess: TaskSpec | None = None  # how to read the outputs of a non-classification task
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
@@ -219,18 +218,15 @@ class Manifest:
         name = doc.get("name", "")
         if not isinstance(name, str) or len(name) > MAX_LABEL_CHARS or not name.isprintable():
             raise _fail(source, "name", name, f"a printable string of at most {MAX_LABEL_CHARS} characters")
-        task = doc.get("task", "classification")
-        if task not in TASKS:
-            raise _fail(source, "task", task, f"one of {list(TASKS)}",
-                        "Upgrade edge-runtime on the device to run this task.")
+        outputs = _specs(source, "outputs", doc.get("outputs"))
+        task, postprocess = parse_task(source, doc.get("task"), doc.get("postprocess"), outputs)
         return cls(
             format_version=int(version), name=name,
             files=tuple(FileEntry.from_json(source, k, v) for k, v in sorted(files.items())),
             labels=check_labels(source, doc.get("labels")),
             preprocessing=check_preprocessing(source, doc.get("preprocessing")),
             inputs=_specs(source, "inputs", doc.get("inputs")),
-            outputs=_specs(source, "outputs", doc.get("outputs")),
-            task=task, raw=doc)
+            outputs=outputs, task=task, postprocess=postprocess, raw=doc)
 
     def file(self, name: str) -> FileEntry | None:
         """The entry named ``name``, or None."""

@@ -109,6 +109,7 @@ def render(info: dict[str, Any]) -> str:
         lines.append(f"  files: {', '.join(sorted(manifest.get('files', {})))}")
         if manifest.get("labels"):
             lines.append(f"  labels: {len(manifest['labels'])}")
+        lines.append(f"  task: {_task_line(manifest)}")
         signer = info.get("signer")
         lines.append(f"  signature: {'Ed25519, key ' + signer if signer else 'none (unsigned or unpinned key)'}")
         lines += [f"  INTEGRITY: {p}" for p in info.get("integrity", [])]
@@ -128,3 +129,20 @@ def render(info: dict[str, Any]) -> str:
             lines.append(f"    {layer.get('module', '?'):28} {layer['op_type']:6} "
                          f"density {layer['density']:.3f}  ({layer['node']})")
     return "\n".join(lines)
+
+
+def _task_line(manifest: dict[str, Any]) -> str:
+    """``detection (yolo, score > 0.25, NMS IoU 0.45, 2 classes)`` etc. (the manifest was checked)."""
+    task, post = manifest.get("task") or "classification", manifest.get("postprocess") or {}
+    if task == "detection":
+        return (f"detection ({post.get('layout', 'yolo')} from {post.get('output')!r}, score > "
+                f"{post.get('score_threshold', 0.25):g}, NMS IoU {post.get('iou_threshold', 0.45):g}, "
+                f"{len(post.get('classes') or [])} classes)")
+    if task == "segmentation":
+        return f"segmentation ({post.get('format', 'logits')} from {post.get('output')!r})"
+    if task == "anomaly":
+        fpr = post.get("measured_fpr")
+        fitted = f", false-positive rate {fpr:g} on {post.get('calibration_images')} good images" \
+            if fpr is not None else ""
+        return f"anomaly (map {post.get('map_output')!r}, threshold {post.get('threshold'):g}{fitted})"
+    return task

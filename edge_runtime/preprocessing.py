@@ -138,12 +138,33 @@ def decode_image(path: str | os.PathLike, pre: Preprocessing, *, exact_size: boo
         ImageError: unreadable/corrupt file, a 16-bit or float image, or a wrong size in
             exact-size mode; the message names the file.
     """
+    return _decode(path, pre, exact_size, keep_original=False)[0]
+
+
+def decode_with_original(path: str | os.PathLike, pre: Preprocessing, *, exact_size: bool = False
+                         ) -> tuple[NDArray[np.uint8], NDArray[np.uint8]]:
+    """:func:`decode_image`, and the image as decoded: uint8 RGB (H0, W0, 3) at its own size.
+
+    For outputs reported on the image rather than on the model input (boxes, masks, maps).
+
+    Raises:
+        ImageError: as :func:`decode_image`.
+    """
+    model, original = _decode(path, pre, exact_size, keep_original=True)
+    return model, original  # type: ignore[return-value]
+
+
+def _decode(path: str | os.PathLike, pre: Preprocessing, exact_size: bool, keep_original: bool
+            ) -> tuple[NDArray[np.uint8], NDArray[np.uint8] | None]:
     Image = _pil()
     height, width = pre.input_size
+    original = None
     try:
         with Image.open(path) as img:
             img.load()
             _check_image(path, img, pre, exact_size)
+            if keep_original:
+                original = np.asarray(img.convert("RGB"), dtype=np.uint8)
             img = img.convert("L" if pre.channel_order == "L" else "RGB")
             if img.size != (width, height):
                 img = img.resize((width, height), getattr(Image, pre.resize.upper()))
@@ -154,7 +175,7 @@ def decode_image(path: str | os.PathLike, pre: Preprocessing, *, exact_size: boo
         raise ImageError(path, f"cannot be decoded as an image ({type(exc).__name__}: {exc}); "
                                f"remove or replace the file") from exc
     arr = arr[:, :, None] if arr.ndim == 2 else arr  # (H, W, C)
-    return arr[:, :, ::-1] if pre.channel_order == "BGR" else arr
+    return (arr[:, :, ::-1] if pre.channel_order == "BGR" else arr), original
 
 
 def _check_image(path: str | os.PathLike, img: Any, pre: Preprocessing, exact_size: bool) -> None:

@@ -26,10 +26,11 @@ from edge_runtime.annotations import ANNOTATION_KEY
 from exporters.annotations import (build_annotations, consumer_thresholds, to_json,
                                    write_onnx_annotations)
 from edge_runtime.bundle import LoadedBundle, manifest_digest, sha256_of
-from edge_runtime.contract import MANIFEST, MANIFEST_DIGEST, SIGNATURE, Manifest
+from edge_runtime.contract import MANIFEST, MANIFEST_DIGEST, SIGNATURE, TASKS, Manifest
 from exporters.calibrate import SparsityReport, calibrate, iter_batches, validate_preprocessing
 from exporters.errors import ExportError
 from exporters.onnx_export import export_onnx, finalize, map_modules
+from exporters.tasks import task_manifest
 from exporters.tflite_export import add_metadata, convert_tflite
 
 logger = logging.getLogger(__name__)
@@ -50,7 +51,8 @@ def export(model: nn.Module, example_input: torch.Tensor, out_dir: str | os.Path
            dynamo: bool = True, target_sparsity: float | None = None,
            max_accuracy_drop: float = 0.5, eval_data: Any = None,
            per_channel_thresholds: bool = False, thresholds: Any = None,
-           sign_key: str | os.PathLike | None = None) -> Bundle:
+           sign_key: str | os.PathLike | None = None, task: str | None = None,
+           postprocess: dict[str, Any] | None = None) -> Bundle:
     """Export ``model`` to an annotated ONNX/TFLite bundle directory.
 
     Args:
@@ -79,13 +81,20 @@ def export(model: nn.Module, example_input: torch.Tensor, out_dir: str | os.Path
         per_channel_thresholds: one threshold per channel instead of per layer.
         thresholds: a precomputed ``ThresholdResult``: export its ``.model`` instead of
             fitting (exclusive with ``target_sparsity``).
+        sign_key: an Ed25519 private key file; the manifest is signed (manifest.sig).
+        task: classification, detection, segmentation or anomaly (docs/tasks.md); None
+            infers it from the output shapes where they leave no doubt.
+        postprocess: the task's postprocess keys (docs/bundle.md); missing ones are filled
+            from the outputs and labels; for anomaly the threshold is fitted on
+            ``calibration`` (good parts) at ``postprocess["target_fpr"]`` (default 0.01).
 
     Returns:
         The written :class:`Bundle`.
 
     Raises:
         BundleError: ``out_dir`` exists and ``overwrite`` is False.
-        InvalidArgumentError: bad formats, preprocessing, golden_samples or sign_key.
+        InvalidArgumentError: bad formats, preprocessing, golden_samples, sign_key, an
+            unknown task, or outputs that do not say the task when ``task`` is None.
         ExportError: a converter failed, a module could not be mapped, or thresholds
             were asked for without calibration data (or could not be fitted).
     """
@@ -96,6 +105,8 @@ def export(model: nn.Module, example_input: torch.Tensor, out_dir: str | os.Path
                           "overwrite=True (--overwrite) or choose another path.")
     if golden_samples < 1:
         raise InvalidArgumentError(f"golden_samples={golden_samples}; expected >= 1.")
+    if task is not None and task not in TASKS:
+        raise InvalidArgumentError(f"task={task!r}; expected one of {list(TASKS)} (CLI: --task).")
     if preprocessing is not None:
         preprocessing = validate_preprocessing(preprocessing)
     if sign_key is not None:
@@ -121,6 +132,9 @@ def export(model: nn.Module, example_input: torch.Tensor, out_dir: str | os.Path
                     fitted, target_sparsity, max_accuracy_drop, per_channel_thresholds)
             manifest.update(name=name or type(model).__name__, labels=list(labels or []),
                             preprocessing=preprocessing)
+            manifest.update(task_manifest(task, postprocess, manifest["outputs"], list(labels or []),
+                                          model=exported, calibration=calibration,
+                                          preprocessing=preprocessing))
             spec = _write_manifest(tmp, manifest, sign_key)
             _replace(tmp, out)
         except BaseException:

@@ -50,8 +50,48 @@ def add_export_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--sign-key", metavar="KEY",
                    help="Ed25519 private key ('edge-runtime keys generate') to sign the manifest "
                         "(writes manifest.sig; devices pin the .pub with --trusted-key)")
+    _add_task_flags(p)
     p.set_defaults(func=run_export)
     return p
+
+
+def _add_task_flags(p: argparse.ArgumentParser) -> None:
+    """--task and the main postprocess settings (docs/tasks.md)."""
+    g = p.add_argument_group("task (docs/tasks.md)")
+    g.add_argument("--task", choices=("classification", "detection", "segmentation", "anomaly"),
+                   help="what the outputs mean (default: inferred from the output shapes where unambiguous)")
+    g.add_argument("--classes", help="comma-separated class names of a detector/segmenter (default: --labels)")
+    g.add_argument("--layout", choices=("yolo", "yolo_obj", "ssd"),
+                   help="detection output layout: yolo (B, 4+C, N), yolo_obj (B, N, 5+C), ssd (boxes + scores)")
+    g.add_argument("--box-format", choices=("cxcywh", "xyxy"), help="detection box format (default cxcywh)")
+    g.add_argument("--score-threshold", type=float, help="detection: keep boxes scoring above this (default 0.25)")
+    g.add_argument("--iou-threshold", type=float, help="detection: NMS IoU threshold (default 0.45)")
+    g.add_argument("--max-detections", type=int, help="detection: most boxes per image (default 100)")
+    g.add_argument("--threshold", type=float, help="segmentation probability map: defect when above (default 0.5)")
+    g.add_argument("--target-fpr", type=float, help="anomaly: false-positive rate on the --calib good parts "
+                                                    "at which the threshold is fitted (default 0.01)")
+    g.add_argument("--postprocess", help="JSON object (or a .json file) of postprocess keys (docs/bundle.md); "
+                                         "the flags above override it")
+
+
+def task_options(args: argparse.Namespace) -> tuple[str | None, dict[str, Any] | None]:
+    """(task, postprocess) from the export flags; None postprocess when nothing was given."""
+    post: dict[str, Any] = {}
+    if args.postprocess:
+        from edge_runtime.validation.commands import _json_arg
+
+        try:
+            post = _json_arg(args.postprocess)
+        except argparse.ArgumentTypeError as exc:
+            from edge_runtime.errors import InvalidArgumentError
+
+            raise InvalidArgumentError(f"--postprocess: {exc}") from exc
+    flags = {"classes": args.classes.split(",") if args.classes else None, "layout": args.layout,
+             "box_format": args.box_format, "score_threshold": args.score_threshold,
+             "iou_threshold": args.iou_threshold, "max_detections": args.max_detections,
+             "threshold": args.threshold, "target_fpr": args.target_fpr}
+    post.update({k: v for k, v in flags.items() if v is not None})
+    return args.task, post or None
 
 
 def add_inspect_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -127,6 +167,7 @@ def run_export(args: argparse.Namespace) -> int:
 
     from exporters import export, load_model
 
+    task, post = task_options(args)
     labels = None
     if args.labels:
         path = Path(args.labels)
@@ -140,8 +181,10 @@ def run_export(args: argparse.Namespace) -> int:
                     labels=labels, preprocessing=pre, overwrite=args.overwrite,
                     target_sparsity=args.target_sparsity,
                     max_accuracy_drop=args.max_accuracy_drop,
-                    per_channel_thresholds=args.per_channel_thresholds, sign_key=args.sign_key)
-    print(f"wrote {bundle.path} ({', '.join(sorted(bundle.manifest['files']))})")
+                    per_channel_thresholds=args.per_channel_thresholds, sign_key=args.sign_key,
+                    task=task, postprocess=post)
+    print(f"wrote {bundle.path} ({', '.join(sorted(bundle.manifest['files']))}); task {bundle.spec.task}")
+    _report_task(bundle.manifest)
     fit = (bundle.manifest.get("sparsity") or {}).get("thresholds")
     if fit:
         chosen = sum(a["threshold"] is not None for a in fit["activations"].values())
@@ -150,6 +193,14 @@ def run_export(args: argparse.Namespace) -> int:
               f"{len(fit['backoffs'])} back-offs")
         _report_shortfall(fit)
     return 0
+
+
+def _report_task(manifest: dict[str, Any]) -> None:
+    """Print the fitted anomaly threshold (what the device will decide on)."""
+    post = manifest.get("postprocess") or {}
+    if manifest.get("task") == "anomaly" and post.get("measured_fpr") is not None:
+        print(f"anomaly threshold {post['threshold']:.4f} (normalised score) fitted on {post['calibration_images']} "
+              f"good image(s): false-positive rate {post['measured_fpr']:.4f} (target {post['target_fpr']:g})")
 
 
 def _report_shortfall(fit: dict[str, Any]) -> None:

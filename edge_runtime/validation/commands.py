@@ -7,9 +7,10 @@ Usage::
         [--torch-model FILE.pt2] [--reference-preprocessing JSON] [--threads N] [--overwrite] [--no-progress]
     edge-runtime run BUNDLE INPUTS... [--out results.csv|.jsonl|.json] [--batch N] [--threads N] [--device NAME]
         [--sparsity auto|off|force] [--exact-size] [--watch DIR] [--poll S] [--skip-existing] [--overwrite]
+        [--annotated DIR | --masks DIR | --heatmaps DIR]
 
 Exit status: validate 0 = every backend within tolerance, 1 = a check failed; run 0 = every
-image classified, 1 = some image failed. 2 = usage or bundle error (printed by the CLI).
+image processed, 1 = some image failed. 2 = usage or bundle error (printed by the CLI).
 """
 from __future__ import annotations
 
@@ -91,11 +92,14 @@ def add_parsers(subparsers: Any) -> None:
     val.set_defaults(func=cmd_validate)
 
     run = subparsers.add_parser(
-        "run", help="classify images with a bundle (label, score, latency)",
+        "run", help="run a bundle on images: labels, boxes, defect masks or anomaly scores, and latency",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n  edge-runtime run bundle/ images/ --out results.csv\n"
-               "  edge-runtime run bundle/ --watch /camera/out --out results.csv   # Ctrl-C stops, prints a summary\n\n"
-               "exit status: 0 every image classified, 1 some image failed, 2 a usage or bundle error.")
+               "  edge-runtime run bundle/ --watch /camera/out --out results.csv   # Ctrl-C stops, prints a summary\n"
+               "  edge-runtime run detector/ images/ --out boxes.csv --annotated boxes/\n"
+               "  edge-runtime run segmenter/ images/ --out areas.csv --masks masks/\n"
+               "  edge-runtime run anomaly/ images/ --out scores.csv --heatmaps heat/\n\n"
+               "exit status: 0 every image processed, 1 some image failed, 2 a usage or bundle error.")
     run.add_argument("bundle", help="bundle directory")
     run.add_argument("inputs", nargs="*", help="image files or directories (searched recursively)")
     run.add_argument("--out", type=Path, help="write results to a .csv or .jsonl file (a row appended per image) "
@@ -114,7 +118,15 @@ def add_parsers(subparsers: Any) -> None:
     run.add_argument("--poll", type=float, default=0.5, help="--watch poll interval in seconds; a file must be "
                                                              "unchanged for one interval (default 0.5)")
     run.add_argument("--skip-existing", action="store_true", help="--watch: ignore images already in DIR at start")
-    run.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    run.add_argument("--annotated", type=Path, metavar="DIR",
+                     help="detection bundles: write each image with its boxes drawn into DIR (PNG)")
+    run.add_argument("--masks", type=Path, metavar="DIR",
+                     help="segmentation bundles: write each image's mask into DIR (PNG, pixel = class index, "
+                          "palette = class colours)")
+    run.add_argument("--heatmaps", type=Path, metavar="DIR",
+                     help="anomaly bundles: write each image's anomaly map over the image into DIR (PNG)")
+    run.add_argument("--overwrite", action="store_true", help="replace an existing --out file and images in "
+                                                              "--annotated/--masks/--heatmaps")
     _add_trust_flags(run)
     run.set_defaults(func=cmd_run)
 
@@ -148,7 +160,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """Classify INPUTS (then --watch DIR); print a line per image and a summary; 1 if any image failed."""
+    """Run the bundle on INPUTS (then --watch DIR); print a line per image and a summary; 1 if any image failed."""
     from edge_runtime.errors import InvalidArgumentError
     from edge_runtime.preprocessing import list_images
     from edge_runtime.validation.results import RESULT_SUFFIXES, ResultWriter, summary
@@ -162,11 +174,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     _check_outputs({"--out": (args.out, RESULT_SUFFIXES)}, args.overwrite)
     files = list_images(args.inputs)
     runner = BundleRunner(args.bundle, threads=args.threads, device=args.device, sparsity=args.sparsity,
-                          exact_size=args.exact_size, trust=_trust(args))
-    writer = ResultWriter(args.out, overwrite=args.overwrite) if args.out is not None else None
-    results: list[Result] = []
+                          exact_size=args.exact_size, trust=_trust(args), annotated=args.annotated,
+                          masks=args.masks, heatmaps=args.heatmaps, overwrite=args.overwrite)
+    if runner.post is not None and runner.post.images is not None:
+        runner.post.images.check(files)  # an existing image fails now, not after the run
+    writer = (ResultWriter(args.out, overwrite=args.overwrite, fields=runner.result_type.FIELDS)
+              if args.out is not None else None)
+    results: list[Any] = []
 
-    def emit(result: Result) -> None:
+    def emit(result: Any) -> None:
         print(summary_line(result), file=sys.stderr if result.error else sys.stdout, flush=True)
         results.append(result)
         if writer is not None:

@@ -81,7 +81,7 @@ def test_golden_and_a_model_are_required():
 
 @pytest.mark.parametrize("changes, needle", [
     ({"format_version": 99}, "format_version=99"), ({"format_version": True}, "format_version=True"),
-    ({"task": "detection"}, "task='detection'"), ({"name": "a\x1bb"}, "name="),
+    ({"task": "regression"}, "task='regression'"), ({"name": "a\x1bb"}, "name="),
     ({"inputs": [{"name": "x"}]}, r"inputs\[0\]"), ({"labels": "ok"}, "labels='ok'"),
 ])
 def test_other_keys(changes, needle):

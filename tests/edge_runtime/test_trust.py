@@ -67,7 +67,7 @@ def test_signer_not_pinned_is_refused(signed, keys):
     assert load_bundle(signed, trust=_pinned(other, allow_unsigned=True)).trust.signer is None
 
 
-@pytest.mark.parametrize("change", ["labels", "mean", "golden"])
+@pytest.mark.parametrize("change", ["labels", "mean", "golden", "task"])
 def test_resealed_edits_fail_the_signature(signed, keys, change):
     """An attacker can rewrite manifest.sha256 but cannot re-sign: every edit is caught."""
     (_, public), _ = keys
@@ -76,6 +76,8 @@ def test_resealed_edits_fail_the_signature(signed, keys, change):
         edit(signed, reseal=True, labels=["defect", "ok", "scratch"])
     elif change == "mean":
         edit(signed, reseal=True, preprocessing={**manifest["preprocessing"], "mean": [0.9]})
+    elif change == "task":  # the signature is checked on the bytes, before the contract reads the task
+        edit(signed, reseal=True, task="detection", postprocess={"output": "logits", "layout": "yolo_obj"})
     else:
         files = {**manifest["files"]}
         files.pop("golden.npz")
