@@ -17,6 +17,7 @@ from onnx import helper, numpy_helper
 from torch import nn
 
 from exporters.errors import ExportError
+from exporters.onnx_fold import fold_bias_shifts
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +86,10 @@ def _export_torchscript(model: nn.Module, example: torch.Tensor, dynamic_batch: 
 
 
 def finalize(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Strip per-node metadata and lower the IR version to what the opset needs.
+    """Strip per-node metadata, fold bias shifts, lower the IR version to what the opset needs.
+
+    ``exporters.onnx_fold.fold_bias_shifts`` turns ``Conv -> Sub(t) -> Relu`` (a ShiftedReLU)
+    into ``Conv(bias - t) -> Relu``, which onnxruntime fuses.
 
     Per-node metadata (stack traces with local paths) needs IR 10, which older device
     builds of onnxruntime reject (references.md §4). Runs ``onnx.checker``.
@@ -95,6 +99,7 @@ def finalize(model: onnx.ModelProto) -> onnx.ModelProto:
     """
     for node in model.graph.node:
         del node.metadata_props[:]
+    fold_bias_shifts(model)
     try:
         model.ir_version = min(model.ir_version,
                                helper.find_min_ir_version_for(list(model.opset_import)))

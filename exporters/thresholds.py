@@ -36,7 +36,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from exporters.errors import ExportError
-from exporters.sparsity import FATReLU, JSquaredReLU, MixedActivation
+from exporters.sparsity import FATReLU, JSquaredReLU, MixedActivation, ShiftedReLU
 
 log = logging.getLogger(__name__)
 
@@ -331,10 +331,10 @@ def _fat_for(layer: _Layer) -> nn.Module:
     old = layer.original
     c = layer.values.shape[0] if layer.channel_dim is not None else None
     cdim = layer.channel_dim if layer.channel_dim is not None else -1
-    if isinstance(old, (nn.ReLU, nn.ReLU6, FATReLU)):
+    if isinstance(old, (nn.ReLU, nn.ReLU6, FATReLU)) and not isinstance(old, ShiftedReLU):
         cap = 6.0 if isinstance(old, nn.ReLU6) else getattr(old, "cap", None)
         return FATReLU(0.0, num_channels=c, channel_dim=cdim, cap=cap)
-    # JSquaredReLU / MixedActivation map 0 to 0: zero the input below t, then apply them
+    # JSquaredReLU / MixedActivation / ShiftedReLU map 0 to 0: zero the input below t, then apply them
     return nn.Sequential(FATReLU(0.0, num_channels=c, channel_dim=cdim), copy.deepcopy(old))
 
 

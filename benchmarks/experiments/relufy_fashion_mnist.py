@@ -59,6 +59,8 @@ class RelufyConfig:
     activation: str = "relu"  # new activation: relu | fatrelu (thresholds set at threshold_at)
     threshold_at: int = 0  # fatrelu: fine-tune step at which choose_thresholds sets them (0: never)
     threshold_target: float = 0.8  # fatrelu: target sparsity of that calibration
+    anneal_target: float = 0.0  # > 0: FATReLU thresholds annealed to this sparsity during the fine-tune
+    anneal_steps: int = 30  # steps of that annealing ramp, counted from the end of the blend
     tag: str = ""  # suffix of the output files, e.g. "_l1"
     curve_points: int = 5  # fine-tune evaluations (incl. start and end)
     targets: tuple[float, ...] = (0.85, 0.75, 0.65)  # fit_thresholds targets, tried from the highest down
@@ -80,8 +82,9 @@ def finetune(original: nn.Module, data: dict, cfg: RelufyConfig) -> tuple[nn.Mod
     """Relufy a copy of ``original`` and fine-tune it; return it, its activation names, the curve."""
     from exporters.sparsity import sparsify
 
+    anneal = {"target_sparsity": cfg.anneal_target, "anneal_steps": cfg.anneal_steps} if cfg.anneal_target else {}
     s = sparsify(copy.deepcopy(original), "relufy", ramp_steps=cfg.ramp_steps, l1_alpha=cfg.l1_alpha,
-                 activation=cfg.activation)
+                 activation=cfg.activation, **anneal)
     names = list(s.activation_names)
     per_epoch = rt.steps_per_epoch(len(data["x_train"]))
     steps = int(round(cfg.finetune_epochs * per_epoch))
@@ -123,7 +126,8 @@ def cached_finetune(original: nn.Module, data: dict,
     path = CHECKPOINTS / f"relufy_{cfg.model}{cfg.tag}_finetuned.pt"
     key = {k: v for k, v in dataclasses.asdict(cfg).items()
            if k not in ("accuracy_budget", "blocks", "calls", "lock_wait_s", "val", "calib", "targets", "tag")}
-    new_fields = {"l1_alpha": 0.0, "activation": "relu", "threshold_at": 0, "threshold_target": 0.8}
+    new_fields = {"l1_alpha": 0.0, "activation": "relu", "threshold_at": 0, "threshold_target": 0.8,
+                  "anneal_target": 0.0, "anneal_steps": 30}
     key = {k: v for k, v in key.items() if k not in new_fields or v != new_fields[k]}  # older cached runs
     key = json.loads(json.dumps(key))
     if path.exists():
@@ -242,7 +246,8 @@ def run(cfg: RelufyConfig) -> dict:
     acc = {"original": rt.accuracy(original, data["x_test"], data["y_test"]),
            "relufied": rt.accuracy(relufied, data["x_test"], data["y_test"])}
     val_orig = rt.accuracy(original, data["x_val"], data["y_val"])
-    fit, ladder = thresholds(relufied, data, val_orig, cfg)
+    # annealed thresholds are the final ones (an empty --targets list skips the post-hoc ladder)
+    fit, ladder = thresholds(relufied, data, val_orig, cfg) if cfg.targets else (None, [])
     final = fit.model.eval() if fit is not None else relufied  # no target within budget: ReLU zeros only
     acc["final"] = rt.accuracy(final, data["x_test"], data["y_test"])
     protos = {"original": export_proto(original), "relufied": export_proto(relufied), "final": export_proto(final)}
@@ -294,8 +299,10 @@ def main(argv: list[str] | None = None) -> dict:
         flag = "--" + f.name.replace("_", "-")
         if f.type in ("int", "float", "str"):
             parser.add_argument(flag, type=eval(f.type), default=f.default)  # noqa: S307
+        elif f.type == "tuple[int, int]":  # an image index range [start, end)
+            parser.add_argument(flag, type=int, nargs=2, default=list(f.default), metavar=("START", "END"))
         elif f.type == "tuple[float, ...]":
-            parser.add_argument(flag, type=float, nargs="+", default=list(f.default))
+            parser.add_argument(flag, type=float, nargs="*", default=list(f.default))
     parser.add_argument("--out-dir", type=Path, default=common.RESULTS)
     a = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")

@@ -9,9 +9,10 @@ Example:
 """
 from __future__ import annotations
 
+from exporters.sparsity.anneal import ThresholdAnneal
 from exporters.sparsity.discovery import ConvBlock, MLPBlock, find_conv_blocks, find_mlp_blocks
 from exporters.sparsity.errors import SparsifyError
-from exporters.sparsity.fatrelu import ActivationL1, FATReLU, choose_thresholds
+from exporters.sparsity.fatrelu import ActivationL1, FATReLU, ShiftedReLU, choose_thresholds
 from exporters.sparsity.measure import activation_sparsity
 from exporters.sparsity.modules import (
     JSquaredReLU,
@@ -26,7 +27,8 @@ from exporters.sparsity.relufy import ActivationBlend, Relufied, distillation_lo
 
 __all__ = [
     "RECIPES", "ActivationBlend", "ActivationL1", "Relufied", "distillation_loss", "is_self_gated", "ConvBlock", "FATReLU", "JSquaredReLU", "LinearRamp", "MLPBlock",
-    "MixedActivation", "Recipe", "Replacement", "RestrictedLayerNorm", "Sparsified", "SparsifyError",
+    "MixedActivation", "Recipe", "Replacement", "RestrictedLayerNorm", "ShiftedReLU", "Sparsified", "SparsifyError",
+    "ThresholdAnneal",
     "ZerothBias", "activation_sparsity", "choose_thresholds", "find_conv_blocks", "find_mlp_blocks",
     "j_squared_relu", "sparsify",
 ]

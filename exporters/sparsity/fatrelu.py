@@ -104,6 +104,27 @@ class FATReLU(nn.Module):
         return f"{kind}, channel_dim={self.channel_dim}, learnable={self.learnable}, cap={self.cap}"
 
 
+class ShiftedReLU(FATReLU):
+    """Shifted ReLU: ``max(x - t, 0)``, zero exactly where FATReLU with threshold ``t`` is zero.
+
+    FATReLU's ``x if x >= t else 0`` exports as GreaterOrEqual + Where, which breaks
+    onnxruntime's Conv+Relu fusion (measured: a 4-conv Fashion-MNIST net 1.69 ms with ReLU, 2.19 ms
+    with Where, 1 thread). ``x - t`` is a bias: the exporter folds the Sub into the producing Conv's
+    bias (``exporters.onnx_export.fold_bias_shifts``), so the deployed graph is plain Conv + Relu
+    with a lower bias and the same zeros. The shift changes the active values by ``t``; the network
+    adapts to it while fine-tuning (``target_sparsity`` anneals ``t``, exporters/sparsity/anneal.py).
+    Same arguments as :class:`FATReLU`; learnable thresholds get their natural gradient.
+
+    Example:
+        >>> ShiftedReLU(threshold=1.0)(torch.tensor([-1.0, 0.5, 1.0, 3.0])).tolist()
+        [0.0, 0.0, 0.0, 2.0]
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.relu(x - self._broadcast_threshold(x).to(x.dtype))
+        return out.clamp(max=self.cap) if self.cap is not None else out
+
+
 def run_hooked(model: nn.Module, data: torch.Tensor | Iterable, handles: list) -> None:
     """Run ``data`` through ``model`` in eval mode without gradients, then remove the hook
     ``handles`` and restore the model's train/eval mode (also when the forward pass fails)."""

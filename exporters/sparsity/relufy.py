@@ -18,6 +18,12 @@ strikes back") swap SiLU/GELU for ReLU-family activations and fine-tune briefly;
 al.'s ``(1-k)*ReLU + k*JSReLU`` blend schedule; Hinton et al.'s distillation
 (KL divergence of temperature-softened outputs, scaled by T**2).
 
+With ``target_sparsity`` set, the new conv/head activations are :class:`ShiftedReLU` modules
+(``activation="relu"``: ``max(x - t, 0)``, exported as a lower Conv bias + Relu) or FATReLUs
+(``activation="fatrelu"``), threshold 0 at first (i.e. ReLU), whose thresholds are annealed to that sparsity over ``anneal_steps`` steps once the blend
+has ended (:mod:`exporters.sparsity.anneal`), while distillation keeps the outputs close to
+the original's.
+
 Squeeze-excitation gates (``Hardsigmoid``/``Sigmoid`` after a 1x1 conv) are left alone: they
 scale a tensor whose zeros survive the multiplication (the runtime treats Mul as a
 pass-through).
@@ -33,9 +39,9 @@ from torch import nn
 
 from exporters.sparsity.discovery import find_mlp_blocks
 from exporters.sparsity.errors import SparsifyError
-from exporters.sparsity.fatrelu import ActivationL1, FATReLU
+from exporters.sparsity.fatrelu import ActivationL1, FATReLU, ShiftedReLU
 from exporters.sparsity.modules import JSquaredReLU, LinearRamp, _StepCounter
-from exporters.sparsity.sparsify import Recipe, Replacement, Sparsified
+from exporters.sparsity.sparsify import Recipe, Replacement, Sparsified, annealer
 
 log = logging.getLogger(__name__)
 
@@ -145,9 +151,9 @@ def distillation_loss(student: Any, teacher: Any, temperature: float = 2.0) -> t
     return nn.functional.mse_loss(student, teacher)
 
 
-def _new_activation(old: nn.Module, kind: str) -> nn.Module:
+def _new_activation(old: nn.Module, kind: str, annealed: bool = False) -> nn.Module:
     if kind == "relu":
-        return nn.ReLU()
+        return ShiftedReLU(0.0) if annealed else nn.ReLU()  # ReLU until its threshold (a bias shift) rises
     if kind == "jsrelu":
         return JSquaredReLU()
     return FATReLU(0.0)  # threshold calibrated after fine-tuning (choose_thresholds / fit_thresholds)
@@ -204,6 +210,10 @@ class Relufied(Sparsified):
             if recipe.l1_alpha > 0 else None
         self._recorded: list[tuple[tuple, Any]] = []
         self._hook = model.register_forward_hook(self._record)
+        self.anneal = annealer({n: b.new for n, b in blends.items()}, recipe)  # starts when the blends end
+
+    def _annealing(self) -> bool:
+        return not self.blends
 
     def _record(self, module: nn.Module, args: tuple, out: Any) -> None:
         if module.training and torch.is_grad_enabled() and self.recipe.distill_alpha > 0:
@@ -293,7 +303,8 @@ def relufy(model: nn.Module, recipe: Recipe) -> Relufied:
     for name, old in places:
         kind = recipe.mlp_activation if name in mlp else recipe.activation
         ref = next(iter(model.parameters()), None)
-        blend = ActivationBlend(old, _new_activation(old, kind), recipe.ramp_steps)
+        blend = ActivationBlend(old, _new_activation(old, kind, recipe.target_sparsity is not None),
+                                recipe.ramp_steps)
         if ref is not None:
             blend = blend.to(device=ref.device, dtype=ref.dtype)
         _set(model, name, blend)

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from exporters.sparsity.discovery import ConvBlock, MLPBlock, RELU_FAMILY, find_conv_blocks, find_mlp_blocks
+from exporters.sparsity.anneal import ThresholdAnneal
 from exporters.sparsity.errors import SparsifyError
 from exporters.sparsity.fatrelu import ActivationL1, FATReLU
 from exporters.sparsity.measure import activation_sparsity
@@ -68,6 +69,8 @@ class Recipe:
     mlp_activation: str = "jsrelu"  # relufy: new activation in Transformer MLPs (relu | jsrelu | fatrelu)
     distill_alpha: float = 0.0  # relufy: weight of the distillation loss from the frozen original
     distill_temperature: float = 2.0  # relufy: softmax temperature of the logit distillation (Hinton: 2-4)
+    target_sparsity: float | None = None  # anneal FATReLU thresholds while training to this sparsity; None = off
+    anneal_steps: int = 500  # steps of the annealing ramp (relufy: counted from the end of the blend)
 
     def __post_init__(self) -> None:
         bad = [t for t in self.targets if t not in _TARGETS]
@@ -84,6 +87,10 @@ class Recipe:
         if self.distill_alpha < 0 or self.distill_temperature <= 0:
             raise SparsifyError(f"distill_alpha={self.distill_alpha} must be >= 0 and distill_temperature="
                                 f"{self.distill_temperature} > 0")
+        if self.target_sparsity is not None and not 0.0 <= self.target_sparsity < 1.0:
+            raise SparsifyError(f"Recipe.target_sparsity={self.target_sparsity} must be in [0, 1) or None, e.g. 0.85")
+        if self.anneal_steps < 0:
+            raise SparsifyError(f"Recipe.anneal_steps={self.anneal_steps} must be >= 0")
         if self.tokens is not None and self.tokens <= 0:
             raise SparsifyError(f"Recipe.tokens must be a positive int or None, got {self.tokens!r}")
         if self.l1_alpha < 0 or self.fatrelu_threshold < 0 or self.ramp_steps < 0:
@@ -141,6 +148,7 @@ class Sparsified:
         self._zeroth = zeroth
         acts = {n: model.get_submodule(n) for n in self.activation_names}
         self._l1 = ActivationL1(acts, recipe.l1_alpha) if recipe.l1_alpha > 0 else None
+        self.anneal = annealer(acts, recipe) if acts else None
 
     @torch.no_grad()
     def after_step(self) -> None:
@@ -152,8 +160,14 @@ class Sparsified:
                 mod.step()
             elif isinstance(mod, FATReLU):
                 mod.after_step()
+        if self.anneal is not None and self._annealing():
+            self.anneal.step()
         for zb, norm in self._zeroth:  # after the LayerNorms: the bound uses the new gamma
             zb.clip_(self.model.get_submodule(norm).weight if norm else None)
+
+    def _annealing(self) -> bool:
+        """Whether threshold annealing advances at this step (always, outside relufy's blend)."""
+        return True
 
     def regularizer(self) -> torch.Tensor:
         """Return the activation L1 term recorded since the last call (0 when off)."""
@@ -168,10 +182,29 @@ class Sparsified:
         return activation_sparsity(self.model, data, self.activation_names)
 
     def remove_hooks(self) -> None:
-        """Detach the L1 regulariser's hooks (e.g. before export)."""
+        """Detach the L1 regulariser's and the threshold annealing's hooks (e.g. before export)."""
         if self._l1 is not None:
             self._l1.remove()
             self._l1 = None
+        if self.anneal is not None:
+            self.anneal.remove()
+            self.anneal = None
+
+
+def annealer(activations: dict[str, nn.Module], recipe: Recipe) -> ThresholdAnneal | None:
+    """The threshold annealing of ``recipe.target_sparsity`` over the FATReLU ``activations`` (None when off).
+
+    Raises:
+        SparsifyError: when a target is set but none of the activations is a FATReLU.
+    """
+    if recipe.target_sparsity is None:
+        return None
+    fats = {n: m for n, m in activations.items() if isinstance(m, FATReLU)}
+    if not fats:
+        raise SparsifyError(f"target_sparsity={recipe.target_sparsity} anneals FATReLU thresholds, but none of "
+                            f"the {len(activations)} sparsified activations is a FATReLU; use activation='fatrelu' "
+                            "(or the 'fatrelu'/'relufy' recipes) or leave target_sparsity=None")
+    return ThresholdAnneal(fats, recipe.target_sparsity, recipe.anneal_steps)
 
 
 def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
