@@ -90,6 +90,16 @@ class LoadedBundle:
         return self._file("golden.npz")
 
     @property
+    def int8_path(self) -> Path | None:
+        """The int8 model (``manifest["int8"]["model"]``) when the bundle has one."""
+        return self._file(self.spec.int8.model) if self.spec.int8 else None
+
+    @property
+    def int8_golden_path(self) -> Path | None:
+        """onnxruntime's outputs of the int8 model on golden.npz's inputs, when the bundle has them."""
+        return self._file(self.spec.int8.golden) if self.spec.int8 else None
+
+    @property
     def labels(self) -> list[str]:
         """Class names from the manifest (printable; empty when none were given at export)."""
         return list(self.spec.labels)

@@ -164,6 +164,50 @@ def check_labels(source: str, labels: Any) -> tuple[str, ...]:
     return tuple(labels)
 
 
+INT8_FORMATS = ("QDQ",)
+INT8_ACTIVATIONS = ("uint8", "int8")
+MAX_INT8_ATOL = 1e6
+
+
+@dataclass(frozen=True)
+class Int8Spec:
+    """The bundle's int8 model (``manifest["int8"]``, docs/bundle.md): its files and scheme.
+
+    ``golden`` holds onnxruntime's outputs of the int8 model on golden.npz's inputs (the int8
+    reference); ``golden_atol`` is the largest difference to them an int8 backend may show.
+
+    Example:
+        >>> Int8Spec.from_json("m", {"model": "model.int8.onnx", "golden": "golden.int8.npz",
+        ...                          "golden_atol": 0.05}, {"model.int8.onnx", "golden.int8.npz"}).format
+        'QDQ'
+    """
+
+    model: str
+    golden: str
+    golden_atol: float
+    format: str = "QDQ"
+    activation_type: str = "uint8"
+
+    @classmethod
+    def from_json(cls, source: str, value: Any, files: set[str]) -> Int8Spec:
+        """Validate ``int8``; its files must be listed in ``files``. Raises BundleError."""
+        if not isinstance(value, dict):
+            raise _fail(source, "int8", value, 'an object {"model": NAME, "golden": NAME, ...} or absent')
+        names = {}
+        for key in ("model", "golden"):
+            name = check_file_name(source, value.get(key))
+            if name not in files:
+                raise _fail(source, f"int8.{key}", name, f"a file listed in 'files' ({sorted(files)})")
+            names[key] = name
+        fmt, act = value.get("format", "QDQ"), value.get("activation_type", "uint8")
+        if fmt not in INT8_FORMATS:
+            raise _fail(source, "int8.format", fmt, f"one of {list(INT8_FORMATS)}")
+        if act not in INT8_ACTIVATIONS:
+            raise _fail(source, "int8.activation_type", act, f"one of {list(INT8_ACTIVATIONS)}")
+        atol = _number(source, "int8.golden_atol", value.get("golden_atol"), 0.0, MAX_INT8_ATOL)
+        return cls(names["model"], names["golden"], atol, fmt, act)
+
+
 @dataclass(frozen=True)
 class Manifest:
     """A checked ``manifest.json`` (docs/bundle.md).
@@ -171,7 +215,9 @@ class Manifest:
     ``raw`` keeps the whole JSON document (sparsity summary, versions, created_at, ...).
 
     Example:
-        >>> m = Manifest.from_json({"format_version": 1, "name": "m", "files": {}, "labels": ["ok"]})
+        >>> entry = {"sha256": "0" * 64, "bytes": 1}
+        >>> m = Manifest.from_json({"format_version": 1, "name": "m", "labels": ["ok"],
+        ...                         "files": {"model.onnx": entry, "golden.npz": entry}})
         >>> m.labels, m.task
         (('ok',), 'classification')
     """
@@ -185,6 +231,7 @@ class Manifest:
     outputs: tuple[TensorSpec, ...] = ()
     task: str = "classification"
     postprocess: TaskSpec | None = None  # how to read the outputs of a non-classification task
+    int8: Int8Spec | None = None         # the int8 model, when exported with quantize="int8"
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
@@ -220,13 +267,14 @@ class Manifest:
             raise _fail(source, "name", name, f"a printable string of at most {MAX_LABEL_CHARS} characters")
         outputs = _specs(source, "outputs", doc.get("outputs"))
         task, postprocess = parse_task(source, doc.get("task"), doc.get("postprocess"), outputs)
+        int8 = None if doc.get("int8") is None else Int8Spec.from_json(source, doc["int8"], set(files))
         return cls(
             format_version=int(version), name=name,
             files=tuple(FileEntry.from_json(source, k, v) for k, v in sorted(files.items())),
             labels=check_labels(source, doc.get("labels")),
             preprocessing=check_preprocessing(source, doc.get("preprocessing")),
             inputs=_specs(source, "inputs", doc.get("inputs")),
-            outputs=outputs, task=task, postprocess=postprocess, raw=doc)
+            outputs=outputs, task=task, postprocess=postprocess, int8=int8, raw=doc)
 
     def file(self, name: str) -> FileEntry | None:
         """The entry named ``name``, or None."""
@@ -279,6 +327,8 @@ class LayerAnnotation:
     threshold: float | None = None
     thresholds: tuple[float, ...] | None = None
     relu_fed: bool | None = None
+    zero_point: int | None = None  # int8 models: the quantized input's zero point (the value skipped)
+    scale: float | None = None     # int8 models: the quantized input's scale
 
     @classmethod
     def from_json(cls, index: int, layer: Any) -> LayerAnnotation:
@@ -299,11 +349,18 @@ class LayerAnnotation:
             raise _annotation_error(index, node, "thresholds", per_channel,
                                     "absent, null or a non-empty list of numbers")
         module, relu = layer.get("module"), layer.get("relu_fed")
+        zero_point = layer.get("zero_point")
+        if zero_point is not None and (isinstance(zero_point, bool) or not isinstance(zero_point, int)
+                                       or not -(1 << 15) <= zero_point < (1 << 16)):
+            raise _annotation_error(index, node, "zero_point", zero_point, "absent, null or an integer zero point")
+        scale = _optional_number(index, node, layer, "scale")
+        if scale is not None and scale <= 0:
+            raise _annotation_error(index, node, "scale", scale, "absent, null or a positive number")
         return cls(node=node, input=layer["input"], op_type=layer["op_type"], density=float(density),
                    module=module if isinstance(module, str) else None,
                    threshold=_optional_number(index, node, layer, "threshold"),
                    thresholds=tuple(float(v) for v in per_channel) if per_channel else None,
-                   relu_fed=relu if isinstance(relu, bool) else None)
+                   relu_fed=relu if isinstance(relu, bool) else None, zero_point=zero_point, scale=scale)
 
 
 @dataclass(frozen=True)

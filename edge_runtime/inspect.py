@@ -27,7 +27,8 @@ def inspect_path(path: str | Path) -> dict[str, Any]:
     Returns:
         ``{"path", "manifest" (or None), "signer" (key id or None), "integrity" (problem
         messages, empty when intact), "inputs", "outputs", "op_counts", "unsupported_ops",
-        "opset", "annotations" (or None)}``.
+        "opset", "annotations" (or None), "int8" (the bundle's int8 model: its name, op counts,
+        lacking ops, opsets and annotation; None without one)}``.
 
     Raises:
         InvalidArgumentError: the path does not exist.
@@ -39,7 +40,7 @@ def inspect_path(path: str | Path) -> dict[str, Any]:
     if not path.exists():
         raise InvalidArgumentError(f"{str(path)!r} does not exist; pass a bundle directory "
                                    "or an .onnx file.")
-    manifest, signer, integrity = None, None, []
+    manifest, signer, integrity, int8_info = None, None, [], None
     model_path = path
     if path.is_dir():
         from edge_runtime.bundle import check_bundle
@@ -52,13 +53,20 @@ def inspect_path(path: str | Path) -> dict[str, Any]:
         if any(p.name == "model.onnx" for p in problems):
             return {"path": str(path), "manifest": manifest, "signer": signer, "integrity": integrity,
                     "inputs": [], "outputs": [], "op_counts": {}, "unsupported_ops": [], "opset": {},
-                    "annotations": None}
+                    "annotations": None, "int8": None}
         model_path = bundle.require_onnx()
+        int8 = bundle.int8_path
+        if int8 is not None and not any(p.name == int8.name for p in problems):
+            int8_info = {"model": int8.name, **_model_info(load_model_proto(int8, external_data=False))}
     model = load_model_proto(model_path, external_data=False)
     return {"path": str(path), "manifest": manifest, "signer": signer, "integrity": integrity,
             "inputs": _values(model.graph.input, model), "outputs": _values(model.graph.output, model),
-            "op_counts": dict(sorted(collections.Counter(
-                n.op_type for n in model.graph.node).items())),
+            **_model_info(model), "int8": int8_info}
+
+
+def _model_info(model: onnx.ModelProto) -> dict[str, Any]:
+    """Op counts, the ops this runtime lacks, opsets and the sparsity annotation of one model."""
+    return {"op_counts": dict(sorted(collections.Counter(n.op_type for n in model.graph.node).items())),
             "unsupported_ops": _unsupported(model),
             "opset": {o.domain or "ai.onnx": o.version for o in model.opset_import},
             "annotations": read_annotations(model)}
@@ -119,16 +127,27 @@ def render(info: dict[str, Any]) -> str:
     lines.append("  ops: " + ", ".join(f"{k} x{v}" for k, v in info["op_counts"].items()))
     if info.get("unsupported_ops"):
         lines.append("  ops edge_runtime lacks: " + ", ".join(info["unsupported_ops"]))
-    doc = info.get("annotations")
-    if doc is None:
-        lines.append("  sparsity annotation: none")
-    else:
-        lines.append(f"  sparsity annotation v{doc['version']}, "
-                     f"{doc.get('calibration', {}).get('samples')} calibration samples:")
-        for layer in doc["layers"]:
-            lines.append(f"    {layer.get('module', '?'):28} {layer['op_type']:6} "
-                         f"density {layer['density']:.3f}  ({layer['node']})")
+    lines += _annotation_lines(info.get("annotations"))
+    int8 = info.get("int8")
+    if int8:
+        lines.append(f"  int8 model {int8['model']}: " + ", ".join(f"{k} x{v}" for k, v in int8["op_counts"].items()))
+        if int8.get("unsupported_ops"):
+            lines.append("    ops edge_runtime lacks: " + ", ".join(int8["unsupported_ops"]))
+        lines += ["  " + line for line in _annotation_lines(int8.get("annotations"))]
     return "\n".join(lines)
+
+
+def _annotation_lines(doc: dict[str, Any] | None) -> list[str]:
+    """The annotation's layers, one line each (int8 models: with the input's zero point)."""
+    if doc is None:
+        return ["  sparsity annotation: none"]
+    lines = [f"  sparsity annotation v{doc['version']}, {doc.get('calibration', {}).get('samples')} calibration "
+             f"samples:"]
+    for layer in doc["layers"]:
+        zp = f"  zero point {layer['zero_point']}" if layer.get("zero_point") is not None else ""
+        lines.append(f"    {layer.get('module', '?'):28} {layer['op_type']:6} "
+                     f"density {layer['density']:.3f}{zp}  ({layer['node']})")
+    return lines
 
 
 def _task_line(manifest: dict[str, Any]) -> str:

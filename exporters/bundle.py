@@ -29,6 +29,7 @@ from edge_runtime.bundle import LoadedBundle, manifest_digest, sha256_of
 from edge_runtime.contract import MANIFEST, MANIFEST_DIGEST, SIGNATURE, TASKS, Manifest
 from exporters.calibrate import SparsityReport, calibrate, iter_batches, validate_preprocessing
 from exporters.errors import ExportError
+from exporters.int8_bundle import add_int8, check_quantize
 from exporters.onnx_export import export_onnx, finalize, map_modules
 from exporters.tasks import task_manifest
 from exporters.tflite_export import add_metadata, convert_tflite
@@ -52,7 +53,7 @@ def export(model: nn.Module, example_input: torch.Tensor, out_dir: str | os.Path
            max_accuracy_drop: float = 0.5, eval_data: Any = None,
            per_channel_thresholds: bool = False, thresholds: Any = None,
            sign_key: str | os.PathLike | None = None, task: str | None = None,
-           postprocess: dict[str, Any] | None = None) -> Bundle:
+           postprocess: dict[str, Any] | None = None, quantize: str | None = None) -> Bundle:
     """Export ``model`` to an annotated ONNX/TFLite bundle directory.
 
     Args:
@@ -87,6 +88,8 @@ def export(model: nn.Module, example_input: torch.Tensor, out_dir: str | os.Path
         postprocess: the task's postprocess keys (docs/bundle.md); missing ones are filled
             from the outputs and labels; for anomaly the threshold is fitted on
             ``calibration`` (good parts) at ``postprocess["target_fpr"]`` (default 0.01).
+        quantize: "int8" adds ``model.int8.onnx`` (onnxruntime's static quantizer, QDQ, on
+            ``calibration``), annotated, with its own ``golden.int8.npz`` (docs/int8.md).
 
     Returns:
         The written :class:`Bundle`.
@@ -95,8 +98,9 @@ def export(model: nn.Module, example_input: torch.Tensor, out_dir: str | os.Path
         BundleError: ``out_dir`` exists and ``overwrite`` is False.
         InvalidArgumentError: bad formats, preprocessing, golden_samples, sign_key, an
             unknown task, or outputs that do not say the task when ``task`` is None.
-        ExportError: a converter failed, a module could not be mapped, or thresholds
-            were asked for without calibration data (or could not be fitted).
+        ExportError: a converter failed, a module could not be mapped, thresholds or int8
+            were asked for without calibration data (or could not be fitted), or onnxruntime
+            is missing for ``quantize``.
     """
     out = Path(out_dir)
     wanted = _parse_formats(formats)
@@ -109,6 +113,11 @@ def export(model: nn.Module, example_input: torch.Tensor, out_dir: str | os.Path
         raise InvalidArgumentError(f"task={task!r}; expected one of {list(TASKS)} (CLI: --task).")
     if preprocessing is not None:
         preprocessing = validate_preprocessing(preprocessing)
+    check_quantize(quantize)
+    if quantize is not None and (calibration is None or "onnx" not in wanted):
+        raise ExportError(f"quantize={quantize!r} needs calibration data (calibration=, CLI: --calib) and the "
+                          f"onnx format (got formats {sorted(wanted)}): the quantizer calibrates the ONNX model "
+                          f"on the data that measures sparsity.")
     if sign_key is not None:
         from edge_runtime.trust import sign_manifest
 
@@ -125,8 +134,9 @@ def export(model: nn.Module, example_input: torch.Tensor, out_dir: str | os.Path
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
         try:
+            int8_data = None if quantize is None else _int8_calibration(calibration, preprocessing)
             manifest = _write(exported, example_input, tmp, report, wanted, dynamic_batch,
-                              opset, golden_samples, dynamo, layer_thr)
+                              opset, golden_samples, dynamo, layer_thr, int8_data)
             if fitted is not None and manifest["sparsity"] is not None:
                 manifest["sparsity"]["thresholds"] = _threshold_summary(
                     fitted, target_sparsity, max_accuracy_drop, per_channel_thresholds)
@@ -229,6 +239,13 @@ def _calibration(model: nn.Module, calibration: Any, preprocessing: dict | None
     return calibrate(model, calibration, preprocessing=preprocessing)
 
 
+def _int8_calibration(calibration: Any, preprocessing: dict | None) -> Any:
+    """What the int8 quantizer calibrates on: the report's kept inputs, or numpy batches of the data."""
+    if isinstance(calibration, SparsityReport):
+        return calibration
+    return (b.numpy() for b in iter_batches(calibration, preprocessing, 32))
+
+
 def _replace(tmp: Path, out: Path) -> None:
     """Move ``tmp`` to ``out``; an existing ``out`` is swapped out, then deleted."""
     if not out.exists():
@@ -247,7 +264,7 @@ def _replace(tmp: Path, out: Path) -> None:
 def _write(model: nn.Module, example: torch.Tensor, tmp: Path, report: SparsityReport | None,
            wanted: dict[str, bool], dynamic_batch: bool, opset: int | None,
            golden_samples: int, dynamo: bool,
-           layer_thr: dict[str, Any] | None = None) -> dict[str, Any]:
+           layer_thr: dict[str, Any] | None = None, int8_data: Any = None) -> dict[str, Any]:
     manifest: dict[str, Any] = {"format_version": FORMAT_VERSION}
     doc = None
     if "onnx" in wanted:
@@ -265,6 +282,8 @@ def _write(model: nn.Module, example: torch.Tensor, tmp: Path, report: SparsityR
     arrays = {"x": golden_x, "y": outputs[0], "output_names": np.array(names)}
     arrays.update({f"y_{i}": y for i, y in enumerate(outputs)})
     np.savez(tmp / "golden.npz", **arrays)
+    if int8_data is not None:
+        manifest["int8"] = add_int8(tmp, int8_data, golden_x, names, doc)
     manifest.setdefault("inputs", [_spec("input", example.shape, dynamic_batch)])
     manifest.setdefault("outputs", [_spec(n, y.shape, dynamic_batch)
                                     for n, y in zip(names, outputs)])

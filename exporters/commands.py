@@ -50,6 +50,9 @@ def add_export_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--sign-key", metavar="KEY",
                    help="Ed25519 private key ('edge-runtime keys generate') to sign the manifest "
                         "(writes manifest.sig; devices pin the .pub with --trusted-key)")
+    p.add_argument("--quantize", choices=("int8",),
+                   help="also write model.int8.onnx: onnxruntime's static quantizer (QDQ, per-channel int8 "
+                        "weights) calibrated on --calib, with its own golden outputs (docs/int8.md)")
     _add_task_flags(p)
     p.set_defaults(func=run_export)
     return p
@@ -158,6 +161,9 @@ def run_export(args: argparse.Namespace) -> int:
     if out.exists() and not args.overwrite:
         raise InvalidArgumentError(f"--out {str(out)!r} already exists; pass --overwrite to replace it or choose "
                                    f"another directory.")
+    if args.quantize and not args.calib:
+        raise InvalidArgumentError(f"--quantize {args.quantize} calibrates the quantizer on real inputs; pass --calib "
+                                   f"(an image directory or .npy), or drop --quantize.")
     try:
         shape = [int(v) for v in args.input_shape.split(",")]
     except ValueError as exc:
@@ -182,9 +188,14 @@ def run_export(args: argparse.Namespace) -> int:
                     target_sparsity=args.target_sparsity,
                     max_accuracy_drop=args.max_accuracy_drop,
                     per_channel_thresholds=args.per_channel_thresholds, sign_key=args.sign_key,
-                    task=task, postprocess=post)
+                    task=task, postprocess=post, quantize=args.quantize)
     print(f"wrote {bundle.path} ({', '.join(sorted(bundle.manifest['files']))}); task {bundle.spec.task}")
     _report_task(bundle.manifest)
+    int8 = bundle.manifest.get("int8")
+    if int8:
+        print(f"int8: {int8['model']} ({int8['annotated_layers']} annotated layers, {int8['calibration_samples']} "
+              f"calibration samples); int8 backends are checked against {int8['golden']} at atol "
+              f"{int8['golden_atol']:g}")
     fit = (bundle.manifest.get("sparsity") or {}).get("thresholds")
     if fit:
         chosen = sum(a["threshold"] is not None for a in fit["activations"].values())

@@ -6,9 +6,12 @@ numba-only engine (``sparsity="auto"``: what a device without onnxruntime runs);
 ``onnxruntime`` and ``litert`` are the stock runtimes, imported only when asked for (a device
 may have neither), with an error that says how to install them. The edge backends measure
 which layers gain from skipping zeros on the bundle's golden input when there is one.
+``edge-int8``, ``edge-numba-int8`` and ``onnxruntime-int8`` run the bundle's int8 model
+(``export --quantize int8``) the same way.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
@@ -21,8 +24,12 @@ from edge_runtime.errors import EdgeRuntimeError, InvalidArgumentError
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("edge", "edge-dense", "edge-numba", "onnxruntime", "litert")
-EDGE_BACKENDS = ("edge", "edge-dense", "edge-numba")
+FP32_BACKENDS = ("edge", "edge-dense", "edge-numba", "onnxruntime", "litert")
+#: The same runtimes on the bundle's int8 model (``export --quantize int8``; docs/int8.md).
+INT8_BACKENDS = ("edge-int8", "edge-numba-int8", "onnxruntime-int8")
+BACKENDS = FP32_BACKENDS + INT8_BACKENDS
+EDGE_BACKENDS = ("edge", "edge-dense", "edge-numba", "edge-int8", "edge-numba-int8")
+INT8_SUFFIX = "-int8"
 
 Feed = Mapping[str, np.ndarray]
 
@@ -39,6 +46,14 @@ class ModelFiles:
     tflite: Path | None = None
     golden: Path | None = None
     manifest: Path | None = None
+    int8: Path | None = None  # the bundle's int8 model, when it has one
+
+    def with_int8(self, names: Sequence[str]) -> tuple[str, ...]:
+        """``names`` plus the int8 backends of its runtimes when there is an int8 model."""
+        if self.int8 is None:
+            return tuple(names)
+        extra = [n + INT8_SUFFIX for n in names if n + INT8_SUFFIX in INT8_BACKENDS]
+        return tuple(dict.fromkeys([*names, *extra]))
 
 
 @dataclass(frozen=True)
@@ -55,6 +70,11 @@ class Runner:
     init_seconds: float
     session: Any
     run_with_stats: Callable[[Feed], tuple[Sequence[np.ndarray], Any]] | None = None
+
+
+def onnxruntime_twin(name: str) -> str:
+    """The stock runtime a backend is compared with: onnxruntime on the same (fp32 or int8) model."""
+    return "onnxruntime" + (INT8_SUFFIX if name.endswith(INT8_SUFFIX) else "")
 
 
 def check_backends(names: Sequence[str], allowed: Sequence[str] = BACKENDS) -> tuple[str, ...]:
@@ -84,7 +104,13 @@ def open_backend(name: str, files: ModelFiles, threads: int, sparsity: str = "au
         EdgeRuntimeError: edge_runtime cannot load the model.
     """
     opener = {"edge": _edge, "edge-dense": _edge, "edge-numba": _edge, "onnxruntime": _onnxruntime,
-              "litert": _litert}[name]
+              "litert": _litert}[name.removesuffix(INT8_SUFFIX)]
+    if name.endswith(INT8_SUFFIX):
+        if files.int8 is None or not files.int8.is_file():
+            raise BackendUnavailableError(
+                f"backend {name!r} runs the bundle's int8 model, and {files.onnx.parent} has none; re-export "
+                f"with --quantize int8 (exporters.export(..., quantize='int8')) or drop {name!r}.")
+        files = dataclasses.replace(files, onnx=files.int8)
     t0 = time.perf_counter()
     runner = opener(name, files, threads, sparsity)
     return Runner(runner.name, runner.run, time.perf_counter() - t0, runner.session, runner.run_with_stats)
@@ -96,7 +122,7 @@ def _edge(name: str, files: ModelFiles, threads: int, sparsity: str) -> Runner:
     opts = edge_runtime.SessionOptions()
     opts.intra_op_num_threads = threads
     mode = "off" if name == "edge-dense" else sparsity
-    providers = ["EdgeRuntimeExecutionProvider"] if name == "edge-numba" else None
+    providers = ["EdgeRuntimeExecutionProvider"] if name.startswith("edge-numba") else None
     sess = edge_runtime.InferenceSession(str(files.onnx), opts, providers, sparsity=mode,
                                          warmup_feed=_golden_feed(files))
 

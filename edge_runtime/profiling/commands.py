@@ -5,7 +5,7 @@ Usage::
     edge-runtime devices list
     edge-runtime devices show raspberry-pi-4
     edge-runtime devices calibrate [--out FILE] [--overwrite] [--quick]
-    edge-runtime profile MODEL_OR_BUNDLE [--device NAME ...] [--backend edge|edge-dense|edge-numba|onnxruntime|litert ...]
+    edge-runtime profile MODEL_OR_BUNDLE [--device NAME ...] [--backend edge|edge-dense|edge-numba|onnxruntime|litert|edge-int8|edge-numba-int8|onnxruntime-int8 ...]
         [--runs N] [--warmup N] [--threads N] [--input auto|random|golden|FILE.npy/.npz] [--json FILE]
         [--plot FILE.png] [--sparsity auto|off|force]
 
@@ -127,7 +127,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
         check_output(args.json, flag="--json", suffixes=(".json",), overwrite=args.overwrite)
     if args.plot is not None:
         check_output(args.plot, flag="--plot", suffixes=(".png",), overwrite=args.overwrite)
-    result = profile_model(args.model, backends=tuple(args.backend or ("edge", "edge-numba", "onnxruntime")),
+    result = profile_model(args.model, backends=tuple(args.backend) if args.backend else None,
                            devices=tuple(args.device), runs=args.runs, warmup=args.warmup, threads=args.threads,
                            input=args.input, progress=not args.no_progress, sparsity=args.sparsity)
     print(format_text(result))

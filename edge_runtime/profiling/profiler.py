@@ -35,7 +35,7 @@ class BackendResult:
     timing: measure.TimingStats
     peak_memory_mb: float
     maxrss_delta_mb: float
-    ratio_p50_vs_onnxruntime: float | None      # p50 / onnxruntime p50
+    ratio_p50_vs_onnxruntime: float | None      # p50 / onnxruntime p50 (int8 backends: onnxruntime-int8's)
     ratio_pairs_vs_onnxruntime: float | None    # median of per-pair time ratios
     layers: tuple[layers.LayerRow, ...] = ()
     providers: tuple[str, ...] = ()             # what ran it (edge backends: InferenceSession.get_providers())
@@ -150,10 +150,10 @@ def _layer_rows(runner: bk.Runner, feeds: list[dict]) -> tuple[layers.LayerRow, 
 
 def _results(opened: dict, times: dict[str, list[float]], feeds: list[dict], batch: int
              ) -> tuple[BackendResult, ...]:
-    ort = times.get("onnxruntime")
-    ort_p50 = measure.percentile(ort, 50) if ort else None
     out = []
     for name, (runner, first, peak, rss) in opened.items():
+        ort = times.get(bk.onnxruntime_twin(name))  # int8 backends: against onnxruntime on the int8 model
+        ort_p50 = measure.percentile(ort, 50) if ort else None
         timing = measure.summarize(times[name], batch)
         ratio = timing.p50_ms / 1e3 / ort_p50 if ort_p50 else None
         pairs = measure.pair_ratio_median(times[name], ort) if ort else None
@@ -203,15 +203,20 @@ def _estimates(proto: Any, devices: Sequence[Any], results: Sequence[BackendResu
     return tuple(estimates), notes
 
 
-def profile_model(model_or_bundle: str | Path, *, backends: Sequence[str] = ("edge", "edge-dense", "onnxruntime"),
+#: What ``profile`` measures when no backend is named (plus their int8 twins for a bundle with an int8 model).
+DEFAULT_BACKENDS = ("edge", "edge-numba", "onnxruntime")
+
+
+def profile_model(model_or_bundle: str | Path, *, backends: Sequence[str] | None = None,
                   devices: Sequence[Any] = (), runs: int = 50, warmup: int = 5, threads: int | None = None,
                   input: str | Path = "auto", progress: bool = True, sparsity: str = "auto") -> ProfileResult:
     """Measure a model on this machine with several backends and estimate it on device profiles.
 
     Args:
         model_or_bundle: an .onnx file or a bundle directory (model.onnx, model.tflite, golden.npz).
-        backends: any of ``edge``, ``edge-dense``, ``onnxruntime``, ``litert``; unavailable ones
-            are skipped with the reason in ``ProfileResult.skipped``.
+        backends: any of :data:`edge_runtime.profiling.backends.BACKENDS`; unavailable ones are
+            skipped with the reason in ``ProfileResult.skipped``. None: :data:`DEFAULT_BACKENDS`,
+            with ``edge-int8``/``edge-numba-int8``/``onnxruntime-int8`` when the bundle has an int8 model.
         devices: profile names/paths/``DeviceProfile`` s to estimate latency on ("host" is measured).
         runs: timed calls per backend; warmup: untimed calls per backend first.
         threads: intra-op threads for every backend (default: all CPUs available to the process).
@@ -235,9 +240,11 @@ def profile_model(model_or_bundle: str | Path, *, backends: Sequence[str] = ("ed
 
     import device_profiles
 
-    names = bk.check_backends(list(backends))
+    names = bk.check_backends(list(backends or DEFAULT_BACKENDS))
     measure.interleave({}, runs, warmup)  # validates runs / warmup before any session is built
     files = inputs.model_files(model_or_bundle)
+    if backends is None:
+        names = files.with_int8(names)
     devices = tuple(device_profiles.load_profile(d) for d in devices)  # a bad name fails before measuring
     if str(input) == "auto":
         input = "golden" if files.golden is not None else "random"

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_runtime.outputs import atomic_path, write_atomic
+from edge_runtime.profiling.backends import onnxruntime_twin
 
 log = logging.getLogger(__name__)
 
@@ -42,17 +43,18 @@ def speed_words(ratio: float | None, reference: str = "onnxruntime") -> str:
 
 def backend_table(result: Any) -> list[str]:
     """One line per backend: init, first run, percentiles, items/s, memory, speed against onnxruntime."""
-    head = (f"{'backend':<12} {'init ms':>8} {'1st ms':>8} {'mean':>8} {'std':>7} {'min':>8} {'p50':>8} "
+    width = max([12, *(len(b.backend) for b in result.backends)])
+    head = (f"{'backend':<{width}} {'init ms':>8} {'1st ms':>8} {'mean':>8} {'std':>7} {'min':>8} {'p50':>8} "
             f"{'p90':>8} {'p99':>8} {'max':>8} {'items/s':>9} {'mem MB':>7} {'rss MB':>7}  p50 vs onnxruntime")
     lines = [head, "-" * len(head)]
     for b in result.backends:
-        t = b.timing
-        lines.append(f"{b.backend:<12} {b.init_ms:8.1f} {b.first_run_ms:8.2f} {t.mean_ms:8.3f} {t.std_ms:7.3f} "
+        t, twin = b.timing, onnxruntime_twin(b.backend)
+        lines.append(f"{b.backend:<{width}} {b.init_ms:8.1f} {b.first_run_ms:8.2f} {t.mean_ms:8.3f} {t.std_ms:7.3f} "
                      f"{t.min_ms:8.3f} {t.p50_ms:8.3f} {t.p90_ms:8.3f} {t.p99_ms:8.3f} {t.max_ms:8.3f} "
                      f"{t.items_per_s:9.1f} {b.peak_memory_mb:7.1f} {b.maxrss_delta_mb:7.1f}  "
-                     f"{speed_words(b.ratio_p50_vs_onnxruntime) if b.backend != 'onnxruntime' else '-'}")
+                     f"{speed_words(b.ratio_p50_vs_onnxruntime, twin) if b.backend != twin else '-'}")
     for name, why in result.skipped:
-        lines.append(f"{name:<12} skipped: {why}")
+        lines.append(f"{name:<{width}} skipped: {why}")
     lines += [f"why: {line}" for line in slower_reasons(result)]
     return lines
 

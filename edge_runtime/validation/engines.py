@@ -74,7 +74,7 @@ def open_engines(bundle: LoadedBundle, names: Sequence[str], *, explicit: bool, 
     Raises:
         BackendUnavailableError: an explicitly named backend cannot run here.
     """
-    files = ModelFiles(bundle.require_onnx(), bundle.tflite_path, bundle.golden_path, bundle.path / "manifest.json")
+    files = bundle_files(bundle)
     engines, skipped = [], []
     for name in check_names(names):
         try:
@@ -85,6 +85,12 @@ def open_engines(bundle: LoadedBundle, names: Sequence[str], *, explicit: bool, 
             log.info("skipping backend %s: %s", name, exc)
             skipped.append(Skipped(name, str(exc)))
     return engines, skipped
+
+
+def bundle_files(bundle: LoadedBundle) -> ModelFiles:
+    """The model files of a checked bundle (its int8 model included when it has one)."""
+    return ModelFiles(bundle.require_onnx(), bundle.tflite_path, bundle.golden_path, bundle.path / "manifest.json",
+                      bundle.int8_path)
 
 
 def _engine(name: str, files: ModelFiles, threads: int | None) -> Engine:

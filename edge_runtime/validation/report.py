@@ -11,7 +11,10 @@ from edge_runtime.outputs import write_atomic
 
 @dataclass(frozen=True)
 class GoldenCheck:
-    """One backend's outputs on golden.npz's inputs against PyTorch's outputs stored there."""
+    """One backend's outputs on golden.npz's inputs against PyTorch's outputs stored there.
+
+    An int8 backend is compared with onnxruntime's int8 outputs (golden.int8.npz) instead.
+    """
 
     backend: str
     samples: int
@@ -104,11 +107,11 @@ def render_text(report: ValidationReport) -> str:
     for g in report.golden:
         state = "ok" if g.passed else "FAIL"
         detail = g.error or f"max|diff| {_f(g.max_abs, '.2e')} (atol {g.atol:g}), top-1 agreement {_f(g.agreement, '.1f')}%"
-        lines.append(f"  golden {g.backend:<12} {state:4} {detail}")
+        lines.append(f"  golden {g.backend:<16} {state:4} {detail}")
     for a in report.accuracy:
         defect = (f", recall[{report.defect_label}] {_f(a.recall.get(report.defect_label), '.1f')}%"
                   if report.defect_label else "")
-        lines.append(f"  data   {a.backend:<12} {'ok' if a.passed else 'FAIL':4} accuracy {a.accuracy:.2f}% "
+        lines.append(f"  data   {a.backend:<16} {'ok' if a.passed else 'FAIL':4} accuracy {a.accuracy:.2f}% "
                      f"(drop {a.drop:+.2f} pts vs {report.reference}), agreement {a.agreement:.1f}%{defect}")
     lines += [f"  skipped {name}: {reason}" for name, reason in report.skipped.items()]
     lines += [f"  warning: {w}" for w in report.warnings]
@@ -129,7 +132,9 @@ def render_markdown(report: ValidationReport) -> str:
     if report.integrity:
         out += ["", "## Integrity (sha256)", ""] + [f"- {p}" for p in report.integrity]
     if report.golden:
-        out += ["", "## Against PyTorch's outputs (golden.npz)", "",
+        int8 = any(g.backend.endswith("-int8") for g in report.golden)
+        out += ["", "## Against PyTorch's outputs (golden.npz)" + (
+                    "; int8 backends against onnxruntime's int8 outputs (golden.int8.npz)" if int8 else ""), "",
                 "| backend | samples | max abs diff | mean abs diff | top-1 agreement % | result |",
                 "|---|---|---|---|---|---|"]
         out += [f"| {g.backend} | {g.samples} | {_f(g.max_abs, '.2e')} | {_f(g.mean_abs, '.2e')} | "

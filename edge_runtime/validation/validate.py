@@ -2,7 +2,9 @@
 
 1. the manifest's signature (docs/trust.md), its digest, every file's size and sha256
    (nothing runs when one fails; an unusable golden.npz is a BundleError, exit 2);
-2. each backend on golden.npz's inputs against PyTorch's stored outputs (``atol``);
+2. each backend on golden.npz's inputs against PyTorch's stored outputs (``atol``); the int8
+   backends (bundles exported with ``quantize="int8"``) against onnxruntime's int8 outputs
+   in golden.int8.npz, at the manifest's ``int8.golden_atol``;
 3. with labelled data: accuracy per backend and its drop against a reference backend,
    agreement, logit differences, per-class recall, confusion matrix, worst samples;
 4. optionally accuracy under input corruptions (noise, blur, brightness, jpeg).
@@ -22,7 +24,8 @@ from edge_runtime.golden import Golden, load_golden
 from edge_runtime.trust import TrustPolicy
 from edge_runtime.validation.perturb import SEVERITIES, check_perturbations, perturb as perturb_inputs
 from edge_runtime.validation.datasets import LabelledData, load_labelled
-from edge_runtime.validation.engines import Engine, check_names, open_engines, run_batched
+from edge_runtime.profiling.backends import INT8_SUFFIX
+from edge_runtime.validation.engines import Engine, bundle_files, check_names, open_engines, run_batched
 from edge_runtime.validation.report import AccuracyCheck, Disagreement, GoldenCheck, PerturbResult, ValidationReport
 
 log = logging.getLogger(__name__)
@@ -83,11 +86,14 @@ def validate_bundle(bundle_dir: str | Path, *, data: str | Path | None = None,
         messages = tuple(p.message(path) for p in problems)
         return ValidationReport(passed=False, integrity=messages, failures=messages, **base)
     golden = load_golden(bundle.golden_path)  # an unusable golden.npz is a BundleError (exit 2), before any work
+    int8_golden = load_golden(bundle.int8_golden_path) if bundle.int8_golden_path else None
+    if backends is None:
+        names = bundle_files(bundle).with_int8(names)
     engines, skipped = open_engines(bundle, names, explicit=backends is not None, threads=threads,
                                     torch_model=torch_model)
     if not engines:
         raise InvalidArgumentError(f"no backend can run here: {[f'{s.name}: {s.reason}' for s in skipped]}")
-    return _Validation(bundle, golden, engines, atol, max_accuracy_drop, progress).run(
+    return _Validation(bundle, golden, engines, atol, max_accuracy_drop, progress, int8_golden).run(
         base, data, corruptions, reference_preprocessing, {s.name: s.reason for s in skipped})
 
 
@@ -95,11 +101,11 @@ class _Validation:
     """One validation run: holds the engines and a progress callback."""
 
     def __init__(self, bundle: LoadedBundle, golden: Golden, engines: list[Engine], atol: float, max_drop: float,
-                 progress: bool) -> None:
+                 progress: bool, int8_golden: Golden | None = None) -> None:
         self.bundle, self.engines, self.atol, self.max_drop = bundle, engines, atol, max_drop
         self.show_progress = progress
         self.bar: Any = None
-        self.golden = golden
+        self.golden, self.int8_golden = golden, int8_golden
         self.nonfinite: dict[str, list[str]] = {}  # backend -> images whose outputs were not finite
 
     def run(self, base: dict[str, Any], data: str | Path | None, corruptions: Sequence[str],
@@ -140,16 +146,19 @@ class _Validation:
         return run_batched(engine, x, progress=self.bar.update if self.bar is not None else None)
 
     def _golden(self) -> tuple[GoldenCheck, ...]:
-        x, ys = self.golden.x, self.golden.ys
         checks = []
         for engine in self.engines:
+            # int8 backends are held to onnxruntime's int8 outputs (golden.int8.npz), at the bundle's tolerance
+            int8 = self.int8_golden is not None and engine.name.endswith(INT8_SUFFIX)
+            x, ys = (self.int8_golden.x, self.int8_golden.ys) if int8 else (self.golden.x, self.golden.ys)
+            atol = self.bundle.spec.int8.golden_atol if int8 else self.atol
             try:
                 outs = run_batched(engine, x)
             except EdgeRuntimeError as exc:
-                checks.append(GoldenCheck(engine.name, len(x), None, None, None, self.atol, False,
+                checks.append(GoldenCheck(engine.name, len(x), None, None, None, atol, False,
                                           f"failed on golden inputs: {exc}"))
                 continue
-            checks.append(_compare_golden(engine.name, outs, ys, self.atol))
+            checks.append(_compare_golden(engine.name, outs, ys, atol))
         return tuple(checks)
 
     def _accuracy(self, data: LabelledData, ref_data: LabelledData

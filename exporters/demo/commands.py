@@ -27,6 +27,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1, help="threads when profiling (default: 1, stable on "
                                                           "shared machines)")
     p.add_argument("--test-images", type=int, default=200, help="test images to validate on (default: 200)")
+    p.add_argument("--no-int8", action="store_true", help="skip the int8 model (export, validation and "
+                                                           "profiling are fp32 only)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
     return p
@@ -38,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
 
     settings = DemoSettings(out=args.out, model=args.model, train=args.train, overwrite=args.overwrite,
                             runs=args.runs, threads=args.threads, test_images=args.test_images, progress=not args.no_progress,
+                            quantize=None if args.no_int8 else "int8",
                             **({"devices": tuple(args.devices)} if args.devices else {}))
     result = run_demo(settings, say=print)
     print("\nSummary")

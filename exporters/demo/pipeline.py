@@ -42,6 +42,7 @@ class DemoSettings:
     threads: int = 1                         # profiling threads: 1 gives stable figures on a shared machine
     warmup: int = 5                          # untimed calls per backend first
     formats: tuple[str, ...] = ("onnx", "tflite?")  # "?" = skip TFLite with a warning if it fails
+    quantize: str | None = "int8"            # also export, validate and profile the int8 model (None: fp32 only)
     progress: bool = True
     data_config: Any = None                  # a DemoDataConfig; None = the default (the shipped models' data)
 
@@ -128,10 +129,10 @@ def _export(s: DemoSettings, model: Any, data: dict[str, Any]) -> Any:
     rng = np.random.default_rng(0)
     pick = rng.choice(len(x_train), size=min(s.calib_samples, len(x_train)), replace=False)
     calib = to_tensor(x_train[np.sort(pick)])
-    report = exporters.calibrate(model, calib)
+    report = exporters.calibrate(model, calib, keep_inputs=len(calib))  # all of them calibrate the int8 model
     return exporters.export(model, calib[:1], s.out / "bundle", calibration=report, formats=s.formats,
                             labels=list(LABELS), preprocessing=preprocessing(data["config"]),
-                            overwrite=True, name=f"demo-{s.model}")
+                            overwrite=True, name=f"demo-{s.model}", quantize=s.quantize)
 
 
 def _test_folder(s: DemoSettings, data: dict[str, Any]) -> Path:
@@ -158,7 +159,8 @@ def _profile(s: DemoSettings) -> Any:
     from edge_runtime.profiling import profile_model
     from edge_runtime.profiling.report import plot, write_json
 
-    result = profile_model(s.out / "bundle", backends=("edge", "edge-numba", "onnxruntime", "litert"),
+    int8 = ("edge-int8", "onnxruntime-int8") if s.quantize else ()
+    result = profile_model(s.out / "bundle", backends=("edge", "edge-numba", "onnxruntime", "litert", *int8),
                            devices=s.devices, runs=s.runs, warmup=s.warmup, input="golden",
                            threads=s.threads, progress=s.progress)
     write_json(result, s.out / "profile.json", overwrite=True)

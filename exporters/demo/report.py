@@ -7,6 +7,7 @@ from typing import Any, Sequence
 
 from edge_runtime.outputs import atomic_path
 from edge_runtime.profiling.costmodel import PUBLISHED_ERROR_BAND, TUNED_RUNTIME
+from edge_runtime.profiling.backends import onnxruntime_twin
 from edge_runtime.profiling.report import slower_reasons, speed_words
 from edge_runtime.validation.report import write_text_atomic
 
@@ -116,6 +117,10 @@ def _validation_section(report: Any) -> list[str]:
                      "yes" if acc.passed else "NO"])
     lines += _table(["backend", "max abs diff vs golden", "accuracy %", "drop pts", "agreement %",
                      "defect recall %", "passed"], rows)
+    if any(name.endswith("-int8") for name in golden):
+        lines += ["", "Golden: PyTorch's outputs (golden.npz); for the int8 backends, onnxruntime's outputs of the "
+                      "int8 model (golden.int8.npz). Drop and agreement: against the reference, so the int8 rows "
+                      "show what quantization costs."]
     if report.perturbation:
         names = sorted({b for p in report.perturbation for b in p.accuracy})
         lines += ["", "Accuracy (%) under input corruptions (severity 0 = clean):", ""]
@@ -130,7 +135,8 @@ def _validation_section(report: Any) -> list[str]:
 def _latency_section(profile: Any) -> list[str]:
     rows = [[b.backend, _f(b.init_ms, ".0f"), _f(b.first_run_ms, ".1f"), _f(b.timing.p50_ms, ".2f"),
              _f(b.timing.p90_ms, ".2f"), _f(b.timing.p99_ms, ".2f"), _f(b.timing.items_per_s, ".0f"),
-             "-" if b.backend == "onnxruntime" else speed_words(b.ratio_p50_vs_onnxruntime)]
+             "-" if b.backend == onnxruntime_twin(b.backend) else
+             speed_words(b.ratio_p50_vs_onnxruntime, onnxruntime_twin(b.backend))]
             for b in profile.backends]
     lines = ["## Latency on this machine", "",
              f"Batch {profile.batch}, {profile.threads} thread(s), {profile.runs} interleaved runs per backend "
@@ -197,18 +203,21 @@ def _reproduce_section(settings: Any) -> list[str]:
 def summary_lines(settings: Any, info: dict[str, Any], bundle: Any, validation: Any, profile: Any) -> list[str]:
     """The short summary the CLI prints and report.md starts with."""
     lines = [f"model: {settings.model} ({info.get('source')}); bundle: {bundle.path}"]
-    edge = next((a for a in validation.accuracy if a.backend == "edge"), None)
-    if edge:
-        lines.append(f"accuracy on {settings.test_images} test images (edge_runtime): {edge.accuracy:.1f}%, "
-                     f"defect recall {edge.recall.get('defect', float('nan')):.1f}%")
+    for name, what in (("edge", "edge_runtime"), ("edge-int8", "edge_runtime, int8 model")):
+        acc = next((a for a in validation.accuracy if a.backend == name), None)
+        if acc:
+            lines.append(f"accuracy on {settings.test_images} test images ({what}): {acc.accuracy:.1f}% "
+                         f"(drop {acc.drop:+.2f} points vs {validation.reference}), defect recall "
+                         f"{acc.recall.get('defect', float('nan')):.1f}%")
     lines.append(f"validation: {'PASSED' if validation.passed else 'FAILED'} for "
                  f"{', '.join(validation.backends) or 'no backend'}")
     mean = (bundle.manifest.get("sparsity") or {}).get("mean_density")
     if mean is not None:
         lines.append(f"mean input density (fraction of nonzero inputs) of annotated layers: {mean:.2f}")
     for b in profile.backends:
-        ratio = (f" ({speed_words(b.ratio_p50_vs_onnxruntime)})"
-                 if b.ratio_p50_vs_onnxruntime and b.backend != "onnxruntime" else "")
+        twin = onnxruntime_twin(b.backend)
+        ratio = (f" ({speed_words(b.ratio_p50_vs_onnxruntime, twin)})"
+                 if b.ratio_p50_vs_onnxruntime and b.backend != twin else "")
         lines.append(f"latency here, {b.backend}: p50 {b.timing.p50_ms:.2f} ms{ratio}")
     edge = next((b for b in profile.backends if b.backend == "edge" and getattr(b, "engine", "")), None)
     if edge is not None:
