@@ -8,7 +8,7 @@ from typing import Callable
 
 from edge_runtime.graph import Graph
 from edge_runtime.passes import (constant_folding, dead_nodes, float16, fold_batchnorm, fuse_activation, fuse_gelu,
-                                 toposort)
+                                 fuse_qdq, toposort)
 
 Pass = Callable[[Graph], "tuple[Graph, bool]"]
 
@@ -17,6 +17,8 @@ REQUIRED: tuple[Pass, ...] = (float16.run, toposort.run, dead_nodes.run)
 
 #: Optimisations, in order; disabled by SessionOptions.graph_optimization_level = ORT_DISABLE_ALL.
 OPTIMIZATIONS: tuple[Pass, ...] = (
+    fuse_qdq.run,         # before folding: the int8 weights stay int8 (no float copy is folded from them)
+    dead_nodes.run,
     constant_folding.run,
     fold_batchnorm.run,
     fuse_gelu.run,
