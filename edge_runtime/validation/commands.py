@@ -125,6 +125,8 @@ def add_parsers(subparsers: Any) -> None:
                           "palette = class colours)")
     run.add_argument("--heatmaps", type=Path, metavar="DIR",
                      help="anomaly bundles: write each image's anomaly map over the image into DIR (PNG)")
+    run.add_argument("--int8", action="store_true", help="run the bundle's int8 model (exported with --quantize "
+                                                         "int8) instead of the fp32 one")
     run.add_argument("--overwrite", action="store_true", help="replace an existing --out file and images in "
                                                               "--annotated/--masks/--heatmaps")
     _add_trust_flags(run)
@@ -175,7 +177,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     files = list_images(args.inputs)
     runner = BundleRunner(args.bundle, threads=args.threads, device=args.device, sparsity=args.sparsity,
                           exact_size=args.exact_size, trust=_trust(args), annotated=args.annotated,
-                          masks=args.masks, heatmaps=args.heatmaps, overwrite=args.overwrite)
+                          masks=args.masks, heatmaps=args.heatmaps, overwrite=args.overwrite, int8=args.int8)
     if runner.post is not None and runner.post.images is not None:
         runner.post.images.check(files)  # an existing image fails now, not after the run
     writer = (ResultWriter(args.out, overwrite=args.overwrite, fields=runner.result_type.FIELDS)

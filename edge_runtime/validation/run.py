@@ -56,12 +56,13 @@ class BundleRunner:
         masks: segmentation: a folder for each image's mask (palette PNG of class indices).
         heatmaps: anomaly: a folder for each image's anomaly map over the image.
         overwrite: replace existing files in those folders.
+        int8: run the bundle's int8 model (``export --quantize int8``) instead of the fp32 one.
 
     Raises:
         BundleError: a bad manifest, a refused signature, a file failing its checksum, or a
             postprocess naming an output the model does not have.
         InvalidArgumentError: no preprocessing in the manifest, an image folder for another
-            task than the bundle's, or bad options.
+            task than the bundle's, ``int8`` for a bundle without an int8 model, or bad options.
 
     Example:
         >>> runner = BundleRunner("out/bundle")  # doctest: +SKIP
@@ -72,7 +73,7 @@ class BundleRunner:
     def __init__(self, bundle_dir: str | Path, *, threads: int | None = None, device: str | None = None,
                  sparsity: str = "auto", exact_size: bool = False, trust: TrustPolicy | None = None,
                  annotated: str | Path | None = None, masks: str | Path | None = None,
-                 heatmaps: str | Path | None = None, overwrite: bool = False) -> None:
+                 heatmaps: str | Path | None = None, overwrite: bool = False, int8: bool = False) -> None:
         import edge_runtime
 
         self.bundle = load_bundle(bundle_dir, trust=trust)
@@ -84,7 +85,11 @@ class BundleRunner:
         opts = edge_runtime.SessionOptions()
         if threads is not None:
             opts.intra_op_num_threads = threads
-        self.session = edge_runtime.InferenceSession(str(self.bundle.require_onnx()), opts, profile=device,
+        model = self.bundle.int8_path if int8 else self.bundle.require_onnx()
+        if model is None:
+            raise InvalidArgumentError(f"--int8: bundle {str(self.bundle.path)!r} has no int8 model; re-export it with "
+                                       f"--quantize int8, or run the fp32 model (drop --int8).")
+        self.session = edge_runtime.InferenceSession(str(model), opts, profile=device,
                                                      sparsity=sparsity, warmup_feed=self.bundle.warmup_feed())
         self.input_name = self.session.get_inputs()[0].name
         self.fixed_batch = (self.session.get_inputs()[0].shape or [None])[0]

@@ -43,7 +43,10 @@ def _net() -> torch.nn.Module:
 def bundle(tmp_path_factory):
     x = torch.randn(64, 3, 16, 16, generator=torch.Generator().manual_seed(1))
     out = tmp_path_factory.mktemp("int8") / "b"
-    return export(_net(), x[:1], out, calibration=x, formats=["onnx"], labels=["a", "b", "c"], quantize="int8")
+    pre = {"input_size": [16, 16], "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25], "channel_order": "RGB",
+           "layout": "NCHW"}
+    return export(_net(), x[:1], out, calibration=x, formats=["onnx"], labels=["a", "b", "c"], quantize="int8",
+                  preprocessing=pre)
 
 
 def test_manifest_lists_the_int8_model_and_its_golden_outputs(bundle):
@@ -164,3 +167,24 @@ def test_cli_export_quantize_int8(tmp_path):
     assert ok.returncode == 0, ok.stderr
     assert "int8: model.int8.onnx" in ok.stdout and "golden.int8.npz" in ok.stdout
     assert json.loads((tmp_path / "b" / "manifest.json").read_text())["int8"]["calibration_samples"] == 16
+
+
+def test_run_int8_classifies_images_with_the_int8_model(bundle, tmp_path):
+    Image = pytest.importorskip("PIL.Image")
+    from edge_runtime.errors import InvalidArgumentError
+    from edge_runtime.validation.run import BundleRunner
+
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(4):
+        paths.append(tmp_path / f"{i}.png")
+        Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(paths[-1])
+    runner = BundleRunner(bundle.path, trust=DEV, int8=True)
+    x = np.stack([runner._load(p)[0] for p in paths])
+    sess = ort.InferenceSession(str(bundle.path / "model.int8.onnx"), providers=["CPUExecutionProvider"])
+    expected = sess.run(None, {sess.get_inputs()[0].name: x})[0].argmax(1)
+    assert [r.label for r in runner.run_files(paths)] == [["a", "b", "c"][k] for k in expected]
+    plain = export(_net(), torch.zeros(1, 3, 16, 16), tmp_path / "fp32", formats=["onnx"],
+                   preprocessing=load_bundle(bundle.path, trust=DEV).preprocessing)
+    with pytest.raises(InvalidArgumentError, match="--int8: bundle .* has no int8 model; re-export it with --quantize"):
+        BundleRunner(plain.path, trust=DEV, int8=True)
