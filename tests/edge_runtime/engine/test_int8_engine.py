@@ -74,3 +74,27 @@ def test_force_and_off(qop_u8: str) -> None:
     _close_to_ort(qop_u8, forced)
     off = edge_runtime.InferenceSession(qop_u8, _opts(), providers=ORT, sparsity="off")
     assert off.get_providers() == ["CPUExecutionProvider"] and off.engine_report.candidates == 0
+
+
+@pytest.fixture(scope="module")
+def qdq_u8(tmp_path_factory) -> str:
+    d = tmp_path_factory.mktemp("int8engine_qdq")
+    torch.manual_seed(0)
+    fp32 = str(d / "fp32.onnx")
+    torch.onnx.export(_Net().eval(), torch.zeros(1, 3, 16, 16), fp32, opset_version=17, dynamo=False,
+                      input_names=["x"], output_names=["y"])
+    path = str(d / "qdq_u8.onnx")
+    quant.quantize_static(fp32, path, _Reader(), quant_format=quant.QuantFormat.QDQ, per_channel=True,
+                          activation_type=quant.QuantType.QUInt8, weight_type=quant.QuantType.QInt8)
+    return path
+
+
+def test_qdq_models_are_considered_for_the_numba_engine_too(qdq_u8: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import onnx
+
+    convs = sum(n.op_type == "Conv" for n in onnx.load(qdq_u8).graph.node)
+    assert islands.int8_layers(onnx.load(qdq_u8)) == convs >= 3
+    _priced(monkeypatch, whole_s=1e-3, numba_s=0.5e-3)
+    sess = edge_runtime.InferenceSession(qdq_u8, _opts(), providers=ORT)
+    assert sess.dense_engine == "numba" and "QLinearConv" in [n.op_type for n in sess.plan.graph.nodes]
+    _close_to_ort(qdq_u8, sess)
