@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from edge_runtime.errors import InvalidArgumentError, UnsupportedDTypeError
-from edge_runtime.ops.registry import register
+from edge_runtime.errors import InvalidArgumentError, InvalidModelError, UnsupportedDTypeError
+from edge_runtime.ops.registry import INTERNAL_DOMAIN, register
 
 Array = NDArray[Any]
 
@@ -160,3 +160,19 @@ def DynamicQuantizeLinear(x: Array) -> tuple[Array, Array, Array]:
     zp = saturate(np.rint(np.float32(0.0) - np.float32(lo) / scale), np.dtype(np.uint8))
     y = quantize(x, scale, zp, np.dtype(np.uint8))
     return y, np.asarray(scale, np.float32), np.asarray(zp, np.uint8)
+
+
+@register("QuantizedLookup", domain=INTERNAL_DOMAIN)
+def QuantizedLookup(x: Array, table: Array) -> Array:
+    """``table[b]`` for each byte ``b`` of the uint8/int8 ``x`` (by bit pattern): a DequantizeLinear ->
+    element-wise -> QuantizeLinear chain evaluated once on all 256 inputs (passes/quantized_lookup.py).
+
+    Raises:
+        UnsupportedDTypeError: ``x`` is not uint8/int8.
+        InvalidModelError: ``table`` does not hold 256 entries.
+    """
+    check_quant_dtype("QuantizedLookup", "x", x, QUANT_TYPES[:2])
+    if np.asarray(table).shape != (256,):
+        raise InvalidModelError(f"QuantizedLookup: table has shape {np.shape(table)}; expected (256,). The node was "
+                                f"not produced by edge_runtime's planner.")
+    return np.take(table, np.asarray(x).view(np.uint8))

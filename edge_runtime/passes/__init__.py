@@ -8,7 +8,7 @@ from typing import Callable
 
 from edge_runtime.graph import Graph
 from edge_runtime.passes import (constant_folding, dead_nodes, float16, fold_batchnorm, fuse_activation, fuse_gelu,
-                                 fuse_qdq, toposort)
+                                 fuse_qdq, quantized_lookup, toposort)
 
 Pass = Callable[[Graph], "tuple[Graph, bool]"]
 
@@ -18,6 +18,7 @@ REQUIRED: tuple[Pass, ...] = (float16.run, toposort.run, dead_nodes.run)
 #: Optimisations, in order; disabled by SessionOptions.graph_optimization_level = ORT_DISABLE_ALL.
 OPTIMIZATIONS: tuple[Pass, ...] = (
     fuse_qdq.run,         # before folding: the int8 weights stay int8 (no float copy is folded from them)
+    quantized_lookup.run,  # after fuse_qdq: the DQ -> element-wise -> Q chains between QLinearConvs
     dead_nodes.run,
     constant_folding.run,
     fold_batchnorm.run,
