@@ -72,8 +72,9 @@ def test_segmentation_iou_dice_per_class(task_bundles, tmp_path):
     dice = {"background": 2872 / 2876, "red": 1.0, "green": 96 / 100}
     for check in report.task_data:
         assert list(check.per_class) == list(iou) and all(set(v) == {"IoU", "Dice"} for v in check.per_class.values())
-        assert {k: v["IoU"] for k, v in check.per_class.items()} == pytest.approx({k: 100 * v for k, v in iou.items()})
-        assert {k: v["Dice"] for k, v in check.per_class.items()} == pytest.approx({k: 100 * v for k, v in dice.items()})
+        for metric, values in (("IoU", iou), ("Dice", dice)):
+            assert {k: v[metric] for k, v in check.per_class.items()} == pytest.approx({k: 100 * v
+                                                                                      for k, v in values.items()})
         assert check.metrics == pytest.approx({"miou": 100 * np.mean(list(iou.values())),
                                                "mdice": 100 * np.mean(list(dice.values())),
                                                "pixel_accuracy": 100 * 1532 / 1536})
