@@ -21,8 +21,9 @@ and gets the wrong anomaly decision and the worst rank.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 from numpy.typing import NDArray
@@ -39,6 +40,16 @@ MAP_SCORE_THRESHOLD = 0.001
 
 def _percent(value: float | None) -> float | None:
     return None if value is None or not np.isfinite(value) else float(100.0 * value)
+
+
+@contextlib.contextmanager
+def _postprocess_errors(task: str) -> Iterator[None]:
+    """Outputs that do not fit the postprocess: one InvalidArgumentError naming the fix."""
+    try:
+        yield
+    except InvalidInputError as exc:
+        raise InvalidArgumentError(f"{exc} (bundle postprocess for task {task!r}); re-export the bundle with the "
+                                   f"right --task and postprocess flags.") from exc
 
 
 class TaskValidator:
@@ -100,15 +111,12 @@ class TaskValidator:
         Raises:
             InvalidArgumentError: the outputs do not fit the bundle's postprocess.
         """
-        try:
+        with _postprocess_errors(self.task):
             if self.task == "detection":
                 return self._detections(images, min(MAP_SCORE_THRESHOLD, self.spec.score_threshold))
             if self.task == "segmentation":
                 return self._masks(images, data.masks.shape[1:] if data is not None else self.frame)
             return self._scores(images)
-        except InvalidInputError as exc:
-            raise InvalidArgumentError(f"{exc} (bundle postprocess for task {self.task!r}); re-export the bundle "
-                                       f"with the right --task and postprocess flags.") from exc
 
     # -- agreement ------------------------------------------------------------------------------
     def agreement(self, results: Any, reference: Any) -> tuple[float | None, float | None]:
@@ -187,7 +195,8 @@ class TaskValidator:
             return self._detection_metrics(results, data)
         if self.task == "segmentation":
             return self._segmentation_metrics(results, data)
-        return self._anomaly_metrics(images, results, data), {}
+        with _postprocess_errors(self.task):  # the map is read here first
+            return self._anomaly_metrics(images, results, data), {}
 
     def _name(self, k: int) -> str:
         return self.classes[k] if k < len(self.classes) else str(k)

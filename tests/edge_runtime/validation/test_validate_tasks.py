@@ -201,3 +201,22 @@ def test_metric_drop_against_the_reference_fails(tmp_path):
 def test_classification_report_json_has_no_task_keys():
     doc = ValidationReport(bundle="b", model="m", passed=True).to_dict()
     assert not {"task", "task_golden", "task_data"} & set(doc)
+
+
+def test_non_finite_outputs_fail_closed_in_the_metrics(task_bundles):
+    """A NaN score counts as the wrong decision and the worst rank, with a warning naming the image."""
+    from edge_runtime.validation.task_data import TaskData
+
+    validator = TaskValidator(load_bundle(task_bundles["anomaly"]), (3, 32, 32), 1.0)
+    x = to_input(np.stack([grey_part(800), grey_part(801), grey_part(900, spot=True), grey_part(901, spot=True)]))
+    with torch.no_grad():
+        amap, score = (t.numpy() for t in SpotAnomaly()(x))
+    broken = score.copy()
+    broken[3] = np.nan  # a defective part whose score is NaN: missed, ranked below every good part
+    data = TaskData(x.numpy(), "4 parts", y=np.array([0, 0, 1, 1]))
+    checks, warnings = validator.labelled(data, {"ref": [amap, score], "nan": [amap, broken]}, "ref")
+    ref, nan = checks
+    assert ref.metrics["image_auroc"] == 100.0 and ref.metrics["recall"] == 100.0
+    assert nan.metrics["image_auroc"] == 50.0 and nan.metrics["recall"] == 50.0 and nan.drop == 50.0
+    assert not nan.passed and nan.agreement == 75.0 and nan.max_score_diff == np.inf
+    assert warnings == ["nan: 1 image(s) gave non-finite (NaN/inf) outputs, e.g. ['#3']; counted as wrong."]
