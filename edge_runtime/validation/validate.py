@@ -125,11 +125,11 @@ class _Validation:
 
     def run(self, base: dict[str, Any], data: str | Path | None, corruptions: Sequence[str],
             reference_pre: dict[str, Any] | None, skipped: dict[str, str]) -> ValidationReport:
-        golden = self._golden()
         trust = self.bundle.trust
         warnings = [trust.warning] if trust is not None and trust.warning else []
         if self.bundle.spec.task != "classification":
-            return self._task_report(base, golden, data, skipped, warnings)
+            return self._task_report(base, data, skipped, warnings)
+        golden = self._golden()
         labelled = ref_data = None
         if data is not None:
             labelled = load_labelled(data, self.bundle.labels, self.bundle.preprocessing)
@@ -158,12 +158,13 @@ class _Validation:
             reference_accuracy=ref_acc, accuracy=accuracy, defect_label=defect, perturb_basis=basis,
             perturbation=rows, warnings=tuple(warnings), failures=tuple(failures), **base)
 
-    def _task_report(self, base: dict[str, Any], golden: tuple[GoldenCheck, ...], data: str | Path | None,
-                     skipped: dict[str, str], warnings: list[str]) -> ValidationReport:
+    def _task_report(self, base: dict[str, Any], data: str | Path | None, skipped: dict[str, str],
+                     warnings: list[str]) -> ValidationReport:
         """Detection, segmentation, anomaly: post-processed agreement on golden.npz, metrics on labelled data."""
         shape = tuple(self.golden.x.shape[1:])
         validator = TaskValidator(self.bundle, shape, self.max_drop)
         labelled = None if data is None else load_task_data(data, validator.task, shape, validator.class_count())
+        golden = self._golden()  # after the data is checked: a malformed file stops before any inference
         int8 = {n: o for n, o in self.golden_outputs.items() if self._is_int8(n)}
         agreement = validator.golden(self.golden.ys, {n: o for n, o in self.golden_outputs.items() if n not in int8})
         if int8:  # held to onnxruntime's int8 outputs, as in the golden comparison
