@@ -220,3 +220,22 @@ def test_non_finite_outputs_fail_closed_in_the_metrics(task_bundles):
     assert nan.metrics["image_auroc"] == 50.0 and nan.metrics["recall"] == 50.0 and nan.drop == 50.0
     assert not nan.passed and nan.agreement == 75.0 and nan.max_score_diff == np.inf
     assert warnings == ["nan: 1 image(s) gave non-finite (NaN/inf) outputs, e.g. ['#3']; counted as wrong."]
+
+
+def test_int8_segmenter_is_compared_with_onnxruntime_int8(tmp_path):
+    """An int8 bundle's int8 backends: agreement against golden.int8.npz, metrics beside the fp32 backends."""
+    bundle = export_task(tmp_path / "seg8", ColorSegmenter(), torch.from_numpy(_squares()),
+                         labels=["background", "red", "green"], quantize="int8")
+    masks = np.zeros((6, 16, 16), np.int64)
+    for i, (row, col, k) in enumerate(CELLS):
+        masks[i, row * 4:row * 4 + 4, col * 4:col * 4 + 4] = k + 1
+    np.savez(tmp_path / "seg.npz", x=_squares(), masks=masks)
+    report = validate_bundle(bundle, data=tmp_path / "seg.npz", backends=["onnxruntime", "edge-int8"],
+                             progress=False)
+    assert report.passed, report.failures
+    assert [(a.backend, a.reference) for a in report.task_golden] == \
+        [("onnxruntime", "PyTorch"), ("edge-int8", "onnxruntime int8")]
+    # int8 rounding may flip a pixel where two upsampled logits nearly tie (2 of 6144 seen)
+    assert report.task_golden[0].agreement == 100.0 and report.task_golden[1].agreement > 99.9
+    assert [c.backend for c in report.task_data] == ["onnxruntime", "edge-int8"]
+    assert report.task_data[0].metrics["miou"] == 100.0 and report.task_data[1].metrics["miou"] > 99.0
