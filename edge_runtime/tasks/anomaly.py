@@ -108,6 +108,21 @@ def normalize(value: Any, bounds: tuple[float, float]) -> Any:
     return (value - low) / (high - low)
 
 
+def anomaly_map(outputs: Mapping[str, Any], spec: AnomalySpec, image_shape: tuple[int, int]) -> NDArray[np.float32]:
+    """One image's raw anomaly map (not normalised, not clipped) resized to ``image_shape`` (H, W).
+
+    Raises:
+        InvalidInputError: a missing output or a map that is not one image's.
+    """
+    amap = _array(outputs, spec.map_output)
+    squeezed = amap.reshape(amap.shape[-2:]) if amap.ndim >= 2 and amap.size == int(np.prod(amap.shape[-2:])) \
+        else None
+    if squeezed is None:
+        raise InvalidInputError(f"anomaly: map {spec.map_output!r} has shape {amap.shape}; expected one image's "
+                                f"(1, 1, h, w).")
+    return resize_map(squeezed[None], image_shape, spec.resize)[0]
+
+
 def score_and_map(outputs: Mapping[str, Any], spec: AnomalySpec, image_shape: tuple[int, int]) -> AnomalyResult:
     """One image's score, decision and heatmap at ``image_shape`` (H, W).
 
@@ -128,14 +143,9 @@ def score_and_map(outputs: Mapping[str, Any], spec: AnomalySpec, image_shape: tu
         >>> r.score, r.anomalous, r.heatmap.shape
         (0.75, True, (1, 4))
     """
-    amap = _array(outputs, spec.map_output)
-    squeezed = amap.reshape(amap.shape[-2:]) if amap.size == int(np.prod(amap.shape[-2:])) else None
-    if squeezed is None or amap.ndim < 2:
-        raise InvalidInputError(f"anomaly: map {spec.map_output!r} has shape {amap.shape}; expected one image's "
-                                f"(1, 1, h, w).")
     raw = raw_score(outputs, spec)
     score = float(normalize(raw, spec.normalization))
-    heat = resize_map(squeezed[None], image_shape, spec.resize)[0]
+    heat = anomaly_map(outputs, spec, image_shape)
     heat = np.clip(normalize(heat, spec.map_normalization or spec.normalization), 0.0, 1.0).astype(np.float32)
     return AnomalyResult(raw_score=raw, score=score, anomalous=bool(score > spec.threshold), heatmap=heat)
 

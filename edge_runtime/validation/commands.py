@@ -70,15 +70,19 @@ def add_parsers(subparsers: Any) -> None:
                "  edge-runtime validate bundle/ --data images/ --perturb noise,blur\n\n"
                "exit status: 0 every check passed, 1 a check failed, 2 a usage or bundle error.")
     val.add_argument("bundle", help="bundle directory")
-    val.add_argument("--data", help="labelled data: ImageFolder directory (class subfolders) or NPZ with x, y")
+    val.add_argument("--data", help="labelled data: ImageFolder directory (class subfolders) or NPZ with x, y; "
+                                    "detection/segmentation/anomaly bundles: an NPZ with x and boxes / masks / y "
+                                    "(docs/validation.md)")
     val.add_argument("--backends", type=_csv, default=None,
                      help=f"comma-separated, from {','.join(ALL_BACKENDS)} (default: every installed one "
                           f"except torch; named ones must be runnable)")
     val.add_argument("--atol", type=float, default=None, help="max abs difference to golden.npz (default 1e-3)")
     val.add_argument("--max-accuracy-drop", type=float, default=1.0,
-                     help="max accuracy drop vs the reference, in percentage points (default 1)")
+                     help="max accuracy drop vs the reference, in percentage points (default 1); other tasks: "
+                          "of mAP@0.5 / mean IoU / image AUROC")
     val.add_argument("--perturb", type=_csv, default=[],
-                     help=f"accuracy under corruptions: comma-separated from {','.join(PERTURBATIONS)}")
+                     help=f"accuracy under corruptions (classification bundles): comma-separated from "
+                          f"{','.join(PERTURBATIONS)}")
     val.add_argument("--torch-model", help="the PyTorch model (.pt2 / TorchScript) as the reference backend")
     val.add_argument("--reference-preprocessing", type=_json_arg, default=None,
                      help="JSON (or a .json file) of the preprocessing used in training, for the reference "

@@ -1,4 +1,8 @@
-"""The validation report: dataclasses, JSON and Markdown forms, a short text summary, atomic writes."""
+"""The validation report: dataclasses, JSON and Markdown forms, a short text summary, atomic writes.
+
+A detection, segmentation or anomaly bundle's report adds the sections of
+:mod:`edge_runtime.validation.task_report`; a classifier's is unchanged (its JSON has no task keys).
+"""
 from __future__ import annotations
 
 import json
@@ -7,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_runtime.outputs import write_atomic
+from edge_runtime.validation.task_report import TaskAgreement, TaskCheck, markdown_lines, text_lines
 
 
 @dataclass(frozen=True)
@@ -90,10 +95,17 @@ class ValidationReport:
     warnings: tuple[str, ...] = ()
     failures: tuple[str, ...] = ()
     settings: dict[str, Any] = field(default_factory=dict)
+    task: str = "classification"
+    task_golden: tuple[TaskAgreement, ...] = ()  # other tasks: post-processed results vs PyTorch's (golden.npz)
+    task_data: tuple[TaskCheck, ...] = ()        # other tasks: metrics on labelled data, per backend
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable dict."""
-        return asdict(self)
+        """JSON-serialisable dict (a classifier's without the task keys, as before tasks existed)."""
+        doc = asdict(self)
+        if self.task == "classification":
+            for key in ("task", "task_golden", "task_data"):
+                doc.pop(key)
+        return doc
 
 
 def _f(value: float | None, spec: str = ".2f") -> str:
@@ -108,6 +120,8 @@ def render_text(report: ValidationReport) -> str:
         state = "ok" if g.passed else "FAIL"
         detail = g.error or f"max|diff| {_f(g.max_abs, '.2e')} (atol {g.atol:g}), top-1 agreement {_f(g.agreement, '.1f')}%"
         lines.append(f"  golden {g.backend:<16} {state:4} {detail}")
+    if report.task != "classification":
+        lines += text_lines(report)
     for a in report.accuracy:
         defect = (f", recall[{report.defect_label}] {_f(a.recall.get(report.defect_label), '.1f')}%"
                   if report.defect_label else "")
@@ -140,6 +154,8 @@ def render_markdown(report: ValidationReport) -> str:
         out += [f"| {g.backend} | {g.samples} | {_f(g.max_abs, '.2e')} | {_f(g.mean_abs, '.2e')} | "
                 f"{_f(g.agreement, '.1f')} | {'ok' if g.passed else 'FAIL: ' + (g.error or f'> atol {g.atol:g}')} |"
                 for g in report.golden]
+    if report.task != "classification":
+        out += markdown_lines(report)
     if report.accuracy:
         out += _accuracy_markdown(report)
     if report.perturbation:

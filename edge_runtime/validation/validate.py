@@ -8,6 +8,10 @@
 3. with labelled data: accuracy per backend and its drop against a reference backend,
    agreement, logit differences, per-class recall, confusion matrix, worst samples;
 4. optionally accuracy under input corruptions (noise, blur, brightness, jpeg).
+
+Detection, segmentation and anomaly bundles (the manifest's ``task``) keep step 2 and replace
+steps 3-4 with their post-processed results and task metrics:
+:mod:`edge_runtime.validation.task_validate`.
 """
 from __future__ import annotations
 
@@ -27,6 +31,9 @@ from edge_runtime.validation.datasets import LabelledData, load_labelled
 from edge_runtime.profiling.backends import INT8_SUFFIX
 from edge_runtime.validation.engines import Engine, bundle_files, check_names, open_engines, run_batched
 from edge_runtime.validation.report import AccuracyCheck, Disagreement, GoldenCheck, PerturbResult, ValidationReport
+from edge_runtime.validation.task_data import load_task_data
+from edge_runtime.validation.task_report import METRICS
+from edge_runtime.validation.task_validate import TaskValidator
 
 log = logging.getLogger(__name__)
 
@@ -47,12 +54,16 @@ def validate_bundle(bundle_dir: str | Path, *, data: str | Path | None = None,
 
     Args:
         bundle_dir: the bundle directory.
-        data: labelled data (ImageFolder directory or NPZ with x, y); None compares with golden.npz only.
+        data: labelled data (ImageFolder directory or NPZ with x, y; for a detection, segmentation or
+            anomaly bundle an NPZ as :mod:`edge_runtime.validation.task_data` says); None compares
+            with golden.npz only.
         backends: backends to check (default :data:`DEFAULT_BACKENDS`, missing packages skipped);
             named explicitly, a backend that cannot run is an error. "torch" needs ``torch_model``.
         atol: largest allowed abs difference to golden.npz's outputs (default :data:`DEFAULT_ATOL`).
-        max_accuracy_drop: largest allowed accuracy drop against the reference, in percentage points.
-        perturb: corruptions to measure (see :data:`edge_runtime.validation.perturb.PERTURBATIONS`).
+        max_accuracy_drop: largest allowed accuracy drop against the reference, in percentage points
+            (for other tasks: of mAP@0.5, mean IoU or image AUROC).
+        perturb: corruptions to measure (see :data:`edge_runtime.validation.perturb.PERTURBATIONS`);
+            classification bundles only.
         progress: show a tqdm progress bar when tqdm is installed.
         threads: intra-op threads of every backend (None: all CPUs).
         torch_model: an ``nn.Module`` or .pt2/TorchScript path; adds the ``torch`` backend, which then
@@ -85,6 +96,9 @@ def validate_bundle(bundle_dir: str | Path, *, data: str | Path | None = None,
     if problems:  # never run a model that is not the exported one
         messages = tuple(p.message(path) for p in problems)
         return ValidationReport(passed=False, integrity=messages, failures=messages, **base)
+    if corruptions and bundle.spec.task != "classification":
+        raise InvalidArgumentError(f"--perturb {','.join(corruptions)}: corruptions are measured for classification "
+                                   f"bundles only, and this is a {bundle.spec.task} bundle; drop --perturb.")
     golden = load_golden(bundle.golden_path)  # an unusable golden.npz is a BundleError (exit 2), before any work
     int8_golden = load_golden(bundle.int8_golden_path) if bundle.int8_golden_path else None
     if backends is None:
@@ -107,12 +121,15 @@ class _Validation:
         self.bar: Any = None
         self.golden, self.int8_golden = golden, int8_golden
         self.nonfinite: dict[str, list[str]] = {}  # backend -> images whose outputs were not finite
+        self.golden_outputs: dict[str, list[NDArray[Any]] | str] = {}  # backend -> outputs on golden.npz, or error
 
     def run(self, base: dict[str, Any], data: str | Path | None, corruptions: Sequence[str],
             reference_pre: dict[str, Any] | None, skipped: dict[str, str]) -> ValidationReport:
-        golden = self._golden()
         trust = self.bundle.trust
         warnings = [trust.warning] if trust is not None and trust.warning else []
+        if self.bundle.spec.task != "classification":
+            return self._task_report(base, data, skipped, warnings)
+        golden = self._golden()
         labelled = ref_data = None
         if data is not None:
             labelled = load_labelled(data, self.bundle.labels, self.bundle.preprocessing)
@@ -129,8 +146,7 @@ class _Validation:
         if labelled is not None:
             warnings += _input_stats_warnings(labelled.x, self.golden.x)
             warnings += _nonfinite_warnings(labelled, self.nonfinite)
-        failures = [f"{g.backend}: {g.error or f'max abs diff {g.max_abs:.3g} to golden.npz > atol {g.atol:g}'}"
-                    for g in golden if not g.passed]
+        failures = _golden_failures(golden)
         failures += [f"{a.backend}: accuracy {a.accuracy:.2f}% is {a.drop:.2f} points below the reference "
                      f"{reference} ({ref_acc:.2f}%), more than max_accuracy_drop {self.max_drop:g}"
                      for a in accuracy if not a.passed]
@@ -142,14 +158,53 @@ class _Validation:
             reference_accuracy=ref_acc, accuracy=accuracy, defect_label=defect, perturb_basis=basis,
             perturbation=rows, warnings=tuple(warnings), failures=tuple(failures), **base)
 
+    def _task_report(self, base: dict[str, Any], data: str | Path | None, skipped: dict[str, str],
+                     warnings: list[str]) -> ValidationReport:
+        """Detection, segmentation, anomaly: post-processed agreement on golden.npz, metrics on labelled data."""
+        shape = tuple(self.golden.x.shape[1:])
+        validator = TaskValidator(self.bundle, shape, self.max_drop)
+        labelled = None if data is None else load_task_data(data, validator.task, shape, validator.class_count())
+        golden = self._golden()  # after the data is checked: a malformed file stops before any inference
+        int8 = {n: o for n, o in self.golden_outputs.items() if self._is_int8(n)}
+        agreement = validator.golden(self.golden.ys, {n: o for n, o in self.golden_outputs.items() if n not in int8})
+        if int8:  # held to onnxruntime's int8 outputs, as in the golden comparison
+            agreement += validator.golden(self.int8_golden.ys, int8, "onnxruntime int8")
+        checks, reference = (), None
+        if labelled is not None:
+            self.bar = _bar(len(labelled) * len(self.engines), self.show_progress)
+            try:
+                outputs = {e.name: self._infer(e, labelled.x) for e in self.engines}
+            finally:
+                if self.bar is not None:
+                    self.bar.close()
+            reference = _reference_name(list(outputs))
+            checks, more = validator.labelled(labelled, outputs, reference)
+            warnings += _input_stats_warnings(labelled.x, self.golden.x) + more
+        key, name = next(iter(METRICS[validator.task].items()))
+        ref_value = next((c.metrics[key] for c in checks if c.backend == reference), None)
+        failures = _golden_failures(golden) + [f"{a.backend}: {a.error}" for a in agreement  # decoding failed
+                                                   if a.error and not isinstance(self.golden_outputs[a.backend], str)]
+        failures += [f"{c.backend}: {name} {c.metrics[key]:.2f}% is {c.drop:.2f} points below the reference "
+                     f"{reference} ({ref_value:.2f}%), more than max_accuracy_drop {self.max_drop:g}"
+                     for c in checks if not c.passed]
+        return ValidationReport(
+            passed=not failures, backends=tuple(e.name for e in self.engines), skipped=skipped, golden=golden,
+            data=labelled.source if labelled else None, labels=tuple(self.bundle.labels), reference=reference,
+            task=validator.task, task_golden=agreement, task_data=checks, warnings=tuple(warnings),
+            failures=tuple(failures), **base)
+
     def _infer(self, engine: Engine, x: NDArray[np.float32]) -> list[NDArray[Any]]:
         return run_batched(engine, x, progress=self.bar.update if self.bar is not None else None)
+
+    def _is_int8(self, backend: str) -> bool:
+        """An int8 backend held to onnxruntime's int8 outputs (golden.int8.npz) rather than PyTorch's."""
+        return self.int8_golden is not None and backend.endswith(INT8_SUFFIX)
 
     def _golden(self) -> tuple[GoldenCheck, ...]:
         checks = []
         for engine in self.engines:
             # int8 backends are held to onnxruntime's int8 outputs (golden.int8.npz), at the bundle's tolerance
-            int8 = self.int8_golden is not None and engine.name.endswith(INT8_SUFFIX)
+            int8 = self._is_int8(engine.name)
             x, ys = (self.int8_golden.x, self.int8_golden.ys) if int8 else (self.golden.x, self.golden.ys)
             atol = self.bundle.spec.int8.golden_atol if int8 else self.atol
             try:
@@ -157,7 +212,9 @@ class _Validation:
             except EdgeRuntimeError as exc:
                 checks.append(GoldenCheck(engine.name, len(x), None, None, None, atol, False,
                                           f"failed on golden inputs: {exc}"))
+                self.golden_outputs[engine.name] = f"failed on golden inputs: {exc}"
                 continue
+            self.golden_outputs[engine.name] = outs
             checks.append(_compare_golden(engine.name, outs, ys, atol))
         return tuple(checks)
 
@@ -209,6 +266,11 @@ def _percent(hits: NDArray[np.bool_]) -> float:
 def _reference_name(names: list[str]) -> str:
     """torch if present, else the first of onnxruntime / edge-dense, else the first backend."""
     return next((n for n in ("torch", "onnxruntime", "edge-dense") if n in names), names[0])
+
+
+def _golden_failures(golden: Sequence[GoldenCheck]) -> list[str]:
+    return [f"{g.backend}: {g.error or f'max abs diff {g.max_abs:.3g} to golden.npz > atol {g.atol:g}'}"
+            for g in golden if not g.passed]
 
 
 def _compare_golden(name: str, outs: Sequence[NDArray[Any]], ys: Sequence[NDArray[Any]], atol: float) -> GoldenCheck:

@@ -105,3 +105,27 @@ def edit_manifest(bundle: Path, *, reseal: bool = True, **changes) -> dict:
     if reseal:
         (bundle / "manifest.sha256").write_text(hashlib.sha256(data).hexdigest() + "\n")
     return manifest
+
+
+def export_task(folder: Path, model, calib, **kwargs) -> Path:
+    """Export one of tests/exporters/task_models.py's models (ONNX only) with their preprocessing."""
+    from exporters import export
+    from tests.exporters.task_models import PRE
+
+    return export(model.eval(), calib[:1], folder, calibration=calib, formats=("onnx",), preprocessing=PRE,
+                  **kwargs).path
+
+
+@pytest.fixture(scope="session")
+def task_bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A detection, a segmentation and an anomaly bundle of the hand-set task models (exported once)."""
+    from tests.exporters.task_models import CLASSES, ColorSegmenter, GridDetector, SpotAnomaly, colour_squares, \
+        grey_part, to_input
+
+    root = tmp_path_factory.mktemp("task_bundles")
+    squares = to_input(np.stack([colour_squares(i, [(i % 4, 2, i % 2)]) for i in range(4)]))
+    good = to_input(np.stack([grey_part(i) for i in range(40)]))
+    return {"detection": export_task(root / "det", GridDetector(), squares, labels=CLASSES),
+            "segmentation": export_task(root / "seg", ColorSegmenter(), squares, labels=["background", *CLASSES]),
+            "anomaly": export_task(root / "anomaly", SpotAnomaly(), good, task="anomaly",
+                                   postprocess={"target_fpr": 0.05})}

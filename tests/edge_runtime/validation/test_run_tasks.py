@@ -14,8 +14,7 @@ from edge_runtime.errors import BundleError, InvalidArgumentError
 from edge_runtime.validation import commands
 from edge_runtime.validation.run import BundleRunner, run_bundle, watch
 from tests.edge_runtime.validation.conftest import edit_manifest
-from tests.exporters.task_models import (CLASSES, PRE, ColorSegmenter, GridDetector, SpotAnomaly, colour_squares,
-                                         grey_part, to_input)
+from tests.exporters.task_models import CLASSES, PRE, ColorSegmenter, colour_squares, grey_part, to_input
 
 
 def _cli(argv: list[str]) -> int:
@@ -25,36 +24,19 @@ def _cli(argv: list[str]) -> int:
     return args.func(args)
 
 
-def _export(folder, model, calib, **kwargs):
-    from exporters import export
-
-    return export(model.eval(), calib[:1], folder, calibration=calib, formats=("onnx",), preprocessing=PRE,
-                  **kwargs).path
-
-
-@pytest.fixture(scope="session")
-def bundles(tmp_path_factory):
-    root = tmp_path_factory.mktemp("task_bundles")
-    squares = to_input(np.stack([colour_squares(i, [(i % 4, 2, i % 2)]) for i in range(4)]))
-    good = to_input(np.stack([grey_part(i) for i in range(40)]))
-    return {"detection": _export(root / "det", GridDetector(), squares, labels=CLASSES),
-            "segmentation": _export(root / "seg", ColorSegmenter(), squares, labels=["background", *CLASSES]),
-            "anomaly": _export(root / "anomaly", SpotAnomaly(), good, task="anomaly",
-                               postprocess={"target_fpr": 0.05})}
-
-
 def _save(folder, name, pixels):
     folder.mkdir(exist_ok=True)
     Image.fromarray(pixels).save(folder / name)
     return folder / name
 
 
-def test_detection_rows_and_annotated_images(bundles, tmp_path):
+def test_detection_rows_and_annotated_images(task_bundles, tmp_path):
     images = tmp_path / "in"
     _save(images, "a.png", colour_squares(1, [(0, 3, 0), (2, 1, 1)], size=(64, 64)))  # 2x the input: boxes 16 px
     _save(images, "empty.png", colour_squares(2, [], size=(64, 64)))
     out, drawn = tmp_path / "boxes.csv", tmp_path / "drawn"
-    assert _cli(["run", str(bundles["detection"]), str(images), "--out", str(out), "--annotated", str(drawn)]) == 0
+    argv = ["run", str(task_bundles["detection"]), str(images), "--out", str(out), "--annotated", str(drawn)]
+    assert _cli(argv) == 0
     rows = list(csv.DictReader(out.open()))
     assert list(rows[0]) == ["path", "class", "score", "x1", "y1", "x2", "y2", "latency_ms", "annotated", "error"]
     boxes = sorted((r["class"], [float(r[k]) for k in ("x1", "y1", "x2", "y2")])
@@ -67,12 +49,12 @@ def test_detection_rows_and_annotated_images(bundles, tmp_path):
     assert rows[0]["annotated"] == str(drawn / "a.png")
 
 
-def test_segmentation_masks_match_pytorch(bundles, tmp_path):
+def test_segmentation_masks_match_pytorch(task_bundles, tmp_path):
     pixels = colour_squares(3, [(1, 1, 0), (3, 2, 1)], size=(96, 64))  # 3x taller, 2x wider than the input
     images = tmp_path / "in"
     _save(images, "part.png", pixels)
     out, masks = tmp_path / "areas.json", tmp_path / "masks"
-    result, = run_bundle(bundles["segmentation"], [images], masks=masks)
+    result, = run_bundle(task_bundles["segmentation"], [images], masks=masks)
     with torch.no_grad():
         resized = np.asarray(Image.fromarray(pixels).resize((32, 32), Image.BILINEAR))  # as run's preprocessing
         small = ColorSegmenter().eval()(to_input(resized[None]))
@@ -83,19 +65,21 @@ def test_segmentation_masks_match_pytorch(bundles, tmp_path):
     assert result.defect_pixels == int((mask != 0).sum()) and result.defect_percent == pytest.approx(
         100 * (mask != 0).mean(), abs=1e-3)
     assert result.class_pixels["red"] > 0 and result.class_pixels["green"] > 0
-    code = _cli(["run", str(bundles["segmentation"]), str(images), "--out", str(out), "--masks", str(tmp_path / "m2")])
+    code = _cli(["run", str(task_bundles["segmentation"]), str(images), "--out", str(out),
+                 "--masks", str(tmp_path / "m2")])
     assert code == 0
     record, = json.loads(out.read_text())
     assert record["defect_pixels"] == result.defect_pixels and set(record["class_pixels"]) == {"background", *CLASSES}
 
 
-def test_anomaly_scores_decisions_and_heatmaps(bundles, tmp_path):
+def test_anomaly_scores_decisions_and_heatmaps(task_bundles, tmp_path):
     images = tmp_path / "in"
     for i in range(5):
         _save(images, f"good_{i}.png", grey_part(500 + i))
         _save(images, f"bad_{i}.png", grey_part(600 + i, spot=True))
     out = tmp_path / "scores.csv"
-    code = _cli(["run", str(bundles["anomaly"]), str(images), "--out", str(out), "--heatmaps", str(tmp_path / "h")])
+    code = _cli(["run", str(task_bundles["anomaly"]), str(images), "--out", str(out),
+                 "--heatmaps", str(tmp_path / "h")])
     assert code == 0
     rows = {r["path"].rsplit("/", 1)[-1]: r for r in csv.DictReader(out.open())}
     assert all(rows[f"bad_{i}.png"]["anomalous"] == "True" for i in range(5))
@@ -105,41 +89,41 @@ def test_anomaly_scores_decisions_and_heatmaps(bundles, tmp_path):
     assert heat.shape == (32, 32, 3)
 
 
-def test_watch_works_for_a_task(bundles, tmp_path):
+def test_watch_works_for_a_task(task_bundles, tmp_path):
     folder = tmp_path / "incoming"
     _save(folder, "x.png", colour_squares(5, [(3, 3, 1)]))
-    runner = BundleRunner(bundles["detection"], threads=1)
+    runner = BundleRunner(task_bundles["detection"], threads=1)
     results = watch(folder, runner, poll_interval=0.05, max_files=1, timeout=30, include_existing=True)
     assert len(results) == 1 and [b.label for b in results[0].boxes] == ["green"]
 
 
-def test_images_are_never_overwritten_unasked(bundles, tmp_path):
+def test_images_are_never_overwritten_unasked(task_bundles, tmp_path):
     images = tmp_path / "in"
     _save(images, "a.png", colour_squares(1, [(0, 0, 0)]))
     masks = tmp_path / "masks"
     masks.mkdir()
     (masks / "a.png").write_bytes(b"mine")
     with pytest.raises(InvalidArgumentError, match="already exists; pass --overwrite"):
-        _cli(["run", str(bundles["segmentation"]), str(images), "--masks", str(masks)])
+        _cli(["run", str(task_bundles["segmentation"]), str(images), "--masks", str(masks)])
     assert (masks / "a.png").read_bytes() == b"mine"
-    result, = run_bundle(bundles["segmentation"], [images], masks=masks)  # the API: that image fails, no loss
+    result, = run_bundle(task_bundles["segmentation"], [images], masks=masks)  # the API: that image fails, no loss
     assert "already exists" in result.error and (masks / "a.png").read_bytes() == b"mine"
-    assert _cli(["run", str(bundles["segmentation"]), str(images), "--masks", str(masks), "--overwrite"]) == 0
+    assert _cli(["run", str(task_bundles["segmentation"]), str(images), "--masks", str(masks), "--overwrite"]) == 0
     assert Image.open(masks / "a.png").mode == "P"
 
 
-def test_flag_for_another_task_is_one_line(bundles, tmp_path):
+def test_flag_for_another_task_is_one_line(task_bundles, tmp_path):
     with pytest.raises(InvalidArgumentError, match="--masks is for segmentation bundles.*detection bundle "
                                                    r"\(use --annotated DIR\)"):
-        BundleRunner(bundles["detection"], masks=tmp_path / "m")
+        BundleRunner(task_bundles["detection"], masks=tmp_path / "m")
     with pytest.raises(InvalidArgumentError, match="--heatmaps is for anomaly bundles"):
-        BundleRunner(bundles["segmentation"], heatmaps=tmp_path / "m")
+        BundleRunner(task_bundles["segmentation"], heatmaps=tmp_path / "m")
 
 
-def test_tampered_task_is_refused_at_load(bundles, tmp_path):
+def test_tampered_task_is_refused_at_load(task_bundles, tmp_path):
     import shutil
 
-    bundle = shutil.copytree(bundles["detection"], tmp_path / "b")
+    bundle = shutil.copytree(task_bundles["detection"], tmp_path / "b")
     manifest = json.loads((bundle / "manifest.json").read_text())
     edit_manifest(bundle, postprocess={**manifest["postprocess"], "output": "logits"})
     with pytest.raises(BundleError, match="postprocess.output='logits' is invalid; expected one of the model's"):
