@@ -35,9 +35,11 @@ class ThresholdFit:
 def fit_threshold(good_scores: Any, target_fpr: float = 0.01) -> ThresholdFit:
     """Fit the normalisation and the decision threshold on good parts' raw image scores.
 
-    The threshold is the smallest good score that leaves at most ``floor(target_fpr * n)``
-    good parts strictly above it, so the false-positive rate on the calibration images never
-    exceeds the target (with few images it is the largest good score: 0 of n flagged).
+    The threshold lies halfway between the good score that leaves at most ``floor(target_fpr *
+    n)`` good parts strictly above it and the next higher good score, so the false-positive
+    rate on the calibration images never exceeds the target and no calibration image sits on
+    the threshold, where a 1e-7 difference between backends would flip its decision. With few
+    images (or ``target_fpr`` 0) it is the largest good score (normalised 1.0: 0 of n flagged).
 
     Args:
         good_scores: raw image scores of good (defect-free) calibration images.
@@ -53,7 +55,7 @@ def fit_threshold(good_scores: Any, target_fpr: float = 0.01) -> ThresholdFit:
     Example:
         >>> fit = fit_threshold([1.0, 2.0, 3.0, 5.0], target_fpr=0.25)
         >>> fit.normalization, fit.threshold, fit.measured_fpr
-        ((1.0, 5.0), 0.5, 0.25)
+        ((1.0, 5.0), 0.75, 0.25)
     """
     scores = np.sort(np.asarray(good_scores, np.float64).reshape(-1))
     if isinstance(target_fpr, bool) or not isinstance(target_fpr, (int, float)) or not 0 <= target_fpr < 1:
@@ -68,7 +70,9 @@ def fit_threshold(good_scores: Any, target_fpr: float = 0.01) -> ThresholdFit:
         raise InvalidArgumentError(f"every good part scored {low:g}: the model's anomaly score does not vary, so "
                                    f"no threshold can be fitted; check the model and --calib images.")
     allowed = int(math.floor(target_fpr * scores.size + 1e-9))
-    raw = float(scores[scores.size - 1 - allowed])
+    below = float(scores[scores.size - 1 - allowed])
+    above = float(scores[scores.size - allowed]) if allowed else below
+    raw = 0.5 * (below + above)  # scores equal to `below` share its side: the count above is unchanged
     measured = float(np.count_nonzero(scores > raw)) / scores.size
     return ThresholdFit(threshold=(raw - low) / (high - low), normalization=(low, high), measured_fpr=measured,
                         target_fpr=float(target_fpr), images=int(scores.size))
