@@ -48,6 +48,13 @@ def QGemm(A: Array, a_scale: Array, a_zero_point: Array, B: Array, b_scale: Arra
     axis_b = 0 if transB else 1
     b = centered("QGemm", "B", B, b_zero_point, axis_b)
     acc = int_matmul(a.T if transA else a, b.T if transB else b)
+    return qgemm_output(acc, C, alpha, a_scale, b_scale, y_scale, y_zero_point, A)
+
+
+def qgemm_output(acc: Array, C: Array | None, alpha: float, a_scale: Array, b_scale: Array, y_scale: Array | None,
+                 y_zero_point: Array | None, A: Array) -> Array:
+    """QGemm's epilogue on the int32 products ``acc`` (M, N): + C, scaled to float, quantized when y_scale is
+    given (shared with the zero-skipping builder in :mod:`edge_runtime.ops.quant_sparse`)."""
     if C is not None:
         acc = acc + np.asarray(C, np.int32)
     scale = np.float32(alpha) * np.asarray(a_scale, np.float32).reshape(()) * np.asarray(b_scale, np.float32)

@@ -18,6 +18,7 @@ from numpy.typing import NDArray
 
 from edge_runtime.kernels.sparse_int8 import prepare_int8_weights, requant_params, sparse_matmul_int8
 from edge_runtime.kernels.sparse_int8_conv import prepare_int8_conv, sparse_conv_int8
+from edge_runtime.ops.quant_contrib import MS_DOMAIN, QGemm, qgemm_output
 from edge_runtime.ops.quant_linear import QLinearConv, QLinearMatMul, conv_geometry
 from edge_runtime.ops.registry import register_builder
 
@@ -86,5 +87,32 @@ def qlinear_matmul_builder(node: Any, consts: list, ctx: Any) -> Callable[..., A
             return QLinearMatMul(a, *inputs)
         y = sparse_matmul_int8(a.reshape(-1, a.shape[-1]), zp, prep, rq)
         return y.reshape(*a.shape[:-1], b.shape[1])
+
+    return run
+
+
+@register_builder("QGemm", domain=MS_DOMAIN, since_version=1)
+def qgemm_builder(node: Any, consts: list, ctx: Any) -> Callable[..., Array] | None:
+    """Sparse int8 QGemm (com.microsoft) for a constant symmetric int8 B: int32 sums from the zero-skipping
+    kernel, then QGemm's own epilogue (bias, scale, optional quantization), so the result is the plain op's."""
+    c = _constants(consts, (1, 2, 3, 4, 5))
+    attrs = dict(node.attrs)
+    if c is None or int(attrs.get("transA", 0)):
+        return None
+    a_scale, a_zp, b, b_scale, b_zp = c
+    if b.ndim != 2 or b.dtype != np.int8 or np.any(b_zp != 0) or not _scalar_zp(a_zp) or a_scale.size != 1:
+        return None
+    if any(i < len(node.inputs) and node.inputs[i] and (i >= len(consts) or consts[i] is None) for i in (6, 7, 8)):
+        return None  # a bias or output scale computed at run time
+    tail = [consts[i] if i < len(consts) else None for i in (6, 7, 8)]
+    b_kn = b.T if int(attrs.get("transB", 0)) else b
+    prep = prepare_int8_weights(np.ascontiguousarray(b_kn))
+    zp, alpha = int(a_zp), float(attrs.get("alpha", 1.0))
+
+    def run(a, *inputs):
+        if a.dtype != a_zp.dtype or a.ndim != 2 or a.shape[1] != b_kn.shape[0]:
+            return QGemm(a, *inputs, **attrs)
+        acc = sparse_matmul_int8(a, zp, prep)
+        return qgemm_output(acc, tail[0], alpha, a_scale, b_scale, tail[1], tail[2], a)
 
     return run
