@@ -21,6 +21,7 @@ from edge_runtime.ops import (  # noqa: F401  (imported for their registrations)
     reduce,
     resize,
     rnn,
+    roi_align,
     shape,
     tensor,
 )
