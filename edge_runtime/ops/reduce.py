@@ -162,14 +162,22 @@ def _softmax_v13(op: str, x: Array, axis: int, log: bool) -> Array:
     return _softmax(x, axis, log)
 
 
-def _softmax_2d(op: str, x: Array, axis: int, log: bool) -> Array:
-    """Opset 1-12 semantics: coerce to 2-D (prod(shape[:axis]), prod(shape[axis:])), softmax rows."""
-    check_dtype(op, x, FLOAT)
+def _coerced_rows(op: str, x: Array, axis: int) -> int:
+    """Opset 1-12 Softmax/Hardmax: the row count of ``x`` coerced to 2-D at ``axis`` (-1 is the last dim).
+
+    Raises:
+        InvalidModelError: ``axis`` is out of range for ``x``'s rank.
+    """
     if not -x.ndim <= axis <= x.ndim:
         raise InvalidModelError(f"{op}: axis={axis} is out of range for input rank {x.ndim}; expected "
                                 f"-{x.ndim} <= axis <= {x.ndim}. Re-export the model.")
-    rows = int(np.prod(x.shape[:axis % (x.ndim + 1) if axis < 0 else axis]))
-    return _softmax(x.reshape(rows, -1), 1, log).reshape(x.shape)
+    return int(np.prod(x.shape[:axis + x.ndim if axis < 0 else axis]))
+
+
+def _softmax_2d(op: str, x: Array, axis: int, log: bool) -> Array:
+    """Opset 1-12 semantics: coerce to 2-D (prod(shape[:axis]), prod(shape[axis:])), softmax rows."""
+    check_dtype(op, x, FLOAT)
+    return _softmax(x.reshape(_coerced_rows(op, x, axis), -1), 1, log).reshape(x.shape)
 
 
 @register("Softmax", since_version=1)
