@@ -1,4 +1,4 @@
-"""Reductions and axis-wise ops: Reduce*, ArgMax/ArgMin, Softmax/LogSoftmax, CumSum, TopK.
+"""Reductions and axis-wise ops: Reduce*, ArgMax/ArgMin, Softmax/LogSoftmax, Hardmax, CumSum, TopK.
 
 Reduce* take ``axes`` as an attribute up to opset 17 (ReduceSum up to 12) and as an
 optional int64 input afterwards, with ``noop_with_empty_axes``; both signatures are
@@ -248,3 +248,30 @@ def TopK_10(X: Array, K: Array, *, axis: int = -1) -> tuple[Array, Array]:
 def TopK(X: Array, K: Array, *, axis: int = -1, largest: int = 1, sorted: int = 1) -> tuple[Array, Array]:
     """The K largest (or smallest) values and int64 indices along ``axis``, sorted (opset 11+)."""
     return _topk(X, int(np.asarray(K).reshape(-1)[0]), axis, largest)
+
+
+# ---------------------------------------------------------------- Hardmax
+
+def _hardmax(x: Array, axis: int) -> Array:
+    """1 at the first largest value along ``axis``, 0 elsewhere."""
+    out = np.zeros_like(x)
+    if x.size:
+        np.put_along_axis(out, np.argmax(x, axis=axis, keepdims=True), 1, axis=axis)
+    return out
+
+
+@register("Hardmax", since_version=1)
+def Hardmax_1(input: Array, *, axis: int = 1) -> Array:
+    """Hardmax over the flattened dims axis..rank-1 (opset 1-12)."""
+    check_dtype("Hardmax", input, FLOATS)
+    return _hardmax(input.reshape(_coerced_rows("Hardmax", input, axis), -1), 1).reshape(input.shape)
+
+
+@register("Hardmax", since_version=13)
+def Hardmax(input: Array, *, axis: int = -1) -> Array:
+    """One-hot of the first largest value along one axis (opset 13+)."""
+    check_dtype("Hardmax", input, FLOATS)
+    if not -input.ndim <= axis < max(input.ndim, 1):
+        raise InvalidModelError(f"Hardmax: axis={axis} is out of range for input rank {input.ndim}; expected "
+                                f"-{input.ndim} <= axis < {input.ndim}. Re-export the model.")
+    return _hardmax(input, axis)

@@ -1,4 +1,4 @@
-"""ONNX backend node conformance for reductions, ArgMax/ArgMin, Softmax, CumSum, TopK (ops/reduce.py)."""
+"""ONNX backend node conformance for reductions, ArgMax/ArgMin, Softmax, Hardmax, CumSum, TopK (ops/reduce.py)."""
 from __future__ import annotations
 
 import pytest
@@ -7,7 +7,7 @@ from tests.edge_runtime import conformance
 
 OP_TYPES = ("ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL2", "ReduceL1",
             "ReduceSumSquare", "ReduceLogSum", "ReduceLogSumExp", "ArgMax", "ArgMin", "Softmax", "LogSoftmax",
-            "CumSum", "TopK")
+            "CumSum", "TopK", "Hardmax")
 
 #: case name -> why it cannot pass (dtype exclusions are automatic, see conformance.dtype_exclusion).
 EXCLUSIONS: dict[str, str] = {}
