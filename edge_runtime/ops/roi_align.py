@@ -13,10 +13,15 @@ Vectorised per RoI: sampling is separable, so the bilinear weights of all rows f
 over the RoI's crop of the map; ``avg`` is ``Wy @ crop @ Wx.T`` (one matmul pair per
 RoI), ``max`` gathers the 2x2 corners of every sample and reduces. Coordinates are
 computed in the input's float type, as onnxruntime does.
+
+NaN and Inf reach the bins they reach in onnxruntime: a crop with a non-finite value takes the
+gather path for ``avg`` too (in the matmuls a zero weight times NaN would reach every bin of
+the RoI), an outside sample reads ``0 * X[c, 0, 0]`` as onnxruntime's does, and ``max`` keeps
+a NaN only where onnxruntime's ``std::max`` chain keeps it (first corner, first sample).
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 from numpy.typing import NDArray
@@ -25,17 +30,18 @@ from edge_runtime.errors import InvalidInputError, InvalidModelError, Unsupporte
 from edge_runtime.ops.registry import register
 
 Array = NDArray[Any]
+Taps = tuple[Array, Array, Array]  # (index, weight, outside) of one axis, see _axis_samples
 
 _MODES = ("avg", "max")
 _TRANSFORMS = ("half_pixel", "output_half_pixel")
 
 
-def _axis_samples(start: Any, size: Any, bins: int, grid: int, length: int, dt: np.dtype) -> tuple[Array, Array]:
+def _axis_samples(start: Any, size: Any, bins: int, grid: int, length: int, dt: np.dtype) -> tuple[Array, ...]:
     """Bilinear taps of one RoI along one axis.
 
     Returns:
-        ``idx`` (bins, grid, 2) int64 pixel indices and ``w`` (bins, grid, 2) weights; a sample
-        outside ``[-1, length]`` has both weights 0 (index 0).
+        ``idx`` (bins, grid, 2) int64 pixel indices, ``w`` (bins, grid, 2) weights and ``outside``
+        (bins, grid): samples outside ``[-1, length]``, whose weights are 0 (index 0).
     """
     bin_size = dt.type(size / bins)
     pos = (start + np.arange(bins, dtype=dt)[:, None] * bin_size
@@ -51,7 +57,7 @@ def _axis_samples(start: Any, size: Any, bins: int, grid: int, length: int, dt: 
     w[outside] = 0
     idx = np.stack([low, high], axis=-1)
     idx[outside] = 0
-    return idx, w
+    return idx, w, outside
 
 
 def _bin_weights(idx: Array, w: Array, lo: int, span: int) -> Array:
@@ -63,26 +69,55 @@ def _bin_weights(idx: Array, w: Array, lo: int, span: int) -> Array:
     return out
 
 
-def _one_roi(fmap: Array, taps_y: tuple[Array, Array], taps_x: tuple[Array, Array], mode: str) -> Array:
+def _corner_products(fmap: Array, crop: Array, taps_y: Taps, taps_x: Taps, y0: int, x0: int) -> Iterator[Array]:
+    """``w * v`` of each bilinear corner (low-low first) for every sample: (C, out_h*grid_h, out_w*grid_w).
+
+    A sample outside the map reads ``0 * X[c, 0, 0]`` at all four corners, as onnxruntime does.
+    """
+    (iy, wy, out_y), (ix, wx, out_x) = taps_y, taps_x
+    with np.errstate(invalid="ignore"):
+        zero = fmap[:, :1, :1] * 0                                             # (C, 1, 1): NaN where X[c,0,0] is
+    rows_out, cols_out = out_y.reshape(-1), out_x.reshape(-1)
+    for a in (0, 1):  # one corner at a time: a quarter of the temporaries
+        rows = crop[:, (iy[..., a] - y0).reshape(-1)]                          # (C, oh*gh, w)
+        for b in (0, 1):
+            with np.errstate(invalid="ignore"):  # 0 * Inf is NaN, as in onnxruntime
+                weight = wy[..., a].reshape(-1, 1) * wx[..., b].reshape(1, -1)   # (oh*gh, ow*gw)
+                vals = rows[:, :, (ix[..., b] - x0).reshape(-1)] * weight
+            vals[:, rows_out, :] = zero
+            vals[:, :, cols_out] = zero
+            yield vals
+
+
+def _one_roi(fmap: Array, taps_y: Taps, taps_x: Taps, mode: str) -> Array:
     """(C, H, W) feature map and the RoI's taps -> (C, out_h, out_w)."""
-    (iy, wy), (ix, wx) = taps_y, taps_x
+    (iy, wy, _), (ix, wx, _) = taps_y, taps_x
     oh, gh = iy.shape[:2]
     ow, gw = ix.shape[:2]
     if gh == 0 or gw == 0:  # an empty RoI with half_pixel: no samples, the bin is 0
         return np.zeros((fmap.shape[0], oh, ow), fmap.dtype)
     y0, y1, x0, x1 = iy.min(), iy.max() + 1, ix.min(), ix.max() + 1
     crop = fmap[:, y0:y1, x0:x1]                                               # (C, h, w)
-    if mode == "avg":
+    shape = (fmap.shape[0], oh, gh, ow, gw)
+    if mode == "avg" and np.isfinite(crop).all() and np.isfinite(fmap[:, 0, 0]).all():  # else a NaN would spread
         ay = _bin_weights(iy, wy, y0, y1 - y0)                                 # (oh, h)
         ax = _bin_weights(ix, wx, x0, x1 - x0)                                 # (ow, w)
         return np.matmul(np.matmul(ay, crop), ax.T)                            # (C, oh, ow)
-    best = None
-    for a in (0, 1):  # one bilinear corner pair at a time: a quarter of the temporaries
-        rows = crop[:, (iy[..., a] - y0).reshape(-1)]                          # (C, oh*gh, w)
-        for b in (0, 1):
-            vals = rows[:, :, (ix[..., b] - x0).reshape(-1)] * (wy[..., a].reshape(-1, 1) * wx[..., b].reshape(1, -1))
-            best = vals if best is None else np.maximum(best, vals)            # (C, oh*gh, ow*gw)
-    return best.reshape(fmap.shape[0], oh, gh, ow, gw).max(axis=(2, 4))
+    corners = _corner_products(fmap, crop, taps_y, taps_x, y0, x0)
+    if mode == "avg":
+        with np.errstate(invalid="ignore"):
+            return sum(corners).reshape(shape).sum(axis=(2, 4)) / fmap.dtype.type(gh * gw)
+    # onnxruntime's std::max chains keep a NaN only when it comes first: a sample is NaN when its
+    # low-low corner is, and a bin is NaN when its first sample is; other NaNs are skipped.
+    first = next(corners)
+    sample = first.copy()
+    for vals in corners:
+        np.fmax(sample, vals, out=sample)
+    sample[np.isnan(first)] = np.nan
+    sample = sample.reshape(shape)
+    best = np.fmax.reduce(np.fmax.reduce(sample, axis=4), axis=2)
+    best[np.isnan(sample[:, :, 0, :, 0])] = np.nan
+    return best
 
 
 def _roi_align(X: Array, rois: Array, batch_indices: Array, mode: str, output_height: int, output_width: int,
@@ -113,7 +148,8 @@ def _check(X: Array, rois: Array, batch_indices: Array, mode: str, output_height
                                 "expected (N, C, H, W), (R, 4) and (R,). Check the detector's RoI inputs.")
     if batch_indices.size and not (0 <= batch_indices.min() and batch_indices.max() < X.shape[0]):
         raise InvalidInputError(f"RoiAlign: batch_indices in [{batch_indices.min()}, {batch_indices.max()}] for a "
-                                f"batch of {X.shape[0]}; expected [0, {X.shape[0] - 1}]. Check the RoIs' batch indices.")
+                                f"batch of {X.shape[0]}; expected [0, {X.shape[0] - 1}]. Check the RoIs' batch "
+                                "indices.")
     if mode not in _MODES or output_height < 1 or output_width < 1:
         raise InvalidModelError(f"RoiAlign: mode '{mode}', output {output_height}x{output_width}; expected a mode "
                                 f"in {_MODES} and positive output sizes. Fix the node's attributes.")

@@ -91,3 +91,25 @@ def test_roi_align_errors_name_the_problem():
         RoiAlign(feed["x"], feed["rois"], feed["idx"], coordinate_transformation_mode="aligned")
     with pytest.raises(InvalidModelError, match="mode 'median'"):
         RoiAlign(feed["x"], feed["rois"], feed["idx"], mode="median")
+
+
+def _poison(x: np.ndarray, seed: int) -> np.ndarray:
+    """A copy with 6 NaN, 3 +Inf and 3 -Inf pixels, one of them at (0, 0) where outside samples read."""
+    x = x.copy()
+    flat = x.reshape(-1)
+    where = np.random.default_rng(seed).choice(flat.size, 12, replace=False)
+    where[0] = 0
+    flat[where[:6]], flat[where[6:9]], flat[where[9:]] = np.nan, np.inf, -np.inf
+    return x
+
+
+@pytest.mark.parametrize("mode,sampling_ratio", [("avg", 0), ("avg", 2), ("max", 0), ("max", 2)])
+def test_roi_align_nan_and_inf_reach_the_bins_onnxruntime_reaches(mode, sampling_ratio):
+    ort = pytest.importorskip("onnxruntime")
+    feed = _feed(3)
+    feed["x"] = _poison(feed["x"], 3)
+    attrs = dict(mode=mode, sampling_ratio=sampling_ratio, output_height=5, output_width=4)
+    (want,) = ort.InferenceSession(_model(16, **attrs), providers=["CPUExecutionProvider"]).run(None, feed)
+    got = RoiAlign(feed["x"], feed["rois"], feed["idx"], **attrs)
+    assert 0 < np.isnan(want).sum() < want.size // 10   # NaN reaches some bins, not whole RoIs
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)  # NaN positions and Infs must agree
