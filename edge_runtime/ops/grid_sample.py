@@ -8,12 +8,13 @@ products of every tap combination, each gathered with one ``take_along_axis`` ov
 flattened map, so the work is ``taps^r`` vectorised gathers of (N, C, o1*..*or).
 
 Semantics are onnxruntime's (torch's ``grid_sample``): ``align_corners`` maps -1/1 to the
-corner pixels' centres (else their outer edges); a coordinate outside the border is clamped
-(``border``) or reflected (``reflection``) before the taps are taken, and each tap outside the
-map is then 0 (``zeros``), the edge pixel (``border``) or reflected again (``reflection``).
-``cubic`` with ``border`` clamps only the taps, not the coordinate (onnxruntime and torch; the
-ONNX reference clamps both, which no backend case exercises). ``nearest`` rounds half to even.
-Coordinates are computed in the input's float type.
+corner pixels' centres (else their outer edges); the taps are taken around the unclamped
+coordinate and each tap outside the map reads 0 (``zeros``), the nearest edge pixel
+(``border``) or its reflection at the border (``reflection``). For finite inputs this equals
+the ONNX reference, which clamps or reflects the coordinate first (except for ``cubic`` with
+``border``, where the reference's clamp moves all four taps and no backend case covers it);
+taking taps as onnxruntime does also makes a NaN or Inf pixel reach the same outputs.
+``nearest`` rounds half to even. Coordinates are computed in the input's float type.
 """
 from __future__ import annotations
 
@@ -62,7 +63,8 @@ def _cubic_coeffs(t: Array) -> list[Array]:
             ((a + 2) * v - (a + 3)) * v * v + 1, ((a * w - 5 * a) * w + 8 * a) * w - 4 * a]
 
 
-def _axis_taps(coord: Array, size: int, mode: str, padding: str, lo: float, hi: float) -> list[tuple[Array, Array, Array]]:
+def _axis_taps(coord: Array, size: int, mode: str, padding: str, lo: float,
+               hi: float) -> list[tuple[Array, Array, Array]]:
     """(index, weight, in-range) per tap of one spatial axis, for every output position."""
     if mode == "nearest":
         raw = [(coord, np.ones_like(coord))]
@@ -82,11 +84,11 @@ def _axis_taps(coord: Array, size: int, mode: str, padding: str, lo: float, hi: 
     return taps
 
 
-def _coords(grid: Array, spatial: tuple[int, ...], mode: str, padding: str, align_corners: bool) -> list[tuple]:
-    """Per spatial axis (d1..dr): pixel coordinates after rounding and border handling, and the border.
+def _coords(grid: Array, spatial: tuple[int, ...], mode: str, align_corners: bool) -> list[tuple]:
+    """Per spatial axis (d1..dr): (pixel coordinates, size, border low, border high).
 
-    ``cubic`` with ``border`` clamps only its four taps, not the coordinate (as onnxruntime and
-    torch do: clamping -0.3 to 0 first would move all four taps).
+    No clamping or reflection here: as in onnxruntime, padding acts on each tap (which also
+    decides where a NaN/Inf pixel with a zero weight still reaches the output).
     """
     out = []
     for axis, size in enumerate(spatial):
@@ -94,11 +96,6 @@ def _coords(grid: Array, spatial: tuple[int, ...], mode: str, padding: str, alig
         if mode == "nearest":
             coord = np.rint(coord)
         lo, hi = (0.0, size - 1.0) if align_corners else (-0.5, size - 0.5)
-        outside = (coord < lo) | (coord > hi)
-        if padding == "border" and mode != "cubic":
-            coord = np.where(outside, np.clip(coord, 0, size - 1), coord)
-        elif padding == "reflection":
-            coord = np.where(outside, _reflect(coord, lo, hi), coord)
         out.append((coord.astype(grid.dtype, copy=False), size, lo, hi))
     return out
 
@@ -109,17 +106,18 @@ def _grid_sample(X: Array, grid: Array, mode: str, padding: str, align_corners: 
     out_shape = grid.shape[1:-1]
     flat = X.reshape(n, c, -1)                                                         # (N, C, S)
     axes = [_axis_taps(coord, size, mode, padding, lo, hi)
-            for coord, size, lo, hi in _coords(grid.astype(X.dtype, copy=False), spatial, mode, padding,
-                                               align_corners)]
+            for coord, size, lo, hi in _coords(grid.astype(X.dtype, copy=False), spatial, mode, align_corners)]
     strides = np.cumprod((1,) + spatial[::-1])[::-1][1:]
     y = np.zeros((n, c, int(np.prod(out_shape, dtype=np.int64))), X.dtype)              # (N, C, P)
     for combo in itertools.product(*axes):
         index = sum(int(s) * idx for s, (idx, _, _) in zip(strides, combo)).reshape(n, 1, -1)
         weight = np.prod([w for _, w, _ in combo], axis=0).reshape(n, 1, -1)
-        vals = np.take_along_axis(flat, index, axis=2) * weight
+        with np.errstate(invalid="ignore"):  # 0 * Inf is NaN, as in onnxruntime
+            vals = np.take_along_axis(flat, index, axis=2) * weight
         if padding == "zeros":  # a tap outside the map reads 0 (not 0 * its clamped neighbour)
             vals = np.where(np.logical_and.reduce([v for _, _, v in combo]).reshape(n, 1, -1), vals, 0)
-        y += vals
+        with np.errstate(invalid="ignore"):  # Inf - Inf
+            y += vals
     return y.reshape((n, c) + out_shape)
 
 

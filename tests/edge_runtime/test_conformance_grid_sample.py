@@ -124,3 +124,15 @@ def test_torch_spatial_transformer_export_matches_torch(mode):
     with torch.no_grad():
         want = Rectifier()(x, theta).numpy()
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=5e-5)
+
+
+@pytest.mark.parametrize("mode", ["linear", "nearest", "cubic"])
+@pytest.mark.parametrize("pad", ["zeros", "border", "reflection"])
+def test_grid_sample_nan_and_inf_pixels_propagate_like_onnxruntime(mode, pad):
+    feed = _grid_feed(2, 1)
+    flat = feed["x"].reshape(-1)
+    where = np.random.default_rng(0).choice(flat.size, 60, replace=False)
+    flat[where[:20]], flat[where[20:40]], flat[where[40:]] = np.nan, np.inf, -np.inf
+    want, got = _run_both("GridSample", 20, feed, mode=mode, padding_mode=pad)
+    assert np.isnan(want).any() and np.isfinite(want).any()
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)  # NaN positions and Infs must agree
