@@ -253,10 +253,17 @@ def TopK(X: Array, K: Array, *, axis: int = -1, largest: int = 1, sorted: int = 
 # ---------------------------------------------------------------- Hardmax
 
 def _hardmax(x: Array, axis: int) -> Array:
-    """1 at the first largest value along ``axis``, 0 elsewhere."""
+    """1 at the first largest value along ``axis``, 0 elsewhere.
+
+    NaNs are skipped (a row of NaNs is all 0), which is what onnxruntime does for most rows: it
+    takes the row maximum with a SIMD reduction, then marks the first element equal to it, and
+    whether a NaN wins that reduction depends on its position and the row length.
+    """
     out = np.zeros_like(x)
     if x.size:
-        np.put_along_axis(out, np.argmax(x, axis=axis, keepdims=True), 1, axis=axis)
+        hit = x == np.fmax.reduce(x, axis=axis, keepdims=True)
+        np.put_along_axis(out, np.argmax(hit, axis=axis, keepdims=True), 1, axis=axis)
+        out *= np.any(hit, axis=axis, keepdims=True)
     return out
 
 

@@ -94,3 +94,13 @@ def test_small_op_errors_name_the_problem():
         ReverseSequence(np.zeros((2, 1, 3), np.float32), np.array([3]))
     with pytest.raises(InvalidModelError, match="batch_axis=2, time_axis=0"):
         ReverseSequence(np.zeros((2, 1, 3), np.float32), np.array([1]), batch_axis=2)
+
+
+def test_hardmax_skips_nan_and_zeroes_all_nan_rows():
+    from edge_runtime.ops.reduce import Hardmax
+
+    nan = np.nan
+    x = np.array([[1, nan, 2, 2], [3, 1, nan, np.inf], [nan, nan, nan, nan], [-np.inf, -np.inf, 0, 0]], np.float32)
+    np.testing.assert_array_equal(Hardmax(x), [[0, 0, 1, 0], [0, 0, 0, 1], [0, 0, 0, 0], [0, 0, 1, 0]])
+    want, got = _both([helper.make_node("Hardmax", ["x"], ["y"])], {"x": x[:2]}, 13)  # NaN not first: as onnxruntime
+    np.testing.assert_array_equal(got, want)
