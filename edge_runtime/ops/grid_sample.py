@@ -78,7 +78,7 @@ def _axis_taps(coord: Array, size: int, mode: str, padding: str, lo: float,
     for pos, w in raw:
         if padding == "reflection":
             pos = np.trunc(_reflect(pos, lo, hi))
-        idx = np.nan_to_num(pos, nan=-1.0, posinf=size, neginf=-1.0).astype(np.int64)
+        idx = np.nan_to_num(np.clip(pos, -1, size), nan=-1.0).astype(np.int64)  # far-away/NaN: outside
         valid = (idx >= 0) & (idx < size)
         taps.append((np.clip(idx, 0, size - 1), w, valid))
     return taps
