@@ -43,11 +43,12 @@ def _axis_samples(start: Any, size: Any, bins: int, grid: int, length: int, dt: 
         ``idx`` (bins, grid, 2) int64 pixel indices, ``w`` (bins, grid, 2) weights and ``outside``
         (bins, grid): samples outside ``[-1, length]``, whose weights are 0 (index 0).
     """
-    bin_size = dt.type(size / bins)
-    pos = (start + np.arange(bins, dtype=dt)[:, None] * bin_size
-           + (np.arange(grid, dtype=dt)[None, :] + dt.type(0.5)) * bin_size / dt.type(grid))  # (bins, grid)
+    with np.errstate(invalid="ignore", over="ignore"):  # an Inf/NaN RoI: its samples are outside
+        bin_size = dt.type(size / bins)
+        pos = (start + np.arange(bins, dtype=dt)[:, None] * bin_size
+               + (np.arange(grid, dtype=dt)[None, :] + dt.type(0.5)) * bin_size / dt.type(grid))  # (bins, grid)
     outside = ~((pos >= -1.0) & (pos <= length))  # NaN RoIs too
-    pos = np.maximum(pos, 0)
+    pos = np.where(outside, 0, np.maximum(pos, 0))
     low = pos.astype(np.int64)
     edge = low >= length - 1
     low = np.where(edge, length - 1, low)
@@ -120,6 +121,11 @@ def _one_roi(fmap: Array, taps_y: Taps, taps_x: Taps, mode: str) -> Array:
     return best
 
 
+def _adaptive_grid(size: Any, bins: int) -> int:
+    """``ceil(size / bins)`` samples per bin; 0 (an all-zero RoI) for an empty, inverted or NaN RoI."""
+    return int(np.ceil(size / bins)) if np.isfinite(size) and size > 0 else 0
+
+
 def _roi_align(X: Array, rois: Array, batch_indices: Array, mode: str, output_height: int, output_width: int,
                sampling_ratio: int, spatial_scale: float, half_pixel: bool) -> Array:
     _check(X, rois, batch_indices, mode, output_height, output_width)
@@ -131,10 +137,10 @@ def _roi_align(X: Array, rois: Array, batch_indices: Array, mode: str, output_he
         roi_w, roi_h = x_end - x_start, y_end - y_start
         if not half_pixel:  # the legacy behaviour: malformed RoIs become 1x1
             roi_w, roi_h = max(roi_w, dt.type(1)), max(roi_h, dt.type(1))
-        gh = sampling_ratio if sampling_ratio > 0 else int(np.ceil(roi_h / output_height))
-        gw = sampling_ratio if sampling_ratio > 0 else int(np.ceil(roi_w / output_width))
-        taps_y = _axis_samples(y_start, roi_h, output_height, max(gh, 0), height, dt)
-        taps_x = _axis_samples(x_start, roi_w, output_width, max(gw, 0), width, dt)
+        gh = sampling_ratio if sampling_ratio > 0 else _adaptive_grid(roi_h, output_height)
+        gw = sampling_ratio if sampling_ratio > 0 else _adaptive_grid(roi_w, output_width)
+        taps_y = _axis_samples(y_start, roi_h, output_height, gh, height, dt)
+        taps_x = _axis_samples(x_start, roi_w, output_width, gw, width, dt)
         out[r] = _one_roi(X[int(batch_indices[r])], taps_y, taps_x, mode)
     return out
 

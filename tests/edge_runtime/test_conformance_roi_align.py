@@ -113,3 +113,13 @@ def test_roi_align_nan_and_inf_reach_the_bins_onnxruntime_reaches(mode, sampling
     got = RoiAlign(feed["x"], feed["rois"], feed["idx"], **attrs)
     assert 0 < np.isnan(want).sum() < want.size // 10   # NaN reaches some bins, not whole RoIs
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)  # NaN positions and Infs must agree
+
+
+@pytest.mark.parametrize("sampling_ratio", [0, 2])
+@pytest.mark.filterwarnings("error::RuntimeWarning")
+def test_roi_align_nan_or_inf_rois_give_zero_bins_without_warnings(sampling_ratio):
+    feed = _feed(4)
+    rois = np.array([[np.nan, 1, 3, 4], [1, 1, np.inf, 4], [1, 1, 3, 4]], np.float32)
+    got = RoiAlign(feed["x"], rois, np.zeros(3, np.int64), sampling_ratio=sampling_ratio, output_height=2,
+                   output_width=2)
+    assert not got[:2].any() and np.abs(got[2]).max() > 0
