@@ -1,4 +1,5 @@
-"""Per-op micro-benchmarks vs onnxruntime: GELU forms, LayerNormalization, Softmax, depthwise Conv.
+"""Per-op micro-benchmarks vs onnxruntime: GELU forms, LayerNormalization, Softmax, depthwise Conv,
+RoiAlign and GridSample.
 
 Each case is a small ONNX model (one op, or the GELU subgraph an exporter emits) that
 both runtimes load: edge_runtime plans it (passes, builders) and we time
@@ -9,9 +10,11 @@ in blocks (A B A B ...), each call gets a different input from a small pool, one
 block first; we report medians and the median of per-pair ratios (ours / onnxruntime:
 < 1 means we are faster). JSON goes to benchmarks/results/bench_ops.json.
 
-Run (unset the OpenBLAS overrides in the benchmark command only, references §2)::
+Run (unset the OpenBLAS overrides in the benchmark command only, references §2; on the default
+onnxruntime engine a one-op model is one onnxruntime session, so pin edge_runtime's kernels)::
 
-    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python3 benchmarks/bench_ops.py [--quick] [--only gelu]
+    EDGE_RUNTIME_DENSE_ENGINE=numba env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE \
+        python3 benchmarks/bench_ops.py [--quick] [--only gelu] [--out FILE]
 """
 from __future__ import annotations
 
@@ -141,7 +144,28 @@ def _time_case(case: Case, threads: int, blocks: int, calls: int) -> dict:
             "ratio": statistics.median(a / b for a, b in zip(a_times, b_times))}
 
 
-GROUPS = {"gelu": gelu_cases, "norm": norm_cases, "depthwise": depthwise_cases}
+def sampling_cases() -> list[Case]:
+    """RoiAlign as torchvision's Faster R-CNN box head calls it (MultiScaleRoIAlign: 7x7, sampling_ratio 2,
+    aligned=False, 1000 proposals on a stride-16 map of an 800x1088 image) and GridSample as an OCR
+    rectifier (a 32x100 crop) and a spatial transformer on a feature map call it."""
+    rng = np.random.default_rng(3)
+    corner = rng.uniform(0, 1000, (1000, 2))
+    rois = np.concatenate([corner, corner + rng.uniform(16, 300, (1000, 2))], 1)
+    roi = helper.make_node("RoiAlign", ["x", "rois", "idx"], ["y"], coordinate_transformation_mode="output_half_pixel",
+                           output_height=7, output_width=7, sampling_ratio=2, spatial_scale=1 / 16)
+    roi_model = _model([roi], (1, 256, 50, 68), (1000, 256, 7, 7), {"rois": rois})
+    roi_model.graph.initializer.append(numpy_helper.from_array(np.zeros(1000, np.int64), "idx"))
+    cases = [Case("roialign_1000x256x7x7", roi_model, (1, 256, 50, 68), 1)]
+    for name, shape, mode in (("gridsample_ocr_3x32x100", (1, 3, 32, 100), "linear"),
+                              ("gridsample_64x64x256", (1, 64, 64, 256), "linear"),
+                              ("gridsample_cubic_3x32x100", (1, 3, 32, 100), "cubic")):
+        grid = rng.uniform(-1.05, 1.05, (1, *shape[2:], 2))
+        node = helper.make_node("GridSample", ["x", "grid"], ["y"], mode=mode, padding_mode="border")
+        cases.append(Case(name, _model([node], shape, shape, {"grid": grid}, opset=20), shape, 1))
+    return cases
+
+
+GROUPS = {"gelu": gelu_cases, "norm": norm_cases, "depthwise": depthwise_cases, "sampling": sampling_cases}
 
 
 def main() -> None:

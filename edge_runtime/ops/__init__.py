@@ -10,6 +10,7 @@ from edge_runtime.ops import (  # noqa: F401  (imported for their registrations)
     conv,
     detection,
     elementwise,
+    grid_sample,
     indexing,
     matmul,
     norm,
@@ -21,6 +22,7 @@ from edge_runtime.ops import (  # noqa: F401  (imported for their registrations)
     reduce,
     resize,
     rnn,
+    roi_align,
     shape,
     tensor,
 )

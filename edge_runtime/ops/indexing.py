@@ -1,5 +1,5 @@
 """Gather/scatter operators: Gather, GatherElements, GatherND, ScatterND, ScatterElements
-(and the deprecated Scatter).
+(and the deprecated Scatter), and the selections Compress and ReverseSequence.
 
 Negative indices count from the end of their axis, as the spec allows; an index out of
 range raises :class:`InvalidInputError`. Scatter ops never modify their ``data`` input.
@@ -148,3 +148,43 @@ def ScatterElements(data: Array, indices: Array, updates: Array, *, axis: int = 
 def Scatter(data: Array, indices: Array, updates: Array, *, axis: int = 0) -> Array:
     """Deprecated alias of ScatterElements (opset 9-10)."""
     return ScatterElements(data, indices, updates, axis=axis)
+
+
+@register("Compress", since_version=9)
+def Compress(input: Array, condition: Array, *, axis: int | None = None) -> Array:
+    """The slices of ``input`` along ``axis`` (the flattened input when absent) where ``condition`` holds.
+
+    ``condition`` may be shorter than the axis: the slices past its end are dropped.
+
+    Raises:
+        InvalidInputError: ``condition`` is longer than the axis.
+    """
+    cond = np.asarray(condition).reshape(-1).astype(bool, copy=False)
+    data = input.reshape(-1) if axis is None else input
+    axis = 0 if axis is None else norm_axis(axis, input.ndim, "Compress")
+    if cond.size > data.shape[axis]:
+        raise InvalidInputError(f"Compress: condition has {cond.size} entries for an axis of size "
+                                f"{data.shape[axis]}; expected at most {data.shape[axis]}.")
+    return np.compress(cond, data, axis=axis)
+
+
+@register("ReverseSequence", since_version=10)
+def ReverseSequence(input: Array, sequence_lens: Array, *, batch_axis: int = 1, time_axis: int = 0) -> Array:
+    """Each batch entry's first ``sequence_lens[b]`` steps along ``time_axis`` reversed, the rest kept.
+
+    Raises:
+        InvalidModelError: the axes are not 0 and 1; InvalidInputError: lengths do not fit the input.
+    """
+    if {batch_axis, time_axis} != {0, 1} or input.ndim < 2:
+        raise InvalidModelError(f"ReverseSequence: batch_axis={batch_axis}, time_axis={time_axis} on a rank-"
+                                f"{input.ndim} input; expected axes 0 and 1 (one each) of a rank >= 2 tensor.")
+    steps, batch = input.shape[time_axis], input.shape[batch_axis]
+    lens = np.asarray(sequence_lens, np.int64).reshape(-1)
+    if lens.shape != (batch,) or (lens.size and (lens.min() < 0 or lens.max() > steps)):
+        raise InvalidInputError(f"ReverseSequence: sequence_lens {lens.tolist()} for input {input.shape}; expected "
+                                f"{batch} lengths in [0, {steps}].")
+    t = np.arange(steps)[:, None]
+    src = np.where(t < lens[None, :], lens[None, :] - 1 - t, t)                    # (T, B)
+    src = src if time_axis == 0 else src.T
+    index = np.broadcast_to(src.reshape(src.shape + (1,) * (input.ndim - 2)), input.shape)
+    return np.take_along_axis(input, index, axis=time_axis)

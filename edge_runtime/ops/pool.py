@@ -1,4 +1,4 @@
-"""MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool (kernels/pool.py)."""
+"""MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool (kernels/pool.py) and MaxUnpool."""
 from __future__ import annotations
 
 from typing import Any
@@ -116,3 +116,39 @@ def _max_pool_builder(node: Any, consts: list, ctx: Any):
         return fn(X)
 
     return run
+
+
+@register("MaxUnpool", since_version=9)
+def MaxUnpool(X, I, output_shape=None, *, kernel_shape=None, pads=None, strides=None):
+    """The partial inverse of MaxPool: a zero tensor with ``X``'s values at the flat positions ``I``.
+
+    The output is (N, C, *spatial) with each spatial size ``(in - 1) * stride + kernel - pad_begin -
+    pad_end``, or ``output_shape`` when given. ``I`` (MaxPool's Indices) indexes the flattened
+    output, as in onnxruntime and torch, so ``output_shape`` recovers the size of MaxPool's input.
+    (The ONNX reference instead scatters into the inferred size and pads that with zeros.)
+
+    Raises:
+        InvalidArgumentError: kernel_shape is missing; InvalidInputError: X and I differ in shape, or an
+            index lies outside the output.
+    """
+    if X.ndim < 3 or I.shape != X.shape:
+        raise InvalidInputError(f"MaxUnpool: X {X.shape} and I {I.shape}; expected equal (N, C, <spatial dims>) "
+                                "shapes (MaxPool's Y and Indices).")
+    nd = X.ndim - 2
+    if kernel_shape is None:
+        raise InvalidArgumentError("MaxUnpool has no kernel_shape attribute; it is required. Fix the model.")
+    kernel = check_positive("kernel_shape", kernel_shape, nd)
+    strides = check_positive("strides", strides if strides is not None else [1] * nd, nd)
+    pads = list(pads) if pads is not None else [0] * (2 * nd)
+    if output_shape is not None:
+        shape = tuple(int(v) for v in np.asarray(output_shape).reshape(-1))
+    else:
+        shape = X.shape[:2] + tuple((X.shape[2 + d] - 1) * strides[d] + kernel[d] - pads[d] - pads[nd + d]
+                                    for d in range(nd))
+    y = np.zeros(int(np.prod(shape, dtype=np.int64)), X.dtype)
+    flat = np.asarray(I, np.int64).reshape(-1)
+    if flat.size and (flat.min() < 0 or flat.max() >= y.size):
+        raise InvalidInputError(f"MaxUnpool: indices in [{flat.min()}, {flat.max()}] for an output of shape {shape} "
+                                f"({y.size} values); expected MaxPool's Indices for an input of that shape.")
+    y[flat] = X.reshape(-1)
+    return y.reshape(shape)

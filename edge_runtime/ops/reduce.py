@@ -1,4 +1,4 @@
-"""Reductions and axis-wise ops: Reduce*, ArgMax/ArgMin, Softmax/LogSoftmax, CumSum, TopK.
+"""Reductions and axis-wise ops: Reduce*, ArgMax/ArgMin, Softmax/LogSoftmax, Hardmax, CumSum, TopK.
 
 Reduce* take ``axes`` as an attribute up to opset 17 (ReduceSum up to 12) and as an
 optional int64 input afterwards, with ``noop_with_empty_axes``; both signatures are
@@ -162,14 +162,22 @@ def _softmax_v13(op: str, x: Array, axis: int, log: bool) -> Array:
     return _softmax(x, axis, log)
 
 
-def _softmax_2d(op: str, x: Array, axis: int, log: bool) -> Array:
-    """Opset 1-12 semantics: coerce to 2-D (prod(shape[:axis]), prod(shape[axis:])), softmax rows."""
-    check_dtype(op, x, FLOAT)
+def _coerced_rows(op: str, x: Array, axis: int) -> int:
+    """Opset 1-12 Softmax/Hardmax: the row count of ``x`` coerced to 2-D at ``axis`` (-1 is the last dim).
+
+    Raises:
+        InvalidModelError: ``axis`` is out of range for ``x``'s rank.
+    """
     if not -x.ndim <= axis <= x.ndim:
         raise InvalidModelError(f"{op}: axis={axis} is out of range for input rank {x.ndim}; expected "
                                 f"-{x.ndim} <= axis <= {x.ndim}. Re-export the model.")
-    rows = int(np.prod(x.shape[:axis % (x.ndim + 1) if axis < 0 else axis]))
-    return _softmax(x.reshape(rows, -1), 1, log).reshape(x.shape)
+    return int(np.prod(x.shape[:axis + x.ndim if axis < 0 else axis]))
+
+
+def _softmax_2d(op: str, x: Array, axis: int, log: bool) -> Array:
+    """Opset 1-12 semantics: coerce to 2-D (prod(shape[:axis]), prod(shape[axis:])), softmax rows."""
+    check_dtype(op, x, FLOAT)
+    return _softmax(x.reshape(_coerced_rows(op, x, axis), -1), 1, log).reshape(x.shape)
 
 
 @register("Softmax", since_version=1)
@@ -240,3 +248,37 @@ def TopK_10(X: Array, K: Array, *, axis: int = -1) -> tuple[Array, Array]:
 def TopK(X: Array, K: Array, *, axis: int = -1, largest: int = 1, sorted: int = 1) -> tuple[Array, Array]:
     """The K largest (or smallest) values and int64 indices along ``axis``, sorted (opset 11+)."""
     return _topk(X, int(np.asarray(K).reshape(-1)[0]), axis, largest)
+
+
+# ---------------------------------------------------------------- Hardmax
+
+def _hardmax(x: Array, axis: int) -> Array:
+    """1 at the first largest value along ``axis``, 0 elsewhere.
+
+    NaNs are skipped (a row of NaNs is all 0), which is what onnxruntime does for most rows: it
+    takes the row maximum with a SIMD reduction, then marks the first element equal to it, and
+    whether a NaN wins that reduction depends on its position and the row length.
+    """
+    out = np.zeros_like(x)
+    if x.size:
+        hit = x == np.fmax.reduce(x, axis=axis, keepdims=True)
+        np.put_along_axis(out, np.argmax(hit, axis=axis, keepdims=True), 1, axis=axis)
+        out *= np.any(hit, axis=axis, keepdims=True)
+    return out
+
+
+@register("Hardmax", since_version=1)
+def Hardmax_1(input: Array, *, axis: int = 1) -> Array:
+    """Hardmax over the flattened dims axis..rank-1 (opset 1-12)."""
+    check_dtype("Hardmax", input, FLOATS)
+    return _hardmax(input.reshape(_coerced_rows("Hardmax", input, axis), -1), 1).reshape(input.shape)
+
+
+@register("Hardmax", since_version=13)
+def Hardmax(input: Array, *, axis: int = -1) -> Array:
+    """One-hot of the first largest value along one axis (opset 13+)."""
+    check_dtype("Hardmax", input, FLOATS)
+    if not -input.ndim <= axis < max(input.ndim, 1):
+        raise InvalidModelError(f"Hardmax: axis={axis} is out of range for input rank {input.ndim}; expected "
+                                f"-{input.ndim} <= axis < {input.ndim}. Re-export the model.")
+    return _hardmax(input, axis)

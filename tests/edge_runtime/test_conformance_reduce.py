@@ -1,4 +1,4 @@
-"""ONNX backend node conformance for reductions, ArgMax/ArgMin, Softmax, CumSum, TopK (ops/reduce.py)."""
+"""ONNX backend node conformance for reductions, ArgMax/ArgMin, Softmax, Hardmax, CumSum, TopK (ops/reduce.py)."""
 from __future__ import annotations
 
 import pytest
@@ -7,7 +7,7 @@ from tests.edge_runtime import conformance
 
 OP_TYPES = ("ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL2", "ReduceL1",
             "ReduceSumSquare", "ReduceLogSum", "ReduceLogSumExp", "ArgMax", "ArgMin", "Softmax", "LogSoftmax",
-            "CumSum", "TopK")
+            "CumSum", "TopK", "Hardmax")
 
 #: case name -> why it cannot pass (dtype exclusions are automatic, see conformance.dtype_exclusion).
 EXCLUSIONS: dict[str, str] = {}
@@ -22,3 +22,22 @@ def test_case(case):
 
 def test_every_op_runs():
     conformance.assert_each_op_runs(OP_TYPES, PARAMS)
+
+
+@pytest.mark.parametrize("op", ["Softmax", "LogSoftmax"])
+@pytest.mark.parametrize("axis", [-1, -2, -3, 0, 2])
+def test_opset11_softmax_coerces_at_negative_axes_like_onnxruntime(op, axis):
+    import numpy as np
+    from onnx import TensorProto, helper
+
+    import edge_runtime
+
+    ort = pytest.importorskip("onnxruntime")
+    x = np.random.default_rng(abs(axis)).standard_normal((3, 4, 5)).astype(np.float32)
+    info = helper.make_tensor_value_info
+    graph = helper.make_graph([helper.make_node(op, ["x"], ["y"], axis=axis)], "g", [info("x", TensorProto.FLOAT, None)],
+                              [info("y", TensorProto.FLOAT, None)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)]).SerializeToString()
+    (want,) = ort.InferenceSession(model, providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    (got,) = edge_runtime.InferenceSession(model, providers=["EdgeRuntimeExecutionProvider"]).run(None, {"x": x})
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)

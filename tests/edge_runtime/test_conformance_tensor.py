@@ -14,7 +14,7 @@ OP_TYPES = (
     "Reshape", "Transpose", "Concat", "Split", "Slice", "Gather", "GatherElements", "GatherND",
     "ScatterND", "ScatterElements", "Scatter", "Shape", "Size", "Expand", "Squeeze", "Unsqueeze",
     "Flatten", "Constant", "ConstantOfShape", "Range", "Tile", "Pad", "Trilu", "NonZero", "OneHot",
-    "DepthToSpace", "SpaceToDepth", "EyeLike", "Einsum",
+    "DepthToSpace", "SpaceToDepth", "EyeLike", "Einsum", "Compress", "ReverseSequence",
 )
 
 EXCLUSIONS: dict[str, str] = {}

@@ -53,3 +53,16 @@ def test_find_missing_and_supported_ops_agree():
     assert ("", "Relu") in edge_runtime.supported_ops() and ("com.example", "Frobnicate") not in edge_runtime.supported_ops()
     sess = InferenceSession(_model([nodes[0], n("Identity", ["a"], ["y"])], [("", 17)]))
     np.testing.assert_array_equal(sess.run(None, {"x": np.ones((1, 4), np.float32)})[0], np.ones((1, 4), np.float32))
+
+
+def test_detection_and_sampling_ops_are_supported_and_never_reported_missing():
+    n = helper.make_node
+    added = ["RoiAlign", "GridSample", "AffineGrid", "MaxUnpool", "Hardmax", "Compress", "ReverseSequence"]
+    assert {("", op) for op in added} <= edge_runtime.supported_ops()
+    nodes = [n(op, ["x"], [f"y{i}"], name=f"{op}_0") for i, op in enumerate(added)]
+    assert registry.find_missing(nodes, lambda d: 20) == []
+    assert registry.resolve("", "GridSample", 16)[0].fn.__name__ == "GridSample_16"
+    assert registry.resolve("", "RoiAlign", 22)[0].fn.__name__ == "RoiAlign"
+    missing = registry.find_missing([n("RoiAlign", ["x"], ["y"], name="roi")], lambda d: 9)
+    assert [(m.op_type, m.count, m.first_node) for m in missing] == [("RoiAlign", 1, "roi")]
+    assert "re-export with opset >= 10" in missing[0].reason
