@@ -26,17 +26,14 @@ from edge_runtime.trust import TrustPolicy  # noqa: E402
 from edge_runtime.validation import validate_bundle  # noqa: E402
 from exporters import export  # noqa: E402
 from exporters.errors import ExportError  # noqa: E402
+from tests.exporters import test_quantize  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 DEV = TrustPolicy((), allow_unsigned=True)
 
 
 def _net() -> torch.nn.Module:
-    torch.manual_seed(0)
-    return torch.nn.Sequential(
-        torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.BatchNorm2d(16), torch.nn.ReLU(),
-        torch.nn.Conv2d(16, 16, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
-        torch.nn.Linear(16, 3)).eval()
+    return test_quantize._net(width=16)
 
 
 @pytest.fixture(scope="module")

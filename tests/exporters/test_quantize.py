@@ -13,12 +13,13 @@ from exporters.errors import ExportError  # noqa: E402
 from exporters.quantize import accuracy_drop, calibration_feeds, quantize_model  # noqa: E402
 
 
-def _net() -> torch.nn.Module:
+def _net(width: int = 8) -> torch.nn.Module:
+    """Conv-BN-ReLU, Conv-ReLU, average pool, Linear to 3 classes; seeded."""
     torch.manual_seed(0)
     return torch.nn.Sequential(
-        torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
-        torch.nn.Conv2d(8, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
-        torch.nn.Linear(8, 3)).eval()
+        torch.nn.Conv2d(3, width, 3, padding=1), torch.nn.BatchNorm2d(width), torch.nn.ReLU(),
+        torch.nn.Conv2d(width, width, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(), torch.nn.Linear(width, 3)).eval()
 
 
 @pytest.fixture(scope="module")

@@ -16,17 +16,22 @@ torch = pytest.importorskip("torch")
 from tests.edge_runtime.test_quant_parity import _Net, _Reader, _batches, _output_scale  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def qop_u8(tmp_path_factory) -> str:
-    d = tmp_path_factory.mktemp("int8engine")
+def _quantized(tmp_path_factory, fmt: str) -> str:
+    """The test net quantized by onnxruntime's static quantizer in ``fmt`` (QOperator or QDQ), uint8 activations."""
+    d = tmp_path_factory.mktemp(f"int8engine_{fmt}")
     torch.manual_seed(0)
     fp32 = str(d / "fp32.onnx")
     torch.onnx.export(_Net().eval(), torch.zeros(1, 3, 16, 16), fp32, opset_version=17, dynamo=False,
                       input_names=["x"], output_names=["y"])
-    path = str(d / "qop_u8.onnx")
-    quant.quantize_static(fp32, path, _Reader(), quant_format=quant.QuantFormat.QOperator, per_channel=True,
+    path = str(d / f"{fmt}_u8.onnx")
+    quant.quantize_static(fp32, path, _Reader(), quant_format=getattr(quant.QuantFormat, fmt), per_channel=True,
                           activation_type=quant.QuantType.QUInt8, weight_type=quant.QuantType.QInt8)
     return path
+
+
+@pytest.fixture(scope="module")
+def qop_u8(tmp_path_factory) -> str:
+    return _quantized(tmp_path_factory, "QOperator")
 
 
 def _priced(monkeypatch: pytest.MonkeyPatch, whole_s: float, numba_s: float) -> None:
@@ -78,15 +83,7 @@ def test_force_and_off(qop_u8: str) -> None:
 
 @pytest.fixture(scope="module")
 def qdq_u8(tmp_path_factory) -> str:
-    d = tmp_path_factory.mktemp("int8engine_qdq")
-    torch.manual_seed(0)
-    fp32 = str(d / "fp32.onnx")
-    torch.onnx.export(_Net().eval(), torch.zeros(1, 3, 16, 16), fp32, opset_version=17, dynamo=False,
-                      input_names=["x"], output_names=["y"])
-    path = str(d / "qdq_u8.onnx")
-    quant.quantize_static(fp32, path, _Reader(), quant_format=quant.QuantFormat.QDQ, per_channel=True,
-                          activation_type=quant.QuantType.QUInt8, weight_type=quant.QuantType.QInt8)
-    return path
+    return _quantized(tmp_path_factory, "QDQ")
 
 
 def test_qdq_models_are_considered_for_the_numba_engine_too(qdq_u8: str, monkeypatch: pytest.MonkeyPatch) -> None:
