@@ -188,7 +188,8 @@ def _accuracy_markdown(report: ValidationReport) -> list[str]:
 
 def _perturb_markdown(report: ValidationReport) -> list[str]:
     names = list(report.perturbation[0].accuracy)
-    out = ["", f"## Accuracy (%) under input corruptions ({report.perturb_basis})", "",
+    what = "Accuracy (%)" if report.task == "classification" else "Results"
+    out = ["", f"## {what} under input corruptions ({report.perturb_basis})", "",
            "| corruption | severity | " + " | ".join(names) + " |", "|---|---" + "|---" * len(names) + "|"]
     out += [f"| {p.perturbation} | {p.severity or '-'} | " + " | ".join(f"{p.accuracy[n]:.1f}" for n in names) + " |"
             for p in report.perturbation]

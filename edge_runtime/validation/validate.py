@@ -32,7 +32,7 @@ from edge_runtime.profiling.backends import INT8_SUFFIX
 from edge_runtime.validation.engines import Engine, bundle_files, check_names, open_engines, run_batched
 from edge_runtime.validation.report import AccuracyCheck, Disagreement, GoldenCheck, PerturbResult, ValidationReport
 from edge_runtime.validation.task_data import load_task_data
-from edge_runtime.validation.task_report import METRICS
+from edge_runtime.validation.task_report import AGREEMENT, METRICS
 from edge_runtime.validation.task_validate import TaskValidator
 
 log = logging.getLogger(__name__)
@@ -96,9 +96,6 @@ def validate_bundle(bundle_dir: str | Path, *, data: str | Path | None = None,
     if problems:  # never run a model that is not the exported one
         messages = tuple(p.message(path) for p in problems)
         return ValidationReport(passed=False, integrity=messages, failures=messages, **base)
-    if corruptions and bundle.spec.task != "classification":
-        raise InvalidArgumentError(f"--perturb {','.join(corruptions)}: corruptions are measured for classification "
-                                   f"bundles only, and this is a {bundle.spec.task} bundle; drop --perturb.")
     golden = load_golden(bundle.golden_path)  # an unusable golden.npz is a BundleError (exit 2), before any work
     int8_golden = load_golden(bundle.int8_golden_path) if bundle.int8_golden_path else None
     if backends is None:
@@ -128,7 +125,7 @@ class _Validation:
         trust = self.bundle.trust
         warnings = [trust.warning] if trust is not None and trust.warning else []
         if self.bundle.spec.task != "classification":
-            return self._task_report(base, data, skipped, warnings)
+            return self._task_report(base, data, skipped, warnings, corruptions)
         golden = self._golden()
         labelled = ref_data = None
         if data is not None:
@@ -159,7 +156,7 @@ class _Validation:
             perturbation=rows, warnings=tuple(warnings), failures=tuple(failures), **base)
 
     def _task_report(self, base: dict[str, Any], data: str | Path | None, skipped: dict[str, str],
-                     warnings: list[str]) -> ValidationReport:
+                     warnings: list[str], corruptions: Sequence[str] = ()) -> ValidationReport:
         """Detection, segmentation, anomaly: post-processed agreement on golden.npz, metrics on labelled data."""
         shape = tuple(self.golden.x.shape[1:])
         validator = TaskValidator(self.bundle, shape, self.max_drop)
@@ -180,6 +177,7 @@ class _Validation:
             reference = _reference_name(list(outputs))
             checks, more = validator.labelled(labelled, outputs, reference)
             warnings += _input_stats_warnings(labelled.x, self.golden.x) + more
+        basis, rows = self._task_perturbation(validator, labelled, corruptions) if corruptions else (None, ())
         key, name = next(iter(METRICS[validator.task].items()))
         ref_value = next((c.metrics[key] for c in checks if c.backend == reference), None)
         failures = _golden_failures(golden) + [f"{a.backend}: {a.error}" for a in agreement  # decoding failed
@@ -190,8 +188,37 @@ class _Validation:
         return ValidationReport(
             passed=not failures, backends=tuple(e.name for e in self.engines), skipped=skipped, golden=golden,
             data=labelled.source if labelled else None, labels=tuple(self.bundle.labels), reference=reference,
-            task=validator.task, task_golden=agreement, task_data=checks, warnings=tuple(warnings),
-            failures=tuple(failures), **base)
+            task=validator.task, task_golden=agreement, task_data=checks, perturb_basis=basis, perturbation=rows,
+            warnings=tuple(warnings), failures=tuple(failures), **base)
+
+    def _task_perturbation(self, validator: TaskValidator, data: Any, corruptions: Sequence[str]
+                           ) -> tuple[str, tuple[PerturbResult, ...]]:
+        """The task's first metric on labelled data (else agreement with PyTorch on clean golden inputs)
+        under each corruption and severity, per backend (torch excluded); NaN where undefined."""
+        engines = [e for e in self.engines if e.name != "torch"]
+        key, name = next(iter(METRICS[validator.task].items()))
+        if data is not None:
+            x, basis = data.x, f"{name} (%) on the labelled data"
+
+            def score(outputs: dict[str, Any]) -> dict[str, float]:
+                checks, _ = validator.labelled(data, outputs, next(iter(outputs)))
+                return {c.backend: _value(c.metrics[key]) for c in checks}
+        else:
+            x = self.golden.x
+            basis = f"{AGREEMENT[validator.task]} (%) as PyTorch on the clean golden.npz inputs"
+
+            def score(outputs: dict[str, Any]) -> dict[str, float]:
+                return {a.backend: _value(a.agreement) for a in validator.golden(self.golden.ys, outputs)}
+
+        def run(inputs: NDArray[np.float32]) -> dict[str, float]:
+            return score({e.name: run_batched(e, inputs) for e in engines})
+
+        rows = [PerturbResult("none", 0, run(x))]
+        for corruption in corruptions:
+            for severity in SEVERITIES:
+                rows.append(PerturbResult(corruption, severity,
+                                          run(perturb_inputs(x, self.bundle.preprocessing, corruption, severity))))
+        return basis, tuple(rows)
 
     def _infer(self, engine: Engine, x: NDArray[np.float32]) -> list[NDArray[Any]]:
         return run_batched(engine, x, progress=self.bar.update if self.bar is not None else None)
@@ -247,6 +274,11 @@ class _Validation:
                 rows.append(PerturbResult(name, severity, {e.name: _percent(run_batched(e, xp)[0].argmax(1) == y)
                                                            for e in engines}))
         return basis, tuple(rows)
+
+
+def _value(v: float | None) -> float:
+    """A metric for the corruption table: NaN where it is undefined on the data."""
+    return float("nan") if v is None else float(v)
 
 
 def _bar(total: int, enabled: bool) -> Any:

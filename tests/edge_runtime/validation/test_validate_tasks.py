@@ -164,7 +164,7 @@ def test_malformed_labelled_data_is_one_line(tmp_path, task, arrays, message):
     assert "\n" not in str(info.value)
 
 
-def test_cli_refuses_bad_data_folders_and_perturb_for_tasks(task_bundles, tmp_path, capsys):
+def test_cli_refuses_bad_data_folders_for_tasks(task_bundles, tmp_path, capsys):
     np.savez(tmp_path / "bad.npz", x=_squares(), boxes=np.zeros((2, 5)))
     bundle = str(task_bundles["detection"])
     assert edge_cli(["validate", bundle, "--data", str(tmp_path / "bad.npz"), "--no-progress"]) == 2
@@ -172,8 +172,25 @@ def test_cli_refuses_bad_data_folders_and_perturb_for_tasks(task_bundles, tmp_pa
     assert err.startswith("error: edge-runtime validate: --data") and "(M, 6)" in err and "\n" not in err
     assert edge_cli(["validate", bundle, "--data", str(tmp_path), "--no-progress"]) == 2
     assert "is a directory; a detection bundle is validated with an NPZ" in capsys.readouterr().err
-    with pytest.raises(InvalidArgumentError, match="corruptions are measured for classification bundles only"):
-        validate_bundle(bundle, perturb=("noise",), progress=False)
+
+
+def test_corruptions_report_the_task_metric_per_backend(task_bundles, tmp_path):
+    masks = np.zeros((6, 16, 16), np.int64)
+    for i, (row, col, k) in enumerate(CELLS):
+        masks[i, row * 4:row * 4 + 4, col * 4:col * 4 + 4] = k + 1
+    np.savez(tmp_path / "seg.npz", x=_squares(), masks=masks.astype(np.uint8))
+    report = validate_bundle(task_bundles["segmentation"], data=tmp_path / "seg.npz", backends=BACKENDS,
+                             perturb=("blur", "jpeg"), progress=False)
+    rows = {(p.perturbation, p.severity): p.accuracy for p in report.perturbation}
+    assert report.perturb_basis == "mean IoU (%) on the labelled data" and len(rows) == 1 + 2 * 3
+    clean = next(c.metrics["miou"] for c in report.task_data if c.backend == "edge")
+    assert rows[("none", 0)]["edge"] == pytest.approx(clean) and set(rows[("none", 0)]) == set(BACKENDS)
+    assert rows[("blur", 3)]["edge"] < 90.0 and rows[("jpeg", 3)]["edge"] < clean  # 2 px blur on 8 px squares
+    assert rows[("jpeg", 3)]["edge"] == pytest.approx(rows[("jpeg", 3)]["onnxruntime"])
+    assert "## Results under input corruptions (mean IoU (%) on the labelled data)" in render_markdown(report)
+    golden_only = validate_bundle(task_bundles["detection"], backends=["edge"], perturb=("blur",), progress=False)
+    assert golden_only.perturb_basis == "same boxes (%) as PyTorch on the clean golden.npz inputs"
+    assert golden_only.perturbation[0].accuracy == {"edge": 100.0}
 
 
 def test_metric_drop_against_the_reference_fails(tmp_path):
