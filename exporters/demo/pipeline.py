@@ -209,7 +209,7 @@ def run_demo(settings: DemoSettings, say: Callable[[str], None] | None = None) -
     write_atomic(settings.out / "demo.json", json.dumps({"settings": _jsonable(asdict(settings)), "model": info,
                                                          "timings_s": steps.timings, "summary": summary},
                                                         indent=2, default=str), overwrite=True)
-    passed = bool(validation.passed) and (seg is None or bool(seg.validation.passed))
+    passed = bool(validation.passed) and (seg is None or seg.passed)
     return DemoResult(settings.out, report, passed, summary, steps.timings,
                       {"bundle": str(bundle.path), **({"segmenter": str(seg.bundle.path)} if seg else {})})
 
