@@ -165,12 +165,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n-test", type=int, default=1000, help="test images (default 1000)")
     p.add_argument("--recipe", default="fatrelu", help="sparsity recipe; 'none' for plain training")
     p.add_argument("--fatrelu-target", type=float, default=None, help="FATReLU calibration sparsity (default 0.6)")
+    p.add_argument("--defect-weight", type=float, default=None, help="cross-entropy weight of defect pixels (default 3)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (1 on a busy machine)")
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     cfg = DemoDataConfig(n_train=a.n_train, n_test=a.n_test)
-    sc = SegTrainConfig()
+    sc = SegTrainConfig(**({"defect_weight": a.defect_weight} if a.defect_weight is not None else {}))
     optim = replace(sc.optim, threads=a.threads,
                     **({"fatrelu_target": a.fatrelu_target} if a.fatrelu_target is not None else {}))
     model, metrics = train_segmenter(cfg, epochs=a.epochs, recipe=None if a.recipe == "none" else a.recipe,
