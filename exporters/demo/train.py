@@ -7,6 +7,9 @@ shipped checkpoints (docs/demo_data.md has the exact commands and results)::
 
     python -m exporters.demo.train --model cnn --out exporters/demo/assets
 
+The segmenter (``assets/unet.pt``) is trained by :mod:`exporters.demo.train_segmenter`,
+which reuses :func:`fit` and :func:`predict_with_density`.
+
 Example:
     >>> from exporters.demo.dataset import DemoDataConfig
     >>> model, metrics = train("cnn", DemoDataConfig(n_train=64, n_test=32), epochs=1, progress=False)

@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     """CLI: ``python -m exporters.demo.train_segmenter --out DIR [--epochs N] [--n-train N] ...``."""
     p = argparse.ArgumentParser(prog="python -m exporters.demo.train_segmenter", description=__doc__.split("\n")[0])
     p.add_argument("--out", required=True, help="directory for unet.pt")
-    p.add_argument("--epochs", type=int, default=8, help="default: 8, as shipped")
+    p.add_argument("--epochs", type=int, default=30, help="default: 30, as shipped")
     p.add_argument("--n-train", type=int, default=4000, help="training images (default 4000)")
     p.add_argument("--n-test", type=int, default=1000, help="test images (default 1000)")
     p.add_argument("--recipe", default="fatrelu", help="sparsity recipe; 'none' for plain training")
