@@ -7,11 +7,12 @@ from typing import Any
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Add ``demo [--out DIR] [--model cnn|vit] [--device NAME ...] [--train]``; sets ``func``."""
+    """Add ``demo [--out DIR] [--model cnn|vit] [--device NAME ...] [--train] [--no-segmenter]``; sets ``func``."""
     p = subparsers.add_parser("demo", help="run the whole pipeline on the embedded inspection data and models",
                               description="Export a shipped sparse inspection model with its measured sparsity, "
                                           "validate it on every backend, profile it here and estimate it on "
-                                          "device profiles; writes DIR/report.md.",
+                                          "device profiles; then the same for the shipped defect segmenter "
+                                          "(where is the defect); writes DIR/report.md.",
                               formatter_class=argparse.RawDescriptionHelpFormatter,
                               epilog="examples:\n  edge-runtime demo\n"
                                      "  edge-runtime demo --out demo-out --device raspberry-pi-5 --overwrite\n\n"
@@ -29,6 +30,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--test-images", type=int, default=200, help="test images to validate on (default: 200)")
     p.add_argument("--no-int8", action="store_true", help="skip the int8 model (export, validation and "
                                                            "profiling are fp32 only)")
+    p.add_argument("--no-segmenter", action="store_true", help="skip the defect segmenter (its export, "
+                                                               "validation, profiling and report section)")
+    p.add_argument("--seg-images", type=int, default=100, help="test images the segmenter is validated on, half "
+                                                               "with a defect (default: 100)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
     return p
@@ -40,7 +45,8 @@ def run(args: argparse.Namespace) -> int:
 
     settings = DemoSettings(out=args.out, model=args.model, train=args.train, overwrite=args.overwrite,
                             runs=args.runs, threads=args.threads, test_images=args.test_images, progress=not args.no_progress,
-                            quantize=None if args.no_int8 else "int8",
+                            quantize=None if args.no_int8 else "int8", segmenter=not args.no_segmenter,
+                            seg_images=args.seg_images,
                             **({"devices": tuple(args.devices)} if args.devices else {}))
     result = run_demo(settings, say=print)
     print("\nSummary")

@@ -4,7 +4,10 @@ An image is a background (:mod:`exporters.demo.textures`), plus for defect image
 defect (:mod:`exporters.demo.defects`), under random uneven lighting, a colour tint and
 sensor noise. Image ``i`` of a split (and its label) depends only on ``(seed, split, i)``
 and ``defect_fraction``, so splits are reproducible, the train and test splits never
-share an image, and a smaller split is a prefix of a larger one. Generation is numpy-only (no torch).
+share an image, and a smaller split is a prefix of a larger one. Each image comes with its
+defect mask (``meta["mask"]``: class per pixel, 0 background, 1-4 scratch, crack, pit, stain;
+:func:`exporters.demo.defects.defect_mask`), the segmenter's ground truth. Generation is
+numpy-only (no torch).
 
 Example:
     >>> cfg = DemoDataConfig(n_train=8, n_test=4)
@@ -28,7 +31,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from edge_runtime.errors import EdgeRuntimeError
-from exporters.demo.defects import DEFECT_TYPES, draw_defect
+from exporters.demo.defects import DEFECT_TYPES, MASK_CLASSES, defect_mask, draw_defect
 from exporters.demo.textures import KINDS, illuminate, make_background
 
 log = logging.getLogger(__name__)
@@ -39,6 +42,9 @@ SPLITS = {"train": 1, "test": 2}  # mixed into the seed: splits never share an i
 #: (measured: ``x.reshape(-1, 3).mean(0) / 255`` = 0.481 0.482 0.479, std 0.130, on 2,000 images).
 MEAN = (0.48, 0.48, 0.48)
 STD = (0.13, 0.13, 0.13)
+#: meta arrays of a split, in the cache; bumping CACHE_VERSION names a new cache file (2: masks added)
+META_KEYS = ("defect_type", "background", "mask")
+CACHE_VERSION = 2
 
 
 class DemoDataError(EdgeRuntimeError, ValueError):
@@ -104,13 +110,18 @@ def labels_for(config: DemoDataConfig, split: str) -> NDArray[np.int64]:
     return np.diff(steps)
 
 
-def render(config: DemoDataConfig, rng: np.random.Generator, defect: str | None) -> tuple[NDArray[np.uint8], str]:
-    """Render one ``(size, size, 3)`` uint8 image; returns it and its background kind."""
+def render(config: DemoDataConfig, rng: np.random.Generator, defect: str | None
+           ) -> tuple[NDArray[np.uint8], str, NDArray[np.uint8]]:
+    """Render one ``(size, size, 3)`` uint8 image; returns it, its background kind and its
+    ``(size, size)`` defect mask (:data:`MASK_CLASSES` indices; all 0 without a defect)."""
     size = config.size
     kind = config.backgrounds[int(rng.integers(len(config.backgrounds)))]
     gray = make_background(kind, rng, size)
+    mask = np.zeros((size, size), np.uint8)
     if defect is not None:
-        gray = gray + draw_defect(defect, rng, size)
+        layer = draw_defect(defect, rng, size)
+        gray = gray + layer
+        mask = defect_mask(layer, defect)
     gray = illuminate(rng, gray)
     if config.color:
         tint = 1.0 + rng.uniform(-0.12, 0.12, 3).astype(np.float32)   # metal/plastic hue
@@ -119,7 +130,7 @@ def render(config: DemoDataConfig, rng: np.random.Generator, defect: str | None)
         img = gray[:, :, None]                                            # (H, W, 1)
     img = img + config.noise * rng.standard_normal(img.shape, dtype=np.float32)
     img = np.broadcast_to(img, (size, size, 3))
-    return np.clip(img * 255.0 + 0.5, 0, 255).astype(np.uint8), kind
+    return np.clip(img * 255.0 + 0.5, 0, 255).astype(np.uint8), kind, mask
 
 
 def make_split(config: DemoDataConfig, split: str) -> tuple[NDArray[np.uint8], NDArray[np.int64], dict[str, NDArray]]:
@@ -132,7 +143,8 @@ def make_split(config: DemoDataConfig, split: str) -> tuple[NDArray[np.uint8], N
     Returns:
         ``x`` uint8 ``(N, H, W, 3)`` RGB, ``y`` int64 ``(N,)`` (0 = ok, 1 = defect) and
         ``meta`` with ``defect_type`` (``"none"`` or a defect type) and ``background``
-        string arrays of length N.
+        string arrays of length N, and ``mask`` uint8 ``(N, H, W)``: each pixel's class
+        (:data:`MASK_CLASSES`: 0 background, 1 + the defect type's index in ``DEFECT_TYPES``).
 
     Raises:
         DemoDataError: on an unknown split.
@@ -140,14 +152,15 @@ def make_split(config: DemoDataConfig, split: str) -> tuple[NDArray[np.uint8], N
     y = labels_for(config, split)
     sid = _split_id(split)
     x = np.empty((len(y), config.size, config.size, 3), np.uint8)
+    mask = np.empty((len(y), config.size, config.size), np.uint8)
     types, kinds = [], []
     for i, label in enumerate(y):
         rng = np.random.default_rng([config.seed, sid, 1, i])
         defect = config.defect_types[int(rng.integers(len(config.defect_types)))] if label else None
-        x[i], kind = render(config, rng, defect)
+        x[i], kind, mask[i] = render(config, rng, defect)
         types.append(defect or "none")
         kinds.append(kind)
-    meta = {"defect_type": np.array(types, dtype=str), "background": np.array(kinds, dtype=str)}
+    meta = {"defect_type": np.array(types, dtype=str), "background": np.array(kinds, dtype=str), "mask": mask}
     return x, y, meta
 
 
@@ -173,16 +186,15 @@ def _save_atomic(path: Path, arrays: dict[str, NDArray]) -> None:
 def load_splits(config: DemoDataConfig, cache_dir: str | os.PathLike | None = None) -> dict[str, tuple]:
     """Return ``{"train": (x, y, meta), "test": (x, y, meta)}``, generating once and caching.
 
-    The cache is ``<cache_dir>/<config.key()>.npz`` (default :func:`default_cache_dir`),
-    written atomically; a damaged cache file is regenerated.
+    The cache is ``<cache_dir>/demo-v<CACHE_VERSION>-<config.key()>.npz`` (default
+    :func:`default_cache_dir`), written atomically; a damaged cache file is regenerated.
     """
     path = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    path = path / f"demo-{config.key()}.npz"
+    path = path / f"demo-v{CACHE_VERSION}-{config.key()}.npz"
     if path.exists():
         try:
             with np.load(path) as z:
-                return {s: (z[f"{s}_x"], z[f"{s}_y"], {k: z[f"{s}_{k}"] for k in ("defect_type", "background")})
-                        for s in SPLITS}
+                return {s: (z[f"{s}_x"], z[f"{s}_y"], {k: z[f"{s}_{k}"] for k in META_KEYS}) for s in SPLITS}
         except (OSError, KeyError, ValueError) as exc:
             log.warning("demo data cache %s unreadable (%s); regenerating", path, exc)
     out = {s: make_split(config, s) for s in SPLITS}

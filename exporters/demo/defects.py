@@ -20,6 +20,11 @@ from numpy.typing import NDArray
 from exporters.demo.textures import value_noise
 
 DEFECT_TYPES = ("scratch", "crack", "pit", "stain")
+#: Class index per mask pixel (:func:`defect_mask`): 0 background, then one class per defect type.
+MASK_CLASSES = ("background", *DEFECT_TYPES)
+#: A pixel belongs to the defect where the layer changes the surface by at least this share of
+#: the defect's peak contrast (a Gaussian line profile: out to 1.67 widths from its centre line).
+MASK_LEVEL = 0.25
 
 F32 = NDArray[np.float32]
 
@@ -120,3 +125,28 @@ def draw_defect(kind: str, rng: np.random.Generator, size: int) -> F32:
     except KeyError:
         raise ValueError(f"unknown defect type {kind!r}; expected one of {DEFECT_TYPES}") from None
     return drawer(rng, size)
+
+
+def defect_mask(layer: F32, kind: str) -> NDArray[np.uint8]:
+    """The ``(size, size)`` class mask of one drawn defect ``layer`` (:data:`MASK_CLASSES` indices).
+
+    A pixel is of class ``1 + DEFECT_TYPES.index(kind)`` where ``|layer|`` is at least
+    :data:`MASK_LEVEL` of the layer's peak ``|layer|``, else background (0). Drawing is
+    unchanged, so masks come free with the images.
+
+    Raises:
+        ValueError: on an unknown ``kind``.
+
+    Example:
+        >>> rng = np.random.default_rng(0)
+        >>> mask = defect_mask(draw_defect("pit", rng, 64), "pit")
+        >>> sorted(np.unique(mask).tolist())
+        [0, 3]
+    """
+    if kind not in DEFECT_TYPES:
+        raise ValueError(f"unknown defect type {kind!r}; expected one of {DEFECT_TYPES}")
+    strength = np.abs(layer)
+    peak = float(strength.max())
+    if peak <= 0.0:
+        return np.zeros(layer.shape, np.uint8)
+    return np.where(strength >= MASK_LEVEL * peak, 1 + DEFECT_TYPES.index(kind), 0).astype(np.uint8)

@@ -1,4 +1,4 @@
-"""Two small inspection models for the demo, and ``load_pretrained`` for the shipped ones.
+"""Small inspection models for the demo, and ``load_pretrained`` for the shipped ones.
 
 * :class:`InspectionCNN`: five Conv-BN-ReLU blocks (16-64 channels, three stride-2),
   global max pooling (a defect is local: max keeps a small strong response that an
@@ -6,6 +6,10 @@
 * :class:`InspectionViT`: ViT-tiny, 8x8 patches, ReLU MLPs (the runtime skips their
   inactive neurons), attention written with MatMul + Softmax, max pooling over tokens.
   The Peng et al. modules (``sparsify(model, "peng-scratch", tokens=model.tokens)``) apply.
+* :class:`InspectionUNet`: a three-level ReLU U-Net segmenter (8-16-32 channels) whose
+  every conv after the first reads ReLU outputs only (nearest upsampling keeps zeros), so
+  the runtime can skip inactive inputs all the way through; per-pixel logits
+  ``[background, defect]`` (trained by :mod:`exporters.demo.train_segmenter`).
 
 The shipped checkpoints live in ``exporters/demo/assets/<name>.pt``: a dict with the
 model kwargs, the sparsity recipe it was trained with, its ``state_dict`` and metrics
@@ -147,13 +151,61 @@ class InspectionViT(nn.Module):
         return [f"blocks.{i}.mlp.2" for i in range(len(self.blocks))]
 
 
-MODELS: dict[str, type[nn.Module]] = {"cnn": InspectionCNN, "vit": InspectionViT}
+def conv_block(cin: int, cout: int) -> nn.Sequential:
+    """Conv3x3 (no bias) -> BatchNorm -> ReLU: a block ``sparsify`` finds (exporters.sparsity.discovery)."""
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU())
+
+
+class InspectionUNet(nn.Module):
+    """Three-level ReLU U-Net: two conv blocks per level, max-pool down, nearest up, skip concat.
+
+    Nearest upsampling (not a transposed conv) keeps the ReLU zeros, so the decoder convs read
+    only ReLU outputs; with the 1x1 head, every conv after the first has a sparse input.
+
+    Args:
+        width: channels of the first level; the others use 2x and 4x.
+        classes: per-pixel logits (2: background, defect).
+
+    Example:
+        >>> InspectionUNet()(torch.zeros(1, 3, 64, 64)).shape
+        torch.Size([1, 2, 64, 64])
+    """
+
+    def __init__(self, width: int = 8, classes: int = 2) -> None:
+        super().__init__()
+        w = width
+        self.enc1 = nn.Sequential(conv_block(3, w), conv_block(w, w))                  # (B, w, H, W)
+        self.enc2 = nn.Sequential(conv_block(w, 2 * w), conv_block(2 * w, 2 * w))      # (B, 2w, H/2, W/2)
+        self.mid = nn.Sequential(conv_block(2 * w, 4 * w), conv_block(4 * w, 4 * w))   # (B, 4w, H/4, W/4)
+        self.dec2 = nn.Sequential(conv_block(6 * w, 2 * w), conv_block(2 * w, 2 * w))  # (B, 2w, H/2, W/2)
+        self.dec1 = nn.Sequential(conv_block(3 * w, w), conv_block(w, w))              # (B, w, H, W)
+        self.head = nn.Conv2d(w, classes, 1)
+        self.pool = nn.MaxPool2d(2)
+        self.up = nn.Upsample(scale_factor=2, mode="nearest")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        e1 = self.enc1(x)
+        e2 = self.enc2(self.pool(e1))
+        m = self.mid(self.pool(e2))
+        d2 = self.dec2(torch.cat([self.up(m), e2], 1))
+        d1 = self.dec1(torch.cat([self.up(d2), e1], 1))
+        return self.head(d1)                                    # (B, classes, H, W)
+
+    def sparse_input_layers(self) -> list[str]:
+        """Every conv after the first: their inputs are ReLU outputs (pooled, upsampled or concatenated)."""
+        convs = [n for n, m in self.named_modules() if isinstance(m, nn.Conv2d)]
+        return convs[1:]
+
+
+MODELS: dict[str, type[nn.Module]] = {"cnn": InspectionCNN, "vit": InspectionViT, "unet": InspectionUNet}
+#: The classifiers (``edge-runtime demo --model``, ``python -m exporters.demo.train``); "unet" segments.
+CLASSIFIERS = ("cnn", "vit")
 #: Sparsity recipe each shipped model is trained with (exporters.sparsity.RECIPES).
-DEFAULT_RECIPES = {"cnn": "fatrelu", "vit": "peng-scratch"}
+DEFAULT_RECIPES = {"cnn": "fatrelu", "vit": "peng-scratch", "unet": "fatrelu"}
 
 
 def build_model(name: str, **kwargs: Any) -> nn.Module:
-    """Return a freshly initialised demo model ``name`` ("cnn" or "vit").
+    """Return a freshly initialised demo model ``name`` ("cnn", "vit" or "unet").
 
     Raises:
         InvalidArgumentError: on an unknown name (the message lists the available ones).
@@ -216,11 +268,12 @@ def load_checkpoint(source: str | bytes | Any) -> tuple[nn.Module, dict[str, Any
 
 
 def load_pretrained(name: str) -> nn.Module:
-    """Load the shipped, sparsity-trained demo model ``name`` ("cnn" or "vit"); no downloads.
+    """Load the shipped, sparsity-trained demo model ``name`` ("cnn", "vit" or "unet"); no downloads.
 
     Returns:
         The model in eval mode; it takes normalised ``(N, 3, 64, 64)`` images
-        (``exporters.demo.dataset.to_tensor``) and returns logits ``[ok, defect]``.
+        (``exporters.demo.dataset.to_tensor``) and returns logits ``[ok, defect]``
+        (``(N, 2)``; the "unet": per pixel, ``(N, 2, 64, 64)``).
 
     Raises:
         InvalidArgumentError: on an unknown name. InvalidModelError: when the assets are missing.

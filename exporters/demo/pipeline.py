@@ -3,6 +3,8 @@
 model (shipped, or trained with ``train=True``) -> calibrate -> annotated bundle (ONNX + TFLite)
 -> validate on the generated test split with every available backend -> profile edge vs
 edge-numba (no onnxruntime) vs onnxruntime (vs LiteRT) here, with estimates for every shipped device profile
+-> the defect segmenter (a ReLU U-Net) exported with ``task="segmentation"``, validated
+against PyTorch on labelled masks and profiled (:mod:`exporters.demo.seg_pipeline`)
 -> ``report.md`` with charts, and a short summary.
 """
 from __future__ import annotations
@@ -43,6 +45,8 @@ class DemoSettings:
     warmup: int = 5                          # untimed calls per backend first
     formats: tuple[str, ...] = ("onnx", "tflite?")  # "?" = skip TFLite with a warning if it fails
     quantize: str | None = "int8"            # also export, validate and profile the int8 model (None: fp32 only)
+    segmenter: bool = True                   # also export, validate and profile the defect segmenter (U-Net)
+    seg_images: int = 100                    # test images (half with a defect) the segmenter is validated on
     progress: bool = True
     data_config: Any = None                  # a DemoDataConfig; None = the default (the shipped models' data)
 
@@ -56,7 +60,7 @@ class DemoSettings:
         if unknown:
             raise InvalidArgumentError(f"--device {unknown} is not a known profile; available: {list_profiles()}.")
         for name, value in (("calib_samples", self.calib_samples), ("test_images", self.test_images),
-                            ("runs", self.runs)):
+                            ("runs", self.runs), ("seg_images", self.seg_images)):
             if value < 1:
                 raise InvalidArgumentError(f"{name} must be >= 1, got {value}.")
 
@@ -98,7 +102,7 @@ def _prepare_out(s: DemoSettings) -> None:
             raise InvalidArgumentError(
                 f"output directory '{s.out}' exists and is not empty; pass --overwrite to replace the demo's "
                 f"files there, or choose another --out.")
-        for sub in ("bundle", "data"):
+        for sub in ("bundle", "data", "segmenter"):
             shutil.rmtree(s.out / sub, ignore_errors=True)
     s.out.mkdir(parents=True, exist_ok=True)
 
@@ -180,7 +184,7 @@ def run_demo(settings: DemoSettings, say: Callable[[str], None] | None = None) -
     """
     settings.check()
     _prepare_out(settings)
-    steps = _Steps(7, say or log.info)
+    steps = _Steps(8 if settings.segmenter else 7, say or log.info)
     data = steps.run("generate the inspection data set", lambda: _load_data(settings))
     model, info = steps.run("load the model" if not settings.train else "train the model",
                             lambda: _load_model(settings, data))
@@ -189,18 +193,25 @@ def run_demo(settings: DemoSettings, say: Callable[[str], None] | None = None) -
     folder = steps.run("write the test split as an ImageFolder", lambda: _test_folder(settings, data))
     validation = steps.run("validate every backend against PyTorch", lambda: _validate(settings, model, folder))
     profile = steps.run("profile here and estimate on devices", lambda: _profile(settings))
+    seg = None
+    if settings.segmenter:
+        from exporters.demo.seg_pipeline import run_segmenter
+
+        seg = steps.run("export, validate and profile the defect segmenter",
+                        lambda: run_segmenter(settings, data))
     from exporters.demo.report import summary_lines, write_report
 
     report = steps.run("write report.md", lambda: write_report(settings, info, bundle, validation, profile,
-                                                               steps.timings))
-    summary = summary_lines(settings, info, bundle, validation, profile)
+                                                               steps.timings, seg))
+    summary = summary_lines(settings, info, bundle, validation, profile, seg)
     from edge_runtime.outputs import write_atomic
 
     write_atomic(settings.out / "demo.json", json.dumps({"settings": _jsonable(asdict(settings)), "model": info,
                                                          "timings_s": steps.timings, "summary": summary},
                                                         indent=2, default=str), overwrite=True)
-    return DemoResult(settings.out, report, bool(validation.passed), summary, steps.timings,
-                      {"bundle": str(bundle.path)})
+    passed = bool(validation.passed) and (seg is None or seg.passed)
+    return DemoResult(settings.out, report, passed, summary, steps.timings,
+                      {"bundle": str(bundle.path), **({"segmenter": str(seg.bundle.path)} if seg else {})})
 
 
 def _jsonable(d: dict[str, Any]) -> dict[str, Any]:

@@ -184,24 +184,32 @@ def _devices_section(profile: Any) -> list[str]:
         ["device", "tuned runtime ms", "edge_runtime ms", "threads", "FLOPs skipped", "budget"], rows) + [""]
 
 
-def _files_section() -> list[str]:
+def _files_section(seg: Any = None) -> list[str]:
     files = [("bundle/", "the deployment bundle: model.onnx, model.tflite, golden.npz, manifest.json"),
              ("data/test/", "test images in ImageFolder layout"),
              ("validation.json, validation.md", "full validation report"),
              ("profile.json", "every profiling figure"), ("latency.png, sparsity.png", "charts"),
              ("demo.json", "settings, timings and this summary")]
+    if seg is not None:
+        files[4:4] = [("segmenter/", "the segmenter's bundle (task: segmentation)"),
+                      ("data/segmentation_test.npz", "its labelled test images: x and 0/1 masks"),
+                      ("segmenter_validation.md, segmenter_profile.json", "its validation and profiling"),
+                      ("segmentation.png", "test images with true and predicted masks")]
     return ["## Files", ""] + [f"- `{name}`: {what}" for name, what in files] + [""]
 
 
-def _reproduce_section(settings: Any) -> list[str]:
+def _reproduce_section(settings: Any, seg: Any = None) -> list[str]:
     out = settings.out
+    more = [f"edge-runtime validate {out}/segmenter --data {out}/data/segmentation_test.npz",
+            f"edge-runtime run {out}/segmenter {out}/data/test/defect --masks masks/"] if seg is not None else []
     return ["## Reproduce", "", "```bash", f"edge-runtime validate {out}/bundle --data {out}/data/test",
             f"edge-runtime profile {out}/bundle --backend edge --backend edge-numba --backend onnxruntime "
-            f"--device raspberry-pi-4", f"edge-runtime run {out}/bundle {out}/data/test/defect", "```", ""]
+            f"--device raspberry-pi-4", f"edge-runtime run {out}/bundle {out}/data/test/defect", *more, "```", ""]
 
 
-def summary_lines(settings: Any, info: dict[str, Any], bundle: Any, validation: Any, profile: Any) -> list[str]:
-    """The short summary the CLI prints and report.md starts with."""
+def summary_lines(settings: Any, info: dict[str, Any], bundle: Any, validation: Any, profile: Any,
+                  seg: Any = None) -> list[str]:
+    """The short summary the CLI prints and report.md starts with (``seg``: the segmenter's results, if run)."""
     lines = [f"model: {settings.model} ({info.get('source')}); bundle: {bundle.path}"]
     for name, what in (("edge", "edge_runtime"), ("edge-int8", "edge_runtime, int8 model")):
         acc = next((a for a in validation.accuracy if a.backend == name), None)
@@ -225,23 +233,34 @@ def summary_lines(settings: Any, info: dict[str, Any], bundle: Any, validation: 
     for e in profile.estimates:
         edge = f", edge_runtime ~{e.edge_runtime_ms:.1f} ms" if e.edge_runtime_ms is not None else ""
         lines.append(f"estimated on {e.device}: {e.latency_ms:.1f} ms for a tuned runtime{edge}")
+    if seg is not None:
+        from exporters.demo.seg_report import summary_lines as seg_lines
+
+        lines += seg_lines(seg)
     return lines
 
 
 def write_report(settings: Any, info: dict[str, Any], bundle: Any, validation: Any, profile: Any,
-                 timings: dict[str, float]) -> Path:
-    """Write ``report.md`` (and ``sparsity.png``) into ``settings.out``; returns the report's path."""
+                 timings: dict[str, float], seg: Any = None) -> Path:
+    """Write ``report.md`` (and ``sparsity.png``) into ``settings.out``; returns the report's path.
+
+    ``seg`` (:class:`exporters.demo.seg_pipeline.SegmenterResult`) adds the "Where is the defect" section.
+    """
     out = Path(settings.out)
     layers = (bundle.manifest.get("sparsity") or {}).get("layers") or []
     chart = sparsity_chart(layers, _edge_layers(profile), out / "sparsity.png") if layers else None
     lines = ["# edge-runtime demo report", ""]
-    lines += _summary_section(summary_lines(settings, info, bundle, validation, profile))
+    lines += _summary_section(summary_lines(settings, info, bundle, validation, profile, seg))
     lines += _data_section(settings)
     lines += _model_section(info, bundle, profile, chart)
     lines += _validation_section(validation)
     lines += _latency_section(profile)
     lines += _devices_section(profile)
-    lines += _files_section()
-    lines += _reproduce_section(settings)
+    if seg is not None:
+        from exporters.demo.seg_report import section
+
+        lines += section(seg)
+    lines += _files_section(seg)
+    lines += _reproduce_section(settings, seg)
     lines += ["Step timings (s): " + ", ".join(f"{k}: {v:.1f}" for k, v in timings.items()), ""]
     return write_text_atomic(out / "report.md", "\n".join(lines), overwrite=True)

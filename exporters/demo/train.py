@@ -7,6 +7,9 @@ shipped checkpoints (docs/demo_data.md has the exact commands and results)::
 
     python -m exporters.demo.train --model cnn --out exporters/demo/assets
 
+The segmenter (``assets/unet.pt``) is trained by :mod:`exporters.demo.train_segmenter`,
+which reuses :func:`fit` and :func:`predict_with_density`.
+
 Example:
     >>> from exporters.demo.dataset import DemoDataConfig
     >>> model, metrics = train("cnn", DemoDataConfig(n_train=64, n_test=32), epochs=1, progress=False)
@@ -24,14 +27,14 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
 from torch import nn
 
 from exporters.demo.dataset import DemoDataConfig, load_splits, make_split, to_tensor
-from exporters.demo.models import DEFAULT_RECIPES, apply_recipe, build_model
+from exporters.demo.models import CLASSIFIERS, DEFAULT_RECIPES, apply_recipe, build_model
 from exporters.sparsity import choose_thresholds
 
 log = logging.getLogger(__name__)
@@ -67,15 +70,15 @@ def _augment(xb: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256) -> dict[str, Any]:
-    """Accuracy, defect recall and per-layer input density of ``model`` on normalised ``x``.
+def predict_with_density(model: nn.Module, x: torch.Tensor, batch_size: int = 256
+                         ) -> tuple[torch.Tensor, dict[str, float]]:
+    """Argmax over axis 1 of ``model``'s outputs on ``x`` (eval mode), and per-layer input density.
 
     Density of a layer = mean fraction of nonzero entries of its input over the data;
     layers are those named by ``model.sparse_input_layers()`` (inputs after a ReLU).
 
     Returns:
-        ``{"test_accuracy", "defect_recall", "ok_precision"..., "density": {layer: d},
-        "mean_density"}``.
+        (predictions: (N,) classes, or (N, H, W) for a segmenter; {layer: density}).
     """
     names = model.sparse_input_layers() if hasattr(model, "sparse_input_layers") else []
     nonzero = {n: 0 for n in names}
@@ -96,8 +99,18 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
         model.train(was_training)
         for h in handles:
             h.remove()
+    return pred, {n: nonzero[n] / max(total[n], 1) for n in names}
+
+
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256) -> dict[str, Any]:
+    """Accuracy, defect recall and per-layer input density (:func:`predict_with_density`) on normalised ``x``.
+
+    Returns:
+        ``{"test_accuracy", "defect_recall", "ok_recall", "density": {layer: d},
+        "mean_density", "predictions"}``.
+    """
+    pred, density = predict_with_density(model, x, batch_size)
     defect = y == 1
-    density = {n: nonzero[n] / max(total[n], 1) for n in names}
     return {
         "test_accuracy": float((pred == y).float().mean()),
         "defect_recall": float((pred[defect] == 1).float().mean()) if defect.any() else float("nan"),
@@ -118,23 +131,38 @@ def _per_type_recall(pred: torch.Tensor, types: np.ndarray) -> dict[str, float]:
     return out
 
 
-def _fit(model: nn.Module, handle: Any, train_xy: tuple, test_xy: tuple, epochs: int, lr: float,
-         tc: TrainConfig, progress: bool, desc: str) -> None:
-    """AdamW + one-cycle over ``epochs``; sparsity loss and constraints via ``handle``."""
+def _classification_loss(model: nn.Module, xb: torch.Tensor, yb: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    return nn.functional.cross_entropy(model(_augment(xb, gen)), yb)
+
+
+def _classification_probe(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> str:
+    probe = evaluate(model, x[:500], y[:500])
+    return f"test accuracy {probe['test_accuracy']:.4f} (first 500), mean density {probe['mean_density']:.3f}"
+
+
+def fit(model: nn.Module, handle: Any, train_xy: tuple, test_xy: tuple, epochs: int, lr: float,
+        tc: TrainConfig, progress: bool, desc: str, batch_loss: Callable[..., torch.Tensor] = _classification_loss,
+        probe: Callable[[nn.Module, torch.Tensor, torch.Tensor], str] = _classification_probe) -> None:
+    """AdamW + one-cycle over ``epochs``; sparsity loss and constraints via ``handle``.
+
+    Args:
+        batch_loss: ``(model, x batch, y batch, generator) -> loss`` (augmentation included);
+            default: cross-entropy of the classifier on a rot90/flip of the batch.
+        probe: ``(model, x_test, y_test) -> text`` logged after each epoch when ``progress`` is off.
+    """
     (xtr, ytr), (xte, yte) = train_xy, test_xy
     steps_per_epoch = max(1, math.ceil(len(xtr) / tc.batch_size))
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=tc.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps_per_epoch,
                                                 pct_start=tc.warmup)
     gen = torch.Generator().manual_seed(tc.seed)
-    loss_fn = nn.CrossEntropyLoss()
     bar = _progress(epochs * steps_per_epoch, desc, progress)
     model.train()
     for epoch in range(epochs):
         order = torch.randperm(len(xtr), generator=gen)
         for i in range(steps_per_epoch):
             idx = order[i * tc.batch_size:(i + 1) * tc.batch_size]
-            loss = loss_fn(model(_augment(xtr[idx], gen)), ytr[idx])
+            loss = batch_loss(model, xtr[idx], ytr[idx], gen)
             if handle is not None:
                 loss = handle.loss(loss)
             opt.zero_grad(set_to_none=True)
@@ -146,9 +174,8 @@ def _fit(model: nn.Module, handle: Any, train_xy: tuple, test_xy: tuple, epochs:
             bar.update(1)
             bar.set_postfix(loss=f"{float(loss.detach()):.3f}", refresh=False)
         if not progress:
-            probe = evaluate(model, xte[:500], yte[:500])
-            log.info("%s epoch %d/%d: loss %.4f, test accuracy %.4f (first 500), mean density %.3f",
-                     desc, epoch + 1, epochs, float(loss.detach()), probe["test_accuracy"], probe["mean_density"])
+            log.info("%s epoch %d/%d: loss %.4f, %s", desc, epoch + 1, epochs, float(loss.detach()),
+                     probe(model, xte, yte))
     bar.close()
     model.train()
 
@@ -197,14 +224,14 @@ def train(name: str, config: DemoDataConfig, *, epochs: int, recipe: str | None 
     data_s = time.perf_counter() - t0
 
     t1 = time.perf_counter()
-    _fit(model, handle, (xtr, ytr), (xte, yte), epochs, tc.lr, tc, progress, f"train {name}")
+    fit(model, handle, (xtr, ytr), (xte, yte), epochs, tc.lr, tc, progress, f"train {name}")
     if recipe == "fatrelu" and tc.fatrelu_target is not None:
         chosen = choose_thresholds(model, xtr[:512], tc.fatrelu_target)
         log.info("FATReLU thresholds for sparsity %.2f: %s", tc.fatrelu_target,
                  {k: round(float(v), 4) for k, v in chosen.items()})
         if tc.finetune_epochs:
-            _fit(model, handle, (xtr, ytr), (xte, yte), tc.finetune_epochs, tc.lr * 0.1, tc, progress,
-                 f"fine-tune {name}")
+            fit(model, handle, (xtr, ytr), (xte, yte), tc.finetune_epochs, tc.lr * 0.1, tc, progress,
+                f"fine-tune {name}")
     train_s = time.perf_counter() - t1
     if handle is not None:
         handle.remove_hooks()
@@ -264,7 +291,7 @@ SHORT = {"n_train": 1200, "n_test": 400, "epochs": 3}  # the demo's --train: wel
 def main(argv: list[str] | None = None) -> int:
     """CLI: ``python -m exporters.demo.train --model cnn|vit --out DIR [--epochs N] [--short]``."""
     p = argparse.ArgumentParser(prog="python -m exporters.demo.train", description=__doc__.split("\n")[0])
-    p.add_argument("--model", choices=sorted(DEFAULT_RECIPES), required=True)
+    p.add_argument("--model", choices=CLASSIFIERS, required=True)
     p.add_argument("--out", required=True, help="directory for <model>.pt")
     p.add_argument("--epochs", type=int, default=None, help="default: 12 (cnn) / 16 (vit), as shipped; 3 with --short")
     p.add_argument("--n-train", type=int, default=None, help="training images (default 4000)")

@@ -10,7 +10,8 @@ from exporters.demo.dataset import (
     DemoDataConfig, DemoDataError, export_imagefolder, labels_for, load_splits, make_split, preprocessing,
     to_tensor,
 )
-from exporters.demo.defects import DEFECT_TYPES, draw_defect
+from exporters.demo import dataset
+from exporters.demo.defects import DEFECT_TYPES, MASK_CLASSES, defect_mask, draw_defect
 from exporters.demo.textures import KINDS, make_background
 
 SMALL = DemoDataConfig(n_train=24, n_test=16)
@@ -45,7 +46,8 @@ def test_shapes_dtypes_and_grayscale():
     x, y, meta = make_split(DemoDataConfig(size=96, color=False, n_train=4, n_test=4), "test")
     assert x.shape == (4, 96, 96, 3) and x.dtype == np.uint8 and y.dtype == np.int64
     assert np.array_equal(x[..., 0], x[..., 1]) and np.array_equal(x[..., 1], x[..., 2])
-    assert set(meta) == {"defect_type", "background"}
+    assert set(meta) == {"defect_type", "background", "mask"}
+    assert meta["mask"].shape == (4, 96, 96) and meta["mask"].dtype == np.uint8
     assert all((t == "none") == (label == 0) for t, label in zip(meta["defect_type"], y))
 
 
@@ -123,6 +125,8 @@ def test_load_splits_caches_atomically(tmp_path, monkeypatch):
     second = load_splits(cfg)
     assert np.array_equal(first["train"][0], second["train"][0])
     assert np.array_equal(first["test"][2]["defect_type"], second["test"][2]["defect_type"])
+    assert np.array_equal(first["train"][2]["mask"], second["train"][2]["mask"])  # masks are cached too
+    assert all(f.name.startswith("demo-v2-") for f in files)  # versioned: a pre-mask cache is never read
     files[0].write_bytes(b"garbage")                        # damaged cache: regenerated
     third = load_splits(cfg)
     assert np.array_equal(first["test"][0], third["test"][0])
@@ -136,3 +140,30 @@ def test_preprocessing_matches_to_tensor():
     t = to_tensor(x)
     expected = (128 / 255 - pre["mean"][0]) / pre["std"][0]
     assert tuple(t.shape) == (1, 3, 4, 4) and abs(float(t[0, 0, 0, 0]) - expected) < 1e-5
+
+
+def test_masks_mark_the_drawn_defect_and_nothing_on_good_images(monkeypatch):
+    cfg = DemoDataConfig(n_train=4, n_test=40)
+    x, y, meta = make_split(cfg, "test")
+    masks = meta["mask"]
+    assert not masks[y == 0].any()                                     # good images: no defect pixel
+    for mask, kind in zip(masks[y == 1], meta["defect_type"][y == 1]):
+        assert set(np.unique(mask).tolist()) == {0, MASK_CLASSES.index(kind)}  # one class, the drawn type's
+    # the same images with the defect layer zeroed (same random stream): the difference is the defect alone
+    monkeypatch.setattr(dataset, "draw_defect", lambda kind, rng, size: 0.0 * draw_defect(kind, rng, size))
+    clean, _, _ = make_split(cfg, "test")
+    diff = np.abs(x.astype(np.int16) - clean.astype(np.int16)).max(-1)  # (N, H, W)
+    assert not diff[y == 0].any()
+    for d, mask in zip(diff[y == 1], masks[y == 1] > 0):
+        assert d.max() > 0 and mask[d >= 0.5 * d.max()].all()           # the strongest change lies in the mask
+        assert d[mask].mean() > 3 * d[~mask].mean()                      # and the mask is where it changed
+
+
+def test_defect_mask_threshold_and_errors():
+    layer = np.zeros((8, 8), np.float32)
+    layer[2, 3], layer[5, 5], layer[6, 6] = -0.4, 0.2, 0.05          # peak 0.4: 0.2 is in, 0.05 is out
+    mask = defect_mask(layer, "crack")
+    assert np.argwhere(mask).tolist() == [[2, 3], [5, 5]] and mask.max() == MASK_CLASSES.index("crack")
+    assert not defect_mask(np.zeros((4, 4), np.float32), "pit").any()
+    with pytest.raises(ValueError, match="unknown defect type"):
+        defect_mask(layer, "dent")
