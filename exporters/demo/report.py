@@ -57,9 +57,16 @@ def sparsity_chart(layers: list[dict[str, Any]], measured: dict[str, Any], path:
     ax.set_xlabel("layer (PyTorch module)")
     ax.set_title("per-layer input density: lower means more zeros to skip")
     ax.legend(fontsize=8)
+    return save_figure(fig, path, dpi=110)
+
+
+def save_figure(fig: Any, path: Path, dpi: int) -> Path:
+    """Lay out ``fig``, write it to ``path`` as PNG atomically (replacing the demo's own file) and close it."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     with atomic_path(path, overwrite=True) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
+        fig.savefig(tmp, dpi=dpi, format="png")
     plt.close(fig)
     return path
 

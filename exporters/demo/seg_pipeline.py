@@ -131,11 +131,9 @@ def figure(x: NDArray[np.uint8], truth: NDArray[Any], pred: NDArray[Any], titles
             ax.set_yticks([])
         axes[row, 0].set_ylabel(f"test image {row + 1}", fontsize=8)
     fig.suptitle("Where is the defect: red = defect pixels", fontsize=9)
-    fig.tight_layout()
-    with atomic_path(path, overwrite=True) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
-    return path
+    from exporters.demo.report import save_figure
+
+    return save_figure(fig, path, dpi=100)
 
 
 def _figure_rows(types: NDArray[Any]) -> list[int]:
