@@ -1,15 +1,12 @@
 """Read a bundle's ``golden.npz`` safely: no pickles, sizes checked before decompressing.
 
-An ``.npz`` is a zip of ``.npy`` members. :func:`load_golden` reads every member's
-``.npy`` header (a few hundred bytes) from the zip stream first and refuses object
-arrays, unknown keys' dtypes, and any array whose declared size exceeds
-:data:`MAX_GOLDEN_BYTES` or disagrees with the zip entry's uncompressed size, so a
-4 MB zip bomb declaring gigabytes is refused before one byte is inflated.
+:func:`load_golden` reads it through :func:`edge_runtime.npz.read_npz` (every member's
+``.npy`` header first: object arrays and any array whose declared size exceeds
+:data:`MAX_GOLDEN_BYTES` or its zip entry's uncompressed size are refused before one byte
+is inflated), then checks the golden set's keys, dtypes and shapes.
 """
 from __future__ import annotations
 
-import math
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +15,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from edge_runtime.errors import BundleError
+from edge_runtime.npz import read_npz
 
 #: Largest golden.npz content (all arrays, uncompressed) this reader inflates.
 MAX_GOLDEN_BYTES = 256 << 20
@@ -31,33 +29,6 @@ class Golden:
     x: NDArray[np.float32]
     ys: tuple[NDArray[Any], ...]
     output_names: tuple[str, ...] = ()
-
-
-def _headers(path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
-    """Member name (without .npy) -> (shape, dtype), read from the .npy headers only."""
-    found: dict[str, tuple[tuple[int, ...], np.dtype]] = {}
-    total = 0
-    with zipfile.ZipFile(path) as archive:
-        for info in archive.infolist():
-            key = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
-            with archive.open(info) as member:
-                version = np.lib.format.read_magic(member)
-                if version == (1, 0):
-                    shape, _, dtype = np.lib.format.read_array_header_1_0(member)
-                else:
-                    shape, _, dtype = np.lib.format.read_array_header_2_0(member)
-            if dtype.hasobject:
-                raise BundleError(f"{path}: array {key!r} has dtype {dtype} (Python objects, which "
-                                  f"need pickle); expected numeric or string arrays. {_FIX}")
-            size = math.prod(shape) * dtype.itemsize
-            total += max(size, info.file_size)
-            if size > info.file_size or total > MAX_GOLDEN_BYTES:
-                raise BundleError(
-                    f"{path}: array {key!r} declares shape {shape} {dtype} ({size} bytes; "
-                    f"{total} in all), more than its zip entry ({info.file_size} bytes) or the "
-                    f"{MAX_GOLDEN_BYTES >> 20} MiB limit; expected a small golden set. {_FIX}")
-            found[key] = (tuple(shape), dtype)
-    return found
 
 
 def load_golden(path: str | Path) -> Golden:
@@ -74,18 +45,11 @@ def load_golden(path: str | Path) -> Golden:
             a missing ``x``/``y`` key, or outputs whose batch differs from ``x``'s.
     """
     path = Path(path)
-    try:
-        headers = _headers(path)
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {k: archive[k] for k in archive.files}
-    except BundleError:
-        raise
-    except Exception as exc:  # zipfile/zlib/numpy raise many types for corrupt files (fuzzing found 6)
-        raise BundleError(f"{path}: cannot read golden.npz ({type(exc).__name__}: {exc}); expected a "
-                          f"numpy .npz with arrays x and y. {_FIX}") from exc
-    missing = [k for k in ("x", "y") if k not in headers]
+    arrays = read_npz(path, MAX_GOLDEN_BYTES, lambda message: BundleError(
+        f"{message} Expected a small golden.npz with numeric arrays x and y. {_FIX}"))
+    missing = [k for k in ("x", "y") if k not in arrays]
     if missing:
-        raise BundleError(f"{path}: golden.npz lacks {missing} (has {sorted(headers)}); expected x "
+        raise BundleError(f"{path}: golden.npz lacks {missing} (has {sorted(arrays)}); expected x "
                           f"(inputs) and y (first output). {_FIX}")
     x = arrays["x"]
     if x.dtype.kind != "f" or x.ndim < 1:

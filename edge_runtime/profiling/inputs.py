@@ -9,6 +9,7 @@ import numpy as np
 
 from edge_runtime.errors import BundleError, InvalidArgumentError
 from edge_runtime.graph import ValueInfo
+from edge_runtime.npz import data_limit_bytes, read_npz
 from edge_runtime.profiling.backends import ModelFiles
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,18 @@ def model_files(model_or_bundle: str | Path) -> ModelFiles:
         raise InvalidArgumentError(f"model {str(path)!r} does not exist; pass an .onnx file or a bundle directory.")
     sibling = path.with_suffix(".tflite")
     return ModelFiles(path, sibling if sibling.is_file() else None)
+
+
+def _read(path: Path) -> Any:
+    """A .npy array or an .npz's arrays, bounded (no pickles; an .npz's sizes checked before inflating)."""
+    fail = lambda message: InvalidArgumentError(  # noqa: E731
+        f"--input: {message} Save plain numeric arrays (numpy.save / numpy.savez), one per model input.")
+    if path.suffix == ".npz":
+        return read_npz(path, data_limit_bytes(), fail)
+    try:
+        return np.load(path, allow_pickle=False)  # uncompressed: its size is the file's
+    except (OSError, ValueError) as exc:
+        raise fail(f"{path}: cannot read it as .npy ({exc}).") from exc
 
 
 def _concrete_shape(vi: ValueInfo) -> tuple[int, ...]:
@@ -89,7 +102,7 @@ def file_feeds(path: Path, inputs: Sequence[ValueInfo], golden_key: str | None =
     if path.suffix not in (".npy", ".npz") or not path.is_file():
         raise InvalidArgumentError(f"--input {str(path)!r} must be an existing .npy or .npz file (or 'random', "
                                    f"'golden'); the model's inputs are {names}.")
-    data = np.load(path, allow_pickle=False)
+    data = _read(path)
     if path.suffix == ".npy":
         if len(inputs) != 1:
             raise InvalidArgumentError(f"{path}: a .npy holds one array but the model has inputs {names}; "

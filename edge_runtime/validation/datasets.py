@@ -16,6 +16,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from edge_runtime.errors import InvalidArgumentError
+from edge_runtime.npz import data_limit_bytes, read_npz
 from edge_runtime.preprocessing import IMAGE_SUFFIXES, ImageError, Preprocessing, load_image
 
 log = logging.getLogger(__name__)
@@ -103,11 +104,8 @@ def _image_folder(path: Path, labels: list[str], pre: Preprocessing) -> Labelled
 
 
 def _npz(path: Path, labels: list[str]) -> LabelledData:
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files}
-    except (OSError, ValueError) as exc:
-        raise InvalidArgumentError(f"cannot read {str(path)!r} as NPZ: {exc}.") from exc
+    arrays = read_npz(path, data_limit_bytes(), lambda message: InvalidArgumentError(
+        f"--data: {message} Save plain numeric arrays x and y (numpy.savez), within the memory this device has."))
     if "x" not in arrays or "y" not in arrays:
         raise InvalidArgumentError(f"{str(path)!r} holds {sorted(arrays)}; expected arrays 'x' (inputs, "
                                    f"N x ...) and 'y' (N class indices or label strings).")

@@ -24,6 +24,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from edge_runtime.errors import InvalidArgumentError
+from edge_runtime.npz import data_limit_bytes, read_npz
 
 #: The keys each task's NPZ holds (optional ones in brackets), for messages.
 LAYOUTS = {"detection": "x (N, ...) and boxes (M, 6) = image_index, class, x1, y1, x2, y2 in model-input pixels",
@@ -78,12 +79,9 @@ def load_task_data(path: str | Path, task: str, input_shape: tuple[int, ...], cl
         kind = "a directory" if path.is_dir() else "not an .npz file"
         raise InvalidArgumentError(f"{where} is {kind}; a {task} bundle is validated with an NPZ holding "
                                    f"{LAYOUTS[task]} {_DOCS}.")
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {k: archive[k] for k in archive.files}
-    except (OSError, ValueError) as exc:  # object arrays need pickle: refused here
-        raise InvalidArgumentError(f"cannot read {where} as NPZ without pickles ({exc}); save plain numeric "
-                                   f"arrays: {LAYOUTS[task]} {_DOCS}.") from exc
+    arrays = read_npz(path, data_limit_bytes(), lambda message: InvalidArgumentError(
+        f"--data: {message} Save plain numeric arrays (no pickles), within the memory this device has: "
+        f"{LAYOUTS[task]} {_DOCS}."))
     missing = [k for k in ("x", *_REQUIRED[task]) if k not in arrays]
     if missing:
         raise InvalidArgumentError(f"{where} holds {sorted(arrays)} but lacks {missing}; expected "

@@ -64,7 +64,7 @@ def test_missing_or_inconsistent_keys(tmp_path, arrays, needle):
 
 def test_not_a_zip(tmp_path):
     (tmp_path / "g.npz").write_bytes(b"PK\x03\x04 truncated")
-    with pytest.raises(BundleError, match="cannot read golden.npz"):
+    with pytest.raises(BundleError, match="cannot read g.npz as .npz"):
         load_golden(tmp_path / "g.npz")
 
 
