@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -125,19 +124,11 @@ def break_even(rows, key):
 
 
 def machine_info(threads):
-    info = {"platform": platform.platform(), "python": platform.python_version(), "numpy": np.__version__,
-            "numba": numba.__version__, "onnxruntime": ort.__version__, "threads": threads,
-            "cpu_count": os.cpu_count(), "loadavg_start": os.getloadavg()}
-    try:
-        info["cpu"] = next(ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name"))
-    except (OSError, StopIteration):
-        info["cpu"] = platform.processor()
-    try:
-        from threadpoolctl import threadpool_info
-        info["blas"] = [{k: d.get(k) for k in ("internal_api", "version", "architecture", "num_threads")}
-                        for d in threadpool_info()]
-    except ImportError:
-        info["blas"] = "threadpoolctl not installed"
+    """benchmarks.common.machine_info (CPU model, sparse code path, versions, load) plus the thread count."""
+    from benchmarks import common
+
+    info = common.machine_info()
+    info.update(threads=threads, cpu=info["cpu_model"], loadavg_start=info.get("loadavg"))
     return info
 
 
