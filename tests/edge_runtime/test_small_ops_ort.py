@@ -6,6 +6,8 @@ pool, reduce and tensor conformance families.
 """
 from __future__ import annotations
 
+import platform
+
 import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
@@ -102,5 +104,8 @@ def test_hardmax_skips_nan_and_zeroes_all_nan_rows():
     nan = np.nan
     x = np.array([[1, nan, 2, 2], [3, 1, nan, np.inf], [nan, nan, nan, nan], [-np.inf, -np.inf, 0, 0]], np.float32)
     np.testing.assert_array_equal(Hardmax(x), [[0, 0, 1, 0], [0, 0, 0, 1], [0, 0, 0, 0], [0, 0, 1, 0]])
-    want, got = _both([helper.make_node("Hardmax", ["x"], ["y"])], {"x": x[:2]}, 13)  # NaN not first: as onnxruntime
-    np.testing.assert_array_equal(got, want)
+    # onnxruntime's answer for a row with NaN depends on its SIMD row max: on x86 it skips a NaN that is not first
+    # (as here), on aarch64 (qemu, Cortex-A72) it returned all zeros for these rows; compare where it is defined
+    want, got = _both([helper.make_node("Hardmax", ["x"], ["y"])], {"x": x[:2]}, 13)
+    if platform.machine() in ("x86_64", "AMD64"):
+        np.testing.assert_array_equal(got, want)
