@@ -175,4 +175,6 @@ def QuantizedLookup(x: Array, table: Array) -> Array:
     if np.asarray(table).shape != (256,):
         raise InvalidModelError(f"QuantizedLookup: table has shape {np.shape(table)}; expected (256,). The node was "
                                 f"not produced by edge_runtime's planner.")
-    return np.take(table, np.asarray(x).view(np.uint8))
+    from edge_runtime.kernels.lookup import lookup_bytes
+
+    return lookup_bytes(np.asarray(x).view(np.uint8), np.asarray(table))

@@ -11,7 +11,9 @@ replaces a dequantize, the float ops and a quantize.
 
 Fused when: the DequantizeLinear reads a uint8/int8 tensor with scalar constant scale and
 zero point; every node of the chain is element-wise (:data:`ELEMENTWISE`) with scalar
-constants and no input from outside the chain; every value of the chain is read only
+constants and no input from outside the chain, except a tail of layout ops (:data:`LAYOUT`:
+Reshape/Flatten/... with constant shape inputs, e.g. the Flatten before a classifier head),
+which are moved after the lookup and applied to its bytes; every value of the chain is read only
 inside it, except by exactly one QuantizeLinear (scalar constant scale and zero point); no
 value of the chain is a graph output.
 """
@@ -28,6 +30,8 @@ ELEMENTWISE = frozenset({
     "GreaterOrEqual", "HardSigmoid", "HardSwish", "Identity", "LeakyRelu", "Less", "LessOrEqual", "Max", "Min",
     "Mish", "Mul", "Neg", "Not", "Or", "Pow", "PRelu", "Relu", "Selu", "Sigmoid", "Softplus", "Softsign", "Sqrt",
     "Sub", "Tanh", "ThresholdedRelu", "Where"})
+#: Ops that only move elements (one data input, constant shape/axes inputs): a lookup commutes with them.
+LAYOUT = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose"})
 _BYTES = (np.dtype(np.uint8), np.dtype(np.int8))
 
 
@@ -48,7 +52,10 @@ def _chain(dq: Node, graph: Graph, consumers: dict, outputs: set[str]) -> tuple[
             if node.op_type == "QuantizeLinear" and node.domain in _DEFAULT and node.inputs[0] in values:
                 exits.append(node)
                 continue
-            if node.op_type not in ELEMENTWISE or node.domain not in _DEFAULT or any(
+            if node.op_type in LAYOUT and node.domain in _DEFAULT and node.inputs[0] in values and all(
+                    x in graph.initializers for x in node.inputs[1:] if x):
+                pass  # moves bytes only: checked to form the chain's tail below
+            elif node.op_type not in ELEMENTWISE or node.domain not in _DEFAULT or any(
                     x and x not in values and _scalar(graph, x) is None for x in node.inputs):
                 return None  # a reader that is not element-wise, or an input from outside the chain
             inside.append(node)
@@ -62,6 +69,9 @@ def _chain(dq: Node, graph: Graph, consumers: dict, outputs: set[str]) -> tuple[
     members = {id(n) for n in inside} | {id(q)}
     if any(id(c) not in members for v in values for c in consumers.get(v, [])):
         return None
+    tail = {id(n) for n in inside if n.op_type in LAYOUT}
+    if any(c.op_type not in LAYOUT and c is not q for n in inside if id(n) in tail for c in consumers[n.outputs[0]]):
+        return None  # an element-wise op after a layout op: only a tail of layout ops is moved past the lookup
     order = {id(n): i for i, n in enumerate(graph.nodes)}
     return sorted(inside, key=lambda n: order[id(n)]), q
 
@@ -72,6 +82,9 @@ def _table(dq: Node, inside: list[Node], q: Node, graph: Graph, dtype: np.dtype)
     consts = graph.initializers
     try:
         for node in (dq, *inside, q):
+            if node.op_type in LAYOUT:  # a permutation of the elements: the identity on the table
+                values[node.outputs[0]] = values[node.inputs[0]]
+                continue
             impl, _ = registry.resolve(node.domain, node.op_type, graph.opset(node.domain))
             args = [None if not x else values[x] if x in values else np.asarray(consts[x]) for x in node.inputs]
             result = impl.fn(*args, **node.attrs)
@@ -105,10 +118,17 @@ def run(graph: Graph) -> tuple[Graph, bool]:
         inside, q = found
         name = f"{q.name or q.outputs[0]}/lookup_table"
         consts[name] = table
-        added[id(dq)] = Node("QuantizedLookup", (dq.inputs[0], name), q.outputs, {}, name=q.name or dq.name,
-                             domain=INTERNAL_DOMAIN)
+        layout = [n for n in inside if n.op_type in LAYOUT]  # in graph order: a chain ending at q
+        looked = f"{q.outputs[0]}/looked_up" if layout else q.outputs[0]
+        added[id(dq)] = [Node("QuantizedLookup", (dq.inputs[0], name), (looked,), {}, name=q.name or dq.name,
+                              domain=INTERNAL_DOMAIN)]
+        source = looked
+        for k, node in enumerate(layout):  # the same moves, on the looked-up bytes
+            out = q.outputs[0] if k == len(layout) - 1 else node.outputs[0]
+            added[id(dq)].append(node.replace(inputs=(source, *node.inputs[1:]), outputs=(out,)))
+            source = out
         removed.update(id(n) for n in (*inside, q))
     if not added:
         return graph, False
-    nodes = tuple(added.get(id(n), n) for n in graph.nodes if id(n) not in removed)
+    nodes = tuple(m for n in graph.nodes if id(n) not in removed for m in added.get(id(n), [n]))
     return graph.replace(nodes=nodes, initializers=consts), True

@@ -74,3 +74,21 @@ def test_not_fused_when_the_chain_leaks_or_is_not_elementwise():
     assert "QuantizedLookup" not in _ops(_model(body, per_channel))
     softmax = [helper.make_node("Softmax", ["d"], ["f"], axis=1)]
     assert "QuantizedLookup" not in _ops(_model(softmax, {}))
+
+
+def test_a_tail_of_layout_ops_moves_after_the_lookup():
+    body, consts = FATRELU
+    tail = [body[0], helper.make_node("Where", ["ge", "d", "zero"], ["w"]), helper.make_node("Flatten", ["w"], ["f"],
+                                                                                             axis=1)]
+    model = _model(tail, consts)
+    ops = _ops(model)
+    assert ops.count("QuantizedLookup") == 1 and "Where" not in ops and ops.index("Flatten") > ops.index(
+        "QuantizedLookup")
+    x = np.random.default_rng(1).uniform(-8, 8, SHAPE).astype(np.float32)
+    fused, plain = _run(model, x, True), _run(model, x, False)
+    assert fused.shape == (1, 4 * 6 * 6)
+    np.testing.assert_array_equal(fused, plain)
+    # an element-wise op after the layout op: not moved, not fused
+    relu_after = [body[0], helper.make_node("Where", ["ge", "d", "zero"], ["w"]),
+                  helper.make_node("Flatten", ["w"], ["fl"], axis=1), helper.make_node("Relu", ["fl"], ["f"])]
+    assert "QuantizedLookup" not in _ops(_model(relu_after, consts))
