@@ -41,6 +41,8 @@ def _dq_parts(graph: Graph, producers: dict, tensor: str) -> tuple[str, np.ndarr
     zp = _const(graph, node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] else None
     if scale is None or (len(node.inputs) > 2 and node.inputs[2] and zp is None):
         return None
+    if scale.ndim > 1 or int(node.attrs.get("block_size", 0) or 0):
+        return None  # blocked quantization (opset 21): not what QLinearConv/QGemm express
     q = node.inputs[0]
     zp = zp if zp is not None else np.zeros((), _const(graph, q).dtype if q in graph.initializers else np.uint8)
     return q, scale, zp, node

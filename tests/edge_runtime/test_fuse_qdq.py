@@ -109,3 +109,10 @@ def test_fused_gemm_equals_onnxruntime_int8(quantized_output, trans_b):
         np.testing.assert_array_equal(got, ref)
     else:  # float logits: the same int32 sums, scaled in float32
         np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-6)
+
+
+def test_blocked_weight_quantization_keeps_the_float_path():
+    model = _qdq_conv()
+    dq = next(n for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] == "wq")
+    dq.attribute.append(helper.make_attribute("block_size", 2))
+    assert "QLinearConv" not in _ops(model)
