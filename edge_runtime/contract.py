@@ -164,6 +164,9 @@ def check_labels(source: str, labels: Any) -> tuple[str, ...]:
     return tuple(labels)
 
 
+#: The int8 model's and its golden outputs' file names as the exporter writes them (the manifest's
+#: ``int8`` section names the files a bundle really has; ``profile`` on an unverified folder looks for these).
+INT8_MODEL, INT8_GOLDEN = "model.int8.onnx", "golden.int8.npz"
 INT8_FORMATS = ("QDQ",)
 INT8_ACTIVATIONS = ("uint8", "int8")
 MAX_INT8_ATOL = 1e6

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 from numpy.typing import NDArray
@@ -64,3 +64,13 @@ def load_golden(path: str | Path) -> Golden:
     names = arrays.get("output_names")
     output_names = tuple(str(n) for n in names.ravel()) if names is not None and names.dtype.kind == "U" else ()
     return Golden(np.asarray(x, np.float32), ys, output_names)
+
+
+def save_golden(path: str | Path, x: NDArray[np.float32], ys: Sequence[NDArray[Any]],
+                output_names: Sequence[str]) -> None:
+    """Write a golden set as :func:`load_golden` reads it: ``x``, ``y`` (the first output),
+    ``y_0``, ``y_1``, ... (every output) and ``output_names``; used by the exporter for
+    golden.npz (PyTorch's outputs) and golden.int8.npz (onnxruntime's int8 outputs)."""
+    arrays: dict[str, Any] = {"x": x, "y": ys[0], "output_names": np.array(list(output_names))}
+    arrays.update({f"y_{i}": y for i, y in enumerate(ys)})
+    np.savez(path, **arrays)

@@ -26,6 +26,7 @@ from edge_runtime.annotations import ANNOTATION_KEY
 from exporters.annotations import (build_annotations, consumer_thresholds, to_json,
                                    write_onnx_annotations)
 from edge_runtime.bundle import LoadedBundle, manifest_digest, sha256_of
+from edge_runtime.golden import save_golden
 from edge_runtime.contract import MANIFEST, MANIFEST_DIGEST, SIGNATURE, TASKS, Manifest
 from exporters.calibrate import SparsityReport, calibrate, iter_batches, validate_preprocessing
 from exporters.errors import ExportError
@@ -279,9 +280,7 @@ def _write(model: nn.Module, example: torch.Tensor, tmp: Path, report: SparsityR
     outputs = _torch_outputs(model, golden_x)
     names = [o["name"] for o in manifest.get("outputs", [])] or [
         f"output_{i}" for i in range(len(outputs))]
-    arrays = {"x": golden_x, "y": outputs[0], "output_names": np.array(names)}
-    arrays.update({f"y_{i}": y for i, y in enumerate(outputs)})
-    np.savez(tmp / "golden.npz", **arrays)
+    save_golden(tmp / "golden.npz", golden_x, outputs, names)
     if int8_data is not None:
         manifest["int8"] = add_int8(tmp, int8_data, golden_x, names, doc)
     manifest.setdefault("inputs", [_spec("input", example.shape, dynamic_batch)])

@@ -23,10 +23,12 @@ from exporters.annotations import to_json, write_onnx_annotations
 from exporters.errors import ExportError
 from exporters.quantize import QuantizedModel, quantize_model
 from edge_runtime.annotations import parse_annotations
+from edge_runtime.contract import INT8_GOLDEN, INT8_MODEL
+from edge_runtime.golden import save_golden
 
 log = logging.getLogger(__name__)
 
-MODEL, GOLDEN = "model.int8.onnx", "golden.int8.npz"
+MODEL, GOLDEN = INT8_MODEL, INT8_GOLDEN
 QUANTIZE_CHOICES = ("int8",)
 # An int8 backend may differ from onnxruntime's int8 outputs by rounding: a tie or a float
 # sum that lands on the other side of a half step moves one activation by one step, and
@@ -80,9 +82,7 @@ def add_int8(folder: Path, calibration: Any, golden_x: NDArray[np.float32], outp
         write_onnx_annotations(model, doc)
         onnx.save(model, str(q.path))
     outputs = _onnxruntime_outputs(q.path, golden_x)
-    arrays: dict[str, Any] = {"x": golden_x, "y": outputs[0], "output_names": np.array(list(output_names))}
-    arrays.update({f"y_{i}": y for i, y in enumerate(outputs)})
-    np.savez(folder / GOLDEN, **arrays)
+    save_golden(folder / GOLDEN, golden_x, outputs, output_names)
     spread = max(float(np.ptp(y)) if y.size else 0.0 for y in outputs)
     log.info("int8: %s, %d annotated layers, golden outputs from onnxruntime", dict(q.op_counts), annotated)
     return {"model": MODEL, "golden": GOLDEN, "format": "QDQ", "activation_type": "uint8",

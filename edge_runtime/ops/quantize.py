@@ -16,6 +16,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from edge_runtime.errors import InvalidArgumentError, InvalidModelError, UnsupportedDTypeError
+from edge_runtime.kernels.lookup import lookup_bytes
 from edge_runtime.ops.registry import INTERNAL_DOMAIN, register
 
 Array = NDArray[Any]
@@ -175,6 +176,4 @@ def QuantizedLookup(x: Array, table: Array) -> Array:
     if np.asarray(table).shape != (256,):
         raise InvalidModelError(f"QuantizedLookup: table has shape {np.shape(table)}; expected (256,). The node was "
                                 f"not produced by edge_runtime's planner.")
-    from edge_runtime.kernels.lookup import lookup_bytes
-
     return lookup_bytes(np.asarray(x).view(np.uint8), np.asarray(table))

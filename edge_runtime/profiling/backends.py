@@ -28,7 +28,7 @@ FP32_BACKENDS = ("edge", "edge-dense", "edge-numba", "onnxruntime", "litert")
 #: The same runtimes on the bundle's int8 model (``export --quantize int8``; docs/int8.md).
 INT8_BACKENDS = ("edge-int8", "edge-numba-int8", "onnxruntime-int8")
 BACKENDS = FP32_BACKENDS + INT8_BACKENDS
-EDGE_BACKENDS = ("edge", "edge-dense", "edge-numba", "edge-int8", "edge-numba-int8")
+EDGE_BACKENDS = tuple(n for n in BACKENDS if n.startswith("edge"))
 INT8_SUFFIX = "-int8"
 
 Feed = Mapping[str, np.ndarray]
@@ -72,9 +72,14 @@ class Runner:
     run_with_stats: Callable[[Feed], tuple[Sequence[np.ndarray], Any]] | None = None
 
 
+def is_int8(name: str) -> bool:
+    """Whether backend ``name`` runs the bundle's int8 model (``edge-int8``, ``onnxruntime-int8``, ...)."""
+    return name.endswith(INT8_SUFFIX)
+
+
 def onnxruntime_twin(name: str) -> str:
     """The stock runtime a backend is compared with: onnxruntime on the same (fp32 or int8) model."""
-    return "onnxruntime" + (INT8_SUFFIX if name.endswith(INT8_SUFFIX) else "")
+    return "onnxruntime" + (INT8_SUFFIX if is_int8(name) else "")
 
 
 def check_backends(names: Sequence[str], allowed: Sequence[str] = BACKENDS) -> tuple[str, ...]:
@@ -105,7 +110,7 @@ def open_backend(name: str, files: ModelFiles, threads: int, sparsity: str = "au
     """
     opener = {"edge": _edge, "edge-dense": _edge, "edge-numba": _edge, "onnxruntime": _onnxruntime,
               "litert": _litert}[name.removesuffix(INT8_SUFFIX)]
-    if name.endswith(INT8_SUFFIX):
+    if is_int8(name):
         if files.int8 is None or not files.int8.is_file():
             raise BackendUnavailableError(
                 f"backend {name!r} runs the bundle's int8 model, and {files.onnx.parent} has none; re-export "

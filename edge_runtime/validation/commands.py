@@ -81,7 +81,7 @@ def add_parsers(subparsers: Any) -> None:
                      help="max accuracy drop vs the reference, in percentage points (default 1); other tasks: "
                           "of mAP@0.5 / mean IoU / image AUROC")
     val.add_argument("--perturb", type=_csv, default=[],
-                     help=f"accuracy under corruptions (classification bundles): comma-separated from "
+                     help=f"accuracy (other tasks: mAP / mean IoU / AUROC) under corruptions: comma-separated from "
                           f"{','.join(PERTURBATIONS)}")
     val.add_argument("--torch-model", help="the PyTorch model (.pt2 / TorchScript) as the reference backend")
     val.add_argument("--reference-preprocessing", type=_json_arg, default=None,

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_runtime.outputs import write_atomic
+from edge_runtime.profiling.backends import is_int8
 from edge_runtime.validation.task_report import TaskAgreement, TaskCheck, markdown_lines, text_lines
 
 
@@ -146,7 +147,7 @@ def render_markdown(report: ValidationReport) -> str:
     if report.integrity:
         out += ["", "## Integrity (sha256)", ""] + [f"- {p}" for p in report.integrity]
     if report.golden:
-        int8 = any(g.backend.endswith("-int8") for g in report.golden)
+        int8 = any(is_int8(g.backend) for g in report.golden)
         out += ["", "## Against PyTorch's outputs (golden.npz)" + (
                     "; int8 backends against onnxruntime's int8 outputs (golden.int8.npz)" if int8 else ""), "",
                 "| backend | samples | max abs diff | mean abs diff | top-1 agreement % | result |",

@@ -17,18 +17,19 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from numpy.typing import NDArray
 
 from edge_runtime.bundle import LoadedBundle, check_bundle
+from edge_runtime.contract import INT8_GOLDEN
 from edge_runtime.errors import EdgeRuntimeError, InvalidArgumentError
 from edge_runtime.golden import Golden, load_golden
 from edge_runtime.trust import TrustPolicy
 from edge_runtime.validation.perturb import SEVERITIES, check_perturbations, perturb as perturb_inputs
 from edge_runtime.validation.datasets import LabelledData, load_labelled
-from edge_runtime.profiling.backends import INT8_SUFFIX
+from edge_runtime.profiling.backends import is_int8
 from edge_runtime.validation.engines import Engine, bundle_files, check_names, open_engines, run_batched
 from edge_runtime.validation.report import AccuracyCheck, Disagreement, GoldenCheck, PerturbResult, ValidationReport
 from edge_runtime.validation.task_data import load_task_data
@@ -63,7 +64,7 @@ def validate_bundle(bundle_dir: str | Path, *, data: str | Path | None = None,
         max_accuracy_drop: largest allowed accuracy drop against the reference, in percentage points
             (for other tasks: of mAP@0.5, mean IoU or image AUROC).
         perturb: corruptions to measure (see :data:`edge_runtime.validation.perturb.PERTURBATIONS`);
-            classification bundles only.
+            other tasks report their first metric (or agreement with PyTorch) under them.
         progress: show a tqdm progress bar when tqdm is installed.
         threads: intra-op threads of every backend (None: all CPUs).
         torch_model: an ``nn.Module`` or .pt2/TorchScript path; adds the ``torch`` backend, which then
@@ -195,7 +196,6 @@ class _Validation:
                            ) -> tuple[str, tuple[PerturbResult, ...]]:
         """The task's first metric on labelled data (else agreement with PyTorch on clean golden inputs)
         under each corruption and severity, per backend (torch excluded); NaN where undefined."""
-        engines = [e for e in self.engines if e.name != "torch"]
         key, name = next(iter(METRICS[validator.task].items()))
         if data is not None:
             x, basis = data.x, f"{name} (%) on the labelled data"
@@ -210,22 +210,14 @@ class _Validation:
             def score(outputs: dict[str, Any]) -> dict[str, float]:
                 return {a.backend: _value(a.agreement) for a in validator.golden(self.golden.ys, outputs)}
 
-        def run(inputs: NDArray[np.float32]) -> dict[str, float]:
-            return score({e.name: run_batched(e, inputs) for e in engines})
-
-        rows = [PerturbResult("none", 0, run(x))]
-        for corruption in corruptions:
-            for severity in SEVERITIES:
-                rows.append(PerturbResult(corruption, severity,
-                                          run(perturb_inputs(x, self.bundle.preprocessing, corruption, severity))))
-        return basis, tuple(rows)
+        return basis, self._corrupted(x, corruptions, score)
 
     def _infer(self, engine: Engine, x: NDArray[np.float32]) -> list[NDArray[Any]]:
         return run_batched(engine, x, progress=self.bar.update if self.bar is not None else None)
 
     def _is_int8(self, backend: str) -> bool:
         """An int8 backend held to onnxruntime's int8 outputs (golden.int8.npz) rather than PyTorch's."""
-        return self.int8_golden is not None and backend.endswith(INT8_SUFFIX)
+        return self.int8_golden is not None and is_int8(backend)
 
     def _golden(self) -> tuple[GoldenCheck, ...]:
         checks = []
@@ -261,19 +253,28 @@ class _Validation:
 
     def _perturbation(self, data: LabelledData | None, corruptions: Sequence[str]
                       ) -> tuple[str, tuple[PerturbResult, ...]]:
-        engines = [e for e in self.engines if e.name != "torch"]
         if data is not None:
             x, y, basis = data.x, data.y, "accuracy against the true labels"
         else:
             x, y = self.golden.x, np.asarray(self.golden.ys[0]).argmax(1)
             basis = "agreement with PyTorch's predictions on clean golden.npz inputs"
-        rows = [PerturbResult("none", 0, {e.name: _percent(run_batched(e, x)[0].argmax(1) == y) for e in engines})]
+        return basis, self._corrupted(x, corruptions, lambda outputs: {
+            name: _percent(outs[0].argmax(1) == y) for name, outs in outputs.items()})
+
+    def _corrupted(self, x: NDArray[np.float32], corruptions: Sequence[str],
+                   score: Callable[[dict[str, list[NDArray[Any]]]], dict[str, float]]) -> tuple[PerturbResult, ...]:
+        """``score`` of every backend but torch on clean ``x``, then under each corruption and severity."""
+        engines = [e for e in self.engines if e.name != "torch"]
+
+        def run(inputs: NDArray[np.float32]) -> dict[str, float]:
+            return score({e.name: run_batched(e, inputs) for e in engines})
+
+        rows = [PerturbResult("none", 0, run(x))]
         for name in corruptions:
             for severity in SEVERITIES:
-                xp = perturb_inputs(x, self.bundle.preprocessing, name, severity)
-                rows.append(PerturbResult(name, severity, {e.name: _percent(run_batched(e, xp)[0].argmax(1) == y)
-                                                           for e in engines}))
-        return basis, tuple(rows)
+                rows.append(PerturbResult(name, severity,
+                                          run(perturb_inputs(x, self.bundle.preprocessing, name, severity))))
+        return tuple(rows)
 
 
 def _value(v: float | None) -> float:
@@ -301,7 +302,9 @@ def _reference_name(names: list[str]) -> str:
 
 
 def _golden_failures(golden: Sequence[GoldenCheck]) -> list[str]:
-    return [f"{g.backend}: {g.error or f'max abs diff {g.max_abs:.3g} to golden.npz > atol {g.atol:g}'}"
+    def file(g: GoldenCheck) -> str:
+        return INT8_GOLDEN if is_int8(g.backend) else "golden.npz"
+    return [f"{g.backend}: {g.error or f'max abs diff {g.max_abs:.3g} to {file(g)} > atol {g.atol:g}'}"
             for g in golden if not g.passed]
 
 

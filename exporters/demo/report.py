@@ -7,7 +7,7 @@ from typing import Any, Sequence
 
 from edge_runtime.outputs import atomic_path
 from edge_runtime.profiling.costmodel import PUBLISHED_ERROR_BAND, TUNED_RUNTIME
-from edge_runtime.profiling.backends import onnxruntime_twin
+from edge_runtime.profiling.backends import is_int8, onnxruntime_twin
 from edge_runtime.profiling.report import slower_reasons, speed_words
 from edge_runtime.validation.report import write_text_atomic
 
@@ -124,7 +124,7 @@ def _validation_section(report: Any) -> list[str]:
                      "yes" if acc.passed else "NO"])
     lines += _table(["backend", "max abs diff vs golden", "accuracy %", "drop pts", "agreement %",
                      "defect recall %", "passed"], rows)
-    if any(name.endswith("-int8") for name in golden):
+    if any(is_int8(name) for name in golden):
         lines += ["", "Golden: PyTorch's outputs (golden.npz); for the int8 backends, onnxruntime's outputs of the "
                       "int8 model (golden.int8.npz). Drop and agreement: against the reference, so the int8 rows "
                       "show what quantization costs."]
