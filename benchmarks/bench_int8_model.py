@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> dict:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
     from exporters import export
     from exporters.sparsity import activation_sparsity
-    from exporters.thresholds import find_fed_activations
+    from exporters.activation_flow import find_fed_activations
 
     torch.set_num_threads(1)
     cfg = cf.CNNConfig(epochs=args.epochs, train=tuple(args.train), targets=(args.target,),

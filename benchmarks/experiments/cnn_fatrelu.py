@@ -251,7 +251,7 @@ def threshold_and_finetune(model: nn.Module, target: float, data: dict,
 
 
 def run(cfg: CNNConfig, checkpoint: Path | None) -> dict:
-    from exporters.thresholds import find_fed_activations
+    from exporters.activation_flow import find_fed_activations
 
     torch.set_num_threads(1)
     data = load(cfg)

@@ -14,7 +14,8 @@ from torch import nn
 
 from exporters.errors import ExportError
 from exporters.sparsity import FATReLU, activation_sparsity
-from exporters.thresholds import ThresholdResult, find_fed_activations, fit_thresholds
+from exporters.activation_flow import find_fed_activations
+from exporters.thresholds import ThresholdResult, fit_thresholds
 
 
 @pytest.fixture(autouse=True)
