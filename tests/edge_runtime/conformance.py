@@ -14,13 +14,7 @@ Usage in a family file::
     OP_TYPES = ("Relu", "Add")
     EXCLUSIONS = {"test_add_bcast": "why it cannot pass"}
     PARAMS = conformance.params_for(OP_TYPES, EXCLUSIONS)
-
-    @pytest.mark.parametrize("case", PARAMS)
-    def test_case(case):
-        conformance.run_case(case)
-
-    def test_every_op_runs():
-        conformance.assert_each_op_runs(OP_TYPES, PARAMS)
+    test_case, test_every_op_runs = conformance.family_tests(OP_TYPES, PARAMS)
 
 Runner: ``edge_runtime.InferenceSession(model).run(None, feed)`` when it is importable
 and passes a smoke test, otherwise a *direct* mode that resolves each node through the
@@ -213,6 +207,24 @@ def assert_each_op_runs(op_types: Iterable[str], params: Sequence[Any]) -> None:
     if missing:
         raise AssertionError(f"no conformance case runs for {missing}: every case is excluded or absent; "
                              f"add a test case for them in the family's test file")
+
+
+def family_tests(op_types: Iterable[str], params: Sequence[Any]) -> tuple[Callable[..., None], Callable[[], None]]:
+    """The two tests every family file runs, for it to bind as ``test_case, test_every_op_runs``.
+
+    ``test_case`` runs each case of ``params`` (excluded ones show as skips); ``test_every_op_runs``
+    fails when some op of ``op_types`` has no case that runs.
+    """
+    import pytest
+
+    @pytest.mark.parametrize("case", params)
+    def test_case(case: Any) -> None:
+        run_case(case)
+
+    def test_every_op_runs() -> None:
+        assert_each_op_runs(op_types, params)
+
+    return test_case, test_every_op_runs
 
 
 # ---------------------------------------------------------------- running

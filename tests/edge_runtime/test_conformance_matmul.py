@@ -16,13 +16,7 @@ EXCLUSIONS: dict[str, str] = {}
 PARAMS = conformance.params_for(OP_TYPES, EXCLUSIONS)
 
 
-@pytest.mark.parametrize("case", PARAMS)
-def test_case(case):
-    conformance.run_case(case)
-
-
-def test_every_op_runs():
-    conformance.assert_each_op_runs(OP_TYPES, PARAMS)
+test_case, test_every_op_runs = conformance.family_tests(OP_TYPES, PARAMS)
 
 
 def _activate(y, code, p0, p1):

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 from onnx import helper
 
 from tests.edge_runtime import conformance
@@ -43,10 +42,4 @@ def _extra_cases() -> list:
 PARAMS = conformance.params_for(OP_TYPES, EXCLUSIONS, extra=_extra_cases())
 
 
-@pytest.mark.parametrize("case", PARAMS)
-def test_case(case):
-    conformance.run_case(case)
-
-
-def test_every_op_runs():
-    conformance.assert_each_op_runs(OP_TYPES, PARAMS)
+test_case, test_every_op_runs = conformance.family_tests(OP_TYPES, PARAMS)

@@ -45,10 +45,4 @@ PARAMS = [pytest.param(c, id=c.name, marks=[pytest.mark.skip(reason=r)] if (r :=
           for c in conformance.cases_for(OP_TYPES)]
 
 
-@pytest.mark.parametrize("case", PARAMS)
-def test_case(case):
-    conformance.run_case(case)
-
-
-def test_every_op_runs():
-    conformance.assert_each_op_runs(OP_TYPES, PARAMS)
+test_case, test_every_op_runs = conformance.family_tests(OP_TYPES, PARAMS)

@@ -1,8 +1,6 @@
 """ONNX backend conformance for Resize and Upsample (edge_runtime/ops/resize.py)."""
 from __future__ import annotations
 
-import pytest
-
 from tests.edge_runtime import conformance
 
 OP_TYPES = ("Resize", "Upsample")
@@ -12,10 +10,4 @@ EXCLUSIONS: dict[str, str] = {}
 PARAMS = conformance.params_for(OP_TYPES, EXCLUSIONS)
 
 
-@pytest.mark.parametrize("case", PARAMS)
-def test_case(case):
-    conformance.run_case(case)
-
-
-def test_every_op_runs():
-    conformance.assert_each_op_runs(OP_TYPES, PARAMS)
+test_case, test_every_op_runs = conformance.family_tests(OP_TYPES, PARAMS)

@@ -1,8 +1,6 @@
 """ONNX backend node conformance for the recurrent ops (ops/rnn.py) and LRN (ops/norm.py)."""
 from __future__ import annotations
 
-import pytest
-
 from tests.edge_runtime import conformance
 
 OP_TYPES = ("LSTM", "GRU", "RNN", "LRN")
@@ -13,10 +11,4 @@ EXCLUSIONS: dict[str, str] = {}
 PARAMS = conformance.params_for(OP_TYPES, EXCLUSIONS)
 
 
-@pytest.mark.parametrize("case", PARAMS)
-def test_case(case):
-    conformance.run_case(case)
-
-
-def test_every_op_runs():
-    conformance.assert_each_op_runs(OP_TYPES, PARAMS)
+test_case, test_every_op_runs = conformance.family_tests(OP_TYPES, PARAMS)

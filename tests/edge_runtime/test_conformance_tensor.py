@@ -30,14 +30,8 @@ if conformance.runner() is conformance.run_direct:
 PARAMS = conformance.params_for(OP_TYPES, EXCLUSIONS)
 
 
-@pytest.mark.parametrize("case", PARAMS)
-def test_case(case):
-    conformance.run_case(case)
-
-
-def test_every_op_runs():
-    # Einsum's backend cases are all float64/bfloat16: test_einsum_in_float32 covers it.
-    conformance.assert_each_op_runs([op for op in OP_TYPES if op != "Einsum"], PARAMS)
+# Einsum's backend cases are all float64/bfloat16: test_einsum_in_float32 covers it.
+test_case, test_every_op_runs = conformance.family_tests([op for op in OP_TYPES if op != "Einsum"], PARAMS)
 
 
 def _as_float32_case(case):
