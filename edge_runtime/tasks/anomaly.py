@@ -39,7 +39,10 @@ def fit_threshold(good_scores: Any, target_fpr: float = 0.01) -> ThresholdFit:
     n)`` good parts strictly above it and the next higher good score, so the false-positive
     rate on the calibration images never exceeds the target and no calibration image sits on
     the threshold, where a 1e-7 difference between backends would flip its decision. With few
-    images (or ``target_fpr`` 0) it is the largest good score (normalised 1.0: 0 of n flagged).
+    images (or ``target_fpr`` 0) none may be flagged: the threshold then lies one half-gap above
+    the largest good score (the gap to the second largest, or 0.1% of the good scores' range
+    when they tie), and the normalisation's top is put there, so the threshold is 1.0 and every
+    good part scores below it.
 
     Args:
         good_scores: raw image scores of good (defect-free) calibration images.
@@ -71,8 +74,11 @@ def fit_threshold(good_scores: Any, target_fpr: float = 0.01) -> ThresholdFit:
                                    f"no threshold can be fitted; check the model and --calib images.")
     allowed = int(math.floor(target_fpr * scores.size + 1e-9))
     below = float(scores[scores.size - 1 - allowed])
-    above = float(scores[scores.size - allowed]) if allowed else below
-    raw = 0.5 * (below + above)  # scores equal to `below` share its side: the count above is unchanged
+    if allowed:
+        raw = 0.5 * (below + float(scores[scores.size - allowed]))  # ties with `below` stay below: count unchanged
+    else:  # nothing above the largest good score: half a gap beyond it, which becomes the scale's top
+        gap = high - float(scores[-2]) or 1e-3 * (high - low)
+        raw = high = high + 0.5 * gap
     measured = float(np.count_nonzero(scores > raw)) / scores.size
     return ThresholdFit(threshold=(raw - low) / (high - low), normalization=(low, high), measured_fpr=measured,
                         target_fpr=float(target_fpr), images=int(scores.size))

@@ -14,7 +14,9 @@ def test_fitted_threshold_meets_the_false_positive_rate(target):
     rng = np.random.default_rng(0)
     good, bad = rng.normal(1.0, 0.2, 2000), rng.normal(2.5, 0.3, 500)
     fit = fit_threshold(good, target)
-    assert fit.normalization == (good.min(), good.max()) and 0 <= fit.threshold <= 1 and fit.images == 2000
+    top = good.max() if target else fit.normalization[1]  # target 0: the scale's top is the threshold
+    assert fit.normalization == (good.min(), top) and 0 <= fit.threshold <= 1 and fit.images == 2000
+    assert top >= good.max()
     flagged = normalize(good, fit.normalization) > fit.threshold
     assert fit.measured_fpr == pytest.approx(flagged.mean()) and fit.measured_fpr <= target
     assert fit.measured_fpr >= target - 1 / 2000  # as close to the target as n allows
@@ -24,9 +26,13 @@ def test_fitted_threshold_meets_the_false_positive_rate(target):
     assert recall > (0.9 if target else 0.5)
 
 
-def test_few_images_give_the_largest_good_score():
+def test_few_images_put_the_threshold_half_a_gap_above_the_largest_good_score():
     fit = fit_threshold([0.2, 0.4, 0.9], target_fpr=0.01)
     assert fit.threshold == 1.0 and fit.measured_fpr == 0.0
+    assert fit.normalization == pytest.approx((0.2, 1.15))  # 0.9 + (0.9 - 0.4) / 2: no good part on the line
+    assert normalize(np.array([0.9]), fit.normalization)[0] < fit.threshold - 0.1
+    tied = fit_threshold([0.2, 0.9, 0.9], target_fpr=0.0)
+    assert tied.normalization[1] == pytest.approx(0.9 + 0.5e-3 * 0.7) and tied.measured_fpr == 0.0
 
 
 @pytest.mark.parametrize("scores, target, needle", [
