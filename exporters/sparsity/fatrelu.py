@@ -73,7 +73,8 @@ class FATReLU(nn.Module):
         if not self.per_channel:
             return self.threshold
         cdim = self.channel_dim % x.dim()
-        if x.shape[cdim] != self.threshold.shape[0]:
+        # a traced export sees shapes as tensors: checked in eager runs (calibration runs one before export)
+        if not torch.jit.is_tracing() and x.shape[cdim] != self.threshold.shape[0]:
             raise SparsifyError(
                 f"FATReLU has {self.threshold.shape[0]} per-channel thresholds but the input "
                 f"{tuple(x.shape)} has {x.shape[cdim]} channels on dim {self.channel_dim}; "
