@@ -8,25 +8,22 @@ a sample more than one pixel outside the map is zero, one within a pixel is clam
 edge; ``output_half_pixel`` (the opset-10 behaviour) makes every RoI at least 1x1; ``max``
 takes the largest *weighted corner* ``w_i * v_i`` over all samples, as onnxruntime does.
 
-Vectorised per RoI: sampling is separable, so the bilinear weights of all rows form a
-``(out_h, rows)`` matrix ``Wy`` and those of all columns a ``(out_w, cols)`` matrix ``Wx``
-over the RoI's crop of the map; ``avg`` is ``Wy @ crop @ Wx.T`` (one matmul pair per
-RoI), ``max`` gathers the 2x2 corners of every sample and reduces. Coordinates are
-computed in the input's float type, as onnxruntime does.
-
-NaN and Inf reach the bins they reach in onnxruntime: a crop with a non-finite value takes the
-gather path for ``avg`` too (in the matmuls a zero weight times NaN would reach every bin of
-the RoI), an outside sample reads ``0 * X[c, 0, 0]`` as onnxruntime's does, and ``max`` keeps
-a NaN only where onnxruntime's ``std::max`` chain keeps it (first corner, first sample).
+The taps (pixel indices and bilinear weights of every sample along each axis) are computed
+for all RoIs at once in the input's float type, as onnxruntime computes its coordinates, one
+batch per sampling-grid size; the sampling loop itself is a numba kernel that follows
+onnxruntime's (:mod:`edge_runtime.kernels.roi_align`), so NaN and Inf reach the bins they reach
+there: an outside sample reads ``0 * X[c, 0, 0]``, and ``max`` keeps a NaN only where
+onnxruntime's ``std::max`` chain keeps it (first corner, first sample).
 """
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from edge_runtime.errors import InvalidInputError, InvalidModelError, UnsupportedDTypeError
+from edge_runtime.kernels.roi_align import roi_align_bins
 from edge_runtime.ops.registry import register
 
 Array = NDArray[Any]
@@ -36,17 +33,20 @@ _MODES = ("avg", "max")
 _TRANSFORMS = ("half_pixel", "output_half_pixel")
 
 
-def _axis_samples(start: Any, size: Any, bins: int, grid: int, length: int, dt: np.dtype) -> tuple[Array, ...]:
-    """Bilinear taps of one RoI along one axis.
+def _axis_samples(start: Array, size: Array, bins: int, grid: int, length: int, dt: np.dtype) -> Taps:
+    """Bilinear taps along one axis for RoIs sharing ``grid`` samples per bin.
+
+    Args:
+        start, size: (R,) the RoIs' start and extent on this axis, in ``dt``.
 
     Returns:
-        ``idx`` (bins, grid, 2) int64 pixel indices, ``w`` (bins, grid, 2) weights and ``outside``
-        (bins, grid): samples outside ``[-1, length]``, whose weights are 0 (index 0).
+        ``idx`` (R, bins, grid, 2) int64 pixel indices, ``w`` (R, bins, grid, 2) weights and ``outside``
+        (R, bins, grid): samples outside ``[-1, length]``, whose weights are 0 (index 0).
     """
     with np.errstate(invalid="ignore", over="ignore"):  # an Inf/NaN RoI: its samples are outside
-        bin_size = dt.type(size / bins)
-        pos = (start + np.arange(bins, dtype=dt)[:, None] * bin_size
-               + (np.arange(grid, dtype=dt)[None, :] + dt.type(0.5)) * bin_size / dt.type(grid))  # (bins, grid)
+        bin_size = (size / bins).astype(dt)[:, None, None]
+        pos = (start[:, None, None] + np.arange(bins, dtype=dt)[None, :, None] * bin_size
+               + (np.arange(grid, dtype=dt)[None, None, :] + dt.type(0.5)) * bin_size / dt.type(grid))
     outside = ~((pos >= -1.0) & (pos <= length))  # NaN RoIs too
     pos = np.where(outside, 0, np.maximum(pos, 0))
     low = pos.astype(np.int64)
@@ -61,69 +61,11 @@ def _axis_samples(start: Any, size: Any, bins: int, grid: int, length: int, dt: 
     return idx, w, outside
 
 
-def _bin_weights(idx: Array, w: Array, lo: int, span: int) -> Array:
-    """(bins, grid, 2) taps -> (bins, span) averaging matrix over pixels ``lo .. lo+span-1``."""
-    bins, grid = idx.shape[:2]
-    out = np.zeros((bins, span), w.dtype)
-    rows = np.broadcast_to(np.arange(bins)[:, None, None], idx.shape)
-    np.add.at(out, (rows, idx - lo), w / w.dtype.type(grid))
-    return out
-
-
-def _corner_products(fmap: Array, crop: Array, taps_y: Taps, taps_x: Taps, y0: int, x0: int) -> Iterator[Array]:
-    """``w * v`` of each bilinear corner (low-low first) for every sample: (C, out_h*grid_h, out_w*grid_w).
-
-    A sample outside the map reads ``0 * X[c, 0, 0]`` at all four corners, as onnxruntime does.
-    """
-    (iy, wy, out_y), (ix, wx, out_x) = taps_y, taps_x
-    with np.errstate(invalid="ignore"):
-        zero = fmap[:, :1, :1] * 0                                             # (C, 1, 1): NaN where X[c,0,0] is
-    rows_out, cols_out = out_y.reshape(-1), out_x.reshape(-1)
-    for a in (0, 1):  # one corner at a time: a quarter of the temporaries
-        rows = crop[:, (iy[..., a] - y0).reshape(-1)]                          # (C, oh*gh, w)
-        for b in (0, 1):
-            with np.errstate(invalid="ignore"):  # 0 * Inf is NaN, as in onnxruntime
-                weight = wy[..., a].reshape(-1, 1) * wx[..., b].reshape(1, -1)   # (oh*gh, ow*gw)
-                vals = rows[:, :, (ix[..., b] - x0).reshape(-1)] * weight
-            vals[:, rows_out, :] = zero
-            vals[:, :, cols_out] = zero
-            yield vals
-
-
-def _one_roi(fmap: Array, taps_y: Taps, taps_x: Taps, mode: str) -> Array:
-    """(C, H, W) feature map and the RoI's taps -> (C, out_h, out_w)."""
-    (iy, wy, _), (ix, wx, _) = taps_y, taps_x
-    oh, gh = iy.shape[:2]
-    ow, gw = ix.shape[:2]
-    if gh == 0 or gw == 0:  # an empty RoI with half_pixel: no samples, the bin is 0
-        return np.zeros((fmap.shape[0], oh, ow), fmap.dtype)
-    y0, y1, x0, x1 = iy.min(), iy.max() + 1, ix.min(), ix.max() + 1
-    crop = fmap[:, y0:y1, x0:x1]                                               # (C, h, w)
-    shape = (fmap.shape[0], oh, gh, ow, gw)
-    if mode == "avg" and np.isfinite(crop).all() and np.isfinite(fmap[:, 0, 0]).all():  # else a NaN would spread
-        ay = _bin_weights(iy, wy, y0, y1 - y0)                                 # (oh, h)
-        ax = _bin_weights(ix, wx, x0, x1 - x0)                                 # (ow, w)
-        return np.matmul(np.matmul(ay, crop), ax.T)                            # (C, oh, ow)
-    corners = _corner_products(fmap, crop, taps_y, taps_x, y0, x0)
-    if mode == "avg":
-        with np.errstate(invalid="ignore"):
-            return sum(corners).reshape(shape).sum(axis=(2, 4)) / fmap.dtype.type(gh * gw)
-    # onnxruntime's std::max chains keep a NaN only when it comes first: a sample is NaN when its
-    # low-low corner is, and a bin is NaN when its first sample is; other NaNs are skipped.
-    first = next(corners)
-    sample = first.copy()
-    for vals in corners:
-        np.fmax(sample, vals, out=sample)
-    sample[np.isnan(first)] = np.nan
-    sample = sample.reshape(shape)
-    best = np.fmax.reduce(np.fmax.reduce(sample, axis=4), axis=2)
-    best[np.isnan(sample[:, :, 0, :, 0])] = np.nan
-    return best
-
-
-def _adaptive_grid(size: Any, bins: int) -> int:
+def _adaptive_grid(size: Array, bins: int) -> Array:
     """``ceil(size / bins)`` samples per bin; 0 (an all-zero RoI) for an empty, inverted or NaN RoI."""
-    return int(np.ceil(size / bins)) if np.isfinite(size) and size > 0 else 0
+    with np.errstate(invalid="ignore", over="ignore"):
+        ok = np.isfinite(size) & (size > 0)
+        return np.where(ok, np.ceil(np.where(ok, size, 0) / bins), 0).astype(np.int64)
 
 
 def _roi_align(X: Array, rois: Array, batch_indices: Array, mode: str, output_height: int, output_width: int,
@@ -133,15 +75,21 @@ def _roi_align(X: Array, rois: Array, batch_indices: Array, mode: str, output_he
     n, c, height, width = X.shape
     out = np.zeros((rois.shape[0], c, output_height, output_width), dt)
     boxes = rois.astype(dt, copy=False) * dt.type(spatial_scale) - dt.type(0.5 if half_pixel else 0.0)
-    for r, (x_start, y_start, x_end, y_end) in enumerate(boxes):
-        roi_w, roi_h = x_end - x_start, y_end - y_start
-        if not half_pixel:  # the legacy behaviour: malformed RoIs become 1x1
-            roi_w, roi_h = max(roi_w, dt.type(1)), max(roi_h, dt.type(1))
-        gh = sampling_ratio if sampling_ratio > 0 else _adaptive_grid(roi_h, output_height)
-        gw = sampling_ratio if sampling_ratio > 0 else _adaptive_grid(roi_w, output_width)
-        taps_y = _axis_samples(y_start, roi_h, output_height, gh, height, dt)
-        taps_x = _axis_samples(x_start, roi_w, output_width, gw, width, dt)
-        out[r] = _one_roi(X[int(batch_indices[r])], taps_y, taps_x, mode)
+    x_start, y_start, x_end, y_end = boxes.T
+    roi_w, roi_h = x_end - x_start, y_end - y_start
+    if not half_pixel:  # the legacy behaviour: malformed RoIs become 1x1
+        roi_w, roi_h = np.maximum(roi_w, dt.type(1)), np.maximum(roi_h, dt.type(1))
+    fixed = np.full(rois.shape[0], sampling_ratio, np.int64)
+    grid_h = fixed if sampling_ratio > 0 else _adaptive_grid(roi_h, output_height)
+    grid_w = fixed if sampling_ratio > 0 else _adaptive_grid(roi_w, output_width)
+    batch = np.asarray(batch_indices, np.int64)
+    x_hwc = np.ascontiguousarray(X.reshape(n, c, height * width).transpose(0, 2, 1))  # channels innermost
+    sampled = (grid_h > 0) & (grid_w > 0)  # an empty RoI has no samples: its bins stay 0
+    for gh, gw in np.unique(np.stack([grid_h, grid_w], axis=1)[sampled], axis=0).tolist():
+        sel = np.flatnonzero((grid_h == gh) & (grid_w == gw))
+        taps_y = _axis_samples(y_start[sel], roi_h[sel], output_height, gh, height, dt)
+        taps_x = _axis_samples(x_start[sel], roi_w[sel], output_width, gw, width, dt)
+        roi_align_bins(x_hwc, width, batch[sel], sel, taps_y, taps_x, mode == "max", out)
     return out
 
 

@@ -75,6 +75,19 @@ def test_roi_align_float64_and_empty_rois():
     assert empty.shape == (0, 5, 2, 2)
 
 
+@pytest.mark.parametrize("mode", ["avg", "max"])
+def test_roi_align_batches_rois_by_grid_size_without_mixing_them(mode):
+    """Adaptive sampling gives RoIs different grids: batched by grid size, each lands in its own row."""
+    feed = _feed(3)
+    args = dict(mode=mode, output_height=4, output_width=3, sampling_ratio=0, spatial_scale=0.5)
+    got = RoiAlign(feed["x"], feed["rois"], feed["idx"], **args)
+    one_by_one = np.concatenate([RoiAlign(feed["x"], feed["rois"][i:i + 1], feed["idx"][i:i + 1], **args)
+                                 for i in range(len(feed["rois"]))])
+    sizes = np.ceil((feed["rois"][:, 2:] - feed["rois"][:, :2]) * 0.5 / [3, 4])
+    assert len({tuple(g) for g in sizes[(sizes > 0).all(1)]}) > 3  # several grid sizes in one call
+    np.testing.assert_array_equal(got, one_by_one)
+
+
 def test_roi_align_errors_name_the_problem():
     feed = _feed(0)
     with pytest.raises(InvalidInputError, match=r"batch_indices in \[7, 7\] for a batch of 2; expected \[0, 1\]"):
