@@ -2,10 +2,10 @@
 
 GridSample reads ``X`` (N, C, d1..dr) at the normalised positions of ``grid`` (N, o1..or, r),
 whose last axis lists coordinates fastest-axis first (x = width, then y, then z). Every
-spatial axis is resolved on its own into *taps* (input index, weight, in-range flag): one for
-``nearest``, two for ``linear``, four for ``cubic`` (Keys, a = -0.75); the output sums the
-products of every tap combination, each gathered with one ``take_along_axis`` over the
-flattened map, so the work is ``taps^r`` vectorised gathers of (N, C, o1*..*or).
+spatial axis is resolved on its own into *taps* (input index, weight, in-range flag), vectorised
+in numpy: one for ``nearest``, two for ``linear``, four for ``cubic`` (Keys, a = -0.75); the
+output sums the products of every tap combination, gathered per pixel and channel by a numba
+kernel (:mod:`edge_runtime.kernels.grid_sample`), ``taps^r`` terms per output value.
 
 Semantics are onnxruntime's (torch's ``grid_sample``): ``align_corners`` maps -1/1 to the
 corner pixels' centres (else their outer edges); the taps are taken around the unclamped
@@ -18,13 +18,13 @@ taking taps as onnxruntime does also makes a NaN or Inf pixel reach the same out
 """
 from __future__ import annotations
 
-import itertools
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from edge_runtime.errors import InvalidInputError, InvalidModelError, UnsupportedDTypeError
+from edge_runtime.kernels.grid_sample import gather_taps
 from edge_runtime.ops.registry import register
 
 Array = NDArray[Any]
@@ -107,17 +107,11 @@ def _grid_sample(X: Array, grid: Array, mode: str, padding: str, align_corners: 
     flat = X.reshape(n, c, -1)                                                         # (N, C, S)
     axes = [_axis_taps(coord, size, mode, padding, lo, hi)
             for coord, size, lo, hi in _coords(grid.astype(X.dtype, copy=False), spatial, mode, align_corners)]
-    strides = np.cumprod((1,) + spatial[::-1])[::-1][1:]
-    y = np.zeros((n, c, int(np.prod(out_shape, dtype=np.int64))), X.dtype)              # (N, C, P)
-    for combo in itertools.product(*axes):
-        index = sum(int(s) * idx for s, (idx, _, _) in zip(strides, combo)).reshape(n, 1, -1)
-        weight = np.prod([w for _, w, _ in combo], axis=0).reshape(n, 1, -1)
-        with np.errstate(invalid="ignore"):  # 0 * Inf is NaN, as in onnxruntime
-            vals = np.take_along_axis(flat, index, axis=2) * weight
-        if padding == "zeros":  # a tap outside the map reads 0 (not 0 * its clamped neighbour)
-            vals = np.where(np.logical_and.reduce([v for _, _, v in combo]).reshape(n, 1, -1), vals, 0)
-        with np.errstate(invalid="ignore"):  # Inf - Inf
-            y += vals
+    strides = np.cumprod((1,) + spatial[::-1])[::-1][1:].astype(np.int64)
+    p = int(np.prod(out_shape, dtype=np.int64))
+    idx, w, valid = (np.stack([np.stack([tap[i].reshape(n, p) for tap in taps]) for taps in axes])
+                     for i in range(3))                                                 # (r, T, N, P) each
+    y = gather_taps(flat, idx, w.astype(X.dtype, copy=False), valid, strides, padding == "zeros")  # (N, C, P)
     return y.reshape((n, c) + out_shape)
 
 
