@@ -16,6 +16,83 @@ from numpy.typing import NDArray
 
 
 @numba.njit(cache=True, boundscheck=False, nogil=True)
+def _reflect(x, lo, hi, zero):  # pragma: no cover - compiled
+    """Fold ``x`` into [lo, hi] by reflecting at the nearer border as often as needed (all in x's type)."""
+    span = hi - lo
+    if span <= zero:
+        return lo
+    below, above = x < lo, x > hi
+    d = lo - x if below else (x - hi if above else zero)
+    n = np.trunc(d / span)
+    r = d - n * span
+    even = n % 2 == 0
+    if below:
+        return lo + r if even else hi - r
+    if above:
+        return hi - r if even else lo + r
+    return x
+
+
+@numba.njit(cache=True, boundscheck=False, nogil=True)
+def _axis_taps(coord, size, fsize, mode, reflect, lo, hi, c, offsets, idx, w, valid):  # pragma: no cover
+    """Per coordinate: each tap's clamped index, weight and in-range flag, written to (T, M) arrays.
+
+    ``c`` holds the constants in the coordinate's type: 0, 1, 2, 3, 4, 5, 8, -0.75 (Keys' a), and
+    ``offsets`` each tap's offset from the base pixel, so every operation rounds as numpy's float32
+    formulas do (a Python literal or an integer would promote to float64).
+    """
+    zero, one, two, three, four, five, eight, a = c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]
+    for m in range(coord.size):
+        x = coord[m]
+        if mode == 0:  # nearest: the coordinate itself, weight 1
+            base = x
+            w[0, m] = one
+        else:
+            base = np.floor(x)
+            t = x - base
+            if mode == 1:
+                w[0, m], w[1, m] = one - t, t
+            else:  # Keys' cubic convolution over base-1 .. base+2
+                u, v, s = t + one, one - t, two - t
+                w[0, m] = ((a * u - five * a) * u + eight * a) * u - four * a
+                w[1, m] = ((a + two) * t - (a + three)) * t * t + one
+                w[2, m] = ((a + two) * v - (a + three)) * v * v + one
+                w[3, m] = ((a * s - five * a) * s + eight * a) * s - four * a
+        for k in range(idx.shape[0]):
+            pos = base + offsets[k]
+            if reflect:
+                pos = np.trunc(_reflect(pos, lo, hi, zero))
+            if np.isnan(pos):  # NaN: outside
+                i = -1
+            else:
+                i = int(min(max(pos, -one), fsize))  # far away: just outside
+            valid[k, m] = 0 <= i < size
+            idx[k, m] = min(max(i, 0), size - 1)
+
+
+def axis_taps(coord: NDArray, size: int, mode: str, reflect: bool, lo: float, hi: float
+              ) -> tuple[NDArray, NDArray, NDArray]:
+    """Taps of one spatial axis for every coordinate (flattened): index, weight, in range, each (T, M).
+
+    Args:
+        coord: pixel coordinates (any shape), float32 or float64; ``nearest`` ones already rounded.
+        size: the axis length; mode: ``nearest`` / ``linear`` / ``cubic`` (1, 2 or 4 taps);
+        reflect: ``reflection`` padding, folding each tap into [lo, hi] before truncation.
+    """
+    flat = np.ascontiguousarray(coord).reshape(-1)
+    taps = {"nearest": 1, "linear": 2, "cubic": 4}[mode]
+    idx = np.empty((taps, flat.size), np.int64)
+    w = np.empty((taps, flat.size), flat.dtype)
+    valid = np.empty((taps, flat.size), np.bool_)
+    dt = flat.dtype.type
+    consts = np.array([0, 1, 2, 3, 4, 5, 8, -0.75], flat.dtype)
+    offsets = np.array({"nearest": [0], "linear": [0, 1], "cubic": [-1, 0, 1, 2]}[mode], flat.dtype)
+    _axis_taps(flat, int(size), dt(size), ("nearest", "linear", "cubic").index(mode), bool(reflect), dt(lo), dt(hi),
+               consts, offsets, idx, w, valid)
+    return idx, w, valid
+
+
+@numba.njit(cache=True, boundscheck=False, nogil=True)
 def _combine(idx, w, valid, strides, index, weight, ok):  # pragma: no cover - compiled
     """(r, T, N, P) taps -> (N, P, T**r) offsets, weights and in-range flags; the first axis varies slowest."""
     r, taps, n, p = idx.shape

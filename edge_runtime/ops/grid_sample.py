@@ -2,10 +2,10 @@
 
 GridSample reads ``X`` (N, C, d1..dr) at the normalised positions of ``grid`` (N, o1..or, r),
 whose last axis lists coordinates fastest-axis first (x = width, then y, then z). Every
-spatial axis is resolved on its own into *taps* (input index, weight, in-range flag), vectorised
-in numpy: one for ``nearest``, two for ``linear``, four for ``cubic`` (Keys, a = -0.75); the
-output sums the products of every tap combination, gathered per pixel and channel by a numba
-kernel (:mod:`edge_runtime.kernels.grid_sample`), ``taps^r`` terms per output value.
+spatial axis is resolved on its own into *taps* (input index, weight, in-range flag): one for
+``nearest``, two for ``linear``, four for ``cubic`` (Keys, a = -0.75); the output sums the
+products of every tap combination, ``taps^r`` terms per output value. Both steps are numba
+kernels (:mod:`edge_runtime.kernels.grid_sample`) computing in the input's float type.
 
 Semantics are onnxruntime's (torch's ``grid_sample``): ``align_corners`` maps -1/1 to the
 corner pixels' centres (else their outer edges); the taps are taken around the unclamped
@@ -24,7 +24,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from edge_runtime.errors import InvalidInputError, InvalidModelError, UnsupportedDTypeError
-from edge_runtime.kernels.grid_sample import gather_taps
+from edge_runtime.kernels.grid_sample import axis_taps, gather_taps
 from edge_runtime.ops.registry import register
 
 Array = NDArray[Any]
@@ -40,48 +40,6 @@ def _denormalize(n: Array, size: int, align_corners: bool) -> Array:
     if align_corners:
         return (n + 1) / 2 * (size - 1)
     return ((n + 1) * size - 1) / 2
-
-
-def _reflect(x: Array, lo: float, hi: float) -> Array:
-    """Fold ``x`` into [lo, hi] by reflecting at the nearer border as often as needed."""
-    span = hi - lo
-    if span <= 0:
-        return np.full_like(x, lo)
-    below, above = x < lo, x > hi
-    d = np.where(below, lo - x, np.where(above, x - hi, 0))
-    n = np.trunc(d / span)
-    r = d - n * span
-    even = n % 2 == 0
-    return np.where(below, np.where(even, lo + r, hi - r), np.where(above, np.where(even, hi - r, lo + r), x))
-
-
-def _cubic_coeffs(t: Array) -> list[Array]:
-    """Keys' cubic convolution weights (a = -0.75) of the 4 taps around fraction ``t`` in [0, 1)."""
-    a = t.dtype.type(-0.75)
-    u, v, w = t + 1, 1 - t, 2 - t
-    return [((a * u - 5 * a) * u + 8 * a) * u - 4 * a, ((a + 2) * t - (a + 3)) * t * t + 1,
-            ((a + 2) * v - (a + 3)) * v * v + 1, ((a * w - 5 * a) * w + 8 * a) * w - 4 * a]
-
-
-def _axis_taps(coord: Array, size: int, mode: str, padding: str, lo: float,
-               hi: float) -> list[tuple[Array, Array, Array]]:
-    """(index, weight, in-range) per tap of one spatial axis, for every output position."""
-    if mode == "nearest":
-        raw = [(coord, np.ones_like(coord))]
-    else:
-        base = np.floor(coord)
-        t = coord - base
-        weights = [1 - t, t] if mode == "linear" else _cubic_coeffs(t)
-        first = 0 if mode == "linear" else -1
-        raw = [(base + (first + k), w) for k, w in enumerate(weights)]
-    taps = []
-    for pos, w in raw:
-        if padding == "reflection":
-            pos = np.trunc(_reflect(pos, lo, hi))
-        idx = np.nan_to_num(np.clip(pos, -1, size), nan=-1.0).astype(np.int64)  # far-away/NaN: outside
-        valid = (idx >= 0) & (idx < size)
-        taps.append((np.clip(idx, 0, size - 1), w, valid))
-    return taps
 
 
 def _coords(grid: Array, spatial: tuple[int, ...], mode: str, align_corners: bool) -> list[tuple]:
@@ -105,13 +63,12 @@ def _grid_sample(X: Array, grid: Array, mode: str, padding: str, align_corners: 
     n, c, spatial = X.shape[0], X.shape[1], X.shape[2:]
     out_shape = grid.shape[1:-1]
     flat = X.reshape(n, c, -1)                                                         # (N, C, S)
-    axes = [_axis_taps(coord, size, mode, padding, lo, hi)
+    axes = [axis_taps(coord, size, mode, padding == "reflection", lo, hi)
             for coord, size, lo, hi in _coords(grid.astype(X.dtype, copy=False), spatial, mode, align_corners)]
     strides = np.cumprod((1,) + spatial[::-1])[::-1][1:].astype(np.int64)
     p = int(np.prod(out_shape, dtype=np.int64))
-    idx, w, valid = (np.stack([np.stack([tap[i].reshape(n, p) for tap in taps]) for taps in axes])
-                     for i in range(3))                                                 # (r, T, N, P) each
-    y = gather_taps(flat, idx, w.astype(X.dtype, copy=False), valid, strides, padding == "zeros")  # (N, C, P)
+    idx, w, valid = (np.stack([taps[i] for taps in axes]).reshape(len(axes), -1, n, p) for i in range(3))  # (r, T, N, P)
+    y = gather_taps(flat, idx, w, valid, strides, padding == "zeros")                  # (N, C, P)
     return y.reshape((n, c) + out_shape)
 
 
