@@ -1,4 +1,7 @@
-"""The run loop: a flat pass over the plan's steps, with no op-specific branches."""
+"""The run loop: a flat pass over the plan's steps, with no op-specific branches.
+
+Control-flow ops (ops/control_flow.py) call :func:`execute` on their subgraphs' plans.
+"""
 from __future__ import annotations
 
 import time
@@ -48,12 +51,12 @@ def _fail(step: Step, args: list[Any], exc: Exception) -> ExecutionError:
     if isinstance(exc, MemoryError):  # the model's request, not a runtime bug
         return ExecutionError(
             f"node '{step.node.name}' ({step.node.op_type}) needs more memory than this process can "
-            f"allocate (MemoryError: {exc}); its inputs {list(step.node.inputs)} had (shape, dtype) {shapes}. "
+            f"allocate (MemoryError: {exc}); its inputs {list(step.node.reads)} had (shape, dtype) {shapes}. "
             f"The model (or the input size) asks for a tensor too large for this device; use a smaller input "
             f"or fix the model.")
     return ExecutionError(
         f"node '{step.node.name}' ({step.node.op_type}) failed: {type(exc).__name__}: {exc}. Its inputs "
-        f"{list(step.node.inputs)} had (shape, dtype) {shapes}. If the input feed has the shapes the model "
+        f"{list(step.node.reads)} had (shape, dtype) {shapes}. If the input feed has the shapes the model "
         f"expects, this is a runtime bug: please report it with the model.")
 
 
@@ -98,7 +101,7 @@ def _program(plan: Plan) -> tuple[_Instr, ...]:
         return cached[1]
     program = []
     for step in plan.steps:
-        names = tuple(step.node.inputs)
+        names = step.node.reads
         arity = len(names) if len(names) in (1, 2) and all(names) else 0
         program.append((arity, step.fn, names, step.node.outputs[0], tuple(step.node.outputs),
                         tuple(step.release), step))
@@ -134,7 +137,7 @@ def _run_fast(program: tuple[_Instr, ...], values: dict[str, Any]) -> None:
 def _run_with_stats(plan: Plan, values: dict[str, Any], stats: list[NodeStats]) -> None:
     timer = time.perf_counter
     for step in plan.steps:
-        args = [values[x] if x else None for x in step.node.inputs]
+        args = [values[x] if x else None for x in step.node.reads]
         t0 = timer()
         try:
             result = step.fn(*args)
