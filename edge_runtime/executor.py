@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 import weakref
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -75,6 +75,18 @@ def execute(plan: Plan, feed: Mapping[str, np.ndarray], wanted: list[str],
         with exact_densities():
             return _execute(plan, feed, wanted, stats)
     return _execute(plan, feed, wanted, None)
+
+
+def run_in(plan: Plan, values: dict[str, Any], wanted: Sequence[str]) -> list[Any]:
+    """Run every step in ``values`` (constants and inputs by name, consumed: freed tensors are
+    removed) and return the ``wanted`` tensors as they are, views included.
+
+    For control-flow bodies (ops/control_flow.py): they run once per iteration, the caller keeps
+    the values it needs from one to the next, and nothing is written in place, so the copies
+    :func:`execute` makes for the user are not needed.
+    """
+    _run_fast(_program(plan), values)
+    return [values[name] for name in wanted]
 
 
 def _execute(plan: Plan, feed: Mapping[str, np.ndarray], wanted: list[str],

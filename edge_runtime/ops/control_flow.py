@@ -36,23 +36,30 @@ class _Body:
     plan: Any                # edge_runtime.plan.Plan
     inputs: tuple[str, ...]
     outputs: tuple[ValueInfo, ...]
+    output_names: tuple[str, ...]
+    run_in: Callable[..., list[Any]]  # edge_runtime.executor.run_in (imported at plan time: no cycle)
 
     @staticmethod
     def build(graph: Graph, ctx: Any) -> "_Body":
         """Plan ``graph`` with its outer-scope reads declared as extra inputs (fed by name)."""
-        from edge_runtime import planner
+        from edge_runtime import executor, planner
 
         outer = tuple(ValueInfo(name, np.dtype(np.float32), None) for name in outer_reads(graph))
         plan = planner.build(graph.replace(inputs=graph.inputs + outer), ctx)
-        return _Body(plan, tuple(vi.name for vi in graph.inputs), graph.outputs)
+        return _Body(plan, tuple(vi.name for vi in graph.inputs), graph.outputs,
+                     tuple(vi.name for vi in graph.outputs), executor.run_in)
 
-    def run(self, formal: Sequence[Any], env: Mapping[str, Any]) -> list[np.ndarray]:
-        """Run once: ``formal`` bound to the formal inputs, ``env`` holding the outer tensors."""
-        from edge_runtime import executor
+    def scope(self, env: Mapping[str, Any]) -> dict[str, Any]:
+        """The values every run of the body starts from: its constants and the outer tensors."""
+        values = dict(self.plan.graph.initializers)
+        values.update(env)
+        return values
 
-        feed = dict(env)
-        feed.update(zip(self.inputs, formal))
-        return executor.execute(self.plan, feed, [vi.name for vi in self.outputs])
+    def run(self, formal: Sequence[Any], scope: Mapping[str, Any]) -> list[Any]:
+        """Run once: ``formal`` bound to the formal inputs, on top of :meth:`scope`'s values."""
+        values = dict(scope)
+        values.update(zip(self.inputs, formal))
+        return self.run_in(self.plan, values, self.output_names)
 
     def empty(self, k: int) -> np.ndarray:
         """A zero-length stack of output ``k`` (its declared static dims, else shape ``(0,)``)."""
@@ -67,6 +74,8 @@ def _plan_only(op: str) -> ExecutionError:
 
 
 def _scalar_bool(value: Any, what: str) -> bool:
+    if type(value) is np.ndarray and value.size == 1:
+        return bool(value)
     array = np.asarray(value)
     if array.size != 1:
         raise ExecutionError(f"{what} must hold one element, got shape {array.shape}; fix the model.")
@@ -100,7 +109,7 @@ def _build_if(node: Node, consts: Sequence[Any], ctx: Any) -> Callable[..., Any]
     def run_if(*args: Any) -> tuple[np.ndarray, ...]:
         (cond,), env = bind(args)
         body = then_body if _scalar_bool(cond, f"If '{node.name}' condition") else else_body
-        return tuple(body.run((), env))  # the branches may differ in shape (and so the outputs)
+        return tuple(np.asarray(v) for v in body.run((), body.scope(env)))  # the branches may differ in shape (and so the outputs)
 
     return run_if
 
@@ -140,16 +149,17 @@ def _loop(body: _Body, trip: Any, cond: Any, carried: list[Any], n_scan: int,
     keep = True if cond is None else _scalar_bool(cond, "Loop condition")
     scans: list[list[np.ndarray]] = [[] for _ in range(n_scan)]
     n = len(carried)
+    scope = body.scope(env)
     i = 0
     while keep and (limit is None or i < limit):
-        outs = body.run((np.array(i, np.int64), np.array(keep), *carried), env)
+        outs = body.run((np.array(i, np.int64), np.array(keep), *carried), scope)
         keep = _scalar_bool(outs[0], "Loop body's condition output")
         carried = outs[1:1 + n]
         for stack, value in zip(scans, outs[1 + n:]):
             stack.append(value)
         i += 1
     stacked = [np.stack(s) if s else body.empty(1 + n + k) for k, s in enumerate(scans)]
-    return (*carried, *stacked)
+    return (*(np.array(v) if type(v) is not np.ndarray else v for v in carried), *stacked)
 
 
 # ---------------------------------------------------------------- Scan
@@ -199,15 +209,16 @@ def _scan(body: _Body, spec: _ScanSpec, states: list[Any], xs: Sequence[np.ndarr
     """Run ``length`` steps; the final states and each scan output's stack (axis 0, in step order)."""
     axes = [ax % x.ndim for ax, x in zip(spec.in_axes, xs)]
     stacks: list[list[np.ndarray]] = [[] for _ in range(len(body.outputs) - spec.n_state)]
+    scope = body.scope(env)
     for t in range(length):
         elems = [np.take(x, length - 1 - t if d else t, axis=ax) for x, ax, d in zip(xs, axes, spec.in_dirs)]
-        outs = body.run((*states, *elems), env)
+        outs = body.run((*states, *elems), scope)
         states = outs[:spec.n_state]
         for stack, value in zip(stacks, outs[spec.n_state:]):
             stack.append(value)
     ys = [np.stack(s[::-1] if d else s) if s else body.empty(spec.n_state + k)
           for k, (s, d) in enumerate(zip(stacks, spec.out_dirs))]
-    return list(states), ys
+    return [np.asarray(s) for s in states], ys
 
 
 @register_builder("Scan", since_version=9)
