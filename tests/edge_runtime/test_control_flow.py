@@ -210,3 +210,52 @@ def test_missing_op_inside_a_body_is_named_and_inspect_finds_it(tmp_path):
 
     info_ = inspect_path(path)
     assert info_["unsupported_ops"] == ["Unique"] and info_["op_counts"]["Unique"] == 1
+
+
+def test_fusion_keeps_a_value_a_branch_reads():
+    """Conv -> Relu would fuse (dropping the Conv output), but an If branch also reads the Conv output."""
+    rng = np.random.default_rng(1)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    then_b = _branch("then", [helper.make_node("ReduceMean", ["c"], ["t"], keepdims=0)], "t")
+    else_b = _branch("else", [helper.make_node("ReduceMax", ["c"], ["e"], keepdims=0)], "e")
+    model = _model([helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+                    helper.make_node("Relu", ["c"], ["r"]),
+                    helper.make_node("If", ["flag"], ["s"], then_branch=then_b, else_branch=else_b)],
+                   [info("x", F, [1, 3, 8, 8]), info("flag", B, [])], [info("r", F, None), info("s", F, None)],
+                   [("w", w)])
+    x = rng.standard_normal((1, 3, 8, 8)).astype(np.float32)
+    for flag in (True, False):
+        _both(model, {"x": x, "flag": np.array(flag)})
+
+
+def _constant_if(passthrough: bool) -> bytes:
+    then_b = (helper.make_graph([], "then", [], [info("x", F, [2])]) if passthrough  # returns the outer x itself
+              else _branch("then", [helper.make_node("Identity", ["x"], ["t"])], "t", [2]))
+    else_b = _branch("else", [helper.make_node("Neg", ["k"], ["e"])], "e", [2])
+    return _model([helper.make_node("If", ["flag"], ["y"], then_branch=then_b, else_branch=else_b)],
+                  [info("x", F, [2])], [info("y", F, [2])],
+                  [("flag", np.array(True)), ("k", np.array([1.0, 2.0], np.float32))])
+
+
+def test_if_on_a_constant_is_not_folded():
+    x = np.array([3.0, 4.0], np.float32)
+    assert [s.node.op_type for s in _numba(_constant_if(False)).plan.steps] == ["If"]
+    np.testing.assert_array_equal(_both(_constant_if(False), {"x": x})[0][1], x)
+
+
+def test_branch_may_output_an_outer_value():
+    """onnxruntime refuses this (it wants an Identity); the ONNX spec and the numba engine allow it."""
+    x = np.array([3.0, 4.0], np.float32)
+    (y,) = _numba(_constant_if(True)).run(None, {"x": x})
+    np.testing.assert_array_equal(y, x)
+
+
+def test_trip_count_without_condition_input():
+    """Loop(M, "", v): onnxruntime still stops when the body's condition output turns false."""
+    feed = {"v": np.array([0.5, 1.0], np.float32), "cond": np.array(True), "limit": np.array(10.0, np.float32),
+            "M": np.array(8, np.int64)}
+    model = onnx.load_from_string(_while_loop(True))
+    model.graph.node[0].input[1] = ""
+    del model.graph.input[1]
+    feed.pop("cond")
+    _both(model.SerializeToString(), feed)
