@@ -259,3 +259,27 @@ def test_trip_count_without_condition_input():
     del model.graph.input[1]
     feed.pop("cond")
     _both(model.SerializeToString(), feed)
+
+
+def _endless_loop() -> bytes:
+    """Loop("", cond) whose condition stays true for every input: only a bounded caller may run it."""
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["c_in"], ["c_out"]), helper.make_node("Identity", ["v_in"], ["v_out"])],
+        "body", [info("i", I64, []), info("c_in", B, []), info("v_in", F, [2])],
+        [info("c_out", B, []), info("v_out", F, [2])])
+    nodes = [helper.make_node("Abs", ["v"], ["a"]), helper.make_node("ReduceSum", ["a"], ["s"], keepdims=0),
+             helper.make_node("GreaterOrEqual", ["s", "zero"], ["go"]),  # always true
+             helper.make_node("Loop", ["", "go", "v"], ["y"], body=body)]
+    return _model(nodes, [info("v", F, [2])], [info("y", F, [2])], [("zero", np.float32(0))])
+
+
+def test_session_creation_does_not_run_a_loop_without_trip_count():
+    """Priming and the thread measurement use a synthetic input, which might never end such a loop."""
+    import threading
+
+    made = []
+    worker = threading.Thread(target=lambda: made.append(_numba(_endless_loop())), daemon=True)
+    worker.start()
+    worker.join(60)
+    assert made, "session creation ran the endless Loop"
+    assert made[0].threads == 1  # not measured on the synthetic input (1 thread on a 1-CPU machine anyway)
