@@ -1,10 +1,13 @@
-"""The run loop: a flat pass over the plan's steps, with no op-specific branches."""
+"""The run loop: a flat pass over the plan's steps, with no op-specific branches.
+
+Control-flow ops (ops/control_flow.py) call :func:`execute` on their subgraphs' plans.
+"""
 from __future__ import annotations
 
 import time
 import weakref
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -48,12 +51,12 @@ def _fail(step: Step, args: list[Any], exc: Exception) -> ExecutionError:
     if isinstance(exc, MemoryError):  # the model's request, not a runtime bug
         return ExecutionError(
             f"node '{step.node.name}' ({step.node.op_type}) needs more memory than this process can "
-            f"allocate (MemoryError: {exc}); its inputs {list(step.node.inputs)} had (shape, dtype) {shapes}. "
+            f"allocate (MemoryError: {exc}); its inputs {list(step.node.reads)} had (shape, dtype) {shapes}. "
             f"The model (or the input size) asks for a tensor too large for this device; use a smaller input "
             f"or fix the model.")
     return ExecutionError(
         f"node '{step.node.name}' ({step.node.op_type}) failed: {type(exc).__name__}: {exc}. Its inputs "
-        f"{list(step.node.inputs)} had (shape, dtype) {shapes}. If the input feed has the shapes the model "
+        f"{list(step.node.reads)} had (shape, dtype) {shapes}. If the input feed has the shapes the model "
         f"expects, this is a runtime bug: please report it with the model.")
 
 
@@ -72,6 +75,18 @@ def execute(plan: Plan, feed: Mapping[str, np.ndarray], wanted: list[str],
         with exact_densities():
             return _execute(plan, feed, wanted, stats)
     return _execute(plan, feed, wanted, None)
+
+
+def run_in(plan: Plan, values: dict[str, Any], wanted: Sequence[str]) -> list[Any]:
+    """Run every step in ``values`` (constants and inputs by name, consumed: freed tensors are
+    removed) and return the ``wanted`` tensors as they are, views included.
+
+    For control-flow bodies (ops/control_flow.py): they run once per iteration, the caller keeps
+    the values it needs from one to the next, and nothing is written in place, so the copies
+    :func:`execute` makes for the user are not needed.
+    """
+    _run_fast(_program(plan), values)
+    return [values[name] for name in wanted]
 
 
 def _execute(plan: Plan, feed: Mapping[str, np.ndarray], wanted: list[str],
@@ -98,7 +113,7 @@ def _program(plan: Plan) -> tuple[_Instr, ...]:
         return cached[1]
     program = []
     for step in plan.steps:
-        names = tuple(step.node.inputs)
+        names = step.node.reads
         arity = len(names) if len(names) in (1, 2) and all(names) else 0
         program.append((arity, step.fn, names, step.node.outputs[0], tuple(step.node.outputs),
                         tuple(step.release), step))
@@ -134,7 +149,7 @@ def _run_fast(program: tuple[_Instr, ...], values: dict[str, Any]) -> None:
 def _run_with_stats(plan: Plan, values: dict[str, Any], stats: list[NodeStats]) -> None:
     timer = time.perf_counter
     for step in plan.steps:
-        args = [values[x] if x else None for x in step.node.inputs]
+        args = [values[x] if x else None for x in step.node.reads]
         t0 = timer()
         try:
             result = step.fn(*args)

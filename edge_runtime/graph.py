@@ -5,7 +5,7 @@ Planner passes take a :class:`Graph` and return a new one; nothing here mutates.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 import numpy as np
 from numpy.typing import NDArray
@@ -29,6 +29,8 @@ class Node:
 
     ``inputs`` keeps ONNX's positional convention: an omitted optional input is ``""``.
     ``attrs`` holds Python values (int, float, str, list, ndarray, or Graph for subgraphs).
+    ``implicit_inputs`` are the outer-scope tensors its subgraphs read (If/Loop/Scan bodies):
+    passes treat them as reads of the node, and the executor passes them after ``inputs``.
     """
 
     op_type: str
@@ -37,10 +39,21 @@ class Node:
     attrs: Mapping[str, Any] = field(default_factory=dict)
     name: str = ""
     domain: str = ""
+    implicit_inputs: tuple[str, ...] = ()
+
+    @property
+    def reads(self) -> tuple[str, ...]:
+        """Every tensor the node reads: its inputs (``""`` for omitted ones), then its implicit inputs."""
+        return self.inputs + self.implicit_inputs
+
+    def subgraphs(self) -> tuple["Graph", ...]:
+        """The node's subgraph attributes (If branches, Loop/Scan bodies), in attribute order."""
+        return tuple(v for v in self.attrs.values() if isinstance(v, Graph))
 
     def replace(self, **changes: Any) -> "Node":
         """A copy with some fields changed."""
-        values = {f: getattr(self, f) for f in ("op_type", "inputs", "outputs", "attrs", "name", "domain")}
+        values = {f: getattr(self, f) for f in
+                  ("op_type", "inputs", "outputs", "attrs", "name", "domain", "implicit_inputs")}
         values.update(changes)
         return Node(**values)
 
@@ -74,10 +87,30 @@ class Graph:
         return {out: n for n in self.nodes for out in n.outputs if out}
 
     def consumers(self) -> dict[str, list[Node]]:
-        """Map each tensor name to the nodes that read it."""
+        """Map each tensor name to the nodes that read it (subgraph reads count as reads of their node)."""
         result: dict[str, list[Node]] = {}
         for n in self.nodes:
-            for name in n.inputs:
+            for name in n.reads:
                 if name:
                     result.setdefault(name, []).append(n)
         return result
+
+
+def walk(nodes: Iterable[Node]) -> Iterator[Node]:
+    """``nodes`` and, depth first after each, the nodes of its subgraphs (nested ones too)."""
+    for node in nodes:
+        yield node
+        for sub in node.subgraphs():
+            yield from walk(sub.nodes)
+
+
+def outer_reads(graph: Graph) -> tuple[str, ...]:
+    """The names ``graph`` (a subgraph) reads from enclosing scopes, in first-use order.
+
+    A name is local when it is a formal input, an initializer or produced by one of the
+    graph's nodes; a subgraph output may name an outer tensor directly, and counts too.
+    """
+    local = {vi.name for vi in graph.inputs} | set(graph.initializers) | {""}
+    local.update(out for n in graph.nodes for out in n.outputs)
+    reads = [x for n in graph.nodes for x in n.reads] + [vi.name for vi in graph.outputs]
+    return tuple(dict.fromkeys(x for x in reads if x not in local))

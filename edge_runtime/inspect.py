@@ -1,7 +1,7 @@
 """Describe a bundle directory or an .onnx file without importing torch.
 
-Used by ``edge-runtime inspect``: inputs, outputs (symbolic dims by name), op counts, the
-ops this runtime lacks, the sparsity annotation, and for a bundle the manifest, its
+Used by ``edge-runtime inspect``: inputs, outputs (symbolic dims by name), op counts and the
+ops this runtime lacks (subgraphs of If/Loop/Scan included), the sparsity annotation, and for a bundle the manifest, its
 signature and its integrity problems (``inspect`` exits 1 when there are any), as a dict
 (``--json``) or as text.
 """
@@ -15,7 +15,7 @@ import onnx
 
 from edge_runtime.annotations import read_annotations
 from edge_runtime.errors import BundleError, EdgeRuntimeError, InvalidArgumentError
-from edge_runtime.onnx_io import load_model_proto
+from edge_runtime.onnx_io import load_model_proto, proto_nodes
 
 
 def inspect_path(path: str | Path) -> dict[str, Any]:
@@ -66,7 +66,8 @@ def inspect_path(path: str | Path) -> dict[str, Any]:
 
 def _model_info(model: onnx.ModelProto) -> dict[str, Any]:
     """Op counts, the ops this runtime lacks, opsets and the sparsity annotation of one model."""
-    return {"op_counts": dict(sorted(collections.Counter(n.op_type for n in model.graph.node).items())),
+    nodes = list(proto_nodes(model.graph))  # If/Loop/Scan bodies counted and checked too
+    return {"op_counts": dict(sorted(collections.Counter(n.op_type for n in nodes).items())),
             "unsupported_ops": _unsupported(model),
             "opset": {o.domain or "ai.onnx": o.version for o in model.opset_import},
             "annotations": read_annotations(model)}
@@ -78,7 +79,7 @@ def _unsupported(model: onnx.ModelProto) -> list[str]:
 
     opsets = {("" if o.domain == "ai.onnx" else o.domain): int(o.version) for o in model.opset_import}
     missing = set()
-    for node in model.graph.node:
+    for node in proto_nodes(model.graph):
         try:
             registry.resolve(node.domain, node.op_type, opsets.get(node.domain, 1))
         except EdgeRuntimeError:

@@ -4,14 +4,14 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Iterator, Union
 
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
 from edge_runtime.errors import InvalidModelError, UnsupportedDTypeError
-from edge_runtime.graph import Graph, Node, ValueInfo
+from edge_runtime.graph import Graph, Node, ValueInfo, outer_reads
 from edge_runtime.resources import check_allocation, declared_bytes
 
 ModelSource = Union[str, os.PathLike, bytes, onnx.ModelProto]
@@ -281,14 +281,56 @@ def graph_from_model(model: onnx.ModelProto) -> Graph:
                 f"graph {'input' if vi in inputs else 'output'} '{vi.name}' has element type "
                 f"{ort_type_string(vi.dtype)}; edge_runtime computes in float32 (plus float64/float16, integer, "
                 f"bool and, in Cast, ml_dtypes' narrow types). Export the model in float32 (model.float() before torch.onnx.export).")
-    nodes = []
-    for i, n in enumerate(g.node):
-        nodes.append(Node(op_type=n.op_type, inputs=tuple(n.input), outputs=tuple(n.output),
-                          attrs=attributes(n), name=n.name or f"{n.op_type}_{i}", domain=n.domain))
     opsets = {("" if o.domain == "ai.onnx" else o.domain): int(o.version) for o in model.opset_import}
     metadata = {p.key: p.value for p in model.metadata_props}
-    return Graph(nodes=tuple(nodes), initializers=initializers, inputs=inputs, outputs=outputs,
+    return Graph(nodes=_nodes(g, opsets, ""), initializers=initializers, inputs=inputs, outputs=outputs,
                  opsets=opsets, metadata=metadata, name=g.name)
+
+
+def _nodes(g: onnx.GraphProto, opsets: dict[str, int], scope: str) -> tuple[Node, ...]:
+    """A graph's nodes; subgraph attributes become :class:`Graph` (with the model's opsets), and each
+    node's ``implicit_inputs`` lists the outer names its subgraphs read. Unnamed nodes in a
+    subgraph are named after it (``{scope}/{op_type}_{i}``), so names stay unique."""
+    nodes = []
+    for i, n in enumerate(g.node):
+        name = n.name or f"{scope}{n.op_type}_{i}"
+        attrs = attributes(n)
+        implicit: dict[str, None] = {}
+        for attr in n.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                attrs[attr.name] = sub = _subgraph(attr.g, opsets, f"{name}/{attr.name}/")
+                implicit.update(dict.fromkeys(outer_reads(sub)))
+            elif attr.type == onnx.AttributeProto.GRAPHS:
+                raise InvalidModelError(f"node '{name}' ({n.op_type}) has a list of subgraphs in attribute "
+                                        f"'{attr.name}'; no ONNX operator edge_runtime runs takes one.")
+        nodes.append(Node(op_type=n.op_type, inputs=tuple(n.input), outputs=tuple(n.output), attrs=attrs,
+                          name=name, domain=n.domain, implicit_inputs=tuple(implicit)))
+    return tuple(nodes)
+
+
+def _subgraph(g: onnx.GraphProto, opsets: dict[str, int], scope: str) -> Graph:
+    """An If branch or a Loop/Scan body. Float16 formal inputs and outputs are declared float32:
+    subgraphs compute in float32 like the rest of the graph (passes/float16.py)."""
+    def info(v: onnx.ValueInfoProto) -> ValueInfo:
+        vi = _value_info(v)
+        half = vi.dtype == np.float16 or vi.dtype.name == "bfloat16"
+        return ValueInfo(vi.name, np.dtype(np.float32), vi.shape) if half else vi
+
+    return Graph(nodes=_nodes(g, opsets, scope), initializers={t.name: _initializer(t) for t in g.initializer},
+                 inputs=tuple(info(v) for v in g.input), outputs=tuple(info(v) for v in g.output),
+                 opsets=opsets, name=g.name)
+
+
+def proto_nodes(graph: onnx.GraphProto) -> Iterator[onnx.NodeProto]:
+    """Every node of ``graph``, and after each the nodes of its subgraphs, nested ones too."""
+    for node in graph.node:
+        yield node
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                yield from proto_nodes(attr.g)
+            elif attr.type == onnx.AttributeProto.GRAPHS:
+                for sub in attr.graphs:
+                    yield from proto_nodes(sub)
 
 
 def graph_io(model: onnx.ModelProto) -> tuple[tuple[ValueInfo, ...], tuple[ValueInfo, ...]]:

@@ -9,7 +9,8 @@ from edge_runtime.graph import Graph, Node
 
 @dataclass(frozen=True)
 class Step:
-    """One node, ready to run: ``fn(*[values[name] for name in inputs])``."""
+    """One node, ready to run: ``fn(*[values[name] for name in node.reads])`` (its inputs, then the
+    outer-scope tensors its subgraphs read)."""
 
     node: Node
     fn: Callable[..., Any]

@@ -14,7 +14,7 @@ from typing import Any, Callable, Mapping
 
 from edge_runtime import dispatch, passes
 from edge_runtime.errors import UnsupportedOpError
-from edge_runtime.graph import Graph, Node
+from edge_runtime.graph import Graph, Node, walk
 from edge_runtime.plan import Plan, Step  # noqa: F401 - re-exported (planner.Plan is the public name)
 from edge_runtime.ops import registry
 
@@ -76,11 +76,11 @@ def build(graph: Graph, ctx: PlanContext) -> Plan:
         InvalidModelError: the graph is cyclic or reads a tensor nobody produces.
     """
     graph = optimize(graph, ctx.optimize)
-    registry.check_supported(graph.nodes, graph.opset)  # one error naming every missing op
+    registry.check_supported(walk(graph.nodes), graph.opset)  # one error naming every missing op, subgraphs too
     outputs = {vi.name for vi in graph.outputs}
     last_use: dict[str, int] = {}
     for i, node in enumerate(graph.nodes):
-        for x in node.inputs:
+        for x in node.reads:  # a value a subgraph reads lives until its node has run
             if x and x not in graph.initializers:
                 last_use[x] = i
     releases: list[list[str]] = [[] for _ in graph.nodes]

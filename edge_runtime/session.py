@@ -171,6 +171,8 @@ class InferenceSession:
         from edge_runtime import executor, threads
         from edge_runtime.engine import hybrid
 
+        if feed is None and _unbounded(self._plan):
+            return  # a synthetic input might never end the loop: kernels load on the first run
         try:
             feed = _validate_feed(self._inputs, feed) if feed is not None else hybrid.synthetic_feed(self._inputs)
             with threads.scoped(self._threads):
@@ -199,6 +201,11 @@ class InferenceSession:
         doc = plancache.load(key)
         if doc is not None and doc.get("threads") in (1, n):
             self._threads, self._thread_choice = int(doc["threads"]), str(doc.get("why", "measured"))
+            return
+        loops = _unbounded(self._plan) if feed is None else []
+        if loops:
+            self._threads, self._thread_choice = 1, (f"1 thread: Loop {loops[0]!r} has no trip count, so a synthetic "
+                                                     f"input might never end it (pass warmup_feed to measure)")
             return
         feed = _validate_feed(self._inputs, feed) if feed is not None else hybrid.synthetic_feed(self._inputs)
         wanted = [o.name for o in self._outputs]
@@ -338,6 +345,13 @@ class InferenceSession:
         if unknown:
             raise InvalidArgumentError(f"unknown output name(s) {unknown}; the model's outputs are {names}.")
         return list(output_names)
+
+
+def _unbounded(plan: plan_mod.Plan) -> list[str]:
+    """The plan's Loops that only data can end (no synthetic warm-up run for them)."""
+    from edge_runtime.ops.control_flow import unbounded_loops
+
+    return unbounded_loops(plan.graph)
 
 
 def _metadata(m: Any) -> ModelMetadata:

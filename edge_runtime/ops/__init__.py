@@ -7,6 +7,7 @@ from __future__ import annotations
 from edge_runtime.ops import (  # noqa: F401  (imported for their registrations)
     activation_fused,
     cast,
+    control_flow,
     conv,
     detection,
     elementwise,

@@ -20,7 +20,8 @@ from edge_runtime.resources import check_allocation, declared_bytes, fold_limit_
 
 log = logging.getLogger(__name__)
 
-#: Ops never folded: random ops must produce fresh values on every run.
+#: Ops never folded: random ops must produce fresh values on every run. Nodes with subgraphs
+#: (If, Loop, Scan) are not folded either: they run only from a plan (ops/control_flow.py).
 _NON_DETERMINISTIC = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial",
                       "Bernoulli"}
 
@@ -43,7 +44,8 @@ def run(graph: Graph, *, limit_bytes: int | None = None) -> tuple[Graph, bool]:
     consts = dict(graph.initializers)
     kept = []
     for node in graph.nodes:
-        if node.op_type in _NON_DETERMINISTIC or not all(x == "" or x in consts for x in node.inputs):
+        if node.op_type in _NON_DETERMINISTIC or node.subgraphs() or node.implicit_inputs \
+                or not all(x == "" or x in consts for x in node.inputs):
             kept.append(node)
             continue
         args = [consts[x] if x else None for x in node.inputs]

@@ -11,7 +11,8 @@ compute in float32, so this pass (required, first in the list):
   and produces each float16 graph output with a final ``Cast(to=FLOAT16)`` (round to nearest
   even, as onnxruntime's cast).
 
-bfloat16 boundaries and casts are handled the same way (ml_dtypes' type).
+bfloat16 boundaries and casts are handled the same way (ml_dtypes' type). Subgraphs (If/Loop/Scan
+bodies) get the same widening, and read the renamed float32 copies of float16 graph inputs.
 The session still validates float16 inputs and reports ``tensor(float16)``, like onnxruntime.
 Results differ from onnxruntime's (which rounds every intermediate to float16) by float16
 rounding only; they are usually closer to the float32 model.
@@ -22,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_runtime.graph import Graph, Node
+from edge_runtime.graph import Graph, Node, ValueInfo
 
 _FLOAT, _FLOAT16, _BFLOAT16 = 1, 10, 16
 _SUFFIX = "::fp32"
@@ -41,6 +42,10 @@ def _widen_attrs(node: Node) -> Node:
     for k, v in node.attrs.items():
         if isinstance(v, np.ndarray) and v.dtype in _half_types():
             v, changed = v.astype(np.float32), True
+        elif isinstance(v, Graph):  # If/Loop/Scan bodies compute in float32 too
+            widened = tuple(_widen_attrs(n) for n in v.nodes)
+            if any(a is not b for a, b in zip(widened, v.nodes)):
+                v, changed = v.replace(nodes=widened), True
         attrs[k] = v
     if node.op_type == "Cast" and int(attrs.get("to", 0)) in (_FLOAT16, _BFLOAT16):
         attrs["to"], changed = _FLOAT, True
@@ -57,11 +62,23 @@ def run(graph: Graph) -> tuple[Graph, bool]:
     if not (f16_in or f16_out):
         return (graph.replace(nodes=tuple(nodes)), True) if changed else (graph, False)
     rename = {name: name + _SUFFIX for name in f16_in | set(f16_out)}
-    nodes = [n.replace(inputs=tuple(rename.get(x, x) for x in n.inputs),
-                       outputs=tuple(rename.get(x, x) for x in n.outputs)) for n in nodes]
+    nodes = [_rename(n, rename) for n in nodes]
     head = [Node("Cast", (name,), (rename[name],), {"to": _FLOAT}, name=f"{name}{_SUFFIX}_cast")
             for name in sorted(f16_in)]
     # an fp16 output that is also an fp16 input passes through both casts
     tail = [Node("Cast", (rename[name],), (name,), {"to": f16_out[name]}, name=f"{name}::fp16_cast")
             for name in sorted(f16_out)]
     return graph.replace(nodes=tuple(head + nodes + tail)), True
+
+
+def _rename(node: Node, rename: dict[str, str]) -> Node:
+    """``node`` reading and writing the renamed tensors, inside its subgraphs too (ONNX names are
+    unique across scopes, so a subgraph never shadows an outer name)."""
+    def names(xs: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(rename.get(x, x) for x in xs)
+
+    attrs = {k: v.replace(nodes=tuple(_rename(n, rename) for n in v.nodes),
+                          outputs=tuple(ValueInfo(rename.get(o.name, o.name), o.dtype, o.shape) for o in v.outputs))
+             if isinstance(v, Graph) else v for k, v in node.attrs.items()}
+    return node.replace(inputs=names(node.inputs), outputs=names(node.outputs),
+                        implicit_inputs=names(node.implicit_inputs), attrs=attrs)

@@ -17,7 +17,7 @@ def run(graph: Graph) -> tuple[Graph, bool]:
     available = {vi.name for vi in graph.inputs} | set(graph.initializers) | {""}
     producers = graph.producers()
     for node in graph.nodes:
-        for name in node.inputs:
+        for name in node.reads:  # a subgraph's outer-scope reads too: its node must run after their producers
             if name not in available and name not in producers:
                 raise InvalidModelError(
                     f"node '{node.name}' ({node.op_type}) reads tensor '{name}', which is not a graph "
@@ -37,7 +37,7 @@ def _kahn(nodes: tuple[Node, ...], producers: dict[str, Node]) -> list[Node]:
     deps: list[set[int]] = []
     users: list[list[int]] = [[] for _ in nodes]
     for i, n in enumerate(nodes):
-        d = {index[id(producers[x])] for x in n.inputs if x in producers}
+        d = {index[id(producers[x])] for x in n.reads if x in producers}
         deps.append(d)
         for j in d:
             users[j].append(i)

@@ -96,13 +96,24 @@ def model_opset(model: onnx.ModelProto, domain: str = "") -> int:
     return 1
 
 
+def all_nodes(graph: onnx.GraphProto) -> list[onnx.NodeProto]:
+    """The graph's nodes and those of its subgraphs (If branches, Loop/Scan bodies), nested ones too."""
+    nodes = []
+    for node in graph.node:
+        nodes.append(node)
+        for attr in node.attribute:
+            for sub in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else attr.graphs):
+                nodes.extend(all_nodes(sub))
+    return nodes
+
+
 def missing_ops(case: Any) -> list[str]:
-    """Op types in the case's model that the registry cannot resolve at the model's opset."""
+    """Op types in the case's model (subgraphs included) that the registry cannot resolve at the model's opset."""
     from edge_runtime.errors import UnsupportedOpError
     from edge_runtime.ops.registry import resolve
 
     missing = []
-    for node in case.model.graph.node:
+    for node in all_nodes(case.model.graph):
         try:
             resolve(node.domain, node.op_type, model_opset(case.model, node.domain))
         except UnsupportedOpError:
@@ -119,7 +130,7 @@ def _value_elem_types(case: Any) -> tuple[set[int], bool]:
             types.add(vi.type.tensor_type.elem_type)
         else:
             non_tensor = True
-    for node in graph.node:  # Cast/CastLike targets and typed constants
+    for node in all_nodes(graph):  # Cast/CastLike targets and typed constants, in subgraphs too
         for attr in node.attribute:
             if attr.name == "to":
                 types.add(attr.i)
