@@ -196,6 +196,11 @@ def run_export(args: argparse.Namespace) -> int:
         print(f"int8: {int8['model']} ({int8['annotated_layers']} annotated layers, {int8['calibration_samples']} "
               f"calibration samples); int8 backends are checked against {int8['golden']} at atol "
               f"{int8['golden_atol']:g}")
+        tfl = int8.get("tflite")
+        if tfl:
+            print(f"int8 TFLite: {tfl['model']} ({tfl['quantizer']}, {tfl['calibration_samples']} calibration "
+                  f"samples, max abs vs fp32 {tfl['max_abs_vs_fp32']:g}); litert-int8 is checked against "
+                  f"{tfl['golden']} at atol {tfl['golden_atol']:g}")
     fit = (bundle.manifest.get("sparsity") or {}).get("thresholds")
     if fit:
         chosen = sum(a["threshold"] is not None for a in fit["activations"].values())
