@@ -19,6 +19,8 @@ warning is logged when it exceeds :data:`WARN_FRACTION` of the output range.
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 from pathlib import Path
 from typing import Any, Sequence
@@ -107,7 +109,8 @@ def quantize_tflite(flatbuffer: bytes, x: NDArray[np.float32]) -> bytes:
         feeds = [{name: x[i:i + batch]} for i in range(0, len(x) - batch + 1, batch)]
         # Quantizer.calibrate has no way to choose how samples merge; its Calibrator does
         cal = calibrator.Calibrator(flatbuffer, num_threads=1, qsv_update_func=qsv_utils.min_max_update)
-        cal.calibrate({signature: feeds}, qt._recipe_manager)  # noqa: SLF001 - the loaded recipe
+        with contextlib.redirect_stderr(io.StringIO()):  # its tqdm bar has no off switch; library code is silent
+            cal.calibrate({signature: feeds}, qt._recipe_manager)  # noqa: SLF001 - the loaded recipe
         result = qt.quantize(cal.get_model_qsvs(), enable_progress_report=False)
         return bytes(result.quantized_model)
     except Exception as exc:  # the quantizer raises many unrelated types
