@@ -190,3 +190,24 @@ def test_quantize_and_dequantize_tensor_round_trip():
     np.testing.assert_allclose(dequantize_tensor(q, detail), [-62.5, -1.0, 0.0, 1.5, 65.0])
     plain = {"dtype": np.float32, "quantization": (0.0, 0)}
     assert quantize_tensor(np.ones(2), plain).dtype == np.float32
+
+
+def test_max_abs_vs_fp32_reports_a_dropped_bias(tmp_path, caplog):
+    """ai-edge-quantizer 0.10 drops the bias of an output channel whose weights are all zero: the
+    manifest's max_abs_vs_fp32 is the real difference to PyTorch, and a large one is a warning."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(8, 4)).eval()
+    with torch.no_grad():
+        net[0].weight[2] = 0.0
+        net[0].bias[2] = 3.0
+    x = torch.randn(32, 8, generator=torch.Generator().manual_seed(2))
+    with caplog.at_level(logging.WARNING, logger="exporters.tflite_int8"):
+        b = export(net, x[:1], tmp_path / "b", calibration=x, quantize="int8")
+    fp32 = load_golden(b.path / "golden.npz").ys[0]
+    int8 = load_golden(b.path / "golden.int8.tflite.npz").ys[0]
+    diff = float(np.abs(int8 - fp32).max())
+    assert b.manifest["int8"]["tflite"]["max_abs_vs_fp32"] == pytest.approx(diff, abs=1e-6)
+    warned = any("drops the bias" in r.getMessage() for r in caplog.records)
+    assert warned == (diff > tflite_int8.WARN_FRACTION * float(np.ptp(fp32)))
+    if diff > 1.0:  # the 0.10 behaviour: channel 2 reads 0 instead of its bias 3
+        assert np.abs(int8[:, 2]).max() < 0.1 and warned
