@@ -50,7 +50,7 @@ INSTALL = "pip install 'ai-edge-quantizer>=0.10' (or the [tflite] extra)"
 def quantizer_error() -> str | None:
     """Why ai-edge-quantizer cannot be used here (one line), or None when it can."""
     try:
-        from ai_edge_quantizer import calibrator, quantizer, recipe  # noqa: F401
+        from ai_edge_quantizer import calibrator, quantizer, recipe, recipe_manager  # noqa: F401
         from ai_edge_quantizer.utils import qsv_utils  # noqa: F401
     except ImportError as exc:
         return (f"int8 TFLite export needs ai-edge-quantizer, which is not importable ({exc}); "
@@ -99,18 +99,21 @@ def quantize_tflite(flatbuffer: bytes, x: NDArray[np.float32]) -> bytes:
     reason = quantizer_error()
     if reason:
         raise ExportError(reason)
-    from ai_edge_quantizer import calibrator, quantizer, recipe
+    from ai_edge_quantizer import calibrator, quantizer, recipe, recipe_manager
     from ai_edge_quantizer.utils import qsv_utils
 
     try:
+        chosen = getattr(recipe, RECIPE)()
         qt = quantizer.Quantizer(flatbuffer)
-        qt.load_quantization_recipe(getattr(recipe, RECIPE)())
+        qt.load_quantization_recipe(chosen)
+        manager = recipe_manager.RecipeManager()  # the Calibrator reads the recipe from its own manager
+        manager.load_quantization_recipe(chosen)
         signature, name, batch = _signature(flatbuffer)
         feeds = [{name: x[i:i + batch]} for i in range(0, len(x) - batch + 1, batch)]
         # Quantizer.calibrate has no way to choose how samples merge; its Calibrator does
         cal = calibrator.Calibrator(flatbuffer, num_threads=1, qsv_update_func=qsv_utils.min_max_update)
         with contextlib.redirect_stderr(io.StringIO()):  # its tqdm bar has no off switch; library code is silent
-            cal.calibrate({signature: feeds}, qt._recipe_manager)  # noqa: SLF001 - the loaded recipe
+            cal.calibrate({signature: feeds}, manager)
         result = qt.quantize(cal.get_model_qsvs(), enable_progress_report=False)
         return bytes(result.quantized_model)
     except Exception as exc:  # the quantizer raises many unrelated types
