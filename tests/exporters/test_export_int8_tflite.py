@@ -211,3 +211,18 @@ def test_max_abs_vs_fp32_reports_a_dropped_bias(tmp_path, caplog):
     assert warned == (diff > tflite_int8.WARN_FRACTION * float(np.ptp(fp32)))
     if diff > 1.0:  # the 0.10 behaviour: channel 2 reads 0 instead of its bias 3
         assert np.abs(int8[:, 2]).max() < 0.1 and warned
+
+
+def test_cli_export_without_the_quantizer_is_a_one_line_error_before_loading(tmp_path, monkeypatch, capsys):
+    from edge_cli.main import main
+
+    monkeypatch.setitem(sys.modules, "ai_edge_quantizer", None)
+    import exporters
+
+    monkeypatch.setattr(exporters, "load_model", lambda *a, **k: pytest.fail("loaded the model"))
+    np.save(tmp_path / "calib.npy", np.zeros((4, 3, 16, 16), np.float32))
+    code = main(["export", "tests.exporters.models:SmallCNN", "--input-shape", "1,3,16,16", "--calib",
+                 str(tmp_path / "calib.npy"), "--quantize", "int8", "--out", str(tmp_path / "b")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "ai-edge-quantizer" in err and "pip install" in err
+    assert not (tmp_path / "b").exists()
