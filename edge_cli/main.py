@@ -40,8 +40,8 @@ ISSUES_URL = "the project's issue tracker"
 _OURS = ("edge_runtime", "exporters", "device_profiles", "edge_cli")
 #: Third-party top-level module -> the pip extra of edge-runtime that installs it.
 _EXTRA_OF = {"torch": "export", "onnxscript": "export", "onnxruntime": "ort", "torchvision": "export",
-             "litert_torch": "tflite", "ai_edge_litert": "tflite", "PIL": "tools", "matplotlib": "tools",
-             "tqdm": "tools", "threadpoolctl": "tools", "cryptography": "tools"}
+             "litert_torch": "tflite", "ai_edge_litert": "tflite", "ai_edge_quantizer": "tflite", "PIL": "tools",
+             "matplotlib": "tools", "tqdm": "tools", "threadpoolctl": "tools", "cryptography": "tools"}
 
 EPILOG = """examples:
   edge-runtime demo                                    # the whole pipeline on shipped data (needs [export])

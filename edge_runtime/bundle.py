@@ -100,6 +100,18 @@ class LoadedBundle:
         return self._file(self.spec.int8.golden) if self.spec.int8 else None
 
     @property
+    def int8_tflite_path(self) -> Path | None:
+        """The int8 TFLite model (``manifest["int8"]["tflite"]["model"]``) when the bundle has one."""
+        spec = self.spec.int8.tflite if self.spec.int8 else None
+        return self._file(spec.model) if spec else None
+
+    @property
+    def int8_tflite_golden_path(self) -> Path | None:
+        """LiteRT's outputs of the int8 TFLite model on golden.npz's inputs, when the bundle has them."""
+        spec = self.spec.int8.tflite if self.spec.int8 else None
+        return self._file(spec.golden) if spec else None
+
+    @property
     def labels(self) -> list[str]:
         """Class names from the manifest (printable; empty when none were given at export)."""
         return list(self.spec.labels)

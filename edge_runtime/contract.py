@@ -167,9 +167,50 @@ def check_labels(source: str, labels: Any) -> tuple[str, ...]:
 #: The int8 model's and its golden outputs' file names as the exporter writes them (the manifest's
 #: ``int8`` section names the files a bundle really has; ``profile`` on an unverified folder looks for these).
 INT8_MODEL, INT8_GOLDEN = "model.int8.onnx", "golden.int8.npz"
+#: The int8 TFLite model (ai-edge-quantizer's static int8 recipe) and LiteRT's outputs of it on golden.npz's inputs.
+INT8_TFLITE_MODEL, INT8_TFLITE_GOLDEN = "model.int8.tflite", "golden.int8.tflite.npz"
 INT8_FORMATS = ("QDQ",)
 INT8_ACTIVATIONS = ("uint8", "int8")
 MAX_INT8_ATOL = 1e6
+
+
+def _listed(source: str, key: str, value: Any, files: set[str]) -> str:
+    name = check_file_name(source, value)
+    if name not in files:
+        raise _fail(source, key, name, f"a file listed in 'files' ({sorted(files)})")
+    return name
+
+
+@dataclass(frozen=True)
+class Int8TfliteSpec:
+    """The bundle's int8 TFLite model (``manifest["int8"]["tflite"]``, docs/bundle.md).
+
+    ``golden`` holds LiteRT's (dequantized) outputs of the int8 TFLite model on golden.npz's
+    inputs; ``golden_atol`` is the largest difference to them the ``litert-int8`` backend may show.
+    Both files are listed in ``files``, so their sizes and sha256 are checked (and signed) like
+    every other bundle file.
+
+    Example:
+        >>> Int8TfliteSpec.from_json("m", {"model": "model.int8.tflite", "golden": "golden.int8.tflite.npz",
+        ...     "golden_atol": 0.01}, {"model.int8.tflite", "golden.int8.tflite.npz"}).model
+        'model.int8.tflite'
+    """
+
+    model: str
+    golden: str
+    golden_atol: float
+
+    @classmethod
+    def from_json(cls, source: str, value: Any, files: set[str]) -> Int8TfliteSpec:
+        """Validate ``int8.tflite``; its files must be listed in ``files``. Raises BundleError."""
+        if not isinstance(value, dict):
+            raise _fail(source, "int8.tflite", value, 'an object {"model": NAME, "golden": NAME, ...} or absent')
+        model = _listed(source, "int8.tflite.model", value.get("model"), files)
+        golden = _listed(source, "int8.tflite.golden", value.get("golden"), files)
+        if not model.endswith(".tflite"):
+            raise _fail(source, "int8.tflite.model", model, "a .tflite file name")
+        atol = _number(source, "int8.tflite.golden_atol", value.get("golden_atol"), 0.0, MAX_INT8_ATOL)
+        return cls(model, golden, atol)
 
 
 @dataclass(frozen=True)
@@ -190,25 +231,22 @@ class Int8Spec:
     golden_atol: float
     format: str = "QDQ"
     activation_type: str = "uint8"
+    tflite: Int8TfliteSpec | None = None  # the int8 TFLite model, when one was exported
 
     @classmethod
     def from_json(cls, source: str, value: Any, files: set[str]) -> Int8Spec:
         """Validate ``int8``; its files must be listed in ``files``. Raises BundleError."""
         if not isinstance(value, dict):
             raise _fail(source, "int8", value, 'an object {"model": NAME, "golden": NAME, ...} or absent')
-        names = {}
-        for key in ("model", "golden"):
-            name = check_file_name(source, value.get(key))
-            if name not in files:
-                raise _fail(source, f"int8.{key}", name, f"a file listed in 'files' ({sorted(files)})")
-            names[key] = name
+        names = {key: _listed(source, f"int8.{key}", value.get(key), files) for key in ("model", "golden")}
         fmt, act = value.get("format", "QDQ"), value.get("activation_type", "uint8")
         if fmt not in INT8_FORMATS:
             raise _fail(source, "int8.format", fmt, f"one of {list(INT8_FORMATS)}")
         if act not in INT8_ACTIVATIONS:
             raise _fail(source, "int8.activation_type", act, f"one of {list(INT8_ACTIVATIONS)}")
         atol = _number(source, "int8.golden_atol", value.get("golden_atol"), 0.0, MAX_INT8_ATOL)
-        return cls(names["model"], names["golden"], atol, fmt, act)
+        tflite = None if value.get("tflite") is None else Int8TfliteSpec.from_json(source, value["tflite"], files)
+        return cls(names["model"], names["golden"], atol, fmt, act, tflite)
 
 
 @dataclass(frozen=True)

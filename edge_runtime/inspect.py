@@ -28,7 +28,8 @@ def inspect_path(path: str | Path) -> dict[str, Any]:
         ``{"path", "manifest" (or None), "signer" (key id or None), "integrity" (problem
         messages, empty when intact), "inputs", "outputs", "op_counts", "unsupported_ops",
         "opset", "annotations" (or None), "int8" (the bundle's int8 model: its name, op counts,
-        lacking ops, opsets and annotation; None without one)}``.
+        lacking ops, opsets and annotation, and under "tflite" the int8 TFLite model's manifest entry
+        with its size, run by the ``litert-int8`` backend; None without one)}``.
 
     Raises:
         InvalidArgumentError: the path does not exist.
@@ -57,11 +58,21 @@ def inspect_path(path: str | Path) -> dict[str, Any]:
         model_path = bundle.require_onnx()
         int8 = bundle.int8_path
         if int8 is not None and not any(p.name == int8.name for p in problems):
-            int8_info = {"model": int8.name, **_model_info(load_model_proto(int8, external_data=False))}
+            int8_info = {"model": int8.name, **_model_info(load_model_proto(int8, external_data=False)),
+                         "tflite": _int8_tflite(bundle)}
     model = load_model_proto(model_path, external_data=False)
     return {"path": str(path), "manifest": manifest, "signer": signer, "integrity": integrity,
             "inputs": _values(model.graph.input, model), "outputs": _values(model.graph.output, model),
             **_model_info(model), "int8": int8_info}
+
+
+def _int8_tflite(bundle: Any) -> dict[str, Any] | None:
+    """The manifest's ``int8.tflite`` entry with the model's size (read from the manifest: no LiteRT needed)."""
+    path = bundle.int8_tflite_path
+    if path is None:
+        return None
+    entry = bundle.spec.file(path.name)
+    return {**bundle.manifest["int8"]["tflite"], "bytes": entry.bytes if entry else None, "backend": "litert-int8"}
 
 
 def _model_info(model: onnx.ModelProto) -> dict[str, Any]:
@@ -135,6 +146,11 @@ def render(info: dict[str, Any]) -> str:
         if int8.get("unsupported_ops"):
             lines.append("    ops edge_runtime lacks: " + ", ".join(int8["unsupported_ops"]))
         lines += ["  " + line for line in _annotation_lines(int8.get("annotations"))]
+        tfl = int8.get("tflite")
+        if tfl:
+            lines.append(f"  int8 TFLite model {tfl['model']} ({tfl.get('bytes')} bytes, {tfl.get('quantizer', '?')}; "
+                         f"backend litert-int8, checked against {tfl['golden']} at atol {tfl['golden_atol']:g}, "
+                         f"max abs vs fp32 {tfl.get('max_abs_vs_fp32', '?')})")
     return "\n".join(lines)
 
 

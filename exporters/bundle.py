@@ -34,6 +34,7 @@ from exporters.int8_bundle import add_int8, check_quantize
 from exporters.onnx_export import export_onnx, finalize, map_modules
 from exporters.tasks import task_manifest
 from exporters.tflite_export import add_metadata, convert_tflite
+from exporters.tflite_int8 import GOLDEN as TFLITE_INT8_GOLDEN, MODEL as TFLITE_INT8_MODEL, add_tflite_int8
 
 logger = logging.getLogger(__name__)
 
@@ -90,7 +91,9 @@ def export(model: nn.Module, example_input: torch.Tensor, out_dir: str | os.Path
             from the outputs and labels; for anomaly the threshold is fitted on
             ``calibration`` (good parts) at ``postprocess["target_fpr"]`` (default 0.01).
         quantize: "int8" adds ``model.int8.onnx`` (onnxruntime's static quantizer, QDQ, on
-            ``calibration``), annotated, with its own ``golden.int8.npz`` (docs/int8.md).
+            ``calibration``), annotated, with its own ``golden.int8.npz``, and with the tflite
+            format ``model.int8.tflite`` (ai-edge-quantizer's static int8 recipe) with
+            ``golden.int8.tflite.npz`` (docs/int8.md).
 
     Returns:
         The written :class:`Bundle`.
@@ -101,7 +104,7 @@ def export(model: nn.Module, example_input: torch.Tensor, out_dir: str | os.Path
             unknown task, or outputs that do not say the task when ``task`` is None.
         ExportError: a converter failed, a module could not be mapped, thresholds or int8
             were asked for without calibration data (or could not be fitted), or onnxruntime
-            is missing for ``quantize``.
+            (or, with the tflite format required, ai-edge-quantizer) is missing for ``quantize``.
     """
     out = Path(out_dir)
     wanted = _parse_formats(formats)
@@ -114,7 +117,7 @@ def export(model: nn.Module, example_input: torch.Tensor, out_dir: str | os.Path
         raise InvalidArgumentError(f"task={task!r}; expected one of {list(TASKS)} (CLI: --task).")
     if preprocessing is not None:
         preprocessing = validate_preprocessing(preprocessing)
-    check_quantize(quantize)
+    tflite_int8 = check_quantize(quantize, wanted)
     if quantize is not None and (calibration is None or "onnx" not in wanted):
         raise ExportError(f"quantize={quantize!r} needs calibration data (calibration=, CLI: --calib) and the "
                           f"onnx format (got formats {sorted(wanted)}): the quantizer calibrates the ONNX model "
@@ -137,7 +140,7 @@ def export(model: nn.Module, example_input: torch.Tensor, out_dir: str | os.Path
         try:
             int8_data = None if quantize is None else _int8_calibration(calibration, preprocessing)
             manifest = _write(exported, example_input, tmp, report, wanted, dynamic_batch,
-                              opset, golden_samples, dynamo, layer_thr, int8_data)
+                              opset, golden_samples, dynamo, layer_thr, int8_data, tflite_int8)
             if fitted is not None and manifest["sparsity"] is not None:
                 manifest["sparsity"]["thresholds"] = _threshold_summary(
                     fitted, target_sparsity, max_accuracy_drop, per_channel_thresholds)
@@ -244,7 +247,7 @@ def _int8_calibration(calibration: Any, preprocessing: dict | None) -> Any:
     """What the int8 quantizer calibrates on: the report's kept inputs, or numpy batches of the data."""
     if isinstance(calibration, SparsityReport):
         return calibration
-    return (b.numpy() for b in iter_batches(calibration, preprocessing, 32))
+    return [b.numpy() for b in iter_batches(calibration, preprocessing, 32)]  # read by two quantizers
 
 
 def _replace(tmp: Path, out: Path) -> None:
@@ -265,7 +268,8 @@ def _replace(tmp: Path, out: Path) -> None:
 def _write(model: nn.Module, example: torch.Tensor, tmp: Path, report: SparsityReport | None,
            wanted: dict[str, bool], dynamic_batch: bool, opset: int | None,
            golden_samples: int, dynamo: bool,
-           layer_thr: dict[str, Any] | None = None, int8_data: Any = None) -> dict[str, Any]:
+           layer_thr: dict[str, Any] | None = None, int8_data: Any = None,
+           tflite_int8: bool = False) -> dict[str, Any]:
     manifest: dict[str, Any] = {"format_version": FORMAT_VERSION}
     doc = None
     if "onnx" in wanted:
@@ -283,6 +287,8 @@ def _write(model: nn.Module, example: torch.Tensor, tmp: Path, report: SparsityR
     save_golden(tmp / "golden.npz", golden_x, outputs, names)
     if int8_data is not None:
         manifest["int8"] = add_int8(tmp, int8_data, golden_x, names, doc)
+        if tflite_int8 and (tmp / "model.tflite").is_file():
+            _write_tflite_int8(tmp, int8_data, golden_x, names, outputs, manifest["int8"], wanted["tflite"])
     manifest.setdefault("inputs", [_spec("input", example.shape, dynamic_batch)])
     manifest.setdefault("outputs", [_spec(n, y.shape, dynamic_batch)
                                     for n, y in zip(names, outputs)])
@@ -326,6 +332,20 @@ def _write_tflite(model: nn.Module, example: torch.Tensor, path: Path, doc: dict
     if doc is not None:
         flat = add_metadata(flat, ANNOTATION_KEY, to_json(doc).encode())
     path.write_bytes(flat)
+
+
+def _write_tflite_int8(tmp: Path, data: Any, golden_x: np.ndarray, names: list[str], outputs: list[np.ndarray],
+                       section: dict[str, Any], required: bool) -> None:
+    """The int8 TFLite model into ``section["tflite"]``; skipped with a warning when it fails and
+    tflite was asked 'if possible'."""
+    try:
+        section["tflite"] = add_tflite_int8(tmp, data, golden_x, names, outputs)
+    except ExportError as exc:
+        if required:
+            raise
+        logger.warning("Skipping the int8 TFLite model (asked 'if possible'): %s", exc)
+        for name in (TFLITE_INT8_MODEL, TFLITE_INT8_GOLDEN):
+            (tmp / name).unlink(missing_ok=True)
 
 
 def _golden_inputs(report: SparsityReport | None, example: torch.Tensor, count: int

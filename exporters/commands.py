@@ -52,7 +52,8 @@ def add_export_parser(subparsers: Any) -> argparse.ArgumentParser:
                         "(writes manifest.sig; devices pin the .pub with --trusted-key)")
     p.add_argument("--quantize", choices=("int8",),
                    help="also write model.int8.onnx: onnxruntime's static quantizer (QDQ, per-channel int8 "
-                        "weights) calibrated on --calib, with its own golden outputs (docs/int8.md)")
+                        "weights) calibrated on --calib, with its own golden outputs, and with the tflite format "
+                        "model.int8.tflite (ai-edge-quantizer, the litert-int8 backend; docs/int8.md)")
     _add_task_flags(p)
     p.set_defaults(func=run_export)
     return p
@@ -164,6 +165,10 @@ def run_export(args: argparse.Namespace) -> int:
     if args.quantize and not args.calib:
         raise InvalidArgumentError(f"--quantize {args.quantize} calibrates the quantizer on real inputs; pass --calib "
                                    f"(an image directory or .npy), or drop --quantize.")
+    if args.quantize:  # a missing quantizer fails before the model and the images are loaded
+        from exporters.int8_bundle import check_quantize
+
+        check_quantize(args.quantize, {f.rstrip("?"): not f.endswith("?") for f in args.formats.split(",")})
     try:
         shape = [int(v) for v in args.input_shape.split(",")]
     except ValueError as exc:
@@ -196,6 +201,11 @@ def run_export(args: argparse.Namespace) -> int:
         print(f"int8: {int8['model']} ({int8['annotated_layers']} annotated layers, {int8['calibration_samples']} "
               f"calibration samples); int8 backends are checked against {int8['golden']} at atol "
               f"{int8['golden_atol']:g}")
+        tfl = int8.get("tflite")
+        if tfl:
+            print(f"int8 TFLite: {tfl['model']} ({tfl['quantizer']}, {tfl['calibration_samples']} calibration "
+                  f"samples, max abs vs fp32 {tfl['max_abs_vs_fp32']:g}); litert-int8 is checked against "
+                  f"{tfl['golden']} at atol {tfl['golden_atol']:g}")
     fit = (bundle.manifest.get("sparsity") or {}).get("thresholds")
     if fit:
         chosen = sum(a["threshold"] is not None for a in fit["activations"].values())

@@ -38,14 +38,23 @@ QUANTIZE_CHOICES = ("int8",)
 GOLDEN_STEPS = 8
 
 
-def check_quantize(quantize: str | None) -> None:
-    """Fail before any work on a bad ``quantize`` or a missing onnxruntime.
+def check_quantize(quantize: str | None, formats: Mapping[str, bool] | None = None) -> bool:
+    """Fail before any work on a bad ``quantize`` or a missing quantizer.
+
+    Args:
+        quantize: None or "int8".
+        formats: format -> required (exporters.bundle's parsed ``formats``).
+
+    Returns:
+        Whether to write the int8 TFLite model too: "int8" with the tflite format and
+        ai-edge-quantizer importable (an optional "tflite?" without it: False, with a warning).
 
     Raises:
-        ExportError: not None or "int8", or onnxruntime.quantization is not importable.
+        ExportError: not None or "int8", onnxruntime.quantization is not importable, or
+            ai-edge-quantizer is not importable while the tflite format is required.
     """
     if quantize is None:
-        return
+        return False
     if quantize not in QUANTIZE_CHOICES:
         raise ExportError(f"quantize={quantize!r} is not supported; expected one of {list(QUANTIZE_CHOICES)} "
                           f"or None (CLI: --quantize int8).")
@@ -54,6 +63,16 @@ def check_quantize(quantize: str | None) -> None:
     except ImportError as exc:
         raise ExportError(f"quantize='int8' uses onnxruntime's quantizer, which is not importable ({exc}); "
                           f"pip install onnxruntime, or export without --quantize.") from exc
+    if not formats or "tflite" not in formats:
+        return False
+    from exporters.tflite_int8 import quantizer_error
+
+    reason = quantizer_error()
+    if reason and formats["tflite"]:
+        raise ExportError(reason)
+    if reason:
+        log.warning("Skipping the int8 TFLite model (tflite asked 'if possible'): %s", reason)
+    return reason is None
 
 
 def add_int8(folder: Path, calibration: Any, golden_x: NDArray[np.float32], output_names: Sequence[str],

@@ -6,8 +6,9 @@ numba-only engine (``sparsity="auto"``: what a device without onnxruntime runs);
 ``onnxruntime`` and ``litert`` are the stock runtimes, imported only when asked for (a device
 may have neither), with an error that says how to install them. The edge backends measure
 which layers gain from skipping zeros on the bundle's golden input when there is one.
-``edge-int8``, ``edge-numba-int8`` and ``onnxruntime-int8`` run the bundle's int8 model
-(``export --quantize int8``) the same way.
+``edge-int8``, ``edge-numba-int8`` and ``onnxruntime-int8`` run the bundle's int8 ONNX model
+(``export --quantize int8``) the same way; ``litert-int8`` runs its int8 TFLite model
+(``model.int8.tflite``: int8 input and output tensors, quantized and dequantized here).
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ log = logging.getLogger(__name__)
 
 FP32_BACKENDS = ("edge", "edge-dense", "edge-numba", "onnxruntime", "litert")
 #: The same runtimes on the bundle's int8 model (``export --quantize int8``; docs/int8.md).
-INT8_BACKENDS = ("edge-int8", "edge-numba-int8", "onnxruntime-int8")
+INT8_BACKENDS = ("edge-int8", "edge-numba-int8", "onnxruntime-int8", "litert-int8")
 BACKENDS = FP32_BACKENDS + INT8_BACKENDS
 EDGE_BACKENDS = tuple(n for n in BACKENDS if n.startswith("edge"))
 INT8_SUFFIX = "-int8"
@@ -47,12 +48,13 @@ class ModelFiles:
     golden: Path | None = None
     manifest: Path | None = None
     int8: Path | None = None  # the bundle's int8 model, when it has one
+    int8_tflite: Path | None = None  # the bundle's int8 TFLite model, when it has one
 
     def with_int8(self, names: Sequence[str]) -> tuple[str, ...]:
-        """``names`` plus the int8 backends of its runtimes when there is an int8 model."""
-        if self.int8 is None:
-            return tuple(names)
-        extra = [n + INT8_SUFFIX for n in names if n + INT8_SUFFIX in INT8_BACKENDS]
+        """``names`` plus the int8 backends of its runtimes whose int8 model the bundle has."""
+        has = {"litert": self.int8_tflite is not None}
+        extra = [n + INT8_SUFFIX for n in names if n + INT8_SUFFIX in INT8_BACKENDS
+                 and has.get(n, self.int8 is not None)]
         return tuple(dict.fromkeys([*names, *extra]))
 
 
@@ -111,14 +113,23 @@ def open_backend(name: str, files: ModelFiles, threads: int, sparsity: str = "au
     opener = {"edge": _edge, "edge-dense": _edge, "edge-numba": _edge, "onnxruntime": _onnxruntime,
               "litert": _litert}[name.removesuffix(INT8_SUFFIX)]
     if is_int8(name):
-        if files.int8 is None or not files.int8.is_file():
-            raise BackendUnavailableError(
-                f"backend {name!r} runs the bundle's int8 model, and {files.onnx.parent} has none; re-export "
-                f"with --quantize int8 (exporters.export(..., quantize='int8')) or drop {name!r}.")
-        files = dataclasses.replace(files, onnx=files.int8)
+        files = _int8_files(name, files)
     t0 = time.perf_counter()
     runner = opener(name, files, threads, sparsity)
     return Runner(runner.name, runner.run, time.perf_counter() - t0, runner.session, runner.run_with_stats)
+
+
+def _int8_files(name: str, files: ModelFiles) -> ModelFiles:
+    """``files`` with the int8 model in place of the fp32 one (ONNX, or TFLite for ``litert-int8``)."""
+    tflite = name.startswith("litert")
+    model = files.int8_tflite if tflite else files.int8
+    if model is None or not model.is_file():
+        what = "int8 TFLite model (model.int8.tflite; needs the tflite format and ai-edge-quantizer at export)" \
+            if tflite else "int8 model"
+        raise BackendUnavailableError(
+            f"backend {name!r} runs the bundle's {what}, and {files.onnx.parent} has none; re-export "
+            f"with --quantize int8 (exporters.export(..., quantize='int8')) or drop {name!r}.")
+    return dataclasses.replace(files, tflite=model) if tflite else dataclasses.replace(files, onnx=model)
 
 
 def _edge(name: str, files: ModelFiles, threads: int, sparsity: str) -> Runner:
@@ -192,8 +203,26 @@ def _litert(name: str, files: ModelFiles, threads: int, sparsity: str) -> Runner
     def run(feed: Feed) -> list[np.ndarray]:
         # TFLite names differ from ONNX's: inputs are matched by position
         for detail, value in zip(ins, feed.values()):
-            interp.set_tensor(detail["index"], np.asarray(value, dtype=detail["dtype"]))
+            interp.set_tensor(detail["index"], quantize_tensor(np.asarray(value), detail))
         interp.invoke()
-        return [interp.get_tensor(d["index"]) for d in outs]
+        return [dequantize_tensor(interp.get_tensor(d["index"]), d) for d in outs]
 
     return Runner(name, run, 0.0, interp)
+
+
+def quantize_tensor(x: np.ndarray, detail: Mapping[str, Any]) -> np.ndarray:
+    """A float input for a quantized (int8) tensor: round(x / scale) + zero_point, saturated."""
+    dtype = np.dtype(detail["dtype"])
+    scale, zero_point = detail.get("quantization") or (0.0, 0)
+    if dtype.kind not in "iu" or not scale or x.dtype.kind in "iu":
+        return np.asarray(x, dtype=dtype)
+    info = np.iinfo(dtype)
+    return np.clip(np.round(x / scale) + zero_point, info.min, info.max).astype(dtype)
+
+
+def dequantize_tensor(y: np.ndarray, detail: Mapping[str, Any]) -> np.ndarray:
+    """A quantized (int8) output as float32: (y - zero_point) * scale; other outputs unchanged."""
+    scale, zero_point = detail.get("quantization") or (0.0, 0)
+    if y.dtype.kind not in "iu" or not scale:
+        return y
+    return ((y.astype(np.float32) - np.float32(zero_point)) * np.float32(scale)).astype(np.float32)

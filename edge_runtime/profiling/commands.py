@@ -5,7 +5,7 @@ Usage::
     edge-runtime devices list
     edge-runtime devices show raspberry-pi-4
     edge-runtime devices calibrate [--out FILE] [--overwrite] [--quick]
-    edge-runtime profile MODEL_OR_BUNDLE [--device NAME ...] [--backend edge|edge-dense|edge-numba|onnxruntime|litert|edge-int8|edge-numba-int8|onnxruntime-int8 ...]
+    edge-runtime profile MODEL_OR_BUNDLE [--device NAME ...] [--backend edge|edge-dense|edge-numba|onnxruntime|litert|edge-int8|edge-numba-int8|onnxruntime-int8|litert-int8 ...]
         [--runs N] [--warmup N] [--threads N] [--input auto|random|golden|FILE.npy/.npz] [--json FILE]
         [--plot FILE.png] [--sparsity auto|off|force]
 

@@ -7,7 +7,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from edge_runtime.contract import INT8_MODEL
+from edge_runtime.contract import INT8_MODEL, INT8_TFLITE_MODEL
 from edge_runtime.errors import BundleError, InvalidArgumentError
 from edge_runtime.graph import ValueInfo
 from edge_runtime.npz import data_limit_bytes, read_npz
@@ -34,7 +34,7 @@ def model_files(model_or_bundle: str | Path) -> ModelFiles:
         if not onnx_path.is_file():
             raise BundleError(f"bundle {path} has no model.onnx (found: {sorted(p.name for p in path.iterdir())}). "
                               f"Pass a bundle made by the exporter or the path of an .onnx file.")
-        opt = [path / n for n in ("model.tflite", "golden.npz", "manifest.json", INT8_MODEL)]
+        opt = [path / n for n in ("model.tflite", "golden.npz", "manifest.json", INT8_MODEL, INT8_TFLITE_MODEL)]
         return ModelFiles(onnx_path, *(p if p.is_file() else None for p in opt))
     if not path.is_file():
         raise InvalidArgumentError(f"model {str(path)!r} does not exist; pass an .onnx file or a bundle directory.")

@@ -216,7 +216,8 @@ def profile_model(model_or_bundle: str | Path, *, backends: Sequence[str] | None
         model_or_bundle: an .onnx file or a bundle directory (model.onnx, model.tflite, golden.npz).
         backends: any of :data:`edge_runtime.profiling.backends.BACKENDS`; unavailable ones are
             skipped with the reason in ``ProfileResult.skipped``. None: :data:`DEFAULT_BACKENDS`,
-            with ``edge-int8``/``edge-numba-int8``/``onnxruntime-int8`` when the bundle has an int8 model.
+            with ``edge-int8``/``edge-numba-int8``/``onnxruntime-int8`` when the bundle has an int8 model
+            (``litert-int8`` is measured when named, like ``litert``).
         devices: profile names/paths/``DeviceProfile`` s to estimate latency on ("host" is measured).
         runs: timed calls per backend; warmup: untimed calls per backend first.
         threads: intra-op threads for every backend (default: all CPUs available to the process).

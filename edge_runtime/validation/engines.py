@@ -90,14 +90,14 @@ def open_engines(bundle: LoadedBundle, names: Sequence[str], *, explicit: bool, 
 def bundle_files(bundle: LoadedBundle) -> ModelFiles:
     """The model files of a checked bundle (its int8 model included when it has one)."""
     return ModelFiles(bundle.require_onnx(), bundle.tflite_path, bundle.golden_path, bundle.path / "manifest.json",
-                      bundle.int8_path)
+                      bundle.int8_path, bundle.int8_tflite_path)
 
 
 def _engine(name: str, files: ModelFiles, threads: int | None) -> Engine:
     runner = open_backend(name, files, threads or available_cpus())
     input_name = _input_name(runner)
     fixed = None
-    if name == "litert":
+    if name.startswith("litert"):  # litert, litert-int8: the export's fixed batch
         shape = runner.session.get_input_details()[0]["shape"]
         fixed = int(shape[0]) if len(shape) else None
     return Engine(name, lambda x: list(runner.run({input_name: x})), fixed)

@@ -19,7 +19,8 @@ from edge_runtime.validation.task_report import TaskAgreement, TaskCheck, markdo
 class GoldenCheck:
     """One backend's outputs on golden.npz's inputs against PyTorch's outputs stored there.
 
-    An int8 backend is compared with onnxruntime's int8 outputs (golden.int8.npz) instead.
+    An int8 backend is compared with onnxruntime's int8 outputs (golden.int8.npz) instead, ``litert-int8``
+    with LiteRT's outputs of the int8 TFLite model (golden.int8.tflite.npz).
     """
 
     backend: str
@@ -147,9 +148,11 @@ def render_markdown(report: ValidationReport) -> str:
     if report.integrity:
         out += ["", "## Integrity (sha256)", ""] + [f"- {p}" for p in report.integrity]
     if report.golden:
-        int8 = any(is_int8(g.backend) for g in report.golden)
+        int8 = {g.backend.startswith("litert") for g in report.golden if is_int8(g.backend)}
         out += ["", "## Against PyTorch's outputs (golden.npz)" + (
-                    "; int8 backends against onnxruntime's int8 outputs (golden.int8.npz)" if int8 else ""), "",
+                    "; int8 backends against onnxruntime's int8 outputs (golden.int8.npz)" if False in int8 else "") + (
+                    "; litert-int8 against LiteRT's outputs of model.int8.tflite (golden.int8.tflite.npz)"
+                    if True in int8 else ""), "",
                 "| backend | samples | max abs diff | mean abs diff | top-1 agreement % | result |",
                 "|---|---|---|---|---|---|"]
         out += [f"| {g.backend} | {g.samples} | {_f(g.max_abs, '.2e')} | {_f(g.mean_abs, '.2e')} | "

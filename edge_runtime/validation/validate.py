@@ -4,7 +4,8 @@
    (nothing runs when one fails; an unusable golden.npz is a BundleError, exit 2);
 2. each backend on golden.npz's inputs against PyTorch's stored outputs (``atol``); the int8
    backends (bundles exported with ``quantize="int8"``) against onnxruntime's int8 outputs
-   in golden.int8.npz, at the manifest's ``int8.golden_atol``;
+   in golden.int8.npz, at the manifest's ``int8.golden_atol`` (``litert-int8`` against LiteRT's
+   outputs of the int8 TFLite model in golden.int8.tflite.npz, at ``int8.tflite.golden_atol``);
 3. with labelled data: accuracy per backend and its drop against a reference backend,
    agreement, logit differences, per-class recall, confusion matrix, worst samples;
 4. optionally accuracy under input corruptions (noise, blur, brightness, jpeg).
@@ -23,7 +24,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from edge_runtime.bundle import LoadedBundle, check_bundle
-from edge_runtime.contract import INT8_GOLDEN
+from edge_runtime.contract import INT8_GOLDEN, INT8_TFLITE_GOLDEN
 from edge_runtime.errors import EdgeRuntimeError, InvalidArgumentError
 from edge_runtime.golden import Golden, load_golden
 from edge_runtime.trust import TrustPolicy
@@ -98,7 +99,8 @@ def validate_bundle(bundle_dir: str | Path, *, data: str | Path | None = None,
         messages = tuple(p.message(path) for p in problems)
         return ValidationReport(passed=False, integrity=messages, failures=messages, **base)
     golden = load_golden(bundle.golden_path)  # an unusable golden.npz is a BundleError (exit 2), before any work
-    int8_golden = load_golden(bundle.int8_golden_path) if bundle.int8_golden_path else None
+    int8_golden = {kind: load_golden(p) for kind, p in (("onnx", bundle.int8_golden_path),
+                                                        ("tflite", bundle.int8_tflite_golden_path)) if p}
     if backends is None:
         names = bundle_files(bundle).with_int8(names)
     engines, skipped = open_engines(bundle, names, explicit=backends is not None, threads=threads,
@@ -113,11 +115,11 @@ class _Validation:
     """One validation run: holds the engines and a progress callback."""
 
     def __init__(self, bundle: LoadedBundle, golden: Golden, engines: list[Engine], atol: float, max_drop: float,
-                 progress: bool, int8_golden: Golden | None = None) -> None:
+                 progress: bool, int8_golden: dict[str, Golden] | None = None) -> None:
         self.bundle, self.engines, self.atol, self.max_drop = bundle, engines, atol, max_drop
         self.show_progress = progress
         self.bar: Any = None
-        self.golden, self.int8_golden = golden, int8_golden
+        self.golden, self.int8_golden = golden, int8_golden or {}  # "onnx" / "tflite" -> the int8 references
         self.nonfinite: dict[str, list[str]] = {}  # backend -> images whose outputs were not finite
         self.golden_outputs: dict[str, list[NDArray[Any]] | str] = {}  # backend -> outputs on golden.npz, or error
 
@@ -163,10 +165,13 @@ class _Validation:
         validator = TaskValidator(self.bundle, shape, self.max_drop)
         labelled = None if data is None else load_task_data(data, validator.task, shape, validator.class_count())
         golden = self._golden()  # after the data is checked: a malformed file stops before any inference
-        int8 = {n: o for n, o in self.golden_outputs.items() if self._is_int8(n)}
-        agreement = validator.golden(self.golden.ys, {n: o for n, o in self.golden_outputs.items() if n not in int8})
-        if int8:  # held to onnxruntime's int8 outputs, as in the golden comparison
-            agreement += validator.golden(self.int8_golden.ys, int8, "onnxruntime int8")
+        groups: dict[str | None, dict[str, Any]] = {}
+        for n, o in self.golden_outputs.items():
+            groups.setdefault(self._int8_kind(n), {})[n] = o
+        agreement = validator.golden(self.golden.ys, groups.pop(None, {}))
+        for kind, outputs in groups.items():  # held to the int8 model's own outputs, as in the golden comparison
+            agreement += validator.golden(self.int8_golden[kind].ys, outputs,
+                                          "onnxruntime int8" if kind == "onnx" else "LiteRT int8")
         checks, reference = (), None
         if labelled is not None:
             self.bar = _bar(len(labelled) * len(self.engines), self.show_progress)
@@ -215,17 +220,28 @@ class _Validation:
     def _infer(self, engine: Engine, x: NDArray[np.float32]) -> list[NDArray[Any]]:
         return run_batched(engine, x, progress=self.bar.update if self.bar is not None else None)
 
-    def _is_int8(self, backend: str) -> bool:
-        """An int8 backend held to onnxruntime's int8 outputs (golden.int8.npz) rather than PyTorch's."""
-        return self.int8_golden is not None and is_int8(backend)
+    def _int8_kind(self, backend: str) -> str | None:
+        """Which int8 reference ``backend`` is held to: "onnx" (golden.int8.npz, onnxruntime's outputs),
+        "tflite" (golden.int8.tflite.npz, LiteRT's), or None (golden.npz, PyTorch's)."""
+        if not is_int8(backend):
+            return None
+        kind = "tflite" if backend.startswith("litert") else "onnx"
+        return kind if kind in self.int8_golden else None
+
+    def _reference(self, backend: str) -> tuple[Golden, float]:
+        """The golden outputs and tolerance ``backend`` is checked against."""
+        kind = self._int8_kind(backend)
+        if kind is None:
+            return self.golden, self.atol
+        spec = self.bundle.spec.int8
+        return self.int8_golden[kind], (spec.tflite.golden_atol if kind == "tflite" else spec.golden_atol)
 
     def _golden(self) -> tuple[GoldenCheck, ...]:
         checks = []
         for engine in self.engines:
-            # int8 backends are held to onnxruntime's int8 outputs (golden.int8.npz), at the bundle's tolerance
-            int8 = self._is_int8(engine.name)
-            x, ys = (self.int8_golden.x, self.int8_golden.ys) if int8 else (self.golden.x, self.golden.ys)
-            atol = self.bundle.spec.int8.golden_atol if int8 else self.atol
+            # int8 backends are held to their int8 model's own outputs, at the bundle's tolerance
+            reference, atol = self._reference(engine.name)
+            x, ys = reference.x, reference.ys
             try:
                 outs = run_batched(engine, x)
             except EdgeRuntimeError as exc:
@@ -303,7 +319,9 @@ def _reference_name(names: list[str]) -> str:
 
 def _golden_failures(golden: Sequence[GoldenCheck]) -> list[str]:
     def file(g: GoldenCheck) -> str:
-        return INT8_GOLDEN if is_int8(g.backend) else "golden.npz"
+        if not is_int8(g.backend):
+            return "golden.npz"
+        return INT8_TFLITE_GOLDEN if g.backend.startswith("litert") else INT8_GOLDEN
     return [f"{g.backend}: {g.error or f'max abs diff {g.max_abs:.3g} to {file(g)} > atol {g.atol:g}'}"
             for g in golden if not g.passed]
 

@@ -163,7 +163,8 @@ def _profile(s: DemoSettings) -> Any:
     from edge_runtime.profiling import profile_model
     from edge_runtime.profiling.report import plot, write_json
 
-    int8 = ("edge-int8", "onnxruntime-int8") if s.quantize else ()
+    int8 = ("edge-int8", "onnxruntime-int8", "litert-int8") if s.quantize else ()  # litert-int8: skipped
+    # with its reason when the bundle has no int8 TFLite model (tflite was optional)
     result = profile_model(s.out / "bundle", backends=("edge", "edge-numba", "onnxruntime", "litert", *int8),
                            devices=s.devices, runs=s.runs, warmup=s.warmup, input="golden",
                            threads=s.threads, progress=s.progress)

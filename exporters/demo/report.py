@@ -126,8 +126,9 @@ def _validation_section(report: Any) -> list[str]:
                      "defect recall %", "passed"], rows)
     if any(is_int8(name) for name in golden):
         lines += ["", "Golden: PyTorch's outputs (golden.npz); for the int8 backends, onnxruntime's outputs of the "
-                      "int8 model (golden.int8.npz). Drop and agreement: against the reference, so the int8 rows "
-                      "show what quantization costs."]
+                      "int8 model (golden.int8.npz), for litert-int8 LiteRT's outputs of the int8 TFLite model "
+                      "(golden.int8.tflite.npz, ai-edge-quantizer). Drop and agreement: against the reference, so "
+                      "the int8 rows show what quantization costs."]
     if report.perturbation:
         names = sorted({b for p in report.perturbation for b in p.accuracy})
         lines += ["", "Accuracy (%) under input corruptions (severity 0 = clean):", ""]
@@ -192,7 +193,8 @@ def _devices_section(profile: Any) -> list[str]:
 
 
 def _files_section(seg: Any = None) -> list[str]:
-    files = [("bundle/", "the deployment bundle: model.onnx, model.tflite, golden.npz, manifest.json"),
+    files = [("bundle/", "the deployment bundle: model.onnx, model.tflite, golden.npz, manifest.json (with the "
+                         "int8 models: model.int8.onnx, model.int8.tflite and their golden outputs)"),
              ("data/test/", "test images in ImageFolder layout"),
              ("validation.json, validation.md", "full validation report"),
              ("profile.json", "every profiling figure"), ("latency.png, sparsity.png", "charts"),
@@ -218,7 +220,8 @@ def summary_lines(settings: Any, info: dict[str, Any], bundle: Any, validation: 
                   seg: Any = None) -> list[str]:
     """The short summary the CLI prints and report.md starts with (``seg``: the segmenter's results, if run)."""
     lines = [f"model: {settings.model} ({info.get('source')}); bundle: {bundle.path}"]
-    for name, what in (("edge", "edge_runtime"), ("edge-int8", "edge_runtime, int8 model")):
+    for name, what in (("edge", "edge_runtime"), ("edge-int8", "edge_runtime, int8 model"),
+                       ("litert-int8", "LiteRT, int8 TFLite model")):
         acc = next((a for a in validation.accuracy if a.backend == name), None)
         if acc:
             lines.append(f"accuracy on {settings.test_images} test images ({what}): {acc.accuracy:.1f}% "
