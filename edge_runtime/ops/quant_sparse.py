@@ -1,8 +1,11 @@
-"""Plan-time builders: QLinearConv / QLinearMatMul with constant int8 weights run the zero-skipping int8 kernels.
+"""Plan-time builders: QLinearConv / QLinearMatMul / QGemm with constant int8 weights run the int8 kernels.
 
 When the weights, scales and zero points are initializers, the weights are laid out once
 (:mod:`edge_runtime.kernels.sparse_int8`, :mod:`edge_runtime.kernels.sparse_int8_conv`) and
-every run skips the inputs equal to their zero point. The kernels compute exactly what the
+every run skips the inputs equal to their zero point; a conv with a small reduction
+(C*KH*KW <= 32, nothing worth skipping) runs :mod:`edge_runtime.kernels.dense_int8_conv`.
+:func:`conv_runner` and :func:`qgemm_runner` also serve the fused ops of
+:mod:`edge_runtime.ops.quant_fused` (a lookup table applied in the epilogue). The kernels compute exactly what the
 plain ops of :mod:`edge_runtime.ops.quant_linear` compute (same int32 sums, same float32
 requantization), so the choice changes speed only; the builders fall back to the plain ops
 (return None) for what the kernels do not cover: grouped or non-2-D convolutions,
