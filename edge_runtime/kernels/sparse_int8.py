@@ -30,6 +30,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from edge_runtime.errors import InvalidArgumentError, InvalidInputError
+from edge_runtime.kernels.int8_epilogue import requantize_into
 from edge_runtime.kernels.simd import cttz
 from edge_runtime.kernels.simd_int8 import HAS_VNNI, VEC, dot_rows, dot_taps, mac_rows, mac_taps, ne_mask64
 
@@ -72,7 +73,7 @@ class Requant:
     """The epilogue: ``saturate(rint(float32(acc + bias) * multiplier) + zero_point)``, optional ReLU.
 
     Attributes:
-        bias: (Np,) int32, zero-padded.
+        bias: (Np,) int32, zero-padded; added to the int32 sums before the float scale (as MLAS).
         multiplier: (Np,) float32, ``x_scale * w_scale[n] / y_scale``.
         zero_point: the output's zero point.
         relu: clamp at ``zero_point`` (a fused ReLU in the quantized domain).
@@ -85,7 +86,8 @@ class Requant:
     zero_point: int
     relu: bool
     unsigned: bool
-    dtype: np.dtype  # the output's element type (uint8 when unsigned, else int8)
+    dtype: np.dtype  # the output's element type: the table's, else uint8 when unsigned, else int8
+    table: NDArray | None = None  # (256,) a QuantizedLookup folded into the epilogue: out = table[byte & 255]
 
 
 def _padded(n: int) -> int:
@@ -109,8 +111,10 @@ def prepare_int8_weights(w_kn: ArrayLike) -> PreparedInt8:
 
 
 def requant_params(x_scale: float, w_scale: ArrayLike, y_scale: float, y_zero_point: int, n: int,
-                   bias: ArrayLike | None = None, relu: bool = False, out_dtype: object = np.uint8) -> Requant:
-    """Build the epilogue for N outputs (w_scale scalar or per output; bias int32 or None).
+                   bias: ArrayLike | None = None, relu: bool = False, out_dtype: object = np.uint8,
+                   table: ArrayLike | None = None) -> Requant:
+    """Build the epilogue for N outputs (w_scale scalar or per output; bias int32 or None; an optional
+    256-entry uint8/int8 ``table`` applied to the requantized bytes, supported by the conv kernels).
 
     Raises:
         InvalidArgumentError: w_scale/bias length differs from N, or out_dtype is not int8/uint8.
@@ -130,6 +134,12 @@ def requant_params(x_scale: float, w_scale: ArrayLike, y_scale: float, y_zero_po
         if bias.size != n:
             raise InvalidArgumentError(f"requant_params: bias has {bias.size} values for {n} outputs.")
         b[:n] = bias
+    if table is not None:
+        table = np.ascontiguousarray(table)
+        if table.shape != (256,) or table.dtype not in _I8:
+            raise InvalidArgumentError(f"requant_params: table has dtype {table.dtype} and shape {table.shape}; "
+                                       f"expected (256,) uint8 or int8 (a QuantizedLookup's table).")
+        return Requant(b, mult, int(y_zero_point), bool(relu), dt == np.uint8, table.dtype, table)
     return Requant(b, mult, int(y_zero_point), bool(relu), dt == np.uint8, dt)
 
 
@@ -250,26 +260,6 @@ def accumulate_int8(acc, w, vals, idx, i0, i1, base, unsigned_vals):  # pragma: 
         accumulate_mac(acc, w, vals, idx, i0, i1, base)
 
 
-#: 1.5 * 2**23: adding and subtracting it rounds a float32 of magnitude < 2**22 to the nearest
-#: integer, ties to even (IEEE round-to-nearest), in a form LLVM vectorises (a rint call is scalar).
-_ROUND = np.float32(12582912.0)
-
-
-@numba.njit(cache=True)
-def requantize_into(out, acc, bias, mult, zp, relu, unsigned):  # pragma: no cover - compiled
-    """out[j] = saturate(rint(float32(acc[j] + bias[j]) * mult[j]) + zp) for j < len(out)."""
-    lo = np.float32(0 if unsigned else -128)
-    hi = np.float32(255 if unsigned else 127)
-    if relu:
-        lo = max(lo, np.float32(zp))
-    fzp = np.float32(zp)
-    for j in range(out.shape[0]):
-        f = np.float32(acc[j] + bias[j]) * mult[j]
-        f = min(max(f, np.float32(-4e6)), np.float32(4e6))  # far outside any 8-bit range, inside 2**22
-        q = ((f + _ROUND) - _ROUND) + fzp
-        out[j] = np.int32(min(max(q, lo), hi))
-
-
 @numba.njit(cache=True)
 def _gemv(x, zp, w):  # pragma: no cover - compiled
     vals = np.empty(x.shape[0], np.int32)
@@ -340,6 +330,9 @@ def sparse_gemv_int8(x: NDArray, x_zero_point: int, prepared: PreparedInt8,
     Raises:
         InvalidInputError: x is not int8/uint8 of shape (K,).
     """
+    if requant is not None and requant.table is not None:
+        raise InvalidArgumentError(f"sparse_gemv_int8: a requant with a lookup table is supported by the conv kernels "
+                                   f"only; apply the table to the result (kernels.lookup.lookup_bytes).")
     x = check_int8_input(x, x_zero_point, prepared.k, 1, "sparse_gemv_int8")
     if requant is None:
         return _gemv(x, x_zero_point, prepared.w)[:prepared.n]
@@ -358,6 +351,9 @@ def sparse_matmul_int8(x: NDArray, x_zero_point: int, prepared: PreparedInt8,
     Raises:
         InvalidInputError: x is not int8/uint8 of shape (M, K).
     """
+    if requant is not None and requant.table is not None:
+        raise InvalidArgumentError(f"sparse_matmul_int8: a requant with a lookup table is supported by the conv kernels "
+                                   f"only; apply the table to the result (kernels.lookup.lookup_bytes).")
     x = check_int8_input(x, x_zero_point, prepared.k, 2, "sparse_matmul_int8")
     if requant is None:
         return _matmul(x, x_zero_point, prepared.w, prepared.n)

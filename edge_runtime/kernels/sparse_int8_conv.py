@@ -14,7 +14,9 @@ output pixel then walks the lists of its KH*KW input pixels (with unit dilation 
 row's pixels are one run of the list, see ``_conv_image``) and adds, per entry, one int8
 weight row of M outputs (``Wt[(kh*KW + kw)*C + c, :]``) to int32 accumulators held in
 registers across all runs (:data:`edge_runtime.kernels.sparse_int8.accumulate_taps_u8`),
-then requantizes them (the same epilogue as the MatMul kernels). Cost ~ nnz(x) * KH*KW * M.
+then requantizes them straight into the NCHW output in 16x16 tiles
+(:func:`edge_runtime.kernels.int8_epilogue.requantize_nchw`; a QuantizedLookup folded into the
+conv is applied there too, see ``Requant.table``). Cost ~ nnz(x) * KH*KW * M.
 """
 from __future__ import annotations
 
@@ -28,9 +30,13 @@ from numpy.typing import ArrayLike, NDArray
 from edge_runtime.errors import InvalidArgumentError, InvalidInputError
 from edge_runtime.kernels.geometry import conv_out_spatial
 from edge_runtime.kernels.sparse_int8 import (PreparedInt8, Requant, accumulate_taps_mac, accumulate_taps_u8,
-                                              check_int8_input, compact_append, requantize_into, sparse_matmul_int8)
+                                              check_int8_input, compact_append, sparse_matmul_int8)
+from edge_runtime.kernels.int8_epilogue import identity_table, requantize_nchw
 
 __all__ = ["PreparedInt8Conv", "prepare_int8_conv", "sparse_conv_int8", "sparse_conv1x1_int8"]
+
+
+_IDENTITY = {np.dtype(d): identity_table(d) for d in (np.uint8, np.int8)}  # unused when there is no table
 
 
 @dataclass(frozen=True)
@@ -130,13 +136,6 @@ def _conv_image(xt, zp, wt, kh, kw, sh, sw, dh, dw, ph, pw, oh, ow, out_acc):  #
                 accumulate_taps_mac(acc, wt, vals, idx, ptr, tlo, thi, tbase, runs)
 
 
-@numba.njit(cache=True)
-def _requant_rows(acc, out, bias, mult, zp, relu, unsigned):  # pragma: no cover - compiled
-    """out (P, M) from accumulators (P, Mp): one contiguous requantized row per pixel."""
-    for p in range(acc.shape[0]):
-        requantize_into(out[p], acc[p], bias, mult, zp, relu, unsigned)
-
-
 def _geometry(x: NDArray, prep: PreparedInt8Conv, strides: Sequence[int], pads: Sequence[int],
               dilations: Sequence[int]) -> tuple[int, int]:
     if x.ndim != 4 or x.shape[1] != prep.c:
@@ -160,8 +159,8 @@ def sparse_conv_int8(x: NDArray, x_zero_point: int, prepared: PreparedInt8Conv, 
         x_zero_point: x's zero point (padding holds it, as in QLinearConv).
         prepared: from :func:`prepare_int8_conv`.
         strides, pads, dilations: ONNX order (pads: top, left, bottom, right).
-        requant: the epilogue (:func:`edge_runtime.kernels.sparse_int8.requant_params`), or None
-            for the int32 accumulators.
+        requant: the epilogue (:func:`edge_runtime.kernels.sparse_int8.requant_params`, with its
+            lookup table if any), or None for the int32 accumulators.
     Raises:
         InvalidInputError: x's dtype/shape does not fit.
         InvalidArgumentError: bad strides/pads/dilations.
@@ -171,6 +170,7 @@ def sparse_conv_int8(x: NDArray, x_zero_point: int, prepared: PreparedInt8Conv, 
     x = check_int8_input(x, x_zero_point, x.shape[-1], 4, "sparse_conv_int8")
     n, mp = x.shape[0], prepared.wt.shape[1]
     acc = np.empty((oh * ow, mp), np.int32)
+    table = None if requant is None else requant.table if requant.table is not None else _IDENTITY[requant.dtype]
     out = np.empty((n, prepared.m, oh, ow), np.int32 if requant is None else requant.dtype)
     for i in range(n):
         xt = np.ascontiguousarray(x[i].transpose(1, 2, 0))  # (H, W, C): a pixel's channels contiguous
@@ -179,10 +179,8 @@ def sparse_conv_int8(x: NDArray, x_zero_point: int, prepared: PreparedInt8Conv, 
         if requant is None:
             out[i] = acc[:, :prepared.m].T.reshape(prepared.m, oh, ow)
         else:
-            rows = np.empty((oh * ow, prepared.m), requant.dtype)
-            _requant_rows(acc, rows, requant.bias, requant.multiplier, requant.zero_point, requant.relu,
-                          requant.unsigned)
-            out[i] = rows.T.reshape(prepared.m, oh, ow)
+            requantize_nchw(acc, out[i].reshape(prepared.m, oh * ow), requant.bias, requant.multiplier,
+                            requant.zero_point, requant.relu, requant.unsigned, table, requant.table is not None)
     return out
 
 

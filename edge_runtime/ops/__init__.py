@@ -17,6 +17,7 @@ from edge_runtime.ops import (  # noqa: F401  (imported for their registrations)
     norm,
     pool,
     quant_contrib,
+    quant_fused,
     quant_linear,
     quant_sparse,
     quantize,

@@ -17,6 +17,7 @@ from numpy.typing import NDArray
 
 from edge_runtime.errors import InvalidArgumentError, InvalidModelError, UnsupportedDTypeError
 from edge_runtime.kernels.lookup import lookup_bytes
+from edge_runtime.kernels.quantize import dequantize_tensor, quantize_tensor
 from edge_runtime.ops.registry import INTERNAL_DOMAIN, register
 
 Array = NDArray[Any]
@@ -24,6 +25,7 @@ Array = NDArray[Any]
 #: Integer types a quantized tensor may have.
 QUANT_TYPES = (np.dtype(np.uint8), np.dtype(np.int8), np.dtype(np.uint16), np.dtype(np.int16))
 #: onnx TensorProto element type -> numpy dtype, for QuantizeLinear's ``output_dtype``.
+_BYTE_RANGE = {np.dtype(np.uint8): (0, 255), np.dtype(np.int8): (-128, 127)}
 _ONNX_TO_NP = {2: np.dtype(np.uint8), 3: np.dtype(np.int8), 4: np.dtype(np.uint16), 5: np.dtype(np.int16)}
 
 
@@ -117,6 +119,13 @@ def QuantizeLinear(x: Array, y_scale: Array, y_zero_point: Array | None = None, 
     del saturate, precision  # only float8 outputs use them
     dtype = _output_dtype("QuantizeLinear", y_zero_point, int(output_dtype))
     x = np.asarray(x)
+    if x.dtype == np.float32 and dtype in _BYTE_RANGE and np.size(y_scale) == 1 and int(block_size) == 0 and (
+            y_zero_point is None or np.size(y_zero_point) == 1):  # per tensor: one compiled pass
+        out = np.empty(x.shape, dtype)
+        zp = 0 if y_zero_point is None else int(np.asarray(y_zero_point).reshape(()))
+        if quantize_tensor(x.reshape(-1), np.float32(np.asarray(y_scale, np.float32).reshape(())), zp,
+                           *_BYTE_RANGE[dtype], out.reshape(-1)):
+            return out
     scale = _along(y_scale, x, axis, int(block_size), "QuantizeLinear")
     zp = 0 if y_zero_point is None else _along(y_zero_point, x, axis, int(block_size), "QuantizeLinear")
     return quantize(x, scale, zp, dtype)
@@ -134,6 +143,13 @@ def DequantizeLinear(x: Array, x_scale: Array, x_zero_point: Array | None = None
     del output_dtype  # the output type is the scale's (float32 in this runtime)
     x = np.asarray(x)
     check_quant_dtype("DequantizeLinear", "x", x, QUANT_TYPES + (np.dtype(np.int32),))
+    if x.dtype in _BYTE_RANGE and np.size(x_scale) == 1 and np.asarray(x_scale).dtype == np.float32 \
+            and int(block_size) == 0 and (x_zero_point is None or np.size(x_zero_point) == 1):
+        out = np.empty(x.shape, np.float32)  # per tensor: one compiled pass
+        zp = 0 if x_zero_point is None else int(np.asarray(x_zero_point).reshape(()))
+        dequantize_tensor(np.ascontiguousarray(x).reshape(-1), np.float32(np.asarray(x_scale).reshape(())), zp,
+                          out.reshape(-1))
+        return out
     scale = _along(x_scale, x, axis, int(block_size), "DequantizeLinear")
     zp = 0 if x_zero_point is None else _along(x_zero_point, x, axis, int(block_size), "DequantizeLinear")
     y = dequantize(x, scale, zp)

@@ -1,4 +1,4 @@
-"""Planner rewrites, one pass per module, applied in the order of :data:`PASSES`.
+"""Planner rewrites, one pass per module, applied in the order of :data:`REQUIRED` then :data:`OPTIMIZATIONS`.
 
 Each pass is ``run(graph) -> (graph, changed)`` and never mutates its input.
 """
@@ -8,7 +8,7 @@ from typing import Callable
 
 from edge_runtime.graph import Graph
 from edge_runtime.passes import (constant_folding, dead_nodes, float16, fold_batchnorm, fuse_activation, fuse_gelu,
-                                 fuse_qdq, quantized_lookup, toposort)
+                                 fuse_lookup, fuse_qdq, quantized_lookup, toposort)
 
 Pass = Callable[[Graph], "tuple[Graph, bool]"]
 
@@ -19,6 +19,7 @@ REQUIRED: tuple[Pass, ...] = (float16.run, toposort.run, dead_nodes.run)
 OPTIMIZATIONS: tuple[Pass, ...] = (
     fuse_qdq.run,         # before folding: the int8 weights stay int8 (no float copy is folded from them)
     quantized_lookup.run,  # after fuse_qdq: the DQ -> element-wise -> Q chains between QLinearConvs
+    fuse_lookup.run,       # after quantized_lookup: a lookup that is a conv's only reader goes into its epilogue
     dead_nodes.run,
     constant_folding.run,
     fold_batchnorm.run,
