@@ -423,8 +423,8 @@ def _cut_plan(model: onnx.ModelProto, prepared: Sequence[isl.PreparedIsland], ty
 def _island_step(p: isl.PreparedIsland, cfg: EngineConfig, limits: Mapping[str, float] | None,
                  record: dict[str, np.ndarray] | None) -> Callable[..., Any]:
     from edge_runtime.dispatch import Dispatcher
-    dense = ortx.IslandDense(ortx.make_session(p.model, cfg.threads, cfg.optimize, spinning=False),
-                             p.candidate.input)
+    dense = isl.dense_path(p, lambda sub: ortx.IslandDense(
+        ortx.make_session(sub, cfg.threads, cfg.optimize, spinning=False), p.candidate.input))
     if record is not None:
         return _Recorder(p.candidate.name, dense, p.kernel, record)
     mode = "force" if cfg.sparsity == "force" else "auto"

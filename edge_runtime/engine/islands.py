@@ -7,14 +7,16 @@ the runtime's fusion passes fold into it (a BatchNormalization, a bias Add, a Re
 LeakyRelu or an exported FATReLU), so the zero-skipping kernel applies them in its epilogue.
 
 An island is prepared once: the runtime's passes turn the island's nodes into one fused node
-whose sparse kernel is built by :mod:`edge_runtime.dispatch`; the same nodes also become a
-one-island onnxruntime session, the dense path of the per-call dispatch.
+whose sparse kernel is built by :mod:`edge_runtime.dispatch` from the decoded weights. Its
+dense path (:func:`dense_path`): a Gemm island's is numpy BLAS over the sparse kernel's own
+weight layout, so its weights are held once; a Conv / MatMul island's is its nodes as a
+one-island onnxruntime session (onnxruntime's convs beat any numpy im2col).
 """
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import onnx
@@ -143,12 +145,26 @@ def _chain(graph: onnx.GraphProto, anchor: int, consumers: Mapping[str, list[int
 
 @dataclass(frozen=True)
 class PreparedIsland:
-    """An island ready to run: its fused node, sparse kernel and the one-island model."""
+    """An island ready to run: its fused node, sparse kernel and, where its dense path is an
+    onnxruntime session, the one-island model (None for a Gemm island: see :func:`dense_path`)."""
 
     candidate: Candidate
     fused: Node
     kernel: Any                    # a dispatch.SparseKernel
-    model: onnx.ModelProto
+    model: onnx.ModelProto | None
+
+
+#: Fused ops whose island runs dense on the sparse kernel's own weights (``SparseMatMulKernel.dense``):
+#: a Gemm's layout is one untiled (K, N) matrix, which BLAS reads as it is.
+OWN_DENSE = ("FusedGemm",)
+
+
+def dense_path(island: PreparedIsland, session: Callable[[onnx.ModelProto], Callable[[np.ndarray], np.ndarray]]
+               ) -> Callable[[np.ndarray], np.ndarray]:
+    """The island's dense path: its kernel's BLAS path for a Gemm, else ``session(island.model)``."""
+    if island.model is None:
+        return island.kernel.dense
+    return session(island.model)
 
 
 def prepare(model: onnx.ModelProto, cand: Candidate, types: Mapping[str, onnx.TypeProto],
@@ -178,7 +194,8 @@ def prepare(model: onnx.ModelProto, cand: Candidate, types: Mapping[str, onnx.Ty
         kernel = dispatch.SPARSE_BUILDERS[fused.op_type](fused, graph.initializers, threads)
         if kernel is not None:
             trimmed = Candidate(cand.name, nodes, cand.input, out, cand.annotated_density)
-            return PreparedIsland(trimmed, fused, kernel, sub)
+            own = fused.op_type in OWN_DENSE and kernel.weight_view() is not None
+            return PreparedIsland(trimmed, fused, kernel, None if own else sub)
     log.debug("island %s: no fused sparse kernel for its nodes", cand.name)
     return None
 
