@@ -64,6 +64,7 @@ class EngineConfig:
     optimize: bool = True
     warmup_feed: Mapping[str, np.ndarray] | None = None
     #: Builds the numba engine's plan of the whole model; timed against a cut plan that keeps islands.
+    #: It may drop the proto of a disposable :class:`ModelSource` (nothing reads it after this plan).
     numba_plan: Callable[[], Plan] | None = field(default=None, compare=False)
 
 
@@ -153,6 +154,10 @@ def build(source: ModelSource | onnx.ModelProto, cfg: EngineConfig, inputs: Sequ
         return _whole_plan(data or src.path, graph, cfg), report
     if doc is not None:
         data = b""  # a kept cut or numba plan needs only the proto: drop the bytes before building it
+        cached = _cached_report(doc)
+        if doc.get("plan") == "numba" and cfg.numba_plan is not None and cached is not None:
+            model = None  # numba_plan drops a disposable source's proto once its weights are decoded
+            return cfg.numba_plan(), cached
         hit = _from_cache(doc, model, found, cfg, inputs, outputs)
         if hit is not None:
             return hit
@@ -260,9 +265,7 @@ def _from_cache(doc: Mapping[str, Any], model: onnx.ModelProto, found: list[isl.
         return None
     if report is None:
         return None
-    if kind == "numba" and cfg.numba_plan is not None:
-        return cfg.numba_plan(), report
-    if kind != "cut":
+    if kind != "cut":  # a kept numba plan is built by build(), after the proto is let go
         return None
     types = value_types(model)
     kept = [c for c in found if c.name in limits and isl.float_input(c, types)]
