@@ -14,6 +14,7 @@ one-island onnxruntime session (onnxruntime's convs beat any numpy im2col).
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
@@ -175,19 +176,21 @@ def prepare(model: onnx.ModelProto, cand: Candidate, types: Mapping[str, onnx.Ty
     fused node with a sparse kernel (e.g. a grouped Conv or a 3-D weight).
     """
     from edge_runtime import dispatch, planner  # numba: imported only when an island is built
-    from edge_runtime.engine.partition import submodel
-    from edge_runtime.onnx_io import graph_from_model
+    from edge_runtime.engine.partition import constants_read, submodel
+    from edge_runtime.onnx_io import decode_initializer, graph_from_model
 
     for end in range(len(cand.nodes), 0, -1):
         nodes = cand.nodes[:end]
         out = model.graph.node[nodes[-1]].output[0]
         if end > 1 and model.graph.node[nodes[-1]].op_type == "GreaterOrEqual":
             continue  # half a FATReLU
-        try:
-            sub = submodel(model, nodes, [cand.input], [out], types, cand.name)
+        try:  # the nodes without their weights, which are decoded straight from the model's tensors
+            light = submodel(model, nodes, [cand.input], [out], types, cand.name, weights=False)
         except KeyError:
             return None
-        graph = planner.optimize(graph_from_model(sub))
+        weights = {name: decode_initializer(t) for name, t in constants_read(model, nodes, [cand.input]).items()}
+        graph = graph_from_model(light)
+        graph = planner.optimize(dataclasses.replace(graph, initializers={**graph.initializers, **weights}))
         if len(graph.nodes) != 1 or graph.nodes[0].op_type not in dispatch.SPARSE_BUILDERS:
             continue
         fused = graph.nodes[0]
@@ -195,7 +198,9 @@ def prepare(model: onnx.ModelProto, cand: Candidate, types: Mapping[str, onnx.Ty
         if kernel is not None:
             trimmed = Candidate(cand.name, nodes, cand.input, out, cand.annotated_density)
             own = fused.op_type in OWN_DENSE and kernel.weight_view() is not None
-            return PreparedIsland(trimmed, fused, kernel, None if own else sub)
+            del graph, weights  # the kernel holds its own layout
+            sub = None if own else submodel(model, nodes, [cand.input], [out], types, cand.name)
+            return PreparedIsland(trimmed, fused, kernel, sub)
     log.debug("island %s: no fused sparse kernel for its nodes", cand.name)
     return None
 
