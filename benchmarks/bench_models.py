@@ -284,7 +284,8 @@ def _footprint(path: Path, threads: int, root: Path | None = None) -> dict[str, 
                     if cold:
                         env.update(NUMBA_CACHE_DIR=tmp, EDGE_RUNTIME_ENGINE_CACHE=os.path.join(tmp, "engine"))
                     done = subprocess.run([sys.executable, "-c", _FOOTPRINT, engine, str(path), str(threads)],
-                                          capture_output=True, text=True, env=env, timeout=1800)
+                                          capture_output=True, text=True, env=env, timeout=1800,
+                                          cwd=root)  # `python -c` puts the cwd first on sys.path
                 if done.returncode != 0:
                     out[f"{engine}_{name}"] = {"error": done.stderr.strip().splitlines()[-1:]}
                     continue
