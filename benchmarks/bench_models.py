@@ -336,11 +336,12 @@ def _compare_table(compared: dict[str, dict[str, dict[str, Any]]], before: str, 
             return float(by[label].get(run, {}).get(key, float("nan")))
 
         ort_c, ort_m = get(after, "ort_warm", "create_s"), get(after, "ort_warm", "peak_rss_mb")
-        rows.append([model, ort_c, f"{get(before, 'edge_warm', 'create_s'):.3f} -> {get(after, 'edge_warm', 'create_s'):.3f}",
-                     get(after, "edge_warm", "create_s") / ort_c, ort_m,
-                     f"{get(before, 'edge_warm', 'peak_rss_mb'):.0f} -> {get(after, 'edge_warm', 'peak_rss_mb'):.0f}",
-                     get(after, "edge_warm", "peak_rss_mb") / ort_m,
-                     f"{get(before, 'numba_warm', 'peak_rss_mb'):.0f} -> {get(after, 'numba_warm', 'peak_rss_mb'):.0f}"])
+        def change(run: str, key: str, fmt: str) -> str:
+            return f"{get(before, run, key):{fmt}} -> {get(after, run, key):{fmt}}"
+
+        rows.append([model, ort_c, change("edge_warm", "create_s", ".3f"), get(after, "edge_warm", "create_s") / ort_c,
+                     ort_m, change("edge_warm", "peak_rss_mb", ".0f"), get(after, "edge_warm", "peak_rss_mb") / ort_m,
+                     change("numba_warm", "peak_rss_mb", ".0f")])
     return common.markdown_table(header, rows)
 
 

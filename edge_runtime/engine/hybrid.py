@@ -9,8 +9,8 @@ The decision is measured, not guessed (issue: "never slower than onnxruntime"):
    onnxruntime run of the whole model on the warm-up input (their inputs as extra outputs);
    only those whose expected density is at most :data:`PRICE_MAX_DENSITY` are built. The graph
    is cut at them and run once to record each island's input. Each island is timed dense (its
-   dense path: :func:`edge_runtime.engine.islands.dense_path`) and sparse at its expected density (annotation, else warm-up): islands
-   whose sparse kernel does not beat the dense one by :data:`MIN_GAIN` are dropped, and each
+   dense path: :func:`edge_runtime.engine.islands.dense_path`) and sparse at its expected
+   density (annotation, else warm-up): islands whose sparse kernel does not beat the dense one by :data:`MIN_GAIN` are dropped, and each
    kept island's per-call crossover is the density where its two times meet. Then the cut
    plan itself (segments + islands dispatching per call) is timed against the whole-model
    session on the warm-up input; the islands stay only when the cut plan is faster by
