@@ -271,10 +271,11 @@ _FOOTPRINT_RUNS = {"ort": (("warm", False),), "edge": (("first", False), ("warm"
                    "numba": (("warm", False), ("cold", True))}
 
 
-def _footprint(path: Path, threads: int) -> dict[str, Any]:
-    """Peak RSS and session creation per contender in fresh processes (see :data:`_FOOTPRINT_RUNS`)."""
+def _footprint(path: Path, threads: int, root: Path | None = None) -> dict[str, Any]:
+    """Peak RSS and session creation per contender in fresh processes (see :data:`_FOOTPRINT_RUNS`),
+    importing edge_runtime from ``root`` (default: this tree)."""
     out: dict[str, Any] = {}
-    root = Path(__file__).resolve().parents[1]
+    root = root or Path(__file__).resolve().parents[1]
     with tempfile.TemporaryDirectory() as decisions:
         for engine, runs in _FOOTPRINT_RUNS.items():
             for name, cold in runs:
@@ -283,7 +284,8 @@ def _footprint(path: Path, threads: int) -> dict[str, Any]:
                     if cold:
                         env.update(NUMBA_CACHE_DIR=tmp, EDGE_RUNTIME_ENGINE_CACHE=os.path.join(tmp, "engine"))
                     done = subprocess.run([sys.executable, "-c", _FOOTPRINT, engine, str(path), str(threads)],
-                                          capture_output=True, text=True, env=env, timeout=1800)
+                                          capture_output=True, text=True, env=env, timeout=1800,
+                                          cwd=root)  # `python -c` puts the cwd first on sys.path
                 if done.returncode != 0:
                     out[f"{engine}_{name}"] = {"error": done.stderr.strip().splitlines()[-1:]}
                     continue
@@ -306,6 +308,47 @@ def _footprint_table(footprint: dict[str, dict[str, Any]]) -> str:
                      " / ".join(f"{get(r, 'peak_rss_mb'):.0f}" for r in ("edge_first", "edge_warm")),
                      get("edge_warm", "peak_rss_mb") / ort_m, get("numba_warm", "peak_rss_mb")])
     return common.markdown_table(header, rows)
+
+
+def _footprint_compared(path: Path, roots: dict[str, Path], repeats: int) -> dict[str, dict[str, Any]]:
+    """:func:`_footprint` per code tree, the trees alternating ``repeats`` times; medians per run."""
+    runs: dict[str, list[dict[str, Any]]] = {label: [] for label in roots}
+    for _ in range(repeats):
+        for label, root in roots.items():
+            runs[label].append(_footprint(path, 1, root))
+    out: dict[str, dict[str, Any]] = {}
+    for label, reps in runs.items():
+        out[label] = {}
+        for run in reps[0]:
+            ok = [r[run] for r in reps if "error" not in r.get(run, {"error": 1})]
+            out[label][run] = ({k: statistics.median(r[k] for r in ok) for k in ok[0]} | {"repeats": len(ok)}
+                               if ok else reps[0][run])
+    return out
+
+
+def _compare_table(compared: dict[str, dict[str, dict[str, Any]]], before: str, after: str) -> str:
+    """Warm-cache creation and peak RSS, ``before`` -> ``after`` code, against onnxruntime."""
+    header = ["model", "ort create s", f"edge warm create s ({before} -> {after})", "/ort", "ort peak MB",
+              f"edge warm peak MB ({before} -> {after})", "/ort", f"numba warm peak MB ({before} -> {after})"]
+    rows = []
+    for model, by in compared.items():
+        def get(label: str, run: str, key: str) -> float:
+            return float(by[label].get(run, {}).get(key, float("nan")))
+
+        ort_c, ort_m = get(after, "ort_warm", "create_s"), get(after, "ort_warm", "peak_rss_mb")
+        def change(run: str, key: str, fmt: str) -> str:
+            return f"{get(before, run, key):{fmt}} -> {get(after, run, key):{fmt}}"
+
+        rows.append([model, ort_c, change("edge_warm", "create_s", ".3f"), get(after, "edge_warm", "create_s") / ort_c,
+                     ort_m, change("edge_warm", "peak_rss_mb", ".0f"), get(after, "edge_warm", "peak_rss_mb") / ort_m,
+                     change("numba_warm", "peak_rss_mb", ".0f")])
+    return common.markdown_table(header, rows)
+
+
+def _tree_commit(root: Path) -> str:
+    """The commit a checkout is at ("unknown" for an exported tree without .git)."""
+    done = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True)
+    return done.stdout.strip() or "unknown"
 
 
 def _density(profile: dict[str, Any]) -> float | None:
@@ -337,6 +380,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--vit-layers", type=int, default=12, help="ViT-tiny depth (12 = DeiT-tiny)")
     parser.add_argument("--footprint", action="store_true", help="also peak RSS, session creation, cold start")
     parser.add_argument("--footprint-only", action="store_true", help="only --footprint, no latency runs")
+    parser.add_argument("--footprint-before", metavar="TREE", default=None,
+                        help="with --footprint-only: also measure edge_runtime from this checkout (e.g. "
+                             "`git worktree add /tmp/before main`), alternating with this tree")
+    parser.add_argument("--footprint-repeats", type=int, default=1, help="fresh-process runs per contender (median)")
     parser.add_argument("--out", default=str(common.RESULTS / "bench_models.json"))
     args = parser.parse_args(argv)
     blocks, calls = (5, 3) if args.quick else (11, 5)
@@ -356,14 +403,25 @@ def main(argv: list[str] | None = None) -> None:
                           f"({row['ratio_vs_ort']['edge']:.2f}x, {row['edge_providers']}), numba "
                           f"{row['ms']['numba']:.2f} ms ({row['ratio_vs_ort']['numba']:.2f}x)", flush=True)
         if args.footprint or args.footprint_only:
+            roots = {"after": Path(__file__).resolve().parents[1]}
+            if args.footprint_before:
+                roots = {"before": Path(args.footprint_before).resolve(), **roots}
+                result["footprint_before_tree"] = _tree_commit(roots["before"])
             for m in args.models:
-                result["footprint"][m] = _footprint(exported[m][0], 1)
-                print(m, json.dumps(result["footprint"][m]), flush=True)
+                compared = _footprint_compared(exported[m][0], roots, args.footprint_repeats)
+                result["footprint"][m] = compared["after"]
+                if args.footprint_before:
+                    result.setdefault("footprint_before", {})[m] = compared["before"]
+                print(m, json.dumps(compared), flush=True)
     result["table"] = _table(result["runs"])
     print(result["table"])
     if result["footprint"]:
         result["footprint_table"] = _footprint_table(result["footprint"])
         print(result["footprint_table"])
+        if "footprint_before" in result:
+            both = {m: {"before": result["footprint_before"][m], "after": f} for m, f in result["footprint"].items()}
+            result["footprint_compare_table"] = _compare_table(both, "before", "after")
+            print(result["footprint_compare_table"])
     print(f"wrote {common.write_json(args.out, result)}")
 
 

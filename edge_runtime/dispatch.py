@@ -145,6 +145,20 @@ class SparseMatMulKernel(SparseKernel):
             y = self._sm.sparse_matmul(rows, self.prepared, self.bias, self.act, self.p0, self.p1, parallel)
         return y.reshape(*x.shape[:-1], self.n)
 
+    def dense(self, x: np.ndarray) -> np.ndarray:
+        """The same layer dense (numpy BLAS) over this kernel's own weight layout: an island's dense
+        path without a second copy of the weights (a one-layer onnxruntime session holds two)."""
+        rows = x.reshape(-1, self.k)
+        y = self._sm.dense_matmul(rows, self.prepared, self.bias, self.act, self.p0, self.p1)
+        return y.reshape(*x.shape[:-1], self.n)
+
+    def weight_view(self) -> np.ndarray | None:
+        """The (K, N) weights as a view of the kernel's layout, or None when it is tiled (a MatMul
+        layer's layout can still change on its first one-row call, and tiles are not one matrix)."""
+        if not self._layout_fixed or self.prepared.wt.shape[0] != 1:
+            return None
+        return self.prepared.wt[0, :, : self.n]
+
 
 class SparseConvKernel(SparseKernel):
     """2-D Conv (groups=1) skipping zero input activations; NCHW in and out."""
@@ -223,13 +237,14 @@ def _matmul_kernel(node: Node, consts: dict, threads: int) -> SparseKernel | Non
     if node.op_type == "FusedGemm":
         if int(a.get("transA", 0)):
             return None
-        w = (w.T if int(a.get("transB", 0)) else w) * np.float32(a.get("alpha", 1.0))
+        w = w.T if int(a.get("transB", 0)) else w  # a view: prepare_matmul_weights copies once
+        if float(a.get("alpha", 1.0)) != 1.0:
+            w = w * np.float32(a.get("alpha", 1.0))
         if bias is not None:
             if bias.size not in (1, w.shape[1]) or (bias.ndim == 2 and bias.shape[0] != 1):
                 return None
             bias = np.broadcast_to(bias.reshape(-1) * np.float32(a.get("beta", 1.0)), (w.shape[1],))
-    return SparseMatMulKernel(np.ascontiguousarray(w, np.float32), bias, act, p0, p1, threads,
-                              untiled=node.op_type == "FusedGemm")
+    return SparseMatMulKernel(w, bias, act, p0, p1, threads, untiled=node.op_type == "FusedGemm")
 
 
 def _conv_kernel(node: Node, consts: dict, threads: int) -> SparseKernel | None:
@@ -266,7 +281,33 @@ def wrap(node: Node, dense_fn: Callable[..., Any], graph: Graph, ctx: Any,
     sparse = build(node, graph.initializers, ctx.threads)
     if sparse is None or (ctx.sparsity == "auto" and sparse.scale <= 0.0):
         return dense_fn  # scale 0: a shape on which the sparse kernel never won
+    share_weights(node, sparse, graph)
     return Dispatcher(node.name, dense_fn, sparse, default_crossover(ctx.crossover), ctx.sparsity)
+
+
+def share_weights(node: Node, sparse: SparseKernel, graph: Graph) -> bool:
+    """Make a FusedGemm's weight initializer a view of its sparse kernel's layout, so the layer's
+    weights are held once (the dense op reads the view: ``a @ b`` on a strided view is still one
+    BLAS call). Only where the view equals the weight exactly (alpha 1, an untiled layout) and no
+    other node or graph output reads the initializer.
+
+    Returns:
+        Whether the initializer was replaced.
+    """
+    view = sparse.weight_view() if isinstance(sparse, SparseMatMulKernel) else None
+    name = node.inputs[1]
+    if view is None or node.op_type != "FusedGemm" or float(node.attrs.get("alpha", 1.0)) != 1.0:
+        return False
+    if int(node.attrs.get("transB", 0)):
+        view = view.T
+    if not isinstance(graph.initializers, dict):
+        return False
+    w = graph.initializers.get(name)
+    readers = sum(x == name for n in graph.nodes for x in n.inputs)
+    if w is None or w.shape != view.shape or readers != 1 or any(o.name == name for o in graph.outputs):
+        return False
+    graph.initializers[name] = view
+    return True
 
 
 def default_crossover(overrides: dict[str, float] | Any) -> dict[str, float]:

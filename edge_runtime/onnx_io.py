@@ -250,7 +250,13 @@ def _value_info(vi: onnx.ValueInfoProto) -> ValueInfo:
     return ValueInfo(vi.name, dtype, shape)
 
 
-def _initializer(tensor: onnx.TensorProto) -> np.ndarray:
+def decode_initializer(tensor: onnx.TensorProto) -> np.ndarray:
+    """A constant tensor as the runtime computes with it (float64/float16/bfloat16 widened or
+    narrowed to float32).
+
+    Raises:
+        InvalidModelError: the tensor cannot be decoded (truncated file, missing external data).
+    """
     try:
         array = numpy_helper.to_array(tensor)
     except Exception as exc:
@@ -270,7 +276,7 @@ def graph_from_model(model: onnx.ModelProto) -> Graph:
         UnsupportedDTypeError: a graph input or output has an element type the runtime lacks.
     """
     g = model.graph
-    initializers = {t.name: _initializer(t) for t in g.initializer}
+    initializers = {t.name: decode_initializer(t) for t in g.initializer}
     for sparse in g.sparse_initializer:
         initializers[sparse.values.name] = numpy_helper.to_array(sparse)  # densified
     inputs = tuple(_value_info(v) for v in g.input if v.name not in initializers)

@@ -139,7 +139,7 @@ class InferenceSession:
             if warmup_feed is not None:
                 warmup_feed = _validate_feed(self._inputs, warmup_feed)
             cfg = hybrid.EngineConfig(self._threads, sparsity, ann, optimize, warmup_feed,
-                                      numba_plan=lambda: self._numba_plan(source.model, ann, optimize))
+                                      numba_plan=lambda: self._numba_plan(source, ann, optimize))
             path = str(path_or_bytes) if isinstance(path_or_bytes, (str, os.PathLike)) and raw is not None \
                 and os.path.isfile(path_or_bytes) else None
             source = hybrid.ModelSource(model, raw, path, disposable=not isinstance(path_or_bytes, onnx.ModelProto))
@@ -151,8 +151,14 @@ class InferenceSession:
                 model = source.model if source.model is not None else load_model(path_or_bytes)[0]
             else:
                 self._engine = self._engine_report.engine
+            if source.disposable:
+                source.model = None  # not held while the plan is primed (numba loads its kernels)
         if self._engine == "numba" and self._engine_report is None:  # chosen, or onnxruntime rejected the model
-            self._plan = self._numba_plan(model, ann, optimize)
+            from edge_runtime.engine.hybrid import ModelSource as Owned  # no onnxruntime import
+
+            owned = Owned(model, disposable=not isinstance(path_or_bytes, onnx.ModelProto))
+            model = None
+            self._plan = self._numba_plan(owned, ann, optimize)
             if thread_key is not None:
                 self._choose_threads(thread_key, warmup_feed)
             if rejected is not None:
@@ -180,10 +186,15 @@ class InferenceSession:
         except EdgeRuntimeError as exc:  # e.g. a synthetic input the model refuses: load on first use
             log.debug("no priming run: %s", exc)
 
-    def _numba_plan(self, model: Any, ann: Mapping[str, Any], optimize: bool) -> plan_mod.Plan:
+    def _numba_plan(self, source: Any, ann: Mapping[str, Any], optimize: bool) -> plan_mod.Plan:
+        """The numba engine's plan of ``source`` (a ``hybrid.ModelSource``); a disposable source's
+        proto is dropped once its weights are decoded, before the kernels copy them into their
+        layouts (the MLP 784-4096-4096-10 held its 80 MB of weights three times at that peak)."""
         from edge_runtime import planner
 
-        graph = graph_from_model(model)
+        graph = graph_from_model(source.model)
+        if source.disposable:
+            source.model = None
         ctx = planner.PlanContext(threads=self._threads, sparsity=self._sparsity,
                                   crossover=_crossover(self._profile), annotations=ann, optimize=optimize)
         plan = planner.build(graph, ctx)

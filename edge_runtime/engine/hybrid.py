@@ -9,8 +9,8 @@ The decision is measured, not guessed (issue: "never slower than onnxruntime"):
    onnxruntime run of the whole model on the warm-up input (their inputs as extra outputs);
    only those whose expected density is at most :data:`PRICE_MAX_DENSITY` are built. The graph
    is cut at them and run once to record each island's input. Each island is timed dense (its
-   onnxruntime session) and sparse at its expected density (annotation, else warm-up): islands
-   whose sparse kernel does not beat the dense one by :data:`MIN_GAIN` are dropped, and each
+   dense path: :func:`edge_runtime.engine.islands.dense_path`) and sparse at its expected
+   density (annotation, else warm-up): islands whose sparse kernel does not beat the dense one by :data:`MIN_GAIN` are dropped, and each
    kept island's per-call crossover is the density where its two times meet. Then the cut
    plan itself (segments + islands dispatching per call) is timed against the whole-model
    session on the warm-up input; the islands stay only when the cut plan is faster by
@@ -64,6 +64,7 @@ class EngineConfig:
     optimize: bool = True
     warmup_feed: Mapping[str, np.ndarray] | None = None
     #: Builds the numba engine's plan of the whole model; timed against a cut plan that keeps islands.
+    #: It may drop the proto of a disposable :class:`ModelSource` (nothing reads it after this plan).
     numba_plan: Callable[[], Plan] | None = field(default=None, compare=False)
 
 
@@ -153,6 +154,10 @@ def build(source: ModelSource | onnx.ModelProto, cfg: EngineConfig, inputs: Sequ
         return _whole_plan(data or src.path, graph, cfg), report
     if doc is not None:
         data = b""  # a kept cut or numba plan needs only the proto: drop the bytes before building it
+        cached = _cached_report(doc)
+        if doc.get("plan") == "numba" and cfg.numba_plan is not None and cached is not None:
+            model = None  # numba_plan drops a disposable source's proto once its weights are decoded
+            return cfg.numba_plan(), cached
         hit = _from_cache(doc, model, found, cfg, inputs, outputs)
         if hit is not None:
             return hit
@@ -260,9 +265,7 @@ def _from_cache(doc: Mapping[str, Any], model: onnx.ModelProto, found: list[isl.
         return None
     if report is None:
         return None
-    if kind == "numba" and cfg.numba_plan is not None:
-        return cfg.numba_plan(), report
-    if kind != "cut":
+    if kind != "cut":  # a kept numba plan is built by build(), after the proto is let go
         return None
     types = value_types(model)
     kept = [c for c in found if c.name in limits and isl.float_input(c, types)]
@@ -423,8 +426,8 @@ def _cut_plan(model: onnx.ModelProto, prepared: Sequence[isl.PreparedIsland], ty
 def _island_step(p: isl.PreparedIsland, cfg: EngineConfig, limits: Mapping[str, float] | None,
                  record: dict[str, np.ndarray] | None) -> Callable[..., Any]:
     from edge_runtime.dispatch import Dispatcher
-    dense = ortx.IslandDense(ortx.make_session(p.model, cfg.threads, cfg.optimize, spinning=False),
-                             p.candidate.input)
+    dense = isl.dense_path(p, lambda sub: ortx.IslandDense(
+        ortx.make_session(sub, cfg.threads, cfg.optimize, spinning=False), p.candidate.input))
     if record is not None:
         return _Recorder(p.candidate.name, dense, p.kernel, record)
     mode = "force" if cfg.sparsity == "force" else "auto"

@@ -7,14 +7,17 @@ the runtime's fusion passes fold into it (a BatchNormalization, a bias Add, a Re
 LeakyRelu or an exported FATReLU), so the zero-skipping kernel applies them in its epilogue.
 
 An island is prepared once: the runtime's passes turn the island's nodes into one fused node
-whose sparse kernel is built by :mod:`edge_runtime.dispatch`; the same nodes also become a
-one-island onnxruntime session, the dense path of the per-call dispatch.
+whose sparse kernel is built by :mod:`edge_runtime.dispatch` from the decoded weights. Its
+dense path (:func:`dense_path`): a Gemm island's is numpy BLAS over the sparse kernel's own
+weight layout, so its weights are held once; a Conv / MatMul island's is its nodes as a
+one-island onnxruntime session (onnxruntime's convs beat any numpy im2col).
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import onnx
@@ -143,12 +146,26 @@ def _chain(graph: onnx.GraphProto, anchor: int, consumers: Mapping[str, list[int
 
 @dataclass(frozen=True)
 class PreparedIsland:
-    """An island ready to run: its fused node, sparse kernel and the one-island model."""
+    """An island ready to run: its fused node, sparse kernel and, where its dense path is an
+    onnxruntime session, the one-island model (None for a Gemm island: see :func:`dense_path`)."""
 
     candidate: Candidate
     fused: Node
     kernel: Any                    # a dispatch.SparseKernel
-    model: onnx.ModelProto
+    model: onnx.ModelProto | None
+
+
+#: Fused ops whose island runs dense on the sparse kernel's own weights (``SparseMatMulKernel.dense``):
+#: a Gemm's layout is one untiled (K, N) matrix, which BLAS reads as it is.
+OWN_DENSE = ("FusedGemm",)
+
+
+def dense_path(island: PreparedIsland, session: Callable[[onnx.ModelProto], Callable[[np.ndarray], np.ndarray]]
+               ) -> Callable[[np.ndarray], np.ndarray]:
+    """The island's dense path: its kernel's BLAS path for a Gemm, else ``session(island.model)``."""
+    if island.model is None:
+        return island.kernel.dense
+    return session(island.model)
 
 
 def prepare(model: onnx.ModelProto, cand: Candidate, types: Mapping[str, onnx.TypeProto],
@@ -159,25 +176,30 @@ def prepare(model: onnx.ModelProto, cand: Candidate, types: Mapping[str, onnx.Ty
     fused node with a sparse kernel (e.g. a grouped Conv or a 3-D weight).
     """
     from edge_runtime import dispatch, planner  # numba: imported only when an island is built
-    from edge_runtime.engine.partition import submodel
-    from edge_runtime.onnx_io import graph_from_model
+    from edge_runtime.engine.partition import constants_read, submodel
+    from edge_runtime.onnx_io import decode_initializer, graph_from_model
 
     for end in range(len(cand.nodes), 0, -1):
         nodes = cand.nodes[:end]
         out = model.graph.node[nodes[-1]].output[0]
         if end > 1 and model.graph.node[nodes[-1]].op_type == "GreaterOrEqual":
             continue  # half a FATReLU
-        try:
-            sub = submodel(model, nodes, [cand.input], [out], types, cand.name)
+        try:  # the nodes without their weights, which are decoded straight from the model's tensors
+            light = submodel(model, nodes, [cand.input], [out], types, cand.name, weights=False)
         except KeyError:
             return None
-        graph = planner.optimize(graph_from_model(sub))
+        weights = {name: decode_initializer(t) for name, t in constants_read(model, nodes, [cand.input]).items()}
+        graph = graph_from_model(light)
+        graph = planner.optimize(dataclasses.replace(graph, initializers={**graph.initializers, **weights}))
         if len(graph.nodes) != 1 or graph.nodes[0].op_type not in dispatch.SPARSE_BUILDERS:
             continue
         fused = graph.nodes[0]
         kernel = dispatch.SPARSE_BUILDERS[fused.op_type](fused, graph.initializers, threads)
         if kernel is not None:
             trimmed = Candidate(cand.name, nodes, cand.input, out, cand.annotated_density)
+            own = fused.op_type in OWN_DENSE and kernel.weight_view() is not None
+            del graph, weights  # the kernel holds its own layout
+            sub = None if own else submodel(model, nodes, [cand.input], [out], types, cand.name)
             return PreparedIsland(trimmed, fused, kernel, sub)
     log.debug("island %s: no fused sparse kernel for its nodes", cand.name)
     return None

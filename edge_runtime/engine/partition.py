@@ -192,30 +192,35 @@ def _elements(t: onnx.TensorProto) -> int:
     return n
 
 
+def constants_read(model: onnx.ModelProto, nodes: Sequence[int], inputs: Sequence[str]) -> dict[str, onnx.TensorProto]:
+    """The initializers and ``Constant`` node values that ``nodes`` read, by name (not copied)."""
+    picked = [model.graph.node[i] for i in nodes]
+    read = {x for n in picked for x in node_inputs(n)} - set(inputs) - {o for n in picked for o in n.output}
+    return {name: t for name, t in constants(model.graph).items() if name in read}
+
+
 def submodel(model: onnx.ModelProto, nodes: Sequence[int], inputs: Sequence[str], outputs: Sequence[str],
-             types: Mapping[str, onnx.TypeProto], name: str) -> onnx.ModelProto:
+             types: Mapping[str, onnx.TypeProto], name: str, weights: bool = True) -> onnx.ModelProto:
     """A standalone model of ``nodes`` reading ``inputs`` and writing ``outputs``.
 
-    The initializers and ``Constant`` node values the nodes read are copied in as initializers;
-    opsets and IR version are kept.
+    The initializers and ``Constant`` node values the nodes read are copied in as initializers
+    (each copied once: ``make_graph`` would copy them a second time), unless ``weights`` is
+    False (the caller decodes them from ``model`` itself); opsets and IR version are kept.
 
     Raises:
         KeyError: a boundary tensor has no known type (the caller falls back to one session).
     """
     graph = model.graph
     picked = [graph.node[i] for i in nodes]
-    read = {x for n in picked for x in node_inputs(n)} - set(inputs) - {o for n in picked for o in n.output}
-    inits = []
-    for name, t in constants(graph).items():
-        if name in read:
-            copy = onnx.TensorProto()
+    g = helper.make_graph(picked, name, [_value_info(x, types) for x in inputs],
+                          [_value_info(x, types) for x in outputs])
+    if weights:
+        for const_name, t in constants_read(model, nodes, inputs).items():
+            copy = g.initializer.add()
             copy.CopyFrom(t)
-            copy.name = name
-            inits.append(copy)
-    sparse = [t for t in graph.sparse_initializer if t.values.name in read]
-    g = helper.make_graph(
-        picked, name, [_value_info(x, types) for x in inputs], [_value_info(x, types) for x in outputs],
-        initializer=inits, sparse_initializer=sparse)
+            copy.name = const_name
+    read = {x for n in picked for x in node_inputs(n)}
+    g.sparse_initializer.extend(t for t in graph.sparse_initializer if t.values.name in read)
     sub = helper.make_model(g, opset_imports=list(model.opset_import), ir_version=model.ir_version,
                             producer_name="edge_runtime.engine")
     sub.functions.extend(model.functions)
