@@ -94,14 +94,15 @@ INT8_ANCHORS = ("QLinearConv", "QLinearMatMul")
 
 def int8_layers(model: onnx.ModelProto) -> int:
     """How many int8 layers the numba engine runs with its zero-skipping int8 kernels (onnxruntime has
-    no such kernel): QLinearConv / QLinearMatMul nodes with constant int8 weights, and QDQ Convs whose
-    weight is a DequantizeLinear of a constant int8 tensor (``passes/fuse_qdq.py`` makes them QLinearConv)."""
+    no such kernel): QLinearConv / QLinearMatMul nodes with constant int8 weights, and QDQ Convs / MatMuls whose
+    weight is a DequantizeLinear of a constant int8 tensor (``passes/fuse_qdq.py`` makes them QLinearConv /
+    QLinearMatMul)."""
     inits = constants(model.graph)
     int8 = {name for name, t in inits.items() if t.data_type == onnx.TensorProto.INT8}
     dq_int8 = {n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in int8}
     return sum(1 for n in model.graph.node if n.domain in ("", "ai.onnx") and (
         (n.op_type in INT8_ANCHORS and len(n.input) > 3 and n.input[3] in int8)
-        or (n.op_type == "Conv" and len(n.input) > 1 and n.input[1] in dq_int8)))
+        or (n.op_type in ("Conv", "MatMul") and len(n.input) > 1 and n.input[1] in dq_int8)))
 
 
 def _size(t: onnx.TensorProto) -> int:

@@ -1,5 +1,5 @@
-"""Fuse QDQ convolutions into QLinearConv (and QDQ Gemms into com.microsoft QGemm), so QDQ int8 models take
-the zero-skipping int8 kernels.
+"""Fuse QDQ convolutions into QLinearConv (QDQ Gemms into com.microsoft QGemm, QDQ MatMuls into QLinearMatMul),
+so QDQ int8 models take the zero-skipping int8 kernels.
 
 onnxruntime's static quantizer writes QDQ models: ``DequantizeLinear(x_q) -> Conv(W = DequantizeLinear(
 w_q), B = DequantizeLinear(b_q)) -> QuantizeLinear``. Run as written, the Conv computes in float32 on
@@ -17,6 +17,15 @@ QuantizeLinear with scalar constant scale and zero point, and its output is not 
 Anything else keeps the float path. A Gemm (``transA`` 0, ``alpha``/``beta`` 1, the same weight
 and bias rules, per-channel scales along N) becomes QGemm, quantized when its only reader is a
 QuantizeLinear and with a float output otherwise (a classifier's logits).
+
+A MatMul (a Transformer's Linear on (batch, tokens, dim) inputs, exported as MatMul + Add) becomes
+QLinearMatMul under onnxruntime's rule for QDQ MatMul (``MatMulNodeGroupSelector``): both inputs
+dequantized, the only reader one QuantizeLinear whose type is the activation's. This pass also asks
+for a constant 2-D int8 weight with zero point 0 (per tensor, or per column: axis 1), which is what
+the quantizer writes and what the sparse int8 builder runs. Without a QuantizeLinear after it
+onnxruntime makes a MatMulIntegerToFloat; that case keeps the float MatMul here (same products,
+float rounding instead of integer sums). The bias Add after the MatMul is quantized on its own
+(DQ -> Add -> Q, onnxruntime's QLinearAdd) and stays as it is.
 """
 from __future__ import annotations
 
@@ -117,6 +126,28 @@ def _gemm_fusion(gemm: Node, graph: Graph, producers: dict, consumers: dict) -> 
     return Node("QGemm", tuple(inputs), outputs, {"transB": trans_b}, name=gemm.name, domain=MS_DOMAIN), q
 
 
+def _matmul_fusion(matmul: Node, graph: Graph, producers: dict, consumers: dict) -> tuple[Node, Node] | None:
+    """(QLinearMatMul replacing ``matmul``, the QuantizeLinear it absorbs), or None when the pattern does not hold."""
+    if matmul.op_type != "MatMul" or matmul.domain not in _DEFAULT or len(matmul.inputs) != 2:
+        return None
+    q = _sole_quantize(matmul, graph, consumers)
+    x, w = _dq_parts(graph, producers, matmul.inputs[0]), _dq_parts(graph, producers, matmul.inputs[1])
+    if q is None or x is None or w is None or x[1].size != 1 or x[2].size != 1 or x[2].dtype not in (np.uint8,
+                                                                                                      np.int8):
+        return None
+    if _const(graph, q.inputs[2]).dtype != x[2].dtype:
+        return None  # onnxruntime asks for the output type to be the activation's
+    w_q = _const(graph, w[0])
+    if w_q is None or w_q.dtype != np.int8 or w_q.ndim != 2 or np.any(w[2] != 0) or (
+            w[1].size > 1 and (w[1].size != w_q.shape[1] or int(w[3].attrs.get("axis", 1)) not in (1, -1))):
+        return None
+    inputs = (x[0], x[3].inputs[1], x[3].inputs[2] if len(x[3].inputs) > 2 else "", w[0], w[3].inputs[1],
+              w[3].inputs[2] if len(w[3].inputs) > 2 else "", q.inputs[1], q.inputs[2])
+    if not inputs[2] or not inputs[5]:
+        return None  # QLinearMatMul needs explicit zero points
+    return Node("QLinearMatMul", inputs, q.outputs, {}, name=matmul.name), q
+
+
 def _bias(graph: Graph, producers: dict, node: Node, x_scale: np.ndarray, w_scale: np.ndarray) -> str | None | bool:
     """The int32 bias tensor of ``node`` (input 2) quantized at ``x_scale * w_scale``; None without a bias;
     False when the bias is there but not in that form."""
@@ -132,8 +163,9 @@ def _bias(graph: Graph, producers: dict, node: Node, x_scale: np.ndarray, w_scal
 
 
 def run(graph: Graph) -> tuple[Graph, bool]:
-    """Rewrite DequantizeLinear -> Conv -> QuantizeLinear chains into QLinearConv nodes, and
-    DequantizeLinear -> Gemm (-> QuantizeLinear) into com.microsoft QGemm.
+    """Rewrite DequantizeLinear -> Conv -> QuantizeLinear chains into QLinearConv nodes,
+    DequantizeLinear -> Gemm (-> QuantizeLinear) into com.microsoft QGemm and
+    DequantizeLinear -> MatMul -> QuantizeLinear into QLinearMatMul.
 
     The DequantizeLinear nodes stay (``dead_nodes`` drops them when nothing else reads them).
     """
@@ -151,6 +183,11 @@ def run(graph: Graph) -> tuple[Graph, bool]:
             replaced[id(node)] = gemm[0]
             if gemm[1] is not None:
                 removed.add(id(gemm[1]))
+            continue
+        matmul = _matmul_fusion(node, graph, producers, consumers)
+        if matmul is not None:
+            replaced[id(node)] = matmul[0]
+            removed.add(id(matmul[1]))
     if not replaced:
         return graph, False
     nodes = tuple(replaced.get(id(n), n) for n in graph.nodes if id(n) not in removed)

@@ -95,3 +95,20 @@ def test_qdq_models_are_considered_for_the_numba_engine_too(qdq_u8: str, monkeyp
     sess = edge_runtime.InferenceSession(qdq_u8, _opts(), providers=ORT)
     assert sess.dense_engine == "numba" and "QLinearConv" in [n.op_type for n in sess.plan.graph.nodes]
     _close_to_ort(qdq_u8, sess)
+
+
+def test_qdq_transformer_mlps_are_considered_for_the_numba_engine(tmp_path_factory,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """QDQ MatMuls with int8 weights (a Transformer MLP's Linear layers) count as int8 layers too."""
+    import onnx
+
+    from tests.edge_runtime.test_fuse_qdq_matmul import _relu_mlp, _tokens
+
+    path = _relu_mlp(tmp_path_factory)
+    assert islands.int8_layers(onnx.load(path)) == 2
+    _priced(monkeypatch, whole_s=1e-3, numba_s=0.5e-3)
+    sess = edge_runtime.InferenceSession(path, _opts(), providers=ORT)
+    assert sess.dense_engine == "numba" and "QLinearMatMul" in [n.op_type for n in sess.plan.graph.nodes]
+    x = _tokens(3)
+    np.testing.assert_array_equal(sess.run(None, {"x": x})[0], ort.InferenceSession(path, providers=ORT).run(
+        None, {"x": x})[0])
