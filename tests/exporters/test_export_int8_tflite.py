@@ -217,9 +217,9 @@ def test_cli_export_without_the_quantizer_is_a_one_line_error_before_loading(tmp
     from edge_cli.main import main
 
     monkeypatch.setitem(sys.modules, "ai_edge_quantizer", None)
-    import exporters
-
-    monkeypatch.setattr(exporters, "load_model", lambda *a, **k: pytest.fail("loaded the model"))
+    # patch where it lives: exporters.load_model is a lazy re-export, and setting it on the package
+    # would leave a real attribute behind that later tests' patches of exporters.spec could not reach
+    monkeypatch.setattr("exporters.spec.load_model", lambda *a, **k: pytest.fail("loaded the model"))
     np.save(tmp_path / "calib.npy", np.zeros((4, 3, 16, 16), np.float32))
     code = main(["export", "tests.exporters.models:SmallCNN", "--input-shape", "1,3,16,16", "--calib",
                  str(tmp_path / "calib.npy"), "--quantize", "int8", "--out", str(tmp_path / "b")])
