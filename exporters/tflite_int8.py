@@ -60,26 +60,15 @@ def quantizer_error() -> str | None:
 
 def calibration_array(data: Any, max_samples: int = MAX_SAMPLES) -> NDArray[np.float32]:
     """The calibration inputs as one float32 array (N, ...): a SparsityReport's kept inputs,
-    an array, or an iterable of arrays / (x, y) pairs.
+    an array, or an iterable of arrays / (x, y) pairs / feeds (read as the ONNX quantizer reads them).
 
     Raises:
         ExportError: no data.
     """
-    if getattr(data, "inputs", None) is not None and not isinstance(data, np.ndarray):
-        data = data.inputs
-    if isinstance(data, np.ndarray) or hasattr(data, "numpy"):
-        data = [np.asarray(data)]
-    parts, seen = [], 0
-    for item in data:
-        if seen >= max_samples:
-            break
-        x = np.asarray(item[0] if isinstance(item, (tuple, list)) else item, np.float32)[:max_samples - seen]
-        parts.append(x)
-        seen += len(x)
-    if not parts:
-        raise ExportError("int8 TFLite export got no calibration data; pass the calibration batches that "
-                          "measured sparsity (calibration=, CLI: --calib).")
-    return np.ascontiguousarray(np.concatenate(parts))
+    from exporters.quantize import calibration_feeds
+
+    feeds = calibration_feeds(data, "x", None, max_samples)
+    return np.ascontiguousarray(np.concatenate([next(iter(f.values())) for f in feeds]))
 
 
 def quantize_tflite(flatbuffer: bytes, x: NDArray[np.float32]) -> bytes:

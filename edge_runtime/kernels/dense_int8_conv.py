@@ -27,7 +27,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from edge_runtime.errors import InvalidArgumentError, InvalidInputError
-from edge_runtime.kernels.geometry import conv_out_spatial
+from edge_runtime.kernels.geometry import conv2d_out
 from edge_runtime.kernels.int8_epilogue import bounds, identity_table, requant_one
 from edge_runtime.kernels.sparse_int8 import Requant
 
@@ -140,14 +140,10 @@ def dense_conv_int8(x: NDArray, x_zero_point: int, prepared: PreparedDenseInt8Co
     """
     x = np.asarray(x)
     m, c, kh, kw = prepared.w.shape[0], prepared.c, prepared.kh, prepared.kw
-    if x.ndim != 4 or x.shape[1] != c or x.dtype not in _IDENTITY:
-        raise InvalidInputError(f"dense_conv_int8: x has dtype {x.dtype} and shape {x.shape}; expected uint8/int8 "
-                                f"(N, {c}, H, W) to match the prepared weights.")
-    if len(strides) != 2 or len(pads) != 4 or len(dilations) != 2 or min(pads) < 0 \
-            or min(*strides, *dilations) < 1:
-        raise InvalidArgumentError(f"dense_conv_int8: strides={list(strides)}, pads={list(pads)}, dilations="
-                                   f"{list(dilations)}; expected 2 positive strides/dilations and 4 pads >= 0.")
-    oh, ow = conv_out_spatial(x.shape[2:], (kh, kw), strides, dilations, pads)
+    if x.dtype not in _IDENTITY:
+        raise InvalidInputError(f"dense_conv_int8: x has dtype {x.dtype}; expected uint8/int8 to match the "
+                                f"prepared weights.")
+    oh, ow = conv2d_out("dense_conv_int8", x.shape, c, (kh, kw), strides, pads, dilations)
     x = x if x.flags.c_contiguous else np.ascontiguousarray(x)
     table = requant.table if requant.table is not None else _IDENTITY[requant.dtype]
     out = np.empty((x.shape[0], m, oh, ow), requant.dtype)

@@ -102,3 +102,25 @@ def check_positive(name: str, values: Sequence[int], nd: int) -> list[int]:
             f"{name}={vals} is invalid; expected {nd} positive ints (one per spatial dim). "
             f"Fix the model's '{name}' attribute.")
     return vals
+
+
+def conv2d_out(kernel_name: str, x_shape: Sequence[int], channels: int, window: Sequence[int],
+               strides: Sequence[int], pads: Sequence[int], dilations: Sequence[int]) -> tuple[int, int]:
+    """Check a prepared 2-D conv kernel's call (NCHW input with ``channels`` channels, 2 strides and
+    dilations >= 1, 4 pads >= 0) and return its output (OH, OW).
+
+    Raises:
+        InvalidInputError: ``x_shape`` is not (N, channels, H, W).
+        InvalidArgumentError: bad strides/pads/dilations.
+    """
+    from edge_runtime.errors import InvalidInputError
+
+    if len(x_shape) != 4 or x_shape[1] != channels:
+        raise InvalidInputError(f"{kernel_name}: x has shape {tuple(x_shape)}; expected (N, {channels}, H, W) to "
+                                f"match the prepared weights' {channels} input channels.")
+    if len(strides) != 2 or len(pads) != 4 or len(dilations) != 2 or min(pads) < 0 \
+            or min(*strides, *dilations) < 1:
+        raise InvalidArgumentError(f"{kernel_name}: strides={list(strides)}, pads={list(pads)}, dilations="
+                                   f"{list(dilations)}; expected 2 positive strides/dilations and 4 pads >= 0.")
+    oh, ow = conv_out_spatial(x_shape[2:], window, strides, dilations, pads)
+    return oh, ow

@@ -28,7 +28,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from edge_runtime.errors import InvalidArgumentError, InvalidInputError
-from edge_runtime.kernels.geometry import conv_out_spatial
+from edge_runtime.kernels.geometry import conv2d_out
 from edge_runtime.kernels.sparse_int8 import (PreparedInt8, Requant, accumulate_taps_mac, accumulate_taps_u8,
                                               check_int8_input, compact_append, sparse_matmul_int8)
 from edge_runtime.kernels.int8_epilogue import identity_table, requantize_nchw
@@ -136,19 +136,6 @@ def _conv_image(xt, zp, wt, kh, kw, sh, sw, dh, dw, ph, pw, oh, ow, out_acc):  #
                 accumulate_taps_mac(acc, wt, vals, idx, ptr, tlo, thi, tbase, runs)
 
 
-def _geometry(x: NDArray, prep: PreparedInt8Conv, strides: Sequence[int], pads: Sequence[int],
-              dilations: Sequence[int]) -> tuple[int, int]:
-    if x.ndim != 4 or x.shape[1] != prep.c:
-        raise InvalidInputError(f"sparse_conv_int8: x has shape {x.shape}; expected (N, {prep.c}, H, W) to match "
-                                f"the prepared weights' {prep.c} input channels.")
-    if len(strides) != 2 or len(pads) != 4 or len(dilations) != 2 or min(pads) < 0 \
-            or min(*strides, *dilations) < 1:
-        raise InvalidArgumentError(f"sparse_conv_int8: strides={list(strides)}, pads={list(pads)}, dilations="
-                                   f"{list(dilations)}; expected 2 positive strides/dilations and 4 pads >= 0.")
-    oh, ow = conv_out_spatial(x.shape[2:], (prep.kh, prep.kw), strides, dilations, pads)
-    return oh, ow
-
-
 def sparse_conv_int8(x: NDArray, x_zero_point: int, prepared: PreparedInt8Conv, strides: Sequence[int] = (1, 1),
                      pads: Sequence[int] = (0, 0, 0, 0), dilations: Sequence[int] = (1, 1),
                      requant: Requant | None = None) -> NDArray:
@@ -166,7 +153,7 @@ def sparse_conv_int8(x: NDArray, x_zero_point: int, prepared: PreparedInt8Conv, 
         InvalidArgumentError: bad strides/pads/dilations.
     """
     x = np.asarray(x)
-    oh, ow = _geometry(x, prepared, strides, pads, dilations)
+    oh, ow = conv2d_out("sparse_conv_int8", x.shape, prepared.c, (prepared.kh, prepared.kw), strides, pads, dilations)
     x = check_int8_input(x, x_zero_point, x.shape[-1], 4, "sparse_conv_int8")
     n, mp = x.shape[0], prepared.wt.shape[1]
     acc = np.empty((oh * ow, mp), np.int32)
