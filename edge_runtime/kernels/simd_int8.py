@@ -338,18 +338,21 @@ class _UdotQuads(_DotQuads):
         vs = b.bitcast(b.shuffle_vector(b.insert_element(ir.Constant(v4, None), packed, ir.Constant(self.i32, 0)),
                                         ir.Constant(v4, None), ir.Constant(v4, None)), ir.VectorType(ir.IntType(8), 16))
         flip = ir.Constant(self.bty, [0x80] * VEC)
-        pair = ir.Constant(ir.VectorType(self.i32, 32), [x for n in range(16) for x in (n, 16 + n)])
-        quad = ir.Constant(ir.VectorType(self.i32, 64),
-                           [x for n in range(16) for x in (2 * n, 2 * n + 1, 32 + 2 * n, 33 + 2 * n)])
+        i16x8 = ir.VectorType(ir.IntType(16), 8)
+        zip_b = [ir.Constant(ir.VectorType(self.i32, 16), [x for n in range(h, h + 8) for x in (n, 16 + n)])
+                 for h in (0, 8)]  # zip1/zip2 .16b
+        zip_h = [ir.Constant(ir.VectorType(self.i32, 8), [x for n in range(h, h + 4) for x in (n, 8 + n)])
+                 for h in (0, 4)]  # zip1/zip2 .8h
+        pick = [ir.Constant(v4, list(range(4 * m, 4 * m + 4))) for m in range(4)]
         for j, reg in enumerate(self.regs):
             w = [b.xor(b.load(b.bitcast(b.gep(p, [ir.Constant(self.i64, VEC * j)]), self.bty.as_pointer()),
                               align=1), flip) for p in rows]
-            q = b.shuffle_vector(b.shuffle_vector(w[0], w[1], pair), b.shuffle_vector(w[2], w[3], pair), quad)
+            # quads[m]: bytes (w0[n], w1[n], w2[n], w3[n]) for the outputs n = 4m .. 4m+3 of this register
+            pairs01 = [b.bitcast(b.shuffle_vector(w[0], w[1], z), i16x8) for z in zip_b]
+            pairs23 = [b.bitcast(b.shuffle_vector(w[2], w[3], z), i16x8) for z in zip_b]
+            quads = [b.bitcast(b.shuffle_vector(pairs01[h], pairs23[h], z), self.bty) for h in (0, 1) for z in zip_h]
             acc = b.load(reg)
-            parts = [b.call(self.dot, [b.shuffle_vector(acc, acc, ir.Constant(v4, list(range(4 * m, 4 * m + 4)))), vs,
-                                       b.shuffle_vector(q, q, ir.Constant(ir.VectorType(self.i32, 16),
-                                                                          list(range(16 * m, 16 * m + 16))))])
-                     for m in range(4)]
+            parts = [b.call(self.dot, [b.shuffle_vector(acc, acc, pick[m]), vs, quads[m]]) for m in range(4)]
             eight = ir.Constant(ir.VectorType(self.i32, 8), list(range(8)))
             b.store(b.shuffle_vector(b.shuffle_vector(parts[0], parts[1], eight),
                                      b.shuffle_vector(parts[2], parts[3], eight),
