@@ -4,6 +4,9 @@
   several runs of a conv's packed list (every CPU).
 - :func:`dot_rows` / :data:`dot_taps`: the same through AVX-512 VNNI ``vpdpbusd`` on quads of
   active inputs (hosts with :data:`HAS_VNNI`; centred inputs in [0, 255]).
+- :func:`udot_rows` / :data:`udot_taps`: the same quads through the aarch64 dot-product
+  extension (``udot``, Cortex-A76/A78/Neoverse-N1; hosts with :data:`HAS_DOTPROD`; centred
+  inputs in [0, 255]). The Cortex-A72 (Pi 4) has no ``dotprod`` and keeps the portable path.
 - :func:`ne_mask64`: a 64-bit mask of the bytes that differ from the zero point (compaction).
 
 ``mac_rows(acc, w, vals, idx, i0, i1, base, n0, nvec)``:
@@ -17,16 +20,21 @@ both, as they did for fp32.
 """
 from __future__ import annotations
 
+import ctypes
+import platform
+
 import llvmlite.binding as llvm_binding
 from llvmlite import ir
 from numba import types
+from numba.core import config as numba_config
 from numba.core import cgutils
 from numba.core.errors import TypingError
 from numba.extending import intrinsic
 
 from edge_runtime.kernels.simd import AccumulatorRows, check_array, row_list_args, row_list_typing
 
-__all__ = ["VEC", "HAS_VNNI", "host_has_vnni", "mac_rows", "dot_rows", "mac_taps", "dot_taps", "ne_mask64"]
+__all__ = ["VEC", "HAS_VNNI", "HAS_DOTPROD", "host_has_vnni", "host_has_dotprod", "mac_rows", "dot_rows",
+           "udot_rows", "mac_taps", "dot_taps", "udot_taps", "ne_mask64"]
 
 #: int32 lanes per explicit vector.
 VEC = 16
@@ -93,6 +101,40 @@ def host_has_vnni() -> bool:
 
 
 HAS_VNNI = host_has_vnni()
+
+#: Linux ``AT_HWCAP`` and its aarch64 bit for the dot-product instructions (``HWCAP_ASIMDDP``).
+_AT_HWCAP, _HWCAP_ASIMDDP = 16, 1 << 20
+
+
+def _hwcap_has_asimddp() -> bool:
+    """True where the kernel (or qemu-user, for the CPU it emulates) reports ``asimddp``."""
+    try:
+        return bool(ctypes.CDLL(None).getauxval(_AT_HWCAP) & _HWCAP_ASIMDDP)
+    except (OSError, AttributeError):  # pragma: no cover - no glibc getauxval
+        return False
+
+
+def host_has_dotprod() -> bool:
+    """True where the CPU runs aarch64 ``udot``/``sdot`` and numba's JIT may emit them.
+
+    Both must hold: the kernel's ``AT_HWCAP`` has ``asimddp`` (the CPU executes it; false on
+    the Cortex-A72) and numba's target features include ``dotprod`` (else LLVM aborts the
+    process with "Cannot select ... UDOT"). Numba's features are ``NUMBA_CPU_FEATURES`` when
+    set, else LLVM's host features, which LLVM reads from ``/proc/cpuinfo``: right on a real
+    Cortex-A76, empty under qemu-user (that file is the x86 host's), so the arm64 tests set
+    ``NUMBA_CPU_FEATURES`` for the CPU qemu emulates (``scripts/arm64/run_tests.sh``).
+    """
+    if platform.machine() not in ("aarch64", "arm64") or not _hwcap_has_asimddp():
+        return False
+    if numba_config.CPU_FEATURES is not None:
+        return "+dotprod" in {f.strip() for f in numba_config.CPU_FEATURES.split(",")}
+    try:
+        return bool(llvm_binding.get_host_cpu_features().get("dotprod", False))
+    except RuntimeError:  # pragma: no cover - hosts where LLVM cannot read features
+        return False
+
+
+HAS_DOTPROD = host_has_dotprod()
 
 
 class _DotQuads(_MacRows):
@@ -247,8 +289,99 @@ class _DotUnpack(_DotQuads):
                 b.store(b.call(self.dot, [b.load(reg), vs, b.bitcast(q, self.vty)]), reg)
 
 
-def _taps(vnni: bool):
-    """mac_taps / dot_taps: :func:`mac_rows` / :func:`dot_rows` over several runs of a CSR list."""
+class _UdotQuads(_DotQuads):
+    """aarch64 dotprod emitter: four list entries at a time through ``udot`` (u8 x u8 -> i32).
+
+    ``udot`` multiplies unsigned bytes only and ``sdot`` signed ones, while the products
+    here are centred inputs in [0, 255] times int8 weights. ``sdot`` would need the inputs
+    in [-128, 127] (v - 128, with a correction of 128 * sum(w) per output and active row,
+    a second dot per quad), so the weights are shifted instead: ``w ^ 0x80 = w + 128`` read
+    as u8, and ``v * w = v * (w + 128) - 128 * v``. The correction ``128 * sum(v)`` is the
+    same for every output: one scalar summed over the quads and subtracted once in
+    ``store()``. Exact in int32 arithmetic modulo 2**32, as the widening path is
+    (``udot`` partial sums are at most 4 * 255 * 255). Leftover entries (< 4) take the
+    widening path. Each ``<16 x i32>`` register is four ``v4i32`` udot accumulators.
+    """
+
+    def __init__(self, *args):
+        _MacRows.__init__(self, *args)
+        v4, v16 = ir.VectorType(self.i32, 4), ir.VectorType(ir.IntType(8), 16)
+        self.dot = cgutils.get_or_insert_function(
+            self.builder.module, ir.FunctionType(v4, [v4, v16, v16]), "llvm.aarch64.neon.udot.v4i32.v16i8")
+        self.vsum = cgutils.alloca_once(self.builder, self.i32)  # sum of the inputs taken as quads
+
+    def load(self):
+        super().load()
+        self.builder.store(ir.Constant(self.i32, 0), self.vsum)
+
+    def store(self):
+        b = self.builder
+        corr = b.mul(b.load(self.vsum), ir.Constant(self.i32, 128))
+        splat = b.shuffle_vector(b.insert_element(ir.Constant(self.vty, None), corr, ir.Constant(self.i32, 0)),
+                                 ir.Constant(self.vty, None), ir.Constant(ir.VectorType(self.i32, VEC), None))
+        for reg in self.regs:
+            b.store(b.sub(b.load(reg), splat), reg)
+        super().store()
+
+    def quad(self, idx_a, vals_a, i, base):
+        b = self.builder
+        rows, packed, vsum = [], ir.Constant(self.i32, 0), b.load(self.vsum)
+        for r in range(4):
+            ir_ = b.add(i, ir.Constant(self.i64, r))
+            k = b.add(b.sext(b.load(b.gep(idx_a.data, [ir_])), self.i64), base)
+            rows.append(b.gep(self.wdata, [b.add(b.mul(k, self.rowstride), self.col)]))
+            v = b.and_(b.load(b.gep(vals_a.data, [ir_])), ir.Constant(self.i32, 255))
+            vsum = b.add(vsum, v)
+            packed = b.or_(packed, b.shl(v, ir.Constant(self.i32, 8 * r)))
+        b.store(vsum, self.vsum)
+        v4 = ir.VectorType(self.i32, 4)
+        vs = b.bitcast(b.shuffle_vector(b.insert_element(ir.Constant(v4, None), packed, ir.Constant(self.i32, 0)),
+                                        ir.Constant(v4, None), ir.Constant(v4, None)), ir.VectorType(ir.IntType(8), 16))
+        flip = ir.Constant(self.bty, [0x80] * VEC)
+        i16x8 = ir.VectorType(ir.IntType(16), 8)
+        zip_b = [ir.Constant(ir.VectorType(self.i32, 16), [x for n in range(h, h + 8) for x in (n, 16 + n)])
+                 for h in (0, 8)]  # zip1/zip2 .16b
+        zip_h = [ir.Constant(ir.VectorType(self.i32, 8), [x for n in range(h, h + 4) for x in (n, 8 + n)])
+                 for h in (0, 4)]  # zip1/zip2 .8h
+        pick = [ir.Constant(v4, list(range(4 * m, 4 * m + 4))) for m in range(4)]
+        for j, reg in enumerate(self.regs):
+            w = [b.xor(b.load(b.bitcast(b.gep(p, [ir.Constant(self.i64, VEC * j)]), self.bty.as_pointer()),
+                              align=1), flip) for p in rows]
+            # quads[m]: bytes (w0[n], w1[n], w2[n], w3[n]) for the outputs n = 4m .. 4m+3 of this register
+            pairs01 = [b.bitcast(b.shuffle_vector(w[0], w[1], z), i16x8) for z in zip_b]
+            pairs23 = [b.bitcast(b.shuffle_vector(w[2], w[3], z), i16x8) for z in zip_b]
+            quads = [b.bitcast(b.shuffle_vector(pairs01[h], pairs23[h], z), self.bty) for h in (0, 1) for z in zip_h]
+            acc = b.load(reg)
+            parts = [b.call(self.dot, [b.shuffle_vector(acc, acc, pick[m]), vs, quads[m]]) for m in range(4)]
+            eight = ir.Constant(ir.VectorType(self.i32, 8), list(range(8)))
+            b.store(b.shuffle_vector(b.shuffle_vector(parts[0], parts[1], eight),
+                                     b.shuffle_vector(parts[2], parts[3], eight),
+                                     ir.Constant(ir.VectorType(self.i32, 16), list(range(16)))), reg)
+
+
+@intrinsic
+def udot_rows(typingctx, acc, w, vals, idx, i0, i1, base, n0, nvec):
+    """:func:`mac_rows` with aarch64 ``udot``: quads of entries as dot products, the rest widened.
+
+    Only on hosts where :data:`HAS_DOTPROD` is true, and only when every ``vals[i0:i1]`` lies
+    in [0, 255]; same contract as :func:`mac_rows` otherwise.
+    """
+    nv, sig = row_list_typing("udot_rows", acc, w, vals, idx, i0, i1, base, n0, nvec,
+                              types.int32, types.int8, types.int32)
+
+    def codegen(context, builder, signature, args):
+        vals_a, idx_a, start, stop, off, col = row_list_args(context, builder, signature, args)
+        em = _UdotQuads(context, builder, signature.args[1], args[1], signature.args[0], args[0], col, nv)
+        em.load()
+        em.list_rows(idx_a, vals_a, em.quad_rows(idx_a, vals_a, start, stop, off), stop, off)
+        em.store()
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+def _taps(kind: str):
+    """mac_taps / dot_taps / udot_taps (``kind`` "mac", "vnni", "udot") over several runs of a CSR list."""
 
     def impl(typingctx, acc, w, vals, idx, ptr, tlo, thi, tbase, ntaps, n0, nvec):
         for name, ty, nd, dt in (("acc", acc, 1, types.int32), ("w", w, 2, types.int8),
@@ -266,7 +399,8 @@ def _taps(vnni: bool):
                 context.make_array(signature.args[j])(context, builder, args[j]) for j in range(2, 8))
             nt = context.cast(builder, args[8], signature.args[8], types.int64)
             col = context.cast(builder, args[9], signature.args[9], types.int64)
-            cls = (_DotUnpack if nv % 4 == 0 else _DotQuads) if vnni else _MacRows
+            vnni, quads = kind == "vnni", kind != "mac"
+            cls = {"mac": _MacRows, "udot": _UdotQuads}.get(kind, _DotUnpack if nv % 4 == 0 else _DotQuads)
             em = cls(context, builder, signature.args[1], args[1], signature.args[0], args[0], col, nv)
             em.load()
             i64 = ir.IntType(64)
@@ -277,7 +411,7 @@ def _taps(vnni: bool):
                 stop = builder.load(builder.gep(ptr_a.data, [builder.load(builder.gep(thi_a.data, [t]))]))
                 if vnni and nv % 4 == 0:
                     em.quad_all(idx_a, vals_a, start, stop, base)
-                elif vnni:
+                elif quads:
                     em.list_rows(idx_a, vals_a, em.quad_rows(idx_a, vals_a, start, stop, base), stop, base)
                 else:
                     em.list_rows(idx_a, vals_a, start, stop, base)
@@ -291,9 +425,11 @@ def _taps(vnni: bool):
 
 #: For t < ntaps: acc[n0 : n0+16*nvec] += sum over ptr[tlo[t]] <= i < ptr[thi[t]] of vals[i] *
 #: w[idx[i] + tbase[t], n0 : n0+16*nvec] (a conv's kernel rows as runs of its packed pixel lists).
-mac_taps = _taps(False)
+mac_taps = _taps("mac")
 #: :data:`mac_taps` through AVX-512 VNNI quads (values in [0, 255], hosts with :data:`HAS_VNNI`).
-dot_taps = _taps(True)
+dot_taps = _taps("vnni")
+#: :data:`mac_taps` through aarch64 ``udot`` quads (values in [0, 255], hosts with :data:`HAS_DOTPROD`).
+udot_taps = _taps("udot")
 
 
 @intrinsic

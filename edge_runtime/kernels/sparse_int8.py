@@ -32,7 +32,8 @@ from numpy.typing import ArrayLike, NDArray
 from edge_runtime.errors import InvalidArgumentError, InvalidInputError
 from edge_runtime.kernels.int8_epilogue import requantize_into
 from edge_runtime.kernels.simd import cttz
-from edge_runtime.kernels.simd_int8 import HAS_VNNI, VEC, dot_rows, dot_taps, mac_rows, mac_taps, ne_mask64
+from edge_runtime.kernels.simd_int8 import (HAS_DOTPROD, HAS_VNNI, VEC, dot_rows, dot_taps, mac_rows, mac_taps,
+                                            ne_mask64, udot_rows, udot_taps)
 
 __all__ = ["PreparedInt8", "Requant", "prepare_int8_weights", "requant_params", "sparse_gemv_int8",
            "sparse_matmul_int8", "IBLOCK"]
@@ -42,7 +43,8 @@ __all__ = ["PreparedInt8", "Requant", "prepare_int8_weights", "requant_params", 
 IBLOCK = 128 if HAS_VNNI else 64
 #: Which multiply-add the kernels use on this host (recorded by the benchmarks).
 CODE_PATH = ("AVX-512 VNNI vpdpbusd (quads of active inputs) + widening multiply-add" if HAS_VNNI
-             else "portable widening multiply-add (<16 x i32>)")
+             else "aarch64 dotprod udot (quads of active inputs, weights ^ 0x80) + widening multiply-add"
+             if HAS_DOTPROD else "portable widening multiply-add (<16 x i32>)")
 _NBLOCK_VEC = IBLOCK // VEC
 #: Active inputs per sweep of the GEMV over all output blocks (the fp32 GEMV's GEMV_GROUP idea).
 GEMV_GROUP = 32
@@ -215,8 +217,9 @@ def _accumulate(row_fn):
 
 #: acc[:] += sum_{i0<=i<i1} vals[i] * int32(w[idx[i] + base, :]) (len(acc) a multiple of 16), any vals.
 accumulate_mac = _accumulate(mac_rows)
-#: The same for vals in [0, 255]: AVX-512 VNNI quads where the host has them.
-accumulate_u8 = _accumulate(dot_rows) if HAS_VNNI else accumulate_mac
+#: The same for vals in [0, 255]: AVX-512 VNNI or aarch64 udot quads where the host has them.
+accumulate_u8 = (_accumulate(dot_rows) if HAS_VNNI else _accumulate(udot_rows) if HAS_DOTPROD
+                 else accumulate_mac)
 
 
 
@@ -247,8 +250,9 @@ def _accumulate_taps(taps_fn):
 
 #: Runs t < ntaps of a packed CSR list (entries ptr[tlo[t]] .. ptr[thi[t]], weight rows idx + tbase[t]).
 accumulate_taps_mac = _accumulate_taps(mac_taps)
-#: The same for values in [0, 255] (AVX-512 VNNI where the host has it).
-accumulate_taps_u8 = _accumulate_taps(dot_taps) if HAS_VNNI else accumulate_taps_mac
+#: The same for values in [0, 255] (AVX-512 VNNI or aarch64 udot where the host has it).
+accumulate_taps_u8 = (_accumulate_taps(dot_taps) if HAS_VNNI else _accumulate_taps(udot_taps) if HAS_DOTPROD
+                      else accumulate_taps_mac)
 
 
 @numba.njit(cache=True)

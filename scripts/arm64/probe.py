@@ -45,6 +45,9 @@ def main() -> None:
     print(f"platform.machine(): {platform.machine()}")
     print(f"numba target CPU: {numba.config.CPU_NAME or 'host'} "
           f"({__import__('llvmlite.binding', fromlist=['x']).get_host_cpu_name()})")
+    from edge_runtime.kernels.sparse_int8 import CODE_PATH  # which int8 multiply-add this CPU gets
+
+    print(f"numba target features: {numba.config.CPU_FEATURES or 'host'}; int8 path: {CODE_PATH}")
     print(f"import numpy: {t_numpy:.2f} s, import numba: {t_numba:.2f} s")
     print(f"numba first compile (small @njit loop): {t_compile:.2f} s; second call {t_call * 1e6:.0f} us")
 

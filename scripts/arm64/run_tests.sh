@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Run the device-side tests of this checkout on aarch64 (qemu-user, Cortex-A72 = Pi 4 core)
+# Run the device-side tests of this checkout on aarch64 (qemu-user, Cortex-A72 = Pi 4 core by default)
 # and check that kernels/models give the same numbers as on the host.
 #
 # Usage: scripts/arm64/run_tests.sh [pytest args]
@@ -21,6 +21,10 @@
 #   EDGE_RUNTIME_ARM64_BUNDLE    a bundle exported on the host (e.g. demo-out/bundle): copied into
 #                                the root, checked with `edge-runtime validate` there, and its
 #                                outputs on golden.npz compared host vs arm64 in phase 4
+#   EDGE_RUNTIME_ARM64_CPU       qemu's CPU model (default cortex-a72, the Pi 4 core, no dotprod);
+#                                cortex-a76 / neoverse-n1 have the dot-product extension: numba is
+#                                then told so (NUMBA_CPU_NAME/FEATURES, unless set), because LLVM
+#                                reads the host's x86 /proc/cpuinfo under qemu and finds nothing
 #   HOST_PYTHON                  host interpreter for phase 4 (default python3)
 #   NUMBA_*, HYPOTHESIS_*, EDGE_RUNTIME_*  passed into the root unchanged
 set -uo pipefail
@@ -32,7 +36,17 @@ TIMEOUT="${EDGE_RUNTIME_ARM64_TIMEOUT:-1200}"
 COMPARE="${EDGE_RUNTIME_ARM64_COMPARE:-1}"
 HOST_PYTHON="${HOST_PYTHON:-python3}"
 # qemu's default CPU makes numpy raise false floating-point warnings (references.md s6).
-QEMU_CPU_MODEL=cortex-a72
+QEMU_CPU_MODEL="${EDGE_RUNTIME_ARM64_CPU:-cortex-a72}"
+# What LLVM would read from a real core's /proc/cpuinfo (asimddp -> dotprod, ...); empty for
+# the A72 so that its runs keep numba's default target exactly as before.
+case "$QEMU_CPU_MODEL" in
+    cortex-a72) NUMBA_TARGET=() ;;
+    cortex-a76|neoverse-n1)
+        NUMBA_TARGET=("NUMBA_CPU_NAME=${NUMBA_CPU_NAME:-$QEMU_CPU_MODEL}"
+                      "NUMBA_CPU_FEATURES=${NUMBA_CPU_FEATURES:-+neon,+fp-armv8,+crc,+lse,+rdm,+fullfp16,+dotprod,+rcpc}") ;;
+    *) echo "arm64: EDGE_RUNTIME_ARM64_CPU=$QEMU_CPU_MODEL not supported; use cortex-a72, cortex-a76 or neoverse-n1" >&2
+       exit 2 ;;
+esac
 
 if (($# == 0)); then
     # A module that fails to import must not hide the results of all the others (the run
@@ -56,7 +70,7 @@ summary() {
     printf '  %s\n' "${SUMMARY[@]}"
 }
 
-# Run "$@" inside ROOT under qemu (Cortex-A72) with cwd /work, only /proc mounted (with
+# Run "$@" inside ROOT under qemu ($QEMU_CPU_MODEL, default Cortex-A72) with cwd /work, only /proc mounted (with
 # the host's /sys mounted onnxruntime segfaults under qemu) and a clean environment.
 # Programs that the emulated process itself starts go through binfmt_misc, which
 # build_root.sh registers; QEMU_CPU gives them the same CPU model.
@@ -67,6 +81,7 @@ in_root() {
     while IFS='=' read -r var _; do
         [[ "$var" =~ ^(NUMBA_|HYPOTHESIS_|EDGE_RUNTIME_) ]] && envs+=("$var=${!var}")
     done < <(env)
+    envs+=("${NUMBA_TARGET[@]}")
     env -i "${envs[@]}" "${RUN_PREFIX[@]}" unshare -m -- sh -c \
         'mount -t proc proc "$0/proc" && exec unshare --root="$0" --wd=/work "$@"' \
         "$ROOT" /usr/bin/qemu-aarch64-static -cpu "$QEMU_CPU_MODEL" "$@"
