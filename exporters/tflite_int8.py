@@ -117,10 +117,14 @@ def _signature(flatbuffer: bytes) -> tuple[str, str, int]:
     interp = Interpreter(model_content=flatbuffer)
     signatures = interp.get_signature_list()
     if len(signatures) != 1:
-        raise ExportError(f"the TFLite model has signatures {sorted(signatures)}; the int8 export expects one.")
+        raise ExportError(f"model.tflite has signatures {sorted(signatures)}; the int8 TFLite export takes a model "
+                          f"with one signature. Export with formats=('onnx', 'tflite?') (CLI: --formats onnx,tflite?) "
+                          f"to skip the int8 TFLite model; the int8 ONNX model is still written.")
     key, sig = next(iter(signatures.items()))
     if len(sig["inputs"]) != 1:
-        raise ExportError(f"the TFLite model has inputs {sig['inputs']}; the int8 export expects one.")
+        raise ExportError(f"model.tflite has inputs {sig['inputs']}; the int8 TFLite export takes a model with one "
+                          f"input. Export with formats=('onnx', 'tflite?') (CLI: --formats onnx,tflite?) to skip the "
+                          f"int8 TFLite model; the int8 ONNX model is still written.")
     shape = interp.get_input_details()[0]["shape"]
     return key, sig["inputs"][0], int(shape[0]) if len(shape) else 1
 

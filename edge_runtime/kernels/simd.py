@@ -15,6 +15,8 @@ everywhere. They are only callable from numba-compiled code;
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import llvmlite.binding as llvm_binding
 from llvmlite import ir
 from numba import types
@@ -23,31 +25,37 @@ from numba.core import cgutils
 from numba.core.errors import TypingError
 from numba.extending import intrinsic
 
-__all__ = ["VEC", "host_has_avx512", "axpy_rows", "axpy_taps", "compress16", "nonzero_mask16", "cttz", "popcount",
+__all__ = ["VEC", "jit_target_has", "host_has_avx512", "axpy_rows", "axpy_taps", "compress16", "nonzero_mask16", "cttz", "popcount",
            "transpose16"]
 
 #: Floats per explicit vector (one zmm, two ymm, four NEON q registers).
 VEC = 16
 
 
-def host_has_avx512() -> bool:
-    """True where numba's JIT target has AVX-512F.
+def jit_target_has(feature: str, named_cpu: Callable[[str], bool] | None = None) -> bool:
+    """True where numba's JIT target has the LLVM feature ``feature`` (``"avx512f"``, ``"dotprod"``).
 
-    That is the host CPU, unless ``NUMBA_CPU_NAME`` / ``NUMBA_CPU_FEATURES`` retarget the
-    JIT (a portable cache, or emulating an AVX2-only CPU in tests): then the features given
-    there decide, and a named CPU without a feature list counts as AVX-512 only when its
-    name says so (``skylake-avx512``, ``x86-64-v4``; other AVX-512 names read as not).
+    That is the host CPU, unless ``NUMBA_CPU_NAME`` / ``NUMBA_CPU_FEATURES`` retarget the JIT (a
+    portable cache, or emulating another CPU in tests): a feature list decides by itself; a named
+    CPU without one decides through ``named_cpu(name)`` when given (else the host's features).
+    Every ISA-specific kernel asks here, so none emits an instruction its target lacks.
     """
     features, name = numba_config.CPU_FEATURES, numba_config.CPU_NAME
     if features is not None:
-        flags = {f.strip() for f in features.split(",")}
-        return "+avx512f" in flags
-    if name is not None and name != "host":
-        return "avx512" in name or name == "x86-64-v4"
+        return f"+{feature}" in {f.strip() for f in features.split(",")}
+    if named_cpu is not None and name is not None and name != "host":
+        return named_cpu(name)
     try:
-        return bool(llvm_binding.get_host_cpu_features().get("avx512f", False))
+        return bool(llvm_binding.get_host_cpu_features().get(feature, False))
     except RuntimeError:  # pragma: no cover - hosts where LLVM cannot read features
         return False
+
+
+def host_has_avx512() -> bool:
+    """True where numba's JIT target has AVX-512F (:func:`jit_target_has`); a named CPU without a
+    feature list counts as AVX-512 only when its name says so (``skylake-avx512``, ``x86-64-v4``;
+    other AVX-512 names read as not)."""
+    return jit_target_has("avx512f", lambda name: "avx512" in name or name == "x86-64-v4")
 
 
 _HOST_AVX512 = host_has_avx512()

@@ -23,15 +23,13 @@ from __future__ import annotations
 import ctypes
 import platform
 
-import llvmlite.binding as llvm_binding
 from llvmlite import ir
 from numba import types
-from numba.core import config as numba_config
 from numba.core import cgutils
 from numba.core.errors import TypingError
 from numba.extending import intrinsic
 
-from edge_runtime.kernels.simd import AccumulatorRows, check_array, row_list_args, row_list_typing
+from edge_runtime.kernels.simd import AccumulatorRows, check_array, jit_target_has, row_list_args, row_list_typing
 
 __all__ = ["VEC", "HAS_VNNI", "HAS_DOTPROD", "host_has_vnni", "host_has_dotprod", "mac_rows", "dot_rows",
            "udot_rows", "mac_taps", "dot_taps", "udot_taps", "ne_mask64"]
@@ -92,12 +90,10 @@ def mac_rows(typingctx, acc, w, vals, idx, i0, i1, base, n0, nvec):
 
 
 def host_has_vnni() -> bool:
-    """True where LLVM reports AVX-512 VNNI (``vpdpbusd`` on 512-bit vectors) on this CPU."""
-    try:
-        feats = llvm_binding.get_host_cpu_features()
-    except RuntimeError:  # pragma: no cover - hosts where LLVM cannot read features
-        return False
-    return bool(feats.get("avx512vnni", False) and feats.get("avx512bw", False))
+    """True where numba's JIT target has AVX-512 VNNI (``vpdpbusd`` on 512-bit vectors): the host,
+    or what ``NUMBA_CPU_NAME``/``NUMBA_CPU_FEATURES`` retarget it to (a named CPU without a feature
+    list counts as without VNNI, so a portable cache never holds ``vpdpbusd``)."""
+    return all(jit_target_has(f, lambda name: False) for f in ("avx512vnni", "avx512bw"))
 
 
 HAS_VNNI = host_has_vnni()
@@ -126,12 +122,7 @@ def host_has_dotprod() -> bool:
     """
     if platform.machine() not in ("aarch64", "arm64") or not _hwcap_has_asimddp():
         return False
-    if numba_config.CPU_FEATURES is not None:
-        return "+dotprod" in {f.strip() for f in numba_config.CPU_FEATURES.split(",")}
-    try:
-        return bool(llvm_binding.get_host_cpu_features().get("dotprod", False))
-    except RuntimeError:  # pragma: no cover - hosts where LLVM cannot read features
-        return False
+    return jit_target_has("dotprod")
 
 
 HAS_DOTPROD = host_has_dotprod()

@@ -40,8 +40,12 @@ class _Reader(quant.CalibrationDataReader):
 def mlp(request, tmp_path_factory) -> str:
     """Linear -> ReLU/GELU -> Linear on (1, 16, 64) tokens, quantized QDQ (uint8 activations, int8 weights)."""
     act, per_channel = request.param
-    d = tmp_path_factory.mktemp(f"qdq_mlp_{act}_{int(per_channel)}")
-    torch.manual_seed(0)
+    return _quantized_mlp(tmp_path_factory.mktemp(f"qdq_mlp_{act}_{int(per_channel)}"), act, per_channel, seed=0)
+
+
+def _quantized_mlp(d, act: str, per_channel: bool, seed: int) -> str:
+    """Linear -> act -> Linear exported by torch and quantized QDQ into ``d``; returns the model's path."""
+    torch.manual_seed(seed)
     block = torch.nn.Sequential(torch.nn.Linear(DIM, HIDDEN), torch.nn.ReLU() if act == "relu" else torch.nn.GELU(),
                                 torch.nn.Linear(HIDDEN, DIM)).eval()
     fp32, path = str(d / "fp32.onnx"), str(d / "qdq.onnx")
@@ -107,15 +111,7 @@ def test_the_relu_fed_linear_runs_the_sparse_int8_kernel(monkeypatch: pytest.Mon
 
 
 def _relu_mlp(tmp_path_factory) -> str:
-    d = tmp_path_factory.mktemp("relu_mlp")
-    torch.manual_seed(1)
-    block = torch.nn.Sequential(torch.nn.Linear(DIM, HIDDEN), torch.nn.ReLU(), torch.nn.Linear(HIDDEN, DIM)).eval()
-    fp32, path = str(d / "fp32.onnx"), str(d / "qdq.onnx")
-    torch.onnx.export(block, (torch.zeros(1, TOKENS, DIM),), fp32, opset_version=17, dynamo=False,
-                      input_names=["x"], output_names=["y"])
-    quant.quantize_static(fp32, path, _Reader(), quant_format=quant.QuantFormat.QDQ, per_channel=True,
-                          activation_type=quant.QuantType.QUInt8, weight_type=quant.QuantType.QInt8)
-    return path
+    return _quantized_mlp(tmp_path_factory.mktemp("relu_mlp"), "relu", per_channel=True, seed=1)
 
 
 RNG = np.random.default_rng(0)

@@ -74,3 +74,17 @@ def test_taps_match_int64_reference(name, rows, taps, available, nvec):
         ref += vals[sl].astype(np.int64) @ w[idx[sl] + tbase[t]].astype(np.int64)
     _taps_caller(taps, nvec)(acc, w, vals, idx, ptr, tlo, thi, tbase, 3, 0)
     np.testing.assert_array_equal(acc, ref)
+
+
+@pytest.mark.parametrize("name, features, want", [
+    ("skylake-avx512", None, False),  # a named CPU without a feature list: no vpdpbusd in a portable cache
+    ("generic", "+avx2,+fma", False), ("host", "+avx512f,+avx512bw,+avx512vnni", True),
+    ("host", "+avx512f,+avx512vnni", False),
+])
+def test_vnni_detection_follows_numba_target(monkeypatch, name, features, want) -> None:
+    """NUMBA_CPU_NAME / NUMBA_CPU_FEATURES retarget the JIT; the int8 kernels must not emit VNNI then."""
+    from edge_runtime.kernels import simd
+
+    monkeypatch.setattr(simd.numba_config, "CPU_NAME", name)
+    monkeypatch.setattr(simd.numba_config, "CPU_FEATURES", features)
+    assert si.host_has_vnni() is want
