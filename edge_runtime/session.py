@@ -13,6 +13,7 @@ from edge_runtime import engine
 from edge_runtime.annotations import read_annotations
 from edge_runtime.errors import EdgeRuntimeError, InvalidArgumentError, InvalidInputError
 from edge_runtime.graph import ValueInfo
+from edge_runtime.engine import ort as ortx
 from edge_runtime.engine.ort import EDGE_PROVIDER, ORT_PROVIDER
 from edge_runtime.onnx_io import ModelSource, graph_from_model, graph_io, load_model, ort_type_string
 from edge_runtime.options import ORT_DISABLE_ALL, SessionOptions, available_cpus
@@ -339,7 +340,7 @@ class InferenceSession:
         feed = _validate_feed(self._inputs, input_feed)
         steps = self._plan.steps
         if stats is None and len(steps) == 1 and hasattr(steps[0].fn, "session"):
-            return steps[0].fn.session.run(wanted, feed)  # the whole model in one onnxruntime session
+            return ortx.run(steps[0].fn.session, wanted, feed)  # the whole model in one onnxruntime session
         from edge_runtime import executor, threads
 
         with threads.scoped(self._threads):

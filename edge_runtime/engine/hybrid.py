@@ -136,6 +136,9 @@ def build(source: ModelSource | onnx.ModelProto, cfg: EngineConfig, inputs: Sequ
     """
     src = source if isinstance(source, ModelSource) else ModelSource(source)
     model = src.model
+    fed = {v.name for v in (*inputs, *outputs)}
+    ortx.check_exchanged([(v.name, v.type.tensor_type.elem_type) for v in (*model.graph.input, *model.graph.output)
+                          if v.name in fed and v.type.HasField("tensor_type")], "the model's inputs and outputs")
     data = src.take()  # serialized once at most: a 45 MB model takes ~40-80 ms
     found = [] if cfg.sparsity == "off" else isl.candidates(model, cfg.annotations, cfg.sparsity)
     int8 = 0 if cfg.sparsity == "off" or cfg.numba_plan is None else isl.int8_layers(model)
@@ -409,6 +412,8 @@ def _cut_plan(model: onnx.ModelProto, prepared: Sequence[isl.PreparedIsland], ty
             if stage.kind == ISLAND:
                 fn: Callable[..., Any] = _island_step(by_name[stage.name], cfg, limits, record)
             else:
+                ortx.check_exchanged([(n, types[n].tensor_type.elem_type) for n in (*stage.inputs, *stage.outputs)],
+                                     "a segment's cut tensors")
                 sub = submodel(model, stage.nodes, stage.inputs, stage.outputs, types, stage.name)
                 fn = ortx.SegmentStep(ortx.make_session(sub, cfg.threads, cfg.optimize, spinning),
                                       stage.inputs, stage.outputs)

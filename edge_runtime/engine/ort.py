@@ -6,7 +6,8 @@ it at module level, and :func:`available` answers without importing it.
 from __future__ import annotations
 
 import importlib.util
-from typing import Any, Sequence
+import re
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import onnx
@@ -20,6 +21,29 @@ EDGE_PROVIDER = "EdgeRuntimeExecutionProvider"
 class OnnxRuntimeRejected(Exception):
     """onnxruntime refused a model (an op it lacks, an invalid graph); the session falls back to
     the numba engine, whose checks raise the project's own error if that cannot run it either."""
+
+
+#: The element types onnxruntime's Python API exchanges as numpy arrays (its feeds and fetches).
+#: bfloat16, float8, int4/uint4, int2/uint2 and float4 tensors run inside onnxruntime but cannot
+#: cross its Python boundary ("No corresponding Numpy type for Tensor Type").
+EXCHANGED = frozenset(onnx.TensorProto.__dict__[n] for n in (
+    "BOOL", "INT8", "UINT8", "INT16", "UINT16", "INT32", "UINT32", "INT64", "UINT64",
+    "FLOAT16", "FLOAT", "DOUBLE", "STRING"))
+
+
+def check_exchanged(values: Sequence[tuple[str, int]], where: str) -> None:
+    """Raise :class:`OnnxRuntimeRejected` when a tensor that must cross onnxruntime's Python
+    boundary has an element type with no numpy counterpart there.
+
+    Args:
+        values: ``(name, TensorProto element type)`` pairs.
+        where: what the tensors are ("the model's inputs and outputs", "a segment's cut").
+    """
+    for name, elem in values:
+        if elem not in EXCHANGED:
+            raise OnnxRuntimeRejected(
+                f"{where} include {name!r} of type {onnx.TensorProto.DataType.Name(elem)}, which "
+                "onnxruntime's Python API cannot take or return as a numpy array")
 
 
 def available() -> bool:
@@ -46,7 +70,7 @@ def make_session(model: onnx.ModelProto | bytes | str, threads: int, optimize: b
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
+    opts.log_severity_level = 4  # fatal only: its run errors reach the caller as one ExecutionError
     opts.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize
                                      else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
     if not spinning:
@@ -56,6 +80,35 @@ def make_session(model: onnx.ModelProto | bytes | str, threads: int, optimize: b
         return ort.InferenceSession(data, sess_options=opts, providers=[ORT_PROVIDER])
     except Exception as exc:  # onnxruntime raises its own Fail / InvalidArgument / InvalidGraph types
         raise OnnxRuntimeRejected(str(exc).strip()) from exc
+
+
+def run_failed(exc: Exception, what: str = "the model") -> Exception:
+    """onnxruntime's failure while running, as the project's one-line :class:`ExecutionError`:
+    the node it names, its status message without the C++ source location, and the way out
+    (onnxruntime rejects some valid models only when they run: a per-channel ConvInteger zero
+    point, ReduceMax over an empty bool set); an allocation failure reads as the model's request."""
+    from edge_runtime.errors import ExecutionError
+
+    text = " ".join(str(exc).split())
+    node = re.search(r"running (\S+) node\. Name:'([^']*)'", text)
+    where = (f"node '{node[2]}' ({node[1]})" if node and node[2] else f"a {node[1]} node" if node else what)
+    status = text.split("Status Message:", 1)[-1].strip() or type(exc).__name__
+    status = re.sub(r"^\S+:\d+ [^(]*\([^)]*\)(?: const)? ", "", status).rstrip(". ")
+    if isinstance(exc, MemoryError) or "allocate memory" in status:
+        return ExecutionError(f"{where} needs more memory than this process can allocate (onnxruntime: {status}). "
+                              f"The model (or the input size) asks for a tensor too large for this device; use a "
+                              f"smaller input or fix the model.")
+    return ExecutionError(f"onnxruntime failed running {where}: {status}. edge_runtime's own kernels may "
+                          f"run it: create the session with providers=['{EDGE_PROVIDER}'] (or set "
+                          f"EDGE_RUNTIME_DENSE_ENGINE=numba).")
+
+
+def run(session: Any, wanted: Sequence[str] | None, feed: Mapping[str, np.ndarray], what: str = "the model") -> list:
+    """``session.run(wanted, feed)`` with onnxruntime's failures as :func:`run_failed` errors."""
+    try:
+        return session.run(wanted, feed)
+    except Exception as exc:  # onnxruntime's Fail / RuntimeException / InvalidArgument types
+        raise run_failed(exc, what) from exc
 
 
 class SegmentStep:
@@ -72,7 +125,7 @@ class SegmentStep:
         self.inputs, self.outputs = list(inputs), list(outputs)
 
     def __call__(self, *args: np.ndarray) -> tuple[np.ndarray, ...]:
-        return tuple(self.session.run(self.outputs, dict(zip(self.inputs, args))))
+        return tuple(run(self.session, self.outputs, dict(zip(self.inputs, args)), "a segment"))
 
 
 class IslandDense:

@@ -337,8 +337,26 @@ def assert_outputs_match(case: Any, got: Sequence[np.ndarray], expected: Sequenc
             np.testing.assert_array_equal(g, e, err_msg=where)
 
 
+#: Cases where onnxruntime itself departs from the ONNX reference. With ``--dense-engine
+#: onnxruntime`` the session gives onnxruntime's answer there (its result, or its refusal as an
+#: ExecutionError naming the numba engine: tests/edge_runtime/engine/test_ort_boundary.py), so
+#: these cases measure onnxruntime, not edge_runtime, and are skipped on that engine only.
+ORT_ENGINE_DIFFERS = {
+    "test_convinteger_with_padding": "onnxruntime's ConvInteger takes per-tensor weight zero points only",
+    "test_reduce_max_empty_set_bool": "onnxruntime's ReduceMax refuses an empty bool set",
+    "test_resize_downsample_scales_linear_align_corners": "onnxruntime's align_corners downsampling "
+                                                           "picks other source pixels than the reference",
+    "test_resize_downsample_scales_cubic_align_corners": "onnxruntime's align_corners downsampling "
+                                                          "picks other source pixels than the reference",
+}
+
+
 def run_case(case: Any) -> None:
     """Run every data set of ``case`` and compare with the expected outputs (raises on mismatch)."""
+    if case.name in ORT_ENGINE_DIFFERS and os.environ.get("EDGE_RUNTIME_DENSE_ENGINE") == "onnxruntime":
+        import pytest
+
+        pytest.skip(f"onnxruntime engine: {ORT_ENGINE_DIFFERS[case.name]}")
     run = runner()
     for inputs, expected in case.data_sets:
         got = run(case.model, _feed(case.model, inputs))

@@ -161,7 +161,7 @@ def test_fused_gelu_rejects_bad_attribute_and_dtype() -> None:
         FusedGelu(np.zeros(3, np.float64))
 
 
-def test_torchscript_vit_block_fuses_every_gelu(tmp_path) -> None:
+def test_torchscript_vit_block_fuses_every_gelu(tmp_path, numba_engine) -> None:
     torch = pytest.importorskip("torch")
     from tests import zoo
 

@@ -159,7 +159,7 @@ def test_nonfinite_inputs_match_onnxruntime(family: str, mode: str) -> None:
         ours, stats = sess.run_with_stats(None, {"x": x})
         kernels |= {n.kernel for n in stats.nodes}
         refs = dict(zip([o.name for o in model.graph.output], ref_sess.run(None, {"x": x})))
-        if family == "pool":
+        if family == "pool" and sess.dense_engine == "numba":  # onnxruntime's engine keeps its own MaxPool rule
             refs.update(_torch_max_pools(x))
         for a, (name, b) in zip(ours, refs.items()):
             _assert_same(a, b, f"{family}/{mode}/{case}/{name}")
