@@ -97,7 +97,8 @@ def _execute(plan: Plan, feed: Mapping[str, np.ndarray], wanted: list[str],
         _run_fast(_program(plan), values)
     else:
         _run_with_stats(plan, values, stats)
-    return [_owned(values[name]) for name in wanted]
+    fed = {id(v) for v in feed.values()}
+    return [_owned(values[name], fed) for name in wanted]
 
 
 # One instruction per step: (arity code, fn, input names, first output, outputs, release, step).
@@ -171,7 +172,8 @@ def _run_with_stats(plan: Plan, values: dict[str, Any], stats: list[NodeStats]) 
             values.pop(name, None)
 
 
-def _owned(value: Any) -> np.ndarray:
-    """An output the caller may keep and modify: views (of an input, a constant or another tensor) are copied."""
+def _owned(value: Any, fed: set[int]) -> np.ndarray:
+    """An output the caller may keep and modify: views (of an input, a constant or another tensor)
+    and the caller's own input arrays (an output that is an input, or an Identity of one) are copied."""
     array = np.asarray(value)
-    return array if array.flags.owndata and array.flags.writeable else array.copy()
+    return array if array.flags.owndata and array.flags.writeable and id(array) not in fed else array.copy()

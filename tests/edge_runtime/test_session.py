@@ -265,3 +265,18 @@ def test_outputs_never_alias_inputs_or_weights():
     z[:] = 7
     assert (x == 1).all()
     np.testing.assert_array_equal(sess.run(["z"], {"x": x})[0], np.arange(4, dtype=np.float32).reshape(2, 2))
+
+
+@pytest.mark.parametrize("providers", [["EdgeRuntimeExecutionProvider"], ["CPUExecutionProvider"]])
+def test_an_output_that_is_an_input_is_a_copy_like_onnxruntime(providers):
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])
+    nodes = [helper.make_node("Identity", ["x"], ["same"]), helper.make_node("Relu", ["x"], ["y"])]
+    outs = [x, helper.make_tensor_value_info("same", TensorProto.FLOAT, [2]),
+            helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])]
+    model = helper.make_model(helper.make_graph(nodes, "g", [x], outs), opset_imports=[helper.make_opsetid("", 17)])
+    a = np.array([1.0, -2.0], np.float32)
+    got = InferenceSession(model.SerializeToString(), providers=providers).run(None, {"x": a})
+    for out in got:
+        assert not np.shares_memory(out, a)
+    got[0][0] = 5.0  # the caller's input is not changed through an output
+    assert a[0] == 1.0
