@@ -191,6 +191,9 @@ def _decide(data: bytes, model: onnx.ModelProto, found: list[isl.Candidate], cfg
         plan = _cut_plan(model, prepared, types, cfg, inputs, outputs, limits=None)
         return plan or whole, EngineReport(len(found), outcome=f"{len(prepared)} islands forced sparse")
     plan, report = _measured(model, prepared, types, cfg, inputs, outputs, whole, len(found))
+    if plan is whole:
+        return plan, report
+    del whole  # the cut plan won: the whole-model session (every weight again) goes before the numba plan is built
     return _against_numba(plan, report, cfg, inputs, outputs)
 
 
