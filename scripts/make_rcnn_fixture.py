@@ -143,8 +143,26 @@ def install_torchvision_shims() -> None:
 
 # ---------------------------------------------------------------- models
 
+class TwoLevelBackbone(torch.nn.Module):
+    """Two feature maps (strides 4 and 8), like a two-level FPN: MultiScaleRoIAlign then maps each
+    RoI to a level and merges the per-level RoiAligns (Log, Floor, ScatterElements in the export)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        nn = torch.nn
+        self.stride4 = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU(),
+                                     nn.Conv2d(8, channels, 3, stride=2, padding=1), nn.ReLU())
+        self.stride8 = nn.Sequential(nn.Conv2d(channels, channels, 3, stride=2, padding=1), nn.ReLU())
+        self.out_channels = channels
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        fine = self.stride4(x)  # (N, C, H/4, W/4)
+        return {"0": fine, "1": self.stride8(fine)}  # (N, C, H/8, W/8) second
+
+
 def build_model(kind: str) -> torch.nn.Module:
-    """A tiny Faster R-CNN ("faster") or Mask R-CNN ("mask") with seeded random weights."""
+    """A tiny Faster R-CNN ("faster": one feature map) or Mask R-CNN ("mask": two, see
+    TwoLevelBackbone) with seeded random weights."""
     from torch import nn
     from torchvision.models.detection import FasterRCNN, MaskRCNN
     from torchvision.models.detection.anchor_utils import AnchorGenerator
@@ -154,23 +172,32 @@ def build_model(kind: str) -> torch.nn.Module:
 
     torch.manual_seed(0)
     channels, classes = 16, 4
-    backbone = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU(),
-                             nn.Conv2d(8, channels, 3, stride=2, padding=1), nn.ReLU())
-    backbone.out_channels = channels
+    if kind == "faster":
+        backbone = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU(),
+                                 nn.Conv2d(8, channels, 3, stride=2, padding=1), nn.ReLU())
+        backbone.out_channels = channels
+        levels, anchor_sizes = ["0"], ((16, 32),)
+    else:
+        backbone = TwoLevelBackbone(channels)
+        levels, anchor_sizes = ["0", "1"], ((16, 24), (32, 48))
+    # canonical_scale 20 / level 3 (not 224 / 4, sized for 800 px images): RoIs of ~14-28 px
+    # land on both levels instead of all on the finest
+    pool = dict(featmap_names=levels, sampling_ratio=2, canonical_scale=20, canonical_level=3)
     options = dict(
         min_size=HEIGHT, max_size=WIDTH,
-        rpn_anchor_generator=AnchorGenerator(sizes=((16, 32),), aspect_ratios=((0.5, 1.0, 2.0),)),
-        box_roi_pool=MultiScaleRoIAlign(featmap_names=["0"], output_size=7, sampling_ratio=2),
+        rpn_anchor_generator=AnchorGenerator(anchor_sizes, aspect_ratios=((0.5, 1.0, 2.0),) * len(levels)),
+        box_roi_pool=MultiScaleRoIAlign(output_size=7, **pool),
         box_head=TwoMLPHead(channels * 7 * 7, 32),
         box_predictor=FastRCNNPredictor(32, classes),
         rpn_pre_nms_top_n_test=50, rpn_post_nms_top_n_test=50,
-        box_detections_per_img=10, box_score_thresh=0.0,
+        # 30 boxes reach past the top class's best into labels 1 and 3; masks (96x128 floats
+        # each) keep the Mask R-CNN fixture to 10
+        box_detections_per_img=30 if kind == "faster" else 10, box_score_thresh=0.0,
     )
     if kind == "faster":
         model = FasterRCNN(backbone, **options)
     else:
-        mask_pool = MultiScaleRoIAlign(featmap_names=["0"], output_size=14, sampling_ratio=2)
-        model = MaskRCNN(backbone, **options, mask_roi_pool=mask_pool,
+        model = MaskRCNN(backbone, **options, mask_roi_pool=MultiScaleRoIAlign(output_size=14, **pool),
                          mask_head=MaskRCNNHeads(channels, (8, 8), 1),
                          mask_predictor=MaskRCNNPredictor(8, 8, classes))
     _spread_heads(model)
@@ -182,8 +209,9 @@ def _spread_heads(model: torch.nn.Module) -> None:
 
     torchvision initialises the RPN head with std 0.01, so every objectness logit is ~0 and
     which 50 proposals TopK keeps would hinge on float rounding; the same goes for class
-    scores that all sit near 1/classes. Kaiming-normal weights, wider logits and small box
-    deltas give distinct scores (and labels) that a correct runtime reproduces.
+    scores that all sit near 1/classes. Kaiming-normal weights, wider and centred class logits
+    and small box deltas give distinct scores (and mixed labels) that a correct runtime
+    reproduces.
     """
     for module in [*model.rpn.modules(), *model.roi_heads.modules()]:
         if isinstance(module, (torch.nn.Conv2d, torch.nn.ConvTranspose2d, torch.nn.Linear)):
@@ -192,12 +220,17 @@ def _spread_heads(model: torch.nn.Module) -> None:
     with torch.no_grad():
         model.rpn.head.cls_logits.weight *= 4
         model.rpn.head.bbox_pred.weight *= 0.1
-        model.roi_heads.box_predictor.cls_score.weight *= 4
+        classifier = model.roi_heads.box_predictor.cls_score
+        classifier.weight *= 4
+        # the box head's features are ReLU outputs, mostly alike on a random image: a class whose
+        # weights sum high wins every box unless the rows are centred
+        classifier.weight -= classifier.weight.mean(dim=1, keepdim=True)
+        classifier.bias.zero_()
         model.roi_heads.box_predictor.bbox_pred.weight *= 0.1
 
 
 #: (file stem, model kind, opset, score threshold). "mask_empty" keeps no box (its mask head then
-#: convolves a batch of 0 RoIs); the others keep box_detections_per_img=10 boxes.
+#: convolves a batch of 0 RoIs); the others keep box_detections_per_img boxes (30 and 10).
 CASES = {
     "faster_op17": ("faster", 17, 0.0),
     "faster_op11": ("faster", 11, 0.0),
