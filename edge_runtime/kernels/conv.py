@@ -233,6 +233,9 @@ def dense_conv2d(x: NDArray[np.float32], prep: PreparedConv, bias: NDArray[np.fl
         InvalidInputError: x does not match the prepared weights.
     """
     _check_input(x, prep)
+    if x.shape[0] == 0:  # no images: Mask R-CNN's mask head when no box passed the score threshold
+        return np.zeros((0, prep.out_channels, *conv_out_spatial(x.shape[2:], prep.kernel_shape, strides,
+                                                                 dilations, pads)), np.float32)
     if prep.depthwise is not None:
         return depthwise_conv2d(x, prep.depthwise, bias, strides, pads, dilations, act, p0, p1)
     kh, kw = prep.kernel_shape
@@ -308,7 +311,7 @@ def _gemm_conv(x, prep: PreparedConv, out_sp, to_cols) -> NDArray[np.float32]:
 def _epilogue(y: NDArray[np.float32], bias: NDArray[np.float32] | None, act: int, p0: float,
               p1: float) -> NDArray[np.float32]:
     """Add bias and apply the activation in one in-place pass."""
-    if bias is None and act == 0:
+    if (bias is None and act == 0) or y.size == 0:
         return y
     b = np.zeros(y.shape[1], np.float32) if bias is None else np.ascontiguousarray(bias, dtype=np.float32)
     flat = y.reshape(y.shape[0] * y.shape[1], -1)

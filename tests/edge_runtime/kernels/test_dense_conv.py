@@ -89,6 +89,22 @@ def test_conv3d_matches_torch():
     np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("case", CONV2D_CASES + [(0, 64, 16, 16, 64, (3, 3), (1, 1), [1, 1, 1, 1], (1, 1), 1)])
+def test_conv_on_an_empty_batch_matches_torch(case):
+    """N = 0 (Mask R-CNN's mask head when no box passed the score threshold) gives an empty
+    (0, Cout, OH, OW) output on every path; the last case is winograd-sized."""
+    _, cin, h, w, cout, k, s, pads, d, g = case
+    x, wt, b = _rand(0, cin, h, w), _rand(cout, cin // g, *k), _rand(cout)
+    ref = F.conv2d(_torch_pad(x, pads), _t(wt), _t(b), s, 0, d, g).numpy()
+    for bias, act in ((b, activation.RELU), (None, activation.NONE), (None, activation.CLIP)):
+        got = dense_conv(x, prepare_conv(wt, g), bias, s, pads, d, act, 0.0, 6.0)
+        assert got.shape == ref.shape and got.dtype == np.float32
+    x1, x3 = _rand(0, 4, 23), _rand(0, 4, 5, 9, 6)
+    assert dense_conv(x1, prepare_conv(_rand(6, 4, 3), 1), _rand(6), [1], [1, 1], [1]).shape == (0, 6, 23)
+    assert dense_conv(x3, prepare_conv(_rand(6, 2, 3, 2, 3), 2), _rand(6), [1, 2, 1], [1, 0, 1, 1, 1, 0],
+                      [1, 1, 2], activation.RELU).shape == (0, 6, 5, 5, 3)
+
+
 def test_conv_rejects_mismatched_input():
     prep = prepare_conv(_rand(4, 3, 3, 3), 1)
     with pytest.raises(InvalidInputError, match="expected \\(N, 3"):
