@@ -17,12 +17,13 @@ engine on the thresholded model, and onnxruntime on the ORIGINAL model (and on t
 thresholded one), are interleaved in rotating blocks (benchmarks.common.interleave),
 timed in thread CPU time, medians; ratios are medians of per-block ratios.
 
-Run (one torch thread; ~5 min training when no checkpoint, ~6 min thresholds, fine-tunes
+Run (one torch thread; ~5 min training when no checkpoint, 2-7 min thresholds, fine-tunes
 and timing on the shared 2-vCPU host)::
 
     PYTHONPATH=. nice -n 15 python3 -m benchmarks.experiments.vit_thresholds
 
-Writes benchmarks/results/experiments_vit_thresholds.json and _vit_thresholds.png.
+Writes benchmarks/results/experiments_vit_thresholds.json and experiments_vit_thresholds.png
+(the JSON after every target, so a stopped run keeps what it measured).
 """
 from __future__ import annotations
 
