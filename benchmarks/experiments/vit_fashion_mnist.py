@@ -130,6 +130,11 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, names: list[str
 
 def train_variant(cfg: ViTConfig, variant: str) -> dict:
     """Train one variant for the budget; return its per-epoch record."""
+    return train_model(cfg, variant)[1]
+
+
+def train_model(cfg: ViTConfig, variant: str) -> tuple[nn.Module, dict]:
+    """Train one variant for the budget; return the trained model and its per-epoch record."""
     torch.set_num_threads(1)
     xtr, ytr = fm.load_split("train")
     xte, yte = fm.load_split("test")
@@ -170,7 +175,7 @@ def train_variant(cfg: ViTConfig, variant: str) -> dict:
         if time.perf_counter() - start > cfg.time_limit_s:
             log.warning("%s: time limit %.0f s reached after epoch %d", variant, cfg.time_limit_s, epoch)
             break
-    return record
+    return model, record
 
 
 def summarize(runs: dict[str, dict]) -> dict:
