@@ -32,6 +32,7 @@ from edge_runtime.kernels.geometry import conv2d_out
 from edge_runtime.kernels.sparse_int8 import (PreparedInt8, Requant, accumulate_taps_mac, accumulate_taps_u8,
                                               check_int8_input, compact_append, sparse_matmul_int8)
 from edge_runtime.kernels.int8_epilogue import identity_table, requantize_nchw
+from edge_runtime.kernels.simd import transpose16_u8
 
 __all__ = ["PreparedInt8Conv", "prepare_int8_conv", "sparse_conv_int8", "sparse_conv1x1_int8"]
 
@@ -71,6 +72,27 @@ def prepare_int8_conv(w: ArrayLike) -> PreparedInt8Conv:
     wt = np.zeros((kh * kw * c, mp), np.int8)
     wt[:, :m] = w.transpose(2, 3, 1, 0).reshape(kh * kw * c, m)
     return PreparedInt8Conv(wt, int(m), int(c), int(kh), int(kw))
+
+
+@numba.njit(cache=True)
+def pixel_rows(x, out):  # pragma: no cover - compiled
+    """out (H*W, C) = x (C, H*W) transposed: a pixel's channels contiguous, for the compaction.
+
+    16x16 byte blocks transposed in registers (:func:`edge_runtime.kernels.simd.transpose16_u8`),
+    the edges scalar; 128x784 bytes: 6 us against numpy's 26 us (a scalar 16x16-tiled
+    copy took 46 us).
+    """
+    c, p = x.shape
+    cf, pf = c - c % 16, p - p % 16
+    for p0 in range(0, pf, 16):
+        for c0 in range(0, cf, 16):
+            transpose16_u8(x, c0, p0, out, p0, c0)
+    for q in range(pf):
+        for k in range(cf, c):
+            out[q, k] = x[k, q]
+    for q in range(pf, p):
+        for k in range(c):
+            out[q, k] = x[k, q]
 
 
 @numba.njit(cache=True)
@@ -159,8 +181,9 @@ def sparse_conv_int8(x: NDArray, x_zero_point: int, prepared: PreparedInt8Conv, 
     acc = np.empty((oh * ow, mp), np.int32)
     table = None if requant is None else requant.table if requant.table is not None else _IDENTITY[requant.dtype]
     out = np.empty((n, prepared.m, oh, ow), np.int32 if requant is None else requant.dtype)
+    xt = np.empty((x.shape[2], x.shape[3], x.shape[1]), x.dtype)
     for i in range(n):
-        xt = np.ascontiguousarray(x[i].transpose(1, 2, 0))  # (H, W, C): a pixel's channels contiguous
+        pixel_rows(x[i].reshape(x.shape[1], -1), xt.reshape(-1, x.shape[1]))  # (H, W, C)
         _conv_image(xt, np.int32(x_zero_point), prepared.wt, prepared.kh, prepared.kw, int(strides[0]),
                     int(strides[1]), int(dilations[0]), int(dilations[1]), int(pads[0]), int(pads[1]), oh, ow, acc)
         if requant is None:
