@@ -7,14 +7,17 @@ Public API::
         -> (N, M, OH, OW) int32 accumulators, or requantized uint8/int8
     sparse_conv1x1_int8(x, x_zp, prepared_matmul, requant=None)   # 1x1, stride 1: token-batched MatMul
 
-How (the fp32 design of sparse_conv.py, in int8): the input's pixels are compacted once
+How (the fp32 design of sparse_conv.py, in int8): the input is laid out as pixel rows
+(:func:`pixel_rows`), whose pixels are compacted once
 into one CSR list of (channel, centred value) for the channels that differ from the zero
 point (padding pixels have empty lists: they hold the zero point, i.e. real 0). Each
 output pixel then walks the lists of its KH*KW input pixels (with unit dilation a kernel
-row's pixels are one run of the list, see ``_conv_image``) and adds, per entry, one int8
+row's pixels are one run of the list, see ``_runs``) and adds, per entry, one int8
 weight row of M outputs (``Wt[(kh*KW + kw)*C + c, :]``) to int32 accumulators held in
-registers across all runs (:data:`edge_runtime.kernels.sparse_int8.accumulate_taps_u8`),
-then requantizes them straight into the NCHW output in 16x16 tiles
+registers across all runs (:data:`edge_runtime.kernels.sparse_int8.accumulate_taps_u8`; on
+VNNI hosts from the list packed once as u8 values and byte offsets,
+:mod:`edge_runtime.kernels.simd_int8_taps`), then requantizes them straight into the NCHW
+output in 16x16 tiles
 (:func:`edge_runtime.kernels.int8_epilogue.requantize_nchw`; a QuantizedLookup folded into the
 conv is applied there too, see ``Requant.table``). Cost ~ nnz(x) * KH*KW * M.
 """
