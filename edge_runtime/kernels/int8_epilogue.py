@@ -16,6 +16,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from edge_runtime.kernels.simd import transpose16_bytes
+
 __all__ = ["requantize_into", "requantize_nchw", "identity_table"]
 
 #: 1.5 * 2**23: adding and subtracting it rounds a float32 of magnitude < 2**22 to the nearest
@@ -71,30 +73,48 @@ def requantize_lookup_into(out, acc, bias, mult, zp, relu, unsigned, table):  # 
         out[j] = table[requant_one(acc[j], bias[j], mult[j], lo, hi, fzp) & 255]
 
 
+@numba.njit(cache=True, inline="always")
+def requant_float(a, b, m, lo, hi, fzp):  # pragma: no cover - compiled
+    """:func:`requant_one` before the int conversion: the output as an exact float32 integer."""
+    f = np.float32(np.int32(a + b)) * m  # the int32 sum MLAS forms (8 lanes wider as int64)
+    f = min(max(f, np.float32(-4e6)), np.float32(4e6))
+    q = ((f + _ROUND) - _ROUND) + fzp
+    return min(max(q, lo), hi)
+
+
 @numba.njit(cache=True)
 def requantize_nchw(acc, out, bias, mult, zp, relu, unsigned, table, use_table):  # pragma: no cover - compiled
-    """out (M, P) from pixel-major accumulators acc (P, Mp), in TILE x TILE tiles; ``table`` when ``use_table``.
+    """out (M, P) from pixel-major accumulators acc (P, Mp); ``table`` when ``use_table``.
 
-    Every inner loop indexes a view from 0 (no offsets): numba's negative-index wraparound
-    check would otherwise keep LLVM from vectorising it (the offset version was 1.4x slower).
+    16 pixels at a time: their Mp accumulators are requantized to exact float32 integers by
+    contiguous, vectorised loops into a (16, Mp) buffer, whose 16x16 blocks are transposed in
+    registers and stored as 16 contiguous bytes per channel (:func:`transpose16_bytes`); a table
+    is then applied to those bytes (scalar). Tiles of 16x16 with a column-strided scalar copy
+    took 74 us per 128x28x28 conv (uint8, no table), this 34 us (table: 73 -> 58 us). A last
+    partial block of pixels takes a scalar loop.
     """
     lo, hi, fzp = bounds(zp, relu, unsigned)
-    npix, m = acc.shape[0], out.shape[0]
-    tile = np.empty((TILE, TILE), np.int32)
-    for p0 in range(0, npix, TILE):
-        np_ = min(TILE, npix - p0)
-        for m0 in range(0, m, TILE):
-            nm = min(TILE, m - m0)
-            b, f = bias[m0:m0 + nm], mult[m0:m0 + nm]
-            for p in range(np_):  # contiguous accumulators of one pixel: vectorised
-                a, t = acc[p0 + p, m0:m0 + nm], tile[p]
-                for j in range(nm):
-                    t[j] = requant_one(a[j], b[j], f[j], lo, hi, fzp)
-            for j in range(nm):
-                row = out[m0 + j, p0:p0 + np_]
-                if use_table:
-                    for p in range(np_):
-                        row[p] = table[tile[p, j] & 255]
-                else:
-                    for p in range(np_):
-                        row[p] = tile[p, j]
+    npix, m, mp = acc.shape[0], out.shape[0], acc.shape[1]
+    buf = np.empty((TILE, mp), np.float32)
+    mfull = m - m % TILE
+    pfull = npix - npix % TILE
+    for p0 in range(0, pfull, TILE):
+        for p in range(TILE):
+            a, t = acc[p0 + p], buf[p]
+            for j in range(mp):
+                t[j] = requant_float(a[j], bias[j], mult[j], lo, hi, fzp)
+        for m0 in range(0, mfull, TILE):
+            transpose16_bytes(buf, 0, m0, out, m0, p0)
+        for j in range(mfull, m):  # channels of a last partial block
+            for p in range(TILE):
+                out[j, p0 + p] = np.int32(buf[p, j])
+        if use_table:
+            for j in range(m):
+                row = out[j, p0:p0 + TILE]
+                for p in range(TILE):
+                    row[p] = table[np.int32(row[p]) & 255]
+    for p in range(pfull, npix):
+        a = acc[p]
+        for j in range(m):
+            q = requant_one(a[j], bias[j], mult[j], lo, hi, fzp)
+            out[j, p] = table[q & 255] if use_table else q

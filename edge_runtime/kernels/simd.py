@@ -11,7 +11,9 @@ everywhere. They are only callable from numba-compiled code;
   over one nonzero list / several runs of a conv's packed list, ``acc`` held in registers.
 - :func:`compress16`: AVX-512 compress store of the nonzeros of 16 values.
 - :func:`nonzero_mask16`, :func:`cttz`, :func:`popcount`: 16-lane nonzero masks and bit ops.
-- :func:`transpose16`: a 16x16 float block transposed in registers (the conv's NCHW store).
+- :func:`transpose16`: a 16x16 float block transposed in registers (the conv's NCHW store);
+  :func:`transpose16_bytes` the same, stored as bytes (the int8 conv's NCHW store);
+  :func:`transpose16_u8` a 16x16 byte block (the int8 conv's NCHW input as pixel rows).
 """
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ from numba.core.errors import TypingError
 from numba.extending import intrinsic
 
 __all__ = ["VEC", "jit_target_has", "host_has_avx512", "axpy_rows", "axpy_taps", "compress16", "nonzero_mask16", "cttz", "popcount",
-           "transpose16"]
+           "transpose16", "transpose16_bytes", "transpose16_u8"]
 
 #: Floats per explicit vector (one zmm, two ymm, four NEON q registers).
 VEC = 16
@@ -324,6 +326,35 @@ def _transpose_masks():
              [l + b if not l & b else VEC + l for l in range(VEC)]) for b in (8, 4, 2, 1)]
 
 
+def _transposed_rows(builder, arr, row0, col0, elem=None):
+    """The 16 ``<16 x elem>`` rows arr[row0 + j, col0 : col0 + 16] (float by default), transposed:
+    vector i is column i."""
+    vty = ir.VectorType(elem or ir.FloatType(), VEC)
+    i64 = ir.IntType(64)
+    base = builder.bitcast(arr.data, ir.IntType(8).as_pointer())
+    rows = []
+    for j in range(VEC):
+        off = builder.mul(builder.add(row0, ir.Constant(i64, j)), builder.extract_value(arr.strides, 0))
+        p = builder.gep(builder.bitcast(builder.gep(base, [off]), arr.data.type), [col0])
+        rows.append(builder.load(builder.bitcast(p, vty.as_pointer()), align=1 if elem else 4))
+    for b, lo, hi in _transpose_masks():
+        new = list(rows)
+        for i in range(VEC):
+            if i & b:
+                continue
+            new[i] = builder.shuffle_vector(rows[i], rows[i + b], ir.Constant(ir.VectorType(ir.IntType(32), VEC), lo))
+            new[i + b] = builder.shuffle_vector(rows[i], rows[i + b], ir.Constant(ir.VectorType(ir.IntType(32), VEC), hi))
+        rows = new
+    return rows
+
+
+def _row_ptr(builder, arr, row, col, vty):
+    base = builder.bitcast(arr.data, ir.IntType(8).as_pointer())
+    off = builder.mul(row, builder.extract_value(arr.strides, 0))
+    p = builder.bitcast(builder.gep(base, [off]), arr.data.type)
+    return builder.bitcast(builder.gep(p, [col]), vty.as_pointer())
+
+
 @intrinsic
 def transpose16(typingctx, src, r0, c0, dst, d0, q0):
     """dst[d0 + i, q0 + j] = src[r0 + j, c0 + i] for i, j < 16, in registers.
@@ -342,26 +373,67 @@ def transpose16(typingctx, src, r0, c0, dst, d0, q0):
         da = context.make_array(signature.args[3])(context, builder, args[3])
         r0v, c0v, d0v, q0v = (context.cast(builder, args[j], signature.args[j], types.int64) for j in (1, 2, 4, 5))
         vty = ir.VectorType(ir.FloatType(), VEC)
-        i8p = ir.IntType(8).as_pointer()
-        i64 = ir.IntType(64)
+        for i, row in enumerate(_transposed_rows(builder, sa, r0v, c0v)):
+            builder.store(row, _row_ptr(builder, da, builder.add(d0v, ir.Constant(ir.IntType(64), i)), q0v, vty),
+                          align=4)
+        return context.get_dummy_value()
 
-        def row_ptr(arr, row, col):
-            base = builder.bitcast(arr.data, i8p)
-            off = builder.mul(row, builder.extract_value(arr.strides, 0))
-            p = builder.bitcast(builder.gep(base, [off]), arr.data.type)
-            return builder.bitcast(builder.gep(p, [col]), vty.as_pointer())
+    return sig, codegen
 
-        rows = [builder.load(row_ptr(sa, builder.add(r0v, ir.Constant(i64, j)), c0v), align=4) for j in range(VEC)]
-        for b, lo, hi in _transpose_masks():
-            new = list(rows)
-            for i in range(VEC):
-                if i & b:
-                    continue
-                new[i] = builder.shuffle_vector(rows[i], rows[i + b], ir.Constant(ir.VectorType(ir.IntType(32), VEC), lo))
-                new[i + b] = builder.shuffle_vector(rows[i], rows[i + b], ir.Constant(ir.VectorType(ir.IntType(32), VEC), hi))
-            rows = new
-        for i in range(VEC):
-            builder.store(rows[i], row_ptr(da, builder.add(d0v, ir.Constant(i64, i)), q0v), align=4)
+
+@intrinsic
+def transpose16_bytes(typingctx, src, r0, c0, dst, d0, q0):
+    """dst[d0 + i, q0 + j] = int(src[r0 + j, c0 + i]) for i, j < 16: :func:`transpose16` stored as bytes.
+
+    ``src`` 2-D float32 holding integers in the byte range of ``dst`` (2-D uint8/int8), both
+    C-contiguous; no bounds checks. The transposed columns are converted (``fptosi``) and
+    truncated to 16 bytes per store (x86: vcvttps2dq + vpmovdb; NEON: fcvtzs + xtn).
+    """
+    check_array("transpose16_bytes: src", src, 2, types.float32)
+    if not (isinstance(dst, types.Array) and dst.ndim == 2 and dst.layout == "C"
+            and dst.dtype in (types.uint8, types.int8)):
+        raise TypingError(f"transpose16_bytes: dst must be a C-contiguous 2-D uint8/int8 array, got {dst}")
+    sig = types.void(src, r0, c0, dst, d0, q0)
+
+    def codegen(context, builder, signature, args):
+        sa = context.make_array(signature.args[0])(context, builder, args[0])
+        da = context.make_array(signature.args[3])(context, builder, args[3])
+        r0v, c0v, d0v, q0v = (context.cast(builder, args[j], signature.args[j], types.int64) for j in (1, 2, 4, 5))
+        bty = ir.VectorType(ir.IntType(8), VEC)
+        for i, row in enumerate(_transposed_rows(builder, sa, r0v, c0v)):
+            q = builder.trunc(builder.fptosi(row, ir.VectorType(ir.IntType(32), VEC)), bty)
+            builder.store(q, _row_ptr(builder, da, builder.add(d0v, ir.Constant(ir.IntType(64), i)), q0v, bty),
+                          align=1)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def transpose16_u8(typingctx, src, r0, c0, dst, d0, q0):
+    """dst[d0 + i, q0 + j] = src[r0 + j, c0 + i] for i, j < 16: a 16x16 byte block, in registers.
+
+    ``src``/``dst`` 2-D uint8/int8 (the same type) C-contiguous; no bounds checks. 16 loads of
+    16 bytes, 64 byte shuffles (x86: punpck*, two ports on recent cores; NEON: zip/trn), 16
+    stores: the int8 conv lays its (C, H*W) input out as (H*W, C) pixel rows with it, 4x
+    faster than numpy's transposing copy.
+    """
+    for name, ty in (("src", src), ("dst", dst)):
+        if not (isinstance(ty, types.Array) and ty.ndim == 2 and ty.layout == "C"
+                and ty.dtype in (types.uint8, types.int8)):
+            raise TypingError(f"transpose16_u8: {name} must be a C-contiguous 2-D uint8/int8 array, got {ty}")
+    if src.dtype != dst.dtype:
+        raise TypingError(f"transpose16_u8: src is {src.dtype} but dst is {dst.dtype}; expected the same type")
+    sig = types.void(src, r0, c0, dst, d0, q0)
+
+    def codegen(context, builder, signature, args):
+        sa = context.make_array(signature.args[0])(context, builder, args[0])
+        da = context.make_array(signature.args[3])(context, builder, args[3])
+        r0v, c0v, d0v, q0v = (context.cast(builder, args[j], signature.args[j], types.int64) for j in (1, 2, 4, 5))
+        bty = ir.VectorType(ir.IntType(8), VEC)
+        for i, row in enumerate(_transposed_rows(builder, sa, r0v, c0v, ir.IntType(8))):
+            builder.store(row, _row_ptr(builder, da, builder.add(d0v, ir.Constant(ir.IntType(64), i)), q0v, bty),
+                          align=1)
         return context.get_dummy_value()
 
     return sig, codegen

@@ -265,6 +265,11 @@ class _DotUnpack(_DotQuads):
             if stop is not None:
                 v = b.select(live, v, ir.Constant(self.i32, 0))
             packed = b.or_(packed, b.shl(v, ir.Constant(self.i32, 8 * r)))
+        self.dot_quad(rows, packed)
+
+    def dot_quad(self, rows, packed):
+        """acc += vpdpbusd(splat u8 quad ``packed``, the four weight rows at ``rows`` interleaved)."""
+        b = self.builder
         vs = b.shuffle_vector(b.insert_element(ir.Constant(self.vty, None), packed, ir.Constant(self.i32, 0)),
                               ir.Constant(self.vty, None), ir.Constant(ir.VectorType(self.i32, VEC), None))
         lo_b, hi_b, lo_w, hi_w = self.masks

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edge_runtime.kernels import sparse_common as sc
-from edge_runtime.kernels.simd import transpose16
+from edge_runtime.kernels.simd import transpose16, transpose16_bytes
 
 
 def _reference(x):
@@ -134,6 +134,22 @@ def test_transpose16_moves_a_block_in_registers():
     run(src, 3, 5, dst, 7, 11)
     want = np.zeros_like(dst)
     want[7:23, 11:27] = src[3:19, 5:21].T
+    np.testing.assert_array_equal(dst, want)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8])
+def test_transpose16_bytes_stores_the_transposed_integers(dtype):
+    info = np.iinfo(dtype)
+    src = np.random.default_rng(1).integers(info.min, info.max + 1, (20, 40)).astype(np.float32)
+    dst = np.zeros((50, 30), dtype)
+
+    @numba.njit
+    def run(src, r0, c0, dst, d0, q0):
+        transpose16_bytes(src, r0, c0, dst, d0, q0)
+
+    run(src, 2, 9, dst, 5, 13)
+    want = np.zeros_like(dst)
+    want[5:21, 13:29] = src[2:18, 9:25].T.astype(dtype)
     np.testing.assert_array_equal(dst, want)
 
 

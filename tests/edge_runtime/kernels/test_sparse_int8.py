@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 from edge_runtime.errors import InvalidArgumentError, InvalidInputError
 from edge_runtime.kernels.sparse_int8 import (prepare_int8_weights, requant_params, sparse_gemv_int8,
                                               sparse_matmul_int8)
-from edge_runtime.kernels.sparse_int8_conv import prepare_int8_conv, sparse_conv1x1_int8, sparse_conv_int8
+from edge_runtime.kernels.sparse_int8_conv import (pixel_rows, prepare_int8_conv, sparse_conv1x1_int8,
+                                                   sparse_conv_int8)
 from edge_runtime.ops.quant_linear import QLinearConv, QLinearMatMul
 
 DTYPES = {"uint8": (np.uint8, 0, 255), "int8": (np.int8, -128, 127)}
@@ -123,6 +124,16 @@ def test_requantized_conv_matches_qlinearconv(c, m, dz, density, relu, with_bias
     want = QLinearConv(x, xs, np.array(zp, x.dtype), w, ws, np.zeros(m, np.int8), ys, np.array(128, np.uint8), bias,
                        pads=[1, 1, 1, 1])
     np.testing.assert_array_equal(got, np.maximum(want, 128) if relu else want)
+
+
+@pytest.mark.parametrize("c,p", [(1, 1), (16, 16), (20, 37), (128, 784), (33, 50)])
+@pytest.mark.parametrize("dtype", ["uint8", "int8"])
+def test_pixel_rows_transposes_every_block_and_edge(c, p, dtype):
+    info = np.iinfo(dtype)
+    x = np.random.default_rng(c * p).integers(info.min, info.max + 1, (c, p)).astype(dtype)
+    out = np.zeros((p, c), dtype)
+    pixel_rows(x, out)
+    np.testing.assert_array_equal(out, x.T)
 
 
 @pytest.mark.parametrize("density", [0.0, 0.1, 1.0])
