@@ -14,6 +14,7 @@ points. Picking dense onnxruntime for dense layers is the engine's job (issue 10
 """
 from __future__ import annotations
 
+import threading
 from typing import Any, Callable
 
 import numpy as np
@@ -32,6 +33,36 @@ Array = NDArray[Any]
 _INT8 = (np.dtype(np.uint8), np.dtype(np.int8))
 
 
+class Int8Run:
+    """A builder's run with the int8 kernel it chose at plan time, for ``run_with_stats``.
+
+    ``last_kernel`` is what this thread's last call ran: ``kernel`` (``"sparse"``: the
+    zero-skipping int8 kernel; ``"dense"``: the dense int8 direct conv) or ``"plain"`` when the
+    input fell back to the plain op (a dtype other than the zero point's). Without it the numba
+    engine's statistics showed every such layer as "plain".
+
+    Example:
+        >>> run = Int8Run("sparse", lambda x: (x + 1, x.dtype == np.uint8))
+        >>> int(run(np.uint8(1))), run.last_kernel, int(run(np.int8(1))), run.last_kernel
+        (2, 'sparse', 2, 'plain')
+    """
+
+    last_density = None
+
+    def __init__(self, kernel: str, run: Callable[..., tuple[Array, bool]]) -> None:
+        self.kernel, self._run, self._last = kernel, run, threading.local()
+
+    @property
+    def last_kernel(self) -> str:
+        """The kernel this thread's last call ran ("plain" before any call)."""
+        return getattr(self._last, "kernel", "plain")
+
+    def __call__(self, *args: Any) -> Array:
+        y, planned = self._run(*args)
+        self._last.kernel = self.kernel if planned else "plain"
+        return y
+
+
 def _constants(consts: list, indices: tuple[int, ...]) -> list[Array] | None:
     vals = [consts[i] if i < len(consts) else None for i in indices]
     return None if any(v is None for v in vals) else [np.asarray(v) for v in vals]
@@ -41,7 +72,7 @@ def _scalar_zp(zp: Array) -> bool:
     return zp.size == 1 and zp.dtype in _INT8
 
 
-def conv_runner(node: Any, consts: list, table: Array | None = None) -> Callable[..., Array] | None:
+def conv_runner(node: Any, consts: list, table: Array | None = None) -> Int8Run | None:
     """The int8 kernel run for a QLinearConv node (a folded lookup ``table`` in its epilogue), or None.
 
     A small reduction (C*KH*KW <= 32: the first conv on an image, nothing to skip) runs the dense
@@ -72,14 +103,14 @@ def conv_runner(node: Any, consts: list, table: Array | None = None) -> Callable
     def run(x, *inputs):
         if x.dtype != x_zp.dtype:
             y = QLinearConv(x, *inputs[:8], **attrs)
-            return y if table is None else lookup_bytes(y.view(np.uint8), table)
+            return (y if table is None else lookup_bytes(y.view(np.uint8), table)), False
         geom = cache.get(x.shape)
         if geom is None:
             _, strides, pads, dil = conv_geometry("QLinearConv", x.shape, w.shape, auto_pad, **geo_attrs)
             geom = cache[x.shape] = (strides, pads, dil)
-        return kernel(x, zp, prep, *geom, requant=rq)
+        return kernel(x, zp, prep, *geom, requant=rq), True
 
-    return run
+    return Int8Run("dense" if dense else "sparse", run)
 
 
 @register_builder("QLinearConv", since_version=10)
@@ -104,14 +135,14 @@ def qlinear_matmul_builder(node: Any, consts: list, ctx: Any) -> Callable[..., A
 
     def run(a, *inputs):
         if a.dtype != a_zp.dtype or a.ndim < 2 or a.shape[-1] != b.shape[0]:
-            return QLinearMatMul(a, *inputs)
+            return QLinearMatMul(a, *inputs), False
         y = sparse_matmul_int8(a.reshape(-1, a.shape[-1]), zp, prep, rq)
-        return y.reshape(*a.shape[:-1], b.shape[1])
+        return y.reshape(*a.shape[:-1], b.shape[1]), True
 
-    return run
+    return Int8Run("sparse", run)
 
 
-def qgemm_runner(node: Any, consts: list, table: Array | None = None) -> Callable[..., Array] | None:
+def qgemm_runner(node: Any, consts: list, table: Array | None = None) -> Int8Run | None:
     """The int8 run of a QGemm node (a folded lookup ``table`` after its quantized output), or None.
 
     int32 sums from the zero-skipping kernel, then QGemm's epilogue compiled
@@ -160,10 +191,10 @@ def qgemm_runner(node: Any, consts: list, table: Array | None = None) -> Callabl
     def run(a, *inputs):
         if a.dtype != a_zp.dtype or a.ndim != 2 or a.shape[1] != b_kn.shape[0]:
             y = QGemm(a, *inputs[:8], **attrs)
-            return y if table is None else lookup_bytes(y.view(np.uint8), table)
-        return epilogue(sparse_matmul_int8(a, zp, prep), a)
+            return (y if table is None else lookup_bytes(y.view(np.uint8), table)), False
+        return epilogue(sparse_matmul_int8(a, zp, prep), a), True
 
-    return run
+    return Int8Run("sparse", run)
 
 
 @register_builder("QGemm", domain=MS_DOMAIN, since_version=1)

@@ -58,3 +58,58 @@ def test_matmul_builder_equals_qlinearmatmul(a_shape):
     run = qlinear_matmul_builder(node, consts, None)
     assert run is not None
     np.testing.assert_array_equal(run(a, *consts[1:]), QLinearMatMul(a, *consts[1:]))
+
+
+def _conv_consts(rng, cin):
+    w = rng.integers(-127, 128, (8, cin, 3, 3)).astype(np.int8)
+    return [None, np.float32(0.05), np.array(0, np.uint8), w, rng.uniform(0.001, 0.01, 8).astype(np.float32),
+            np.zeros(8, np.int8), np.float32(0.2), np.array(131, np.uint8)]
+
+
+@pytest.mark.parametrize("cin,kernel", [(6, "sparse"), (2, "dense")])  # reduction 54 vs 18 (<= 32: dense conv)
+def test_builder_runs_report_their_kernel_and_the_plain_fallback(cin, kernel):
+    rng = np.random.default_rng(2)
+    consts = _conv_consts(rng, cin)
+    run = qlinear_conv_builder(Node("QLinearConv", ("x", "xs", "xz", "w", "ws", "wz", "ys", "yz"), ("y",), {}),
+                               consts, None)
+    x = _sparse(rng, (1, cin, 9, 8), np.uint8, 0, 0.2)
+    run(x, *consts[1:])
+    assert run.last_kernel == kernel
+    run(x.view(np.int8), *consts[1:])  # an int8 input against a uint8 zero point: the plain op runs it
+    assert run.last_kernel == "plain"
+    run(x, *consts[1:])
+    assert run.last_kernel == kernel
+
+
+def test_matmul_builder_reports_plain_when_it_falls_back():
+    rng = np.random.default_rng(3)
+    b = rng.integers(-127, 128, (40, 70)).astype(np.int8)
+    consts = [None, np.float32(0.05), np.uint8(0), b, np.float32(0.01), np.int8(0), np.float32(0.3), np.int8(-3)]
+    run = qlinear_matmul_builder(Node("QLinearMatMul", ("a", "as", "az", "b", "bs", "bz", "ys", "yz"), ("y",)),
+                                 consts, None)
+    assert run.last_kernel == "plain"  # no call yet
+    run(_sparse(rng, (5, 40), np.uint8, 0, 0.1), *consts[1:])
+    assert run.last_kernel == "sparse"
+    run(_sparse(rng, (40,), np.uint8, 0, 0.1), *consts[1:])  # 1-D: the plain op
+    assert run.last_kernel == "plain"
+
+
+@pytest.mark.usefixtures("numba_engine")
+def test_run_with_stats_names_the_int8_kernel():
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edge_runtime import InferenceSession
+
+    rng = np.random.default_rng(4)
+    consts = _conv_consts(rng, 6)
+    names = ["xs", "xz", "w", "ws", "wz", "ys", "yz"]
+    inits = [numpy_helper.from_array(np.asarray(v), n) for n, v in zip(names, consts[1:])]
+    g = helper.make_graph([helper.make_node("QLinearConv", ["x", *names], ["y"], name="qconv", pads=[1, 1, 1, 1])],
+                          "g", [helper.make_tensor_value_info("x", TensorProto.UINT8, [1, 6, 9, 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.UINT8, None)], inits)
+    sess = InferenceSession(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString(),
+                            providers=["EdgeRuntimeExecutionProvider"])
+    x = _sparse(rng, (1, 6, 9, 8), np.uint8, 0, 0.2)
+    (y,), stats = sess.run_with_stats(None, {"x": x})
+    np.testing.assert_array_equal(y, QLinearConv(x, *consts[1:], pads=[1, 1, 1, 1]))
+    assert [(n.name, n.kernel) for n in stats.nodes] == [("qconv", "sparse")]
