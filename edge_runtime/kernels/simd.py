@@ -17,6 +17,7 @@ everywhere. They are only callable from numba-compiled code;
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import Callable
 
 import llvmlite.binding as llvm_binding
@@ -156,6 +157,29 @@ def row_list_args(context, builder, signature, args):
     return vals_a, idx_a, start, stop, off, col
 
 
+def tap_lists(context, builder, signature, args):
+    """The operands of a multi-list ("taps") intrinsic ``f(acc, w, a, b, ptr, tlo, thi, tbase, ntaps, n0, nvec)``:
+    ``(a, b, runs, col)``, where ``a``/``b`` are the two list arrays (values and indices, or
+    their packed forms) and ``runs()`` walks the taps (see :func:`axpy_taps`)."""
+    a_a, b_a, ptr_a, tlo_a, thi_a, tbase_a = (
+        context.make_array(signature.args[j])(context, builder, args[j]) for j in range(2, 8))
+    nt = context.cast(builder, args[8], signature.args[8], types.int64)
+    col = context.cast(builder, args[9], signature.args[9], types.int64)
+
+    @contextmanager
+    def runs():
+        """``with runs() as (base, start, stop):`` emits the loop over taps t < ntaps; the body
+        sees tap t's weight-row offset ``tbase[t]`` and its list run ``ptr[tlo[t]]:ptr[thi[t]]``."""
+        with cgutils.for_range(builder, nt, intp=ir.IntType(64)) as loop:
+            t = loop.index
+            base = builder.load(builder.gep(tbase_a.data, [t]))
+            start = builder.load(builder.gep(ptr_a.data, [builder.load(builder.gep(tlo_a.data, [t]))]))
+            stop = builder.load(builder.gep(ptr_a.data, [builder.load(builder.gep(thi_a.data, [t]))]))
+            yield base, start, stop
+
+    return a_a, b_a, runs, col
+
+
 @intrinsic
 def axpy_rows(typingctx, acc, w, vals, idx, i0, i1, base, n0, nvec):
     """acc[n0 : n0+16*nvec] += sum_{i0 <= i < i1} vals[i] * w[idx[i] + base, n0 : n0+16*nvec].
@@ -201,18 +225,10 @@ def axpy_taps(typingctx, acc, w, vals, idx, ptr, tlo, thi, tbase, ntaps, n0, nve
     sig = types.void(acc, w, vals, idx, ptr, tlo, thi, tbase, ntaps, n0, nvec)
 
     def codegen(context, builder, signature, args):
-        arrs = [context.make_array(signature.args[j])(context, builder, args[j]) for j in range(2, 8)]
-        vals_a, idx_a, ptr_a, tlo_a, thi_a, tbase_a = arrs
-        i64 = ir.IntType(64)
-        nt = context.cast(builder, args[8], signature.args[8], types.int64)
-        col = context.cast(builder, args[9], signature.args[9], types.int64)
+        vals_a, idx_a, runs, col = tap_lists(context, builder, signature, args)
         em = _FmaRows(context, builder, signature.args[1], args[1], signature.args[0], args[0], col, nv)
         em.load()
-        one = ir.Constant(i64, 1)
-        with cgutils.for_range_slice(builder, ir.Constant(i64, 0), nt, one, intp=i64) as (t, _):
-            base = builder.load(builder.gep(tbase_a.data, [t]))
-            start = builder.load(builder.gep(ptr_a.data, [builder.load(builder.gep(tlo_a.data, [t]))]))
-            stop = builder.load(builder.gep(ptr_a.data, [builder.load(builder.gep(thi_a.data, [t]))]))
+        with runs() as (base, start, stop):
             em.list_rows(idx_a, vals_a, start, stop, base)
         em.store()
         return context.get_dummy_value()
@@ -355,6 +371,18 @@ def _row_ptr(builder, arr, row, col, vty):
     return builder.bitcast(builder.gep(p, [col]), vty.as_pointer())
 
 
+def _store_transposed(context, builder, signature, args, vty, align, convert):
+    """Codegen of ``f(src, r0, c0, dst, d0, q0)``: the float32 block src[r0:r0+16, c0:c0+16]
+    transposed in registers, each column converted by ``convert`` and stored as dst row d0 + i."""
+    sa = context.make_array(signature.args[0])(context, builder, args[0])
+    da = context.make_array(signature.args[3])(context, builder, args[3])
+    r0v, c0v, d0v, q0v = (context.cast(builder, args[j], signature.args[j], types.int64) for j in (1, 2, 4, 5))
+    for i, row in enumerate(_transposed_rows(builder, sa, r0v, c0v)):
+        builder.store(convert(row), _row_ptr(builder, da, builder.add(d0v, ir.Constant(ir.IntType(64), i)), q0v, vty),
+                      align=align)
+    return context.get_dummy_value()
+
+
 @intrinsic
 def transpose16(typingctx, src, r0, c0, dst, d0, q0):
     """dst[d0 + i, q0 + j] = src[r0 + j, c0 + i] for i, j < 16, in registers.
@@ -369,14 +397,8 @@ def transpose16(typingctx, src, r0, c0, dst, d0, q0):
     sig = types.void(src, r0, c0, dst, d0, q0)
 
     def codegen(context, builder, signature, args):
-        sa = context.make_array(signature.args[0])(context, builder, args[0])
-        da = context.make_array(signature.args[3])(context, builder, args[3])
-        r0v, c0v, d0v, q0v = (context.cast(builder, args[j], signature.args[j], types.int64) for j in (1, 2, 4, 5))
-        vty = ir.VectorType(ir.FloatType(), VEC)
-        for i, row in enumerate(_transposed_rows(builder, sa, r0v, c0v)):
-            builder.store(row, _row_ptr(builder, da, builder.add(d0v, ir.Constant(ir.IntType(64), i)), q0v, vty),
-                          align=4)
-        return context.get_dummy_value()
+        return _store_transposed(context, builder, signature, args, ir.VectorType(ir.FloatType(), VEC), 4,
+                                 lambda row: row)
 
     return sig, codegen
 
@@ -396,15 +418,9 @@ def transpose16_bytes(typingctx, src, r0, c0, dst, d0, q0):
     sig = types.void(src, r0, c0, dst, d0, q0)
 
     def codegen(context, builder, signature, args):
-        sa = context.make_array(signature.args[0])(context, builder, args[0])
-        da = context.make_array(signature.args[3])(context, builder, args[3])
-        r0v, c0v, d0v, q0v = (context.cast(builder, args[j], signature.args[j], types.int64) for j in (1, 2, 4, 5))
         bty = ir.VectorType(ir.IntType(8), VEC)
-        for i, row in enumerate(_transposed_rows(builder, sa, r0v, c0v)):
-            q = builder.trunc(builder.fptosi(row, ir.VectorType(ir.IntType(32), VEC)), bty)
-            builder.store(q, _row_ptr(builder, da, builder.add(d0v, ir.Constant(ir.IntType(64), i)), q0v, bty),
-                          align=1)
-        return context.get_dummy_value()
+        return _store_transposed(context, builder, signature, args, bty, 1,
+                                 lambda row: builder.trunc(builder.fptosi(row, ir.VectorType(ir.IntType(32), VEC)), bty))
 
     return sig, codegen
 

@@ -29,7 +29,8 @@ from numba.core import cgutils
 from numba.core.errors import TypingError
 from numba.extending import intrinsic
 
-from edge_runtime.kernels.simd import AccumulatorRows, check_array, jit_target_has, row_list_args, row_list_typing
+from edge_runtime.kernels.simd import (AccumulatorRows, check_array, jit_target_has, row_list_args, row_list_typing,
+                                       tap_lists)
 
 __all__ = ["VEC", "HAS_VNNI", "HAS_DOTPROD", "host_has_vnni", "host_has_dotprod", "mac_rows", "dot_rows",
            "udot_rows", "mac_taps", "dot_taps", "udot_taps", "ne_mask64"]
@@ -391,20 +392,12 @@ def _taps(kind: str):
         sig = types.void(acc, w, vals, idx, ptr, tlo, thi, tbase, ntaps, n0, nvec)
 
         def codegen(context, builder, signature, args):
-            vals_a, idx_a, ptr_a, tlo_a, thi_a, tbase_a = (
-                context.make_array(signature.args[j])(context, builder, args[j]) for j in range(2, 8))
-            nt = context.cast(builder, args[8], signature.args[8], types.int64)
-            col = context.cast(builder, args[9], signature.args[9], types.int64)
+            vals_a, idx_a, runs, col = tap_lists(context, builder, signature, args)
             vnni, quads = kind == "vnni", kind != "mac"
             cls = {"mac": _MacRows, "udot": _UdotQuads}.get(kind, _DotUnpack if nv % 4 == 0 else _DotQuads)
             em = cls(context, builder, signature.args[1], args[1], signature.args[0], args[0], col, nv)
             em.load()
-            i64 = ir.IntType(64)
-            with cgutils.for_range(builder, nt, intp=i64) as loop:
-                t = loop.index
-                base = builder.load(builder.gep(tbase_a.data, [t]))
-                start = builder.load(builder.gep(ptr_a.data, [builder.load(builder.gep(tlo_a.data, [t]))]))
-                stop = builder.load(builder.gep(ptr_a.data, [builder.load(builder.gep(thi_a.data, [t]))]))
+            with runs() as (base, start, stop):
                 if vnni and nv % 4 == 0:
                     em.quad_all(idx_a, vals_a, start, stop, base)
                 elif quads:

@@ -23,7 +23,7 @@ from numba.core import cgutils
 from numba.core.errors import TypingError
 from numba.extending import intrinsic
 
-from edge_runtime.kernels.simd import check_array
+from edge_runtime.kernels.simd import check_array, tap_lists
 from edge_runtime.kernels.simd_int8 import _DotUnpack
 
 __all__ = ["dot_taps_packed"]
@@ -72,19 +72,11 @@ def _impl(typingctx, acc, w, vb, off, ptr, tlo, thi, tbase, ntaps, n0, nvec):
     sig = types.void(acc, w, vb, off, ptr, tlo, thi, tbase, ntaps, n0, nvec)
 
     def codegen(context, builder, signature, args):
-        vb_a, off_a, ptr_a, tlo_a, thi_a, tbase_a = (
-            context.make_array(signature.args[j])(context, builder, args[j]) for j in range(2, 8))
-        nt = context.cast(builder, args[8], signature.args[8], types.int64)
-        col = context.cast(builder, args[9], signature.args[9], types.int64)
+        vb_a, off_a, runs, col = tap_lists(context, builder, signature, args)
         em = _DotPacked(context, builder, signature.args[1], args[1], signature.args[0], args[0], col, nv)
         em.load()
-        with cgutils.for_range(builder, nt, intp=ir.IntType(64)) as loop:
-            t = loop.index
-            base = builder.load(builder.gep(tbase_a.data, [t]))
-            rowbase = builder.gep(em.wdata, [builder.add(builder.mul(base, em.rowstride), col)])
-            start = builder.load(builder.gep(ptr_a.data, [builder.load(builder.gep(tlo_a.data, [t]))]))
-            stop = builder.load(builder.gep(ptr_a.data, [builder.load(builder.gep(thi_a.data, [t]))]))
-            em.run(vb_a, off_a, start, stop, rowbase)
+        with runs() as (base, start, stop):
+            em.run(vb_a, off_a, start, stop, builder.gep(em.wdata, [builder.add(builder.mul(base, em.rowstride), col)]))
         em.store()
         return context.get_dummy_value()
 
