@@ -149,6 +149,20 @@ def row_list_typing(who, acc, w, vals, idx, i0, i1, base, n0, nvec, acc_dt, w_dt
     return _literal_nvec(nvec, who), types.void(acc, w, vals, idx, i0, i1, base, n0, nvec)
 
 
+def tap_typing(who, args, dtypes, names=("acc", "w", "vals", "idx")):
+    """Type checks and signature of a multi-list intrinsic ``(acc, w, a, b, ptr, tlo, thi, tbase, ntaps, n0, nvec)``.
+
+    ``dtypes`` are the element types of ``acc, w, a, b`` (named ``names`` in errors); the CSR
+    pointers and tap arrays are int64. Returns ``(nv, signature)`` as :func:`row_list_typing`.
+    """
+    acc, w, a, b, ptr, tlo, thi, tbase, ntaps, n0, nvec = args
+    for name, ty, nd, dt in ((names[0], acc, 1, dtypes[0]), (names[1], w, 2, dtypes[1]), (names[2], a, 1, dtypes[2]),
+                             (names[3], b, 1, dtypes[3]), ("ptr", ptr, 1, types.int64), ("tlo", tlo, 1, types.int64),
+                             ("thi", thi, 1, types.int64), ("tbase", tbase, 1, types.int64)):
+        check_array(f"{who}: {name}", ty, nd, dt)
+    return _literal_nvec(nvec, who), types.void(*args)
+
+
 def row_list_args(context, builder, signature, args):
     """The list operands of a one-list row intrinsic: ``(vals, idx, start, stop, base, col)``."""
     vals_a = context.make_array(signature.args[2])(context, builder, args[2])
@@ -216,13 +230,8 @@ def axpy_taps(typingctx, acc, w, vals, idx, ptr, tlo, thi, tbase, ntaps, n0, nve
     ``tlo``/``thi``/``tbase`` (>= ntaps,) int64. Same contract as :func:`axpy_rows`
     otherwise; this replaces copying the taps' lists into one list first (~3 ns per entry).
     """
-    for name, ty, nd, dt in (("acc", acc, 1, types.float32), ("w", w, 2, types.float32),
-                             ("vals", vals, 1, types.float32), ("idx", idx, 1, types.int32),
-                             ("ptr", ptr, 1, types.int64), ("tlo", tlo, 1, types.int64),
-                             ("thi", thi, 1, types.int64), ("tbase", tbase, 1, types.int64)):
-        check_array(f"axpy_taps: {name}", ty, nd, dt)
-    nv = _literal_nvec(nvec, "axpy_taps")
-    sig = types.void(acc, w, vals, idx, ptr, tlo, thi, tbase, ntaps, n0, nvec)
+    nv, sig = tap_typing("axpy_taps", (acc, w, vals, idx, ptr, tlo, thi, tbase, ntaps, n0, nvec),
+                         (types.float32, types.float32, types.float32, types.int32))
 
     def codegen(context, builder, signature, args):
         vals_a, idx_a, runs, col = tap_lists(context, builder, signature, args)

@@ -29,8 +29,8 @@ from numba.core import cgutils
 from numba.core.errors import TypingError
 from numba.extending import intrinsic
 
-from edge_runtime.kernels.simd import (AccumulatorRows, check_array, jit_target_has, row_list_args, row_list_typing,
-                                       tap_lists)
+from edge_runtime.kernels.simd import (AccumulatorRows, jit_target_has, row_list_args, row_list_typing,
+                                       tap_lists, tap_typing)
 
 __all__ = ["VEC", "HAS_VNNI", "HAS_DOTPROD", "host_has_vnni", "host_has_dotprod", "mac_rows", "dot_rows",
            "udot_rows", "mac_taps", "dot_taps", "udot_taps", "ne_mask64"]
@@ -381,15 +381,8 @@ def _taps(kind: str):
     """mac_taps / dot_taps / udot_taps (``kind`` "mac", "vnni", "udot") over several runs of a CSR list."""
 
     def impl(typingctx, acc, w, vals, idx, ptr, tlo, thi, tbase, ntaps, n0, nvec):
-        for name, ty, nd, dt in (("acc", acc, 1, types.int32), ("w", w, 2, types.int8),
-                                 ("vals", vals, 1, types.int32), ("idx", idx, 1, types.int32),
-                                 ("ptr", ptr, 1, types.int64), ("tlo", tlo, 1, types.int64),
-                                 ("thi", thi, 1, types.int64), ("tbase", tbase, 1, types.int64)):
-            check_array(f"taps: {name}", ty, nd, dt)
-        if not isinstance(nvec, types.IntegerLiteral):
-            raise TypingError(f"taps: nvec must be a literal int, got {nvec}")
-        nv = int(nvec.literal_value)
-        sig = types.void(acc, w, vals, idx, ptr, tlo, thi, tbase, ntaps, n0, nvec)
+        nv, sig = tap_typing(f"{kind}_taps", (acc, w, vals, idx, ptr, tlo, thi, tbase, ntaps, n0, nvec),
+                             (types.int32, types.int8, types.int32, types.int32))
 
         def codegen(context, builder, signature, args):
             vals_a, idx_a, runs, col = tap_lists(context, builder, signature, args)

@@ -23,7 +23,7 @@ from numba.core import cgutils
 from numba.core.errors import TypingError
 from numba.extending import intrinsic
 
-from edge_runtime.kernels.simd import check_array, tap_lists
+from edge_runtime.kernels.simd import tap_lists, tap_typing
 from edge_runtime.kernels.simd_int8 import _DotUnpack
 
 __all__ = ["dot_taps_packed"]
@@ -61,15 +61,10 @@ class _DotPacked(_DotUnpack):
 
 
 def _impl(typingctx, acc, w, vb, off, ptr, tlo, thi, tbase, ntaps, n0, nvec):
-    for name, ty, nd, dt in (("acc", acc, 1, types.int32), ("w", w, 2, types.int8), ("vb", vb, 1, types.uint8),
-                             ("off", off, 1, types.int32), ("ptr", ptr, 1, types.int64),
-                             ("tlo", tlo, 1, types.int64), ("thi", thi, 1, types.int64),
-                             ("tbase", tbase, 1, types.int64)):
-        check_array(f"dot_taps_packed: {name}", ty, nd, dt)
-    if not isinstance(nvec, types.IntegerLiteral) or nvec.literal_value % 4:
+    nv, sig = tap_typing("dot_taps_packed", (acc, w, vb, off, ptr, tlo, thi, tbase, ntaps, n0, nvec),
+                         (types.int32, types.int8, types.uint8, types.int32), ("acc", "w", "vb", "off"))
+    if nv % 4:
         raise TypingError(f"dot_taps_packed: nvec must be a literal multiple of 4, got {nvec}")
-    nv = int(nvec.literal_value)
-    sig = types.void(acc, w, vb, off, ptr, tlo, thi, tbase, ntaps, n0, nvec)
 
     def codegen(context, builder, signature, args):
         vb_a, off_a, runs, col = tap_lists(context, builder, signature, args)
