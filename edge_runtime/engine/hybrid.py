@@ -30,7 +30,7 @@ import onnx
 
 from edge_runtime.engine import islands as isl
 from edge_runtime.engine import ort as ortx
-from edge_runtime.engine import plancache
+from edge_runtime.engine import plancache, rewrite
 from edge_runtime.engine.partition import ISLAND, Stage, partition, submodel, value_types
 from edge_runtime.graph import INTERNAL_DOMAIN, Graph, Node, ValueInfo
 from edge_runtime.plan import Plan, Step
@@ -135,7 +135,7 @@ def build(source: ModelSource | onnx.ModelProto, cfg: EngineConfig, inputs: Sequ
         OnnxRuntimeRejected: onnxruntime cannot load the whole model.
     """
     src = source if isinstance(source, ModelSource) else ModelSource(source)
-    model = src.model
+    model = _rewritten(src)
     fed = {v.name for v in (*inputs, *outputs)}
     ortx.check_exchanged([(v.name, v.type.tensor_type.elem_type) for v in (*model.graph.input, *model.graph.output)
                           if v.name in fed and v.type.HasField("tensor_type")], "the model's inputs and outputs")
@@ -171,6 +171,23 @@ def build(source: ModelSource | onnx.ModelProto, cfg: EngineConfig, inputs: Sequ
     if key is not None:
         plancache.store(key, _cache_doc(plan, report))
     return plan, report
+
+
+def _rewritten(src: ModelSource) -> onnx.ModelProto:
+    """``src.model`` with its FATReLUs as ThresholdedRelu (:mod:`edge_runtime.engine.rewrite`):
+    the caller's own proto is copied first, and the bytes / file no longer describe the model."""
+    model = src.model
+    if not any(n.op_type == "GreaterOrEqual" for n in model.graph.node):
+        return model
+    target = model if src.disposable else onnx.ModelProto()
+    if target is not model:
+        target.CopyFrom(model)
+    count = rewrite.fatrelu_to_thresholded_relu(target)
+    if not count:
+        return model
+    log.debug("%d FATReLU (GreaterOrEqual + Where) run as ThresholdedRelu", count)
+    src.model, src.data, src.path = target, None, None
+    return target
 
 
 def _decide(data: bytes, model: onnx.ModelProto, found: list[isl.Candidate], cfg: EngineConfig,

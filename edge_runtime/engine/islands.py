@@ -4,7 +4,7 @@ A candidate is a Conv (2-D, group 1), Gemm or MatMul with constant float32 weigh
 can hold exact zeros (the exporter annotated the layer, or its input comes from a ReLU-family
 op through layout ops: :func:`edge_runtime.zeros.zero_producing`). Its island absorbs what
 the runtime's fusion passes fold into it (a BatchNormalization, a bias Add, a Relu / Clip /
-LeakyRelu or an exported FATReLU), so the zero-skipping kernel applies them in its epilogue.
+LeakyRelu, a ThresholdedRelu or an exported FATReLU), so the zero-skipping kernel applies them in its epilogue.
 
 An island is prepared once: the runtime's passes turn the island's nodes into one fused node
 whose sparse kernel is built by :mod:`edge_runtime.dispatch` from the decoded weights. Its
@@ -31,7 +31,7 @@ from edge_runtime.onnx_io import attributes
 log = logging.getLogger(__name__)
 
 ANCHORS = ("Conv", "Gemm", "MatMul")
-_ACTS = ("Relu", "Clip", "LeakyRelu")
+_ACTS = ("Relu", "Clip", "LeakyRelu", "ThresholdedRelu")
 #: Constants up to this many elements are decoded for the zero-producer check (Clip bounds).
 _SMALL_CONST = 16
 

@@ -2,7 +2,7 @@
 
 The fused ops (domain ``ai.edge_runtime``) carry the original attributes plus
 ``activation`` (a code from :mod:`edge_runtime.kernels.activation`), ``act_p0`` and
-``act_p1``. Folded activations: Relu, LeakyRelu, Clip, HardSwish, HardSigmoid, Sigmoid, the
+``act_p1``. Folded activations: Relu, LeakyRelu, Clip, ThresholdedRelu, HardSwish, HardSigmoid, Sigmoid, the
 FATReLU ``Where(GreaterOrEqual(y, t), y, 0)``, FusedGelu, and SiLU / HardSwish as both torch exporters
 emit them, ``Mul(y, Sigmoid(y))`` and ``Mul(y, HardSigmoid(y))`` (either operand order). They are the layers the sparse dispatcher can take over, because their
 weights are constants that can be re-laid out once.
@@ -39,6 +39,11 @@ def _bias_for(mm: Node, add: Node, consts: dict) -> str | None:
 def _activation(node: Node, consts: dict) -> tuple[int, float, float] | None:
     if node.op_type == "Relu":
         return act.RELU, 0.0, 0.0
+    if node.op_type == "ThresholdedRelu":  # x > alpha is x >= the next float32 above alpha (for alpha < inf)
+        alpha = np.float32(node.attrs.get("alpha", 1.0))
+        if alpha == np.inf:
+            return None  # x > inf is never true, x >= inf is for inf
+        return act.THRESHOLD_RELU, float(np.nextafter(alpha, np.float32(np.inf))), 0.0
     if node.op_type == "LeakyRelu":
         return act.LEAKY_RELU, float(node.attrs.get("alpha", 0.01)), 0.0
     if node.op_type == "Clip":
