@@ -32,6 +32,7 @@ from numpy.typing import ArrayLike, NDArray
 from edge_runtime.errors import InvalidArgumentError, InvalidInputError
 from edge_runtime.kernels.int8_epilogue import requantize_into
 from edge_runtime.kernels.simd import cttz
+from edge_runtime.kernels.sparse_common import aligned_empty
 from edge_runtime.kernels.simd_int8 import (HAS_DOTPROD, HAS_VNNI, VEC, dot_rows, dot_taps, mac_rows, mac_taps,
                                             ne_mask64, udot_rows, udot_taps)
 
@@ -107,7 +108,8 @@ def prepare_int8_weights(w_kn: ArrayLike) -> PreparedInt8:
         raise InvalidArgumentError(f"prepare_int8_weights expects a 2-D (K, N) int8 matrix, got {w.dtype} "
                                    f"{w.shape}; quantize the weights to int8 (symmetric, zero point 0) first.")
     k, n = w.shape
-    out = np.zeros((k, _padded(n)), np.int8)
+    out = aligned_empty((k, _padded(n)), np.int8)  # 64-byte aligned rows (as the fp32 kernels' weights)
+    out[:, n:] = 0
     out[:, :n] = w
     return PreparedInt8(w=out, n=int(n))
 
