@@ -92,6 +92,8 @@ class EngineReport:
     outcome: str = "whole model in one onnxruntime session"
     engine: str = "onnxruntime"    # "numba" when the numba engine ran the whole model faster
     cached: bool = False           # the decision came from :mod:`edge_runtime.engine.plancache`
+    #: FATReLUs (GreaterOrEqual + Where) run as one ThresholdedRelu (:mod:`edge_runtime.engine.rewrite`)
+    fatrelus_rewritten: int = 0
 
 
 @dataclass
@@ -135,7 +137,14 @@ def build(source: ModelSource | onnx.ModelProto, cfg: EngineConfig, inputs: Sequ
         OnnxRuntimeRejected: onnxruntime cannot load the whole model.
     """
     src = source if isinstance(source, ModelSource) else ModelSource(source)
-    model = _rewritten(src)
+    rewritten = _rewrite(src)  # no local reference to the proto: _build drops it before the peak
+    plan, report = _build(src, cfg, inputs, outputs)
+    return plan, dataclasses.replace(report, fatrelus_rewritten=rewritten) if rewritten else report
+
+
+def _build(src: ModelSource, cfg: EngineConfig, inputs: Sequence[ValueInfo],
+           outputs: Sequence[ValueInfo]) -> tuple[Plan, EngineReport]:
+    model = src.model
     fed = {v.name for v in (*inputs, *outputs)}
     ortx.check_exchanged([(v.name, v.type.tensor_type.elem_type) for v in (*model.graph.input, *model.graph.output)
                           if v.name in fed and v.type.HasField("tensor_type")], "the model's inputs and outputs")
@@ -173,21 +182,20 @@ def build(source: ModelSource | onnx.ModelProto, cfg: EngineConfig, inputs: Sequ
     return plan, report
 
 
-def _rewritten(src: ModelSource) -> onnx.ModelProto:
-    """``src.model`` with its FATReLUs as ThresholdedRelu (:mod:`edge_runtime.engine.rewrite`):
-    the caller's own proto is copied first, and the bytes / file no longer describe the model."""
+def _rewrite(src: ModelSource) -> int:
+    """Run ``src.model``'s FATReLUs as ThresholdedRelu (:mod:`edge_runtime.engine.rewrite`); returns
+    how many. The caller's own proto is copied first, and the bytes / file no longer describe it."""
     model = src.model
     if not any(n.op_type == "GreaterOrEqual" for n in model.graph.node):
-        return model
+        return 0
     target = model if src.disposable else onnx.ModelProto()
     if target is not model:
         target.CopyFrom(model)
     count = rewrite.fatrelu_to_thresholded_relu(target)
-    if not count:
-        return model
-    log.debug("%d FATReLU (GreaterOrEqual + Where) run as ThresholdedRelu", count)
-    src.model, src.data, src.path = target, None, None
-    return target
+    if count:
+        log.debug("%d FATReLU (GreaterOrEqual + Where) run as ThresholdedRelu", count)
+        src.model, src.data, src.path = target, None, None
+    return count
 
 
 def _decide(data: bytes, model: onnx.ModelProto, found: list[isl.Candidate], cfg: EngineConfig,

@@ -134,6 +134,7 @@ def test_session_runs_fatrelu_as_thresholded_relu(sparsity: str, caplog: pytest.
         sess = edge_runtime.InferenceSession(mine, providers=["CPUExecutionProvider"], sparsity=sparsity)
     assert mine.SerializeToString() == model.SerializeToString()  # the caller's proto is not rewritten
     assert "2 FATReLU (GreaterOrEqual + Where) run as ThresholdedRelu" in caplog.text
+    assert sess.engine_report.fatrelus_rewritten == 2  # what profile and the demo's report say
     (got,) = sess.run(None, {"x": x})
     if sparsity == "off":
         np.testing.assert_array_equal(got, want)
