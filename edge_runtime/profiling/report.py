@@ -75,17 +75,18 @@ def slower_reasons(result: Any) -> list[str]:
                        f"{len(sparse)} sparse layer(s) ran at densities where skipping zeros did not pay here "
                        f"(densities {', '.join(f'{r.density:.2f}' for r in sparse[:4] if r.density is not None)}); "
                        f"calibrate this machine's crossovers with `edge-runtime devices calibrate`.")
-    for b in (by.get(n) for n in ("edge", "edge-dense", "edge-numba")):
+    for b in (by.get(n) for n in ("edge", "edge-dense", "edge-numba", "edge-int8")):
         if b and b.engine:
             out.append(f"{b.backend} ran as {' + '.join(b.providers)}: {b.engine}.")
-    for name in ("edge", "edge-dense", "edge-numba"):
+    for name in ("edge", "edge-dense", "edge-numba", "edge-int8", "edge-numba-int8"):
         b = by.get(name)
         if b and b.ratio_p50_vs_onnxruntime and b.ratio_p50_vs_onnxruntime > 1.03 and \
                 "EdgeRuntimeExecutionProvider" in b.providers:
             share = sum(r.time_ms for r in b.layers) / b.timing.p50_ms if b.layers and b.timing.p50_ms else None
             where = (f"; its layers account for {100 * min(share, 1.0):.0f}% of its time, the rest is per-call "
                      f"Python overhead" if share else "")
-            out.append(f"{name} is {speed_words(b.ratio_p50_vs_onnxruntime)}: onnxruntime runs its tuned C++ kernels "
+            out.append(f"{name} is {speed_words(b.ratio_p50_vs_onnxruntime, onnxruntime_twin(name))}: "
+                       f"onnxruntime runs its tuned C++ kernels "
                        f"(MLAS) in one native call, edge_runtime dispatches each layer from "
                        f"Python to numba/BLAS kernels{where}.")
     return out

@@ -107,3 +107,18 @@ def test_plot_writes_a_png(tiny_path, tmp_path):
                            progress=False)
     out = plot(result, tmp_path / "chart.png")
     assert out is not None and out.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_slower_reasons_name_what_the_int8_backend_ran_as() -> None:
+    """The int8 rows get the same "ran as" / "why slower" lines as fp32 edge, worded against onnxruntime-int8."""
+    from types import SimpleNamespace
+
+    from edge_runtime.profiling.report import slower_reasons
+
+    timing = SimpleNamespace(p50_ms=0.39)
+    b = SimpleNamespace(backend="edge-int8", engine="numba engine: edge_runtime's kernels run every layer",
+                        providers=("EdgeRuntimeExecutionProvider",), ratio_p50_vs_onnxruntime=1.12, layers=(),
+                        timing=timing)
+    lines = slower_reasons(SimpleNamespace(backends=[b]))
+    assert "edge-int8 ran as EdgeRuntimeExecutionProvider: numba engine" in lines[0]
+    assert lines[1].startswith("edge-int8 is 1.12x slower than onnxruntime-int8: ")
