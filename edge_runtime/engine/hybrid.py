@@ -185,16 +185,15 @@ def _build(src: ModelSource, cfg: EngineConfig, inputs: Sequence[ValueInfo],
 def _rewrite(src: ModelSource) -> int:
     """Run ``src.model``'s FATReLUs as ThresholdedRelu (:mod:`edge_runtime.engine.rewrite`); returns
     how many. The caller's own proto is copied first, and the bytes / file no longer describe it."""
-    model = src.model
-    if not any(n.op_type == "GreaterOrEqual" for n in model.graph.node):
-        return 0
-    target = model if src.disposable else onnx.ModelProto()
-    if target is not model:
-        target.CopyFrom(model)
-    count = rewrite.fatrelu_to_thresholded_relu(target)
-    if count:
-        log.debug("%d FATReLU (GreaterOrEqual + Where) run as ThresholdedRelu", count)
-        src.model, src.data, src.path = target, None, None
+    sites = rewrite.fatrelu_sites(src.model)
+    if not sites:
+        return 0  # nothing copied: a caller's proto is copied only when something is rewritten
+    target = src.model if src.disposable else onnx.ModelProto()
+    if target is not src.model:
+        target.CopyFrom(src.model)
+    count = rewrite.fatrelu_to_thresholded_relu(target, sites)
+    log.debug("%d FATReLU (GreaterOrEqual + Where) run as ThresholdedRelu", count)
+    src.model, src.data, src.path = target, None, None
     return count
 
 

@@ -39,30 +39,27 @@ def threshold_below(t: float) -> float:
     return float(np.nextafter(np.float32(t), np.float32(-np.inf)))
 
 
-def fatrelu_to_thresholded_relu(model: onnx.ModelProto) -> int:
-    """Replace every top-level ``Where(GreaterOrEqual(x, t), x, 0)`` by ``ThresholdedRelu``, in place.
+def fatrelu_sites(model: onnx.ModelProto) -> list[tuple[int, onnx.NodeProto]]:
+    """The FATReLUs :func:`fatrelu_to_thresholded_relu` replaces: ``(GreaterOrEqual index, its
+    ThresholdedRelu)``, the Where's index being the only reader's. Reads the model only.
 
     Matches float32 ``x``, a finite 0-d constant ``t`` and a 0-d +0.0 constant (torch's export); the
     GreaterOrEqual's output must feed only that Where and not be a graph output, and neither
-    ``x``'s producer nor a reader of the output may be a Quantize/DequantizeLinear. The
-    ThresholdedRelu takes the Where's name and output; the GreaterOrEqual goes (its scalar
-    constants stay, unread). Subgraphs (If/Loop bodies) are not rewritten.
-
-    Returns:
-        The number of FATReLUs rewritten.
+    ``x``'s producer nor a reader of the output may be a Quantize/DequantizeLinear. Subgraphs
+    (If/Loop bodies) are not looked at.
     """
-    if not any(op.domain in ("", "ai.onnx") and op.version >= 10 for op in model.opset_import):
-        return 0  # ThresholdedRelu is a default-domain op from opset 10 (GreaterOrEqual needs 12 anyway)
     graph = model.graph
+    if not any(op.domain in ("", "ai.onnx") and op.version >= 10 for op in model.opset_import) or \
+            not any(n.op_type == "GreaterOrEqual" for n in graph.node):
+        return []  # ThresholdedRelu is a default-domain op from opset 10 (GreaterOrEqual needs 12 anyway)
     consts = constants(graph)
     producer = {o: n for n in graph.node for o in n.output}
-    readers: dict[str, list[tuple[int, onnx.NodeProto]]] = {}
-    for j, n in enumerate(graph.node):
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for n in graph.node:
         for x in n.input:
-            readers.setdefault(x, []).append((j, n))
+            readers.setdefault(x, []).append(n)
     outputs = {o.name for o in graph.output}
-    replace: dict[int, onnx.NodeProto] = {}
-    drop: set[int] = set()
+    sites = []
     for i, ge in enumerate(graph.node):
         if ge.op_type != "GreaterOrEqual" or ge.domain not in ("", "ai.onnx") or len(ge.input) != 2:
             continue
@@ -70,22 +67,36 @@ def fatrelu_to_thresholded_relu(model: onnx.ModelProto) -> int:
         users = readers.get(flag, [])
         if len(users) != 1 or flag in outputs:
             continue
-        j, where = users[0]
+        where = users[0]
         if where.op_type != "Where" or where.domain not in ("", "ai.onnx") or list(where.input[:2]) != [flag, x]:
             continue
         t, zero = _scalar(consts.get(ge.input[1])), _scalar(consts.get(where.input[2]))
         if t is None or not math.isfinite(t) or zero != 0.0 or math.copysign(1.0, zero) < 0:
             continue
-        near = [producer.get(x)] + [n for _, n in readers.get(where.output[0], [])]
+        near = [producer.get(x)] + readers.get(where.output[0], [])
         if any(n is not None and n.op_type in _QUANTIZED_NEIGHBOURS for n in near):
             continue
-        replace[j] = onnx.helper.make_node(
-            "ThresholdedRelu", [x], [where.output[0]], name=where.name, alpha=threshold_below(t))
-        drop.add(i)
-    if not replace:
-        return 0
-    for j, node in replace.items():
-        graph.node[j].CopyFrom(node)
-    for i in sorted(drop, reverse=True):
+        sites.append((i, onnx.helper.make_node("ThresholdedRelu", [x], [where.output[0]], name=where.name,
+                                               alpha=threshold_below(t))))
+    return sites
+
+
+def fatrelu_to_thresholded_relu(model: onnx.ModelProto,
+                                sites: list[tuple[int, onnx.NodeProto]] | None = None) -> int:
+    """Replace every top-level ``Where(GreaterOrEqual(x, t), x, 0)`` by ``ThresholdedRelu``, in place.
+
+    ``sites``: :func:`fatrelu_sites` of this model (or of an identical copy), when the caller
+    already has them. The ThresholdedRelu takes the Where's name, output and place; the
+    GreaterOrEqual goes (its scalar constants stay, unread).
+
+    Returns:
+        The number of FATReLUs rewritten.
+    """
+    sites = fatrelu_sites(model) if sites is None else sites
+    graph = model.graph
+    where_at = {o: j for j, n in enumerate(graph.node) if n.op_type == "Where" for o in n.output}
+    for _, node in sites:
+        graph.node[where_at[node.output[0]]].CopyFrom(node)
+    for i in sorted((i for i, _ in sites), reverse=True):
         del graph.node[i]
-    return len(replace)
+    return len(sites)
