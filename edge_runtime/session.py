@@ -83,7 +83,9 @@ class InferenceSession:
             ``"off"`` (dense kernels only) or ``"force"`` (sparse kernels wherever one exists).
         warmup_feed: an input like the ones the model will see (e.g. a calibration image), used
             at session creation to measure which layers gain from running sparse; default: a
-            synthetic N(0, 1) input (the exporter's density annotations take precedence).
+            synthetic N(0, 1) input (the exporter's density annotations take precedence). A
+            quantized model runs on the zero-skipping int8 kernels only when they were measured
+            faster on a warm-up input: without one, onnxruntime runs it.
 
     Raises:
         InvalidModelError, UnsupportedOpError, UnsupportedDTypeError: the model cannot run.

@@ -52,6 +52,12 @@ REPEATS = 5
 #: benchmarks (the 3x3 convs of ResNet-18 and U-Net lost at 0.72-0.97, the Conv break-evens
 #: against onnxruntime were below 0.45; a 4096x4096 GEMV still won 2x at 0.5; bench_models.json).
 PRICE_MAX_DENSITY = {"Conv": 0.45, "Gemm": 0.7, "MatMul": 0.7}
+#: A quantized model's numba engine is built and timed only when its int8 layers' inputs are at most
+#: this dense on the warm-up input (mean over the layers of the fraction away from the zero point).
+#: It won 2.6x on a CNN whose layers after the first see density 0.1 (bench_int8_model.py) and tied
+#: onnxruntime on the demo's int8 CNN (mean 0.40: the image 0.99, then 0.19-0.34); on the dense int8
+#: models of bench_int8_dense.py (mean 0.82-1.0) it was 4.5-15x slower.
+INT8_MAX_DENSITY = 0.5
 
 
 @dataclass(frozen=True)
@@ -176,7 +182,7 @@ def _build(src: ModelSource, cfg: EngineConfig, inputs: Sequence[ValueInfo],
         data = model.SerializeToString()  # the entry did not fit this model: measure after all
     plan, report = _decide(data, model, found, cfg, inputs, outputs)
     if int8 and len(plan.steps) == 1:
-        plan, report = _int8_on_numba(plan, report, int8, cfg, inputs, outputs)
+        plan, report = _int8_on_numba(plan, report, int8, cfg, inputs, outputs, data, model)
     if key is not None:
         plancache.store(key, _cache_doc(plan, report))
     return plan, report
@@ -246,12 +252,35 @@ def _against_numba(plan: Plan, report: EngineReport, cfg: EngineConfig, inputs: 
 
 
 def _int8_on_numba(whole: Plan, report: EngineReport, int8: int, cfg: EngineConfig, inputs: Sequence[ValueInfo],
-                   outputs: Sequence[ValueInfo]) -> tuple[Plan, EngineReport]:
+                   outputs: Sequence[ValueInfo], data: bytes, model: onnx.ModelProto) -> tuple[Plan, EngineReport]:
     """A quantized model: the numba engine skips the zero-point inputs of its int8 layers, which
-    onnxruntime's int8 kernels multiply; it runs the model when it is faster ("force": always)."""
+    onnxruntime's int8 kernels multiply; it runs the model when it is faster on the warm-up input
+    ("force": always).
+
+    Without a warm-up input onnxruntime keeps the model: both engines' int8 times depend on the
+    data, so a synthetic input decides wrongly. On the demo's int8 CNN onnxruntime took 0.15 ms on
+    zeros, 0.31 ms on a real image and 0.45 ms on N(0, 1) noise (its QLinearWhere, the int8
+    FATReLU, branches per element), which made the numba engine (0.40 ms on real images) look
+    25% faster when it was 7% slower.
+
+    Nor is it built when the int8 layers' inputs on the warm-up input are at their zero point too
+    rarely to gain (mean density above :data:`INT8_MAX_DENSITY`, one onnxruntime run): a dense int8
+    model then costs what onnxruntime's session costs to create. (The MobileNetV3-style
+    int8 model of bench_int8_dense.py took 1.9 s to create with the numba engine built and timed,
+    62 ms a run against onnxruntime's 4 ms.)
+    """
     from edge_runtime.errors import EdgeRuntimeError
 
     what = f"{int8} int8 layers with zero-skipping kernels"
+    if cfg.sparsity != "force" and cfg.warmup_feed is None:  # nothing built: the times depend on the data
+        return whole, with_outcome(report, f"{report.outcome}; the numba engine ({what}) was not timed: no "
+                                           f"warm-up input (pass warmup_feed=, e.g. a calibration image; a "
+                                           f"bundle passes its golden input)")
+    mean = _mean_int8_density(data, model, cfg, inputs) if cfg.sparsity != "force" else None
+    if mean is not None and mean > INT8_MAX_DENSITY:
+        return whole, with_outcome(report, f"{report.outcome}; the numba engine ({what}) was not timed: its int8 "
+                                           f"layers' inputs are too dense on the warm-up input (mean density "
+                                           f"{mean:.2f}, above {INT8_MAX_DENSITY})")
     try:
         numba_plan = cfg.numba_plan()
     except EdgeRuntimeError as exc:
@@ -259,13 +288,23 @@ def _int8_on_numba(whole: Plan, report: EngineReport, int8: int, cfg: EngineConf
         return whole, with_outcome(report, f"{report.outcome}; the numba engine cannot run it ({exc})")
     if cfg.sparsity == "force":
         return numba_plan, dataclasses.replace(with_outcome(report, f"numba engine forced: {what}"), engine="numba")
-    feed = cfg.warmup_feed or synthetic_feed(inputs)
-    whole_s, numba_s = time_plans([whole, numba_plan], feed, [o.name for o in outputs], cfg.threads)
+    whole_s, numba_s = time_plans([whole, numba_plan], cfg.warmup_feed, [o.name for o in outputs], cfg.threads)
     won = numba_s <= MIN_PLAN_GAIN * whole_s
     report = dataclasses.replace(report, whole_ms=whole_s * 1e3)
     report = with_outcome(report, f"{report.outcome}; numba engine ({what}) {numba_s * 1e3:.3f} ms vs "
                                   f"{whole_s * 1e3:.3f} ms whole: {'numba' if won else 'whole'} kept")
     return (numba_plan, dataclasses.replace(report, engine="numba")) if won else (whole, report)
+
+
+def _mean_int8_density(data: bytes, model: onnx.ModelProto, cfg: EngineConfig,
+                       inputs: Sequence[ValueInfo]) -> float | None:
+    """The int8 layers' mean input density (fraction of each quantized input away from its zero
+    point) on the warm-up input; None when there is nothing to probe or the probe failed."""
+    acts = isl.int8_inputs(model)
+    values = _probe(data, model, {a.name: a.elem_type for a in acts}, cfg, inputs) if acts else None
+    if values is None:
+        return None
+    return float(np.mean([np.count_nonzero(v != a.zero_point) / max(v.size, 1) for a, v in zip(acts, values)]))
 
 
 def _cache_doc(plan: Plan, report: EngineReport) -> dict[str, Any]:
@@ -329,20 +368,27 @@ def _unique_inputs(cands: Any) -> list[str]:
 
 def _probe_densities(data: bytes, model: onnx.ModelProto, names: list[str], cfg: EngineConfig,
                      inputs: Sequence[ValueInfo]) -> dict[str, float] | None:
+    values = _probe(data, model, {n: onnx.TensorProto.FLOAT for n in names}, cfg, inputs)
+    return None if values is None else {n: density(v) for n, v in zip(names, values)}
+
+
+def _probe(data: bytes, model: onnx.ModelProto, wanted: Mapping[str, int], cfg: EngineConfig,
+           inputs: Sequence[ValueInfo]) -> list[np.ndarray] | None:
+    """The values of the tensors ``wanted`` (name -> element type) in one onnxruntime run of the
+    whole model on the warm-up input, or None when that run fails."""
     graph_outputs = {o.name for o in model.graph.output}
     extra = onnx.ModelProto()
-    extra.graph.output.extend(onnx.helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None)
-                              for n in names if n not in graph_outputs)
+    extra.graph.output.extend(onnx.helper.make_tensor_value_info(n, elem, None)
+                              for n, elem in wanted.items() if n not in graph_outputs)
     # Serialized protobuf messages merge when concatenated (repeated fields append): the model's
     # bytes followed by a model holding only the extra outputs is the model with those outputs.
     data = data + extra.SerializeToString()
     feed = dict(cfg.warmup_feed) if cfg.warmup_feed is not None else synthetic_feed(inputs)
     try:
-        values = ortx.make_session(data, cfg.threads, cfg.optimize).run(names, feed)
-    except Exception as exc:  # noqa: BLE001 - a failed probe only means every candidate is priced
-        log.debug("density probe failed (%s): pricing every candidate", exc)
+        return ortx.make_session(data, cfg.threads, cfg.optimize).run(list(wanted), feed)
+    except Exception as exc:  # noqa: BLE001 - a failed probe only means everything is priced
+        log.debug("density probe failed (%s): pricing everything", exc)
         return None
-    return {n: density(v) for n, v in zip(names, values)}
 
 
 def _measured(model: onnx.ModelProto, prepared: list[isl.PreparedIsland], types: Mapping[str, Any],

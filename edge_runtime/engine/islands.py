@@ -92,17 +92,46 @@ def candidates(model: onnx.ModelProto, annotations: Mapping[str, Mapping[str, An
 INT8_ANCHORS = ("QLinearConv", "QLinearMatMul")
 
 
+@dataclass(frozen=True)
+class Int8Input:
+    """An int8 layer's quantized activation input: the tensor, its element type, its zero point."""
+
+    name: str
+    elem_type: int
+    zero_point: int
+
+
 def int8_layers(model: onnx.ModelProto) -> int:
     """How many int8 layers the numba engine runs with its zero-skipping int8 kernels (onnxruntime has
     no such kernel): QLinearConv / QLinearMatMul nodes with constant int8 weights, and QDQ Convs / MatMuls whose
     weight is a DequantizeLinear of a constant int8 tensor (``passes/fuse_qdq.py`` makes them QLinearConv /
     QLinearMatMul)."""
+    return len(_int8_nodes(model)[0])
+
+
+def int8_inputs(model: onnx.ModelProto) -> list[Int8Input]:
+    """The quantized activations that the int8 layers skip at their zero point (each once): a QLinear
+    node's ``x``, or the quantized input of the DequantizeLinear feeding a QDQ layer; only those whose
+    zero point is one constant (per tensor), which is what the zero-skipping kernels take."""
+    nodes, inits = _int8_nodes(model)
+    producer = {n.output[0]: n for n in model.graph.node if n.op_type == "DequantizeLinear"}
+    found: dict[str, Int8Input] = {}
+    for n in nodes:
+        dq = producer.get(n.input[0]) if n.op_type in ("Conv", "MatMul") else None
+        x, zp = (dq.input[0], dq.input[2] if len(dq.input) > 2 else "") if dq is not None else (n.input[0], n.input[2])
+        t = inits.get(zp)
+        if t is not None and _size(t) == 1 and t.data_type in (onnx.TensorProto.UINT8, onnx.TensorProto.INT8):
+            found.setdefault(x, Int8Input(x, t.data_type, int(onnx.numpy_helper.to_array(t).reshape(-1)[0])))
+    return list(found.values())
+
+
+def _int8_nodes(model: onnx.ModelProto) -> tuple[list[onnx.NodeProto], dict[str, onnx.TensorProto]]:
     inits = constants(model.graph)
     int8 = {name for name, t in inits.items() if t.data_type == onnx.TensorProto.INT8}
     dq_int8 = {n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in int8}
-    return sum(1 for n in model.graph.node if n.domain in ("", "ai.onnx") and (
+    return [n for n in model.graph.node if n.domain in ("", "ai.onnx") and (
         (n.op_type in INT8_ANCHORS and len(n.input) > 3 and n.input[3] in int8)
-        or (n.op_type in ("Conv", "MatMul") and len(n.input) > 1 and n.input[1] in dq_int8)))
+        or (n.op_type in ("Conv", "MatMul") and len(n.input) > 1 and n.input[1] in dq_int8))], inits
 
 
 def _size(t: onnx.TensorProto) -> int:

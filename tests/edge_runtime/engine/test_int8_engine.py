@@ -35,12 +35,18 @@ def qop_u8(tmp_path_factory) -> str:
 
 
 def _priced(monkeypatch: pytest.MonkeyPatch, whole_s: float, numba_s: float) -> None:
+    """The two engines' times as given; the density gate open (the test nets' inputs are dense)."""
     def prices(fns, threads, repeats=hybrid.REPEATS):
         for fn in fns:
             fn()
         return [whole_s, numba_s]
 
     monkeypatch.setattr(hybrid, "_interleaved", prices)
+    monkeypatch.setattr(hybrid, "INT8_MAX_DENSITY", 1.0)
+
+
+def _untimed(*args, **kwargs):
+    raise AssertionError("the engines were timed")
 
 
 def _close_to_ort(path: str, sess: edge_runtime.InferenceSession) -> None:
@@ -57,9 +63,13 @@ def test_int8_layers_are_counted(qop_u8: str) -> None:
     assert islands.int8_layers(onnx.load(qop_u8)) >= 3
 
 
+def _warm() -> dict[str, np.ndarray]:
+    return {"x": _batches(1, 1)[0]}
+
+
 def test_numba_engine_runs_a_quantized_model_when_faster(qop_u8: str, monkeypatch: pytest.MonkeyPatch) -> None:
     _priced(monkeypatch, whole_s=1e-3, numba_s=0.5e-3)
-    sess = edge_runtime.InferenceSession(qop_u8, _opts(), providers=ORT)
+    sess = edge_runtime.InferenceSession(qop_u8, _opts(), providers=ORT, warmup_feed=_warm())
     assert sess.dense_engine == "numba" and sess.get_providers() == ["EdgeRuntimeExecutionProvider"]
     assert "int8 layers with zero-skipping kernels" in sess.engine_report.outcome
     _close_to_ort(qop_u8, sess)
@@ -68,9 +78,50 @@ def test_numba_engine_runs_a_quantized_model_when_faster(qop_u8: str, monkeypatc
 def test_onnxruntime_keeps_a_quantized_model_unless_clearly_faster(qop_u8: str,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     _priced(monkeypatch, whole_s=1e-3, numba_s=0.97e-3)  # faster, but within MIN_PLAN_GAIN
-    sess = edge_runtime.InferenceSession(qop_u8, _opts(), providers=ORT)
+    sess = edge_runtime.InferenceSession(qop_u8, _opts(), providers=ORT, warmup_feed=_warm())
     assert sess.get_providers() == ["CPUExecutionProvider"] and "whole kept" in sess.engine_report.outcome
     _close_to_ort(qop_u8, sess)
+
+
+def test_without_a_warm_up_input_onnxruntime_keeps_a_quantized_model(qop_u8: str,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both engines' int8 times depend on the data, so a synthetic input does not decide; nothing of
+    the numba engine is built or timed."""
+    monkeypatch.setattr(hybrid, "_interleaved", _untimed)
+    sess = edge_runtime.InferenceSession(qop_u8, _opts(), providers=ORT)
+    assert sess.get_providers() == ["CPUExecutionProvider"] and sess.dense_engine == "onnxruntime"
+    assert "was not timed: no warm-up input (pass warmup_feed=" in sess.engine_report.outcome
+    _close_to_ort(qop_u8, sess)
+
+
+def test_a_dense_quantized_model_stays_on_onnxruntime_untimed(qop_u8: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its int8 layers' inputs are rarely at the zero point on the warm-up input (N(0, 1) into a
+    random net): no zero-skipping gain to find, so the numba engine is neither built nor timed."""
+    import onnx
+
+    x = _warm()
+    model = onnx.load(qop_u8)
+    mean = hybrid._mean_int8_density(model.SerializeToString(), model, hybrid.EngineConfig(warmup_feed=x), [])
+    assert hybrid.INT8_MAX_DENSITY < mean <= 1.0
+    monkeypatch.setattr(hybrid, "_interleaved", _untimed)
+    sess = edge_runtime.InferenceSession(qop_u8, _opts(), providers=ORT, warmup_feed=x)
+    assert sess.get_providers() == ["CPUExecutionProvider"]
+    assert f"too dense on the warm-up input (mean density {mean:.2f}" in sess.engine_report.outcome
+    _close_to_ort(qop_u8, sess)
+
+
+def test_int8_input_densities_count_the_zero_point(qop_u8: str) -> None:
+    """The probe reads each int8 layer's quantized input and counts values away from its zero point:
+    an all-zero-point input (x = 0 quantizes to the zero point) has density 0 in the first layer."""
+    import onnx
+
+    model = onnx.load(qop_u8)
+    acts = islands.int8_inputs(model)
+    assert len(acts) >= 3 and all(a.elem_type == onnx.TensorProto.UINT8 for a in acts)
+    cfg = hybrid.EngineConfig(warmup_feed={"x": np.zeros((1, 3, 16, 16), np.float32)})
+    values = hybrid._probe(model.SerializeToString(), model, {a.name: a.elem_type for a in acts}, cfg, [])
+    assert np.all(values[0] == acts[0].zero_point)
+    assert hybrid._mean_int8_density(model.SerializeToString(), model, cfg, []) < 1.0
 
 
 def test_force_and_off(qop_u8: str) -> None:
@@ -92,7 +143,7 @@ def test_qdq_models_are_considered_for_the_numba_engine_too(qdq_u8: str, monkeyp
     convs = sum(n.op_type == "Conv" for n in onnx.load(qdq_u8).graph.node)
     assert islands.int8_layers(onnx.load(qdq_u8)) == convs >= 3
     _priced(monkeypatch, whole_s=1e-3, numba_s=0.5e-3)
-    sess = edge_runtime.InferenceSession(qdq_u8, _opts(), providers=ORT)
+    sess = edge_runtime.InferenceSession(qdq_u8, _opts(), providers=ORT, warmup_feed=_warm())
     assert sess.dense_engine == "numba" and "QLinearConv" in [n.op_type for n in sess.plan.graph.nodes]
     _close_to_ort(qdq_u8, sess)
 
@@ -107,7 +158,7 @@ def test_qdq_transformer_mlps_are_considered_for_the_numba_engine(tmp_path_facto
     path = _relu_mlp(tmp_path_factory)
     assert islands.int8_layers(onnx.load(path)) == 2
     _priced(monkeypatch, whole_s=1e-3, numba_s=0.5e-3)
-    sess = edge_runtime.InferenceSession(path, _opts(), providers=ORT)
+    sess = edge_runtime.InferenceSession(path, _opts(), providers=ORT, warmup_feed={"x": _tokens(1)})
     assert sess.dense_engine == "numba" and "QLinearMatMul" in [n.op_type for n in sess.plan.graph.nodes]
     x = _tokens(3)
     np.testing.assert_array_equal(sess.run(None, {"x": x})[0], ort.InferenceSession(path, providers=ORT).run(
