@@ -24,7 +24,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--train", action="store_true", help="train the model here (a few minutes) instead of "
                                                         "loading the shipped checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace the files of an earlier demo in --out")
-    p.add_argument("--runs", type=int, default=40, help="timed calls per backend when profiling (default: 40)")
+    p.add_argument("--runs", type=int, default=200, help="timed calls per backend when profiling (default: 200)")
     p.add_argument("--threads", type=int, default=1, help="threads when profiling (default: 1, stable on "
                                                           "shared machines)")
     p.add_argument("--test-images", type=int, default=200, help="test images to validate on (default: 200)")
