@@ -375,7 +375,7 @@ class InferenceSession:
         unknown = [n for n in output_names if n not in names]
         if unknown:
             raise InvalidArgumentError(f"unknown output name(s) {unknown}; the model's outputs are {names}.")
-        return list(output_names)
+        return list(output_names) or list(names)  # [] means every output, as in onnxruntime
 
 
 def _unbounded(plan: plan_mod.Plan) -> list[str]:

@@ -207,6 +207,16 @@ def test_unknown_output_name(sess):
         sess.run(["z"], {"x": np.ones((1, 4), np.float32)})
 
 
+@pytest.mark.parametrize("providers", [["EdgeRuntimeExecutionProvider"], ["CPUExecutionProvider"]])
+def test_empty_output_names_mean_every_output(providers):
+    """``run([], feed)`` returns every output, as onnxruntime's does, on both engines."""
+    pytest.importorskip("onnxruntime")
+    x = np.ones((2, 4), np.float32)
+    got = InferenceSession(_mlp_model(), providers=providers).run([], {"x": x})
+    assert len(got) == 1
+    np.testing.assert_allclose(got[0], _reference(x, _mlp_model()), rtol=1e-5, atol=1e-6)
+
+
 def test_dynamic_batch(sess):
     for n in (1, 4, 7):
         assert sess.run(["y"], {"x": np.ones((n, 4), np.float32)})[0].shape == (n, 8)
