@@ -10,7 +10,9 @@ held-out training images). Reported:
   agreement of edge_runtime's numba engine on the int8 model with onnxruntime's int8 outputs;
 - the sparsity of the conv-feeding activations (PyTorch, test images);
 - batch-1 latency, 1 thread, thread CPU time, interleaved blocks, pool of 32 test images:
-  onnxruntime int8 and fp32, edge_runtime on the int8 model (as installed: the engine picks
+  onnxruntime int8 and fp32 on the exported files and on the same files with every FATReLU as
+  the bit-identical ThresholdedRelu (``*_trelu``: the fastest form for onnxruntime, whose int8
+  FATReLU is a per-element branching QLinearWhere), edge_runtime on the int8 model (as installed: the engine picks
   onnxruntime or its own kernels; and numba-only, whose QLinearConvs run the zero-skipping
   int8 kernels after the QDQ fusion) and on the fp32 model; per-node times of numba-only int8.
 
@@ -81,8 +83,25 @@ def _accuracy(bundle: Path, data: dict, agree_images: int) -> dict[str, float]:
         "edge_numba_int8_agreement": 100.0 * float((edge.argmax(1) == int8[:agree_images].argmax(1)).mean())}
 
 
+def _rewritten(path: Path) -> Path:
+    """The model with its FATReLUs as ThresholdedRelu (edge_runtime.engine.rewrite, exact): what
+    onnxruntime runs fastest, so the fairest onnxruntime figure (its QLinearWhere, the int8 FATReLU
+    it fuses otherwise, branches per element)."""
+    import onnx
+
+    from edge_runtime.engine.rewrite import fatrelu_to_thresholded_relu
+
+    model = onnx.load(str(path))
+    fatrelu_to_thresholded_relu(model)
+    out = path.with_name(path.stem + ".trelu.onnx")
+    onnx.save(model, str(out))
+    return out
+
+
 def _latency(bundle: Path, pool: np.ndarray, blocks: int, calls: int) -> dict[str, Any]:
     sessions = {"onnxruntime_int8": _ort(bundle / "model.int8.onnx"), "onnxruntime_fp32": _ort(bundle / "model.onnx"),
+                "onnxruntime_int8_trelu": _ort(_rewritten(bundle / "model.int8.onnx")),
+                "onnxruntime_fp32_trelu": _ort(_rewritten(bundle / "model.onnx")),
                 "edge_int8": _edge(bundle / "model.int8.onnx", False, pool),
                 "edge_numba_int8": _edge(bundle / "model.int8.onnx", True, pool),
                 "edge_fp32": _edge(bundle / "model.onnx", False, pool)}

@@ -1,6 +1,7 @@
 """FATReLU's exported ``Where(GreaterOrEqual(x, t), x, 0)`` runs as one ThresholdedRelu on the
 onnxruntime engine (edge_runtime/engine/rewrite.py): bit-identical outputs, left alone wherever
-the rewrite would not be exact or would break an int8 pattern."""
+the rewrite would not be exact; int8 FATReLUs (between DequantizeLinear and QuantizeLinear) too,
+where onnxruntime's QLinearWhere is the slow form."""
 from __future__ import annotations
 
 import logging
@@ -66,11 +67,9 @@ def test_threshold_below_is_the_float32_just_under() -> None:
 
 
 @pytest.mark.parametrize("case", ["per-channel t", "infinite t", "negative zero", "nonzero else",
-                                  "swapped Where", "flag is an output", "flag read twice", "old opset",
-                                  "quantized input", "quantized output"])
-def test_left_alone_where_not_exact_or_quantized(case: str) -> None:
+                                  "swapped Where", "flag is an output", "flag read twice", "old opset"])
+def test_left_alone_where_not_exact(case: str) -> None:
     flag_out = [helper.make_tensor_value_info("ge", TensorProto.BOOL, None)]
-    scale = [_const("s", 0.1), _const("zp", 0, np.uint8)]
     model = {
         "per-channel t": lambda: _fatrelu_model(t=np.full(8, T)),
         "infinite t": lambda: _fatrelu_model(t=np.inf),
@@ -82,24 +81,38 @@ def test_left_alone_where_not_exact_or_quantized(case: str) -> None:
             extra_nodes=[helper.make_node("Not", ["ge"], ["n"])],
             extra_outputs=[helper.make_tensor_value_info("n", TensorProto.BOOL, None)]),
         "old opset": lambda: _fatrelu_model(opset=9),
-        "quantized input": lambda: _quantized_input_model(),
-        "quantized output": lambda: _fatrelu_model(
-            extra_nodes=[helper.make_node("QuantizeLinear", ["y", "s", "zp"], ["q"])],
-            extra_outputs=[helper.make_tensor_value_info("q", TensorProto.UINT8, None)], extra_inits=scale),
     }[case]()
     before = model.SerializeToString()
     assert fatrelu_to_thresholded_relu(model) == 0
     assert model.SerializeToString() == before
 
 
-def _quantized_input_model() -> onnx.ModelProto:
-    """DequantizeLinear -> FATReLU: edge_runtime's int8 passes tabulate this pair, so it stays."""
+def _qdq_fatrelu_model() -> onnx.ModelProto:
+    """uint8 x -> DequantizeLinear -> FATReLU(T) -> QuantizeLinear -> uint8 y: the int8 FATReLU of a QDQ model."""
     nodes = [helper.make_node("DequantizeLinear", ["xq", "s", "zp"], ["x"]),
-             helper.make_node("GreaterOrEqual", ["x", "t"], ["ge"]), helper.make_node("Where", ["ge", "x", "zero"], ["y"])]
-    graph = helper.make_graph(nodes, "q", [helper.make_tensor_value_info("xq", TensorProto.UINT8, [2, 8])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
-                              [_const("s", 0.1), _const("zp", 0, np.uint8), _const("t", T), _const("zero", 0.0)])
+             helper.make_node("GreaterOrEqual", ["x", "t"], ["ge"]), helper.make_node("Where", ["ge", "x", "zero"], ["f"]),
+             helper.make_node("QuantizeLinear", ["f", "s", "zp"], ["y"])]
+    graph = helper.make_graph(nodes, "q", [helper.make_tensor_value_info("xq", TensorProto.UINT8, [2, 128])],
+                              [helper.make_tensor_value_info("y", TensorProto.UINT8, None)],
+                              [_const("s", 0.05), _const("zp", 100, np.uint8), _const("t", T), _const("zero", 0.0)])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("providers", [["CPUExecutionProvider"], ["EdgeRuntimeExecutionProvider"]])
+def test_int8_fatrelu_is_rewritten_with_identical_bytes(providers: list[str]) -> None:
+    """Between DequantizeLinear and QuantizeLinear: every one of the 256 input bytes gives the byte
+    onnxruntime gives for the original graph (its QLinearWhere), on both engines."""
+    model = _qdq_fatrelu_model()
+    xq = np.arange(256, dtype=np.uint8).reshape(2, 128)
+    want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"xq": xq})[0]
+    rewritten = onnx.ModelProto()
+    rewritten.CopyFrom(model)
+    assert fatrelu_to_thresholded_relu(rewritten) == 1
+    assert [n.op_type for n in rewritten.graph.node] == ["DequantizeLinear", "ThresholdedRelu", "QuantizeLinear"]
+    sess = edge_runtime.InferenceSession(model, providers=providers)
+    np.testing.assert_array_equal(sess.run(None, {"xq": xq})[0], want)
+    below = (np.arange(256) - 100).astype(np.float32) * np.float32(0.05) < np.float32(T)
+    assert (want == 100).sum() == below.sum()  # below the threshold -> the zero point; the rest kept
 
 
 def _mlp(hidden: int = 256) -> onnx.ModelProto:
