@@ -53,10 +53,10 @@ REPEATS = 5
 #: against onnxruntime were below 0.45; a 4096x4096 GEMV still won 2x at 0.5; bench_models.json).
 PRICE_MAX_DENSITY = {"Conv": 0.45, "Gemm": 0.7, "MatMul": 0.7}
 #: A quantized model's numba engine is built and timed only when its int8 layers' inputs are at most
-#: this dense on the warm-up input (mean over the layers of the fraction away from the zero point).
-#: It won 2.6x on a CNN whose layers after the first see density 0.1 (bench_int8_model.py) and tied
-#: onnxruntime on the demo's int8 CNN (mean 0.40: the image 0.99, then 0.19-0.34); on the dense int8
-#: models of bench_int8_dense.py (mean 0.82-1.0) it was 4.5-15x slower.
+#: this dense on the warm-up input (fraction away from the zero point, averaged over the layers
+#: with their multiply-adds as weights). The FATReLU CNN of bench_int8_model.py (0.08) runs faster
+#: on it than onnxruntime; the demo's int8 CNN (0.29) slower than onnxruntime's ThresholdedRelu
+#: form; the dense int8 models of bench_int8_dense.py (0.94-1.0) 4.5-15x slower.
 INT8_MAX_DENSITY = 0.5
 
 
@@ -264,8 +264,8 @@ def _int8_on_numba(whole: Plan, report: EngineReport, int8: int, cfg: EngineConf
     25% faster when it was 7% slower.
 
     Nor is it built when the int8 layers' inputs on the warm-up input are at their zero point too
-    rarely to gain (mean density above :data:`INT8_MAX_DENSITY`, one onnxruntime run): a dense int8
-    model then costs what onnxruntime's session costs to create. (The MobileNetV3-style
+    rarely to gain (density weighted by multiply-adds above :data:`INT8_MAX_DENSITY`, one
+    onnxruntime run): a dense int8 model then costs what onnxruntime's session costs to create. (The MobileNetV3-style
     int8 model of bench_int8_dense.py took 1.9 s to create with the numba engine built and timed,
     62 ms a run against onnxruntime's 4 ms.)
     """
@@ -279,8 +279,8 @@ def _int8_on_numba(whole: Plan, report: EngineReport, int8: int, cfg: EngineConf
     mean = _mean_int8_density(data, model, cfg, inputs) if cfg.sparsity != "force" else None
     if mean is not None and mean > INT8_MAX_DENSITY:
         return whole, with_outcome(report, f"{report.outcome}; the numba engine ({what}) was not timed: its int8 "
-                                           f"layers' inputs are too dense on the warm-up input (mean density "
-                                           f"{mean:.2f}, above {INT8_MAX_DENSITY})")
+                                           f"layers' inputs are too dense on the warm-up input (density "
+                                           f"{mean:.2f} weighted by multiply-adds, above {INT8_MAX_DENSITY})")
     try:
         numba_plan = cfg.numba_plan()
     except EdgeRuntimeError as exc:
@@ -298,13 +298,16 @@ def _int8_on_numba(whole: Plan, report: EngineReport, int8: int, cfg: EngineConf
 
 def _mean_int8_density(data: bytes, model: onnx.ModelProto, cfg: EngineConfig,
                        inputs: Sequence[ValueInfo]) -> float | None:
-    """The int8 layers' mean input density (fraction of each quantized input away from its zero
-    point) on the warm-up input; None when there is nothing to probe or the probe failed."""
+    """The int8 layers' input density (fraction of each quantized input away from its zero point) on
+    the warm-up input, averaged with each layer's multiply-adds as weight (where the time goes);
+    None when there is nothing to probe or the probe failed."""
     acts = isl.int8_inputs(model)
     values = _probe(data, model, {a.name: a.elem_type for a in acts}, cfg, inputs) if acts else None
     if values is None:
         return None
-    return float(np.mean([np.count_nonzero(v != a.zero_point) / max(v.size, 1) for a, v in zip(acts, values)]))
+    macs = np.array([a.macs_per_value * v.size for a, v in zip(acts, values)])
+    dens = np.array([np.count_nonzero(v != a.zero_point) / max(v.size, 1) for a, v in zip(acts, values)])
+    return float(dens @ macs / macs.sum()) if macs.sum() > 0 else float(dens.mean())
 
 
 def _cache_doc(plan: Plan, report: EngineReport) -> dict[str, Any]:

@@ -94,11 +94,14 @@ INT8_ANCHORS = ("QLinearConv", "QLinearMatMul")
 
 @dataclass(frozen=True)
 class Int8Input:
-    """An int8 layer's quantized activation input: the tensor, its element type, its zero point."""
+    """An int8 layer's quantized activation input: the tensor, its element type, its zero point, and
+    the multiply-adds per input value of the layers reading it (``weight size / (reduced channels *
+    strides)``: a layer's multiply-adds are this times the input's size)."""
 
     name: str
     elem_type: int
     zero_point: int
+    macs_per_value: float
 
 
 def int8_layers(model: onnx.ModelProto) -> int:
@@ -120,9 +123,25 @@ def int8_inputs(model: onnx.ModelProto) -> list[Int8Input]:
         dq = producer.get(n.input[0]) if n.op_type in ("Conv", "MatMul") else None
         x, zp = (dq.input[0], dq.input[2] if len(dq.input) > 2 else "") if dq is not None else (n.input[0], n.input[2])
         t = inits.get(zp)
-        if t is not None and _size(t) == 1 and t.data_type in (onnx.TensorProto.UINT8, onnx.TensorProto.INT8):
-            found.setdefault(x, Int8Input(x, t.data_type, int(onnx.numpy_helper.to_array(t).reshape(-1)[0])))
+        if t is None or _size(t) != 1 or t.data_type not in (onnx.TensorProto.UINT8, onnx.TensorProto.INT8):
+            continue
+        macs = _macs_per_value(n, inits[n.input[3]] if n.op_type in INT8_ANCHORS else inits[producer[n.input[1]].input[0]])
+        seen = found.get(x)
+        found[x] = Int8Input(x, t.data_type, int(onnx.numpy_helper.to_array(t).reshape(-1)[0]),
+                             macs + (seen.macs_per_value if seen else 0.0))
     return list(found.values())
+
+
+def _macs_per_value(node: onnx.NodeProto, w: onnx.TensorProto) -> float:
+    """Multiply-adds of ``node`` per value of its activation input: a conv's weight (M, C, KH, KW)
+    per input channel and output position (``/ C / prod(strides)``), a MatMul's (K, N) per K."""
+    dims = list(w.dims)
+    if len(dims) < 2:
+        return 0.0
+    if node.op_type in ("Conv", "QLinearConv"):
+        strides = next((list(a.ints) for a in node.attribute if a.name == "strides"), [])
+        return _size(w) / max(dims[1], 1) / max(math.prod(strides), 1)
+    return _size(w) / max(dims[-2], 1)
 
 
 def _int8_nodes(model: onnx.ModelProto) -> tuple[list[onnx.NodeProto], dict[str, onnx.TensorProto]]:

@@ -106,7 +106,7 @@ def test_a_dense_quantized_model_stays_on_onnxruntime_untimed(qop_u8: str, monke
     monkeypatch.setattr(hybrid, "_interleaved", _untimed)
     sess = edge_runtime.InferenceSession(qop_u8, _opts(), providers=ORT, warmup_feed=x)
     assert sess.get_providers() == ["CPUExecutionProvider"]
-    assert f"too dense on the warm-up input (mean density {mean:.2f}" in sess.engine_report.outcome
+    assert f"too dense on the warm-up input (density {mean:.2f} weighted by multiply-adds" in sess.engine_report.outcome
     _close_to_ort(qop_u8, sess)
 
 
@@ -163,3 +163,22 @@ def test_qdq_transformer_mlps_are_considered_for_the_numba_engine(tmp_path_facto
     x = _tokens(3)
     np.testing.assert_array_equal(sess.run(None, {"x": x})[0], ort.InferenceSession(path, providers=ORT).run(
         None, {"x": x})[0])
+
+
+def test_int8_inputs_carry_each_layers_multiply_adds_per_input_value() -> None:
+    """A stride-2 3x3 QLinearConv (6, 4) on (1, 4, 8, 8): 6*4*9 * 4*4 = 3456 multiply-adds for 256
+    input values (13.5 each); the gate weights each layer's density by this."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    consts = [numpy_helper.from_array(np.asarray(v, dt), n) for n, v, dt in (
+        ("xs", 0.1, np.float32), ("xz", 3, np.uint8), ("ws", 0.02, np.float32), ("wz", 0, np.int8),
+        ("ys", 0.2, np.float32), ("yz", 5, np.uint8))]
+    consts.append(numpy_helper.from_array(np.ones((6, 4, 3, 3), np.int8), "w"))
+    node = helper.make_node("QLinearConv", ["x", "xs", "xz", "w", "ws", "wz", "ys", "yz"], ["y"],
+                            strides=[2, 2], pads=[1, 1, 1, 1])
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.UINT8, [1, 4, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.UINT8, None)], consts)
+    (inp,) = islands.int8_inputs(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    assert (inp.name, inp.elem_type, inp.zero_point) == ("x", onnx.TensorProto.UINT8, 3)
+    assert inp.macs_per_value * 256 == 6 * 4 * 9 * 4 * 4
