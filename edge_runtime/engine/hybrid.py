@@ -258,16 +258,16 @@ def _int8_on_numba(whole: Plan, report: EngineReport, int8: int, cfg: EngineConf
     ("force": always).
 
     Without a warm-up input onnxruntime keeps the model: both engines' int8 times depend on the
-    data, so a synthetic input decides wrongly. On the demo's int8 CNN onnxruntime took 0.15 ms on
-    zeros, 0.31 ms on a real image and 0.45 ms on N(0, 1) noise (its QLinearWhere, the int8
-    FATReLU, branches per element), which made the numba engine (0.40 ms on real images) look
-    25% faster when it was 7% slower.
+    data, so a synthetic input decides wrongly. On the demo's int8 CNN (exported Where form, before
+    the int8 FATReLU rewrite) onnxruntime took 0.15 ms on zeros, 0.31 ms on a real image and
+    0.45 ms on N(0, 1) noise (its QLinearWhere branches per element), which made the numba engine
+    (0.40 ms on real images) look 25% faster when it was 7% slower.
 
     Nor is it built when the int8 layers' inputs on the warm-up input are at their zero point too
     rarely to gain (density weighted by multiply-adds above :data:`INT8_MAX_DENSITY`, one
-    onnxruntime run): a dense int8 model then costs what onnxruntime's session costs to create. (The MobileNetV3-style
-    int8 model of bench_int8_dense.py took 1.9 s to create with the numba engine built and timed,
-    62 ms a run against onnxruntime's 4 ms.)
+    onnxruntime run): a dense int8 model then costs about what onnxruntime's session costs to
+    create (the MobileNetV3-style int8 model of bench_int8_dense.py took 1.9 s to create with the
+    numba engine built and timed, 62 ms a run against onnxruntime's 4 ms).
     """
     from edge_runtime.errors import EdgeRuntimeError
 

@@ -133,14 +133,16 @@ def int8_inputs(model: onnx.ModelProto) -> list[Int8Input]:
 
 
 def _macs_per_value(node: onnx.NodeProto, w: onnx.TensorProto) -> float:
-    """Multiply-adds of ``node`` per value of its activation input: a conv's weight (M, C, KH, KW)
-    per input channel and output position (``/ C / prod(strides)``), a MatMul's (K, N) per K."""
+    """Multiply-adds of ``node`` per value of its activation input: a conv's weight (M, C/group, KH,
+    KW) per input channel and output position (``/ C / prod(strides)``), a MatMul's (K, N) per K."""
     dims = list(w.dims)
     if len(dims) < 2:
         return 0.0
     if node.op_type in ("Conv", "QLinearConv"):
-        strides = next((list(a.ints) for a in node.attribute if a.name == "strides"), [])
-        return _size(w) / max(dims[1], 1) / max(math.prod(strides), 1)
+        attrs = {a.name: a for a in node.attribute}
+        strides = list(attrs["strides"].ints) if "strides" in attrs else []
+        channels = dims[1] * (attrs["group"].i if "group" in attrs else 1)
+        return _size(w) / max(channels, 1) / max(math.prod(strides), 1)
     return _size(w) / max(dims[-2], 1)
 
 

@@ -38,8 +38,8 @@ def fatrelu_sites(model: onnx.ModelProto) -> list[tuple[int, onnx.NodeProto]]:
     ThresholdedRelu)``, the Where's index being the only reader's. Reads the model only.
 
     Matches float32 ``x``, a finite 0-d constant ``t`` and a 0-d +0.0 constant (torch's export); the
-    GreaterOrEqual's output must feed only that Where and not be a graph output, and neither
-    Subgraphs (If/Loop bodies) are not looked at.
+    GreaterOrEqual's output must feed only that Where and not be a graph output. Subgraphs
+    (If/Loop bodies) are not looked at.
 
     Between a DequantizeLinear and a QuantizeLinear (a QDQ int8 model) it is rewritten too:
     onnxruntime fuses that FATReLU into a ``QLinearWhere``, which branches per element and ran

@@ -182,3 +182,14 @@ def test_int8_inputs_carry_each_layers_multiply_adds_per_input_value() -> None:
     (inp,) = islands.int8_inputs(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
     assert (inp.name, inp.elem_type, inp.zero_point) == ("x", onnx.TensorProto.UINT8, 3)
     assert inp.macs_per_value * 256 == 6 * 4 * 9 * 4 * 4
+
+
+def test_a_depthwise_int8_conv_counts_its_own_channel_only() -> None:
+    """group = C: each input value feeds KH*KW multiply-adds of its own channel (weight (C, 1, 3, 3))."""
+    from onnx import helper, numpy_helper
+
+    from edge_runtime.engine.islands import _macs_per_value
+
+    node = helper.make_node("QLinearConv", ["x", "xs", "xz", "w", "ws", "wz", "ys", "yz"], ["y"], group=8,
+                            pads=[1, 1, 1, 1])
+    assert _macs_per_value(node, numpy_helper.from_array(np.ones((8, 1, 3, 3), np.int8), "w")) == 9
