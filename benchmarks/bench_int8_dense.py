@@ -71,26 +71,11 @@ def _quantized_torch(name: str, model: Any, side: int, folder: Path) -> tuple[Pa
     return out, [test[i:i + 1] for i in range(4)]
 
 
-def _demo_cnn(folder: Path) -> tuple[Path, list[np.ndarray]]:
-    import exporters
-    from exporters.demo.dataset import DemoDataConfig, load_splits, preprocessing, to_tensor
-    from exporters.demo.models import load_pretrained
-
-    config = DemoDataConfig()
-    splits = load_splits(config)
-    calib = to_tensor(splits["train"][0][:64])
-    model = load_pretrained("cnn").eval()
-    report = exporters.calibrate(model, calib, keep_inputs=len(calib))
-    exporters.export(model, calib[:1], folder / "demo_cnn", calibration=report, formats=("onnx",),
-                     preprocessing=preprocessing(config), overwrite=True, name="demo-cnn", quantize="int8")
-    test = to_tensor(splits["test"][0][:4]).numpy()
-    return folder / "demo_cnn" / "model.int8.onnx", [test[i:i + 1] for i in range(4)]
-
-
 def build(names: list[str], folder: Path) -> dict[str, dict[str, Any]]:
     """Quantize the models; name -> {"path", "pool"} as bench_tiny's worker takes them."""
     import torch
 
+    from benchmarks import bench_tiny
     from benchmarks.experiments.relufy_models import mobilenet_v3_small, yolo_backbone
     from benchmarks.experiments.vit_fashion_mnist import ViT, ViTConfig
 
@@ -98,7 +83,7 @@ def build(names: list[str], folder: Path) -> dict[str, dict[str, Any]]:
     makers = {"mnv3_96": lambda: _quantized_torch("mnv3_96", mobilenet_v3_small(), 96, folder),
               "yolo_64": lambda: _quantized_torch("yolo_64", yolo_backbone(), 64, folder),
               "vit": lambda: _quantized_torch("vit", ViT(ViTConfig()), 28, folder),
-              "demo_cnn": lambda: _demo_cnn(folder)}
+              "demo_cnn": lambda: bench_tiny._demo_cnn(folder, quantize="int8")}
     out = {}
     for name in names:
         path, pool = makers[name]()

@@ -70,7 +70,8 @@ def _relufied_mobilenet(side: int, folder: Path) -> tuple[Path, list]:
     return path, [rng.standard_normal((1, 1, side, side)).astype(np.float32) for _ in range(4)]
 
 
-def _demo_cnn(folder: Path) -> tuple[Path, list]:
+def _demo_cnn(folder: Path, quantize: str | None = None) -> tuple[Path, list]:
+    """The demo's shipped CNN exported as the demo does (``quantize="int8"``: its int8 model)."""
     import exporters
     from exporters.demo.dataset import DemoDataConfig, load_splits, preprocessing, to_tensor
     from exporters.demo.models import load_pretrained
@@ -81,9 +82,10 @@ def _demo_cnn(folder: Path) -> tuple[Path, list]:
     model = load_pretrained("cnn").eval()
     report = exporters.calibrate(model, calib, keep_inputs=len(calib))
     exporters.export(model, calib[:1], folder / "demo_cnn", calibration=report, formats=("onnx",),
-                     preprocessing=preprocessing(config), overwrite=True, name="demo-cnn")
+                     preprocessing=preprocessing(config), overwrite=True, name="demo-cnn", quantize=quantize)
     test = to_tensor(splits["test"][0][:4]).numpy()
-    return folder / "demo_cnn" / "model.onnx", [test[i:i + 1] for i in range(4)]
+    model = "model.int8.onnx" if quantize else "model.onnx"
+    return folder / "demo_cnn" / model, [test[i:i + 1] for i in range(4)]
 
 
 def _cnn_sparse(folder: Path) -> tuple[Path, list]:
