@@ -231,7 +231,7 @@ def time_models(original: bytes, thresholded: bytes, label: str, pool: np.ndarra
             "engine_report": None if report is None else dataclasses.asdict(report)}
 
 
-def plot(rows: list[dict], base: dict, path: Path) -> None:
+def plot(rows: list[dict], base: dict, path: Path, annealed: bool = False) -> None:
     """Accuracy and mean MLP density vs target sparsity, before and after the fine-tune."""
     import matplotlib
 
@@ -240,7 +240,7 @@ def plot(rows: list[dict], base: dict, path: Path) -> None:
 
     t = [r["target"] for r in rows]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
-    for i, lab in ((0, "thresholds only"), (-1, "+ fine-tune")):
+    for i, lab in ((0, "original (annealing starts here)" if annealed else "thresholds only"), (-1, "+ fine-tune")):
         ax1.plot(t, [r["epochs"][i]["accuracy"] for r in rows], "o-", label=lab)
         ax2.plot(t, [r["epochs"][i]["mean_density"] for r in rows], "o-", label=lab)
     ax1.axhline(base["accuracy"], color="k", ls="--", label="original ReLU ViT")
@@ -312,7 +312,7 @@ def main(argv: list[str] | None = None) -> dict:
                         (lat["engine_report"] or {}).get("outcome"))
         a.out.parent.mkdir(parents=True, exist_ok=True)
         a.out.write_text(json.dumps(doc, indent=1, default=str))  # partial results survive a stop
-    plot(doc["targets"], base, a.out.with_suffix(".png"))
+    plot(doc["targets"], base, a.out.with_suffix(".png"), annealed=rcfg.anneal_steps is not None)
     print(f"{'target':>6} | acc thr / tuned (drop) | val acc tuned (drop) | mean density thr / tuned | "
           "edge / numba vs ort(original)")
     for r in doc["targets"]:
