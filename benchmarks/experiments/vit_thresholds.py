@@ -245,6 +245,7 @@ def plot(rows: list[dict], base: dict, path: Path, annealed: bool = False) -> No
         ax2.plot(t, [r["epochs"][i]["mean_density"] for r in rows], "o-", label=lab)
     ax1.axhline(base["accuracy"], color="k", ls="--", label="original ReLU ViT")
     ax1.axhline(base["accuracy"] - 0.5, color="r", ls=":", label="original - 0.5 points")
+    ax1.set_ylim(top=max(ax1.get_ylim()[1], base["accuracy"] + 0.3))  # keep the original's line in view
     ax2.axhline(base["mean_density"], color="k", ls="--", label="original ReLU ViT")
     ax2.axhline(0.15, color="r", ls=":", label="target: 85% sparsity")
     ax1.set(xlabel="target sparsity (fraction of zeros)", ylabel="test accuracy (%)", title="accuracy (10k test)")
