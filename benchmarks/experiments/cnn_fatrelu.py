@@ -34,6 +34,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -81,8 +82,23 @@ def make_cnn(widths: tuple[int, int, int] = (32, 64, 128)) -> nn.Sequential:
 
 
 def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int, lr: float, seed: int,
-        cosine: bool, l1=None) -> nn.Module:
-    """Adam, batch 128; cosine decay to 0 if ``cosine`` else constant; optional activation L1."""
+        cosine: bool, l1=None, *, teacher: nn.Module | None = None, distill_alpha: float = 0.0,
+        temperature: float = 2.0, after_step: Callable[[], None] | None = None,
+        epoch_end: Callable[[int], None] | None = None) -> nn.Module:
+    """Adam, batch 128; cosine decay to 0 over all ``epochs`` if ``cosine`` else constant.
+
+    Loss: cross-entropy on ``y``, plus the optional activation L1 (``l1.penalty()``), plus
+    ``distill_alpha * distillation_loss(student, teacher, temperature)`` when a ``teacher``
+    is given (run in eval mode without gradients; the caller's model is not modified).
+    ``after_step()`` runs after every optimizer step (e.g. ``ThresholdAnneal.step``);
+    ``epoch_end(epoch)`` (1-based) after every epoch, the model in eval mode, so a caller can
+    evaluate mid-run without restarting the schedule or the optimizer state. Without a
+    teacher the batches, and so the result, are those of the plain CE loop.
+    """
+    from exporters.sparsity import distillation_loss
+
+    if teacher is not None:
+        teacher.eval()
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     steps = epochs * ((len(x) + 127) // 128)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps) if cosine else None
@@ -92,15 +108,25 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int, lr: flo
         order = torch.randperm(len(x), generator=gen)
         for i in range(0, len(x), 128):
             idx = order[i:i + 128]
-            loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
+            out = model(x[idx])
+            loss = nn.functional.cross_entropy(out, y[idx])
             if l1 is not None:
                 loss = loss + l1.penalty()
+            if teacher is not None and distill_alpha > 0:
+                with torch.no_grad():
+                    target = teacher(x[idx])
+                loss = loss + distill_alpha * distillation_loss(out, target, temperature)
             opt.zero_grad()
             loss.backward()
             opt.step()
             if sched is not None:
                 sched.step()
+            if after_step is not None:
+                after_step()
         log.warning("epoch %d/%d done (last loss %.3f)", epoch + 1, epochs, float(loss.detach()))
+        if epoch_end is not None:
+            model.eval()
+            epoch_end(epoch + 1)
     return model.eval()
 
 
