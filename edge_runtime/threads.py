@@ -19,6 +19,7 @@ pays for its fragility under load.
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from typing import Any, Callable, Iterator, Sequence
 
@@ -40,13 +41,45 @@ def _blas() -> list[Any]:
     return list(_BLAS[0])
 
 
+_SET_HERE = threading.local()
+
+
 def set_numba_threads(n: int) -> None:
-    """numba's thread count for the calling thread (capped at numba's pool size)."""
+    """numba's thread count for the calling thread (capped at numba's pool size).
+
+    The first call per thread goes through :func:`_keeping_openmp`: starting numba's ``omp``
+    threading layer could set the process's OpenMP thread count to numba's pool size, which
+    changed a host process's ``torch.set_num_threads(1)`` to 2 when it created a session (and
+    made the fine-tunes of benchmarks/experiments/vit_thresholds.py train differently after a
+    timing run).
+    """
     import numba
 
     n = max(1, min(n, numba.config.NUMBA_NUM_THREADS))
-    if numba.get_num_threads() != n:
+    if getattr(_SET_HERE, "n", None) is None:
+        with _keeping_openmp():
+            numba.set_num_threads(n)
+        _SET_HERE.n = n
+    elif numba.get_num_threads() != n:
         numba.set_num_threads(n)
+
+
+@contextlib.contextmanager
+def _keeping_openmp() -> Iterator[None]:
+    """Run the block, then give every OpenMP runtime loaded before it its thread count back."""
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:
+        yield
+        return
+    libs = ThreadpoolController().select(user_api="openmp").lib_controllers
+    before = [lib.num_threads for lib in libs]
+    try:
+        yield
+    finally:
+        for lib, b in zip(libs, before):
+            if lib.num_threads != b:
+                lib.set_num_threads(b)
 
 
 @contextlib.contextmanager

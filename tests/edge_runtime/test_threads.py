@@ -92,3 +92,26 @@ def test_a_warmup_input_the_model_refuses_gives_one_thread(monkeypatch: pytest.M
     monkeypatch.setattr(threads, "fastest", refuse)
     sess = edge_runtime.InferenceSession(_mlp(), providers=NUMBA)
     assert sess.threads == 1 and "could not run" in sess.thread_choice
+
+
+def test_sessions_leave_the_host_processs_openmp_threads_alone() -> None:
+    """A host process that set torch (OpenMP) to 1 thread keeps 1 thread after creating and running
+    sessions: starting numba's omp threading layer used to set the process's OpenMP count to numba's
+    pool size. A fresh process, so numba's threading layer starts inside the test."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("torch")
+    code = ("import torch; torch.set_num_threads(1); assert torch.get_num_threads() == 1\n"  # torch's pool is up
+            "from edge_runtime import threads\n"
+            "threads.set_numba_threads(2)\n"
+            "with threads.scoped(2):\n    pass\n"
+            "from tests.edge_runtime.test_session import _mlp_model\n"
+            "import numpy as np, edge_runtime\n"
+            "s = edge_runtime.InferenceSession(_mlp_model(), providers=['EdgeRuntimeExecutionProvider'])\n"
+            "s.run(None, {'x': np.ones((2, 4), np.float32)})\n"
+            "print(torch.get_num_threads())\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          cwd=str(Path(__file__).resolve().parents[2]))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split()[-1] == "1"
