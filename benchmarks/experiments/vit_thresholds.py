@@ -17,11 +17,11 @@ Accuracy is on the 10k test images, and on the 2k validation images (train 50k-5
 recipes are chosen on; density = fraction of nonzeros of each MLP hidden activation over
 images x tokens x hidden units (:func:`vit_fashion_mnist.evaluate`).
 
-Note: creating an edge_runtime session in the process (the timing of the original runs
-before the fine-tunes) perturbs torch's CPU training numerics at the 1e-5 level (measured:
-max parameter difference 5.9e-5 after one 3k-image epoch), which two fine-tune epochs turn
-into ~0.1 points of accuracy; ``--no-timing`` runs are deterministic but not bit-identical
-to timed runs of the same recipe.
+Note: before edge_runtime's fix of 2026-12-05 (``edge_runtime/threads.py``), creating a session
+in the process (the timing of the original runs before the fine-tunes) set torch's OpenMP
+thread count from 1 to 2, so timed runs fine-tuned on 2 threads (max parameter difference
+5.9e-5 after one 3k-image epoch, ~0.1 points of accuracy after two); the documented timed
+runs predate the fix, so they are not bit-identical to ``--no-timing`` runs of the same recipe.
 
 Latency: the original and each fine-tuned model are exported to ONNX as cnn_fatrelu does;
 at batch 1 and one thread, edge_runtime (default engine, sparsity auto) and the numba
