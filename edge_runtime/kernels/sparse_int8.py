@@ -30,7 +30,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from edge_runtime.errors import InvalidArgumentError, InvalidInputError
-from edge_runtime.kernels.int8_epilogue import requantize_into
+from edge_runtime.kernels.int8_epilogue import affine_lookup, requantize_into
 from edge_runtime.kernels.simd import cttz
 from edge_runtime.kernels.sparse_common import aligned_empty
 from edge_runtime.kernels.simd_int8 import (HAS_DOTPROD, HAS_VNNI, VEC, dot_rows, dot_taps, mac_rows, mac_taps,
@@ -91,6 +91,9 @@ class Requant:
     unsigned: bool
     dtype: np.dtype  # the output's element type: the table's, else uint8 when unsigned, else int8
     table: NDArray | None = None  # (256,) a QuantizedLookup folded into the epilogue: out = table[byte & 255]
+    #: The table as arithmetic (int8_epilogue.affine_lookup), when it is a threshold + requantization.
+    lookup: NDArray[np.float32] | None = None
+    bias_bound: int = 0  # max |bias|: the float32 sums of the dense conv stay exact below 2**24 - K*255*128
 
 
 def _padded(n: int) -> int:
@@ -138,13 +141,15 @@ def requant_params(x_scale: float, w_scale: ArrayLike, y_scale: float, y_zero_po
         if bias.size != n:
             raise InvalidArgumentError(f"requant_params: bias has {bias.size} values for {n} outputs.")
         b[:n] = bias
+    bound = int(np.abs(b.astype(np.int64)).max())
     if table is not None:
         table = np.ascontiguousarray(table)
         if table.shape != (256,) or table.dtype not in _I8:
             raise InvalidArgumentError(f"requant_params: table has dtype {table.dtype} and shape {table.shape}; "
                                        f"expected (256,) uint8 or int8 (a QuantizedLookup's table).")
-        return Requant(b, mult, int(y_zero_point), bool(relu), dt == np.uint8, table.dtype, table)
-    return Requant(b, mult, int(y_zero_point), bool(relu), dt == np.uint8, dt)
+        return Requant(b, mult, int(y_zero_point), bool(relu), dt == np.uint8, table.dtype, table,
+                       affine_lookup(table, dt), bound)
+    return Requant(b, mult, int(y_zero_point), bool(relu), dt == np.uint8, dt, bias_bound=bound)
 
 
 # ----------------------------------------------------------------------------- numba

@@ -39,7 +39,7 @@ from edge_runtime.kernels.simd_int8_taps import dot_taps_packed
 from edge_runtime.kernels.sparse_common import aligned_empty
 from edge_runtime.kernels.sparse_int8 import (PreparedInt8, Requant, accumulate_taps_mac, accumulate_taps_u8,
                                               check_int8_input, compact_append, sparse_matmul_int8)
-from edge_runtime.kernels.int8_epilogue import identity_table, requantize_nchw
+from edge_runtime.kernels.int8_epilogue import NO_LOOKUP, identity_table, requantize_nchw
 from edge_runtime.kernels.simd import transpose16_u8
 
 __all__ = ["PreparedInt8Conv", "prepare_int8_conv", "sparse_conv_int8", "sparse_conv1x1_int8"]
@@ -312,7 +312,7 @@ _conv_image = _conv_image_vbmi2 if HAS_VBMI2 else _conv_image_list
 
 def sparse_conv_int8(x: NDArray, x_zero_point: int, prepared: PreparedInt8Conv, strides: Sequence[int] = (1, 1),
                      pads: Sequence[int] = (0, 0, 0, 0), dilations: Sequence[int] = (1, 1),
-                     requant: Requant | None = None) -> NDArray:
+                     requant: Requant | None = None, out_hw: tuple[int, int] | None = None) -> NDArray:
     """``conv(x - x_zp, W)`` skipping input entries equal to ``x_zp``; int32 or requantized (N, M, OH, OW).
 
     Args:
@@ -322,12 +322,15 @@ def sparse_conv_int8(x: NDArray, x_zero_point: int, prepared: PreparedInt8Conv, 
         strides, pads, dilations: ONNX order (pads: top, left, bottom, right).
         requant: the epilogue (:func:`edge_runtime.kernels.sparse_int8.requant_params`, with its
             lookup table if any), or None for the int32 accumulators.
+        out_hw: (OH, OW) from :func:`edge_runtime.kernels.geometry.conv2d_out` on this x's shape
+            and geometry, by a caller that checked them once (a plan's runner); else checked here.
     Raises:
         InvalidInputError: x's dtype/shape does not fit.
         InvalidArgumentError: bad strides/pads/dilations.
     """
     x = np.asarray(x)
-    oh, ow = conv2d_out("sparse_conv_int8", x.shape, prepared.c, (prepared.kh, prepared.kw), strides, pads, dilations)
+    oh, ow = out_hw or conv2d_out("sparse_conv_int8", x.shape, prepared.c, (prepared.kh, prepared.kw), strides, pads,
+                                  dilations)
     x = check_int8_input(x, x_zero_point, x.shape[-1], 4, "sparse_conv_int8")
     n, mp = x.shape[0], prepared.wt.shape[1]
     acc = np.empty((oh * ow, mp), np.int32)
@@ -342,7 +345,8 @@ def sparse_conv_int8(x: NDArray, x_zero_point: int, prepared: PreparedInt8Conv, 
             out[i] = acc[:, :prepared.m].T.reshape(prepared.m, oh, ow)
         else:
             requantize_nchw(acc, out[i].reshape(prepared.m, oh * ow), requant.bias, requant.multiplier,
-                            requant.zero_point, requant.relu, requant.unsigned, table, requant.table is not None)
+                            requant.zero_point, requant.relu, requant.unsigned, table, requant.table is not None,
+                            NO_LOOKUP if requant.lookup is None else requant.lookup)
     return out
 
 

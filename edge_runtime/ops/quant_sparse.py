@@ -21,6 +21,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from edge_runtime.kernels.dense_int8_conv import MAX_REDUCTION, dense_conv_int8, prepare_dense_int8_conv
+from edge_runtime.kernels.geometry import conv2d_out
 from edge_runtime.kernels.lookup import lookup_bytes
 from edge_runtime.kernels.qgemm_epilogue import qgemm_float, qgemm_quantized
 from edge_runtime.kernels.sparse_int8 import prepare_int8_weights, requant_params, sparse_matmul_int8
@@ -105,10 +106,11 @@ def conv_runner(node: Any, consts: list, table: Array | None = None) -> Int8Run 
             y = QLinearConv(x, *inputs[:8], **attrs)
             return (y if table is None else lookup_bytes(y.view(np.uint8), table)), False
         geom = cache.get(x.shape)
-        if geom is None:
+        if geom is None:  # checked once per input shape; the kernel is then told the output size
             _, strides, pads, dil = conv_geometry("QLinearConv", x.shape, w.shape, auto_pad, **geo_attrs)
-            geom = cache[x.shape] = (strides, pads, dil)
-        return kernel(x, zp, prep, *geom, requant=rq), True
+            hw = conv2d_out("QLinearConv", x.shape, w.shape[1], w.shape[2:], strides, pads, dil)
+            geom = cache[x.shape] = (strides, pads, dil, hw)
+        return kernel(x, zp, prep, *geom[:3], requant=rq, out_hw=geom[3]), True
 
     return Int8Run("dense" if dense else "sparse", run)
 

@@ -10,7 +10,7 @@ int32 (dequantize only) are supported. The helpers here (:func:`quantize`,
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 from numpy.typing import NDArray
@@ -18,7 +18,7 @@ from numpy.typing import NDArray
 from edge_runtime.errors import InvalidArgumentError, InvalidModelError, UnsupportedDTypeError
 from edge_runtime.kernels.lookup import lookup_bytes
 from edge_runtime.kernels.quantize import dequantize_tensor, quantize_tensor
-from edge_runtime.ops.registry import INTERNAL_DOMAIN, register
+from edge_runtime.ops.registry import INTERNAL_DOMAIN, register, register_builder
 
 Array = NDArray[Any]
 
@@ -154,6 +154,63 @@ def DequantizeLinear(x: Array, x_scale: Array, x_zero_point: Array | None = None
     zp = 0 if x_zero_point is None else _along(x_zero_point, x, axis, int(block_size), "DequantizeLinear")
     y = dequantize(x, scale, zp)
     return y.astype(np.asarray(x_scale).dtype) if np.asarray(x_scale).dtype == np.float16 else y
+
+
+def _per_tensor(node: Any, consts: list) -> tuple[np.float32, int, np.dtype] | None:
+    """(scale, zero point, byte dtype) of a Q/DQ node with constant per-tensor float32 parameters, else None."""
+    scale = consts[1] if len(consts) > 1 else None
+    zp = consts[2] if len(consts) > 2 else None
+    if scale is None or (len(node.inputs) > 2 and node.inputs[2] and zp is None) or int(
+            dict(node.attrs).get("block_size", 0)) or int(dict(node.attrs).get("output_dtype", 0)):
+        return None
+    scale, zp = np.asarray(scale), None if zp is None else np.asarray(zp)
+    dtype = np.dtype(np.uint8) if zp is None else zp.dtype
+    if scale.size != 1 or scale.dtype != np.float32 or dtype not in _BYTE_RANGE or (zp is not None and zp.size != 1):
+        return None
+    return np.float32(scale.reshape(())), 0 if zp is None else int(zp.reshape(())), dtype
+
+
+@register_builder("QuantizeLinear", since_version=10)
+def quantize_linear_builder(node: Any, consts: list, ctx: Any) -> Callable[..., Array] | None:
+    """Per-tensor QuantizeLinear of a float32 input with constant parameters: the compiled pass, checked once.
+
+    The op itself re-reads and re-checks the scale and zero point on every call (about 5 us of
+    a 6 us run on the 784-pixel input of an int8 CNN); a NaN input or another dtype runs the op.
+    """
+    params = _per_tensor(node, consts)
+    if params is None:
+        return None
+    scale, zp, dtype = params
+    lo, hi = _BYTE_RANGE[dtype]
+    attrs = dict(node.attrs)
+
+    def run(x, *inputs):
+        if x.dtype == np.float32:
+            out = np.empty(x.shape, dtype)
+            if quantize_tensor(x.reshape(-1), scale, zp, lo, hi, out.reshape(-1)):
+                return out
+        return QuantizeLinear(x, *inputs, **attrs)
+
+    return run
+
+
+@register_builder("DequantizeLinear", since_version=10)
+def dequantize_linear_builder(node: Any, consts: list, ctx: Any) -> Callable[..., Array] | None:
+    """Per-tensor DequantizeLinear of a uint8/int8 input with constant parameters: the compiled pass."""
+    params = _per_tensor(node, consts)
+    if params is None:
+        return None
+    scale, zp, dtype = params
+    attrs = dict(node.attrs)
+
+    def run(x, *inputs):
+        if x.dtype != dtype:
+            return DequantizeLinear(x, *inputs, **attrs)
+        out = np.empty(x.shape, np.float32)
+        dequantize_tensor(np.ascontiguousarray(x).reshape(-1), scale, zp, out.reshape(-1))
+        return out
+
+    return run
 
 
 @register("DynamicQuantizeLinear", since_version=11)

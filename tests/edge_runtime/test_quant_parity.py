@@ -173,6 +173,27 @@ def test_quantize_rounds_half_to_even_and_saturates_like_ort(dtype, per_axis):
     _same_as_ort(_single("DequantizeLinear", {"q": q}, {"s": scale, "zp": zp}, axis=1), {"q": q})
 
 
+@pytest.mark.parametrize("with_zp", [True, False])
+def test_constant_per_tensor_quantize_equals_the_op_with_nan_and_without_zero_point(with_zp):
+    """The plan-time Q/DQ builders (constant scale and zero point) give the op's bytes; a NaN falls back to it."""
+    from edge_runtime.ops.quantize import DequantizeLinear, QuantizeLinear
+
+    x = np.array([[0.0, 1.5, -2.5, np.nan, 1e9, -1e9, 0.75, 3.0]], np.float32)
+    inits = {"s": np.array(0.5, np.float32)} | ({"zp": np.array(9, np.uint8)} if with_zp else {})
+    numba = ["EdgeRuntimeExecutionProvider"]
+    model = _single("QuantizeLinear", {"x": x}, inits)
+    got = edge_runtime.InferenceSession(model, providers=numba).run(None, {"x": x})[0]
+    np.testing.assert_array_equal(got, QuantizeLinear(x, *inits.values()))
+    clean = np.nan_to_num(x)
+    assert edge_runtime.InferenceSession(model, providers=numba).run(None, {"x": clean})[0].dtype == np.uint8
+    _same_as_ort(model, {"x": clean})
+    q = QuantizeLinear(clean, *inits.values())
+    dq = _single("DequantizeLinear", {"q": q}, inits)
+    np.testing.assert_array_equal(edge_runtime.InferenceSession(dq, providers=numba).run(None, {"q": q})[0],
+                                  DequantizeLinear(q, *inits.values()))
+    _same_as_ort(dq, {"q": q})
+
+
 @pytest.mark.parametrize("x", [np.zeros((3, 4), np.float32), np.full((2, 2), 5.0, np.float32),
                                np.linspace(-3, 1, 24, dtype=np.float32).reshape(4, 6)])
 def test_dynamic_quantize_matches_ort_including_all_zero_input(x):
