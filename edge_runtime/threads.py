@@ -26,19 +26,35 @@ from typing import Any, Callable, Iterator, Sequence
 #: Automatic threads choose N threads over 1 only when N is at least this much faster idle.
 PARALLEL_MIN_SPEEDUP = 1.3
 
-_BLAS: list[Any] = []
+_BLAS: list[tuple[tuple[Any, Callable[[], int]], ...]] = []
 
 
-def _blas() -> list[Any]:
-    """threadpoolctl's controllers of the loaded BLAS libraries (empty without threadpoolctl)."""
+def _blas() -> tuple[tuple[Any, Callable[[], int]], ...]:
+    """threadpoolctl's controllers of the loaded BLAS libraries, each with a fast count getter
+    (empty without threadpoolctl)."""
     if not _BLAS:
         try:
             from threadpoolctl import ThreadpoolController
         except ImportError:
             _BLAS.append(())
         else:
-            _BLAS.append(tuple(ThreadpoolController().select(user_api="blas").lib_controllers))
-    return list(_BLAS[0])
+            libs = ThreadpoolController().select(user_api="blas").lib_controllers
+            _BLAS.append(tuple((lib, _count_getter(lib)) for lib in libs))
+    return _BLAS[0]
+
+
+def _count_getter(lib: Any) -> Callable[[], int]:
+    """OpenBLAS's own ``openblas_get_num_threads`` when threadpoolctl exposes it and it agrees with
+    threadpoolctl (0.3 against 2 us per read just after a run: the read is on every run), else
+    threadpoolctl's property."""
+    try:
+        if lib.internal_api == "openblas" and lib.threading_layer != "openmp":
+            fn = lib._get_symbol("openblas_get_num_threads")
+            if fn is not None and fn() == lib.num_threads:
+                return fn
+    except Exception:  # noqa: BLE001 - a private API of threadpoolctl: its property always works
+        pass
+    return lambda: lib.num_threads
 
 
 _SET_HERE = threading.local()
@@ -55,13 +71,13 @@ def set_numba_threads(n: int) -> None:
     """
     import numba
 
-    n = max(1, min(n, numba.config.NUMBA_NUM_THREADS))
+    requested, n = n, max(1, min(n, numba.config.NUMBA_NUM_THREADS))
     if getattr(_SET_HERE, "n", None) is None:
         with _keeping_openmp():
             numba.set_num_threads(n)
-        _SET_HERE.n = n
     elif numba.get_num_threads() != n:
         numba.set_num_threads(n)
+    _SET_HERE.n = requested
 
 
 @contextlib.contextmanager
@@ -82,21 +98,34 @@ def _keeping_openmp() -> Iterator[None]:
                 lib.set_num_threads(b)
 
 
-@contextlib.contextmanager
-def scoped(n: int) -> Iterator[None]:
-    """Run the block with ``n`` numba and BLAS threads; BLAS's count is restored after it."""
-    set_numba_threads(n)
-    libs = _blas()
-    before = [lib.num_threads for lib in libs]
-    for lib, b in zip(libs, before):
-        if b != n:
-            lib.set_num_threads(n)
-    try:
-        yield
-    finally:
-        for lib, b in zip(libs, before):
-            if b != n:
-                lib.set_num_threads(b)
+class scoped:  # noqa: N801 - used as a function: ``with scoped(n):``
+    """Run the block with ``n`` numba and BLAS threads; BLAS's count is restored after it.
+
+    A class rather than a generator (about 1.5 us less per run) that leaves numba's count alone
+    when this thread's last setting through :func:`set_numba_threads` was already ``n``: numba's
+    count is per calling thread, and reading it back costs about 2 us just after a run.
+    """
+
+    __slots__ = ("_n", "_restore")
+
+    def __init__(self, n: int) -> None:
+        self._n = n
+        self._restore: list[tuple[Any, int]] = []
+
+    def __enter__(self) -> None:
+        n = self._n
+        if getattr(_SET_HERE, "n", None) != n:
+            set_numba_threads(n)
+        for lib, count in _blas():
+            before = count()
+            if before != n:
+                lib.set_num_threads(n)
+                self._restore.append((lib, before))
+
+    def __exit__(self, *exc: object) -> None:
+        for lib, before in self._restore:
+            lib.set_num_threads(before)
+        self._restore = []
 
 
 def fastest(plans: Sequence[Callable[[], Any]], counts: Sequence[int], repeats: int = 5) -> list[float]:

@@ -28,14 +28,19 @@ def _mlp() -> bytes:
 def test_scoped_sets_both_pools_and_restores_blas() -> None:
     import numba
 
-    libs = threads._blas()
+    libs = [lib for lib, _ in threads._blas()]
     if not libs:
         pytest.skip("threadpoolctl is not installed")
     for lib in libs:
         lib.set_num_threads(2)
     with threads.scoped(1):
         assert [lib.num_threads for lib in libs] == [1] * len(libs) and numba.get_num_threads() == 1
+        assert [count() for _, count in threads._blas()] == [1] * len(libs)  # the fast getter agrees
     assert [lib.num_threads for lib in libs] == [2] * len(libs)
+    with threads.scoped(2):  # numba's count follows the session's on the same thread
+        assert numba.get_num_threads() == min(2, numba.config.NUMBA_NUM_THREADS)
+    with threads.scoped(1):
+        assert numba.get_num_threads() == 1
 
 
 def _auto_session(monkeypatch: pytest.MonkeyPatch, cpus: int, times: tuple[float, float]):
