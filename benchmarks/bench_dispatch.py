@@ -2,7 +2,7 @@
 
 For each layer shape, a two-node model Relu -> MatMul / Conv (the Relu makes the layer a
 sparse candidate) runs in edge_runtime with ``sparsity="auto"`` and ``"off"`` on inputs of a
-given density; the two alternate in rotating blocks with a pool of inputs (references §2).
+given density; the two alternate in shuffled blocks with a pool of inputs (references §2).
 Reported: median per-call time of each, the median of per-block ratios auto/off with its
 90% bootstrap interval, and which kernel auto chose. Target (issue "Skip inactive
 neurons"): auto/off <= 1.05 at every density. Single blocks swing +-10% on a shared

@@ -8,7 +8,7 @@ pool of 4 with exactly the given fraction of inactive entries, ReLU-like):
   conv 3x3 28x28 128->128, pad 1:
                   int8 (sparse_conv_int8 + requant + ReLU), fp32 (sparse_conv2d + bias + ReLU)
                   ort_int8 (QLinearConv single-node model, per-channel int8 W, int32 bias)
-Contenders run in interleaved blocks (order rotated per block, one warm-up block dropped);
+Contenders run in interleaved blocks (a shuffled order per round, one warm-up block dropped);
 times are the calling thread's CPU time (time.thread_time), so time slices lost to other
 jobs on a shared machine do not count. Reports per-call medians (us) and medians of
 per-block ratios (fp32 / int8, ort_int8 / int8: > 1 means int8 sparse is faster).

@@ -19,7 +19,7 @@ Models (batch 1; inputs are real images):
                near-tie case, where the engine times both and must not pick the slower
 
 Timing: benchmarks/bench_tiny.py's worker in its own process (1 thread, thread CPU time,
-rotating interleaved blocks, medians, median of per-block ratios with a 90% bootstrap
+shuffled interleaved blocks, medians, median of per-block ratios with a 90% bootstrap
 interval): ``ort`` is plain onnxruntime on the int8 file, ``edge`` is
 ``edge_runtime.InferenceSession`` (onnxruntime engine, sparsity auto, the first pool image as
 warm-up feed) on the same file; the JSON records which engine ran and why.

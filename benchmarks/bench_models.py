@@ -16,7 +16,7 @@ sparsity the FATReLU experiment reached). The density each run saw is measured a
 Load: ``idle``, or ``busy`` = one core kept busy by a bounded busy-loop process the benchmark
 starts and stops (a factory device always runs camera capture and network next to inference).
 
-Method (references §2, benchmarks/common.py): the contenders alternate in rotating blocks,
+Method (references §2, benchmarks/common.py): the contenders alternate in blocks (a shuffled order per round),
 each call on a different input from a pool of 4, one warm-up round; medians and the median of
 per-block ratios (ours / onnxruntime: < 1 means faster). At 1 thread and idle the clock is
 thread CPU time, otherwise wall time. ``--footprint`` also measures, in fresh processes, peak

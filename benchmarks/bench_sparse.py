@@ -1,7 +1,7 @@
 """Benchmark the zero-skipping kernels against onnxruntime and a dense numpy path.
 
 For each family (gemv 3072x768, gemm 197x3072 @ 3072x768, conv 3x3 28x28 128->128) and
-each sparsity, three contenders run in interleaved blocks (order rotated per block,
+each sparsity, three contenders run in interleaved blocks (a shuffled order per round,
 one warm-up block discarded), each call on a different input from a small pool:
   ort    - onnxruntime, single-node model (MatMul+Add or Conv), intra_op threads = --threads
   sparse - edge_runtime.kernels sparse_gemv / sparse_matmul / sparse_conv2d

@@ -11,7 +11,7 @@ Hardswish/ReLU a FATReLU(0.3): GreaterOrEqual + Where in ONNX) and exported like
 experiment (dynamo + ``exporters.onnx_export.finalize``) at 1x28x28 and 1x96x96; and
 ``cnn_sparse``, the 64-128-256 CNN of bench_models.py (~10% density, sparse islands).
 
-Contenders, interleaved in one process (benchmarks/common.py: rotating blocks, medians, median
+Contenders, interleaved in one process (benchmarks/common.py: shuffled blocks, medians, median
 of per-block ratios), 1 thread, thread CPU time: ``ort`` (plain onnxruntime, ORT_ENABLE_ALL,
 intra/inter 1) and ``edge`` (onnxruntime engine, sparsity auto, the first pool input as warm-up
 feed), each called two ways: ``run(None, {name: x})`` with the name looked up once, and

@@ -1,7 +1,7 @@
 """Shared benchmark utilities: interleaved timing, medians and ratios, machine info, JSON output.
 
-The measurement method (docs references §2): contenders alternate in blocks, the order rotating
-every block so drift hits all of them; each call gets a different input from a small pool so no
+The measurement method (docs references §2): contenders alternate in blocks, in a new order
+every round so drift hits all of them; each call gets a different input from a small pool so no
 kernel keeps reusing hot rows; one warm-up block is discarded; we report the median per-call time
 and, against a baseline, the median of per-block ratios.
 
@@ -45,24 +45,29 @@ def time_block(fn: Callable[[Any], Any], pool: Sequence[Any], calls: int, start:
 
 def interleave(contenders: Mapping[str, Callable[[Any], Any]], pool: Sequence[Any], blocks: int,
                calls: int, clock: Callable[[], float] = time.perf_counter) -> dict[str, list[float]]:
-    """Run the contenders in rotating order, one block each per round, after one warm-up round.
+    """Run the contenders in a shuffled order, one block each per round, after one warm-up round.
 
     Args:
         contenders: name -> callable taking one pool item.
         pool: inputs; each call uses the next one.
-        blocks: timed rounds; in round r the order is rotated by r (A B C, B C A, C A B, ...).
+        blocks: timed rounds; each round runs the contenders in its own order (a fixed-seed
+            shuffle), so no contender always follows the same one. A rotation (A B C, B C A, ...)
+            kept the neighbours: a contender after another one's block inherited its warm
+            caches, or its pollution; two identical int8 sessions differed by 7% that way.
         calls: calls per block (the block's value is their median).
 
     Returns:
         name -> list of per-block median seconds (index r is round r, so lists pair up).
     """
+    import random
+
     names = list(contenders)
     for name in names:  # warm-up round, discarded
         time_block(contenders[name], pool, calls, clock=clock)
     out: dict[str, list[float]] = {n: [] for n in names}
+    order = random.Random(0)
     for r in range(blocks):
-        k = r % len(names)
-        for name in names[k:] + names[:k]:
+        for name in order.sample(names, len(names)):
             out[name].append(time_block(contenders[name], pool, calls, start=r, clock=clock))
     return out
 
