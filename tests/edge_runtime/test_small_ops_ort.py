@@ -109,3 +109,31 @@ def test_hardmax_skips_nan_and_zeroes_all_nan_rows():
     want, got = _both([helper.make_node("Hardmax", ["x"], ["y"])], {"x": x[:2]}, 13)
     if platform.machine() in ("x86_64", "AMD64"):
         np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("shape,target,allowzero", [((2, 3, 4), [0, -1], 0), ((2, 3, 4), [-1], 0),
+                                                    ((1, 256, 7, 7), [1, 12544], 0), ((0, 3), [3, 0], 1)])
+def test_reshape_to_a_constant_shape_matches_onnxruntime_for_every_input_shape(shape, target, allowzero):
+    """The plan-time Reshape (target resolved once per input shape) on two input shapes in turn."""
+    node = helper.make_node("Reshape", ["x", "s"], ["y"], allowzero=allowzero)
+    consts = {"s": np.array(target, np.int64)}
+    for s in (shape, shape):
+        want, got = _both([node], {"x": np.arange(np.prod(s), dtype=np.float32).reshape(s)}, 14, consts)
+        np.testing.assert_array_equal(got, want)
+    if target[0] == 0 and not allowzero:  # another batch size: its own target
+        x = np.ones((5, 3, 4), np.float32)
+        want, got = _both([node], {"x": x}, 14, consts)
+        np.testing.assert_array_equal(got, want)
+
+
+def test_reshape_to_a_constant_shape_refuses_a_wrong_size_every_time():
+    node = helper.make_node("Reshape", ["x", "s"], ["y"])
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, None)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(np.array([4, 4], np.int64), "s")])
+    sess = edge_runtime.InferenceSession(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)]),
+                                         providers=["EdgeRuntimeExecutionProvider"])
+    for _ in range(2):
+        with pytest.raises(InvalidInputError, match="cannot reshape"):
+            sess.run(None, {"x": np.ones((3, 5), np.float32)})
+    assert sess.run(None, {"x": np.ones((2, 8), np.float32)})[0].shape == (4, 4)
