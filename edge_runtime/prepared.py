@@ -90,7 +90,7 @@ class PreparedLayer:
         >>> from edge_runtime.graph import Node
         >>> node = Node("FusedGemm", ("x", "W"), ("y",), {"activation": 1}, "fc")
         >>> layer = prepare(node, {"W": np.ones((64, 32), np.float32)})
-        >>> layer.family((1, 64)), layer.cost((1, 64)).flops
+        >>> layer.family((1, 64)), layer.cost((1, 64), (1, 32)).flops
         ('gemv', 4096.0)
     """
 
