@@ -20,7 +20,6 @@ from edge_runtime.kernels.conv_transpose import (PreparedConvTranspose, dense_co
                                                  full_out_spatial, prepare_conv_transpose)
 from edge_runtime.kernels.geometry import check_positive, conv_out_spatial, resolve_pads
 from edge_runtime.ops.registry import INTERNAL_DOMAIN, register, register_builder
-from edge_runtime.prepared import Epilogue
 
 Array = NDArray[Any]
 
@@ -114,10 +113,10 @@ class ConvAttrs:
         return (x_shape[0], w_shape[0], *spatial)
 
 
-def run_conv(x: Array, prep: PreparedConv, b: Array | None, geom: tuple, epilogue: Epilogue) -> Array:
-    """The dense Conv on prepared weights and a resolved geometry, in x's float dtype."""
+def run_conv(x: Array, prep: PreparedConv, b: Array | None, geom: tuple, act: int, p0: float, p1: float) -> Array:
+    """The dense Conv on prepared weights and a resolved geometry, then activation ``act``, in x's float dtype."""
     y = dense_conv(_float32("Conv", x), prep, None if b is None else np.asarray(b, np.float32),
-                   *geom, epilogue.activation, epilogue.p0, epilogue.p1)
+                   *geom, act, p0, p1)
     return y if x.dtype == np.float32 else y.astype(x.dtype)
 
 
@@ -140,7 +139,7 @@ def FusedConv(X, W, B=None, *, auto_pad="NOTSET", dilations=None, group=1, kerne
                                       kernel_shape=kernel_shape, pads=pads, strides=strides))
     geom = attrs.geometry(X.shape, W.shape)
     prep = prepare_conv(_float32("Conv", W), attrs.group)
-    return run_conv(X, prep, B, geom, Epilogue(int(activation), float(act_p0), float(act_p1)))
+    return run_conv(X, prep, B, geom, int(activation), float(act_p0), float(act_p1))
 
 
 def _transpose_geometry(x_shape, w_shape, auto_pad, dilations, kernel_shape, output_padding,

@@ -126,7 +126,8 @@ class ConvLayer(PreparedLayer):
 
     def _build_dense(self) -> Callable[..., Array]:
         """Weights prepared once, geometry cached per input shape: a run is one kernel call."""
-        w, attrs, epilogue = self._w, self.attrs, self.epilogue
+        w, attrs = self._w, self.attrs
+        act, p0, p1 = self.epilogue.activation, self.epilogue.p0, self.epilogue.p1
         prep = prepare_conv(_float32("Conv", w), attrs.group)
         bias = None if self._bias is None else np.ascontiguousarray(self._bias, np.float32)
         cache: dict[tuple[int, ...], tuple] = {}
@@ -135,7 +136,7 @@ class ConvLayer(PreparedLayer):
             geom = cache.get(X.shape)
             if geom is None:
                 geom = cache[X.shape] = attrs.geometry(X.shape, w.shape)
-            return run_conv(X, prep, bias if bias is not None else B, geom, epilogue)
+            return run_conv(X, prep, bias if bias is not None else B, geom, act, p0, p1)
 
         return run
 
