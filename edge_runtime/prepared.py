@@ -24,9 +24,11 @@ from typing import Any, Callable, Mapping
 import numpy as np
 from numpy.typing import NDArray
 
-from edge_runtime.graph import Graph, Node
+from edge_runtime.graph import INTERNAL_DOMAIN, Graph, Node
 
 Array = NDArray[Any]
+#: The domains whose op types the prepares are registered for: ONNX's and the runtime's own.
+_DOMAINS = ("", "ai.onnx", INTERNAL_DOMAIN)
 
 
 @dataclass(frozen=True)
@@ -153,8 +155,9 @@ _PREPARERS: dict[str, Preparer] = {}
 def register_prepare(*op_types: str) -> Callable[[Preparer], Preparer]:
     """Register ``fn(node, constants, ctx) -> PreparedLayer | None`` for ``op_types``.
 
-    Op types are unique across the domains edge_runtime runs (``FusedConv`` is only internal),
-    so the key is the op type alone.
+    Op types are unique across ONNX's domain and the runtime's own (``FusedConv`` is only
+    internal), so the key is the op type alone; nodes of other domains (onnxruntime's
+    ``com.microsoft`` FusedGemm, say) get no prepared layer.
 
     Raises:
         ValueError: an op type already has a prepare.
@@ -178,11 +181,11 @@ def prepare(node: Node, constants: Mapping[str, Array], ctx: Any = None) -> Prep
         ctx: the plan context (``threads`` for the sparse kernel), or None (one thread).
 
     Returns:
-        The :class:`PreparedLayer`, or None.
+        The :class:`PreparedLayer`, or None (also for an op of another domain).
     """
     from edge_runtime import ops  # noqa: F401  (the op modules register their prepares)
 
-    fn = _PREPARERS.get(node.op_type)
+    fn = _PREPARERS.get(node.op_type) if node.domain in _DOMAINS else None
     return None if fn is None else fn(node, constants, ctx)
 
 

@@ -142,6 +142,8 @@ def test_sparse_kernels_only_where_they_apply():
     assert prepare(Node("FusedConv", ("x", "W"), ("y",)), {}) is None  # runtime weights: no layer
     assert prepare(Node("FusedGemm", ("x", "W"), ("y",), {"transA": 1}), {"W": _w(8, 8)}).sparse_kernel() is None
     assert prepare(Node("Relu", ("x",), ("y",)), {}) is None
+    ms = Node("FusedGemm", ("x", "W"), ("y",), {"activation": "Relu"}, "fc", "com.microsoft")  # onnxruntime's op
+    assert prepare(ms, {"W": _w(8, 8)}) is None
     layer = prepare(Node("FusedConv", ("x", "W"), ("y",), {"pads": [1, 1, 1, 1]}), {"W": w4})
     assert layer.sparse_kernel() is layer.sparse_kernel()  # built once
 
