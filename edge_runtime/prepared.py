@@ -13,7 +13,8 @@ Ops register their prepare next to their implementation (``ops/conv_layer.py``,
 ``ops/matmul_layer.py``) with :func:`register_prepare`. Adding a sparse kernel touches the kernel,
 the op's prepare (its :meth:`PreparedLayer.sparse_kernel`) and a test.
 
-This module imports neither numba nor the kernels: a layer builds its kernels only when asked.
+Importing this module loads neither numba nor the kernels (:func:`prepare` loads the op
+modules), and a layer builds its kernels only when asked: the cost model builds none.
 """
 from __future__ import annotations
 
