@@ -1,7 +1,7 @@
 """Per-layer dense conv timings vs onnxruntime for ResNet-18 and MobileNetV2 shapes (batch 1, 224).
 
 Each layer is one Conv (+ its activation, which both runtimes fuse) with constant
-weights: edge_runtime runs the FusedConv builder's closure (weights prepared once),
+weights: edge_runtime runs the FusedConv prepared layer's dense kernel (weights prepared once),
 onnxruntime a single-node model with the same thread count. The contenders alternate in
 blocks (A B A B ...), each call gets a different input from a small pool, one warm-up
 block first; we report per-layer medians, the median of per-pair ratios
@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 
 from benchmarks.common import time_block  # noqa: E402
 from edge_runtime.graph import Node
-from edge_runtime.ops.conv import _conv_builder
+from edge_runtime.prepared import prepare
 
 RELU, CLIP, NONE = 1, 2, 0
 
@@ -101,7 +101,7 @@ def _layer(spec, rng):
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     node = Node("FusedConv", ("x", "w", "b"), ("y",), dict(attrs, activation=act, act_p0=0.0, act_p1=6.0),
                 name, "ai.edge_runtime")
-    ours = _conv_builder(node, [None, w, b], None)
+    ours = prepare(node, {"w": w, "b": b}).dense
     pool = [rng.standard_normal((1, cin, size, size)).astype(np.float32) for _ in range(4)]
     return ours, model.SerializeToString(), pool
 

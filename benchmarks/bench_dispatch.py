@@ -11,7 +11,7 @@ machine, so a cell counts as a loss only when its whole interval lies above 1.05
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python3 benchmarks/bench_dispatch.py [--quick]
 
 ``--sweep-1x1`` instead measures sparsity="force" against "off" over 12 1x1 conv shapes
-at densities 0.05-1.0 (the data behind ``dispatch.conv_crossover_scale``'s 1x1 rule).
+at densities 0.05-1.0 (the data behind ``ops.conv_layer.conv_crossover_scale``'s 1x1 rule).
 """
 from __future__ import annotations
 
@@ -83,7 +83,7 @@ def _sweep(name: str, x_shape, w_shape, op: str, blocks: int, calls: int) -> lis
     return rows
 
 
-#: 1x1 conv shapes (Cin, Cout, H=W) of the crossover sweep behind dispatch.conv_crossover_scale
+#: 1x1 conv shapes (Cin, Cout, H=W) of the crossover sweep behind ops.conv_layer.conv_crossover_scale
 SWEEP_1X1 = ((64, 256, 56), (256, 64, 56), (64, 64, 56), (128, 128, 28), (128, 512, 28), (512, 128, 28),
              (256, 256, 14), (256, 1024, 14), (1024, 256, 14), (512, 512, 7), (32, 128, 56), (16, 96, 56))
 SWEEP_DENSITIES = (0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0)

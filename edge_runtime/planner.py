@@ -1,8 +1,9 @@
 """Plan once, run many: turn a Graph into a flat list of ready-to-call steps.
 
-The planner runs the graph passes, resolves every node to an implementation (or a
-plan-time specialised kernel from a builder), lets the sparse dispatcher wrap the
-layers it can take over, and computes when each intermediate tensor can be freed.
+The planner runs the graph passes, resolves every node to an implementation (a layer with
+constant weights to its prepared layer's dense kernel, :mod:`edge_runtime.prepared`; other ops
+to a plan-time specialised kernel from a builder, or the plain function), lets the sparse
+dispatcher wrap the layers it can take over, and computes when each intermediate tensor can be freed.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from edge_runtime import dispatch, passes
+from edge_runtime import dispatch, passes, prepared
 from edge_runtime.errors import UnsupportedOpError
 from edge_runtime.graph import Graph, Node, walk
 from edge_runtime.plan import Plan, Step  # noqa: F401 - re-exported (planner.Plan is the public name)
@@ -59,13 +60,16 @@ def _check_attributes(node: Node, fn: Callable[..., Any]) -> None:
 def _kernel(node: Node, graph: Graph, ctx: PlanContext, producers: dict[str, Node]) -> Callable[..., Any]:
     impl, builder = registry.resolve(node.domain, node.op_type, graph.opset(node.domain))
     _check_attributes(node, impl.fn)
+    layer = prepared.prepare(node, graph.initializers, ctx)  # a Conv/Gemm/MatMul with constant weights
     fn = None
-    if builder is not None:
+    if layer is not None:
+        fn = layer.dense
+    elif builder is not None:
         consts = [graph.initializers.get(x) if x else None for x in node.inputs]
         fn = builder(node, consts, ctx)
     if fn is None:
         fn = functools.partial(impl.fn, **node.attrs) if node.attrs else impl.fn
-    return dispatch.wrap(node, fn, graph, ctx, producers)
+    return dispatch.wrap(node, layer, fn, graph, ctx, producers)
 
 
 def build(graph: Graph, ctx: PlanContext) -> Plan:

@@ -15,7 +15,8 @@ from edge_runtime.graph import Node
 #: Ops through which zeros of their input reach their output unchanged in place or count.
 PASS_THROUGH = frozenset({"Reshape", "Flatten", "Transpose", "Identity", "Squeeze", "Unsqueeze", "MaxPool",
                           "Concat", "Dropout", "Mul", "Slice", "Split", "Gather", "Pad", "GlobalMaxPool"})
-#: The runtime's fused layers that have a zero-skipping kernel (``dispatch.SPARSE_BUILDERS``' keys).
+#: The runtime's fused layers, whose epilogue is an ``activation`` attribute (their prepared layers,
+#: ``ops/conv_layer.py`` and ``ops/matmul_layer.py``, have the zero-skipping kernels).
 FUSED_SPARSE_OPS = frozenset({"FusedMatMul", "FusedGemm", "FusedConv"})
 _ZERO_ACTS = {act_codes.RELU, act_codes.THRESHOLD_RELU}
 #: In "auto", layers with fewer weights than this stay dense: their whole multiply takes a few

@@ -513,7 +513,7 @@ def _island_step(p: isl.PreparedIsland, cfg: EngineConfig, limits: Mapping[str, 
         return _Recorder(p.candidate.name, dense, p.kernel, record)
     mode = "force" if cfg.sparsity == "force" else "auto"
     limit = (limits or {}).get(p.candidate.name, 0.0)
-    return Dispatcher(p.candidate.name, dense, p.kernel, {}, mode, limits={"gemv": limit, "gemm": limit, "conv": limit})
+    return Dispatcher(p.candidate.name, dense, p.kernel, {"gemv": limit, "gemm": limit, "conv": limit}, mode)
 
 
 class _Recorder:
@@ -540,7 +540,7 @@ def _with_limits(plan: Plan, limits: Mapping[str, float], sparsity: str) -> Plan
         fn = s.fn
         if isinstance(fn, _Recorder):
             lim = limits[fn.name]
-            fn = Dispatcher(fn.name, fn.dense, fn.sparse, {}, sparsity, limits={"gemv": lim, "gemm": lim, "conv": lim})
+            fn = Dispatcher(fn.name, fn.dense, fn.sparse, {"gemv": lim, "gemm": lim, "conv": lim}, sparsity)
         steps.append(Step(s.node, fn, s.release))
     return Plan(plan.graph, tuple(steps))
 

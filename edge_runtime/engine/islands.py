@@ -7,7 +7,7 @@ the runtime's fusion passes fold into it (a BatchNormalization, a bias Add, a Re
 LeakyRelu, a ThresholdedRelu or an exported FATReLU), so the zero-skipping kernel applies them in its epilogue.
 
 An island is prepared once: the runtime's passes turn the island's nodes into one fused node
-whose sparse kernel is built by :mod:`edge_runtime.dispatch` from the decoded weights. Its
+whose prepared layer (:mod:`edge_runtime.prepared`) builds its sparse kernel from the decoded weights. Its
 dense path (:func:`dense_path`): a Gemm island's is numpy BLAS over the sparse kernel's own
 weight layout, so its weights are held once; a Conv / MatMul island's is its nodes as a
 one-island onnxruntime session (onnxruntime's convs beat any numpy im2col).
@@ -224,7 +224,7 @@ class PreparedIsland:
 
     candidate: Candidate
     fused: Node
-    kernel: Any                    # a dispatch.SparseKernel
+    kernel: Any                    # a prepared.SparseKernel
     model: onnx.ModelProto | None
 
 
@@ -248,7 +248,7 @@ def prepare(model: onnx.ModelProto, cand: Candidate, types: Mapping[str, onnx.Ty
     Tries the whole chain first, then shorter ones; returns None when no prefix becomes one
     fused node with a sparse kernel (e.g. a grouped Conv or a 3-D weight).
     """
-    from edge_runtime import dispatch, planner  # numba: imported only when an island is built
+    from edge_runtime import planner, prepared  # numba: imported only when an island is built
     from edge_runtime.engine.partition import constants_read, submodel
     from edge_runtime.onnx_io import decode_initializer, graph_from_model
 
@@ -264,10 +264,11 @@ def prepare(model: onnx.ModelProto, cand: Candidate, types: Mapping[str, onnx.Ty
         weights = {name: decode_initializer(t) for name, t in constants_read(model, nodes, [cand.input]).items()}
         graph = graph_from_model(light)
         graph = planner.optimize(dataclasses.replace(graph, initializers={**graph.initializers, **weights}))
-        if len(graph.nodes) != 1 or graph.nodes[0].op_type not in dispatch.SPARSE_BUILDERS:
+        if len(graph.nodes) != 1:
             continue
         fused = graph.nodes[0]
-        kernel = dispatch.SPARSE_BUILDERS[fused.op_type](fused, graph.initializers, threads)
+        layer = prepared.prepare(fused, graph.initializers, planner.PlanContext(threads=threads))
+        kernel = layer.sparse_kernel() if layer is not None else None
         if kernel is not None:
             trimmed = Candidate(cand.name, nodes, cand.input, out, cand.annotated_density)
             own = fused.op_type in OWN_DENSE and kernel.weight_view() is not None

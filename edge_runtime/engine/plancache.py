@@ -123,11 +123,14 @@ _STAMP: list[str] = []
 
 
 def _code_stamp() -> str:
-    """sha256 of the engine's and the kernels' sources: a changed rule or kernel re-measures."""
+    """sha256 of the engine's, the prepared layers' and the kernels' sources: a changed rule or
+    kernel re-measures."""
     if not _STAMP:
         root = Path(__file__).resolve().parents[1]
         h = hashlib.sha256()
-        files = [root / "dispatch.py", *sorted((root / "engine").glob("*.py")), *sorted((root / "kernels").glob("*.py"))]
+        files = [root / "dispatch.py", root / "prepared.py", root / "ops" / "conv_layer.py",
+                 root / "ops" / "matmul_layer.py", *sorted((root / "engine").glob("*.py")),
+                 *sorted((root / "kernels").glob("*.py"))]
         for f in files:
             h.update(f.name.encode() + b"\0" + f.read_bytes())
         _STAMP.append(h.hexdigest())

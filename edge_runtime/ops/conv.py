@@ -1,13 +1,15 @@
 """Conv, FusedConv (internal: Conv + activation epilogue) and ConvTranspose.
 
-The plain functions prepare the weights on every call; the builders (used by the
-planner when W is an initializer) prepare them once and cache the resolved padding
-per input shape, so a run is one kernel call. Kernels: kernels/conv.py,
+The plain functions prepare the weights on every call. With constant weights the planner
+prepares them once instead: a Conv's prepared layer (``ops/conv_layer.py``), a ConvTranspose's
+builder; both cache the resolved padding per input shape, so a run is one kernel call.
+:class:`ConvAttrs` is the one parse of a Conv's attributes. Kernels: kernels/conv.py,
 kernels/depthwise.py, kernels/conv_transpose.py.
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
 
 import numpy as np
 from numpy.typing import NDArray
@@ -16,11 +18,10 @@ from edge_runtime.errors import InvalidArgumentError, InvalidInputError, Unsuppo
 from edge_runtime.kernels.conv import PreparedConv, dense_conv, prepare_conv
 from edge_runtime.kernels.conv_transpose import (PreparedConvTranspose, dense_conv_transpose,
                                                  full_out_spatial, prepare_conv_transpose)
-from edge_runtime.kernels.geometry import check_positive, resolve_pads
+from edge_runtime.kernels.geometry import check_positive, conv_out_spatial, resolve_pads
 from edge_runtime.ops.registry import INTERNAL_DOMAIN, register, register_builder
 
 Array = NDArray[Any]
-_CONV_ATTRS = ("auto_pad", "dilations", "group", "kernel_shape", "pads", "strides")
 
 
 def _float32(op: str, x: Array) -> Array:
@@ -59,16 +60,61 @@ def _window(op: str, x_shape: tuple[int, ...], w_shape: tuple[int, ...], dilatio
     return kernel, strides, dilations
 
 
-def _conv_geometry(x_shape: tuple[int, ...], w_shape: tuple[int, ...], auto_pad: str, dilations: Any,
-                   kernel_shape: Any, pads: Any, strides: Any) -> tuple[list[int], list[int], list[int]]:
-    """Validated (strides, pads, dilations) for a Conv on an input of shape ``x_shape``."""
-    kernel, strides, dilations = _window("Conv", x_shape, w_shape, dilations, kernel_shape, strides)
-    pads = resolve_pads(auto_pad, x_shape[2:], kernel, strides, dilations, pads)
-    return strides, pads, dilations
+@dataclass(frozen=True)
+class ConvAttrs:
+    """A Conv's attributes, parsed once (None: absent, the spec's default applies).
+
+    Validation needs the input's shape (its rank, SAME padding), so :meth:`geometry` validates,
+    once per input shape, with the errors of the plain op.
+
+    Example:
+        >>> a = ConvAttrs.from_attrs({"pads": [1, 1, 1, 1], "strides": [2, 2]})
+        >>> a.geometry((1, 3, 8, 8), (4, 3, 3, 3))
+        ([2, 2], [1, 1, 1, 1], [1, 1])
+    """
+
+    auto_pad: str = "NOTSET"
+    dilations: tuple[int, ...] | None = None
+    group: int = 1
+    kernel_shape: tuple[int, ...] | None = None
+    pads: tuple[int, ...] | None = None
+    strides: tuple[int, ...] | None = None
+
+    @classmethod
+    def from_attrs(cls, attrs: Mapping[str, Any]) -> ConvAttrs:
+        """From a node's attributes (or the plain op's keyword arguments)."""
+        def ints(name: str) -> tuple[int, ...] | None:
+            v = attrs.get(name)
+            return None if v is None else tuple(int(i) for i in v)
+
+        return cls(attrs.get("auto_pad") or "NOTSET", ints("dilations"), int(attrs.get("group", 1)),
+                   ints("kernel_shape"), ints("pads"), ints("strides"))
+
+    def window(self, nd: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """(strides, dilations) with their defaults for ``nd`` spatial dims, unvalidated."""
+        return self.strides or (1,) * nd, self.dilations or (1,) * nd
+
+    def geometry(self, x_shape: tuple[int, ...], w_shape: tuple[int, ...]) -> tuple[list[int], list[int], list[int]]:
+        """Validated (strides, pads, dilations) for a Conv with weights ``w_shape`` on an input of ``x_shape``.
+
+        Raises:
+            InvalidInputError: the input's rank does not fit the weights.
+            InvalidArgumentError: bad kernel_shape, strides, dilations, pads or auto_pad.
+        """
+        kernel, strides, dilations = _window("Conv", x_shape, w_shape, self.dilations, self.kernel_shape,
+                                             self.strides)
+        pads = resolve_pads(self.auto_pad, x_shape[2:], kernel, strides, dilations, self.pads)
+        return strides, pads, dilations
+
+    def output_shape(self, x_shape: tuple[int, ...], w_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """(N, Cout, *spatial) of the Conv on ``x_shape`` (raises as :meth:`geometry`)."""
+        strides, pads, dilations = self.geometry(x_shape, w_shape)
+        spatial = conv_out_spatial(x_shape[2:], w_shape[2:], strides, dilations, pads)
+        return (x_shape[0], w_shape[0], *spatial)
 
 
-def _run_conv(x: Array, prep: PreparedConv, b: Array | None, geom: tuple, act: int, p0: float,
-              p1: float) -> Array:
+def run_conv(x: Array, prep: PreparedConv, b: Array | None, geom: tuple, act: int, p0: float, p1: float) -> Array:
+    """The dense Conv on prepared weights and a resolved geometry, then activation ``act``, in x's float dtype."""
     y = dense_conv(_float32("Conv", x), prep, None if b is None else np.asarray(b, np.float32),
                    *geom, act, p0, p1)
     return y if x.dtype == np.float32 else y.astype(x.dtype)
@@ -85,38 +131,15 @@ def Conv(X, W, B=None, *, auto_pad="NOTSET", dilations=None, group=1, kernel_sha
 @register("FusedConv", domain=INTERNAL_DOMAIN)
 def FusedConv(X, W, B=None, *, auto_pad="NOTSET", dilations=None, group=1, kernel_shape=None, pads=None,
               strides=None, activation=0, act_p0=0.0, act_p1=0.0):
-    """Conv followed by a fused activation (codes in kernels/activation.py)."""
-    geom = _conv_geometry(X.shape, W.shape, auto_pad, dilations, kernel_shape, pads, strides)
-    prep = prepare_conv(_float32("Conv", W), int(group))
-    return _run_conv(X, prep, B, geom, int(activation), float(act_p0), float(act_p1))
+    """Conv followed by a fused activation (codes in kernels/activation.py).
 
-
-def _conv_builder(node: Any, consts: list, ctx: Any) -> Callable[..., Array] | None:
-    """Prepare constant weights once; cache the geometry per input shape."""
-    w = consts[1] if len(consts) > 1 else None
-    if w is None:
-        return None
-    attrs = dict(node.attrs)
-    prep = prepare_conv(_float32("Conv", w), int(attrs.get("group", 1)))
-    geo_attrs = {k: attrs.get(k) for k in _CONV_ATTRS if k != "group"}
-    geo_attrs["auto_pad"] = geo_attrs["auto_pad"] or "NOTSET"
-    act = int(attrs.get("activation", 0))
-    p0, p1 = float(attrs.get("act_p0", 0.0)), float(attrs.get("act_p1", 0.0))
-    bconst = consts[2] if len(consts) > 2 and consts[2] is not None else None
-    bias = None if bconst is None else np.ascontiguousarray(bconst, np.float32)
-    cache: dict[tuple[int, ...], tuple] = {}
-
-    def run(X, W=None, B=None):
-        geom = cache.get(X.shape)
-        if geom is None:
-            geom = cache[X.shape] = _conv_geometry(X.shape, w.shape, **geo_attrs)
-        return _run_conv(X, prep, bias if bias is not None else B, geom, act, p0, p1)
-
-    return run
-
-
-register_builder("Conv")(_conv_builder)
-register_builder("FusedConv", domain=INTERNAL_DOMAIN)(_conv_builder)
+    With constant weights the planner runs the prepared layer instead (``ops/conv_layer.py``).
+    """
+    attrs = ConvAttrs.from_attrs(dict(auto_pad=auto_pad, dilations=dilations, group=group,
+                                      kernel_shape=kernel_shape, pads=pads, strides=strides))
+    geom = attrs.geometry(X.shape, W.shape)
+    prep = prepare_conv(_float32("Conv", W), attrs.group)
+    return run_conv(X, prep, B, geom, int(activation), float(act_p0), float(act_p1))
 
 
 def _transpose_geometry(x_shape, w_shape, auto_pad, dilations, kernel_shape, output_padding,

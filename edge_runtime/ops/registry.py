@@ -11,9 +11,10 @@ Ops whose inputs/attributes changed across opsets register one function per
 ``since_version``; the planner resolves a model's opset to the newest registered
 version that is <= the schema's since_version for that opset (onnx.defs).
 
-Ops that gain from plan-time work (re-laid-out weights, fused activations, sparse
-dispatch) also register a *builder* with :func:`register_builder`. The planner calls
-``builder(node, consts, ctx)`` once per node, where ``consts[i]`` is the constant
+Ops that gain from plan-time work (re-laid-out weights, cached geometry) also register a
+*builder* with :func:`register_builder`; a Conv/Gemm/MatMul with constant weights has a
+prepared layer instead (:mod:`edge_runtime.prepared`), which the planner asks first. The
+planner calls ``builder(node, consts, ctx)`` once per node, where ``consts[i]`` is the constant
 value of input ``i`` (or ``None`` when it is only known at run time); the builder
 returns a callable taking the same positional inputs as the op (``None`` for
 missing optionals), or ``None`` to fall back to the plain implementation.

@@ -3,16 +3,16 @@
 * peak fp32 GFLOP/s: a large float32 matrix product (BLAS sgemm), best of a few calls;
 * memory bandwidth: large array copies, bytes copied per second (memcpy-like, like
   sbc-bench's figure the shipped profiles use), best of a few calls;
-* sparse crossovers (gemv, gemm, conv): the sparse kernels of
-  ``edge_runtime.kernels.sparse_matmul`` / ``sparse_conv`` timed against their dense
-  twins at a few input densities (interleaved, median); the crossover is the largest
-  tested density at which the sparse kernel still wins. When the kernels are missing
+* sparse crossovers (gemv, gemm, conv): one prepared layer per family
+  (:mod:`edge_runtime.prepared`), its sparse kernel timed against the dense path the runtime
+  runs for it at a few input densities (interleaved, median); the largest tested density at
+  which the sparse kernel still wins, divided by the layer's crossover scale (as the
+  dispatcher multiplies it back), is the family's crossover. When the kernels are missing
   the profile's defaults stay and the result says so.
 """
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import logging
 import time
 from dataclasses import dataclass
@@ -86,35 +86,40 @@ def _crossover(make_calls: Callable[[float], tuple[Callable[[int], Any], Callabl
     return best
 
 
-def _family_calls(family: str, quick: bool) -> Callable[[float], tuple[Callable, Callable]] | None:
+#: The layer each family is calibrated on, by ``quick``: (op, weight shape, input shape). The gemv
+#: layer is a Gemm (its rows are a batch of one, untiled weights), the gemm layer a MatMul over
+#: tokens (tiled weights), the conv layer a 3x3 conv with padding 1.
+_LAYERS = {
+    "gemv": {True: ("FusedGemm", (512, 512), (1, 512)), False: ("FusedGemm", (1024, 1024), (1, 1024))},
+    "gemm": {True: ("FusedMatMul", (512, 512), (64, 512)), False: ("FusedMatMul", (1024, 1024), (64, 1024))},
+    "conv": {True: ("FusedConv", (32, 32, 3, 3), (1, 32, 14, 14)),
+             False: ("FusedConv", (64, 64, 3, 3), (1, 64, 28, 28))},
+}
+
+
+def _family_calls(family: str, quick: bool) -> tuple[Callable[[float], tuple[Callable, Callable]], float] | None:
+    """(calls, crossover scale) for ``family``: ``calls(d)`` gives the sparse and the dense call of a
+    prepared layer (:mod:`edge_runtime.prepared`) on inputs of density ``d``, the two paths the
+    dispatcher chooses between; the scale is the layer's factor on the family crossover. None when
+    the kernels cannot be imported."""
     try:
-        sm = importlib.import_module("edge_runtime.kernels.sparse_matmul")
-        sc = importlib.import_module("edge_runtime.kernels.sparse_conv")
+        from edge_runtime.graph import Node
+        from edge_runtime.prepared import prepare
+
+        op, w_shape, x_shape = _LAYERS[family][quick]
+        rng = np.random.default_rng(0)
+        w = rng.standard_normal(w_shape).astype(np.float32)
+        attrs = {"pads": [1, 1, 1, 1]} if op == "FusedConv" else {}
+        layer = prepare(Node(op, ("x", "w"), ("y",), attrs, f"calibrate_{family}"), {"w": w})
+        sparse_fn, dense_fn = layer.sparse_kernel(), layer.dense
     except ImportError as exc:
         log.warning("sparse kernels not importable (%s): crossovers keep the profile defaults", exc)
         return None
-    rng = np.random.default_rng(0)
-    k = 512 if quick else 1024
-    if family in ("gemv", "gemm"):
-        prepared = sm.prepare_matmul_weights(rng.standard_normal((k, k)).astype(np.float32))
-        shape = (k,) if family == "gemv" else (64, k)
-        sparse_fn, dense_fn = ((sm.sparse_gemv, sm.dense_gemv) if family == "gemv"
-                               else (sm.sparse_matmul, sm.dense_matmul))
 
-        def calls(d: float) -> tuple[Callable, Callable]:
-            pool = [_sparse_input(shape, d, rng) for _ in range(4)]
-            return (lambda i: sparse_fn(pool[i % 4], prepared, None, 0, 0.0, 0.0),
-                    lambda i: dense_fn(pool[i % 4], prepared, None, 0, 0.0, 0.0))
-        return calls
-    c, hw = (32, 14) if quick else (64, 28)
-    prepared = sc.prepare_conv_weights(rng.standard_normal((c, c, 3, 3)).astype(np.float32))
-    geo = ((1, 1), (1, 1, 1, 1), (1, 1), 0, 0.0, 0.0)
-
-    def conv_calls(d: float) -> tuple[Callable, Callable]:
-        pool = [_sparse_input((1, c, hw, hw), d, rng) for _ in range(4)]
-        return (lambda i: sc.sparse_conv2d(pool[i % 4], prepared, None, *geo),
-                lambda i: sc.dense_conv2d(pool[i % 4], prepared, None, *geo))
-    return conv_calls
+    def calls(d: float) -> tuple[Callable, Callable]:
+        pool = [_sparse_input(x_shape, d, rng) for _ in range(4)]
+        return (lambda i: sparse_fn(pool[i % 4], d), lambda i: dense_fn(pool[i % 4], w))
+    return calls, layer.crossover_scale
 
 
 def calibrate_profile(base: Any = None, *, quick: bool = False) -> Calibration:
@@ -135,11 +140,14 @@ def calibrate_profile(base: Any = None, *, quick: bool = False) -> Calibration:
     cross = {f: base.runtime.sparse_crossover[f] for f in ("gemv", "gemm", "conv")}
     measured, notes = [], []
     for family in cross:
-        calls = _family_calls(family, quick)
-        if calls is None:
+        found = _family_calls(family, quick)
+        if found is None:
             notes.append(f"{family}: sparse kernels not available, kept the default {cross[family]}")
             continue
-        cross[family] = _crossover(calls, 5 if quick else 20)
+        calls, scale = found
+        # the dispatcher runs a layer sparse up to crossover * its scale: the measured layer's
+        # break-even, divided by its scale, is the family's crossover
+        cross[family] = min(1.0, _crossover(calls, 5 if quick else 20) / scale)
         measured.append(family)
     profile = dataclasses.replace(
         base, compute=dp.Compute(round(peak, 1), estimated=False),

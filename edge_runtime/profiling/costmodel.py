@@ -46,7 +46,6 @@ PUBLISHED_ERROR_BAND = (0.52, 1.93)
 
 _BYTES = 4  # fp32
 _MATMUL = ("FusedGemm", "FusedMatMul", "Gemm", "MatMul")
-_CONV = ("FusedConv", "Conv")
 
 
 @dataclass(frozen=True)
@@ -56,9 +55,9 @@ class LayerCost:
     ``family`` is the sparse-kernel family that could run it (``"gemv"``, ``"gemm"``,
     ``"conv"``; a 1x1 conv is ``"gemm"``, as in the runtime's dispatcher) or ``None``;
     ``weight_bytes`` is the part of ``bytes`` a sparse kernel reads only for nonzero
-    inputs; ``sparse_scale`` is the dispatcher's per-shape factor on the family crossover
-    (:func:`edge_runtime.dispatch.conv_crossover_scale` for convs, 1 otherwise; 0: the
-    runtime never runs this layer sparse in ``auto``).
+    inputs; ``sparse_scale`` is the prepared layer's per-shape factor on the family crossover,
+    the dispatcher's (:func:`edge_runtime.ops.conv_layer.conv_crossover_scale` for convs, 1
+    otherwise; 0: the runtime never runs this layer sparse in ``auto``).
     """
 
     name: str
@@ -75,29 +74,12 @@ def _size(shape: Sequence[int] | None) -> int:
     return int(np.prod(shape)) if shape is not None else 0
 
 
-def _conv_out(node: Node, x: tuple[int, ...], w: tuple[int, ...]) -> tuple[int, ...]:
-    strides = node.attrs.get("strides", [1, 1])
-    dil = node.attrs.get("dilations", [1] * len(strides))
-    pads = node.attrs.get("pads", [0] * (2 * len(strides)))
-    nd = len(strides)
-    spatial = tuple((x[2 + i] + pads[i] + pads[i + nd] - dil[i] * (w[2 + i] - 1) - 1) // strides[i] + 1
-                    for i in range(nd))
-    return (x[0], w[0]) + spatial
-
-
-def _family(node: Node, x_shape: tuple[int, ...] | None, w: np.ndarray | None) -> str | None:
-    if node.op_type in _CONV:
-        if int(node.attrs.get("group", 1)) != 1 or w is None:
-            return None
-        return "gemm" if tuple(w.shape[2:]) == (1, 1) else "conv"
-    if node.op_type in _MATMUL and w is not None:
-        rows = _size(x_shape[:-1]) if x_shape else 1
-        return "gemv" if rows <= 1 else "gemm"
-    return None
-
-
 def layer_cost(node: Node, graph: Graph, shapes: Mapping[str, tuple[int, ...]]) -> LayerCost:
     """FLOPs and bytes of one node, from its weights and the known tensor shapes.
+
+    A Conv/Gemm/MatMul with constant weights is costed by its prepared layer
+    (:func:`edge_runtime.prepared.prepare`: FLOPs, weight bytes, family and crossover scale as
+    the dispatcher sees them); bytes count every input and the output of any node.
 
     Args:
         node: a node of ``graph``.
@@ -107,6 +89,9 @@ def layer_cost(node: Node, graph: Graph, shapes: Mapping[str, tuple[int, ...]]) 
     Returns:
         The layer's cost; FLOPs count a multiply-add as 2, other ops 1 per output element.
     """
+    from edge_runtime.errors import EdgeRuntimeError
+    from edge_runtime.prepared import prepare
+
     consts = graph.initializers
 
     def shape(name: str) -> tuple[int, ...] | None:
@@ -117,29 +102,26 @@ def layer_cost(node: Node, graph: Graph, shapes: Mapping[str, tuple[int, ...]]) 
         return shapes.get(name)
 
     x = shape(node.inputs[0]) if node.inputs else None
-    w = consts.get(node.inputs[1]) if len(node.inputs) > 1 else None
     out = shape(node.outputs[0])
-    if out is None and node.op_type in _CONV and x is not None and w is not None:
-        out = _conv_out(node, x, w.shape)
+    layer = prepare(node, consts)
+    second = consts.get(node.inputs[1]) if len(node.inputs) > 1 else None
+    weight_bytes = float(_BYTES * second.size) if second is not None else 0.0  # read only by sparse layers
+    family, scale = None, 1.0
+    if layer is not None:
+        try:
+            work = layer.cost(x, out)
+        except EdgeRuntimeError as exc:  # an output derived from attributes that do not fit the input
+            log.debug("layer %s: no output shape (%s)", node.name, exc)
+            work = layer.cost(None, out)
+        out, flops, weight_bytes = work.output_shape, work.flops, work.weight_bytes
+        family, scale = layer.family(x), layer.crossover_scale
+    elif node.op_type in _MATMUL and x is not None:  # a product of two activations (attention)
+        flops = 2.0 * _size(out) * x[-1]
+    else:
+        flops = float(_size(out))
     extra = [shape(n) for n in node.inputs[1:] if n]
     act_bytes = _BYTES * (_size(x) + _size(out))
     other_bytes = _BYTES * sum(_size(s) for s in extra)
-    if node.op_type in _CONV and w is not None:
-        flops = 2.0 * _size(out) * _size(w.shape[1:])
-    elif node.op_type in _MATMUL and x is not None:
-        trans_b = node.op_type.endswith("Gemm") and int(node.attrs.get("transB", 0))
-        k = (w.shape[1] if trans_b else w.shape[0]) if w is not None and w.ndim == 2 else x[-1]
-        flops = 2.0 * _size(out) * k
-    else:
-        flops = float(_size(out))
-    weight_bytes = float(_BYTES * w.size) if w is not None else 0.0
-    family = _family(node, x, w)
-    scale = 1.0
-    if family is not None and node.op_type in _CONV and w is not None and w.ndim == 4:
-        from edge_runtime.dispatch import conv_crossover_scale
-
-        scale = conv_crossover_scale(w.shape, node.attrs.get("strides") or (1, 1),
-                                     node.attrs.get("dilations") or (1, 1))
     return LayerCost(node.name, node.op_type, flops, float(act_bytes + other_bytes), weight_bytes,
                      family, out, scale)
 

@@ -153,21 +153,21 @@ def test_auto_keeps_tiny_layers_dense():
 
 
 def test_narrow_convs_need_a_lower_density_for_the_sparse_kernel():
-    from edge_runtime.dispatch import SparseConvKernel
     from edge_runtime.graph import Node
+    from edge_runtime.prepared import prepare
 
     def kernel(cout, cin):
         w = np.zeros((cout, cin, 3, 3), np.float32)
-        return SparseConvKernel(Node("FusedConv", ("x", "w"), ("y",), {"pads": [1, 1, 1, 1]}), w, None, 1)
+        return prepare(Node("FusedConv", ("x", "w"), ("y",), {"pads": [1, 1, 1, 1]}), {"w": w})
 
-    assert kernel(128, 128).scale == 1.0 and kernel(128, 64).scale == 1.0
-    assert kernel(64, 32).scale == pytest.approx(0.5 ** 0.5)  # 0.35 -> 0.25 for a 32 -> 64 conv
-    assert kernel(64, 64).scale == pytest.approx(0.6 * 0.5 ** 0.5)  # dense path is Winograd
-    assert kernel(256, 256).scale == 0.5  # two output tiles per pixel
+    assert kernel(128, 128).crossover_scale == 1.0 and kernel(128, 64).crossover_scale == 1.0
+    assert kernel(64, 32).crossover_scale == pytest.approx(0.5 ** 0.5)  # 0.35 -> 0.25 for a 32 -> 64 conv
+    assert kernel(64, 64).crossover_scale == pytest.approx(0.6 * 0.5 ** 0.5)  # dense path is Winograd
+    assert kernel(256, 256).crossover_scale == 0.5  # two output tiles per pixel
 
 
 def test_1x1_convs_are_sparse_candidates_only_where_the_kernel_can_win():
-    from edge_runtime.dispatch import conv_crossover_scale
+    from edge_runtime.ops.conv_layer import conv_crossover_scale
 
     assert conv_crossover_scale((256, 256, 1, 1)) == pytest.approx(2 / 3)  # 0.30 -> 0.2
     assert conv_crossover_scale((128, 128, 1, 1)) == pytest.approx(2 / 3 / 4)  # 0.05

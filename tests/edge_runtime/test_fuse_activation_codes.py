@@ -137,12 +137,12 @@ def test_gate_that_is_a_graph_output_is_not_fused() -> None:
 
 def test_sparse_builders_decline_new_codes() -> None:
     """A conv with a fused SiLU never goes to a sparse kernel (their epilogues lack the code)."""
-    from edge_runtime import dispatch
+    from edge_runtime.prepared import prepare
 
     graph = planner.optimize(graph_from_model(_model("winograd", PATTERNS["silu"][0])))
-    assert dispatch.SPARSE_BUILDERS["FusedConv"](graph.nodes[0], graph.initializers, 1) is None
+    assert graph.nodes[0].op_type == "FusedConv" and prepare(graph.nodes[0], graph.initializers).sparse_kernel() is None
     graph = planner.optimize(graph_from_model(_model("matmul", PATTERNS["hardswish"][0])))
-    assert dispatch.SPARSE_BUILDERS["FusedMatMul"](graph.nodes[0], graph.initializers, 1) is None
+    assert graph.nodes[0].op_type == "FusedMatMul" and prepare(graph.nodes[0], graph.initializers).sparse_kernel() is None
     model = _model("winograd", PATTERNS["silu"][0])
     ours = er.InferenceSession(model.SerializeToString(), providers=["EdgeRuntimeExecutionProvider"],
                                sparsity="force")

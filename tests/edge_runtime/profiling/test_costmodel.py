@@ -66,7 +66,7 @@ def test_sparse_layers_scale_flops_by_density_below_the_crossover():
 
 
 def test_conv_sparse_decision_uses_the_dispatchers_per_shape_scale():
-    from edge_runtime.dispatch import conv_crossover_scale
+    from edge_runtime.ops.conv_layer import conv_crossover_scale
 
     prof = dp.load_profile("raspberry-pi-5")
     for w_shape in ((32, 3, 3, 3), (64, 256, 1, 1), (256, 256, 1, 1)):

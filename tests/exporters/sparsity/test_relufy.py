@@ -180,13 +180,13 @@ def test_fit_thresholds_on_the_relufied_model(family):
 # -- export parity: PyTorch vs edge_runtime vs onnxruntime, and the runtime sees the zeros -------------
 
 def _zero_fed_layers(proto) -> int:
-    from edge_runtime.dispatch import SPARSE_BUILDERS, zero_producing
     from edge_runtime.onnx_io import graph_from_model
     from edge_runtime.planner import optimize
+    from edge_runtime.zeros import FUSED_SPARSE_OPS, zero_producing
 
     g = optimize(graph_from_model(proto))
     producers = g.producers()
-    return sum(1 for n in g.nodes if n.op_type in SPARSE_BUILDERS and zero_producing(n.inputs[0], producers, g.initializers))
+    return sum(1 for n in g.nodes if n.op_type in FUSED_SPARSE_OPS and zero_producing(n.inputs[0], producers, g.initializers))
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
