@@ -104,6 +104,14 @@ class PreparedLayer:
     crossover_scale: float = 1.0
     threads: int = 1
 
+    def __init__(self, node: Node, w: Array, bias: Array | None, bias_known: bool, threads: int) -> None:
+        """The fields every layer has; subclasses parse their own attributes after this."""
+        self.name, self.op_type = node.name, node.op_type
+        self.epilogue = Epilogue.from_attrs(node.attrs)
+        self.weight_shape = tuple(w.shape)
+        self.threads = threads
+        self._w, self._bias, self._bias_known = w, bias, bias_known
+
     @property
     def weight_size(self) -> int:
         """Number of weight values."""

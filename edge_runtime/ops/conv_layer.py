@@ -95,12 +95,8 @@ class ConvLayer(PreparedLayer):
     """
 
     def __init__(self, node: Node, w: Array, bias: Array | None, bias_known: bool, threads: int) -> None:
-        self.name, self.op_type = node.name, node.op_type
+        super().__init__(node, w, bias, bias_known, threads)
         self.attrs = ConvAttrs.from_attrs(node.attrs)
-        self.epilogue = Epilogue.from_attrs(node.attrs)
-        self.weight_shape = tuple(w.shape)
-        self.threads = threads
-        self._w, self._bias, self._bias_known = w, bias, bias_known
         nd = max(w.ndim - 2, 0)
         self._family = None if self.attrs.group != 1 else ("gemm" if self.weight_shape[2:] == (1, 1) else "conv")
         self.crossover_scale = (conv_crossover_scale(self.weight_shape, *self.attrs.window(nd))

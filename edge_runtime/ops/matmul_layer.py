@@ -105,13 +105,10 @@ class MatMulLayer(PreparedLayer):
     """
 
     def __init__(self, node: Node, w: Array, bias: Array | None, bias_known: bool, threads: int) -> None:
-        self.name, self.op_type = node.name, node.op_type
+        super().__init__(node, w, bias, bias_known, threads)
         self.attrs = GemmAttrs.from_attrs(node.attrs)
-        self.epilogue = Epilogue.from_attrs(node.attrs)
-        self.weight_shape = tuple(w.shape)
-        self.threads = threads
         self._node_attrs = dict(node.attrs)
-        self._w, self._bias, self._bias_known, self._b_name = w, bias, bias_known, node.inputs[1]
+        self._b_name = node.inputs[1]
         trans_b = self.op_type.endswith("Gemm") and self.attrs.transB
         # the contracted size K: B is (K, N), or (N, K) with transB; a 1-D B is (K,)
         self.k = w.shape[1] if trans_b and w.ndim == 2 else (w.shape[-2] if w.ndim >= 2 else w.shape[0])
