@@ -31,9 +31,10 @@ import onnx
 from edge_runtime.engine import islands as isl
 from edge_runtime.engine import ort as ortx
 from edge_runtime.engine import plancache, rewrite
-from edge_runtime.engine.partition import ISLAND, Stage, partition, submodel, value_types
-from edge_runtime.graph import INTERNAL_DOMAIN, Graph, Node, ValueInfo
-from edge_runtime.plan import Plan, Step
+from edge_runtime.engine.partition import value_types
+from edge_runtime.engine.plans import cut_plan, step_fn, whole_graph, whole_plan, with_limits
+from edge_runtime.graph import ValueInfo
+from edge_runtime.plan import Plan
 
 log = logging.getLogger(__name__)
 
@@ -164,12 +165,12 @@ def _build(src: ModelSource, cfg: EngineConfig, inputs: Sequence[ValueInfo],
     report = EngineReport(0) if not (found or int8) else (
         _cached_report(doc) if doc and doc.get("plan") == "whole" else None)
     if report is not None:  # the whole model in one session, nothing else built
-        graph = _whole_graph(model, inputs, outputs)
+        graph = whole_graph(model, inputs, outputs)
         if src.disposable:
             src.model = model = None
         if src.path:
             data = b""  # onnxruntime reads the file itself; our copy goes first
-        return _whole_plan(data or src.path, graph, cfg), report
+        return whole_plan(data or src.path, graph, cfg), report
     if doc is not None:
         data = b""  # a kept cut or numba plan needs only the proto: drop the bytes before building it
         cached = _cached_report(doc)
@@ -206,7 +207,7 @@ def _rewrite(src: ModelSource) -> int:
 def _decide(data: bytes, model: onnx.ModelProto, found: list[isl.Candidate], cfg: EngineConfig,
             inputs: Sequence[ValueInfo], outputs: Sequence[ValueInfo]) -> tuple[Plan, EngineReport]:
     cands = _likely_sparse(data, model, found, cfg, inputs) if cfg.sparsity == "auto" else found
-    whole = _whole_plan(data, _whole_graph(model, inputs, outputs), cfg)
+    whole = whole_plan(data, whole_graph(model, inputs, outputs), cfg)
     del data
     if not found:
         return whole, EngineReport(0)
@@ -218,7 +219,7 @@ def _decide(data: bytes, model: onnx.ModelProto, found: list[isl.Candidate], cfg
         return whole, EngineReport(len(found), outcome="whole model in one onnxruntime session: no candidate "
                                    f"layer's input was sparse enough to try (density at most {limits})")
     if cfg.sparsity == "force":
-        plan = _cut_plan(model, prepared, types, cfg, inputs, outputs, limits=None)
+        plan = cut_plan(model, prepared, types, cfg, inputs, outputs, limits=None)
         return plan or whole, EngineReport(len(found), outcome=f"{len(prepared)} islands forced sparse")
     plan, report = _measured(model, prepared, types, cfg, inputs, outputs, whole, len(found))
     if plan is whole:
@@ -344,7 +345,7 @@ def _from_cache(doc: Mapping[str, Any], model: onnx.ModelProto, found: list[isl.
     prepared = [p for p in (isl.prepare(model, c, types, cfg.threads) for c in kept) if p is not None]
     if {p.candidate.name for p in prepared} != set(limits):
         return None
-    plan = _cut_plan(model, prepared, types, cfg, inputs, outputs, limits)
+    plan = cut_plan(model, prepared, types, cfg, inputs, outputs, limits)
     return (plan, report) if plan is not None else None
 
 
@@ -401,18 +402,18 @@ def _measured(model: onnx.ModelProto, prepared: list[isl.PreparedIsland], types:
 
     feed = dict(cfg.warmup_feed) if cfg.warmup_feed is not None else synthetic_feed(inputs)
     seen: dict[str, np.ndarray] = {}
-    probe = _cut_plan(model, prepared, types, cfg, inputs, outputs, limits=None, record=seen)
+    probe = cut_plan(model, prepared, types, cfg, inputs, outputs, limits=None, record=seen)
     if probe is None:
         return whole, EngineReport(n_cands, outcome="whole model: a cut tensor has no known type")
     execute(probe, feed, [o.name for o in outputs])
-    decisions = [_price(p, seen[p.candidate.name], _step_fn(probe, p.candidate.name).dense, cfg.threads)
+    decisions = [_price(p, seen[p.candidate.name], step_fn(probe, p.candidate.name).dense, cfg.threads)
                  for p in prepared]
     kept = [p for p, d in zip(prepared, decisions) if d.kept]
     if not kept:
         return whole, EngineReport(n_cands, tuple(decisions), outcome="whole model: no island beat onnxruntime")
     limits = {d.name: d.crossover for d in decisions if d.kept}
-    plan = probe if len(kept) == len(prepared) else _cut_plan(model, kept, types, cfg, inputs, outputs, limits)
-    plan = _with_limits(plan, limits, cfg.sparsity)
+    plan = probe if len(kept) == len(prepared) else cut_plan(model, kept, types, cfg, inputs, outputs, limits)
+    plan = with_limits(plan, limits, cfg.sparsity)
     whole_s, cut_s = time_plans([whole, plan], feed, [o.name for o in outputs], cfg.threads)
     gain_s = sum((d.dense_ms - d.sparse_ms) / 1e3 for d in decisions if d.kept)
     report = EngineReport(n_cands, tuple(decisions), whole_s * 1e3, cut_s * 1e3)
@@ -457,114 +458,6 @@ def synthetic_feed(inputs: Sequence[ValueInfo], seed: int = 0) -> dict[str, np.n
         else:
             feed[vi.name] = np.zeros(shape, vi.dtype)
     return feed
-
-
-def _whole_graph(model: onnx.ModelProto, inputs: Sequence[ValueInfo], outputs: Sequence[ValueInfo]) -> Graph:
-    """The plan graph of a whole-model session: one node."""
-    names = tuple(o.name for o in outputs)
-    node = Node("OnnxRuntimeSession", tuple(v.name for v in inputs), names, {}, "onnxruntime", INTERNAL_DOMAIN)
-    return _plan_graph(model, (node,), inputs, outputs)
-
-
-def _whole_plan(data: bytes | str, graph: Graph, cfg: EngineConfig) -> Plan:
-    """One onnxruntime session of the whole model (``data``: its bytes or its file's path)."""
-    node = graph.nodes[0]
-    session = ortx.make_session(data, cfg.threads, cfg.optimize)
-    return Plan(graph, (Step(node, ortx.SegmentStep(session, node.inputs, node.outputs), ()),))
-
-
-def _cut_plan(model: onnx.ModelProto, prepared: Sequence[isl.PreparedIsland], types: Mapping[str, Any],
-              cfg: EngineConfig, inputs: Sequence[ValueInfo], outputs: Sequence[ValueInfo],
-              limits: Mapping[str, float] | None, record: dict[str, np.ndarray] | None = None) -> Plan | None:
-    """The cut graph's plan, or None when a cut tensor's type is unknown."""
-    stages = partition(model, isl.groups(prepared))
-    by_name = {p.candidate.name: p for p in prepared}
-    spinning = cfg.threads == 1 or sum(s.kind != ISLAND for s in stages) == 1
-    steps, nodes = [], []
-    try:
-        for stage in stages:
-            node = Node("OnnxRuntimeSegment" if stage.kind != ISLAND else model.graph.node[stage.nodes[0]].op_type,
-                        stage.inputs, stage.outputs, {}, stage.name, INTERNAL_DOMAIN)
-            if stage.kind == ISLAND:
-                fn: Callable[..., Any] = _island_step(by_name[stage.name], cfg, limits, record)
-            else:
-                ortx.check_exchanged([(n, types[n].tensor_type.elem_type) for n in (*stage.inputs, *stage.outputs)],
-                                     "a segment's cut tensors")
-                sub = submodel(model, stage.nodes, stage.inputs, stage.outputs, types, stage.name)
-                fn = ortx.SegmentStep(ortx.make_session(sub, cfg.threads, cfg.optimize, spinning),
-                                      stage.inputs, stage.outputs)
-            nodes.append(node)
-            steps.append((node, fn))
-    except KeyError as exc:
-        log.info("not cutting the graph: tensor %s has no inferred type", exc)
-        return None
-    except ortx.OnnxRuntimeRejected as exc:
-        log.info("not cutting the graph: onnxruntime rejected a segment (%s)", exc)
-        return None
-    return Plan(_plan_graph(model, tuple(nodes), inputs, outputs), _with_releases(steps, outputs))
-
-
-def _island_step(p: isl.PreparedIsland, cfg: EngineConfig, limits: Mapping[str, float] | None,
-                 record: dict[str, np.ndarray] | None) -> Callable[..., Any]:
-    from edge_runtime.dispatch import Dispatcher
-    dense = isl.dense_path(p, lambda sub: ortx.IslandDense(
-        ortx.make_session(sub, cfg.threads, cfg.optimize, spinning=False), p.candidate.input))
-    if record is not None:
-        return _Recorder(p.candidate.name, dense, p.kernel, record)
-    mode = "force" if cfg.sparsity == "force" else "auto"
-    limit = (limits or {}).get(p.candidate.name, 0.0)
-    return Dispatcher(p.candidate.name, dense, p.kernel, {"gemv": limit, "gemm": limit, "conv": limit}, mode)
-
-
-class _Recorder:
-    """The probe's island step: runs dense and keeps the island's input for pricing."""
-
-    last_kernel, last_density = "dense", None
-
-    def __init__(self, name: str, dense: Callable[..., Any], sparse: Any, record: dict[str, np.ndarray]) -> None:
-        self.name, self.dense, self.sparse, self.record = name, dense, sparse, record
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        self.record[self.name] = x
-        return self.dense(x)
-
-
-def _step_fn(plan: Plan, name: str) -> Any:
-    return next(s.fn for s in plan.steps if s.node.name == name)
-
-
-def _with_limits(plan: Plan, limits: Mapping[str, float], sparsity: str) -> Plan:
-    from edge_runtime.dispatch import Dispatcher
-    steps = []
-    for s in plan.steps:
-        fn = s.fn
-        if isinstance(fn, _Recorder):
-            lim = limits[fn.name]
-            fn = Dispatcher(fn.name, fn.dense, fn.sparse, {"gemv": lim, "gemm": lim, "conv": lim}, sparsity)
-        steps.append(Step(s.node, fn, s.release))
-    return Plan(plan.graph, tuple(steps))
-
-
-def _with_releases(steps: list[tuple[Node, Any]], outputs: Sequence[ValueInfo]) -> tuple[Step, ...]:
-    wanted = {o.name for o in outputs}
-    last: dict[str, int] = {}
-    for i, (node, _) in enumerate(steps):
-        for x in node.inputs:
-            last[x] = i
-    release: list[list[str]] = [[] for _ in steps]
-    for name, i in last.items():
-        if name not in wanted:
-            release[i].append(name)
-    return tuple(Step(node, fn, tuple(release[i])) for i, (node, fn) in enumerate(steps))
-
-
-def _plan_graph(model: onnx.ModelProto, nodes: tuple[Node, ...], inputs: Sequence[ValueInfo],
-                outputs: Sequence[ValueInfo]) -> Graph:
-    """The plan's graph: its steps as nodes; initializers only where a graph output is one."""
-    names = {o.name for o in outputs}
-    consts = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer if t.name in names}
-    opsets = {o.domain: int(o.version) for o in model.opset_import}
-    return Graph(nodes, consts, tuple(inputs), tuple(outputs), opsets, {}, model.graph.name)
 
 
 def _price(p: isl.PreparedIsland, x: np.ndarray, dense: Callable[[np.ndarray], Any], threads: int) -> IslandDecision:
