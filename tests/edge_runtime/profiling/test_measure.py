@@ -36,9 +36,20 @@ def test_interleave_alternates_blocks_and_varies_inputs():
     order: list[tuple[str, int]] = []
     calls = {name: (lambda i, n=name: order.append((n, i))) for name in ("A", "B")}
     times = measure.interleave(calls, runs=4, warmup=1, block=2)
-    assert order == [("A", -1), ("B", -1), ("A", 0), ("A", 1), ("B", 0), ("B", 1),
-                     ("A", 2), ("A", 3), ("B", 2), ("B", 3)]
+    assert order[:2] == [("A", -1), ("B", -1)]
+    blocks = [order[i:i + 2] for i in range(2, len(order), 2)]  # each contender's block: consecutive calls
+    assert all(a[0] == b[0] and (a[1], b[1]) in ((0, 1), (2, 3)) for a, b in blocks)
+    assert sorted(blocks) == sorted([[(n, 0), (n, 1)] for n in "AB"] + [[(n, 2), (n, 3)] for n in "AB"])
     assert [len(t) for t in times.values()] == [4, 4]
+
+
+def test_interleave_varies_which_contender_goes_first():
+    """No contender always runs right after the same neighbour (a fixed order biased the second one)."""
+    order: list[str] = []
+    calls = {name: (lambda i, n=name: order.append(n)) for name in ("A", "B", "C")}
+    measure.interleave(calls, runs=40, warmup=0, block=1)
+    firsts = {order[i] for i in range(0, len(order), 3)}
+    assert firsts == {"A", "B", "C"}
 
 
 def test_interleave_uses_the_given_clock():
