@@ -10,6 +10,7 @@ Shape/constant generators live in :mod:`edge_runtime.ops.shape`, gather/scatter 
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -278,9 +279,8 @@ def Flatten(input: Array, *, axis: int = 1) -> Array:
         raise InvalidModelError(
             f"Flatten: axis {axis} is out of range for a rank-{rank} tensor; expected [{-rank}, {rank}].")
     axis = axis + rank if axis < 0 else axis
-    rows = int(np.prod(input.shape[:axis], dtype=np.int64))
-    cols = int(np.prod(input.shape[axis:], dtype=np.int64))
-    return input.reshape(rows, cols)
+    # math.prod, not np.prod: two numpy reductions made this view cost 6 us before a classifier's Gemm
+    return input.reshape(math.prod(input.shape[:axis]), math.prod(input.shape[axis:]))
 
 
 # --------------------------------------------------------------------------- Expand / Tile
