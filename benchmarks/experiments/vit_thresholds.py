@@ -73,6 +73,7 @@ class RunConfig:
     # False: constant rate, one fit() call per epoch (fresh Adam state each epoch, seeds 101, 102, ...),
     # as the documented runs; True: one cosine schedule to 0 over all fine-tune epochs (seed 101)
     cosine: bool = False
+    finetune_seed: int = 101  # the fine-tune's data order (cosine: this seed; constant: seed - 1 + epoch)
     distill_alpha: float = 0.0  # loss = CE + alpha * distillation_loss(student, original ViT); 0 = plain CE
     distill_temperature: float = 2.0
     # None: fit_thresholds before the fine-tune, thresholds fixed while it runs. An int: FATReLU
@@ -175,11 +176,12 @@ def sweep_target(model: nn.Module, target: float, names: list[str], data: dict,
         clock[0] = time.perf_counter()
 
     if rcfg.cosine:
-        fit(tuned, data["x_train"], data["y_train"], rcfg.finetune_epochs, rcfg.finetune_lr, 101, cosine=True,
-            epoch_end=epoch_end, **kw)
+        fit(tuned, data["x_train"], data["y_train"], rcfg.finetune_epochs, rcfg.finetune_lr, rcfg.finetune_seed,
+            cosine=True, epoch_end=epoch_end, **kw)
     else:  # the documented recipe: constant rate, a fresh Adam state every epoch
         for e in range(1, rcfg.finetune_epochs + 1):
-            fit(tuned, data["x_train"], data["y_train"], 1, rcfg.finetune_lr, 100 + e, cosine=False, **kw)
+            fit(tuned, data["x_train"], data["y_train"], 1, rcfg.finetune_lr, rcfg.finetune_seed - 1 + e, cosine=False,
+                **kw)
             epoch_end(e)
     if anneal is not None:
         anneal.remove()
@@ -264,6 +266,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--targets", type=float, nargs="+", default=list(RunConfig.targets))
     parser.add_argument("--finetune-epochs", type=int, default=RunConfig.finetune_epochs)
     parser.add_argument("--finetune-lr", type=float, default=RunConfig.finetune_lr)
+    parser.add_argument("--finetune-seed", type=int, default=RunConfig.finetune_seed,
+                        help="the fine-tune's data-order seed (101: the documented runs)")
     parser.add_argument("--cosine", action="store_true", help="one cosine schedule to 0 over the fine-tune "
                         "(default: constant rate, Adam restarted each epoch, as the documented runs)")
     parser.add_argument("--distill-alpha", type=float, default=RunConfig.distill_alpha,
@@ -283,7 +287,8 @@ def main(argv: list[str] | None = None) -> dict:
     vcfg = ViTConfig(epochs=a.epochs, train_subset=a.train_subset, time_limit_s=1e9)
     rcfg = RunConfig(targets=tuple(a.targets), finetune_epochs=a.finetune_epochs, finetune_lr=a.finetune_lr,
                      cosine=a.cosine, distill_alpha=a.distill_alpha, distill_temperature=a.distill_temperature,
-                     anneal_steps=a.anneal_steps, timing=not a.no_timing, blocks=a.blocks)
+                     anneal_steps=a.anneal_steps, timing=not a.no_timing, blocks=a.blocks,
+                     finetune_seed=a.finetune_seed)
     data = load(vcfg, rcfg)
     model, record = baseline(vcfg, Path(a.checkpoint) if a.checkpoint else None)
     names = [f"blocks.{i}.act" for i in range(vcfg.depth)]
