@@ -17,23 +17,26 @@ Paths, chosen per call:
 * 3x3, stride 1, dilation 1, groups 1, Cin and Cout >= ``WINOGRAD_MIN_CHANNELS``, output
   at least ``WINOGRAD_MIN_OUT`` on each side: Winograd F(2x2, 3x3) (kernels/winograd.py;
   measured table and rule in docs/dense_kernels.md);
+* other groups-1 1-D/2-D convs with a kernel bigger than 1x1: the register-blocked direct
+  kernel on shifted input planes (kernels/direct_conv.py; no im2col, no BLAS);
 * 1x1, stride 1, no pads: no im2col at all, ``W (Cout, Cin) @ X (Cin, H*W)`` per image
   and group, written straight into the output;
-* other 1-D/2-D: numba im2col into a preallocated (Cin/g*kh*kw, OH*OW) buffer (no
-  padded copy of x), then one sgemm per image and group into the output; buffers over
-  ``TILE_ABOVE_BYTES`` are built a chunk of output rows at a time (~0.5 MB, L2-sized) with
-  one sgemm per chunk into its slice of the output (ResNet's 56x56x64 3x3 and 7x7 stem:
-  0.73-0.80x the time of the whole-buffer path, thread CPU time, 1 thread);
+* other 1-D/2-D (grouped, or 1x1 with pads or strides): numba im2col into a preallocated
+  (Cin/g*kh*kw, OH*OW) buffer (no padded copy of x), then one sgemm per image and group
+  into the output; buffers over ``TILE_ABOVE_BYTES`` are built a chunk of output rows at a
+  time (~0.5 MB, L2-sized) with one sgemm per chunk into its slice of the output;
 * 3-D: numpy im2col from a padded copy, same sgemm.
 
 References §2: im2col + BLAS reaches 0.6-0.8x of onnxruntime on 3x3 convs at 1 thread.
 BLAS threads are numpy's (OpenBLAS) pool: set them with threadpoolctl or
-OPENBLAS_NUM_THREADS; the numba loops here are single-threaded (on a shared 2-core
-machine a spinning pool costs more than it gains on these sizes).
+OPENBLAS_NUM_THREADS; the direct kernel splits convs of at least
+``direct_conv.PARALLEL_MIN_MACS`` over numba's threads; the other numba loops here are
+single-threaded (on a shared 2-core machine a spinning pool costs more than it gains).
 """
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -45,13 +48,16 @@ from numpy.typing import NDArray
 from edge_runtime.errors import InvalidInputError, UnsupportedOpError
 from edge_runtime.kernels.activation import bias_act_rows
 from edge_runtime.kernels.depthwise import depthwise_conv2d, valid_range
+from edge_runtime.kernels.direct_conv import DirectWeights, direct_conv2d, direct_weights
 from edge_runtime.kernels.fastmath import FAST
 from edge_runtime.kernels.geometry import conv_out_spatial
 from edge_runtime.kernels.winograd import winograd_conv2d, winograd_weights
 
 #: Winograd needs this many input and output channels: measured (docs/dense_kernels.md) 0.7-0.8x
-#: the im2col time at 64-512 channels, no gain at 32 (the 16 small GEMMs have K = Cin).
-WINOGRAD_MIN_CHANNELS = 64
+#: the im2col time at 64-512 channels, no gain at 32 (the 16 small GEMMs have K = Cin); against
+#: the direct kernel (kernels/direct_conv.py) it still wins at 256 @14 (1.12 vs 1.35 ms), not at
+#: 64 @56 (1.38 vs 1.31) or 128 @28 (1.49 vs 1.40).
+WINOGRAD_MIN_CHANNELS = 256
 #: ...and an output at least this big on each side: at 7x7 (16 tiles) the GEMMs are too narrow
 #: and im2col wins (1.1-1.2x slower with Winograd); 14x14 and up win.
 WINOGRAD_MIN_OUT = 14
@@ -63,7 +69,7 @@ class PreparedConv:
 
     Attributes:
         weight: (group, Cout/group, Cin/group * prod(kernel)) float32, C-contiguous:
-            row-major GEMM operand per group.
+            row-major GEMM operand per group; None where ``direct`` runs every call.
         kernel_shape: spatial kernel sizes.
         group: number of groups.
         in_channels: total input channels (Cin).
@@ -72,20 +78,25 @@ class PreparedConv:
         winograd: (16, Cout, Cin) Winograd F(2x2, 3x3) weights (kernels/winograd.py) when this
             is a 3x3 groups-1 conv with enough channels, else None; used for stride-1,
             dilation-1 calls with a big enough output. Costs 16/9 of the weight memory again.
+        direct: the weights packed for the direct kernel (kernels/direct_conv.py) when this is a
+            groups-1 1-D or 2-D conv with a kernel bigger than 1x1, else None.
 
     Example:
         >>> p = prepare_conv(np.ones((8, 4, 3, 3), np.float32), group=1)
-        >>> p.weight.shape
-        (1, 8, 36)
+        >>> p.direct.packed.shape[1], p.weight is None
+        (36, True)
+        >>> prepare_conv(np.ones((8, 4, 1, 1), np.float32)).weight.shape
+        (1, 8, 4)
     """
 
-    weight: NDArray[np.float32]
+    weight: NDArray[np.float32] | None
     kernel_shape: tuple[int, ...]
     group: int
     in_channels: int
     out_channels: int
     depthwise: NDArray[np.float32] | None = None
     winograd: NDArray[np.float32] | None = None
+    direct: DirectWeights | None = None
 
 
 def prepare_conv(w: NDArray[np.floating], group: int = 1) -> PreparedConv:
@@ -109,14 +120,17 @@ def prepare_conv(w: NDArray[np.floating], group: int = 1) -> PreparedConv:
     cout, cin_g = int(w.shape[0]), int(w.shape[1])
     kernel = tuple(int(k) for k in w.shape[2:])
     w32 = np.ascontiguousarray(w, dtype=np.float32)
-    packed = np.ascontiguousarray(w32.reshape(group, cout // group, -1))
+    direct = None
+    if group == 1 and len(kernel) in (1, 2) and math.prod(kernel) > 1:
+        direct = direct_weights(w32.reshape(cout, cin_g, *((1,) * (2 - len(kernel))), *kernel))
+    packed = None if direct is not None else np.ascontiguousarray(w32.reshape(group, cout // group, -1))
     dw = None
     if cin_g == 1 and group == cout and len(kernel) == 2:
         dw = np.ascontiguousarray(w32.reshape(cout, *kernel))
     wino = None
     if kernel == (3, 3) and group == 1 and min(cin_g, cout) >= WINOGRAD_MIN_CHANNELS:
         wino = winograd_weights(w32)
-    return PreparedConv(packed, kernel, group, cin_g * group, cout, dw, wino)
+    return PreparedConv(packed, kernel, group, cin_g * group, cout, dw, wino, direct)
 
 
 @numba.njit(cache=True, boundscheck=False)
@@ -220,7 +234,7 @@ def _as_2d(prep: PreparedConv) -> PreparedConv:
     if prep.in_channels == prep.group == prep.out_channels:
         dw = prep.weight.reshape(prep.out_channels, 1, prep.kernel_shape[0])
     return PreparedConv(prep.weight, (1,) + prep.kernel_shape, prep.group, prep.in_channels,
-                        prep.out_channels, dw)
+                        prep.out_channels, dw, None, prep.direct)
 
 
 def dense_conv2d(x: NDArray[np.float32], prep: PreparedConv, bias: NDArray[np.float32] | None = None,
@@ -243,8 +257,11 @@ def dense_conv2d(x: NDArray[np.float32], prep: PreparedConv, bias: NDArray[np.fl
     oh, ow = conv_out_spatial(x.shape[2:], prep.kernel_shape, strides, dilations, pads)
     if _use_winograd(prep, strides, dilations, oh, ow) and np.isfinite(x.sum()):
         # Winograd's transforms subtract inputs: an infinite input gives inf - inf = NaN where the
-        # direct convolution (and onnxruntime) gives +-inf, so non-finite inputs take im2col
+        # direct convolution (and onnxruntime) gives +-inf, so non-finite inputs take the direct path
         return winograd_conv2d(x, prep.winograd, bias, pads, act, p0, p1)
+    if prep.direct is not None:
+        return direct_conv2d(x, prep.direct, bias, strides, pads, dilations, (oh, ow), act, p0, p1,
+                             numba.get_num_threads())
     if kh == 1 and kw == 1 and not any(pads):
         if sh != 1 or sw != 1:
             x = np.ascontiguousarray(x[:, :, ::sh, ::sw][:, :, :oh, :ow])

@@ -13,7 +13,7 @@ import numpy as np
 
 from edge_runtime import act_codes
 from edge_runtime.graph import Node
-from edge_runtime.kernels.conv import WINOGRAD_MIN_CHANNELS, prepare_conv
+from edge_runtime.kernels.conv import prepare_conv
 from edge_runtime.ops.conv import Array, ConvAttrs, _float32, run_conv
 from edge_runtime.prepared import Epilogue, LayerWork, PreparedLayer, SparseKernel, const_input, register_prepare
 
@@ -57,10 +57,13 @@ def conv_crossover_scale(w_shape: tuple[int, ...], strides: Sequence[int] = (1, 
     The conv crossover is the break-even of a 3x3 128 -> 128 conv (density ~0.45 against
     the runtime's dense conv, 0.35 with margin). Measured force/off break-evens on the
     build machine (docs/sparse_kernels.md): 64 -> 128 @14 0.45; 32 -> 64 @56 0.35;
-    32 -> 32 @28 0.28; 64 @56 0.23 (its dense path is Winograd); 256 @14 0.25 (two
+    32 -> 32 @28 0.28; 64 @56 0.23 (its dense path was Winograd); 256 @14 0.25 (two
     128-channel output tiles walk each pixel's list twice). Narrower outputs fill fewer
-    accumulator registers per pass, so sqrt(Cout/128) below 128 outputs, 128/Cout above,
-    and 0.6 where the dense path is Winograd (3x3, stride 1, >= 64 channels) and Cout < 128.
+    accumulator registers per pass, so sqrt(Cout/128) below 128 outputs, 128/Cout above.
+    Re-measured against the direct dense kernel (kernels/direct_conv.py, 2026-12-06,
+    docs/dense_kernels.md): break-evens 32 @40 0.16, 32 @28 0.24, 32 -> 64 @56 0.30,
+    64 -> 32 @40 0.22, 64 @56 0.29, 64 @20 0.41, 128 @28 0.44, 128 @14 0.47, 256 @14 0.17
+    (Winograd), all at or above these limits but 32 @40 (limit 0.175: ~1.05x the dense time).
     1x1 convs (family gemm, whose dense path is one GEMM) pay a per-pixel cost (bias,
     activation, the NCHW store) that only wide layers amortise. Force/off break-evens
     (``benchmarks/bench_dispatch.py --sweep-1x1``, 2026-11-28): 128 @28 0.15; 128 -> 512
@@ -76,10 +79,7 @@ def conv_crossover_scale(w_shape: tuple[int, ...], strides: Sequence[int] = (1, 
         if cout < 128 or cin < 64:
             return 0.0
         return 2 / 3 * min(1.0, min(cin, cout) / 256) ** 2
-    scale = min(1.0, cout / 128) ** 0.5 * min(1.0, 128 / cout)
-    winograd = (tuple(w_shape[2:]) == (3, 3) and tuple(strides) == (1, 1) and tuple(dilations) == (1, 1)
-                and min(cin, cout) >= WINOGRAD_MIN_CHANNELS)
-    return scale * (0.6 if winograd and cout < 128 else 1.0)
+    return min(1.0, cout / 128) ** 0.5 * min(1.0, 128 / cout)
 
 
 class ConvLayer(PreparedLayer):

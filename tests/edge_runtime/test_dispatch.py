@@ -162,7 +162,7 @@ def test_narrow_convs_need_a_lower_density_for_the_sparse_kernel():
 
     assert kernel(128, 128).crossover_scale == 1.0 and kernel(128, 64).crossover_scale == 1.0
     assert kernel(64, 32).crossover_scale == pytest.approx(0.5 ** 0.5)  # 0.35 -> 0.25 for a 32 -> 64 conv
-    assert kernel(64, 64).crossover_scale == pytest.approx(0.6 * 0.5 ** 0.5)  # dense path is Winograd
+    assert kernel(64, 64).crossover_scale == pytest.approx(0.5 ** 0.5)  # the direct dense kernel, no Winograd factor
     assert kernel(256, 256).crossover_scale == 0.5  # two output tiles per pixel
 
 

@@ -107,7 +107,7 @@ def test_dispatcher_limits_are_the_family_crossover_times_the_layers_scale():
                                providers=["EdgeRuntimeExecutionProvider"], sparsity="auto")
     (step,) = [s for s in sess.plan.steps if isinstance(s.fn, dispatch.Dispatcher)]
     layer = prepare(step.node, sess.plan.graph.initializers)
-    assert layer.crossover_scale == pytest.approx(0.6 * 0.5 ** 0.5)  # 64 channels: Winograd dense path
+    assert layer.crossover_scale == pytest.approx(0.5 ** 0.5)  # 64 output channels: sqrt(64/128)
     assert step.fn.limits == dispatch.limits(layer, {})
     assert step.fn.limits["conv"] == pytest.approx(dispatch.default_crossover({})["conv"] * layer.crossover_scale)
 

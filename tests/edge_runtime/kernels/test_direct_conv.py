@@ -1,0 +1,119 @@
+"""The direct dense conv (kernels/direct_conv.py) against torch, on every geometry it takes."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edge_runtime.kernels import activation
+from edge_runtime.kernels import direct_conv as dc
+from edge_runtime.kernels.conv import dense_conv, dense_conv2d, prepare_conv
+from edge_runtime.kernels.geometry import conv_out_spatial
+
+torch = pytest.importorskip("torch")
+F = torch.nn.functional
+
+
+def _ref(x, w, b, strides, pads, dilations, act=activation.NONE, p0=0.0, p1=0.0):
+    xt = F.pad(torch.from_numpy(x), (pads[1], pads[3], pads[0], pads[2]))
+    y = F.conv2d(xt, torch.from_numpy(w), None if b is None else torch.from_numpy(b), stride=tuple(strides),
+                 dilation=tuple(dilations)).numpy()
+    if act == activation.SILU:
+        y = y / (1.0 + np.exp(-y))
+    elif act == activation.RELU:
+        y = np.maximum(y, 0.0)
+    return y
+
+
+def _close(got, want):
+    scale = max(1.0, float(np.abs(want).max()))
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=2e-5 * scale)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_random_geometries_match_torch(seed):
+    rng = np.random.default_rng(seed)
+    kh, kw = int(rng.integers(1, 6)), int(rng.integers(1, 6))
+    if kh * kw == 1:
+        kw = 3
+    sh, sw = int(rng.integers(1, 4)), int(rng.integers(1, 4))
+    dh, dw = int(rng.integers(1, 3)), int(rng.integers(1, 3))
+    pads = [int(p) for p in rng.integers(0, 4, 4)]
+    h = int(rng.integers(max(1, (kh - 1) * dh + 1 - pads[0] - pads[2]), 40))
+    w = int(rng.integers(max(1, (kw - 1) * dw + 1 - pads[1] - pads[3]), 40))
+    n, cin, cout = int(rng.integers(1, 3)), int(rng.integers(1, 40)), int(rng.integers(1, 40))
+    x = rng.standard_normal((n, cin, h, w), dtype=np.float32)
+    wt = rng.standard_normal((cout, cin, kh, kw), dtype=np.float32)
+    b = rng.standard_normal(cout, dtype=np.float32)
+    prep = prepare_conv(wt)
+    assert prep.direct is not None and prep.weight is None
+    got = dense_conv2d(x, prep, b, (sh, sw), pads, (dh, dw))
+    _close(got, _ref(x, wt, b, (sh, sw), pads, (dh, dw)))
+
+
+@pytest.mark.parametrize("cin,cout,size,stride", [(16, 32, 96, 2), (3, 16, 128, 2), (24, 20, 40, 1)])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_big_outputs_and_parallel_tiles_match_torch(cin, cout, size, stride, threads):
+    """Outputs of >= BIG_OUTPUT positions take the wider register block; threads > 1 splits
+    the tiles of convs over PARALLEL_MIN_MACS."""
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((1, cin, size, size), dtype=np.float32)
+    wt = rng.standard_normal((cout, cin, 3, 3), dtype=np.float32)
+    b = rng.standard_normal(cout, dtype=np.float32)
+    dw = dc.direct_weights(wt)
+    ohw = tuple(conv_out_spatial((size, size), (3, 3), (stride, stride), (1, 1), (1, 1, 1, 1)))
+    got = dc.direct_conv2d(x, dw, b, (stride, stride), (1, 1, 1, 1), (1, 1), ohw, activation.SILU, 0.0, 0.0,
+                           threads)
+    _close(got, _ref(x, wt, b, (stride, stride), (1, 1, 1, 1), (1, 1), activation.SILU))
+
+
+def test_parallel_path_is_taken_for_big_convs(monkeypatch):
+    calls = []
+    monkeypatch.setattr(dc, "_tiles_par", lambda *a: calls.append(a) or dc._tiles(*a))
+    x = np.ones((1, 32, 64, 64), np.float32)
+    dw = dc.direct_weights(np.ones((32, 32, 3, 3), np.float32))
+    dc.direct_conv2d(x, dw, None, (1, 1), (1, 1, 1, 1), (1, 1), (64, 64), threads=2)
+    assert len(calls) == 1
+    dc.direct_conv2d(x[:, :, :8, :8], dw, None, (1, 1), (1, 1, 1, 1), (1, 1), (8, 8), threads=2)  # too small
+    assert len(calls) == 1
+
+
+def test_a_smaller_call_after_a_bigger_one_reuses_the_workspace_correctly():
+    """The thread's scratch buffers are reused; stale values past the planes must not leak."""
+    rng = np.random.default_rng(3)
+    for size, cin in ((64, 24), (9, 5), (33, 24), (5, 1)):
+        x = rng.standard_normal((1, cin, size, size), dtype=np.float32) * 1e3
+        wt = rng.standard_normal((11, cin, 3, 3), dtype=np.float32)
+        got = dense_conv2d(x, prepare_conv(wt), None, (2, 2), (1, 1, 1, 1), (1, 1))
+        _close(got, _ref(x, wt, None, (2, 2), (1, 1, 1, 1), (1, 1)))
+
+
+def test_infinite_inputs_give_what_a_direct_convolution_gives():
+    """+inf times a positive weight stays +inf (no Winograd-style inf - inf), NaN propagates."""
+    x = np.zeros((1, 2, 6, 6), np.float32)
+    x[0, 0, 2, 3] = np.inf
+    x[0, 1, 4, 4] = np.nan
+    wt = np.abs(np.random.default_rng(0).standard_normal((3, 2, 3, 3), dtype=np.float32)) + 0.1
+    got = dense_conv2d(x, prepare_conv(wt), None, (1, 1), (1, 1, 1, 1), (1, 1))
+    want = _ref(x, wt, None, (1, 1), (1, 1, 1, 1), (1, 1))
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    np.testing.assert_array_equal(np.isposinf(got), np.isposinf(want))
+
+
+def test_1d_convs_take_the_direct_kernel():
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 6, 50), dtype=np.float32)
+    wt = rng.standard_normal((10, 6, 5), dtype=np.float32)
+    prep = prepare_conv(wt)
+    assert prep.direct is not None and prep.direct.kernel_shape == (1, 5)
+    got = dense_conv(x, prep, None, [2], [2, 1], [2], activation.RELU)
+    want = F.relu(F.conv1d(F.pad(torch.from_numpy(x), (2, 1)), torch.from_numpy(wt), stride=2, dilation=2)).numpy()
+    _close(got, want)
+
+
+def test_which_convs_get_the_direct_kernel():
+    rng = np.random.default_rng(0)
+    assert prepare_conv(rng.standard_normal((8, 4, 1, 1), dtype=np.float32)).direct is None  # one GEMM
+    assert prepare_conv(rng.standard_normal((8, 2, 3, 3), dtype=np.float32), group=2).direct is None
+    assert prepare_conv(rng.standard_normal((8, 4, 3, 3, 3), dtype=np.float32)).direct is None  # 3-D
+    packed = prepare_conv(rng.standard_normal((9, 4, 3, 3), dtype=np.float32)).direct.packed
+    assert packed.shape == (-(-9 // dc.OB), 36, dc.OB) and not packed[-1, :, 9 % dc.OB or dc.OB:].any()
