@@ -43,13 +43,23 @@ from edge_runtime.kernels.simd import VEC, check_array, host_has_avx512
 
 __all__ = ["DirectWeights", "direct_weights", "direct_conv2d", "conv_tile", "OB"]
 
-#: Output channels per register block, and 16-float vectors of positions per block for small and
-#: big outputs: 8 x 2 or 8 x 3 are 16 or 24 of AVX-512's 32 zmm registers; 4 x 1 keeps AVX2's 16
-#: ymm registers (2 per vector) and NEON's 32 q registers (4 per vector) free of spills. Measured
-#: in docs/dense_kernels.md.
-OB, NR_SMALL, NR_BIG = (8, 2, 3) if host_has_avx512() else (4, 1, 1)
-#: Outputs of at least this many positions take ``NR_BIG`` (less padding waste below it).
-BIG_OUTPUT = 1024
+#: Output channels per register block, and the 16-float vectors of positions per block a call may
+#: take: 8 x 1-3 are 8-24 of AVX-512's 32 zmm registers; 4 x 1 keeps AVX2's 16 ymm registers (2 per
+#: vector) and NEON's 32 q registers (4 per vector) free of spills. Measured in docs/dense_kernels.md.
+OB, NR_MAX = (8, 3) if host_has_avx512() else (4, 1)
+
+
+#: Relative time per position of a tile of 1, 2, 3 vectors on AVX-512: one vector loads 9 values
+#: (1 input vector, 8 weights) per 8 FMAs and is load-bound; measured 7-25% slower than 2 (16->32
+#: @160 s2: 0.395 vs 0.369 ms kernel time; 128 @10: 0.209 vs 0.167); 3 was ~3% faster than 2 on
+#: outputs over 1000 positions.
+TILE_COST = (1.15, 1.0, 0.97)
+
+
+def vectors_per_tile(positions: int) -> int:
+    """The vectors per tile (1..NR_MAX) with the least padded positions x ``TILE_COST``: on
+    AVX-512, 1 for 16 positions, 2 for 110 (a 10x10 output on 11-wide planes), 3 for 420."""
+    return min(range(1, NR_MAX + 1), key=lambda nr: -(-positions // (VEC * nr)) * VEC * nr * TILE_COST[nr - 1])
 
 
 def _literal(value, who):
@@ -113,32 +123,36 @@ CHUNK_TILES = 8
 
 
 @numba.njit(cache=True, fastmath=FAST)
-def _chunk(yb, wp, xf, xoff, blk, c0, qpad, big):  # pragma: no cover (numba)
-    """The tiles of output-channel block ``blk`` in the chunk at ``c0`` (``NR_BIG`` vectors per
-    tile if ``big``, else ``NR_SMALL``: the register block is a compile-time constant)."""
+def _chunk(yb, wp, xf, xoff, blk, c0, qpad, nr):  # pragma: no cover (numba)
+    """The tiles of output-channel block ``blk`` in the chunk at ``c0``, ``nr`` vectors each (the
+    register block is a compile-time constant: one branch per width)."""
     kn = xoff.shape[0]
-    if big:
-        for q0 in range(c0, min(qpad, c0 + CHUNK_TILES * VEC * NR_BIG), VEC * NR_BIG):
-            conv_tile(yb, wp, xf, xoff, kn, blk, q0, qpad, OB, NR_BIG)
+    c1 = min(qpad, c0 + CHUNK_TILES * VEC * nr)
+    if nr == 3:
+        for q0 in range(c0, c1, VEC * 3):
+            conv_tile(yb, wp, xf, xoff, kn, blk, q0, qpad, OB, 3)
+    elif nr == 2:
+        for q0 in range(c0, c1, VEC * 2):
+            conv_tile(yb, wp, xf, xoff, kn, blk, q0, qpad, OB, 2)
     else:
-        for q0 in range(c0, min(qpad, c0 + CHUNK_TILES * VEC * NR_SMALL), VEC * NR_SMALL):
-            conv_tile(yb, wp, xf, xoff, kn, blk, q0, qpad, OB, NR_SMALL)
+        for q0 in range(c0, c1, VEC):
+            conv_tile(yb, wp, xf, xoff, kn, blk, q0, qpad, OB, 1)
 
 
 @numba.njit(cache=True, fastmath=FAST)
-def _tiles(yb, wp, xf, xoff, nblk, qpad, big):  # pragma: no cover (numba)
-    chunk = CHUNK_TILES * VEC * (NR_BIG if big else NR_SMALL)
+def _tiles(yb, wp, xf, xoff, nblk, qpad, nr):  # pragma: no cover (numba)
+    chunk = CHUNK_TILES * VEC * nr
     for c0 in range(0, qpad, chunk):
         for blk in range(nblk):
-            _chunk(yb, wp, xf, xoff, blk, c0, qpad, big)
+            _chunk(yb, wp, xf, xoff, blk, c0, qpad, nr)
 
 
 @numba.njit(cache=True, fastmath=FAST, parallel=True)
-def _tiles_par(yb, wp, xf, xoff, nblk, qpad, big):  # pragma: no cover (numba)
-    chunk = CHUNK_TILES * VEC * (NR_BIG if big else NR_SMALL)
+def _tiles_par(yb, wp, xf, xoff, nblk, qpad, nr):  # pragma: no cover (numba)
+    chunk = CHUNK_TILES * VEC * nr
     nc = -(-qpad // chunk)
     for t in prange(nc * nblk):
-        _chunk(yb, wp, xf, xoff, t % nblk, (t // nblk) * chunk, qpad, big)
+        _chunk(yb, wp, xf, xoff, t % nblk, (t // nblk) * chunk, qpad, nr)
 
 
 @numba.njit(cache=True, boundscheck=False)
@@ -228,7 +242,7 @@ PARALLEL_MIN_MACS = 2_000_000
 
 def _geometry(dw: DirectWeights, hgt: int, wid: int, strides: Sequence[int], pads: Sequence[int],
               dilations: Sequence[int], out_hw: tuple[int, int]) -> tuple:
-    """(xoff, sh, sw, top, left, hq, wq, qpad, big, x buffer size, y buffer size, MACs) of one call."""
+    """(xoff, sh, sw, top, left, hq, wq, qpad, nr, x buffer size, y buffer size, MACs) of one call."""
     kh, kw = dw.kernel_shape
     cin = dw.in_channels
     sh, sw = int(strides[0]), int(strides[1])
@@ -239,11 +253,10 @@ def _geometry(dw: DirectWeights, hgt: int, wid: int, strides: Sequence[int], pad
     ii, jj = ii * int(dilations[0]), jj * int(dilations[1])
     taps = ((ii % sh) * sw + jj % sw) * cin * plane + (ii // sh) * wq + jj // sw
     xoff = (np.arange(cin, dtype=np.int64)[:, None] * plane + taps[None, :]).reshape(-1)
-    big = oh * wq >= BIG_OUTPUT
-    step = VEC * (NR_BIG if big else NR_SMALL)
-    qpad = -(-(oh * wq) // step) * step
+    nr = vectors_per_tile(oh * wq)
+    qpad = -(-(oh * wq) // (VEC * nr)) * VEC * nr
     xsize = sh * sw * cin * plane + qpad + int(taps.max()) + VEC
-    return (xoff, sh, sw, int(pads[0]), int(pads[1]), hq, wq, qpad, big, xsize, dw.packed.shape[0] * OB * qpad,
+    return (xoff, sh, sw, int(pads[0]), int(pads[1]), hq, wq, qpad, nr, xsize, dw.packed.shape[0] * OB * qpad,
             dw.out_channels * oh * ow * xoff.shape[0])
 
 
@@ -262,7 +275,7 @@ def direct_conv2d(x: NDArray[np.float32], dw: DirectWeights, bias: NDArray[np.fl
     geo = dw.geometry.get(key)
     if geo is None:
         geo = dw.geometry[key] = _geometry(dw, hgt, wid, strides, pads, dilations, out_hw)
-    xoff, sh, sw, top, left, hq, wq, qpad, big, xsize, ysize, macs = geo
+    xoff, sh, sw, top, left, hq, wq, qpad, nr, xsize, ysize, macs = geo
     xf = workspace("direct_conv_x", xsize, np.float32)
     yb = workspace("direct_conv_y", ysize, np.float32).reshape(-1, qpad)
     b = dw.zero_bias if bias is None else bias
@@ -270,6 +283,6 @@ def direct_conv2d(x: NDArray[np.float32], dw: DirectWeights, bias: NDArray[np.fl
     tiles = _tiles_par if threads > 1 and macs >= PARALLEL_MIN_MACS else _tiles
     for i in range(n):
         _phase_planes(x[i], xf, sh, sw, top, left, hq, wq)
-        tiles(yb.reshape(-1), dw.packed, xf, xoff, yb.shape[0] // OB, qpad, big)
+        tiles(yb.reshape(-1), dw.packed, xf, xoff, yb.shape[0] // OB, qpad, nr)
         _extract(yb, y[i], b, wq, act, p0, p1)
     return y

@@ -53,8 +53,8 @@ def test_random_geometries_match_torch(seed):
 @pytest.mark.parametrize("cin,cout,size,stride", [(16, 32, 96, 2), (3, 16, 128, 2), (24, 20, 40, 1)])
 @pytest.mark.parametrize("threads", [1, 2])
 def test_big_outputs_and_parallel_tiles_match_torch(cin, cout, size, stride, threads):
-    """Outputs of >= BIG_OUTPUT positions take the wider register block; threads > 1 splits
-    the tiles of convs over PARALLEL_MIN_MACS."""
+    """Big outputs take the widest register block the host has; threads > 1 splits the tiles of
+    convs over PARALLEL_MIN_MACS."""
     rng = np.random.default_rng(7)
     x = rng.standard_normal((1, cin, size, size), dtype=np.float32)
     wt = rng.standard_normal((cout, cin, 3, 3), dtype=np.float32)
@@ -108,6 +108,23 @@ def test_1d_convs_take_the_direct_kernel():
     got = dense_conv(x, prep, None, [2], [2, 1], [2], activation.RELU)
     want = F.relu(F.conv1d(F.pad(torch.from_numpy(x), (2, 1)), torch.from_numpy(wt), stride=2, dilation=2)).numpy()
     _close(got, want)
+
+
+@pytest.mark.parametrize("positions", [1, 16, 17, 110, 420, 1155, 6480])
+def test_tile_width_costs_least(positions):
+    nr = dc.vectors_per_tile(positions)
+    cost = lambda k: -(-positions // (16 * k)) * 16 * k * dc.TILE_COST[k - 1]  # noqa: E731
+    assert 1 <= nr <= dc.NR_MAX and all(cost(nr) <= cost(k) for k in range(1, dc.NR_MAX + 1))
+
+
+@pytest.mark.parametrize("size", [5, 9, 12, 20, 33])
+def test_every_tile_width_matches_torch(size):
+    """Output sizes whose best tile width is 1, 2 or 3 vectors (on AVX-512; 1 elsewhere)."""
+    rng = np.random.default_rng(size)
+    x = rng.standard_normal((1, 12, size, size), dtype=np.float32)
+    wt = rng.standard_normal((9, 12, 3, 3), dtype=np.float32)
+    got = dense_conv2d(x, prepare_conv(wt), None, (1, 1), (1, 1, 1, 1), (1, 1))
+    _close(got, _ref(x, wt, None, (1, 1), (1, 1, 1, 1), (1, 1)))
 
 
 def test_which_convs_get_the_direct_kernel():
