@@ -17,11 +17,12 @@ Paths, chosen per call:
 * 3x3, stride 1, dilation 1, groups 1, Cin and Cout >= ``WINOGRAD_MIN_CHANNELS``, output
   at least ``WINOGRAD_MIN_OUT`` on each side: Winograd F(2x2, 3x3) (kernels/winograd.py;
   measured table and rule in docs/dense_kernels.md);
-* other groups-1 1-D/2-D convs with a kernel bigger than 1x1: the register-blocked direct
-  kernel on shifted input planes (kernels/direct_conv.py; no im2col, no BLAS);
+* other groups-1 1-D/2-D convs with a kernel bigger than 1x1 and at least ``DIRECT_MIN_TAPS``
+  taps (Cin * kh * kw): the register-blocked direct kernel on shifted input planes
+  (kernels/direct_conv.py; no im2col, no BLAS);
 * 1x1, stride 1, no pads: no im2col at all, ``W (Cout, Cin) @ X (Cin, H*W)`` per image
   and group, written straight into the output;
-* other 1-D/2-D (grouped, or 1x1 with pads or strides): numba im2col into a preallocated
+* other 1-D/2-D (grouped, 1x1 with pads or strides, fewer taps): numba im2col into a preallocated
   (Cin/g*kh*kw, OH*OW) buffer (no padded copy of x), then one sgemm per image and group
   into the output; buffers over ``TILE_ABOVE_BYTES`` are built a chunk of output rows at a
   time (~0.5 MB, L2-sized) with one sgemm per chunk into its slice of the output;
@@ -62,6 +63,11 @@ WINOGRAD_MIN_CHANNELS = 256
 #: and im2col wins (1.1-1.2x slower with Winograd); 14x14 and up win.
 WINOGRAD_MIN_OUT = 14
 
+#: The direct kernel needs at least this many taps (Cin/group * prod(kernel)) per output value: with
+#: fewer, its register tiles do little work per store and im2col + one sgemm wins (1 -> 64 3x3 @28:
+#: 48 vs 41 us per call; 3 -> 16 3x3 @128, 27 taps: 0.22 vs 0.42 ms for direct).
+DIRECT_MIN_TAPS = 16
+
 
 @dataclass(frozen=True)
 class PreparedConv:
@@ -79,7 +85,8 @@ class PreparedConv:
             is a 3x3 groups-1 conv with enough channels, else None; used for stride-1,
             dilation-1 calls with a big enough output. Costs 16/9 of the weight memory again.
         direct: the weights packed for the direct kernel (kernels/direct_conv.py) when this is a
-            groups-1 1-D or 2-D conv with a kernel bigger than 1x1, else None.
+            groups-1 1-D or 2-D conv with a kernel bigger than 1x1 and at least
+            ``DIRECT_MIN_TAPS`` taps per output, else None.
 
     Example:
         >>> p = prepare_conv(np.ones((8, 4, 3, 3), np.float32), group=1)
@@ -121,7 +128,7 @@ def prepare_conv(w: NDArray[np.floating], group: int = 1) -> PreparedConv:
     kernel = tuple(int(k) for k in w.shape[2:])
     w32 = np.ascontiguousarray(w, dtype=np.float32)
     direct = None
-    if group == 1 and len(kernel) in (1, 2) and math.prod(kernel) > 1:
+    if group == 1 and len(kernel) in (1, 2) and math.prod(kernel) > 1 and cin_g * math.prod(kernel) >= DIRECT_MIN_TAPS:
         direct = direct_weights(w32.reshape(cout, cin_g, *((1,) * (2 - len(kernel))), *kernel))
     packed = None if direct is not None else np.ascontiguousarray(w32.reshape(group, cout // group, -1))
     dw = None

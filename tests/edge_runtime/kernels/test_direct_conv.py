@@ -7,7 +7,7 @@ import pytest
 
 from edge_runtime.kernels import activation
 from edge_runtime.kernels import direct_conv as dc
-from edge_runtime.kernels.conv import dense_conv, dense_conv2d, prepare_conv
+from edge_runtime.kernels.conv import DIRECT_MIN_TAPS, dense_conv, dense_conv2d, prepare_conv
 from edge_runtime.kernels.geometry import conv_out_spatial
 
 
@@ -51,10 +51,12 @@ def test_random_geometries_match_the_reference(seed):
     x = rng.standard_normal((n, cin, h, w), dtype=np.float32)
     wt = rng.standard_normal((cout, cin, kh, kw), dtype=np.float32)
     b = rng.standard_normal(cout, dtype=np.float32)
-    prep = prepare_conv(wt)
-    assert prep.direct is not None and prep.weight is None
-    got = dense_conv2d(x, prep, b, (sh, sw), pads, (dh, dw))
+    ohw = tuple(conv_out_spatial((h, w), (kh, kw), (sh, sw), (dh, dw), pads))
+    got = dc.direct_conv2d(x, dc.direct_weights(wt), b, (sh, sw), pads, (dh, dw), ohw)
     _close(got, _ref(x, wt, b, (sh, sw), pads, (dh, dw)))
+    prep = prepare_conv(wt)  # what dense_conv2d runs: direct from DIRECT_MIN_TAPS taps on, else im2col
+    assert (prep.direct is not None) == (cin * kh * kw >= DIRECT_MIN_TAPS) and (prep.weight is None) == (prep.direct is not None)
+    _close(dense_conv2d(x, prep, b, (sh, sw), pads, (dh, dw)), _ref(x, wt, b, (sh, sw), pads, (dh, dw)))
 
 
 @pytest.mark.parametrize("cin,cout,size,stride", [(16, 32, 96, 2), (3, 16, 128, 2), (24, 20, 40, 1)])
@@ -139,5 +141,7 @@ def test_which_convs_get_the_direct_kernel():
     assert prepare_conv(rng.standard_normal((8, 4, 1, 1), dtype=np.float32)).direct is None  # one GEMM
     assert prepare_conv(rng.standard_normal((8, 2, 3, 3), dtype=np.float32), group=2).direct is None
     assert prepare_conv(rng.standard_normal((8, 4, 3, 3, 3), dtype=np.float32)).direct is None  # 3-D
+    assert prepare_conv(rng.standard_normal((64, 1, 3, 3), dtype=np.float32)).direct is None  # 9 taps: im2col
+    assert prepare_conv(rng.standard_normal((16, 2, 3, 3), dtype=np.float32)).direct is not None  # 18 taps
     packed = prepare_conv(rng.standard_normal((9, 4, 3, 3), dtype=np.float32)).direct.packed
     assert packed.shape == (-(-9 // dc.OB), 36, dc.OB) and not packed[-1, :, 9 % dc.OB or dc.OB:].any()
