@@ -20,8 +20,10 @@ Paths, chosen per call:
 * other groups-1 1-D/2-D convs with a kernel bigger than 1x1 and at least ``DIRECT_MIN_TAPS``
   taps (Cin * kh * kw): the register-blocked direct kernel on shifted input planes
   (kernels/direct_conv.py; no im2col, no BLAS);
-* 1x1, stride 1, no pads: no im2col at all, ``W (Cout, Cin) @ X (Cin, H*W)`` per image
-  and group, written straight into the output;
+* 1x1, stride 1, no pads: no im2col at all; groups-1 convs whose H*W is whole 16-float
+  tiles and Cout a multiple of ``direct_conv.OB`` run the direct tiles in place (no copies,
+  :func:`direct_conv.pointwise_conv2d`), others ``W (Cout, Cin) @ X (Cin, H*W)`` per image and
+  group, written straight into the output;
 * other 1-D/2-D (grouped, 1x1 with pads or strides, fewer taps): numba im2col into a preallocated
   (Cin/g*kh*kw, OH*OW) buffer (no padded copy of x), then one sgemm per image and group
   into the output; buffers over ``TILE_ABOVE_BYTES`` are built a chunk of output rows at a
@@ -38,7 +40,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import numba
@@ -49,7 +51,8 @@ from numpy.typing import NDArray
 from edge_runtime.errors import InvalidInputError, UnsupportedOpError
 from edge_runtime.kernels.activation import bias_act_rows
 from edge_runtime.kernels.depthwise import depthwise_conv2d, valid_range
-from edge_runtime.kernels.direct_conv import DirectWeights, direct_conv2d, direct_weights
+from edge_runtime.kernels.direct_conv import OB, DirectWeights, direct_conv2d, direct_weights, pointwise_conv2d
+from edge_runtime.kernels.simd import VEC
 from edge_runtime.kernels.fastmath import FAST
 from edge_runtime.kernels.geometry import conv_out_spatial
 from edge_runtime.kernels.winograd import winograd_conv2d, winograd_weights
@@ -87,6 +90,7 @@ class PreparedConv:
         direct: the weights packed for the direct kernel (kernels/direct_conv.py) when this is a
             groups-1 1-D or 2-D conv with a kernel bigger than 1x1 and at least
             ``DIRECT_MIN_TAPS`` taps per output, else None.
+        lazy: layouts built on first use (a 1x1 conv's packing for the zero-copy direct tiles).
 
     Example:
         >>> p = prepare_conv(np.ones((8, 4, 3, 3), np.float32), group=1)
@@ -104,6 +108,7 @@ class PreparedConv:
     depthwise: NDArray[np.float32] | None = None
     winograd: NDArray[np.float32] | None = None
     direct: DirectWeights | None = None
+    lazy: dict = field(default_factory=dict, compare=False, repr=False)
 
 
 def prepare_conv(w: NDArray[np.floating], group: int = 1) -> PreparedConv:
@@ -241,7 +246,7 @@ def _as_2d(prep: PreparedConv) -> PreparedConv:
     if prep.in_channels == prep.group == prep.out_channels:
         dw = prep.weight.reshape(prep.out_channels, 1, prep.kernel_shape[0])
     return PreparedConv(prep.weight, (1,) + prep.kernel_shape, prep.group, prep.in_channels,
-                        prep.out_channels, dw, None, prep.direct)
+                        prep.out_channels, dw, None, prep.direct, prep.lazy)
 
 
 def dense_conv2d(x: NDArray[np.float32], prep: PreparedConv, bias: NDArray[np.float32] | None = None,
@@ -270,6 +275,11 @@ def dense_conv2d(x: NDArray[np.float32], prep: PreparedConv, bias: NDArray[np.fl
         return direct_conv2d(x, prep.direct, bias, strides, pads, dilations, (oh, ow), act, p0, p1,
                              numba.get_num_threads())
     if kh == 1 and kw == 1 and not any(pads):
+        if (sh == sw == 1 and prep.group == 1 and x.shape[2] * x.shape[3] % VEC == 0
+                and prep.out_channels % OB == 0):
+            y = pointwise_conv2d(x, _pointwise_weights(prep), bias, act, p0, p1, numba.get_num_threads())
+            if y is not None:
+                return y
         if sh != 1 or sw != 1:
             x = np.ascontiguousarray(x[:, :, ::sh, ::sw][:, :, :oh, :ow])
         y = _gemm_conv(x, prep, (oh, ow), lambda xg: xg.reshape(xg.shape[0], -1))
@@ -277,6 +287,16 @@ def dense_conv2d(x: NDArray[np.float32], prep: PreparedConv, bias: NDArray[np.fl
         geo = (kh, kw, sh, sw, int(pads[0]), int(pads[1]), int(dilations[0]), int(dilations[1]))
         y = _tiled_im2col_conv(x, prep, oh, ow, geo)
     return _epilogue(y, bias, act, p0, p1)
+
+
+def _pointwise_weights(prep: PreparedConv) -> DirectWeights:
+    """The direct kernel's packing of a 1x1 conv's weights, built on the first call that can use it
+    (zero-copy tiles, :func:`pointwise_conv2d`) and kept: 1x1 convs whose outputs never fit whole
+    tiles never hold the second copy."""
+    dw = prep.lazy.get("pointwise")
+    if dw is None:
+        dw = prep.lazy["pointwise"] = direct_weights(prep.weight[0].reshape(prep.out_channels, prep.in_channels, 1, 1))
+    return dw
 
 
 def _use_winograd(prep: PreparedConv, strides: Sequence[int], dilations: Sequence[int], oh: int,

@@ -145,3 +145,29 @@ def test_which_convs_get_the_direct_kernel():
     assert prepare_conv(rng.standard_normal((16, 2, 3, 3), dtype=np.float32)).direct is not None  # 18 taps
     packed = prepare_conv(rng.standard_normal((9, 4, 3, 3), dtype=np.float32)).direct.packed
     assert packed.shape == (-(-9 // dc.OB), 36, dc.OB) and not packed[-1, :, 9 % dc.OB or dc.OB:].any()
+
+
+@pytest.mark.parametrize("cin,cout,size,batch", [(32, 32, 8, 1), (20, 16, 12, 2), (64, 24, 4, 1),
+                                                 (8, 12, 8, 1), (16, 16, 5, 1)])
+def test_pointwise_convs_run_in_place_where_they_fit(cin, cout, size, batch):
+    """1x1 convs whose H*W is whole tiles and Cout a multiple of OB take the zero-copy tiles; the
+    others (Cout 12 on AVX-512, a 5x5 map) keep the sgemm; both match the reference."""
+    rng = np.random.default_rng(cin + cout)
+    x = rng.standard_normal((batch, cin, size, size), dtype=np.float32)
+    wt = rng.standard_normal((cout, cin, 1, 1), dtype=np.float32)
+    b = rng.standard_normal(cout, dtype=np.float32)
+    prep = prepare_conv(wt)
+    got = dense_conv2d(x, prep, b, (1, 1), (0, 0, 0, 0), (1, 1), activation.SILU)
+    _close(got, _ref(x, wt, b, (1, 1), (0, 0, 0, 0), (1, 1), activation.SILU))
+    fits = size * size % 16 == 0 and cout % dc.OB == 0
+    assert ("pointwise" in prep.lazy) == fits
+    assert (dc.pointwise_conv2d(x, dc.direct_weights(wt), b) is not None) == fits
+
+
+def test_pointwise_weights_are_built_once():
+    prep = prepare_conv(np.ones((16, 8, 1, 1), np.float32))
+    x = np.ones((1, 8, 4, 4), np.float32)
+    dense_conv2d(x, prep, None, (1, 1), (0, 0, 0, 0), (1, 1))
+    first = prep.lazy["pointwise"]
+    dense_conv2d(x, prep, None, (1, 1), (0, 0, 0, 0), (1, 1))
+    assert prep.lazy["pointwise"] is first
