@@ -32,9 +32,9 @@ Paths, chosen per call:
 
 References §2: im2col + BLAS reaches 0.6-0.8x of onnxruntime on 3x3 convs at 1 thread.
 BLAS threads are numpy's (OpenBLAS) pool: set them with threadpoolctl or
-OPENBLAS_NUM_THREADS; the direct kernel splits convs of at least
-``direct_conv.PARALLEL_MIN_MACS`` over numba's threads; the other numba loops here are
-single-threaded (on a shared 2-core machine a spinning pool costs more than it gains).
+OPENBLAS_NUM_THREADS; the direct kernel and the numba loops here are single-threaded (on a
+shared 2-core machine a spinning pool costs more than it gains, and numba's OpenMP workers
+beside OpenBLAS's pool cost 10x: docs/dense_kernels.md).
 """
 from __future__ import annotations
 
@@ -272,12 +272,11 @@ def dense_conv2d(x: NDArray[np.float32], prep: PreparedConv, bias: NDArray[np.fl
         # direct convolution (and onnxruntime) gives +-inf, so non-finite inputs take the direct path
         return winograd_conv2d(x, prep.winograd, bias, pads, act, p0, p1)
     if prep.direct is not None:
-        return direct_conv2d(x, prep.direct, bias, strides, pads, dilations, (oh, ow), act, p0, p1,
-                             numba.get_num_threads())
+        return direct_conv2d(x, prep.direct, bias, strides, pads, dilations, (oh, ow), act, p0, p1)
     if kh == 1 and kw == 1 and not any(pads):
         if (sh == sw == 1 and prep.group == 1 and x.shape[2] * x.shape[3] % VEC == 0
                 and prep.out_channels % OB == 0):
-            y = pointwise_conv2d(x, _pointwise_weights(prep), bias, act, p0, p1, numba.get_num_threads())
+            y = pointwise_conv2d(x, _pointwise_weights(prep), bias, act, p0, p1)
             if y is not None:
                 return y
         if sh != 1 or sw != 1:

@@ -30,7 +30,7 @@ from typing import Sequence
 import numba
 import numpy as np
 from llvmlite import ir
-from numba import prange, types
+from numba import types
 from numba import uint64 as u64
 from numba.core import cgutils
 from numba.core.errors import TypingError
@@ -147,14 +147,6 @@ def _tiles(yb, wp, xf, xoff, nblk, qpad, nr):  # pragma: no cover (numba)
             _chunk(yb, wp, xf, xoff, blk, c0, qpad, nr)
 
 
-@numba.njit(cache=True, fastmath=FAST, parallel=True)
-def _tiles_par(yb, wp, xf, xoff, nblk, qpad, nr):  # pragma: no cover (numba)
-    chunk = CHUNK_TILES * VEC * nr
-    nc = -(-qpad // chunk)
-    for t in prange(nc * nblk):
-        _chunk(yb, wp, xf, xoff, t % nblk, (t // nblk) * chunk, qpad, nr)
-
-
 @numba.njit(cache=True, boundscheck=False)
 def _phase_planes(x, xf, sh, sw, ph, pw, hq, wq):  # pragma: no cover (numba)
     """xf[((a*sw + b)*C + c)*hq*wq + i*wq + j] = padded x[c, i*sh + a, j*sw + b], each entry written once.
@@ -235,14 +227,13 @@ def direct_weights(w: NDArray[np.float32]) -> DirectWeights:
     return DirectWeights(packed, cout, cin, (kh, kw))
 
 
-#: Parallel tiles only for convs of at least this many multiply-adds per image: below it,
-#: waking numba's workers costs more than the second core gives (measured in docs/dense_kernels.md).
-PARALLEL_MIN_MACS = 2_000_000
-
+#: The tiles run on the calling thread: numba's OpenMP workers and OpenBLAS's pool (the 1x1 and
+#: im2col convs of the same run) spin on the same cores. With ``prange`` over the tiles, YOLO 320 on
+#: the numba engine at 2 threads took 172.9 ms against 16.3 ms serial (docs/dense_kernels.md).
 
 def _geometry(dw: DirectWeights, hgt: int, wid: int, strides: Sequence[int], pads: Sequence[int],
               dilations: Sequence[int], out_hw: tuple[int, int]) -> tuple:
-    """(xoff, sh, sw, top, left, hq, wq, qpad, nr, x buffer size, y buffer size, MACs) of one call."""
+    """(xoff, sh, sw, top, left, hq, wq, qpad, nr, x buffer size, y buffer size) of one call."""
     kh, kw = dw.kernel_shape
     cin = dw.in_channels
     sh, sw = int(strides[0]), int(strides[1])
@@ -256,18 +247,16 @@ def _geometry(dw: DirectWeights, hgt: int, wid: int, strides: Sequence[int], pad
     nr = vectors_per_tile(oh * wq)
     qpad = -(-(oh * wq) // (VEC * nr)) * VEC * nr
     xsize = sh * sw * cin * plane + qpad + int(taps.max()) + VEC
-    return (xoff, sh, sw, int(pads[0]), int(pads[1]), hq, wq, qpad, nr, xsize, dw.packed.shape[0] * OB * qpad,
-            dw.out_channels * oh * ow * xoff.shape[0])
+    return xoff, sh, sw, int(pads[0]), int(pads[1]), hq, wq, qpad, nr, xsize, dw.packed.shape[0] * OB * qpad
 
 
 def direct_conv2d(x: NDArray[np.float32], dw: DirectWeights, bias: NDArray[np.float32] | None,
                   strides: Sequence[int], pads: Sequence[int], dilations: Sequence[int],
-                  out_hw: tuple[int, int], act: int = 0, p0: float = 0.0, p1: float = 0.0,
-                  threads: int = 1) -> NDArray[np.float32]:
+                  out_hw: tuple[int, int], act: int = 0, p0: float = 0.0, p1: float = 0.0) -> NDArray[np.float32]:
     """act(conv2d(x, W) + bias) for x (N, Cin, H, W) float32 C-contiguous; see the module docstring.
 
     ``pads`` are explicit (top, left, bottom, right) pads, ``out_hw`` the output size the caller
-    computed from them; ``threads`` > 1 splits big convs' tiles over numba's threads.
+    computed from them.
     """
     from edge_runtime.kernels.sparse_common import workspace
     n, _, hgt, wid = x.shape
@@ -275,15 +264,14 @@ def direct_conv2d(x: NDArray[np.float32], dw: DirectWeights, bias: NDArray[np.fl
     geo = dw.geometry.get(key)
     if geo is None:
         geo = dw.geometry[key] = _geometry(dw, hgt, wid, strides, pads, dilations, out_hw)
-    xoff, sh, sw, top, left, hq, wq, qpad, nr, xsize, ysize, macs = geo
+    xoff, sh, sw, top, left, hq, wq, qpad, nr, xsize, ysize = geo
     xf = workspace("direct_conv_x", xsize, np.float32)
     yb = workspace("direct_conv_y", ysize, np.float32).reshape(-1, qpad)
     b = dw.zero_bias if bias is None else bias
     y = np.empty((n, dw.out_channels, *out_hw), np.float32)
-    tiles = _tiles_par if threads > 1 and macs >= PARALLEL_MIN_MACS else _tiles
     for i in range(n):
         _phase_planes(x[i], xf, sh, sw, top, left, hq, wq)
-        tiles(yb.reshape(-1), dw.packed, xf, xoff, yb.shape[0] // OB, qpad, nr)
+        _tiles(yb.reshape(-1), dw.packed, xf, xoff, yb.shape[0] // OB, qpad, nr)
         _extract(yb, y[i], b, wq, act, p0, p1)
     return y
 
@@ -295,7 +283,7 @@ def pointwise_vectors(positions: int) -> int:
 
 
 def pointwise_conv2d(x: NDArray[np.float32], dw: DirectWeights, bias: NDArray[np.float32] | None,
-                     act: int = 0, p0: float = 0.0, p1: float = 0.0, threads: int = 1) -> NDArray[np.float32] | None:
+                     act: int = 0, p0: float = 0.0, p1: float = 0.0) -> NDArray[np.float32] | None:
     """A 1x1, stride-1, unpadded conv with no copies: the tiles read x's channel planes in place and
     write the output's in place, then the bias and activation run over it. Returns None where that
     does not fit (H*W not whole tiles, or Cout not a multiple of ``OB``): the caller's sgemm runs.
@@ -312,10 +300,9 @@ def pointwise_conv2d(x: NDArray[np.float32], dw: DirectWeights, bias: NDArray[np
     if xoff is None:
         xoff = dw.geometry[key] = np.arange(cin, dtype=np.int64) * q
     y = np.empty((n, dw.out_channels, hgt, wid), np.float32)
-    tiles = _tiles_par if threads > 1 and dw.out_channels * q * cin >= PARALLEL_MIN_MACS else _tiles
     b = dw.zero_bias if bias is None else bias
     for i in range(n):
         yi = y[i].reshape(dw.out_channels, q)
-        tiles(yi.reshape(-1), dw.packed, x[i].reshape(-1), xoff, dw.out_channels // OB, q, nr)
+        _tiles(yi.reshape(-1), dw.packed, x[i].reshape(-1), xoff, dw.out_channels // OB, q, nr)
         bias_act_rows(yi, b, act, p0, p1)
     return y

@@ -60,30 +60,15 @@ def test_random_geometries_match_the_reference(seed):
 
 
 @pytest.mark.parametrize("cin,cout,size,stride", [(16, 32, 96, 2), (3, 16, 128, 2), (24, 20, 40, 1)])
-@pytest.mark.parametrize("threads", [1, 2])
-def test_big_outputs_and_parallel_tiles_match_the_reference(cin, cout, size, stride, threads):
-    """Big outputs take the widest register block the host has; threads > 1 splits the tiles of
-    convs over PARALLEL_MIN_MACS."""
+def test_big_outputs_match_the_reference(cin, cout, size, stride):
+    """Big outputs take the widest register block the host has."""
     rng = np.random.default_rng(7)
     x = rng.standard_normal((1, cin, size, size), dtype=np.float32)
     wt = rng.standard_normal((cout, cin, 3, 3), dtype=np.float32)
     b = rng.standard_normal(cout, dtype=np.float32)
-    dw = dc.direct_weights(wt)
     ohw = tuple(conv_out_spatial((size, size), (3, 3), (stride, stride), (1, 1), (1, 1, 1, 1)))
-    got = dc.direct_conv2d(x, dw, b, (stride, stride), (1, 1, 1, 1), (1, 1), ohw, activation.SILU, 0.0, 0.0,
-                           threads)
+    got = dc.direct_conv2d(x, dc.direct_weights(wt), b, (stride, stride), (1, 1, 1, 1), (1, 1), ohw, activation.SILU)
     _close(got, _ref(x, wt, b, (stride, stride), (1, 1, 1, 1), (1, 1), activation.SILU))
-
-
-def test_parallel_path_is_taken_for_big_convs(monkeypatch):
-    calls = []
-    monkeypatch.setattr(dc, "_tiles_par", lambda *a: calls.append(a) or dc._tiles(*a))
-    x = np.ones((1, 32, 64, 64), np.float32)
-    dw = dc.direct_weights(np.ones((32, 32, 3, 3), np.float32))
-    dc.direct_conv2d(x, dw, None, (1, 1), (1, 1, 1, 1), (1, 1), (64, 64), threads=2)
-    assert len(calls) == 1
-    dc.direct_conv2d(x[:, :, :8, :8], dw, None, (1, 1), (1, 1, 1, 1), (1, 1), (8, 8), threads=2)  # too small
-    assert len(calls) == 1
 
 
 def test_a_smaller_call_after_a_bigger_one_reuses_the_workspace_correctly():
