@@ -18,10 +18,12 @@ Paths, chosen per call:
   at least ``WINOGRAD_MIN_OUT`` on each side: Winograd F(2x2, 3x3) (kernels/winograd.py;
   measured table and rule in docs/dense_kernels.md);
 * other groups-1 1-D/2-D convs with a kernel bigger than 1x1 and at least ``DIRECT_MIN_TAPS``
-  taps (Cin * kh * kw): the register-blocked direct kernel on shifted input planes
-  (kernels/direct_conv.py; no im2col, no BLAS);
+  taps (Cin * kh * kw), on AVX2/NEON targets only up to ``DIRECT_MAX_OUT_CHANNELS`` outputs:
+  the register-blocked direct kernel on shifted input planes (kernels/direct_conv.py; no
+  im2col, no BLAS);
 * 1x1, stride 1, no pads: no im2col at all; groups-1 convs whose H*W is whole 16-float
-  tiles and Cout a multiple of ``direct_conv.OB`` run the direct tiles in place (no copies,
+  tiles and Cout a multiple of ``direct_conv.OB`` (and within ``DIRECT_MAX_OUT_CHANNELS``)
+  run the direct tiles in place (no copies,
   :func:`direct_conv.pointwise_conv2d`), others ``W (Cout, Cin) @ X (Cin, H*W)`` per image and
   group, written straight into the output;
 * other 1-D/2-D (grouped, 1x1 with pads or strides, fewer taps): numba im2col into a preallocated
@@ -52,7 +54,7 @@ from edge_runtime.errors import InvalidInputError, UnsupportedOpError
 from edge_runtime.kernels.activation import bias_act_rows
 from edge_runtime.kernels.depthwise import depthwise_conv2d, valid_range
 from edge_runtime.kernels.direct_conv import OB, DirectWeights, direct_conv2d, direct_weights, pointwise_conv2d
-from edge_runtime.kernels.simd import VEC
+from edge_runtime.kernels.simd import VEC, host_has_avx512
 from edge_runtime.kernels.fastmath import FAST
 from edge_runtime.kernels.geometry import conv_out_spatial
 from edge_runtime.kernels.winograd import winograd_conv2d, winograd_weights
@@ -70,6 +72,11 @@ WINOGRAD_MIN_OUT = 14
 #: fewer, its register tiles do little work per store and im2col + one sgemm wins (1 -> 64 3x3 @28:
 #: 48 vs 41 us per call; 3 -> 16 3x3 @128, 27 taps: 0.22 vs 0.42 ms for direct).
 DIRECT_MIN_TAPS = 16
+#: Where numba's target has no AVX-512 (AVX2, NEON), the direct kernel's 4 x 1 register block only
+#: takes convs with at most this many outputs: on the AVX2 proxy it beat im2col + sgemm 1.1-2.4x on
+#: 16-32 output channels and lost 1.1-1.9x at 64 and more (bench_direct_conv_avx2.json; that sgemm
+#: still ran AVX-512 OpenBLAS, so the rule errs toward im2col). None: every width (AVX-512).
+DIRECT_MAX_OUT_CHANNELS = None if host_has_avx512() else 32
 
 
 @dataclass(frozen=True)
@@ -88,8 +95,9 @@ class PreparedConv:
             is a 3x3 groups-1 conv with enough channels, else None; used for stride-1,
             dilation-1 calls with a big enough output. Costs 16/9 of the weight memory again.
         direct: the weights packed for the direct kernel (kernels/direct_conv.py) when this is a
-            groups-1 1-D or 2-D conv with a kernel bigger than 1x1 and at least
-            ``DIRECT_MIN_TAPS`` taps per output, else None.
+            groups-1 1-D or 2-D conv with a kernel bigger than 1x1, at least
+            ``DIRECT_MIN_TAPS`` taps per output and (AVX2/NEON) at most
+            ``DIRECT_MAX_OUT_CHANNELS`` outputs, else None.
         lazy: layouts built on first use (a 1x1 conv's packing for the zero-copy direct tiles).
 
     Example:
@@ -133,7 +141,8 @@ def prepare_conv(w: NDArray[np.floating], group: int = 1) -> PreparedConv:
     kernel = tuple(int(k) for k in w.shape[2:])
     w32 = np.ascontiguousarray(w, dtype=np.float32)
     direct = None
-    if group == 1 and len(kernel) in (1, 2) and math.prod(kernel) > 1 and cin_g * math.prod(kernel) >= DIRECT_MIN_TAPS:
+    if (group == 1 and len(kernel) in (1, 2) and math.prod(kernel) > 1 and cin_g * math.prod(kernel) >= DIRECT_MIN_TAPS
+            and (DIRECT_MAX_OUT_CHANNELS is None or cout <= DIRECT_MAX_OUT_CHANNELS)):
         direct = direct_weights(w32.reshape(cout, cin_g, *((1,) * (2 - len(kernel))), *kernel))
     packed = None if direct is not None else np.ascontiguousarray(w32.reshape(group, cout // group, -1))
     dw = None
@@ -274,8 +283,8 @@ def dense_conv2d(x: NDArray[np.float32], prep: PreparedConv, bias: NDArray[np.fl
     if prep.direct is not None:
         return direct_conv2d(x, prep.direct, bias, strides, pads, dilations, (oh, ow), act, p0, p1)
     if kh == 1 and kw == 1 and not any(pads):
-        if (sh == sw == 1 and prep.group == 1 and x.shape[2] * x.shape[3] % VEC == 0
-                and prep.out_channels % OB == 0):
+        if (sh == sw == 1 and prep.group == 1 and x.shape[2] * x.shape[3] % VEC == 0 and prep.out_channels % OB == 0
+                and (DIRECT_MAX_OUT_CHANNELS is None or prep.out_channels <= DIRECT_MAX_OUT_CHANNELS)):
             y = pointwise_conv2d(x, _pointwise_weights(prep), bias, act, p0, p1)
             if y is not None:
                 return y

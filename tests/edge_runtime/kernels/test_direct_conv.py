@@ -7,7 +7,7 @@ import pytest
 
 from edge_runtime.kernels import activation
 from edge_runtime.kernels import direct_conv as dc
-from edge_runtime.kernels.conv import DIRECT_MIN_TAPS, dense_conv, dense_conv2d, prepare_conv
+from edge_runtime.kernels.conv import DIRECT_MAX_OUT_CHANNELS, DIRECT_MIN_TAPS, dense_conv, dense_conv2d, prepare_conv
 from edge_runtime.kernels.geometry import conv_out_spatial
 
 
@@ -55,7 +55,8 @@ def test_random_geometries_match_the_reference(seed):
     got = dc.direct_conv2d(x, dc.direct_weights(wt), b, (sh, sw), pads, (dh, dw), ohw)
     _close(got, _ref(x, wt, b, (sh, sw), pads, (dh, dw)))
     prep = prepare_conv(wt)  # what dense_conv2d runs: direct from DIRECT_MIN_TAPS taps on, else im2col
-    assert (prep.direct is not None) == (cin * kh * kw >= DIRECT_MIN_TAPS) and (prep.weight is None) == (prep.direct is not None)
+    takes = cin * kh * kw >= DIRECT_MIN_TAPS and (DIRECT_MAX_OUT_CHANNELS is None or cout <= DIRECT_MAX_OUT_CHANNELS)
+    assert (prep.direct is not None) == takes and (prep.weight is None) == (prep.direct is not None)
     _close(dense_conv2d(x, prep, b, (sh, sw), pads, (dh, dw)), _ref(x, wt, b, (sh, sw), pads, (dh, dw)))
 
 
@@ -128,6 +129,8 @@ def test_which_convs_get_the_direct_kernel():
     assert prepare_conv(rng.standard_normal((8, 4, 3, 3, 3), dtype=np.float32)).direct is None  # 3-D
     assert prepare_conv(rng.standard_normal((64, 1, 3, 3), dtype=np.float32)).direct is None  # 9 taps: im2col
     assert prepare_conv(rng.standard_normal((16, 2, 3, 3), dtype=np.float32)).direct is not None  # 18 taps
+    wide = prepare_conv(rng.standard_normal((64, 64, 3, 3), dtype=np.float32)).direct
+    assert (wide is None) == (DIRECT_MAX_OUT_CHANNELS is not None)  # AVX2/NEON: im2col for 64 outputs
     packed = prepare_conv(rng.standard_normal((9, 4, 3, 3), dtype=np.float32)).direct.packed
     assert packed.shape == (-(-9 // dc.OB), 36, dc.OB) and not packed[-1, :, 9 % dc.OB or dc.OB:].any()
 
@@ -145,7 +148,7 @@ def test_pointwise_convs_run_in_place_where_they_fit(cin, cout, size, batch):
     got = dense_conv2d(x, prep, b, (1, 1), (0, 0, 0, 0), (1, 1), activation.SILU)
     _close(got, _ref(x, wt, b, (1, 1), (0, 0, 0, 0), (1, 1), activation.SILU))
     fits = size * size % 16 == 0 and cout % dc.OB == 0
-    assert ("pointwise" in prep.lazy) == fits
+    assert ("pointwise" in prep.lazy) == (fits and (DIRECT_MAX_OUT_CHANNELS is None or cout <= DIRECT_MAX_OUT_CHANNELS))
     assert (dc.pointwise_conv2d(x, dc.direct_weights(wt), b) is not None) == fits
 
 
