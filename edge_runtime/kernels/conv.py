@@ -141,12 +141,14 @@ def prepare_conv(w: NDArray[np.floating], group: int = 1) -> PreparedConv:
     kernel = tuple(int(k) for k in w.shape[2:])
     w32 = np.ascontiguousarray(w, dtype=np.float32)
     direct = None
-    if (group == 1 and len(kernel) in (1, 2) and math.prod(kernel) > 1 and cin_g * math.prod(kernel) >= DIRECT_MIN_TAPS
+    depthwise = cin_g == 1 and group == cout  # (a 1-in 1-out conv too: the depthwise loop runs it)
+    if (group == 1 and not depthwise and len(kernel) in (1, 2) and math.prod(kernel) > 1
+            and cin_g * math.prod(kernel) >= DIRECT_MIN_TAPS
             and (DIRECT_MAX_OUT_CHANNELS is None or cout <= DIRECT_MAX_OUT_CHANNELS)):
         direct = direct_weights(w32.reshape(cout, cin_g, *((1,) * (2 - len(kernel))), *kernel))
     packed = None if direct is not None else np.ascontiguousarray(w32.reshape(group, cout // group, -1))
     dw = None
-    if cin_g == 1 and group == cout and len(kernel) == 2:
+    if depthwise and len(kernel) == 2:
         dw = np.ascontiguousarray(w32.reshape(cout, *kernel))
     wino = None
     if kernel == (3, 3) and group == 1 and min(cin_g, cout) >= WINOGRAD_MIN_CHANNELS:

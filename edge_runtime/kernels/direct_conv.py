@@ -16,12 +16,14 @@ conv (docs/benchmarks.md). This kernel reads the input in place instead:
   registers and walks the ``K = Cin*kh*kw`` taps: per tap ``r`` vector loads of the input,
   ``ob`` broadcast weights, ``ob*r`` FMAs. The weights are packed once per layer as
   ``(Cout/ob, K, ob)`` so the broadcasts walk memory in order.
-* The epilogue copies the ``OW`` valid columns of each row into the output and applies the
-  bias and the fused activation (kernels/activation.py) in the same pass.
+* The epilogue copies the ``OW`` valid columns of each row into the output with the bias,
+  then the fused activation (kernels/activation.py) runs over the channel plane.
+* :func:`pointwise_conv2d`: 1x1 convs whose H*W is whole tiles skip both copies.
 
 Measured against im2col + sgemm and onnxruntime in docs/dense_kernels.md ("Direct
-convolution"); :func:`direct_conv2d` is what :func:`edge_runtime.kernels.conv.dense_conv2d`
-runs for groups-1 2-D convs that are not 1x1 and not Winograd's.
+convolution"); :func:`edge_runtime.kernels.conv.prepare_conv` decides which convs take it
+(groups 1, kernel bigger than 1x1, enough taps; on AVX2/NEON only narrow outputs). Tiles run
+on the calling thread (see below).
 """
 from __future__ import annotations
 

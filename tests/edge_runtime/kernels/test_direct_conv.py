@@ -55,7 +55,8 @@ def test_random_geometries_match_the_reference(seed):
     got = dc.direct_conv2d(x, dc.direct_weights(wt), b, (sh, sw), pads, (dh, dw), ohw)
     _close(got, _ref(x, wt, b, (sh, sw), pads, (dh, dw)))
     prep = prepare_conv(wt)  # what dense_conv2d runs: direct from DIRECT_MIN_TAPS taps on, else im2col
-    takes = cin * kh * kw >= DIRECT_MIN_TAPS and (DIRECT_MAX_OUT_CHANNELS is None or cout <= DIRECT_MAX_OUT_CHANNELS)
+    takes = (cin * kh * kw >= DIRECT_MIN_TAPS and (DIRECT_MAX_OUT_CHANNELS is None or cout <= DIRECT_MAX_OUT_CHANNELS)
+             and not cin == cout == 1)
     assert (prep.direct is not None) == takes and (prep.weight is None) == (prep.direct is not None)
     _close(dense_conv2d(x, prep, b, (sh, sw), pads, (dh, dw)), _ref(x, wt, b, (sh, sw), pads, (dh, dw)))
 
@@ -120,6 +121,24 @@ def test_every_tile_width_matches_the_reference(size):
     wt = rng.standard_normal((9, 12, 3, 3), dtype=np.float32)
     got = dense_conv2d(x, prepare_conv(wt), None, (1, 1), (1, 1, 1, 1), (1, 1))
     _close(got, _ref(x, wt, None, (1, 1), (1, 1, 1, 1), (1, 1)))
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 17), (1, 1, 5, 5)])
+def test_one_channel_convs_stay_on_the_depthwise_path(shape):
+    """Cin = Cout = 1 is depthwise-shaped: 1-D ones used to reach the depthwise view of weights the
+    direct packing had replaced (AttributeError on None)."""
+    rng = np.random.default_rng(2)
+    wt = rng.standard_normal(shape, dtype=np.float32)
+    x = rng.standard_normal((1, 1, 40) if len(shape) == 3 else (1, 1, 12, 12), dtype=np.float32)
+    prep = prepare_conv(wt)
+    assert prep.direct is None and prep.weight is not None
+    nd = len(shape) - 2
+    got = dense_conv(x, prep, None, [1] * nd, [2] * (2 * nd), [1] * nd)
+    if nd == 1:
+        want = _ref(x[:, :, None, :], wt[:, :, None, :], None, (1, 1), (0, 2, 0, 2), (1, 1))[:, :, 0, :]
+    else:
+        want = _ref(x, wt, None, (1, 1), (2, 2, 2, 2), (1, 1))
+    _close(got, want)
 
 
 def test_which_convs_get_the_direct_kernel():
