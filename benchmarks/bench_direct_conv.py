@@ -4,9 +4,10 @@ Each shape is one Conv (3x3 unless named, pads k//2) with bias and SiLU, batch 1
 detector's 3x3 convs at 320 px, ResNet-18's and the U-Net's. Contenders, interleaved in shuffled
 blocks over a pool of 4 inputs (benchmarks/common.interleave), thread CPU time at 1 thread:
 
-* ``direct``: kernels/direct_conv.py, what ``dense_conv2d`` now runs for these shapes (unless Winograd);
+* ``direct``: kernels/direct_conv.py, what ``dense_conv2d`` now runs for these shapes on AVX-512 (unless
+  Winograd); measured here on every shape, also where an AVX2/NEON target's rule keeps im2col;
 * ``im2col``: the same prepared conv with the direct weights removed: numba im2col + OpenBLAS sgemm;
-* ``winograd``: F(2x2, 3x3), where the shape allows it (3x3, stride 1, >= 64 channels, output >= 14);
+* ``winograd``: F(2x2, 3x3), where the shape allows it (3x3, stride 1, >= 256 channels, output >= 14);
 * ``onnxruntime``: Conv -> Sigmoid -> Mul in one session, ``intra_op_num_threads=1``.
 
 Writes JSON (CPU model, code path, medians, ratios with 90% intervals) and prints a markdown table::
@@ -76,7 +77,7 @@ def bench_shape(spec: tuple, blocks: int, calls: int, rng: np.random.Generator) 
     prep = prepare_conv(w)
     geo = ((s, s), (k // 2,) * 4, (1, 1), SILU, 0.0, 0.0)
     im2col = dataclasses.replace(prep, direct=None, winograd=None, weight=np.ascontiguousarray(w.reshape(1, cout, -1)))
-    direct = dataclasses.replace(prep, winograd=None)
+    direct = dataclasses.replace(prep, winograd=None, direct=direct_conv.direct_weights(w))
     sess = _ort_session(w, b, pool[0].shape, s)
     contenders = {"direct": lambda x: dense_conv2d(x, direct, b, *geo),
                   "im2col": lambda x: dense_conv2d(x, im2col, b, *geo),
