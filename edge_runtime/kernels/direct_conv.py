@@ -153,35 +153,45 @@ def _tiles(yb, wp, xf, xoff, nblk, qpad, nr):  # pragma: no cover (numba)
 def _phase_planes(x, xf, sh, sw, ph, pw, hq, wq):  # pragma: no cover (numba)
     """xf[((a*sw + b)*C + c)*hq*wq + i*wq + j] = padded x[c, i*sh + a, j*sw + b], each entry written once.
 
-    Entries past the planes (read only for the dropped positions past the output) are zeroed."""
+    Each input row is first copied into a zero-padded row of ``wq * sw`` floats (contiguous), which
+    is then dealt out to its ``sw`` column phases (stride 2: one interleaved load pair per two
+    outputs, where a strided read of the input row was a gather). Entries past the planes (read
+    only for the dropped positions past the output) are zeroed."""
     ch, hgt, wid = x.shape
-    xf[sh * sw * ch * hq * wq:] = 0.0
-    for c in range(ch):  # each input row is read once, for its sw planes in turn
+    plane = hq * wq
+    xf[sh * sw * ch * plane:] = 0.0
+    row = np.zeros(wq * sw + 1, np.float32)
+    lo, hi = pw, min(wid + pw, wq * sw)  # the input's columns inside the padded row
+    for c in range(ch):
         for a in range(sh):
             for i in range(hq):
                 ih = i * sh + a - ph
-                for bb in range(sw):
-                    r0 = (((a * sw + bb) * ch + c) * hq + i) * wq
-                    if ih < 0 or ih >= hgt:
+                r0 = ((a * sw * ch + c) * hq + i) * wq  # phase (a, 0); phase (a, b) is b*ch*plane further
+                if ih < 0 or ih >= hgt:
+                    for bb in range(sw):
                         for j in range(wq):
-                            xf[u64(r0 + j)] = 0.0
-                        continue
-                    off = bb - pw
-                    jlo = min(wq, max(0, -(off // sw)))  # columns j with 0 <= j*sw + off < wid
-                    jhi = max(jlo, min(wq, (wid - 1 - off) // sw + 1)) if wid - 1 - off >= 0 else jlo
-                    for j in range(jlo):
+                            xf[u64(r0 + bb * ch * plane + j)] = 0.0
+                    continue
+                if sw == 1:
+                    for j in range(lo):
                         xf[u64(r0 + j)] = 0.0
-                    if sw == 1:
-                        for j in range(jlo, jhi):
-                            xf[u64(r0 + j)] = x[c, ih, u64(j + off)]
-                    elif sw == 2:  # a constant stride: LLVM's interleaved loads, not a gather
-                        for j in range(jlo, jhi):
-                            xf[u64(r0 + j)] = x[c, ih, u64(2 * j + off)]
-                    else:
-                        for j in range(jlo, jhi):
-                            xf[u64(r0 + j)] = x[c, ih, u64(j * sw + off)]
-                    for j in range(jhi, wq):
+                    for j in range(lo, hi):
+                        xf[u64(r0 + j)] = x[c, ih, u64(j - pw)]
+                    for j in range(hi, wq):
                         xf[u64(r0 + j)] = 0.0
+                    continue
+                for j in range(lo, hi):
+                    row[u64(j)] = x[c, ih, u64(j - pw)]
+                if sw == 2:
+                    r1 = r0 + ch * plane
+                    for j in range(wq):
+                        xf[u64(r0 + j)] = row[u64(2 * j)]
+                        xf[u64(r1 + j)] = row[u64(2 * j + 1)]
+                else:
+                    for bb in range(sw):
+                        rb = r0 + bb * ch * plane
+                        for j in range(wq):
+                            xf[u64(rb + j)] = row[u64(j * sw + bb)]
 
 
 @numba.njit(cache=True, fastmath=FAST, boundscheck=False)
