@@ -239,9 +239,9 @@ def direct_weights(w: NDArray[np.float32]) -> DirectWeights:
     return DirectWeights(packed, cout, cin, (kh, kw))
 
 
-#: The tiles run on the calling thread: numba's OpenMP workers and OpenBLAS's pool (the 1x1 and
-#: im2col convs of the same run) spin on the same cores. With ``prange`` over the tiles, YOLO 320 on
-#: the numba engine at 2 threads took 172.9 ms against 16.3 ms serial (docs/dense_kernels.md).
+# The tiles run on the calling thread: numba's OpenMP workers and OpenBLAS's pool (the 1x1 and
+# im2col convs of the same run) spin on the same cores. With ``prange`` over the tiles, YOLO 320 on
+# the numba engine at 2 threads took 172.9 ms against 16.3 ms serial (docs/dense_kernels.md).
 
 def _geometry(dw: DirectWeights, hgt: int, wid: int, strides: Sequence[int], pads: Sequence[int],
               dilations: Sequence[int], out_hw: tuple[int, int]) -> tuple:
