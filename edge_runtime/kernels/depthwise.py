@@ -28,7 +28,7 @@ from numba import uint64 as u64
 from numpy.typing import NDArray
 
 from edge_runtime.kernels.activation import act_inplace
-from edge_runtime.kernels.direct_conv import conv_tile
+from edge_runtime.kernels.direct_conv import conv_tile, tap_offsets
 from edge_runtime.kernels.fastmath import FAST
 from edge_runtime.kernels.geometry import conv_out_spatial
 
@@ -79,11 +79,7 @@ def _dw2d(x, w3, bias, y, sh, sw, ph, pw, dh, dw, kh, kw, act, p0, p1):  # pragm
     plane = hq * wq
     m = (oh_n - 1) * wq + ow_n
     mpad = (m + _DW_TILE - 1) // _DW_TILE * _DW_TILE
-    xoff = np.empty(kh * kw, np.int64)
-    for i in range(kh):
-        for j in range(kw):
-            xoff[i * kw + j] = ((((i * dh) % sh) * sw + (j * dw) % sw) * plane
-                                + ((i * dh) // sh) * wq + (j * dw) // sw)
+    xoff = tap_offsets(kh, kw, sh, sw, dh, dw, 1, hq, wq)  # one channel's (sh, sw, hq, wq) planes
     # the tiles read up to mpad past each tap's offset: zeros past the planes
     xbuf = np.zeros(max(sh * sw * plane, xoff.max() + mpad), np.float32)
     xph = xbuf[:sh * sw * plane].reshape(sh, sw, hq, wq)

@@ -43,7 +43,7 @@ from edge_runtime.kernels.activation import act_inplace, bias_act_rows
 from edge_runtime.kernels.fastmath import FAST
 from edge_runtime.kernels.simd import VEC, check_array, host_has_avx512
 
-__all__ = ["DirectWeights", "direct_weights", "direct_conv2d", "pointwise_conv2d", "conv_tile", "OB"]
+__all__ = ["DirectWeights", "direct_weights", "direct_conv2d", "pointwise_conv2d", "conv_tile", "tap_offsets", "OB"]
 
 #: Output channels per register block, and the 16-float vectors of positions per block a call may
 #: take: 8 x 1-3 are 8-24 of AVX-512's 32 zmm registers; 4 x 1 keeps AVX2's 16 ymm registers (2 per
@@ -149,6 +149,22 @@ def _tiles(yb, wp, xf, xoff, nblk, qpad, nr):  # pragma: no cover (numba)
             _chunk(yb, wp, xf, xoff, blk, c0, qpad, nr)
 
 
+@numba.njit(cache=True)
+def tap_offsets(kh, kw, sh, sw, dh, dw, cin, hq, wq):  # pragma: no cover (numba)
+    """xoff[c*kh*kw + i*kw + j]: where tap (i, j) of channel c starts in :func:`_phase_planes`'s
+    buffer, relative to the output's flat position (phase ((i*dh) % sh, (j*dw) % sw), shifted by
+    ((i*dh) // sh) rows and ((j*dw) // sw) columns of the hq x wq planes)."""
+    plane = hq * wq
+    xoff = np.empty(cin * kh * kw, np.int64)
+    for c in range(cin):
+        for i in range(kh):
+            for j in range(kw):
+                phase = ((i * dh) % sh) * sw + (j * dw) % sw
+                xoff[(c * kh + i) * kw + j] = ((phase * cin + c) * plane + ((i * dh) // sh) * wq
+                                              + (j * dw) // sw)
+    return xoff
+
+
 @numba.njit(cache=True, boundscheck=False)
 def _phase_planes(x, xf, sh, sw, ph, pw, hq, wq):  # pragma: no cover (numba)
     """xf[((a*sw + b)*C + c)*hq*wq + i*wq + j] = padded x[c, i*sh + a, j*sw + b], each entry written once.
@@ -251,14 +267,10 @@ def _geometry(dw: DirectWeights, hgt: int, wid: int, strides: Sequence[int], pad
     sh, sw = int(strides[0]), int(strides[1])
     oh, ow = out_hw
     hq, wq = -(-(hgt + int(pads[0]) + int(pads[2])) // sh), -(-(wid + int(pads[1]) + int(pads[3])) // sw)
-    plane = hq * wq
-    ii, jj = np.divmod(np.arange(kh * kw, dtype=np.int64), kw)
-    ii, jj = ii * int(dilations[0]), jj * int(dilations[1])
-    taps = ((ii % sh) * sw + jj % sw) * cin * plane + (ii // sh) * wq + jj // sw
-    xoff = (np.arange(cin, dtype=np.int64)[:, None] * plane + taps[None, :]).reshape(-1)
+    xoff = tap_offsets(kh, kw, sh, sw, int(dilations[0]), int(dilations[1]), cin, hq, wq)
     nr = vectors_per_tile(oh * wq)
     qpad = -(-(oh * wq) // (VEC * nr)) * VEC * nr
-    xsize = sh * sw * cin * plane + qpad + int(taps.max()) + VEC
+    xsize = max(sh * sw * cin * hq * wq, int(xoff.max()) + qpad)  # tiles read qpad past each offset
     return xoff, sh, sw, int(pads[0]), int(pads[1]), hq, wq, qpad, nr, xsize, dw.packed.shape[0] * OB * qpad
 
 
@@ -270,7 +282,7 @@ def direct_conv2d(x: NDArray[np.float32], dw: DirectWeights, bias: NDArray[np.fl
     ``pads`` are explicit (top, left, bottom, right) pads, ``out_hw`` the output size the caller
     computed from them.
     """
-    from edge_runtime.kernels.sparse_common import workspace
+    from edge_runtime.kernels.sparse_common import workspace  # here: importing conv stays as cheap as before
     n, _, hgt, wid = x.shape
     key = (hgt, wid, *strides, *pads, *dilations)
     geo = dw.geometry.get(key)

@@ -1,5 +1,5 @@
-"""The direct dense conv (kernels/direct_conv.py) against a float64 numpy convolution, on every
-geometry it takes (no torch: these run on aarch64 under qemu too)."""
+"""The direct dense conv (kernels/direct_conv.py) against the float64 numpy convolution of the sparse
+conv tests, on every geometry it takes (no torch: these run on aarch64 under qemu too)."""
 from __future__ import annotations
 
 import numpy as np
@@ -9,31 +9,14 @@ from edge_runtime.kernels import activation
 from edge_runtime.kernels import direct_conv as dc
 from edge_runtime.kernels.conv import DIRECT_MAX_OUT_CHANNELS, DIRECT_MIN_TAPS, dense_conv, dense_conv2d, prepare_conv
 from edge_runtime.kernels.geometry import conv_out_spatial
+from tests.edge_runtime.kernels.test_sparse_conv import conv_reference
+from tests.edge_runtime.kernels.test_sparse_matmul import check
 
 
-def _ref(x, w, b, strides, pads, dilations, act=activation.NONE):
-    """conv2d in float64: a sum over the kernel taps of strided slices of the padded input."""
-    xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (pads[0], pads[2]), (pads[1], pads[3])))
-    (sh, sw), (dh, dw), (kh, kw) = strides, dilations, w.shape[2:]
-    oh = (xp.shape[2] - (kh - 1) * dh - 1) // sh + 1
-    ow = (xp.shape[3] - (kw - 1) * dw - 1) // sw + 1
-    y = np.zeros((x.shape[0], w.shape[0], oh, ow))
-    for i in range(kh):
-        for j in range(kw):
-            win = xp[:, :, i * dh:i * dh + (oh - 1) * sh + 1:sh, j * dw:j * dw + (ow - 1) * sw + 1:sw]
-            y += np.einsum("nchw,oc->nohw", win, w[:, :, i, j].astype(np.float64))
-    if b is not None:
-        y += b[None, :, None, None]
-    if act == activation.SILU:
-        y = y / (1.0 + np.exp(-y))
-    elif act == activation.RELU:
-        y = np.maximum(y, 0.0)
-    return y
-
-
-def _close(got, want):
-    scale = max(1.0, float(np.abs(want).max()))
-    np.testing.assert_allclose(got, want, rtol=1e-5, atol=2e-5 * scale)
+def _expect(got, x, w, b, strides, pads, dilations, act=activation.NONE):
+    """got == act(conv2d(x, w) + b) within the float32 error bound of the float64 reference
+    (test_sparse_conv's: the same reference and check the sparse conv kernels are held to)."""
+    check(got, *conv_reference(x, w, b, strides, pads, dilations, act, 0.0, 0.0))
 
 
 @pytest.mark.parametrize("seed", range(40))
@@ -53,12 +36,12 @@ def test_random_geometries_match_the_reference(seed):
     b = rng.standard_normal(cout, dtype=np.float32)
     ohw = tuple(conv_out_spatial((h, w), (kh, kw), (sh, sw), (dh, dw), pads))
     got = dc.direct_conv2d(x, dc.direct_weights(wt), b, (sh, sw), pads, (dh, dw), ohw)
-    _close(got, _ref(x, wt, b, (sh, sw), pads, (dh, dw)))
+    _expect(got, x, wt, b, (sh, sw), pads, (dh, dw))
     prep = prepare_conv(wt)  # what dense_conv2d runs: direct from DIRECT_MIN_TAPS taps on, else im2col
     takes = (cin * kh * kw >= DIRECT_MIN_TAPS and (DIRECT_MAX_OUT_CHANNELS is None or cout <= DIRECT_MAX_OUT_CHANNELS)
              and not cin == cout == 1)
     assert (prep.direct is not None) == takes and (prep.weight is None) == (prep.direct is not None)
-    _close(dense_conv2d(x, prep, b, (sh, sw), pads, (dh, dw)), _ref(x, wt, b, (sh, sw), pads, (dh, dw)))
+    _expect(dense_conv2d(x, prep, b, (sh, sw), pads, (dh, dw)), x, wt, b, (sh, sw), pads, (dh, dw))
 
 
 @pytest.mark.parametrize("cin,cout,size,stride", [(16, 32, 96, 2), (3, 16, 128, 2), (24, 20, 40, 1)])
@@ -70,7 +53,7 @@ def test_big_outputs_match_the_reference(cin, cout, size, stride):
     b = rng.standard_normal(cout, dtype=np.float32)
     ohw = tuple(conv_out_spatial((size, size), (3, 3), (stride, stride), (1, 1), (1, 1, 1, 1)))
     got = dc.direct_conv2d(x, dc.direct_weights(wt), b, (stride, stride), (1, 1, 1, 1), (1, 1), ohw, activation.SILU)
-    _close(got, _ref(x, wt, b, (stride, stride), (1, 1, 1, 1), (1, 1), activation.SILU))
+    _expect(got, x, wt, b, (stride, stride), (1, 1, 1, 1), (1, 1), activation.SILU)
 
 
 def test_a_smaller_call_after_a_bigger_one_reuses_the_workspace_correctly():
@@ -80,7 +63,7 @@ def test_a_smaller_call_after_a_bigger_one_reuses_the_workspace_correctly():
         x = rng.standard_normal((1, cin, size, size), dtype=np.float32) * 1e3
         wt = rng.standard_normal((11, cin, 3, 3), dtype=np.float32)
         got = dense_conv2d(x, prepare_conv(wt), None, (2, 2), (1, 1, 1, 1), (1, 1))
-        _close(got, _ref(x, wt, None, (2, 2), (1, 1, 1, 1), (1, 1)))
+        _expect(got, x, wt, None, (2, 2), (1, 1, 1, 1), (1, 1))
 
 
 def test_infinite_inputs_give_what_a_direct_convolution_gives():
@@ -90,7 +73,7 @@ def test_infinite_inputs_give_what_a_direct_convolution_gives():
     x[0, 1, 4, 4] = np.nan
     wt = np.abs(np.random.default_rng(0).standard_normal((3, 2, 3, 3), dtype=np.float32)) + 0.1
     got = dense_conv2d(x, prepare_conv(wt), None, (1, 1), (1, 1, 1, 1), (1, 1))
-    want = _ref(x, wt, None, (1, 1), (1, 1, 1, 1), (1, 1))
+    want = conv_reference(x, wt, None, (1, 1), (1, 1, 1, 1), (1, 1), activation.NONE, 0.0, 0.0)[0]
     np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
     np.testing.assert_array_equal(np.isposinf(got), np.isposinf(want))
 
@@ -102,8 +85,7 @@ def test_1d_convs_take_the_direct_kernel():
     prep = prepare_conv(wt)
     assert prep.direct is not None and prep.direct.kernel_shape == (1, 5)
     got = dense_conv(x, prep, None, [2], [2, 1], [2], activation.RELU)
-    want = _ref(x[:, :, None, :], wt[:, :, None, :], None, (1, 2), (0, 2, 0, 1), (1, 2), activation.RELU)
-    _close(got, want[:, :, 0, :])
+    _expect(got[:, :, None, :], x[:, :, None, :], wt[:, :, None, :], None, (1, 2), (0, 2, 0, 1), (1, 2), activation.RELU)
 
 
 @pytest.mark.parametrize("positions", [1, 16, 17, 110, 420, 1155, 6480])
@@ -120,7 +102,7 @@ def test_every_tile_width_matches_the_reference(size):
     x = rng.standard_normal((1, 12, size, size), dtype=np.float32)
     wt = rng.standard_normal((9, 12, 3, 3), dtype=np.float32)
     got = dense_conv2d(x, prepare_conv(wt), None, (1, 1), (1, 1, 1, 1), (1, 1))
-    _close(got, _ref(x, wt, None, (1, 1), (1, 1, 1, 1), (1, 1)))
+    _expect(got, x, wt, None, (1, 1), (1, 1, 1, 1), (1, 1))
 
 
 @pytest.mark.parametrize("shape", [(1, 1, 17), (1, 1, 5, 5)])
@@ -135,10 +117,9 @@ def test_one_channel_convs_stay_on_the_depthwise_path(shape):
     nd = len(shape) - 2
     got = dense_conv(x, prep, None, [1] * nd, [2] * (2 * nd), [1] * nd)
     if nd == 1:
-        want = _ref(x[:, :, None, :], wt[:, :, None, :], None, (1, 1), (0, 2, 0, 2), (1, 1))[:, :, 0, :]
+        _expect(got[:, :, None, :], x[:, :, None, :], wt[:, :, None, :], None, (1, 1), (0, 2, 0, 2), (1, 1))
     else:
-        want = _ref(x, wt, None, (1, 1), (2, 2, 2, 2), (1, 1))
-    _close(got, want)
+        _expect(got, x, wt, None, (1, 1), (2, 2, 2, 2), (1, 1))
 
 
 def test_which_convs_get_the_direct_kernel():
@@ -165,7 +146,7 @@ def test_pointwise_convs_run_in_place_where_they_fit(cin, cout, size, batch):
     b = rng.standard_normal(cout, dtype=np.float32)
     prep = prepare_conv(wt)
     got = dense_conv2d(x, prep, b, (1, 1), (0, 0, 0, 0), (1, 1), activation.SILU)
-    _close(got, _ref(x, wt, b, (1, 1), (0, 0, 0, 0), (1, 1), activation.SILU))
+    _expect(got, x, wt, b, (1, 1), (0, 0, 0, 0), (1, 1), activation.SILU)
     fits = size * size % 16 == 0 and cout % dc.OB == 0
     assert ("pointwise" in prep.lazy) == (fits and (DIRECT_MAX_OUT_CHANNELS is None or cout <= DIRECT_MAX_OUT_CHANNELS))
     assert (dc.pointwise_conv2d(x, dc.direct_weights(wt), b) is not None) == fits
