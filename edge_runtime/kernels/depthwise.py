@@ -44,20 +44,31 @@ def valid_range(off: int, stride: int, size: int, n_out: int) -> tuple[int, int]
 
 
 @numba.njit(cache=True, fastmath=FAST, boundscheck=False)
-def _fill_phases(src, xph, sh, sw, ph, pw):  # pragma: no cover (numba)
+def _fill_phases(src, xph, row, sh, sw, ph, pw):  # pragma: no cover (numba)
     # Scatter one (H, W) channel into its stride phases: padded pixel (hh, tt) goes to
-    # xph[hh % sh, tt % sw, hh // sh, tt // sw]; padding cells are never written (zero).
+    # xph[hh % sh, tt % sw, hh // sh, tt // sw]. Each input row is copied into ``row`` (zero
+    # outside [pw, pw + W), at least wq * sw long) and dealt out to its column phases: for
+    # stride 2 one interleaved load pair per two outputs, where a strided read of the input
+    # row compiled to a gather. Padding rows are never written (zero).
     hgt, wid = src.shape
-    for qc in range(sw):
-        t0 = (qc - pw) % sw          # first column t with (pw + t) % sw == qc
-        d0 = (pw + t0) // sw
-        n_col = (wid - t0 + sw - 1) // sw
-        for h in range(hgt):
-            hh = ph + h
-            dst = xph[hh % sh, qc, hh // sh]
-            r = src[h]
-            for m in range(n_col):
-                dst[u64(d0 + m)] = r[u64(t0 + m * sw)]
+    wq = xph.shape[3]
+    for h in range(hgt):
+        hh = ph + h
+        a, i = hh % sh, hh // sh
+        r = src[h]
+        for t in range(wid):
+            row[u64(pw + t)] = r[u64(t)]
+        if sw == 2:
+            d0 = xph[a, 0, i]
+            d1 = xph[a, 1, i]
+            for j in range(wq):
+                d0[u64(j)] = row[u64(2 * j)]
+                d1[u64(j)] = row[u64(2 * j + 1)]
+        else:
+            for b in range(sw):
+                d = xph[a, b, i]
+                for j in range(wq):
+                    d[u64(j)] = row[u64(j * sw + b)]
 
 
 #: Vectors of 16 positions per depthwise tile (4 accumulators: 4 zmm, 8 ymm or 16 NEON q registers).
@@ -85,6 +96,7 @@ def _dw2d(x, w3, bias, y, sh, sw, ph, pw, dh, dw, kh, kw, act, p0, p1):  # pragm
     xph = xbuf[:sh * sw * plane].reshape(sh, sw, hq, wq)
     xp = xph[0, 0]
     acc = np.empty(mpad, np.float32)
+    prow = np.zeros(wq * sw, np.float32)  # _fill_phases' padded input row
     for n in range(n_img):
         for c in range(ch):
             if sh == 1 and sw == 1:
@@ -94,7 +106,7 @@ def _dw2d(x, w3, bias, y, sh, sw, ph, pw, dh, dw, kh, kw, act, p0, p1):  # pragm
                     for t in range(wid):
                         dst[u64(pw + t)] = src[u64(t)]
             else:
-                _fill_phases(x[n, c], xph, sh, sw, ph, pw)
+                _fill_phases(x[n, c], xph, prow, sh, sw, ph, pw)
             for q0 in range(0, mpad, _DW_TILE):  # acc[q] = sum_t w[c, t] * xbuf[xoff[t] + q]
                 conv_tile(acc, w3, xbuf, xoff, kh * kw, c, q0, 0, 1, _DW_VECTORS)
             b = bias[c]
