@@ -14,8 +14,10 @@ The decision is measured, not guessed (issue: "never slower than onnxruntime"):
    kept island's per-call crossover is the density where its two times meet. Then the cut
    plan itself (segments + islands dispatching per call) is timed against the whole-model
    session on the warm-up input; the islands stay only when the cut plan is faster by
-   :data:`MIN_PLAN_GAIN`, otherwise the whole-model session runs. (Then the numba engine is
-   timed against a kept cut plan, and the faster runs.)
+   :data:`MIN_PLAN_GAIN`. When it is not, the islands whose own gain exceeds their share of
+   the measured boundary cost are cut alone and timed once more (:func:`_worth_their_cut`);
+   otherwise the whole-model session runs. (Then the numba engine is timed against a kept cut
+   plan, and the faster runs.)
 """
 from __future__ import annotations
 
@@ -350,15 +352,48 @@ def _measured(model: onnx.ModelProto, prepared: list[isl.PreparedIsland], types:
     limits = {d.name: d.crossover for d in decisions if d.kept}
     plan = probe if len(kept) == len(prepared) else cut_plan(model, kept, types, cfg, inputs, outputs, limits)
     plan = with_limits(plan, limits, cfg.sparsity)
-    whole_s, cut_s = time_plans([whole, plan], feed, [o.name for o in outputs], cfg.threads)
+    wanted = [o.name for o in outputs]
+    whole_s, cut_s = time_plans([whole, plan], feed, wanted, cfg.threads)
     gain_s = sum((d.dense_ms - d.sparse_ms) / 1e3 for d in decisions if d.kept)
     report = EngineReport(n_cands, tuple(decisions), whole_s * 1e3, cut_s * 1e3)
-    if cut_s > MIN_PLAN_GAIN * whole_s:
-        return whole, with_outcome(report, f"whole model: the cut plan took {cut_s * 1e3:.3f} ms against "
-                                           f"{whole_s * 1e3:.3f} ms whole (its islands alone gain "
-                                           f"{gain_s * 1e3:.3f} ms; segment boundaries cost the rest)")
-    return plan, with_outcome(report, f"{len(kept)} sparse islands in {_segments(plan)} onnxruntime segments: "
-                                      f"{cut_s * 1e3:.3f} ms against {whole_s * 1e3:.3f} ms whole")
+    if cut_s <= MIN_PLAN_GAIN * whole_s:
+        return plan, with_outcome(report, f"{len(kept)} sparse islands in {_segments(plan)} onnxruntime segments: "
+                                          f"{cut_s * 1e3:.3f} ms against {whole_s * 1e3:.3f} ms whole")
+    lost = (f"the cut plan took {cut_s * 1e3:.3f} ms against {whole_s * 1e3:.3f} ms whole (its islands alone gain "
+            f"{gain_s * 1e3:.3f} ms; segment boundaries cost the rest)")
+    strong = _worth_their_cut(decisions, cut_s - (whole_s - gain_s))
+    if strong:
+        some = [p for p in kept if p.candidate.name in strong]
+        sub_limits = {n: limits[n] for n in strong}
+        sub = cut_plan(model, some, types, cfg, inputs, outputs, sub_limits)
+        if sub is not None:
+            sub = with_limits(sub, sub_limits, cfg.sparsity)
+            whole_s, sub_s = time_plans([whole, sub], feed, wanted, cfg.threads)
+            if sub_s <= MIN_PLAN_GAIN * whole_s:
+                decisions = [d if d.name in strong else dataclasses.replace(d, kept=False) for d in decisions]
+                report = EngineReport(n_cands, tuple(decisions), whole_s * 1e3, sub_s * 1e3)
+                return sub, with_outcome(report, f"{len(strong)} sparse islands in {_segments(sub)} onnxruntime "
+                                                 f"segments: {sub_s * 1e3:.3f} ms against {whole_s * 1e3:.3f} ms "
+                                                 f"whole (with all {len(kept)} islands that beat their dense path, "
+                                                 f"{lost})")
+            lost += f"; its {len(strong)} strongest islands alone took {sub_s * 1e3:.3f} ms"
+    return whole, with_outcome(report, f"whole model: {lost}")
+
+
+def _worth_their_cut(decisions: Sequence[IslandDecision], boundaries_s: float) -> set[str]:
+    """The kept islands whose own gain exceeds their share of the measured boundary cost, when
+    that is a strict, non-empty subset of them (else empty: nothing different to try).
+
+    The cut plan with every island that beat its dense path can lose as a whole while a few
+    large islands would win: at 224 px a relufied YOLO-style backbone's three deep 3x3 convs
+    gained 0.9-1.8 ms each, its seven narrow ones 0.05-0.3 ms, each cut ~0.4 ms
+    (experiments_relufy_latency_probe.json). The boundary cost per island is the whole plan's
+    measured excess (cut time - whole time + the islands' gains) over the islands.
+    """
+    kept = [d for d in decisions if d.kept]
+    share = max(boundaries_s, 0.0) / max(len(kept), 1)
+    strong = {d.name for d in kept if (d.dense_ms - d.sparse_ms) / 1e3 > share}
+    return strong if 0 < len(strong) < len(kept) else set()
 
 
 def time_plans(plans: Sequence[Plan], feed: Mapping[str, np.ndarray], wanted: list[str],
@@ -379,17 +414,42 @@ def _segments(plan: Plan) -> int:
 
 
 def _price(p: isl.PreparedIsland, x: np.ndarray, dense: Callable[[np.ndarray], Any], threads: int) -> IslandDecision:
-    """Time the island dense and sparse at its expected density; its crossover where they meet."""
+    """Time the island dense, and sparse at its expected density and at a higher one; its crossover
+    is where the sparse time, a line through those two points, reaches 0.9x the dense time."""
     measured = density(x)
     ann = p.candidate.annotated_density
     d0 = measured if ann is None else float(ann)
     x0 = at_density(x, d0)
     d_real = density(x0)
-    t_dense, t_sparse = _interleaved([lambda: dense(x0), lambda: p.kernel(x0, d_real)], threads)
+    x1 = at_density(x, min(1.0, max(3.0 * d_real, d_real + 0.2)))
+    d_high = density(x1)
+    t_dense, t_sparse, t_high = _interleaved([lambda: dense(x0), lambda: p.kernel(x0, d_real),
+                                              lambda: p.kernel(x1, d_high)], threads)
     kept = t_sparse <= MIN_GAIN * t_dense
-    crossover = min(1.0, 0.9 * max(d_real, 1e-3) * t_dense / max(t_sparse, 1e-9)) if kept else 0.0
+    crossover = _crossover(d_real, t_sparse, d_high, t_high, t_dense) if kept else 0.0
     return IslandDecision(p.candidate.name, d_real, "warm-up input" if ann is None else "annotation",
                           t_dense * 1e3, t_sparse * 1e3, crossover, kept)
+
+
+def _crossover(d0: float, t0: float, d1: float, t1: float, t_dense: float) -> float:
+    """The density at which the sparse kernel, timed ``t0`` at density ``d0`` and ``t1`` at ``d1``,
+    takes 0.9x the dense time ``t_dense``: on the line through the two points (a fixed cost plus a
+    cost per non-zero), capped at 1.
+
+    A line through the origin from one point (the rule before) puts the fixed cost on the
+    non-zeros and the crossover too low when the warm-up input is sparser than most: on a
+    relufied YOLO-style backbone at 56 px (warm-up density 0.03) islands fell back to their dense
+    path on images at density 0.1 where their kernels still ran 2.5x faster than dense
+    (experiments_relufy_latency_probe_epyc.json). Where the second time is not larger (noise, or
+    a kernel whose time does not grow), the crossover is the higher measured density if the
+    kernel beat dense there, else the line through the origin."""
+    limit = 0.9 * t_dense
+    if d1 > d0 and t1 > t0:
+        slope = (t1 - t0) / (d1 - d0)
+        return float(min(1.0, max((limit - (t0 - slope * d0)) / slope, 0.0)))
+    if t1 <= limit:
+        return float(min(1.0, d1))
+    return float(min(1.0, max(d0, 1e-3) * limit / max(t0, 1e-9)))
 
 
 def _interleaved(fns: Sequence[Callable[[], Any]], threads: int, repeats: int = REPEATS) -> list[float]:

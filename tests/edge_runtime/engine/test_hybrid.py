@@ -88,11 +88,13 @@ def test_dense_model_runs_as_one_onnxruntime_session() -> None:
 
 
 class _Prices:
-    """Deterministic session-creation timing: (dense, sparse) for each island, then (whole, cut plan),
-    then (cut plan, numba engine); ``cut`` is one pair for both, or a list of pairs in call order."""
+    """Deterministic session-creation timing: (dense, sparse) for each island (one pair for all, or a
+    list of pairs in island order; the sparse kernel at the higher pricing density takes twice its
+    time), then (whole, cut plan), then (cut plan, numba engine); ``cut`` is one pair for both, or a
+    list of pairs in call order."""
 
-    def __init__(self, island: tuple[float, float], cut: tuple[float, float] | list[tuple[float, float]],
-                 islands: int) -> None:
+    def __init__(self, island: tuple[float, float] | list[tuple[float, float]],
+                 cut: tuple[float, float] | list[tuple[float, float]], islands: int) -> None:
         self.island, self.islands, self.calls = island, islands, 0
         self.cut = cut if isinstance(cut, list) else [cut, (cut[1], 2 * cut[1])]  # numba slower by default
 
@@ -101,11 +103,12 @@ class _Prices:
             fn()
         self.calls += 1
         if self.calls <= self.islands:
-            return list(self.island)
+            dense, sparse = self.island[self.calls - 1] if isinstance(self.island, list) else self.island
+            return [dense, sparse, 2 * sparse]
         return list(self.cut[min(self.calls - self.islands, len(self.cut)) - 1])
 
 
-def _fixed_prices(monkeypatch: pytest.MonkeyPatch, island: tuple[float, float], cut: Any,
+def _fixed_prices(monkeypatch: pytest.MonkeyPatch, island: Any, cut: Any,
                   islands: int = 2) -> None:
     """The mlp has two auto candidates (the MatMul and the Gemm after a Relu)."""
     monkeypatch.setattr(hybrid, "_interleaved", _Prices(island, cut, islands))
@@ -118,9 +121,12 @@ def test_islands_are_kept_when_the_cut_plan_beats_the_whole_model(monkeypatch: p
     report = sess.engine_report
     assert report.candidates == 2 and all(d.kept for d in report.islands)
     assert sess.get_providers() == ["EdgeRuntimeExecutionProvider", "CPUExecutionProvider"]
-    # crossover where the two times meet, with a 10% margin: 0.9 * d * dense / sparse, capped at 1
+    # crossover where the sparse time (a line through its two measured points) reaches 0.9x dense
     d = report.islands[0]
-    assert d.crossover == pytest.approx(min(1.0, 0.9 * d.expected_density * 10), rel=1e-6)
+    d1 = min(1.0, max(3 * d.expected_density, d.expected_density + 0.2))
+    slope = 1e-4 / (d1 - d.expected_density)  # 1e-4 s at the expected density, 2e-4 s at d1
+    want = min(1.0, (0.9e-3 - (1e-4 - slope * d.expected_density)) / slope)
+    assert d.crossover == pytest.approx(want, rel=1e-2)
     _check_against_ort(model, sess, 1)
 
 
@@ -143,6 +149,33 @@ def test_whole_model_when_the_cut_plan_is_not_faster(monkeypatch: pytest.MonkeyP
     assert sess.get_providers() == ["CPUExecutionProvider"] and len(sess.plan.steps) == 1
     assert all(d.kept for d in sess.engine_report.islands)
     assert "the cut plan took" in sess.engine_report.outcome
+
+
+def test_the_islands_worth_their_cut_are_tried_alone_when_all_of_them_lose(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both islands beat their dense path, the cut plan with both loses; the boundaries' measured
+    cost (1.2 - (1.0 - 1.1) = 1.3 ms, 0.65 per island) exceeds the weak island's 0.2 ms gain but
+    not the strong one's 0.9 ms: the strong island alone is cut, timed, and kept."""
+    model = graphs.mlp()
+    # islands (dense, sparse); (whole, both islands); (whole, the strong one alone); (cut, numba)
+    _fixed_prices(monkeypatch, island=[(1e-3, 1e-4), (1e-3, 0.8e-3)],
+                  cut=[(1e-3, 1.2e-3), (1e-3, 0.8e-3), (0.8e-3, 1.6e-3)])
+    sess = edge_runtime.InferenceSession(model.SerializeToString(), _opts(), providers=ORT)
+    report = sess.engine_report
+    strong, weak = report.islands
+    assert strong.kept and not weak.kept and weak.sparse_ms < weak.dense_ms
+    assert report.cut_ms == pytest.approx(0.8) and "with all 2 islands" in report.outcome
+    assert sess.get_providers() == ["EdgeRuntimeExecutionProvider", "CPUExecutionProvider"]
+    islands = [s.node.name for s in sess.plan.steps if s.node.op_type != "OnnxRuntimeSegment"]
+    assert islands == [strong.name]
+    _check_against_ort(model, sess, 4)
+
+
+def test_whole_model_when_the_strongest_islands_alone_lose_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    _fixed_prices(monkeypatch, island=[(1e-3, 1e-4), (1e-3, 0.8e-3)],
+                  cut=[(1e-3, 1.2e-3), (1e-3, 0.99e-3)])
+    sess = edge_runtime.InferenceSession(graphs.mlp().SerializeToString(), _opts(), providers=ORT)
+    assert sess.get_providers() == ["CPUExecutionProvider"] and len(sess.plan.steps) == 1
+    assert "its 1 strongest islands alone took 0.990 ms" in sess.engine_report.outcome
 
 
 def test_islands_slower_than_dense_are_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -173,6 +206,17 @@ def test_dense_candidates_are_not_priced() -> None:
     sess = edge_runtime.InferenceSession(model.SerializeToString(), _opts(), providers=ORT)
     assert sess.engine_report.candidates == 2
     assert "MatMul_3" not in {d.name for d in sess.engine_report.islands}
+
+
+def test_crossover_is_where_the_sparse_line_meets_the_dense_time() -> None:
+    # a fixed cost plus a cost per non-zero: 0.04 ms at 0.03, 0.10 ms at 0.23; dense 0.26 ms
+    assert hybrid._crossover(0.03, 0.04, 0.23, 0.10, 0.26) == pytest.approx((0.234 - 0.031) / 0.3)
+    # the old line through the origin from the first point alone said 0.9 * 0.03 * 0.26 / 0.04 = 0.18
+    assert hybrid._crossover(0.03, 0.04, 0.23, 0.10, 0.26) > 0.6
+    assert hybrid._crossover(0.1, 0.05, 0.3, 0.5, 0.2) == pytest.approx(0.1 + (0.18 - 0.05) / 2.25)  # between them
+    assert hybrid._crossover(0.1, 0.05, 0.3, 0.04, 0.2) == pytest.approx(0.3)  # flat: no further than measured
+    assert hybrid._crossover(0.1, 0.05, 0.3, 0.04, 0.02) == pytest.approx(0.1 * 0.018 / 0.05)
+    assert hybrid._crossover(0.5, 0.01, 1.0, 0.02, 1.0) == 1.0  # capped at 1
 
 
 def test_at_density_hits_the_target() -> None:
