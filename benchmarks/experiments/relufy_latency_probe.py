@@ -200,10 +200,10 @@ def plot(doc: dict[str, Any], path: Path) -> None:
     ax.axhline(TARGET, color="gray", ls="--", label=f"issue 16 target ({TARGET}x)")
     ax.axhline(1.0, color="black", lw=0.8)
     ax.set_xlabel("zeros in every ReLU output (%)")
-    ax.set_ylabel("speed vs onnxruntime on the SiLU original (x, higher is faster)")
+    ax.set_ylabel("speed-up vs onnxruntime\non the SiLU original (x, higher = faster)")
     ax.set_title(f"YOLO-style backbone, widths {'-'.join(map(str, doc['widths']))}, 1 thread\n{doc['machine'].get('cpu_model', '')}",
                  fontsize=9)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
 
