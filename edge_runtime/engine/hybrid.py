@@ -10,8 +10,9 @@ The decision is measured, not guessed (issue: "never slower than onnxruntime"):
    only those whose expected density is at most :data:`PRICE_MAX_DENSITY` are built. The graph
    is cut at them and run once to record each island's input. Each island is timed dense (its
    dense path: :func:`edge_runtime.engine.islands.dense_path`) and sparse at its expected
-   density (annotation, else warm-up): islands whose sparse kernel does not beat the dense one by :data:`MIN_GAIN` are dropped, and each
-   kept island's per-call crossover is the density where its two times meet. Then the cut
+   density (annotation, else warm-up) and at a higher one: islands whose sparse kernel does not
+   beat the dense one by :data:`MIN_GAIN` are dropped, and each kept island's per-call crossover
+   is where the line through its two sparse times meets the dense time (:func:`_crossover`). Then the cut
    plan itself (segments + islands dispatching per call) is timed against the whole-model
    session on the warm-up input; the islands stay only when the cut plan is faster by
    :data:`MIN_PLAN_GAIN`. When it is not, the islands whose own gain exceeds their share of
@@ -362,6 +363,7 @@ def _measured(model: onnx.ModelProto, prepared: list[isl.PreparedIsland], types:
     lost = (f"the cut plan took {cut_s * 1e3:.3f} ms against {whole_s * 1e3:.3f} ms whole (its islands alone gain "
             f"{gain_s * 1e3:.3f} ms; segment boundaries cost the rest)")
     strong = _worth_their_cut(decisions, cut_s - (whole_s - gain_s))
+    del plan, probe  # their segment sessions (the weights again) go before another cut is built
     if strong:
         some = [p for p in kept if p.candidate.name in strong]
         sub_limits = {n: limits[n] for n in strong}
@@ -385,8 +387,9 @@ def _worth_their_cut(decisions: Sequence[IslandDecision], boundaries_s: float) -
     that is a strict, non-empty subset of them (else empty: nothing different to try).
 
     The cut plan with every island that beat its dense path can lose as a whole while a few
-    large islands would win: at 224 px a relufied YOLO-style backbone's three deep 3x3 convs
-    gained 0.9-1.8 ms each, its seven narrow ones 0.05-0.3 ms, each cut ~0.4 ms
+    large islands would win: at 224 px on the Intel host a relufied YOLO-style backbone's three
+    deep 3x3 convs gained 0.9-1.7 ms each, its four other islands 0.07-0.22 ms, and the cut plan
+    with all seven lost by 0.28 ms: 4.39 ms of boundaries, 0.63 ms per island
     (experiments_relufy_latency_probe.json). The boundary cost per island is the whole plan's
     measured excess (cut time - whole time + the islands' gains) over the islands.
     """
