@@ -120,23 +120,19 @@ def per_conv(proto: bytes, pool: list[np.ndarray], runs: int) -> list[dict[str, 
     return out
 
 
-def by_image(edge: er.InferenceSession, theirs: ort.InferenceSession, name: str, pool: list[np.ndarray],
+def by_image(fns: dict[str, Any], edge: er.InferenceSession, name: str, pool: list[np.ndarray],
              calls: int) -> list[dict[str, Any]]:
     """Per pool image: edge and onnxruntime (relufied graph) median ms over ``3 * calls`` interleaved
-    calls, the mean density of the islands' inputs and how many islands ran sparse. The engine
-    decides on one warm-up image; this shows what the other images cost."""
+    single calls, the mean density of the islands' inputs and how many islands ran sparse. The
+    engine decides on one warm-up image; this shows what the other images cost."""
     rows = []
     for i, x in enumerate(pool):
-        t: dict[str, list[float]] = {"edge": [], "ort": []}
-        for _ in range(3 * calls):
-            for key, fn in (("edge", lambda: edge.run(None, {name: x})), ("ort", lambda: theirs.run(None, {name: x}))):
-                t0 = time.thread_time()
-                fn()
-                t[key].append(time.thread_time() - t0)
+        t = common.interleave({k: fns[k] for k in ("edge_auto", "ort_final")}, [x], 3 * calls, 1,
+                              clock=time.thread_time)
         _, stats = edge.run_with_stats(None, {name: x})
         dens = [n.density for n in stats.nodes if n.density is not None]
-        rows.append({"image": i, "edge_ms": round(1e3 * statistics.median(t["edge"]), 4),
-                     "ort_final_ms": round(1e3 * statistics.median(t["ort"]), 4),
+        rows.append({"image": i, "edge_ms": round(common.median_ms(t["edge_auto"]), 4),
+                     "ort_final_ms": round(common.median_ms(t["ort_final"]), 4),
                      "island_input_density": round(float(np.mean(dens)), 3) if dens else None,
                      "islands_sparse": sum(1 for n in stats.nodes if n.kernel == "sparse"), "islands": len(dens)})
     return rows
@@ -161,7 +157,7 @@ def probe(original: nn.Module, size: int, sparsity: float, blocks: int, calls: i
     times = common.interleave(fns, pool, blocks, calls, clock=time.thread_time)
     lo, hi = common.ratio_interval(times["edge_auto"], times["ort_original"])
     report = edge.engine_report
-    per_image = by_image(edge, theirs["final"], name, pool, calls)
+    per_image = by_image(fns, edge, name, pool, calls)
     convs = per_conv(protos["final"], pool, 8)
     dens = [c["density"] for c in convs if c["density"] is not None]
     return {
@@ -214,10 +210,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--sparsity", type=float, nargs="+", default=[0.8, 0.9, 0.95],
                         help="fraction of zeros each ReLU is shifted to (0-1)")
     parser.add_argument("--widths", type=int, nargs=4, default=[16, 32, 64, 128], help="backbone widths")
-    parser.add_argument("--blocks", type=int, default=11)
-    parser.add_argument("--calls", type=int, default=5)
-    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--blocks", type=int, default=11, help="interleaved timing rounds (medians over them)")
+    parser.add_argument("--calls", type=int, default=5, help="calls per round")
+    parser.add_argument("--out", type=Path, default=OUT, help="JSON to write (the plot goes beside it as .png)")
     a = parser.parse_args(argv)
+    for size in a.sizes:
+        if size < 16:
+            parser.error(f"--sizes {size}: expected at least 16 px (the backbone halves the image four times)")
+    for flag, values, example in (("--widths", a.widths, "16 32 64 128"), ("--blocks", [a.blocks], "11"),
+                                  ("--calls", [a.calls], "5")):
+        if min(values) < 1:
+            parser.error(f"{flag} {' '.join(map(str, values))}: expected positive integers, e.g. {flag} {example}")
     for s in a.sparsity:
         if not 0.0 <= s < 1.0:
             parser.error(f"--sparsity {s}: expected a fraction in [0, 1), e.g. 0.9 for 90% zeros")

@@ -344,42 +344,53 @@ def _measured(model: onnx.ModelProto, prepared: list[isl.PreparedIsland], types:
     probe = cut_plan(model, prepared, types, cfg, inputs, outputs, limits=None, record=seen)
     if probe is None:
         return whole, EngineReport(n_cands, outcome="whole model: a cut tensor has no known type")
-    execute(probe, feed, [o.name for o in outputs])
+    wanted = [o.name for o in outputs]
+    execute(probe, feed, wanted)
     decisions = [_price(p, seen[p.candidate.name], step_fn(probe, p.candidate.name).dense, cfg.threads)
                  for p in prepared]
     kept = [p for p, d in zip(prepared, decisions) if d.kept]
     if not kept:
         return whole, EngineReport(n_cands, tuple(decisions), outcome="whole model: no island beat onnxruntime")
-    limits = {d.name: d.crossover for d in decisions if d.kept}
-    plan = probe if len(kept) == len(prepared) else cut_plan(model, kept, types, cfg, inputs, outputs, limits)
-    plan = with_limits(plan, limits, cfg.sparsity)
-    wanted = [o.name for o in outputs]
-    whole_s, cut_s = time_plans([whole, plan], feed, wanted, cfg.threads)
+
+    def timed(islands: list[isl.PreparedIsland], built: Plan | None) -> tuple[Plan | None, float, float]:
+        """The cut plan of ``islands`` (``built`` if given) with their crossovers, and (whole, cut) seconds."""
+        names = {p.candidate.name for p in islands}
+        limits = {d.name: d.crossover for d in decisions if d.name in names}
+        plan = built if built is not None else cut_plan(model, islands, types, cfg, inputs, outputs, limits)
+        if plan is None:
+            return None, 0.0, 0.0
+        plan = with_limits(plan, limits, cfg.sparsity)
+        whole_s, cut_s = time_plans([whole, plan], feed, wanted, cfg.threads)
+        return plan, whole_s, cut_s
+
+    plan, whole_s, cut_s = timed(kept, probe if len(kept) == len(prepared) else None)
+    del probe  # its segment sessions (the weights again) go before another cut is built
+    if plan is None:
+        return whole, EngineReport(n_cands, tuple(decisions), outcome="whole model: a cut tensor has no known type")
     gain_s = sum((d.dense_ms - d.sparse_ms) / 1e3 for d in decisions if d.kept)
     report = EngineReport(n_cands, tuple(decisions), whole_s * 1e3, cut_s * 1e3)
     if cut_s <= MIN_PLAN_GAIN * whole_s:
-        return plan, with_outcome(report, f"{len(kept)} sparse islands in {_segments(plan)} onnxruntime segments: "
-                                          f"{cut_s * 1e3:.3f} ms against {whole_s * 1e3:.3f} ms whole")
+        return plan, with_outcome(report, _islands_outcome(len(kept), plan, cut_s, whole_s))
     lost = (f"the cut plan took {cut_s * 1e3:.3f} ms against {whole_s * 1e3:.3f} ms whole (its islands alone gain "
             f"{gain_s * 1e3:.3f} ms; segment boundaries cost the rest)")
+    del plan
     strong = _worth_their_cut(decisions, cut_s - (whole_s - gain_s))
-    del plan, probe  # their segment sessions (the weights again) go before another cut is built
-    if strong:
-        some = [p for p in kept if p.candidate.name in strong]
-        sub_limits = {n: limits[n] for n in strong}
-        sub = cut_plan(model, some, types, cfg, inputs, outputs, sub_limits)
-        if sub is not None:
-            sub = with_limits(sub, sub_limits, cfg.sparsity)
-            whole_s, sub_s = time_plans([whole, sub], feed, wanted, cfg.threads)
-            if sub_s <= MIN_PLAN_GAIN * whole_s:
-                decisions = [d if d.name in strong else dataclasses.replace(d, kept=False) for d in decisions]
-                report = EngineReport(n_cands, tuple(decisions), whole_s * 1e3, sub_s * 1e3)
-                return sub, with_outcome(report, f"{len(strong)} sparse islands in {_segments(sub)} onnxruntime "
-                                                 f"segments: {sub_s * 1e3:.3f} ms against {whole_s * 1e3:.3f} ms "
-                                                 f"whole (with all {len(kept)} islands that beat their dense path, "
-                                                 f"{lost})")
-            lost += f"; its {len(strong)} strongest islands alone took {sub_s * 1e3:.3f} ms"
+    if not strong:
+        return whole, with_outcome(report, f"whole model: {lost}")
+    sub, whole_s, sub_s = timed([p for p in kept if p.candidate.name in strong], None)
+    if sub is not None and sub_s <= MIN_PLAN_GAIN * whole_s:
+        decisions = [d if d.name in strong else dataclasses.replace(d, kept=False) for d in decisions]
+        report = EngineReport(n_cands, tuple(decisions), whole_s * 1e3, sub_s * 1e3)
+        return sub, with_outcome(report, f"{_islands_outcome(len(strong), sub, sub_s, whole_s)} (with all "
+                                         f"{len(kept)} islands that beat their dense path, {lost})")
+    if sub is not None:
+        lost += f"; its {len(strong)} strongest islands alone took {sub_s * 1e3:.3f} ms"
     return whole, with_outcome(report, f"whole model: {lost}")
+
+
+def _islands_outcome(n: int, plan: Plan, cut_s: float, whole_s: float) -> str:
+    return (f"{n} sparse islands in {_segments(plan)} onnxruntime segments: {cut_s * 1e3:.3f} ms against "
+            f"{whole_s * 1e3:.3f} ms whole")
 
 
 def _worth_their_cut(decisions: Sequence[IslandDecision], boundaries_s: float) -> set[str]:
