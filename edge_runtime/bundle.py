@@ -136,21 +136,23 @@ class LoadedBundle:
                               f"formats including 'onnx'.")
         return path
 
-    def warmup_feed(self) -> dict[str, np.ndarray] | None:
-        """The first golden input as a one-item feed, for ``InferenceSession(warmup_feed=...)``.
+    def warmup_feeds(self) -> list[dict[str, np.ndarray]] | None:
+        """The first golden inputs (up to ``session.MAX_WARMUP_FEEDS``) as one-image feeds, for
+        ``InferenceSession(warmup_feed=...)``.
 
-        The engine measures layer densities on it at session creation: the bundle's own data, not
-        noise. ``run``, ``warmup`` and ``profile`` pass the same feed, so the engine's decision cache
+        The engine measures layer densities on them at session creation (their median) and times
+        its plans over all of them: the bundle's own data, not noise, and not one image. ``run``,
+        ``warmup`` and ``profile`` pass the same feeds, so the engine's decision cache
         (:mod:`edge_runtime.engine.plancache`) filled by ``warmup`` serves the line. None when the
         bundle has no golden set or no declared input.
         """
-        from edge_runtime.golden import load_golden
+        from edge_runtime.golden import warmup_feeds
+        from edge_runtime.session import MAX_WARMUP_FEEDS
 
         path = self.golden_path
         if path is None or not self.spec.inputs:
             return None
-        x = load_golden(path).x[:1]
-        return {self.spec.inputs[0].name: np.ascontiguousarray(x, np.float32)}
+        return warmup_feeds(path, self.spec.inputs[0].name, MAX_WARMUP_FEEDS)
 
     def _file(self, name: str) -> Path | None:
         if self.spec.file(name) is None:

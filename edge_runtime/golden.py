@@ -66,6 +66,17 @@ def load_golden(path: str | Path) -> Golden:
     return Golden(np.asarray(x, np.float32), ys, output_names)
 
 
+def warmup_feeds(path: str | Path, input_name: str, count: int) -> list[dict[str, np.ndarray]]:
+    """The first ``count`` golden inputs as one-image feeds of ``input_name``, for
+    ``InferenceSession(warmup_feed=...)``: the engine decides on the bundle's own data, not noise.
+
+    Raises:
+        BundleError: as :func:`load_golden`.
+    """
+    x = load_golden(path).x[:count]
+    return [{input_name: np.ascontiguousarray(x[i:i + 1], np.float32)} for i in range(x.shape[0])]
+
+
 def save_golden(path: str | Path, x: NDArray[np.float32], ys: Sequence[NDArray[Any]],
                 output_names: Sequence[str]) -> None:
     """Write a golden set as :func:`load_golden` reads it: ``x``, ``y`` (the first output),

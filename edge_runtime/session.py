@@ -25,6 +25,9 @@ if TYPE_CHECKING:  # numba is imported only when the numba engine or a sparse is
 log = logging.getLogger(__name__)
 
 SPARSITY_MODES = ("auto", "off", "force")
+#: Warm-up feeds the engine measures with, at most (each adds runs at session creation; a bundle
+#: passes this many of its golden inputs).
+MAX_WARMUP_FEEDS = 8
 
 
 @dataclass(frozen=True)
@@ -81,11 +84,14 @@ class InferenceSession:
             thread count (unless ``intra_op_num_threads`` is set) and the dense/sparse crossovers.
         sparsity: ``"auto"`` (per-layer dense/sparse choice by measured input density),
             ``"off"`` (dense kernels only) or ``"force"`` (sparse kernels wherever one exists).
-        warmup_feed: an input like the ones the model will see (e.g. a calibration image), used
-            at session creation to measure which layers gain from running sparse; default: a
-            synthetic N(0, 1) input (the exporter's density annotations take precedence). A
-            quantized model runs on the zero-skipping int8 kernels only when they were measured
-            faster on a warm-up input: without one, onnxruntime runs it.
+        warmup_feed: an input like the ones the model will see (a feed as for :meth:`run`, e.g. a
+            calibration image), or a list of such feeds (several images from the line, the first
+            :data:`MAX_WARMUP_FEEDS` used), measured at session creation to decide which layers
+            gain from running sparse: layer densities at their median over the feeds, plans
+            timed over all of them, so one unusually sparse or dense image does not decide for
+            the line. Default: a synthetic N(0, 1) input (the exporter's density annotations take
+            precedence). A quantized model runs on the zero-skipping int8 kernels only when they
+            were measured faster on warm-up inputs: without one, onnxruntime runs it.
 
     Raises:
         InvalidModelError, UnsupportedOpError, UnsupportedDTypeError: the model cannot run.
@@ -105,7 +111,7 @@ class InferenceSession:
     def __init__(self, path_or_bytes: ModelSource, sess_options: SessionOptions | None = None,
                  providers: Sequence[Any] | None = None, provider_options: Any = None, *,
                  profile: Any = None, sparsity: str = "auto",
-                 warmup_feed: Mapping[str, np.ndarray] | None = None) -> None:
+                 warmup_feed: Mapping[str, np.ndarray] | Sequence[Mapping[str, np.ndarray]] | None = None) -> None:
         if sparsity not in SPARSITY_MODES:
             raise InvalidArgumentError(f"sparsity={sparsity!r} is not a valid mode; expected one of "
                                        f"{list(SPARSITY_MODES)}.")
@@ -118,13 +124,14 @@ class InferenceSession:
         if self._threads > available_cpus():
             log.info("using %d threads on a machine with %d CPUs", self._threads, available_cpus())
         self._engine = engine.choose(providers)
+        warm = _warmup_list(warmup_feed)
         model, raw = load_model(path_or_bytes)
         thread_key = None
         if self._engine != "onnxruntime":
             if auto_threads and self._threads > 1:  # the measured thread count is kept per model and input
                 from edge_runtime.engine import plancache
 
-                thread_key = plancache.key(raw if raw is not None else model.SerializeToString(), warmup_feed,
+                thread_key = plancache.key(raw if raw is not None else model.SerializeToString(), warm,
                                            ("numba threads", self._threads, sparsity))
             raw = None
         self._meta = _metadata(model)
@@ -140,9 +147,8 @@ class InferenceSession:
             from edge_runtime.engine.ort import OnnxRuntimeRejected
 
             self._inputs, self._outputs = graph_io(model)
-            if warmup_feed is not None:
-                warmup_feed = _validate_feed(self._inputs, warmup_feed)
-            cfg = hybrid.EngineConfig(self._threads, sparsity, ann, optimize, warmup_feed,
+            cfg = hybrid.EngineConfig(self._threads, sparsity, ann, optimize,
+                                      tuple(_validate_feed(self._inputs, f) for f in warm),
                                       numba_plan=lambda: self._numba_plan(source, ann, optimize))
             path = str(path_or_bytes) if isinstance(path_or_bytes, (str, os.PathLike)) and raw is not None \
                 and os.path.isfile(path_or_bytes) else None
@@ -164,11 +170,11 @@ class InferenceSession:
             model = None
             self._plan = self._numba_plan(owned, ann, optimize)
             if thread_key is not None:
-                self._choose_threads(thread_key, warmup_feed)
+                self._choose_threads(thread_key, warm[0] if warm else None)
             if rejected is not None:
                 log.warning("onnxruntime cannot run this model (%s); edge_runtime's own kernels run it", rejected)
         self._bind_run()
-        self._prime(warmup_feed)
+        self._prime(warm[0] if warm else None)
 
     def _bind_run(self) -> None:
         """What every run reads, computed once: the graph's NodeArgs and output names, the feed's
@@ -376,6 +382,24 @@ class InferenceSession:
         if unknown:
             raise InvalidArgumentError(f"unknown output name(s) {unknown}; the model's outputs are {names}.")
         return list(output_names) or list(names)  # [] means every output, as in onnxruntime
+
+
+def _warmup_list(warmup_feed: Any) -> tuple[Mapping[str, Any], ...]:
+    """``warmup_feed`` as a tuple of at most :data:`MAX_WARMUP_FEEDS` feeds (checked against the
+    graph later); a one-line error for anything else."""
+    if warmup_feed is None:
+        return ()
+    if isinstance(warmup_feed, Mapping):
+        return (warmup_feed,)
+    if isinstance(warmup_feed, (list, tuple)) and warmup_feed and all(isinstance(f, Mapping) for f in warmup_feed):
+        if len(warmup_feed) > MAX_WARMUP_FEEDS:
+            log.info("warmup_feed: measuring with the first %d of %d feeds", MAX_WARMUP_FEEDS, len(warmup_feed))
+        return tuple(warmup_feed[:MAX_WARMUP_FEEDS])
+    what = f"a {type(warmup_feed).__name__} of {len(warmup_feed)} items" if isinstance(warmup_feed, (list, tuple)) \
+        else f"a {type(warmup_feed).__name__}"
+    raise InvalidArgumentError(f"warmup_feed is {what}; expected one feed (a dict of input name -> array, as for "
+                               f"run()) or a non-empty list of them, e.g. warmup_feed=[{{'input': image1}}, "
+                               f"{{'input': image2}}].")
 
 
 def _unbounded(plan: plan_mod.Plan) -> list[str]:

@@ -35,15 +35,15 @@ log = logging.getLogger(__name__)
 MODES = ("auto", "off", "force")
 
 
-def _model_path(model_path_or_bundle_dir: str | Path) -> tuple[Path, dict[str, np.ndarray] | None]:
-    """``model.onnx`` of a bundle directory (checksums verified) and the bundle's warm-up feed, or the
+def _model_path(model_path_or_bundle_dir: str | Path) -> tuple[Path, list[dict[str, np.ndarray]] | None]:
+    """``model.onnx`` of a bundle directory (checksums verified) and the bundle's warm-up feeds, or the
     given model file and None."""
     path = Path(model_path_or_bundle_dir).expanduser()
     if path.is_dir() and (path / "manifest.json").is_file():
         from edge_runtime.bundle import load_bundle
 
         bundle = load_bundle(path)
-        return bundle.require_onnx(), bundle.warmup_feed()
+        return bundle.require_onnx(), bundle.warmup_feeds()
     if path.is_dir():
         path = path / "model.onnx"
     if not path.is_file():
@@ -124,7 +124,7 @@ def warmup(model_path_or_bundle_dir: str | Path, *, threads: int | None = None, 
     modes: dict[str, dict[str, float]] = {}
     for mode in MODES:
         t0 = time.perf_counter()
-        # the bundle's golden input, as `run` passes it: the engine's measured decision is cached for the line
+        # the bundle's golden inputs, as `run` passes them: the engine's measured decision is cached for the line
         sess = InferenceSession(str(path), options, profile=profile, sparsity=mode, warmup_feed=golden)
         t1 = time.perf_counter()
         data = dict(feed) if feed is not None else synthetic_feed(sess.get_inputs())

@@ -5,16 +5,17 @@ The decision is measured, not guessed (issue: "never slower than onnxruntime"):
 1. Candidates (:mod:`edge_runtime.engine.islands`); none -> the whole model is one
    onnxruntime session, exactly what a user of onnxruntime runs.
 2. ``sparsity="force"``: every candidate is an island that always runs sparse.
-3. ``sparsity="auto"``: candidates without an exporter annotation are measured in one
-   onnxruntime run of the whole model on the warm-up input (their inputs as extra outputs);
-   only those whose expected density is at most :data:`PRICE_MAX_DENSITY` are built. The graph
-   is cut at them and run once to record each island's input. Each island is timed dense (its
-   dense path: :func:`edge_runtime.engine.islands.dense_path`) and sparse at its expected
-   density (annotation, else warm-up) and at a higher one: islands whose sparse kernel does not
+3. ``sparsity="auto"``: candidates without an exporter annotation are measured in an
+   onnxruntime run of the whole model on each warm-up input (their inputs as extra outputs;
+   the median over the inputs); only those whose expected density is at most
+   :data:`PRICE_MAX_DENSITY` are built. The graph is cut at them and run on each warm-up input
+   to record each island's input. Each island is timed dense (its dense path:
+   :func:`edge_runtime.engine.islands.dense_path`) and sparse at its expected density
+   (annotation, else the median over the warm-up inputs) and at a higher one: islands whose sparse kernel does not
    beat the dense one by :data:`MIN_GAIN` are dropped, and each kept island's per-call crossover
    is where the line through its two sparse times meets the dense time (:func:`_crossover`). Then the cut
    plan itself (segments + islands dispatching per call) is timed against the whole-model
-   session on the warm-up input; the islands stay only when the cut plan is faster by
+   session on the warm-up inputs (:func:`time_plans`); the islands stay only when the cut plan is faster by
    :data:`MIN_PLAN_GAIN`. When it is not, the islands whose own gain exceeds their share of
    the measured boundary cost are cut alone and timed once more (:func:`_worth_their_cut`);
    otherwise the whole-model session runs. (Then the numba engine is timed against a kept cut
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import statistics
 import time
 from typing import Any, Callable, Mapping, Sequence
 
@@ -36,7 +38,7 @@ from edge_runtime.engine import plancache, rewrite
 from edge_runtime.engine.partition import value_types
 from edge_runtime.engine.plans import cut_plan, step_fn, whole_graph, whole_plan, with_limits
 from edge_runtime.engine.report import (EngineConfig, EngineReport, IslandDecision, ModelSource, at_density,  # noqa: F401
-                                        density, synthetic_feed, with_outcome)
+                                        density, feeds, synthetic_feed, with_outcome)
 from edge_runtime.graph import ValueInfo
 from edge_runtime.plan import Plan
 
@@ -52,6 +54,11 @@ MIN_GAIN = 0.85
 MIN_PLAN_GAIN = 0.95
 #: Timed calls per contender when pricing islands and cuts at session creation.
 REPEATS = 5
+#: Plans are timed in rounds of consecutive calls (:func:`time_plans`): rounds, and calls per round
+#: with one warm-up input and with several (per input).
+PLAN_ROUNDS = 2
+PLAN_BLOCK = 3
+FEED_BLOCK = 2
 #: Candidates whose expected input density is above this are not priced at all (no island is
 #: built, nothing compiled): no sparse kernel beat onnxruntime above it on this project's
 #: benchmarks (the 3x3 convs of ResNet-18 and U-Net lost at 0.72-0.97, the Conv break-evens
@@ -99,7 +106,7 @@ def _build(src: ModelSource, cfg: EngineConfig, inputs: Sequence[ValueInfo],
     int8 = 0 if cfg.sparsity == "off" or cfg.numba_plan is None else isl.int8_layers(model)
     key = doc = None
     if (found or int8) and cfg.sparsity == "auto":
-        key = plancache.key(data, cfg.warmup_feed, (cfg.threads, cfg.optimize, cfg.numba_plan is not None))
+        key = plancache.key(data, cfg.warmup_feeds, (cfg.threads, cfg.optimize, cfg.numba_plan is not None))
         doc = plancache.load(key)
     report = EngineReport(0) if not (found or int8) else (
         _cached_report(doc) if doc and doc.get("plan") == "whole" else None)
@@ -183,8 +190,7 @@ def _against_numba(plan: Plan, report: EngineReport, cfg: EngineConfig, inputs: 
     except EdgeRuntimeError as exc:  # an op only onnxruntime has: keep the cut plan
         log.debug("numba engine not considered: %s", exc)
         return plan, report
-    feed = cfg.warmup_feed or synthetic_feed(inputs)
-    cut_s, numba_s = time_plans([plan, numba_plan], feed, [o.name for o in outputs], cfg.threads)
+    cut_s, numba_s = time_plans([plan, numba_plan], feeds(cfg, inputs), [o.name for o in outputs], cfg.threads)
     won = numba_s < cut_s
     report = with_outcome(report, f"{report.outcome}; numba engine {numba_s * 1e3:.3f} ms vs {cut_s * 1e3:.3f} ms "
                                   f"cut: {'numba' if won else 'cut'} kept")
@@ -212,15 +218,16 @@ def _int8_on_numba(whole: Plan, report: EngineReport, int8: int, cfg: EngineConf
     from edge_runtime.errors import EdgeRuntimeError
 
     what = f"{int8} int8 layers with zero-skipping kernels"
-    if cfg.sparsity != "force" and cfg.warmup_feed is None:  # nothing built: the times depend on the data
+    if cfg.sparsity != "force" and not cfg.warmup_feeds:  # nothing built: the times depend on the data
         return whole, with_outcome(report, f"{report.outcome}; the numba engine ({what}) was not timed: no "
                                            f"warm-up input (pass warmup_feed=, e.g. a calibration image; a "
-                                           f"bundle passes its golden input)")
+                                           f"bundle passes its golden inputs)")
     mean = _mean_int8_density(data, model, cfg, inputs) if cfg.sparsity != "force" else None
     if mean is not None and mean > INT8_MAX_DENSITY:
         return whole, with_outcome(report, f"{report.outcome}; the numba engine ({what}) was not timed: its int8 "
-                                           f"layers' inputs are too dense on the warm-up input (density "
-                                           f"{mean:.2f} weighted by multiply-adds, above {INT8_MAX_DENSITY})")
+                                           f"layers' inputs are too dense on the warm-up input"
+                                           f"{_plural(cfg)} (density {mean:.2f} weighted by multiply-adds, "
+                                           f"above {INT8_MAX_DENSITY})")
     try:
         numba_plan = cfg.numba_plan()
     except EdgeRuntimeError as exc:
@@ -228,7 +235,7 @@ def _int8_on_numba(whole: Plan, report: EngineReport, int8: int, cfg: EngineConf
         return whole, with_outcome(report, f"{report.outcome}; the numba engine cannot run it ({exc})")
     if cfg.sparsity == "force":
         return numba_plan, dataclasses.replace(with_outcome(report, f"numba engine forced: {what}"), engine="numba")
-    whole_s, numba_s = time_plans([whole, numba_plan], cfg.warmup_feed, [o.name for o in outputs], cfg.threads)
+    whole_s, numba_s = time_plans([whole, numba_plan], cfg.warmup_feeds, [o.name for o in outputs], cfg.threads)
     won = numba_s <= MIN_PLAN_GAIN * whole_s
     report = dataclasses.replace(report, whole_ms=whole_s * 1e3)
     report = with_outcome(report, f"{report.outcome}; numba engine ({what}) {numba_s * 1e3:.3f} ms vs "
@@ -236,18 +243,25 @@ def _int8_on_numba(whole: Plan, report: EngineReport, int8: int, cfg: EngineConf
     return (numba_plan, dataclasses.replace(report, engine="numba")) if won else (whole, report)
 
 
+def _plural(cfg: EngineConfig) -> str:
+    n = len(cfg.warmup_feeds)
+    return "" if n <= 1 else f"s (median of {n})"
+
+
 def _mean_int8_density(data: bytes, model: onnx.ModelProto, cfg: EngineConfig,
                        inputs: Sequence[ValueInfo]) -> float | None:
     """The int8 layers' input density (fraction of each quantized input away from its zero point) on
-    the warm-up input, averaged with each layer's multiply-adds as weight (where the time goes);
-    None when there is nothing to probe or the probe failed."""
+    the warm-up inputs, averaged with each layer's multiply-adds as weight (where the time goes),
+    the median over the inputs; None when there is nothing to probe or the probe failed."""
     acts = isl.int8_inputs(model)
-    values = _probe(data, model, {a.name: a.elem_type for a in acts}, cfg, inputs) if acts else None
-    if values is None:
-        return None
-    macs = np.array([a.macs_per_value * v.size for a, v in zip(acts, values)])
-    dens = np.array([np.count_nonzero(v != a.zero_point) / max(v.size, 1) for a, v in zip(acts, values)])
-    return float(dens @ macs / macs.sum()) if macs.sum() > 0 else float(dens.mean())
+
+    def weighted(values: list[np.ndarray]) -> float:
+        macs = np.array([a.macs_per_value * v.size for a, v in zip(acts, values)])
+        dens = np.array([np.count_nonzero(v != a.zero_point) / max(v.size, 1) for a, v in zip(acts, values)])
+        return float(dens @ macs / macs.sum()) if macs.sum() > 0 else float(dens.mean())
+
+    means = _probe(data, model, {a.name: a.elem_type for a in acts}, cfg, inputs, weighted) if acts else None
+    return None if means is None else statistics.median(means)
 
 
 def _cache_doc(plan: Plan, report: EngineReport) -> dict[str, Any]:
@@ -292,9 +306,10 @@ def _likely_sparse(data: bytes, model: onnx.ModelProto, cands: list[isl.Candidat
                    inputs: Sequence[ValueInfo]) -> list[isl.Candidate]:
     """The candidates whose expected density is at most :data:`PRICE_MAX_DENSITY` for their op.
 
-    Annotated layers use their annotation; the others are measured in one onnxruntime run of
-    the whole model on the warm-up input with their inputs as extra outputs (cheap next to
-    building and pricing islands, which compiles kernels and creates a session per segment).
+    Annotated layers use their annotation; the others are measured in onnxruntime runs of the
+    whole model on the warm-up inputs with their inputs as extra outputs, at the median over the
+    inputs (cheap next to building and pricing islands, which compiles kernels and creates a
+    session per segment).
     """
     unknown = _unique_inputs(c for c in cands if c.annotated_density is None)
     measured = _probe_densities(data, model, unknown, cfg, inputs) if unknown else {}
@@ -311,14 +326,17 @@ def _unique_inputs(cands: Any) -> list[str]:
 
 def _probe_densities(data: bytes, model: onnx.ModelProto, names: list[str], cfg: EngineConfig,
                      inputs: Sequence[ValueInfo]) -> dict[str, float] | None:
-    values = _probe(data, model, {n: onnx.TensorProto.FLOAT for n in names}, cfg, inputs)
-    return None if values is None else {n: density(v) for n, v in zip(names, values)}
+    runs = _probe(data, model, {n: onnx.TensorProto.FLOAT for n in names}, cfg, inputs,
+                  lambda values: [density(v) for v in values])
+    return None if runs is None else {n: statistics.median(d[i] for d in runs) for i, n in enumerate(names)}
 
 
 def _probe(data: bytes, model: onnx.ModelProto, wanted: Mapping[str, int], cfg: EngineConfig,
-           inputs: Sequence[ValueInfo]) -> list[np.ndarray] | None:
-    """The values of the tensors ``wanted`` (name -> element type) in one onnxruntime run of the
-    whole model on the warm-up input, or None when that run fails."""
+           inputs: Sequence[ValueInfo], reduce: Callable[[list[np.ndarray]], Any] = lambda values: values,
+           ) -> list[Any] | None:
+    """``reduce`` of the values of the tensors ``wanted`` (name -> element type) in an onnxruntime
+    run of the whole model, one per warm-up input (reduced before the next run: the values of
+    every input at once would be a memory peak), or None when a run fails."""
     graph_outputs = {o.name for o in model.graph.output}
     extra = onnx.ModelProto()
     extra.graph.output.extend(onnx.helper.make_tensor_value_info(n, elem, None)
@@ -326,9 +344,9 @@ def _probe(data: bytes, model: onnx.ModelProto, wanted: Mapping[str, int], cfg: 
     # Serialized protobuf messages merge when concatenated (repeated fields append): the model's
     # bytes followed by a model holding only the extra outputs is the model with those outputs.
     data = data + extra.SerializeToString()
-    feed = dict(cfg.warmup_feed) if cfg.warmup_feed is not None else synthetic_feed(inputs)
     try:
-        return ortx.make_session(data, cfg.threads, cfg.optimize).run(list(wanted), feed)
+        session = ortx.make_session(data, cfg.threads, cfg.optimize)
+        return [reduce(session.run(list(wanted), dict(feed))) for feed in feeds(cfg, inputs)]
     except Exception as exc:  # noqa: BLE001 - a failed probe only means everything is priced
         log.debug("density probe failed (%s): pricing everything", exc)
         return None
@@ -339,15 +357,24 @@ def _measured(model: onnx.ModelProto, prepared: list[isl.PreparedIsland], types:
               whole: Plan, n_cands: int) -> tuple[Plan, EngineReport]:
     from edge_runtime.executor import execute
 
-    feed = dict(cfg.warmup_feed) if cfg.warmup_feed is not None else synthetic_feed(inputs)
+    runs = feeds(cfg, inputs)
     seen: dict[str, np.ndarray] = {}
     probe = cut_plan(model, prepared, types, cfg, inputs, outputs, limits=None, record=seen)
     if probe is None:
         return whole, EngineReport(n_cands, outcome="whole model: a cut tensor has no known type")
     wanted = [o.name for o in outputs]
-    execute(probe, feed, wanted)
-    decisions = [_price(p, seen[p.candidate.name], step_fn(probe, p.candidate.name).dense, cfg.threads)
-                 for p in prepared]
+    first: dict[str, np.ndarray] = {}
+    seen_density: dict[str, list[float]] = {p.candidate.name: [] for p in prepared}
+    for feed in runs:  # each island's input on every warm-up input; the first input's arrays are kept
+        execute(probe, feed, wanted)
+        for name, values in seen_density.items():
+            values.append(density(seen[name]))
+        if not first:  # copied when more runs follow: they may reuse the buffers
+            first = {name: np.array(x, copy=True) for name, x in seen.items()} if len(runs) > 1 else dict(seen)
+    seen.clear()
+    decisions = [_price(p, first[p.candidate.name], step_fn(probe, p.candidate.name).dense, cfg.threads,
+                        seen_density[p.candidate.name]) for p in prepared]
+    del first
     kept = [p for p, d in zip(prepared, decisions) if d.kept]
     if not kept:
         return whole, EngineReport(n_cands, tuple(decisions), outcome="whole model: no island beat onnxruntime")
@@ -360,7 +387,7 @@ def _measured(model: onnx.ModelProto, prepared: list[isl.PreparedIsland], types:
         if plan is None:
             return None, 0.0, 0.0
         plan = with_limits(plan, limits, cfg.sparsity)
-        whole_s, cut_s = time_plans([whole, plan], feed, wanted, cfg.threads)
+        whole_s, cut_s = time_plans([whole, plan], runs, wanted, cfg.threads)
         return plan, whole_s, cut_s
 
     plan, whole_s, cut_s = timed(kept, probe if len(kept) == len(prepared) else None)
@@ -410,29 +437,51 @@ def _worth_their_cut(decisions: Sequence[IslandDecision], boundaries_s: float) -
     return strong if 0 < len(strong) < len(kept) else set()
 
 
-def time_plans(plans: Sequence[Plan], feed: Mapping[str, np.ndarray], wanted: list[str],
+def time_plans(plans: Sequence[Plan], runs: Sequence[Mapping[str, np.ndarray]], wanted: list[str],
                threads: int) -> list[float]:
-    """Seconds per run of each plan on ``feed`` (interleaved, fastest of :data:`REPEATS`)."""
+    """Seconds per run of each plan, the mean over the feeds ``runs`` of each feed's fastest call:
+    per feed, :data:`PLAN_ROUNDS` rounds in which each plan runs :data:`PLAN_BLOCK` consecutive
+    calls (:data:`FEED_BLOCK` per feed with several feeds).
+
+    Consecutive calls, not single calls alternating between the plans: a line runs one model
+    back to back, and a call that follows the other plan's starts with that plan's weights in
+    the caches. On a relufied backbone at 56 px (1 thread, AMD EPYC) onnxruntime's whole model
+    took 1.22-1.23 ms run alone and 1.30-1.49 ms alternating call by call with the cut plan, and
+    alternating timings at session creation read it at 1.36-1.66 ms: a 5-10% gain of the cut plan
+    drowned in it (experiments_relufy_latency_probe_warmup8_epyc.json). The fastest per feed,
+    not of passes over all feeds: another process's time slice spoils one image's sample, not a
+    pass."""
     from edge_runtime import threads as pools
     from edge_runtime.executor import execute
 
-    def run(plan: Plan) -> None:
+    def run(plan: Plan, feed: Mapping[str, np.ndarray]) -> None:
         with pools.scoped(threads):
             execute(plan, feed, wanted)
 
-    return _interleaved([lambda p=p: run(p) for p in plans], threads)
+    block = PLAN_BLOCK if len(runs) == 1 else FEED_BLOCK
+    totals = [0.0] * len(plans)
+    for i, feed in enumerate(runs):  # the first feed's first calls compile and allocate: untimed
+        times = _interleaved([lambda p=p, f=feed: run(p, f) for p in plans], threads, PLAN_ROUNDS,
+                             warm_up=i == 0, block=block)
+        totals = [t + s for t, s in zip(totals, times)]
+    return [t / len(runs) for t in totals]
 
 
 def _segments(plan: Plan) -> int:
     return sum(isinstance(s.fn, ortx.SegmentStep) for s in plan.steps)
 
 
-def _price(p: isl.PreparedIsland, x: np.ndarray, dense: Callable[[np.ndarray], Any], threads: int) -> IslandDecision:
+def _price(p: isl.PreparedIsland, x: np.ndarray, dense: Callable[[np.ndarray], Any], threads: int,
+           measured: Sequence[float]) -> IslandDecision:
     """Time the island dense, and sparse at its expected density and at a higher one; its crossover
-    is where the sparse time, a line through those two points, reaches 0.9x the dense time."""
-    measured = density(x)
+    is where the sparse time, a line through those two points, reaches 0.9x the dense time.
+
+    ``x`` is the island's input on the first warm-up input, ``measured`` its density on each; the
+    expected density is the annotation, else the median of ``measured`` (``x`` is brought to it).
+    One warm-up image decides badly where images differ: on a relufied backbone at 56 px the
+    islands' input density ranged 0.09-0.44 over 16 test images (experiments_relufy_latency_probe)."""
     ann = p.candidate.annotated_density
-    d0 = measured if ann is None else float(ann)
+    d0 = statistics.median(measured) if ann is None else float(ann)
     x0 = at_density(x, d0)
     d_real = density(x0)
     x1 = at_density(x, min(1.0, max(3.0 * d_real, d_real + 0.2)))
@@ -441,7 +490,9 @@ def _price(p: isl.PreparedIsland, x: np.ndarray, dense: Callable[[np.ndarray], A
                                               lambda: p.kernel(x1, d_high)], threads)
     kept = t_sparse <= MIN_GAIN * t_dense
     crossover = _crossover(d_real, t_sparse, d_high, t_high, t_dense) if kept else 0.0
-    return IslandDecision(p.candidate.name, d_real, "warm-up input" if ann is None else "annotation",
+    source = "annotation" if ann is not None else (
+        "warm-up input" if len(measured) == 1 else f"median of {len(measured)} warm-up inputs")
+    return IslandDecision(p.candidate.name, d_real, source,
                           t_dense * 1e3, t_sparse * 1e3, crossover, kept)
 
 
@@ -466,20 +517,24 @@ def _crossover(d0: float, t0: float, d1: float, t1: float, t_dense: float) -> fl
     return float(min(1.0, max(d0, 1e-3) * limit / max(t0, 1e-9)))
 
 
-def _interleaved(fns: Sequence[Callable[[], Any]], threads: int, repeats: int = REPEATS) -> list[float]:
-    """The fastest of ``repeats`` interleaved calls of each function, in seconds.
+def _interleaved(fns: Sequence[Callable[[], Any]], threads: int, repeats: int = REPEATS,
+                 warm_up: bool = True, block: int = 1) -> list[float]:
+    """The fastest call of each function over ``repeats`` interleaved rounds of ``block`` consecutive
+    calls each, in seconds (after one untimed call of each when ``warm_up``: first calls compile
+    or allocate).
 
     The minimum, not the median: at session creation other processes' time slices are noise
     to remove, not cost to price. One thread runs in the calling thread, so its CPU time is
     measured (immune to time slices lost to other processes); several threads in wall time.
     """
     clock = time.thread_time if threads == 1 else time.perf_counter
-    for fn in fns:
-        fn()  # warm-up (first calls compile or allocate)
+    for fn in fns if warm_up else ():
+        fn()
     times: list[list[float]] = [[] for _ in fns]
     for _ in range(repeats):
         for i, fn in enumerate(fns):
-            t0 = clock()
-            fn()
-            times[i].append(clock() - t0)
+            for _ in range(block):
+                t0 = clock()
+                fn()
+                times[i].append(clock() - t0)
     return [min(t) for t in times]

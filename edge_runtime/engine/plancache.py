@@ -23,7 +23,7 @@ import os
 import platform
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -47,16 +47,18 @@ def directory() -> Path | None:
     return Path(base) / "edge-runtime" / "engine"
 
 
-def key(model_bytes: bytes, feed: Mapping[str, np.ndarray] | None, settings: Iterable[Any]) -> str:
-    """sha256 of the model, the warm-up input, the settings, this CPU and the deciding code."""
+def key(model_bytes: bytes, feeds: Sequence[Mapping[str, np.ndarray]], settings: Iterable[Any]) -> str:
+    """sha256 of the model, the warm-up inputs (in order), the settings, this CPU and the deciding code."""
     h = hashlib.sha256(f"v{VERSION}\0".encode())
     for part in (*settings, _machine(), _code_stamp()):
         h.update(repr(part).encode() + b"\0")
     h.update(hashlib.sha256(model_bytes).digest())
-    for name in sorted(feed or {}):
-        x = np.ascontiguousarray(feed[name])
-        h.update(f"{name}\0{x.dtype.str}\0{x.shape}\0".encode())
-        h.update(hashlib.sha256(x.view(np.uint8).reshape(-1)).digest())
+    for i, feed in enumerate(feeds):
+        h.update(f"feed {i}\0".encode())
+        for name in sorted(feed):
+            x = np.ascontiguousarray(feed[name])
+            h.update(f"{name}\0{x.dtype.str}\0{x.shape}\0".encode())
+            h.update(hashlib.sha256(x.view(np.uint8).reshape(-1)).digest())
     return h.hexdigest()
 
 

@@ -23,7 +23,9 @@ class EngineConfig:
     sparsity: str = "auto"
     annotations: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     optimize: bool = True
-    warmup_feed: Mapping[str, np.ndarray] | None = None
+    #: Inputs like the ones the model will see (validated feeds); none: a synthetic one. Densities are
+    #: taken at their median and plans timed over all of them (:func:`feeds`).
+    warmup_feeds: tuple[Mapping[str, np.ndarray], ...] = ()
     #: Builds the numba engine's plan of the whole model; timed against a cut plan that keeps islands.
     #: It may drop the proto of a disposable :class:`ModelSource` (nothing reads it after this plan).
     numba_plan: Callable[[], Plan] | None = field(default=None, compare=False)
@@ -97,6 +99,11 @@ def synthetic_feed(inputs: Sequence[ValueInfo], seed: int = 0) -> dict[str, np.n
         else:
             feed[vi.name] = np.zeros(shape, vi.dtype)
     return feed
+
+
+def feeds(cfg: EngineConfig, inputs: Sequence[ValueInfo]) -> list[Mapping[str, np.ndarray]]:
+    """The inputs the engine measures with: the warm-up feeds, else one synthetic feed."""
+    return list(cfg.warmup_feeds) or [synthetic_feed(inputs)]
 
 
 def density(x: np.ndarray) -> float:

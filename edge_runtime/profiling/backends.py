@@ -5,7 +5,7 @@ engine when installed), ``edge-dense`` the same with ``sparsity="off"``, ``edge-
 numba-only engine (``sparsity="auto"``: what a device without onnxruntime runs);
 ``onnxruntime`` and ``litert`` are the stock runtimes, imported only when asked for (a device
 may have neither), with an error that says how to install them. The edge backends measure
-which layers gain from skipping zeros on the bundle's golden input when there is one.
+which layers gain from skipping zeros on the bundle's golden inputs when there are some.
 ``edge-int8``, ``edge-numba-int8`` and ``onnxruntime-int8`` run the bundle's int8 ONNX model
 (``export --quantize int8``) the same way; ``litert-int8`` runs its int8 TFLite model
 (``model.int8.tflite``: int8 input and output tensors, quantized and dequantized here).
@@ -140,29 +140,29 @@ def _edge(name: str, files: ModelFiles, threads: int, sparsity: str) -> Runner:
     mode = "off" if name == "edge-dense" else sparsity
     providers = ["EdgeRuntimeExecutionProvider"] if name.startswith("edge-numba") else None
     sess = edge_runtime.InferenceSession(str(files.onnx), opts, providers, sparsity=mode,
-                                         warmup_feed=_golden_feed(files))
+                                         warmup_feed=_golden_feeds(files))
 
     return Runner(name, lambda feed: sess.run(None, feed), 0.0, sess,
                   lambda feed: sess.run_with_stats(None, feed))
 
 
-def _golden_feed(files: ModelFiles) -> dict[str, np.ndarray] | None:
-    """The bundle's first golden input as a one-item feed (what the model really sees), or None."""
+def _golden_feeds(files: ModelFiles) -> list[dict[str, np.ndarray]] | None:
+    """The bundle's first golden inputs as one-image feeds (what the model really sees), or None."""
     if files.golden is None or not files.golden.is_file():
         return None
     import onnx
 
-    from edge_runtime.golden import load_golden
+    from edge_runtime.golden import warmup_feeds
+    from edge_runtime.session import MAX_WARMUP_FEEDS
 
     try:
-        x = load_golden(files.golden).x[:1]
         graph = onnx.load(str(files.onnx), load_external_data=False).graph
         consts = {t.name for t in graph.initializer}
         name = [i.name for i in graph.input if i.name not in consts][0]
+        return warmup_feeds(files.golden, name, MAX_WARMUP_FEEDS)
     except (OSError, KeyError, ValueError, IndexError, EdgeRuntimeError) as exc:
         log.info("no warm-up input from %s (%s): synthetic input", files.golden, exc)
         return None
-    return {name: np.ascontiguousarray(x, np.float32)}
 
 
 def _onnxruntime(name: str, files: ModelFiles, threads: int, sparsity: str) -> Runner:

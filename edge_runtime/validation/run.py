@@ -90,7 +90,7 @@ class BundleRunner:
             raise InvalidArgumentError(f"--int8: bundle {str(self.bundle.path)!r} has no int8 model; re-export it with "
                                        f"--quantize int8, or run the fp32 model (drop --int8).")
         self.session = edge_runtime.InferenceSession(str(model), opts, profile=device,
-                                                     sparsity=sparsity, warmup_feed=self.bundle.warmup_feed())
+                                                     sparsity=sparsity, warmup_feed=self.bundle.warmup_feeds())
         self.input_name = self.session.get_inputs()[0].name
         self.fixed_batch = (self.session.get_inputs()[0].shape or [None])[0]
         self.labels = self.bundle.labels

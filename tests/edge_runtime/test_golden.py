@@ -44,6 +44,18 @@ def test_valid_golden(tmp_path):
     assert golden.x.shape == (4, 1, 2, 2) and golden.ys[0].shape == (4, 3) and golden.output_names == ("logits",)
 
 
+def test_warmup_feeds_are_the_first_golden_images_one_per_feed(tmp_path):
+    bundle = make_bundle(tmp_path / "b")
+    x = load_golden(bundle / "golden.npz").x
+    feeds = golden_module.warmup_feeds(bundle / "golden.npz", "x", 8)
+    assert len(feeds) == 4 and all(list(f) == ["x"] and f["x"].shape == (1, 1, 2, 2) for f in feeds)
+    np.testing.assert_array_equal(np.concatenate([f["x"] for f in feeds]), x)
+    assert len(golden_module.warmup_feeds(bundle / "golden.npz", "x", 2)) == 2
+    from edge_runtime.bundle import load_bundle
+
+    assert len(load_bundle(bundle).warmup_feeds()) == 4
+
+
 def test_object_array_is_refused_without_unpickling(tmp_path):
     np.savez(tmp_path / "g.npz", x=np.zeros((2, 2), np.float32), y=np.array([{"a": 1}, None], dtype=object))
     with pytest.raises(BundleError, match="array 'y' has dtype object .*pickle"):

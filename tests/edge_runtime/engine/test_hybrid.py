@@ -98,10 +98,10 @@ class _Prices:
         self.island, self.islands, self.calls = island, islands, 0
         self.cut = cut if isinstance(cut, list) else [cut, (cut[1], 2 * cut[1])]  # numba slower by default
 
-    def __call__(self, fns, threads, repeats=hybrid.REPEATS):
+    def __call__(self, fns, threads, repeats=hybrid.REPEATS, warm_up=True, block=1):
         for fn in fns:
             fn()
-        self.calls += 1
+        self.calls += warm_up  # several warm-up feeds: one timing per feed, the first warms up; one price
         if self.calls <= self.islands:
             dense, sparse = self.island[self.calls - 1] if isinstance(self.island, list) else self.island
             return [dense, sparse, 2 * sparse]
@@ -198,6 +198,69 @@ def test_annotated_density_is_what_islands_are_priced_at(monkeypatch: pytest.Mon
     by_name = {d.name: d for d in sess.engine_report.islands}
     assert by_name[names[3]].density_source == "annotation"
     assert by_name[names[3]].expected_density == pytest.approx(0.05, abs=1 / 256)
+
+
+def test_several_warmup_inputs_price_islands_at_their_median_density(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One image decides for the line only if it is typical: the islands are priced at the median
+    of their input densities over the warm-up feeds (not at the first feed's), and the cut is
+    timed over all of them."""
+    import statistics
+
+    from onnx import numpy_helper
+
+    model = graphs.mlp()
+    inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    base = _feed(model, 1)["x"]
+    feeds = [{"x": base * s} for s in (0.5, 4.0, 1.0)]  # the first hidden layer sparse, dense, between
+    dens = [np.count_nonzero(np.maximum(f["x"] @ inits["W1"] + inits["b1"], 0)) / inits["W1"].shape[1] for f in feeds]
+    assert len(set(dens)) == 3 and dens[0] != statistics.median(dens)
+    _fixed_prices(monkeypatch, island=(1e-3, 1e-4), cut=(1e-3, 0.9e-3))
+    ran: list[tuple[int, bool, int]] = []
+    prices = hybrid._interleaved
+
+    def counting(fns: Any, threads: int, repeats: int = hybrid.REPEATS, warm_up: bool = True, block: int = 1) -> Any:
+        ran.append((repeats, warm_up, block))
+        return prices(fns, threads, repeats, warm_up, block)
+
+    monkeypatch.setattr(hybrid, "_interleaved", counting)
+    sess = edge_runtime.InferenceSession(model.SerializeToString(), _opts(), providers=ORT, warmup_feed=feeds)
+    first = {d.name: d for d in sess.engine_report.islands}["MatMul_3"]
+    assert first.density_source == "median of 3 warm-up inputs"
+    assert first.expected_density == pytest.approx(statistics.median(dens), abs=1 / 256)
+    # the plans' timings (whole vs cut, then cut vs numba): each feed timed on its own, the first warmed up
+    per_feed = [(hybrid.PLAN_ROUNDS, first, hybrid.FEED_BLOCK) for first in (True, False, False)]
+    assert ran[2:] == per_feed * 2
+    _check_against_ort(model, sess, 1)
+
+
+@pytest.mark.parametrize("bad, needle", [("x", "warmup_feed is a str"), ([], "a list of 0 items"),
+                                         ([{"x": 1}, 3], "a list of 2 items")])
+@pytest.mark.parametrize("providers", [ORT, ["EdgeRuntimeExecutionProvider"]])
+def test_a_bad_warmup_feed_is_one_clear_error(bad: Any, needle: str, providers: list[str]) -> None:
+    with pytest.raises(edge_runtime.InvalidArgumentError, match="expected one feed") as err:
+        edge_runtime.InferenceSession(graphs.mlp().SerializeToString(), _opts(), providers=providers, warmup_feed=bad)
+    assert needle in str(err.value) and "\n" not in str(err.value)
+
+
+def test_the_numba_engine_takes_a_list_of_warmup_feeds() -> None:
+    """Its automatic thread choice and kernel priming run the first feed."""
+    model = graphs.mlp()
+    feeds = [_feed(model, 1, seed=s) for s in range(3)]
+    sess = edge_runtime.InferenceSession(model.SerializeToString(), _opts(0), providers=["EdgeRuntimeExecutionProvider"],
+                                         warmup_feed=feeds)
+    assert sess.dense_engine == "numba"
+    _check_against_ort(model, sess, 1)
+
+
+def test_at_most_max_warmup_feeds_are_measured(monkeypatch: pytest.MonkeyPatch) -> None:
+    from edge_runtime import session
+
+    _fixed_prices(monkeypatch, island=(1e-3, 1e-4), cut=(1e-3, 0.9e-3))
+    model = graphs.mlp()
+    feeds = [_feed(model, 1, seed=s) for s in range(session.MAX_WARMUP_FEEDS + 3)]
+    sess = edge_runtime.InferenceSession(model.SerializeToString(), _opts(), providers=ORT, warmup_feed=feeds)
+    want = f"median of {session.MAX_WARMUP_FEEDS} warm-up inputs"
+    assert {d.density_source for d in sess.engine_report.islands} == {want}
 
 
 def test_dense_candidates_are_not_priced() -> None:

@@ -36,7 +36,7 @@ def qop_u8(tmp_path_factory) -> str:
 
 def _priced(monkeypatch: pytest.MonkeyPatch, whole_s: float, numba_s: float) -> None:
     """The two engines' times as given; the density gate open (the test nets' inputs are dense)."""
-    def prices(fns, threads, repeats=hybrid.REPEATS):
+    def prices(fns, threads, repeats=hybrid.REPEATS, warm_up=True, block=1):
         for fn in fns:
             fn()
         return [whole_s, numba_s]
@@ -101,7 +101,7 @@ def test_a_dense_quantized_model_stays_on_onnxruntime_untimed(qop_u8: str, monke
 
     x = _warm()
     model = onnx.load(qop_u8)
-    mean = hybrid._mean_int8_density(model.SerializeToString(), model, hybrid.EngineConfig(warmup_feed=x), [])
+    mean = hybrid._mean_int8_density(model.SerializeToString(), model, hybrid.EngineConfig(warmup_feeds=(x,)), [])
     assert hybrid.INT8_MAX_DENSITY < mean <= 1.0
     monkeypatch.setattr(hybrid, "_interleaved", _untimed)
     sess = edge_runtime.InferenceSession(qop_u8, _opts(), providers=ORT, warmup_feed=x)
@@ -118,8 +118,8 @@ def test_int8_input_densities_count_the_zero_point(qop_u8: str) -> None:
     model = onnx.load(qop_u8)
     acts = islands.int8_inputs(model)
     assert len(acts) >= 3 and all(a.elem_type == onnx.TensorProto.UINT8 for a in acts)
-    cfg = hybrid.EngineConfig(warmup_feed={"x": np.zeros((1, 3, 16, 16), np.float32)})
-    values = hybrid._probe(model.SerializeToString(), model, {a.name: a.elem_type for a in acts}, cfg, [])
+    cfg = hybrid.EngineConfig(warmup_feeds=({"x": np.zeros((1, 3, 16, 16), np.float32)},))
+    values, = hybrid._probe(model.SerializeToString(), model, {a.name: a.elem_type for a in acts}, cfg, [])
     assert np.all(values[0] == acts[0].zero_point)
     assert hybrid._mean_int8_density(model.SerializeToString(), model, cfg, []) < 1.0
 

@@ -105,11 +105,14 @@ def test_off_keeps_nothing_and_dense_models_never_touch_it(tmp_path: Path, monke
     assert not folder.exists()
 
 
-def test_key_covers_model_feed_and_settings() -> None:
+def test_key_covers_model_feeds_and_settings() -> None:
     x = {"x": np.zeros((1, 4), np.float32)}
-    base = plancache.key(b"model", x, (1, True))
-    assert base == plancache.key(b"model", {"x": np.zeros((1, 4), np.float32)}, (1, True))
-    assert base != plancache.key(b"model2", x, (1, True))
-    assert base != plancache.key(b"model", {"x": np.ones((1, 4), np.float32)}, (1, True))
-    assert base != plancache.key(b"model", x, (2, True))
-    assert base != plancache.key(b"model", None, (1, True))
+    y = {"x": np.ones((1, 4), np.float32)}
+    base = plancache.key(b"model", [x], (1, True))
+    assert base == plancache.key(b"model", [{"x": np.zeros((1, 4), np.float32)}], (1, True))
+    assert base != plancache.key(b"model2", [x], (1, True))
+    assert base != plancache.key(b"model", [y], (1, True))
+    assert base != plancache.key(b"model", [x], (2, True))
+    assert base != plancache.key(b"model", [], (1, True))
+    assert base != plancache.key(b"model", [x, y], (1, True))  # every warm-up input counts, in order
+    assert plancache.key(b"model", [x, y], (1, True)) != plancache.key(b"model", [y, x], (1, True))
