@@ -11,11 +11,13 @@ export: ``x - t`` folded into the bias, a plain ``Conv -> Relu`` graph). Inputs 
 test images resized to the probe's size. For each (size, T):
 
 * end to end, 1 thread, thread CPU time, interleaved blocks (``benchmarks/common.py``): edge_runtime
-  (``sparsity="auto"``, warm-up input = a real image, so the engine measures real densities) against
-  onnxruntime on the relufied graph and on the ORIGINAL (SiLU) graph;
+  (``sparsity="auto"``, warm-up inputs = ``--warmup`` real images held out of the timing pool, so
+  the engine measures real densities; with more than one, also a session warmed up on the one of
+  them with the densest island inputs alone, ``edge_one_warmup``: what deciding on one atypical
+  image costs) against onnxruntime on the relufied graph and on the ORIGINAL (SiLU) graph;
 * what the engine decided (islands kept, their densities and dense/sparse times);
 * per test image: edge and onnxruntime (relufied graph) times, the islands' input density and how
-  many ran sparse (the engine decides on one warm-up image; the others' densities differ);
+  many ran sparse (the images' densities differ from the warm-up images');
 * per conv, on the numba engine: input density, sparse kernel (``force``) and dense (``off``) time.
 
 Accuracy is not measured (random weights): this is the latency side only; the sparsity a real
@@ -25,7 +27,7 @@ Run (about 11 minutes; the default grid; the engine cache off so every session d
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE EDGE_RUNTIME_ENGINE_CACHE=off \
         python3 -m benchmarks.experiments.relufy_latency_probe \
-        [--sizes 56 112 224] [--sparsity 0.8 0.9 0.95] [--widths 16 32 64 128]
+        [--sizes 56 112 224] [--sparsity 0.8 0.9 0.95] [--widths 16 32 64 128] [--warmup 8]
 
 Writes benchmarks/results/experiments_relufy_latency_probe.json and a plot of the speedup against
 the ReLU sparsity per input size (.png beside it).
@@ -122,30 +124,57 @@ def per_conv(proto: bytes, pool: list[np.ndarray], runs: int) -> list[dict[str, 
 
 def by_image(fns: dict[str, Any], edge: er.InferenceSession, name: str, pool: list[np.ndarray],
              calls: int) -> list[dict[str, Any]]:
-    """Per pool image: edge and onnxruntime (relufied graph) median ms over ``3 * calls`` interleaved
-    single calls, the mean density of the islands' inputs and how many islands ran sparse. The
-    engine decides on one warm-up image; this shows what the other images cost."""
+    """Per pool image: edge (and ``edge_one_warmup`` when timed) and onnxruntime (relufied graph)
+    median ms over ``3 * calls`` interleaved single calls, the mean density of the islands' inputs
+    and how many islands ran sparse. The engine decides on its warm-up images; this shows what
+    the others cost."""
     rows = []
+    keys = [k for k in ("edge_auto", "edge_one_warmup", "ort_final") if k in fns]
     for i, x in enumerate(pool):
-        t = common.interleave({k: fns[k] for k in ("edge_auto", "ort_final")}, [x], 3 * calls, 1,
-                              clock=time.thread_time)
+        t = common.interleave({k: fns[k] for k in keys}, [x], 3 * calls, 1, clock=time.thread_time)
         _, stats = edge.run_with_stats(None, {name: x})
         dens = [n.density for n in stats.nodes if n.density is not None]
         rows.append({"image": i, "edge_ms": round(common.median_ms(t["edge_auto"]), 4),
+                     **({"edge_one_warmup_ms": round(common.median_ms(t["edge_one_warmup"]), 4)}
+                        if "edge_one_warmup" in t else {}),
                      "ort_final_ms": round(common.median_ms(t["ort_final"]), 4),
                      "island_input_density": round(float(np.mean(dens)), 3) if dens else None,
                      "islands_sparse": sum(1 for n in stats.nodes if n.kernel == "sparse"), "islands": len(dens)})
     return rows
 
 
-def probe(original: nn.Module, size: int, sparsity: float, blocks: int, calls: int) -> dict[str, Any]:
+def engine_summary(sess: er.InferenceSession) -> dict[str, Any] | None:
+    report = sess.engine_report
+    return None if report is None else {
+        "engine": report.engine, "outcome": report.outcome, "candidates": report.candidates,
+        "islands": [{"name": d.name, "expected_density": round(d.expected_density, 3),
+                     "density_source": d.density_source,
+                     "dense_ms": round(d.dense_ms, 4) if d.dense_ms else None,
+                     "sparse_ms": round(d.sparse_ms, 4) if d.sparse_ms else None,
+                     "crossover": round(d.crossover, 3), "kept": d.kept}
+                    for d in report.islands]}
+
+
+def densest(sess: er.InferenceSession, feeds: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """The feed whose sparse-capable layers see the densest inputs (mean over the nodes that report
+    a density): the atypical image a one-image warm-up can land on."""
+    def mean_density(feed: dict[str, np.ndarray]) -> float:
+        dens = [n.density for n in sess.run_with_stats(None, feed)[1].nodes if n.density is not None]
+        return float(np.mean(dens)) if dens else 0.0
+    return max(feeds, key=mean_density)
+
+
+def probe(original: nn.Module, size: int, sparsity: float, blocks: int, calls: int, warmup: int) -> dict[str, Any]:
     calib = images(size, 64, start=1000)
     pool = [x[None] for x in images(size, 16).numpy()]
+    warm = [{"input": x[None]} for x in images(size, warmup, start=100).numpy()]  # held out of pool and calib
     model = relufied(original, calib, sparsity)
     protos = {"final": export(model, size), "original": export(original, size)}
     so = er.SessionOptions()
     so.intra_op_num_threads = 1
-    edge = er.InferenceSession(protos["final"], so, sparsity="auto", warmup_feed={"input": pool[-1]})
+    edge = er.InferenceSession(protos["final"], so, sparsity="auto", warmup_feed=warm)
+    one = er.InferenceSession(protos["final"], so, sparsity="auto", warmup_feed=densest(edge, warm)) \
+        if warmup > 1 else None
     oso = ort.SessionOptions()
     oso.intra_op_num_threads = oso.inter_op_num_threads = 1
     theirs = {k: ort.InferenceSession(p, oso, providers=["CPUExecutionProvider"]) for k, p in protos.items()}
@@ -154,9 +183,10 @@ def probe(original: nn.Module, size: int, sparsity: float, blocks: int, calls: i
     fns = {"edge_auto": lambda x: edge.run(None, {name: x}),
            "ort_final": lambda x: theirs["final"].run(None, {name: x}),
            "ort_original": lambda x: theirs["original"].run(None, {name: x})}
+    if one is not None:
+        fns["edge_one_warmup"] = lambda x: one.run(None, {name: x})
     times = common.interleave(fns, pool, blocks, calls, clock=time.thread_time)
     lo, hi = common.ratio_interval(times["edge_auto"], times["ort_original"])
-    report = edge.engine_report
     per_image = by_image(fns, edge, name, pool, calls)
     convs = per_conv(protos["final"], pool, 8)
     dens = [c["density"] for c in convs if c["density"] is not None]
@@ -167,14 +197,14 @@ def probe(original: nn.Module, size: int, sparsity: float, blocks: int, calls: i
         "speedup_vs_ort_original": round(1.0 / common.ratio(times["edge_auto"], times["ort_original"]), 3),
         "speedup_vs_ort_original_90ci": [round(1.0 / hi, 3), round(1.0 / lo, 3)],
         "speedup_vs_ort_final": round(1.0 / common.ratio(times["edge_auto"], times["ort_final"]), 3),
+        **({"one_warmup_speedup_vs_ort_original": round(
+            1.0 / common.ratio(times["edge_one_warmup"], times["ort_original"]), 3),
+            "one_warmup_edge_slower_than_ort_final_on": sum(
+                1 for r in per_image if r["edge_one_warmup_ms"] > r["ort_final_ms"]),
+            "one_warmup_engine": engine_summary(one)} if one is not None else {}),
         "max_abs_err_vs_ort": err,
-        "engine": None if report is None else {
-            "engine": report.engine, "outcome": report.outcome, "candidates": report.candidates,
-            "islands": [{"name": d.name, "expected_density": round(d.expected_density, 3),
-                         "dense_ms": round(d.dense_ms, 4) if d.dense_ms else None,
-                         "sparse_ms": round(d.sparse_ms, 4) if d.sparse_ms else None,
-                         "crossover": round(d.crossover, 3), "kept": d.kept}
-                        for d in report.islands]},
+        "warmup_images": warmup,
+        "engine": engine_summary(edge),
         "edge_slower_than_ort_final_on": sum(1 for r in per_image if r["edge_ms"] > r["ort_final_ms"]),
         "per_image": per_image,
         "convs_sparse_wins": sum(1 for c in convs if c["sparse_over_dense"] < 1.0),
@@ -212,13 +242,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--widths", type=int, nargs=4, default=[16, 32, 64, 128], help="backbone widths")
     parser.add_argument("--blocks", type=int, default=11, help="interleaved timing rounds (medians over them)")
     parser.add_argument("--calls", type=int, default=5, help="calls per round")
+    parser.add_argument("--warmup", type=int, default=8,
+                        help="warm-up images the engine decides on (test images held out of the timing pool); "
+                             "above 1, a session warmed up on the densest of them alone is timed beside it")
     parser.add_argument("--out", type=Path, default=OUT, help="JSON to write (the plot goes beside it as .png)")
     a = parser.parse_args(argv)
     for size in a.sizes:
         if size < 16:
             parser.error(f"--sizes {size}: expected at least 16 px (the backbone halves the image four times)")
     for flag, values, example in (("--widths", a.widths, "16 32 64 128"), ("--blocks", [a.blocks], "11"),
-                                  ("--calls", [a.calls], "5")):
+                                  ("--calls", [a.calls], "5"), ("--warmup", [a.warmup], "8")):
         if min(values) < 1:
             parser.error(f"{flag} {' '.join(map(str, values))}: expected positive integers, e.g. {flag} {example}")
     for s in a.sparsity:
@@ -230,7 +263,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     runs = []
     for size in a.sizes:
         for sparsity in a.sparsity:
-            r = probe(original, size, sparsity, a.blocks, a.calls)
+            r = probe(original, size, sparsity, a.blocks, a.calls, a.warmup)
             runs.append(r)
             print(f"{size:4d} px, {100 * sparsity:.0f}% zeros: conv-input density {r['mean_conv_input_density']}, "
                   f"edge {r['ms']['edge_auto']:.3f} ms, ort original {r['ms']['ort_original']:.3f} ms, relufied "
@@ -238,9 +271,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                   f"[{r['speedup_vs_ort_original_90ci'][0]:.2f}, {r['speedup_vs_ort_original_90ci'][1]:.2f}]; "
                   f"engine {r['engine']['engine'] if r['engine'] else '-'}, sparse beats dense on "
                   f"{r['convs_sparse_wins']}/{len(r['convs'])} convs; edge slower than onnxruntime (same graph) "
-                  f"on {r['edge_slower_than_ort_final_on']}/{len(r['per_image'])} images", flush=True)
+                  f"on {r['edge_slower_than_ort_final_on']}/{len(r['per_image'])} images"
+                  + (f"; warmed up on the densest warm-up image alone: {r['ms']['edge_one_warmup']:.3f} ms, "
+                     f"{r['one_warmup_speedup_vs_ort_original']:.2f}x, slower than onnxruntime (same graph) on "
+                     f"{r['one_warmup_edge_slower_than_ort_final_on']}/{len(r['per_image'])} images"
+                     if "edge_one_warmup" in r["ms"] else ""), flush=True)
     doc = {"machine": common.machine_info(), "widths": a.widths,
-           "sizes": a.sizes, "blocks": a.blocks, "calls_per_block": a.calls, "clock": "thread_time",
+           "sizes": a.sizes, "blocks": a.blocks, "calls_per_block": a.calls, "warmup_images": a.warmup,
+           "clock": "thread_time",
            "threads": 1, "runs": runs}
     a.out.parent.mkdir(parents=True, exist_ok=True)
     common.write_json(a.out, doc)
