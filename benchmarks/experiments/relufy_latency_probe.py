@@ -218,18 +218,23 @@ def plot(doc: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=(9, 4))
     for size in doc["sizes"]:
         rows = sorted((r for r in doc["runs"] if r["size"] == size), key=lambda r: r["relu_sparsity_target"])
-        ax.plot([100 * r["relu_sparsity_target"] for r in rows], [r["speedup_vs_ort_original"] for r in rows],
-                "o-", label=f"{size} x {size} px")
+        zeros = [100 * r["relu_sparsity_target"] for r in rows]
+        line, = ax.plot(zeros, [r["speedup_vs_ort_original"] for r in rows], "o-",
+                        label=f"{size} x {size} px" + (f", decided on {rows[0]['warmup_images']} images"
+                                                       if "one_warmup_speedup_vs_ort_original" in rows[0] else ""))
+        if "one_warmup_speedup_vs_ort_original" in rows[0]:
+            ax.plot(zeros, [r["one_warmup_speedup_vs_ort_original"] for r in rows], "x--", color=line.get_color(),
+                    label=f"{size} x {size} px, decided on the densest one alone")
     ax.axhline(TARGET, color="gray", ls="--", label=f"issue 16 target ({TARGET}x)")
     ax.axhline(1.0, color="black", lw=0.8)
     ax.set_xlabel("zeros in every ReLU output (%)")
     ax.set_ylabel("speed-up vs onnxruntime\non the SiLU original (x, higher = faster)")
     ax.set_title(f"YOLO-style backbone, widths {'-'.join(map(str, doc['widths']))}, 1 thread\n{doc['machine'].get('cpu_model', '')}",
                  fontsize=9)
-    ax.legend(fontsize=8, loc="best")
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
     fig.savefig(path, dpi=100)
 
