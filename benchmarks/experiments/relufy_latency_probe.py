@@ -232,7 +232,7 @@ def plot(doc: dict[str, Any], path: Path) -> None:
     ax.axhline(1.0, color="black", lw=0.8)
     ax.set_xlabel("zeros in every ReLU output (%)")
     ax.set_ylabel("speed-up vs onnxruntime\non the SiLU original (x, higher = faster)")
-    ax.set_title(f"YOLO-style backbone, widths {'-'.join(map(str, doc['widths']))}, 1 thread\n{doc['machine'].get('cpu_model', '')}",
+    ax.set_title(f"YOLO-style backbone, widths {'-'.join(map(str, doc['widths']))}, 1 thread\n{doc['machine'].get('cpu_model', '')}, sparse kernels: {doc['machine'].get('sparse_code_path', '?')}",
                  fontsize=9)
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
