@@ -125,6 +125,7 @@ class InferenceSession:
             log.info("using %d threads on a machine with %d CPUs", self._threads, available_cpus())
         self._engine = engine.choose(providers)
         warm = _warmup_list(warmup_feed)
+        first_feed = warm[0] if warm else None  # the numba engine's thread choice and priming run it
         model, raw = load_model(path_or_bytes)
         thread_key = None
         if self._engine != "onnxruntime":
@@ -170,11 +171,11 @@ class InferenceSession:
             model = None
             self._plan = self._numba_plan(owned, ann, optimize)
             if thread_key is not None:
-                self._choose_threads(thread_key, warm[0] if warm else None)
+                self._choose_threads(thread_key, first_feed)
             if rejected is not None:
                 log.warning("onnxruntime cannot run this model (%s); edge_runtime's own kernels run it", rejected)
         self._bind_run()
-        self._prime(warm[0] if warm else None)
+        self._prime(first_feed)
 
     def _bind_run(self) -> None:
         """What every run reads, computed once: the graph's NodeArgs and output names, the feed's

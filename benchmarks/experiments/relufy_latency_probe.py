@@ -222,10 +222,10 @@ def plot(doc: dict[str, Any], path: Path) -> None:
     for size in doc["sizes"]:
         rows = sorted((r for r in doc["runs"] if r["size"] == size), key=lambda r: r["relu_sparsity_target"])
         zeros = [100 * r["relu_sparsity_target"] for r in rows]
+        both = "one_warmup_speedup_vs_ort_original" in rows[0]  # a one-image session was timed too
         line, = ax.plot(zeros, [r["speedup_vs_ort_original"] for r in rows], "o-",
-                        label=f"{size} x {size} px" + (f", decided on {rows[0]['warmup_images']} images"
-                                                       if "one_warmup_speedup_vs_ort_original" in rows[0] else ""))
-        if "one_warmup_speedup_vs_ort_original" in rows[0]:
+                        label=f"{size} x {size} px" + (f", decided on {rows[0]['warmup_images']} images" if both else ""))
+        if both:
             ax.plot(zeros, [r["one_warmup_speedup_vs_ort_original"] for r in rows], "x--", color=line.get_color(),
                     label=f"{size} x {size} px, decided on the densest one alone")
     ax.axhline(TARGET, color="gray", ls="--", label=f"issue 16 target ({TARGET}x)")

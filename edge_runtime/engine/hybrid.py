@@ -52,7 +52,7 @@ MIN_GAIN = 0.85
 #: gains, timed alone, missed the segment boundaries' cost (the thresholded demo CNN: islands
 #: gained 0.046 ms alone, yet the cut plan ran 0.34 ms against 0.24 ms whole).
 MIN_PLAN_GAIN = 0.95
-#: Timed calls per contender when pricing islands and cuts at session creation.
+#: Timed calls per contender when pricing an island (dense vs sparse) at session creation.
 REPEATS = 5
 #: Plans are timed in rounds of consecutive calls (:func:`time_plans`): rounds, and calls per round
 #: with one warm-up input and with several (per input).
@@ -225,9 +225,8 @@ def _int8_on_numba(whole: Plan, report: EngineReport, int8: int, cfg: EngineConf
     mean = _mean_int8_density(data, model, cfg, inputs) if cfg.sparsity != "force" else None
     if mean is not None and mean > INT8_MAX_DENSITY:
         return whole, with_outcome(report, f"{report.outcome}; the numba engine ({what}) was not timed: its int8 "
-                                           f"layers' inputs are too dense on the warm-up input"
-                                           f"{_plural(cfg)} (density {mean:.2f} weighted by multiply-adds, "
-                                           f"above {INT8_MAX_DENSITY})")
+                                           f"layers' inputs are too dense on the {_warmup_words(len(cfg.warmup_feeds))} "
+                                           f"(density {mean:.2f} weighted by multiply-adds, above {INT8_MAX_DENSITY})")
     try:
         numba_plan = cfg.numba_plan()
     except EdgeRuntimeError as exc:
@@ -243,9 +242,9 @@ def _int8_on_numba(whole: Plan, report: EngineReport, int8: int, cfg: EngineConf
     return (numba_plan, dataclasses.replace(report, engine="numba")) if won else (whole, report)
 
 
-def _plural(cfg: EngineConfig) -> str:
-    n = len(cfg.warmup_feeds)
-    return "" if n <= 1 else f"s (median of {n})"
+def _warmup_words(n: int) -> str:
+    """What a median over ``n`` warm-up inputs is called in reports."""
+    return "warm-up input" if n <= 1 else f"median of {n} warm-up inputs"
 
 
 def _mean_int8_density(data: bytes, model: onnx.ModelProto, cfg: EngineConfig,
@@ -490,8 +489,7 @@ def _price(p: isl.PreparedIsland, x: np.ndarray, dense: Callable[[np.ndarray], A
                                               lambda: p.kernel(x1, d_high)], threads)
     kept = t_sparse <= MIN_GAIN * t_dense
     crossover = _crossover(d_real, t_sparse, d_high, t_high, t_dense) if kept else 0.0
-    source = "annotation" if ann is not None else (
-        "warm-up input" if len(measured) == 1 else f"median of {len(measured)} warm-up inputs")
+    source = "annotation" if ann is not None else _warmup_words(len(measured))
     return IslandDecision(p.candidate.name, d_real, source,
                           t_dense * 1e3, t_sparse * 1e3, crossover, kept)
 
