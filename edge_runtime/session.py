@@ -142,6 +142,7 @@ class InferenceSession:
         self._sparsity = sparsity
         self._annotations = ann
         self._engine_report: Any = None
+        self._check: Any = None  # a small measured gain, checked on the first images run (engine.linecheck)
         rejected = None
         if self._engine == "onnxruntime":
             from edge_runtime.engine import hybrid
@@ -156,7 +157,8 @@ class InferenceSession:
             source = hybrid.ModelSource(model, raw, path, disposable=not isinstance(path_or_bytes, onnx.ModelProto))
             model = raw = None  # build holds the only references (it drops them for a whole-model session)
             try:
-                self._plan, self._engine_report = hybrid.build(source, cfg, self._inputs, self._outputs)
+                self._plan, self._engine_report, self._check = hybrid.build(source, cfg, self._inputs,
+                                                                            self._outputs)
             except OnnxRuntimeRejected as exc:  # the numba engine's checks name what is wrong
                 rejected, self._engine = exc, "numba"
                 model = source.model if source.model is not None else load_model(path_or_bytes)[0]
@@ -356,6 +358,38 @@ class InferenceSession:
         dense/sparse times and crossovers, the cost of cutting), or None on the numba engine."""
         return self._engine_report
 
+    def finish_line_check(self, feeds: Sequence[Mapping[str, Any]]) -> int:
+        """Run ``feeds`` in turn (outputs discarded) until the line check has decided; returns the runs.
+
+        For tools that time or deploy a session: ``edge-runtime warmup`` runs a bundle's golden
+        inputs through it so the engine cache holds the checked decision, and benchmarks run it
+        before timing. A no-op (0) when no check is pending.
+
+        Raises:
+            InvalidArgumentError: ``feeds`` is empty while a check is pending.
+            InvalidInputError: a feed does not fit the model (as :meth:`run`).
+        """
+        from edge_runtime.engine import linecheck
+
+        if self._check is None:
+            return 0
+        feeds = list(feeds)
+        if not feeds:
+            raise InvalidArgumentError("finish_line_check got no feeds; pass a list of input feeds (dicts of "
+                                       "input name -> array, as for run())")
+        runs = 0
+        while self._check is not None and runs < 4 * linecheck.CALLS + 8:  # + calls other threads race in
+            self._run(None, feeds[runs % len(feeds)], None)
+            runs += 1
+        return runs
+
+    @property
+    def line_check_pending(self) -> bool:
+        """True while the session still runs its first images alternately on the plan chosen at
+        creation and on the whole model in one onnxruntime session, to keep the faster
+        (``engine_report.line_check`` says why and how it ended; docs/engine.md)."""
+        return self._check is not None
+
     @property
     def plan(self) -> plan_mod.Plan:
         """The optimised graph and its steps (for profilers and tests)."""
@@ -369,8 +403,30 @@ class InferenceSession:
             feed = _validate_feed(self._inputs, input_feed)
         from edge_runtime import executor, threads
 
+        check = self._check
+        if check is None or stats is not None:  # run_with_stats reports the plan chosen at creation
+            with threads.scoped(self._threads):
+                return executor.execute(self._plan, feed, wanted, stats)
+        plan, which, block, counted = check.take()
         with threads.scoped(self._threads):
-            return executor.execute(self._plan, feed, wanted, stats)
+            t0 = check.clock()
+            out = executor.execute(plan, feed, wanted)
+            seconds = check.clock() - t0
+        verdict = check.record(which, block, seconds) if counted else None
+        if verdict is not None:
+            self._conclude(check, verdict)
+        return out
+
+    def _conclude(self, check: Any, verdict: Any) -> None:
+        """The line check decided: keep its plan (the other one goes, its weights with it)."""
+        from edge_runtime.engine import hybrid
+
+        self._engine_report = hybrid.conclude(check, verdict, self._engine_report)
+        self._engine = self._engine_report.engine
+        self._plan = verdict.plan
+        self._bind_run()  # the whole model: run() calls its onnxruntime session directly again
+        self._check = None  # calls already under way finish on the plan they took
+        log.info("engine: %s", self._engine_report.line_check)
 
     def _wanted(self, output_names: Sequence[str] | None) -> list[str]:
         names = self._output_names

@@ -20,6 +20,9 @@ The decision is measured, not guessed (issue: "never slower than onnxruntime"):
    the measured boundary cost are cut alone and timed once more (:func:`_worth_their_cut`);
    otherwise the whole-model session runs. (Then the numba engine is timed against a kept cut
    plan, and the faster runs.)
+4. A kept plan whose measured gain is under :data:`LINE_CHECK_BELOW` is checked again on the
+   first images the session runs, against the whole-model session kept until then
+   (:mod:`edge_runtime.engine.linecheck`); the faster of the two stays.
 """
 from __future__ import annotations
 
@@ -33,6 +36,7 @@ import numpy as np
 import onnx
 
 from edge_runtime.engine import islands as isl
+from edge_runtime.engine import linecheck
 from edge_runtime.engine import ort as ortx
 from edge_runtime.engine import plancache, rewrite
 from edge_runtime.engine.partition import value_types
@@ -52,6 +56,14 @@ MIN_GAIN = 0.85
 #: gains, timed alone, missed the segment boundaries' cost (the thresholded demo CNN: islands
 #: gained 0.046 ms alone, yet the cut plan ran 0.34 ms against 0.24 ms whole).
 MIN_PLAN_GAIN = 0.95
+#: A cut plan (or numba engine) kept at creation with a measured time above this fraction of the
+#: whole model's is checked on the first images the line runs (:mod:`edge_runtime.engine.linecheck`),
+#: the whole-model session kept until then: on a relufied backbone (56-112 px, 80% zeros, AMD EPYC) the
+#: cut plan's creation-time estimate was 3-18% optimistic against its steady state over other
+#: images, and plans kept at 5-8% measured gains ran 1-3% slower than onnxruntime
+#: (docs/experiments.md). Gains above 15% are left alone (the sparse MLP's 3.8x does not need it,
+#: and its whole-model session is 80 MB of weights).
+LINE_CHECK_BELOW = 0.85
 #: Timed calls per contender when pricing an island (dense vs sparse) at session creation.
 REPEATS = 5
 #: Plans are timed in rounds of consecutive calls (:func:`time_plans`): rounds, and calls per round
@@ -84,19 +96,23 @@ def build(source: ModelSource | onnx.ModelProto, cfg: EngineConfig, inputs: Sequ
         source: the model, with its bytes / file when the caller has them (not serialized again).
 
     Returns:
-        The plan (steps: onnxruntime segments and island dispatchers) and the report.
+        The plan (steps: onnxruntime segments and island dispatchers), the report, and the
+        :class:`~edge_runtime.engine.linecheck.LineCheck` the session runs its first images
+        through when the plan's measured gain was small (else None; :func:`conclude` ends it).
 
     Raises:
         OnnxRuntimeRejected: onnxruntime cannot load the whole model.
     """
     src = source if isinstance(source, ModelSource) else ModelSource(source)
     rewritten = _rewrite(src)  # no local reference to the proto: _build drops it before the peak
-    plan, report = _build(src, cfg, inputs, outputs)
-    return plan, dataclasses.replace(report, fatrelus_rewritten=rewritten) if rewritten else report
+    plan, report, check = _build(src, cfg, inputs, outputs)
+    if rewritten:
+        report = dataclasses.replace(report, fatrelus_rewritten=rewritten)
+    return plan, report, check
 
 
 def _build(src: ModelSource, cfg: EngineConfig, inputs: Sequence[ValueInfo],
-           outputs: Sequence[ValueInfo]) -> tuple[Plan, EngineReport]:
+           outputs: Sequence[ValueInfo]) -> tuple[Plan, EngineReport, linecheck.LineCheck | None]:
     model = src.model
     fed = {v.name for v in (*inputs, *outputs)}
     ortx.check_exchanged([(v.name, v.type.tensor_type.elem_type) for v in (*model.graph.input, *model.graph.output)
@@ -116,23 +132,52 @@ def _build(src: ModelSource, cfg: EngineConfig, inputs: Sequence[ValueInfo],
             src.model = model = None
         if src.path:
             data = b""  # onnxruntime reads the file itself; our copy goes first
-        return whole_plan(data or src.path, graph, cfg), report
+        return whole_plan(data or src.path, graph, cfg), report, None
     if doc is not None:
-        data = b""  # a kept cut or numba plan needs only the proto: drop the bytes before building it
         cached = _cached_report(doc)
+        # a decision not yet checked on a line's images: the whole-model session is its rival again
+        rival = whole_plan(data, whole_graph(model, inputs, outputs), cfg) \
+            if doc.get("line_check") == "pending" and cached is not None else None
+        data = b""  # a kept cut or numba plan needs only the proto: drop the bytes before building it
         if doc.get("plan") == "numba" and cfg.numba_plan is not None and cached is not None:
             model = None  # numba_plan drops a disposable source's proto once its weights are decoded
-            return cfg.numba_plan(), cached
+            return _checked(cfg.numba_plan(), cached, rival, cfg, key)
         hit = _from_cache(doc, model, found, cfg, inputs, outputs)
         if hit is not None:
-            return hit
+            return _checked(*hit, rival, cfg, key)
+        del rival
         data = model.SerializeToString()  # the entry did not fit this model: measure after all
-    plan, report = _decide(data, model, found, cfg, inputs, outputs)
+    plan, report, rival = _decide(data, model, found, cfg, inputs, outputs)
     if int8 and len(plan.steps) == 1:
-        plan, report = _int8_on_numba(plan, report, int8, cfg, inputs, outputs, data, model)
+        plan, report, rival = _int8_on_numba(plan, report, int8, cfg, inputs, outputs, data, model)
     if key is not None:
-        plancache.store(key, _cache_doc(plan, report))
-    return plan, report
+        plancache.store(key, _cache_doc(plan, report, pending=rival is not None))
+    return _checked(plan, report, rival, cfg, key)
+
+
+def _checked(plan: Plan, report: EngineReport, rival: Plan | None, cfg: EngineConfig,
+             key: str | None) -> tuple[Plan, EngineReport, linecheck.LineCheck | None]:
+    """``plan`` with its line check against ``rival`` (the whole-model session), when there is one."""
+    if rival is None:
+        return plan, report, None
+    check = linecheck.LineCheck(plan, rival, cfg.threads, key=key)
+    return plan, dataclasses.replace(report, line_check=f"pending: the first {2 * check.calls} images run "
+                                                        "alternate with the whole model"), check
+
+
+def conclude(check: linecheck.LineCheck, verdict: linecheck.Verdict, report: EngineReport) -> EngineReport:
+    """The report after ``check`` decided (and the engine cache's entry: the next session of the model
+    builds the winner without checking)."""
+    kept_whole = not verdict.candidate_kept
+    line = verdict.sentence("numba engine" if report.engine == "numba" else "cut plan")
+
+    def concluded(outcome: str) -> EngineReport:
+        return dataclasses.replace(report, line_check=line, engine="onnxruntime" if kept_whole else report.engine,
+                                   outcome=f"{'whole model: ' if kept_whole else ''}{outcome}; {line}")
+    if check.key is not None:
+        stored = concluded(report.outcome.removesuffix(_CACHED_WORDS))
+        plancache.store(check.key, _cache_doc(verdict.plan, dataclasses.replace(stored, cached=False)))
+    return concluded(report.outcome)
 
 
 def _rewrite(src: ModelSource) -> int:
@@ -151,27 +196,30 @@ def _rewrite(src: ModelSource) -> int:
 
 
 def _decide(data: bytes, model: onnx.ModelProto, found: list[isl.Candidate], cfg: EngineConfig,
-            inputs: Sequence[ValueInfo], outputs: Sequence[ValueInfo]) -> tuple[Plan, EngineReport]:
+            inputs: Sequence[ValueInfo], outputs: Sequence[ValueInfo]) -> tuple[Plan, EngineReport, Plan | None]:
+    """The plan, its report, and the whole-model plan when the kept plan's gain calls for a line check."""
     cands = _likely_sparse(data, model, found, cfg, inputs) if cfg.sparsity == "auto" else found
     whole = whole_plan(data, whole_graph(model, inputs, outputs), cfg)
     del data
     if not found:
-        return whole, EngineReport(0)
+        return whole, EngineReport(0), None
     types = value_types(model) if cands else {}
     cands = [c for c in cands if isl.float_input(c, types)]
     prepared = [p for p in (isl.prepare(model, c, types, cfg.threads) for c in cands) if p is not None]
     if not prepared:
         limits = ", ".join(f"{op} {d}" for op, d in PRICE_MAX_DENSITY.items())
         return whole, EngineReport(len(found), outcome="whole model in one onnxruntime session: no candidate "
-                                   f"layer's input was sparse enough to try (density at most {limits})")
+                                   f"layer's input was sparse enough to try (density at most {limits})"), None
     if cfg.sparsity == "force":
         plan = cut_plan(model, prepared, types, cfg, inputs, outputs, limits=None)
-        return plan or whole, EngineReport(len(found), outcome=f"{len(prepared)} islands forced sparse")
+        return plan or whole, EngineReport(len(found), outcome=f"{len(prepared)} islands forced sparse"), None
     plan, report = _measured(model, prepared, types, cfg, inputs, outputs, whole, len(found))
     if plan is whole:
-        return plan, report
-    del whole  # the cut plan won: the whole-model session (every weight again) goes before the numba plan is built
-    return _against_numba(plan, report, cfg, inputs, outputs)
+        return plan, report, None
+    if report.cut_ms <= LINE_CHECK_BELOW * report.whole_ms:
+        del whole  # a clear win: the whole-model session (every weight again) goes before the numba plan is built
+        return (*_against_numba(plan, report, cfg, inputs, outputs), None)
+    return (*_against_numba(plan, report, cfg, inputs, outputs), whole)
 
 
 def _against_numba(plan: Plan, report: EngineReport, cfg: EngineConfig, inputs: Sequence[ValueInfo],
@@ -198,7 +246,8 @@ def _against_numba(plan: Plan, report: EngineReport, cfg: EngineConfig, inputs: 
 
 
 def _int8_on_numba(whole: Plan, report: EngineReport, int8: int, cfg: EngineConfig, inputs: Sequence[ValueInfo],
-                   outputs: Sequence[ValueInfo], data: bytes, model: onnx.ModelProto) -> tuple[Plan, EngineReport]:
+                   outputs: Sequence[ValueInfo], data: bytes,
+                   model: onnx.ModelProto) -> tuple[Plan, EngineReport, Plan | None]:
     """A quantized model: the numba engine skips the zero-point inputs of its int8 layers, which
     onnxruntime's int8 kernels multiply; it runs the model when it is faster on the warm-up input
     ("force": always).
@@ -207,7 +256,8 @@ def _int8_on_numba(whole: Plan, report: EngineReport, int8: int, cfg: EngineConf
     data, so a synthetic input decides wrongly. On the demo's int8 CNN (exported Where form, before
     the int8 FATReLU rewrite) onnxruntime took 0.15 ms on zeros, 0.31 ms on a real image and
     0.45 ms on N(0, 1) noise (its QLinearWhere branches per element), which made the numba engine
-    (0.40 ms on real images) look 25% faster when it was 7% slower.
+    (0.40 ms on real images) look 25% faster when it was 7% slower. A numba engine kept by less
+    than :data:`LINE_CHECK_BELOW` is checked on the line's first images against ``whole``.
 
     Nor is it built when the int8 layers' inputs on the warm-up input are at their zero point too
     rarely to gain (density weighted by multiply-adds above :data:`INT8_MAX_DENSITY`, one
@@ -221,25 +271,30 @@ def _int8_on_numba(whole: Plan, report: EngineReport, int8: int, cfg: EngineConf
     if cfg.sparsity != "force" and not cfg.warmup_feeds:  # nothing built: the times depend on the data
         return whole, with_outcome(report, f"{report.outcome}; the numba engine ({what}) was not timed: no "
                                            f"warm-up input (pass warmup_feed=, e.g. a calibration image; a "
-                                           f"bundle passes its golden inputs)")
+                                           f"bundle passes its golden inputs)"), None
     mean = _mean_int8_density(data, model, cfg, inputs) if cfg.sparsity != "force" else None
     if mean is not None and mean > INT8_MAX_DENSITY:
         return whole, with_outcome(report, f"{report.outcome}; the numba engine ({what}) was not timed: its int8 "
                                            f"layers' inputs are too dense on the {_warmup_words(len(cfg.warmup_feeds))} "
-                                           f"(density {mean:.2f} weighted by multiply-adds, above {INT8_MAX_DENSITY})")
+                                           f"(density {mean:.2f} weighted by multiply-adds, above "
+                                           f"{INT8_MAX_DENSITY})"), None
     try:
         numba_plan = cfg.numba_plan()
     except EdgeRuntimeError as exc:
         log.debug("numba engine not considered: %s", exc)
-        return whole, with_outcome(report, f"{report.outcome}; the numba engine cannot run it ({exc})")
+        return whole, with_outcome(report, f"{report.outcome}; the numba engine cannot run it ({exc})"), None
     if cfg.sparsity == "force":
-        return numba_plan, dataclasses.replace(with_outcome(report, f"numba engine forced: {what}"), engine="numba")
+        forced = with_outcome(report, f"numba engine forced: {what}")
+        return numba_plan, dataclasses.replace(forced, engine="numba"), None
     whole_s, numba_s = time_plans([whole, numba_plan], cfg.warmup_feeds, [o.name for o in outputs], cfg.threads)
     won = numba_s <= MIN_PLAN_GAIN * whole_s
     report = dataclasses.replace(report, whole_ms=whole_s * 1e3)
     report = with_outcome(report, f"{report.outcome}; numba engine ({what}) {numba_s * 1e3:.3f} ms vs "
                                   f"{whole_s * 1e3:.3f} ms whole: {'numba' if won else 'whole'} kept")
-    return (numba_plan, dataclasses.replace(report, engine="numba")) if won else (whole, report)
+    if not won:
+        return whole, report, None
+    rival = whole if numba_s > LINE_CHECK_BELOW * whole_s else None  # a small gain: checked on the line
+    return numba_plan, dataclasses.replace(report, engine="numba"), rival
 
 
 def _warmup_words(n: int) -> str:
@@ -263,10 +318,11 @@ def _mean_int8_density(data: bytes, model: onnx.ModelProto, cfg: EngineConfig,
     return None if means is None else statistics.median(means)
 
 
-def _cache_doc(plan: Plan, report: EngineReport) -> dict[str, Any]:
+def _cache_doc(plan: Plan, report: EngineReport, pending: bool = False) -> dict[str, Any]:
+    """The engine cache's entry; ``pending``: the decision is still to be checked on a line's images."""
     kind = "numba" if report.engine == "numba" else ("cut" if len(plan.steps) > 1 else "whole")
     return {"plan": kind, "limits": {d.name: d.crossover for d in report.islands if d.kept},
-            "report": dataclasses.asdict(report)}
+            "line_check": "pending" if pending else "done", "report": dataclasses.asdict(report)}
 
 
 def _cached_report(doc: Mapping[str, Any]) -> EngineReport | None:
@@ -276,7 +332,10 @@ def _cached_report(doc: Mapping[str, Any]) -> EngineReport | None:
         report = dataclasses.replace(EngineReport(**fields), cached=True)
     except (KeyError, TypeError, ValueError, AttributeError):
         return None
-    return with_outcome(report, f"{report.outcome} (measured earlier on this machine; engine cache)")
+    return with_outcome(report, f"{report.outcome}{_CACHED_WORDS}")
+
+
+_CACHED_WORDS = " (measured earlier on this machine; engine cache)"
 
 
 def _from_cache(doc: Mapping[str, Any], model: onnx.ModelProto, found: list[isl.Candidate],

@@ -57,6 +57,9 @@ class EngineReport:
     cached: bool = False           # the decision came from :mod:`edge_runtime.engine.plancache`
     #: FATReLUs (GreaterOrEqual + Where) run as one ThresholdedRelu (:mod:`edge_runtime.engine.rewrite`)
     fatrelus_rewritten: int = 0
+    #: The check of a small measured gain on the first images run (:mod:`edge_runtime.engine.linecheck`):
+    #: "" (none), "pending: ...", or its outcome ("checked on the first 48 images run: ...").
+    line_check: str = ""
 
 
 @dataclass
