@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import onnx
@@ -288,6 +288,15 @@ def test_at_density_hits_the_target() -> None:
         assert np.count_nonzero(hybrid.at_density(np.maximum(x, 0), d)) == round(d * x.size)
 
 
+def in_two_threads(worker: Callable[[int], None]) -> None:
+    """Run ``worker(0)`` and ``worker(1)`` at once, in two threads, and wait for both."""
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
 @pytest.mark.parametrize("providers", [ORT, ["EdgeRuntimeExecutionProvider"]])
 def test_two_threads_running_one_session_get_their_own_outputs_and_stats(providers: list[str]) -> None:
     model = graphs.mlp(bias_shift=-0.5)
@@ -309,9 +318,5 @@ def test_two_threads_running_one_session_get_their_own_outputs_and_stats(provide
                 if [n.density for n in stats.nodes if n.kernel == "sparse"] != want_density[i]:
                     errors.append(f"stats {i}")
 
-    threads = [threading.Thread(target=worker, args=(k,)) for k in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    in_two_threads(worker)
     assert not errors, errors[:5]

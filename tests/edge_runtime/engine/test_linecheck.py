@@ -3,7 +3,6 @@ model in one onnxruntime session stays (edge_runtime.engine.linecheck)."""
 from __future__ import annotations
 
 import json
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,7 @@ import edge_runtime
 from edge_runtime import executor
 from edge_runtime.engine import hybrid, linecheck, plancache
 from tests.edge_runtime.engine import graphs
-from tests.edge_runtime.engine.test_hybrid import ORT, _check_against_ort, _feed, _opts, _Prices
+from tests.edge_runtime.engine.test_hybrid import ORT, _check_against_ort, _feed, _opts, _Prices, in_two_threads
 
 ort = pytest.importorskip("onnxruntime")
 
@@ -161,11 +160,7 @@ def test_two_threads_running_through_the_check_get_the_right_outputs(monkeypatch
                 if not np.allclose(sess.run(None, feeds[i])[0], want[i], atol=1e-4):
                     errors.append(f"output {i}")
 
-    threads = [threading.Thread(target=worker, args=(k,)) for k in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    in_two_threads(worker)
     assert not errors, errors[:5]
     assert not sess.line_check_pending and sess.engine_report.line_check.startswith("checked on the first")
 
