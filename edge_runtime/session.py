@@ -187,8 +187,7 @@ class InferenceSession:
         self._output_args = [_node_arg(v) for v in self._outputs]
         self._output_names = [o.name for o in self._outputs]
         self._exact_feed = ExactFeed(self._inputs)
-        steps = self._plan.steps
-        self._whole = steps[0].fn.session if len(steps) == 1 and hasattr(steps[0].fn, "session") else None
+        self._whole = _one_session(self._plan)
 
     def _prime(self, feed: Mapping[str, np.ndarray] | None) -> None:
         """Run a plan with edge_runtime kernels once now, so the first image does not load them.
@@ -408,9 +407,10 @@ class InferenceSession:
             with threads.scoped(self._threads):
                 return executor.execute(self._plan, feed, wanted, stats)
         plan, which, block, counted = check.take()
+        whole = _one_session(plan)  # called as run() calls it once it is the session's plan
         with threads.scoped(self._threads):
             t0 = check.clock()
-            out = executor.execute(plan, feed, wanted)
+            out = ortx.run(whole, wanted, feed) if whole is not None else executor.execute(plan, feed, wanted)
             seconds = check.clock() - t0
         verdict = check.record(which, block, seconds) if counted else None
         if verdict is not None:
@@ -457,6 +457,12 @@ def _warmup_list(warmup_feed: Any) -> tuple[Mapping[str, Any], ...]:
     raise InvalidArgumentError(f"warmup_feed is {what}; expected one feed (a dict of input name -> array, as for "
                                f"run()) or a non-empty list of them, e.g. warmup_feed=[{{'input': image1}}, "
                                f"{{'input': image2}}].")
+
+
+def _one_session(plan: plan_mod.Plan) -> Any:
+    """The onnxruntime session of a plan that is the whole model in one session, else None."""
+    steps = plan.steps
+    return steps[0].fn.session if len(steps) == 1 and hasattr(steps[0].fn, "session") else None
 
 
 def _unbounded(plan: plan_mod.Plan) -> list[str]:

@@ -49,7 +49,8 @@ class Verdict:
     calls: int
 
     def sentence(self, candidate: str) -> str:
-        """What the report says, e.g. ``checked on the first 48 images: cut 1.12 ms vs whole 1.24 ms: cut kept``."""
+        """What the report says, e.g. ``checked on the first 48 images run: cut plan 1.120 ms vs whole
+        1.240 ms: cut plan kept``."""
         kept = candidate if self.candidate_kept else "whole model"
         return (f"checked on the first {self.calls} images run: {candidate} {self.candidate_ms:.3f} ms vs whole "
                 f"{self.whole_ms:.3f} ms: {kept} kept")

@@ -12,6 +12,7 @@ import pytest
 import edge_runtime
 from edge_runtime import executor
 from edge_runtime.engine import hybrid, linecheck, plancache
+from edge_runtime.engine import ort as ortx
 from tests.edge_runtime.engine import graphs
 from tests.edge_runtime.engine.test_hybrid import ORT, _check_against_ort, _feed, _opts, _Prices, in_two_threads
 
@@ -76,13 +77,21 @@ def _slow_plan(monkeypatch: pytest.MonkeyPatch, sess: edge_runtime.InferenceSess
     """Make the session's check see ``slow`` ("candidate" or "whole") take twice the other's time."""
     check = sess._check
     now = [0.0]
-    real = executor.execute
+    real_execute, real_run = executor.execute, ortx.run
+    whole_session = check.whole.steps[0].fn.session  # the session calls it directly, as run() will
 
     def execute(plan: Any, feed: Any, wanted: Any, stats: Any = None) -> Any:
-        now[0] += 2.0 if plan is getattr(check, slow) else 1.0
-        return real(plan, feed, wanted, stats)
+        now[0] += 2.0 if slow == "candidate" else 1.0
+        assert plan is check.candidate
+        return real_execute(plan, feed, wanted, stats)
+
+    def run(session: Any, wanted: Any, feed: Any, what: str = "the model") -> Any:
+        if session is whole_session:  # (the cut plan's segments call it too)
+            now[0] += 2.0 if slow == "whole" else 1.0
+        return real_run(session, wanted, feed, what)
 
     monkeypatch.setattr(executor, "execute", execute)
+    monkeypatch.setattr(ortx, "run", run)
     check.clock = lambda: now[0]
 
 
