@@ -282,7 +282,14 @@ def plot(doc: dict, path: Path) -> None:
 
     c = doc["finetune_curve"]
     ep = [p["epoch"] for p in c]
-    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.5))
+    orig = doc.get("original_curve") or []  # the original's training, when it was recorded
+    fig, axes = plt.subplots(1, 3 if orig else 2, figsize=(13.5 if orig else 9, 3.5))
+    a, b = axes[-2], axes[-1]
+    if orig:
+        axes[0].plot([p["epoch"] for p in orig], [p["val_accuracy"] for p in orig], "o-", color="gray")
+        axes[0].set_xlabel("training epochs (original model)")
+        axes[0].set_ylabel("validation accuracy (%)")
+        axes[0].set_title("original: converged?", fontsize=10)
     a.plot(ep, [p["mean_density"] for p in c], "o-")
     a.set_xlabel("fine-tune epochs")
     a.set_ylabel("mean activation density (val)")
