@@ -216,10 +216,16 @@ def _decide(data: bytes, model: onnx.ModelProto, found: list[isl.Candidate], cfg
     plan, report = _measured(model, prepared, types, cfg, inputs, outputs, whole, len(found))
     if plan is whole:
         return plan, report, None
-    if report.cut_ms <= LINE_CHECK_BELOW * report.whole_ms:
-        del whole  # a clear win: the whole-model session (every weight again) goes before the numba plan is built
-        return (*_against_numba(plan, report, cfg, inputs, outputs), None)
-    return (*_against_numba(plan, report, cfg, inputs, outputs), whole)
+    # kept for the line check on a small gain; on a clear win the whole-model session (every weight
+    # again) goes before the numba plan is built
+    rival = whole if _small_gain(report.cut_ms, report.whole_ms) else None
+    del whole
+    return (*_against_numba(plan, report, cfg, inputs, outputs), rival)
+
+
+def _small_gain(kept: float, whole: float) -> bool:
+    """Whether a plan kept at ``kept`` (s or ms) against the whole model's ``whole`` is checked on the line."""
+    return kept > LINE_CHECK_BELOW * whole
 
 
 def _against_numba(plan: Plan, report: EngineReport, cfg: EngineConfig, inputs: Sequence[ValueInfo],
@@ -293,7 +299,7 @@ def _int8_on_numba(whole: Plan, report: EngineReport, int8: int, cfg: EngineConf
                                   f"{whole_s * 1e3:.3f} ms whole: {'numba' if won else 'whole'} kept")
     if not won:
         return whole, report, None
-    rival = whole if numba_s > LINE_CHECK_BELOW * whole_s else None  # a small gain: checked on the line
+    rival = whole if _small_gain(numba_s, whole_s) else None
     return numba_plan, dataclasses.replace(report, engine="numba"), rival
 
 

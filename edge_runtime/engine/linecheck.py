@@ -73,6 +73,8 @@ class LineCheck:
         self.candidate, self.whole, self.key = candidate, whole, key
         self.clock: Callable[[], float] = time.thread_time if threads == 1 else time.perf_counter
         self.calls, self.block = max(1, calls), max(2, block)
+        self._per_plan = max(1, self.calls - -(-self.calls // self.block))  # a block's first call is not counted
+        self._counted = [0, 0]
         self._lock = threading.Lock()
         self._started = 0
         self._blocks: tuple[dict[int, list[float]], dict[int, list[float]]] = ({}, {})
@@ -101,9 +103,8 @@ class LineCheck:
             if self._done is not None:
                 return None
             self._blocks[which].setdefault(index, []).append(seconds)
-            counted = [sum(len(v) for v in b.values()) for b in self._blocks]
-            per_plan = self.calls - -(-self.calls // self.block)  # the first call of each block is not counted
-            if min(counted) < max(per_plan, 1):
+            self._counted[which] += 1
+            if min(self._counted) < self._per_plan:
                 return None
             cand, whole = (statistics.median(sum(v) / len(v) for v in b.values()) for b in self._blocks)
             self._done = Verdict(self.candidate if cand <= whole else self.whole, cand <= whole,
