@@ -201,6 +201,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"watching {args.watch} (Ctrl-C to stop)", file=sys.stderr, flush=True)
             watch(args.watch, runner, batch=args.batch, poll_interval=args.poll, on_result=emit,
                   include_existing=not args.skip_existing, done=files)
+        checked = runner.settle_line_check()  # fewer images than the check needs: finish it for the next start
+        if checked:
+            print(f"engine decision checked on {checked} golden runs after the images: "
+                  f"{runner.session.engine_report.line_check}", file=sys.stderr)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
     finally:

@@ -81,11 +81,23 @@ def test_warmup_of_a_bundle_fills_the_engine_cache_that_run_uses(tmp_path: Path,
     pytest.importorskip("onnxruntime")
     from edge_runtime.engine import hybrid
     from edge_runtime.validation.run import BundleRunner
-    from tests.edge_runtime.bundle_factory import edit, make_bundle, sha
 
     monkeypatch.setenv("EDGE_RUNTIME_DENSE_ENGINE", "onnxruntime")
     monkeypatch.setenv("EDGE_RUNTIME_ENGINE_CACHE", str(tmp_path / "cache"))
-    folder = make_bundle(tmp_path / "bundle")
+    folder = _mlp_bundle(tmp_path / "bundle")
+
+    edge_runtime.warmup(folder, threads=1)
+    assert list((tmp_path / "cache").glob("*.json")), "warmup kept no engine decision"
+    monkeypatch.setattr(hybrid, "_decide", lambda *a, **k: pytest.fail("run measured again"))
+    runner = BundleRunner(folder, threads=1)
+    assert runner.session.engine_report.cached and runner.session.engine_report.candidates == 1
+
+
+def _mlp_bundle(folder: Path) -> Path:
+    """A bundle (2x2 grayscale input) whose model is a ReLU MLP: a sparse-island candidate."""
+    from tests.edge_runtime.bundle_factory import edit, make_bundle, sha
+
+    folder = make_bundle(folder)
     rng = np.random.default_rng(0)
     w = [numpy_helper.from_array(rng.standard_normal(s).astype(np.float32) * 0.3, n)
          for n, s in (("w1", (4, 128)), ("w2", (128, 128)), ("w3", (128, 3)))]
@@ -96,9 +108,37 @@ def test_warmup_of_a_bundle_fills_the_engine_cache_that_run_uses(tmp_path: Path,
                           [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 3])], w)
     onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), folder / "model.onnx")
     edit(folder, reseal=True, files={m: sha(folder / m) for m in ("golden.npz", "model.onnx")})
+    return folder
 
-    edge_runtime.warmup(folder, threads=1)
-    assert list((tmp_path / "cache").glob("*.json")), "warmup kept no engine decision"
-    monkeypatch.setattr(hybrid, "_decide", lambda *a, **k: pytest.fail("run measured again"))
-    runner = BundleRunner(folder, threads=1)
-    assert runner.session.engine_report.cached and runner.session.engine_report.candidates == 1
+
+def test_run_on_fewer_images_than_the_line_check_needs_settles_it_on_the_golden_inputs(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    """`run` on 3 images: the check (48 runs) finishes on the bundle's golden inputs after them, so
+    the engine cache holds a checked decision and the next start builds one plan."""
+    pytest.importorskip("onnxruntime")
+
+    from PIL import Image
+
+    from edge_runtime.engine import hybrid
+    from edge_runtime.validation import commands
+    from tests.edge_runtime.engine.test_hybrid import _Prices
+
+    monkeypatch.setenv("EDGE_RUNTIME_DENSE_ENGINE", "onnxruntime")
+    monkeypatch.setenv("EDGE_RUNTIME_ENGINE_CACHE", str(tmp_path / "cache"))
+    folder = _mlp_bundle(tmp_path / "bundle")
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(3):
+        Image.fromarray(np.full((2, 2), 60 * i, np.uint8)).save(images / f"{i}.png")
+    monkeypatch.setattr(hybrid, "_interleaved", _Prices(island=(1e-3, 1e-4), cut=(1e-3, 0.9e-3), islands=1))
+    parser = argparse.ArgumentParser()
+    commands.add_parsers(parser.add_subparsers())
+    args = parser.parse_args(["run", str(folder), str(images), "--threads", "1"])
+    assert args.func(args) == 0
+    err = capsys.readouterr().err
+    assert "engine decision checked on " in err and "golden runs after the images" in err, err
+    assert [json.loads(p.read_text())["line_check"] for p in (tmp_path / "cache").glob("*.json")] == ["done"]
+    # the next start builds the checked plan and checks nothing
+    args = parser.parse_args(["run", str(folder), str(images), "--threads", "1"])
+    assert args.func(args) == 0
+    assert "engine decision checked" not in capsys.readouterr().err
