@@ -68,6 +68,7 @@ class RelufyConfig:
     targets: tuple[float, ...] = (0.85, 0.75, 0.65)  # fit_thresholds targets, tried from the highest down
     accuracy_budget: float = 1.0  # points of accuracy loss allowed against the original (chosen on val data)
     seed: int = 0
+    finetune_seed: int = -1  # seed of the fine-tune's batch order (-1: seed + 1); repeats a fine-tune of one original
     blocks: int = 21  # timing: interleaved rounds (first one discarded) of `calls` calls
     calls: int = 10
     lock_wait_s: float = 600.0  # wait this long for /tmp/heavy.lock, then time without it (recorded)
@@ -118,7 +119,8 @@ def finetune(original: nn.Module, data: dict, cfg: RelufyConfig) -> tuple[nn.Mod
         point(step)
 
     point(0)
-    rt.train_steps(s.model, data["x_train"], data["y_train"], steps, cfg.finetune_lr, cfg.seed + 1, cosine=True,
+    rt.train_steps(s.model, data["x_train"], data["y_train"], steps, cfg.finetune_lr,
+                   cfg.seed + 1 if cfg.finetune_seed < 0 else cfg.finetune_seed, cosine=True,
                    loss_fn=loss_fn, after_step=after)
     return s.finalize().eval(), names, curve
 
@@ -131,7 +133,7 @@ def cached_finetune(original: nn.Module, data: dict,
            if k not in ("accuracy_budget", "blocks", "calls", "lock_wait_s", "val", "calib", "targets", "tag")}
     new_fields = {"l1_alpha": 0.0, "activation": "relu", "threshold_at": 0, "threshold_target": 0.8,
                   "anneal_target": 0.0, "anneal_steps": 30, "distill_alpha": 1.0,
-                  "anneal_allocation": "uniform"}
+                  "anneal_allocation": "uniform", "finetune_seed": -1}
     key = {k: v for k, v in key.items() if k not in new_fields or v != new_fields[k]}  # older cached runs
     key = json.loads(json.dumps(key))
     if path.exists():
