@@ -61,7 +61,6 @@ class RelufyConfig:
     threshold_target: float = 0.8  # fatrelu: target sparsity of that calibration
     anneal_target: float = 0.0  # > 0: FATReLU thresholds annealed to this sparsity during the fine-tune
     anneal_steps: int = 30  # steps of that annealing ramp, counted from the end of the blend
-    anneal_allocation: str = "uniform"  # per-layer targets: each at anneal_target, or their mean (density)
     distill_alpha: float = 1.0  # weight of the distillation loss from the frozen original (T = 2)
     tag: str = ""  # suffix of the output files, e.g. "_l1"
     curve_points: int = 5  # fine-tune evaluations (incl. start and end)
@@ -85,8 +84,7 @@ def finetune(original: nn.Module, data: dict, cfg: RelufyConfig) -> tuple[nn.Mod
     """Relufy a copy of ``original`` and fine-tune it; return it, its activation names, the curve."""
     from exporters.sparsity import sparsify
 
-    anneal = {"target_sparsity": cfg.anneal_target, "anneal_steps": cfg.anneal_steps,
-              "anneal_allocation": cfg.anneal_allocation} if cfg.anneal_target else {}
+    anneal = {"target_sparsity": cfg.anneal_target, "anneal_steps": cfg.anneal_steps} if cfg.anneal_target else {}
     s = sparsify(copy.deepcopy(original), "relufy", ramp_steps=cfg.ramp_steps, l1_alpha=cfg.l1_alpha,
                  activation=cfg.activation, distill_alpha=cfg.distill_alpha, **anneal)
     names = list(s.activation_names)
@@ -132,8 +130,7 @@ def cached_finetune(original: nn.Module, data: dict,
     key = {k: v for k, v in dataclasses.asdict(cfg).items()
            if k not in ("accuracy_budget", "blocks", "calls", "lock_wait_s", "val", "calib", "targets", "tag")}
     new_fields = {"l1_alpha": 0.0, "activation": "relu", "threshold_at": 0, "threshold_target": 0.8,
-                  "anneal_target": 0.0, "anneal_steps": 30, "distill_alpha": 1.0,
-                  "anneal_allocation": "uniform", "finetune_seed": -1}
+                  "anneal_target": 0.0, "anneal_steps": 30, "distill_alpha": 1.0, "finetune_seed": -1}
     key = {k: v for k, v in key.items() if k not in new_fields or v != new_fields[k]}  # older cached runs
     key = json.loads(json.dumps(key))
     if path.exists():

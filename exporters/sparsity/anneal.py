@@ -10,15 +10,8 @@ same reason; ProSparse raises its L1 pressure progressively).
 Each annealed :class:`~exporters.sparsity.fatrelu.FATReLU` records its last training-mode
 input; :meth:`ThresholdAnneal.step` sets its threshold to the quantile of that input giving
 the current target sparsity, smoothed by an exponential moving average (one batch is noisy).
-The target ramps linearly from the layer's own sparsity when annealing starts to its final
-target over ``steps`` steps, then stays there. The final targets are allocated in one of two ways:
-
-* ``"uniform"``: every layer to ``target_sparsity`` (a layer already sparser keeps its own);
-* ``"density"``: every layer keeps the same fraction of the units that were active in it when
-  annealing started, the fraction chosen so that the layers' mean sparsity is
-  ``target_sparsity``. A layer that ReLU already left sparse goes further, a dense one less far
-  (on the relufied YOLO-style Fashion-MNIST model ReLU left 39-73% zeros per layer, so the
-  final targets spread 71-87% around a mean of 80%).
+The target ramps linearly from the layer's own sparsity when annealing starts to
+``target_sparsity`` over ``steps`` steps, then stays there.
 """
 from __future__ import annotations
 
@@ -33,7 +26,6 @@ from exporters.sparsity.modules import LinearRamp
 
 log = logging.getLogger(__name__)
 
-ALLOCATIONS = ("uniform", "density")
 _MAX_VALUES = 1 << 20  # values per layer used for the batch quantile (a strided subsample above)
 
 
@@ -54,13 +46,9 @@ class ThresholdAnneal:
         target_sparsity: fraction of each layer's outputs that should be zero, in [0, 1).
         steps: optimizer steps of the linear ramp (0: the target at once).
         momentum: weight of the previous threshold in the moving average (0: the batch's quantile).
-        allocation: how the final per-layer targets are set, ``"uniform"`` or ``"density"``
-            (module docstring). With ``"density"`` the targets are fixed at the first step at
-            which every layer has recorded an input; until then layers follow ``"uniform"``.
 
     Raises:
-        SparsifyError: on a target outside [0, 1), negative steps, momentum outside [0, 1) or an
-            unknown allocation.
+        SparsifyError: on a target outside [0, 1), negative steps or momentum outside [0, 1).
 
     Example:
         >>> fat = FATReLU(0.0)
@@ -71,13 +59,11 @@ class ThresholdAnneal:
     """
 
     def __init__(self, modules: dict[str, FATReLU], target_sparsity: float, steps: int,
-                 momentum: float = 0.9, allocation: str = "uniform") -> None:
+                 momentum: float = 0.9) -> None:
         if not 0.0 <= target_sparsity < 1.0:
             raise SparsifyError(f"target_sparsity={target_sparsity} must be in [0, 1), e.g. 0.85")
         if steps < 0 or not 0.0 <= momentum < 1.0:
             raise SparsifyError(f"anneal steps={steps} must be >= 0 and momentum={momentum} in [0, 1)")
-        if allocation not in ALLOCATIONS:
-            raise SparsifyError(f"anneal allocation {allocation!r} unknown; expected one of {ALLOCATIONS}")
         bad = [n for n, m in modules.items() if not isinstance(m, FATReLU) or m.learnable]
         if bad:
             raise SparsifyError(f"threshold annealing needs fixed-threshold FATReLU modules; {bad} are not "
@@ -86,10 +72,8 @@ class ThresholdAnneal:
         self.target = float(target_sparsity)
         self.ramp = LinearRamp(steps)
         self.momentum = float(momentum)
-        self.allocation = allocation
         self.step_count = 0
         self._start: dict[str, float] = {}
-        self._final: dict[str, float] = {}  # "density": per-layer targets, once every start is known
         self._last: dict[str, torch.Tensor] = {}
         self._handles = [m.register_forward_pre_hook(self._hook_for(n)) for n, m in self.modules.items()]
 
@@ -99,40 +83,23 @@ class ThresholdAnneal:
                 self._last[name] = args[0].detach()
         return hook
 
-    def final_target(self, name: str) -> float:
-        """The sparsity layer ``name`` is annealed to at the end of the ramp."""
-        start = self._start.get(name, 0.0)
-        return max(self._final.get(name, self.target), start)
-
     def current_target(self, name: str) -> float:
         """The sparsity layer ``name`` is annealed to at the current step."""
         start = self._start.get(name, 0.0)
-        return start + (self.final_target(name) - start) * self.ramp.value(self.step_count)
-
-    def _allocate(self) -> None:
-        """Fix the ``"density"`` targets: each layer keeps the fraction ``(1 - target) / mean
-        density`` of its starting density (no change where the mean is already sparse enough)."""
-        density = {n: 1.0 - s for n, s in self._start.items()}
-        mean = sum(density.values()) / len(density)
-        keep = min(1.0, (1.0 - self.target) / mean) if mean > 0 else 1.0
-        self._final = {n: 1.0 - d * keep for n, d in density.items()}
-        log.info("threshold annealing: per-layer targets %s (mean %.3f)",
-                 {n: round(t, 3) for n, t in self._final.items()}, sum(self._final.values()) / len(self._final))
+        return start + (max(self.target, start) - start) * self.ramp.value(self.step_count)
 
     @torch.no_grad()
     def step(self) -> None:
         """Advance the ramp one step and move every threshold towards its quantile (call after
         ``optimizer.step()``; layers without a training-mode forward since the last call keep theirs)."""
         self.step_count += 1
-        inputs = {n: self._last.pop(n) for n in self.modules if n in self._last}
-        for name, x in inputs.items():
+        for name, fat in self.modules.items():
+            x = self._last.pop(name, None)
+            if x is None:
+                continue
             if name not in self._start:  # the layer's own sparsity: the ramp starts there, not at 0
-                self._start[name] = float((x < self.modules[name].threshold.mean()).float().mean())
-        if self.allocation == "density" and not self._final and len(self._start) == len(self.modules):
-            self._allocate()
-        for name, x in inputs.items():
-            fat = self.modules[name]
-            if self.final_target(name) <= self._start[name]:  # already at least that sparse: nothing to raise
+                self._start[name] = float((x < fat.threshold.mean()).float().mean())
+            if self.target <= self._start[name]:  # already at least that sparse: nothing to raise
                 continue
             q = self.current_target(name)
             if fat.per_channel:

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from exporters.sparsity.discovery import ConvBlock, MLPBlock, RELU_FAMILY, find_conv_blocks, find_mlp_blocks
-from exporters.sparsity.anneal import ALLOCATIONS, ThresholdAnneal
+from exporters.sparsity.anneal import ThresholdAnneal
 from exporters.sparsity.errors import SparsifyError
 from exporters.sparsity.fatrelu import ActivationL1, FATReLU
 from exporters.sparsity.measure import activation_sparsity
@@ -71,7 +71,6 @@ class Recipe:
     distill_temperature: float = 2.0  # relufy: softmax temperature of the logit distillation (Hinton: 2-4)
     target_sparsity: float | None = None  # anneal FATReLU thresholds while training to this sparsity; None = off
     anneal_steps: int = 500  # steps of the annealing ramp (relufy: counted from the end of the blend)
-    anneal_allocation: str = "uniform"  # per-layer targets: uniform (each at target) | density (mean at target)
 
     def __post_init__(self) -> None:
         bad = [t for t in self.targets if t not in _TARGETS]
@@ -92,9 +91,6 @@ class Recipe:
             raise SparsifyError(f"Recipe.target_sparsity={self.target_sparsity} must be in [0, 1) or None, e.g. 0.85")
         if self.anneal_steps < 0:
             raise SparsifyError(f"Recipe.anneal_steps={self.anneal_steps} must be >= 0")
-        if self.anneal_allocation not in ALLOCATIONS:
-            raise SparsifyError(f"Recipe.anneal_allocation {self.anneal_allocation!r} unknown; expected one of "
-                                f"{ALLOCATIONS}")
         if self.tokens is not None and self.tokens <= 0:
             raise SparsifyError(f"Recipe.tokens must be a positive int or None, got {self.tokens!r}")
         if self.l1_alpha < 0 or self.fatrelu_threshold < 0 or self.ramp_steps < 0:
@@ -208,7 +204,7 @@ def annealer(activations: dict[str, nn.Module], recipe: Recipe) -> ThresholdAnne
         raise SparsifyError(f"target_sparsity={recipe.target_sparsity} anneals FATReLU thresholds, but none of "
                             f"the {len(activations)} sparsified activations is a FATReLU; use activation='fatrelu' "
                             "(or the 'fatrelu'/'relufy' recipes) or leave target_sparsity=None")
-    return ThresholdAnneal(fats, recipe.target_sparsity, recipe.anneal_steps, allocation=recipe.anneal_allocation)
+    return ThresholdAnneal(fats, recipe.target_sparsity, recipe.anneal_steps)
 
 
 def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:

@@ -77,54 +77,10 @@ def test_eval_forwards_do_not_move_thresholds():
     assert float(fat.threshold) == 0.0
 
 
-def test_density_allocation_keeps_the_same_fraction_of_each_layers_active_units():
-    torch.manual_seed(0)
-    sparse, dense = FATReLU(0.0), FATReLU(0.0)
-    a = ThresholdAnneal({"sparse": sparse, "dense": dense}, target_sparsity=0.8, steps=5, momentum=0.5,
-                        allocation="density")
-    shift = {"sparse": -0.5, "dense": 0.5}  # ReLU leaves ~69% / ~31% zeros
-    for _ in range(40):
-        for name, fat in (("sparse", sparse), ("dense", dense)):
-            fat.train()(torch.randn(64, 8, 4, 4) + shift[name])
-        a.step()
-    start = {n: a._start[n] for n in shift}
-    assert start["sparse"] == pytest.approx(0.69, abs=0.03) and start["dense"] == pytest.approx(0.31, abs=0.03)
-    keep = 0.2 / ((1 - start["sparse"]) + (1 - start["dense"])) * 2  # each layer keeps this fraction
-    for name, fat in (("sparse", sparse), ("dense", dense)):
-        want = 1 - (1 - start[name]) * keep
-        assert a.final_target(name) == pytest.approx(want)
-        assert _zero_fraction(fat, torch.randn(512, 8, 4, 4) + shift[name]) == pytest.approx(want, abs=0.02)
-    assert (a.final_target("sparse") + a.final_target("dense")) / 2 == pytest.approx(0.8)
-    assert a.final_target("sparse") > 0.85 > 0.75 > a.final_target("dense")
-
-
-def test_density_allocation_waits_for_every_layer_and_leaves_sparse_enough_layers_alone():
-    first, late = FATReLU(0.0), FATReLU(0.0)
-    a = ThresholdAnneal({"first": first, "late": late}, target_sparsity=0.6, steps=0, momentum=0.0,
-                        allocation="density")
-    first.train()(torch.randn(256) - 2.0)  # only one layer recorded: uniform until both have
-    a.step()
-    assert not a._final and a.final_target("first") == a._start["first"] > 0.95
-    assert float(first.threshold) == 0.0  # ~98% zeros already: nothing to raise
-    first.train()(torch.randn(256) - 2.0)
-    late.train()(torch.randn(256) - 2.0)
-    a.step()  # mean density ~0.02 < 0.4: every layer keeps its own sparsity
-    assert a._final == {n: pytest.approx(a._start[n]) for n in ("first", "late")}
-    assert float(first.threshold) == float(late.threshold) == 0.0
-
-
-def test_relufy_recipe_takes_the_density_allocation():
-    s = sparsify(TinyYolo(), "relufy", ramp_steps=0, target_sparsity=0.8, anneal_allocation="density")
-    assert s.anneal.allocation == "density"
-    with pytest.raises(SparsifyError, match="anneal_allocation 'layer' unknown; expected one of"):
-        sparsify(TinyYolo(), "relufy", target_sparsity=0.8, anneal_allocation="layer")
-
-
 @pytest.mark.parametrize("kwargs, match", [
     ({"target_sparsity": 1.0, "steps": 1}, "target_sparsity=1.0 must be in"),
     ({"target_sparsity": 0.5, "steps": -1}, "steps=-1"),
     ({"target_sparsity": 0.5, "steps": 1, "momentum": 1.0}, "momentum=1.0"),
-    ({"target_sparsity": 0.5, "steps": 1, "allocation": "even"}, "allocation 'even' unknown"),
 ])
 def test_bad_arguments(kwargs, match):
     with pytest.raises(SparsifyError, match=match):
