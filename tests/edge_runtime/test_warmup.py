@@ -116,8 +116,7 @@ def test_run_on_fewer_images_than_the_line_check_needs_settles_it_on_the_golden_
     """`run` on 3 images: the check (48 runs) finishes on the bundle's golden inputs after them, so
     the engine cache holds a checked decision and the next start builds one plan."""
     pytest.importorskip("onnxruntime")
-
-    from PIL import Image
+    Image = pytest.importorskip("PIL.Image")  # `run` decodes images with Pillow (the [tools] extra)
 
     from edge_runtime.engine import hybrid
     from edge_runtime.validation import commands
