@@ -49,14 +49,14 @@ def rss_mb():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
 
-kind, folder, calls = sys.argv[1], sys.argv[2], int(sys.argv[3])
+kind, folder, calls, module = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 x, wt, bias = (np.load(folder + "/" + name + ".npy") for name in ("x", "wt", "bias"))
 out = np.empty(int(np.load(folder + "/n.npy")), np.float32)
 rss0 = rss_mb()
 t0 = time.perf_counter()
 if kind == "aot":
     sys.path.insert(0, folder)
-    from edge_sparse_gemv_aot import gemv as kernel
+    kernel = __import__(module).gemv
 elif kind == "numba":
     from edge_runtime.kernels.sparse_matmul import _gemv_kernel as kernel
 t1 = time.perf_counter()
@@ -113,7 +113,7 @@ def save_inputs(folder: Path, k: int, n: int, density: float, seed: int = 0) -> 
 
 
 def child(kind: str, folder: Path, calls: int) -> dict[str, Any]:
-    done = subprocess.run([sys.executable, "-c", _CHILD, kind, str(folder), str(calls)], capture_output=True,
+    done = subprocess.run([sys.executable, "-c", _CHILD, kind, str(folder), str(calls), MODULE], capture_output=True,
                           text=True, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 

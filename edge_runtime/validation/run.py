@@ -89,9 +89,8 @@ class BundleRunner:
         if model is None:
             raise InvalidArgumentError(f"--int8: bundle {str(self.bundle.path)!r} has no int8 model; re-export it with "
                                        f"--quantize int8, or run the fp32 model (drop --int8).")
-        self._golden_feeds = self.bundle.warmup_feeds()
         self.session = edge_runtime.InferenceSession(str(model), opts, profile=device,
-                                                     sparsity=sparsity, warmup_feed=self._golden_feeds)
+                                                     sparsity=sparsity, warmup_feed=self.bundle.warmup_feeds())
         self.input_name = self.session.get_inputs()[0].name
         self.fixed_batch = (self.session.get_inputs()[0].shape or [None])[0]
         self.labels = self.bundle.labels
@@ -129,9 +128,10 @@ class BundleRunner:
         instead of two and does not check again. 0 when no check is pending or the bundle has no
         golden inputs.
         """
-        if not self.session.line_check_pending or not self._golden_feeds:
+        if not self.session.line_check_pending:
             return 0
-        return self.session.finish_line_check(self._golden_feeds)
+        feeds = self.bundle.warmup_feeds()  # read again here, rather than held for the session's life
+        return self.session.finish_line_check(feeds) if feeds else 0
 
     def run_files(self, paths: Sequence[str | Path], batch: int = 1) -> list[Result]:
         """Classify image files in batches of ``batch``; unusable files get an error Result.
