@@ -11,7 +11,8 @@ saved inputs (a 4096 x 4096 layer, input density 0.1); each reports its import t
 call (numba: loading the cached machine code), the median of later calls, the resident memory
 the import and first call added, and whether numba was loaded; a third process loads only
 numpy and the arrays (the floor). The
-outputs of the two kernels are compared.
+outputs of the two kernels are compared, and their call speed is compared in one process,
+interleaved (fresh processes differ by 5-13% from one another).
 
     python -m benchmarks.bench_aot --out benchmarks/results/bench_aot.json
 
@@ -112,6 +113,28 @@ def save_inputs(folder: Path, k: int, n: int, density: float, seed: int = 0) -> 
         np.save(folder / f"{name}.npy", value)
 
 
+def in_process(folder: Path, blocks: int, calls: int) -> dict[str, Any]:
+    """Both kernels in this process, interleaved (``common.interleave``): the call-speed comparison.
+    Fresh processes differ by 5-13% from one another, so their per-process call times are not one."""
+    import importlib
+
+    from edge_runtime.kernels.sparse_matmul import _gemv_kernel
+
+    sys.path.insert(0, str(folder))
+    try:
+        aot = importlib.import_module(MODULE).gemv
+    finally:
+        sys.path.remove(str(folder))
+    x, wt, bias = (np.load(folder / f"{name}.npy") for name in ("x", "wt", "bias"))
+    out = np.empty(int(np.load(folder / "n.npy")), np.float32)
+    kernels = {"numba": _gemv_kernel, "aot": aot}
+    times = common.interleave({k: (lambda _, f=f: f(x, wt, bias, 0, 0.0, 0.0, out)) for k, f in kernels.items()},
+                              [None], blocks, calls)
+    return {"blocks": blocks, "calls": calls, "call_ms": {k: common.median_ms(v) for k, v in times.items()},
+            "aot_over_numba": common.ratio(times["aot"], times["numba"]),
+            "aot_over_numba_90": common.ratio_interval(times["aot"], times["numba"])}
+
+
 def child(kind: str, folder: Path, calls: int) -> dict[str, Any]:
     done = subprocess.run([sys.executable, "-c", _CHILD, kind, str(folder), str(calls), MODULE], capture_output=True,
                           text=True, check=True)
@@ -125,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--density", type=float, default=0.1, help="fraction of nonzero inputs")
     parser.add_argument("--repeats", type=int, default=5, help="fresh processes per contender")
     parser.add_argument("--calls", type=int, default=200, help="timed calls per process after the first")
+    parser.add_argument("--blocks", type=int, default=31, help="interleaved rounds of calls/10 calls each, both "
+                        "kernels in this process (the call-speed comparison)")
     parser.add_argument("--out", type=Path, default=common.RESULTS / "bench_aot.json")
     a = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="edge-aot-") as tmp:
@@ -138,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
             for kind in (("floor", "numba", "aot") if r % 2 == 0 else ("aot", "numba", "floor")):
                 runs[kind].append(child(kind, folder, a.calls))
         diff = float(np.max(np.abs(np.load(folder / "out_aot.npy") - np.load(folder / "out_numba.npy"))))
+        together = in_process(folder, a.blocks, a.calls // 10 or 1)
     med = {kind: {key: statistics.median(r[key] for r in rows) for key in ("import_s", "rss_mb")}
            for kind, rows in runs.items()}
     for kind in ("numba", "aot"):
@@ -147,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         med[kind]["numba_loaded"] = all(r["numba_loaded"] for r in runs[kind])
     doc = {"layer": {"k": a.k, "n": a.n, "density": a.density}, "pycc_build_s": build_s, "repeats": a.repeats,
            "calls": a.calls, "max_abs_diff_aot_vs_numba": diff, "medians": med, "runs": runs,
+           "in_one_process": together,
            "machine": common.machine_info()}
     common.write_json(a.out, doc)
     for kind in ("numba", "aot"):
@@ -155,6 +182,10 @@ def main(argv: list[str] | None = None) -> int:
               f"call {m['call_ms']:.3f} ms, RSS {m['rss_mb']:.0f} MB (+{m['rss_added_mb']:.0f} MB by the kernel's "
               f"import and first call; numpy and the arrays: {med['floor']['rss_mb']:.0f} MB), "
               f"numba loaded: {m['numba_loaded']}")
+    lo, hi = together["aot_over_numba_90"]
+    print(f"in one process, interleaved: numba {together['call_ms']['numba']:.3f} ms, aot "
+          f"{together['call_ms']['aot']:.3f} ms per call, aot/numba {together['aot_over_numba']:.3f} "
+          f"(90% interval {lo:.3f}-{hi:.3f})")
     print(f"outputs: max abs difference {diff:.2e}; wrote {a.out}")
     return 0
 
