@@ -272,9 +272,10 @@ _FOOTPRINT_RUNS = {"ort": (("warm", False),), "edge": (("first", False), ("warm"
                    "numba": (("warm", False), ("cold", True))}
 
 
-def _footprint(path: Path, threads: int, root: Path | None = None) -> dict[str, Any]:
+def _footprint(path: Path, threads: int, root: Path | None = None, python: str | None = None) -> dict[str, Any]:
     """Peak RSS and session creation per contender in fresh processes (see :data:`_FOOTPRINT_RUNS`),
-    importing edge_runtime from ``root`` (default: this tree)."""
+    importing edge_runtime from ``root`` (default: this tree) under the interpreter ``python``
+    (default: this one)."""
     out: dict[str, Any] = {}
     root = root or Path(__file__).resolve().parents[1]
     with tempfile.TemporaryDirectory() as decisions:
@@ -284,7 +285,7 @@ def _footprint(path: Path, threads: int, root: Path | None = None) -> dict[str, 
                 with tempfile.TemporaryDirectory() as tmp:
                     if cold:
                         env.update(NUMBA_CACHE_DIR=tmp, EDGE_RUNTIME_ENGINE_CACHE=os.path.join(tmp, "engine"))
-                    done = subprocess.run([sys.executable, "-c", _FOOTPRINT, engine, str(path), str(threads)],
+                    done = subprocess.run([python or sys.executable, "-c", _FOOTPRINT, engine, str(path), str(threads)],
                                           capture_output=True, text=True, env=env, timeout=1800,
                                           cwd=root)  # `python -c` puts the cwd first on sys.path
                 if done.returncode != 0:
@@ -292,6 +293,14 @@ def _footprint(path: Path, threads: int, root: Path | None = None) -> dict[str, 
                     continue
                 out[f"{engine}_{name}"] = json.loads(done.stdout.strip().splitlines()[-1])
     return out
+
+
+def _interpreter(python: str) -> dict[str, Any]:
+    """What the footprint's interpreter can import that moves a peak RSS (scipy: numba imports it)."""
+    probe = ("import importlib.util as u, json, sys; print(json.dumps({'version': sys.version.split()[0], "
+             "'importable': [m for m in ('scipy', 'torch', 'numba', 'onnxruntime') if u.find_spec(m)]}))")
+    done = subprocess.run([python, "-c", probe], capture_output=True, text=True, timeout=120, check=True)
+    return {"python": python, **json.loads(done.stdout)}
 
 
 def _footprint_table(footprint: dict[str, dict[str, Any]]) -> str:
@@ -311,12 +320,13 @@ def _footprint_table(footprint: dict[str, dict[str, Any]]) -> str:
     return common.markdown_table(header, rows)
 
 
-def _footprint_compared(path: Path, roots: dict[str, Path], repeats: int) -> dict[str, dict[str, Any]]:
+def _footprint_compared(path: Path, roots: dict[str, Path], repeats: int,
+                        python: str | None = None) -> dict[str, dict[str, Any]]:
     """:func:`_footprint` per code tree, the trees alternating ``repeats`` times; medians per run."""
     runs: dict[str, list[dict[str, Any]]] = {label: [] for label in roots}
     for _ in range(repeats):
         for label, root in roots.items():
-            runs[label].append(_footprint(path, 1, root))
+            runs[label].append(_footprint(path, 1, root, python))
     out: dict[str, dict[str, Any]] = {}
     for label, reps in runs.items():
         out[label] = {}
@@ -385,6 +395,10 @@ def main(argv: list[str] | None = None) -> None:
                         help="with --footprint-only: also measure edge_runtime from this checkout (e.g. "
                              "`git worktree add /tmp/before main`), alternating with this tree")
     parser.add_argument("--footprint-repeats", type=int, default=1, help="fresh-process runs per contender (median)")
+    parser.add_argument("--footprint-python", metavar="PYTHON", default=None,
+                        help="run the footprint's fresh processes under this interpreter, e.g. a venv with only "
+                             "the device-side packages (numpy, onnx, numba, onnxruntime): numba imports scipy "
+                             "where it is installed (+17 MB), which a device install does not have")
     parser.add_argument("--out", default=str(common.RESULTS / "bench_models.json"))
     args = parser.parse_args(argv)
     blocks, calls = (5, 3) if args.quick else (11, 5)
@@ -408,8 +422,10 @@ def main(argv: list[str] | None = None) -> None:
             if args.footprint_before:
                 roots = {"before": Path(args.footprint_before).resolve(), **roots}
                 result["footprint_before_tree"] = _tree_commit(roots["before"])
+            if args.footprint_python:
+                result["footprint_python"] = _interpreter(args.footprint_python)
             for m in args.models:
-                compared = _footprint_compared(exported[m][0], roots, args.footprint_repeats)
+                compared = _footprint_compared(exported[m][0], roots, args.footprint_repeats, args.footprint_python)
                 result["footprint"][m] = compared["after"]
                 if args.footprint_before:
                     result.setdefault("footprint_before", {})[m] = compared["before"]
