@@ -299,7 +299,15 @@ def _interpreter(python: str) -> dict[str, Any]:
     """What the footprint's interpreter can import that moves a peak RSS (scipy: numba imports it)."""
     probe = ("import importlib.util as u, json, sys; print(json.dumps({'version': sys.version.split()[0], "
              "'importable': [m for m in ('scipy', 'torch', 'numba', 'onnxruntime') if u.find_spec(m)]}))")
-    done = subprocess.run([python, "-c", probe], capture_output=True, text=True, timeout=120, check=True)
+    try:
+        done = subprocess.run([python, "-c", probe], capture_output=True, text=True, timeout=120)
+    except OSError as exc:
+        raise ValueError(f"--footprint-python {python!r} cannot be run ({exc.strerror}); pass a Python "
+                         f"interpreter, e.g. /path/to/venv/bin/python") from None
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise ValueError(f"--footprint-python {python!r} failed to run a probe ({last}); pass a Python 3 "
+                         f"interpreter, e.g. /path/to/venv/bin/python")
     return {"python": python, **json.loads(done.stdout)}
 
 
@@ -401,6 +409,12 @@ def main(argv: list[str] | None = None) -> None:
                              "where it is installed (+17 MB), which a device install does not have")
     parser.add_argument("--out", default=str(common.RESULTS / "bench_models.json"))
     args = parser.parse_args(argv)
+    interpreter = None
+    if args.footprint_python:  # checked before any model is exported
+        try:
+            interpreter = _interpreter(args.footprint_python)
+        except ValueError as exc:
+            parser.error(str(exc))
     blocks, calls = (5, 3) if args.quick else (11, 5)
     builders = _builders(args.vit_layers)
     result: dict[str, Any] = {"machine": common.machine_info(), "blocks": blocks, "calls_per_block": calls,
@@ -422,8 +436,8 @@ def main(argv: list[str] | None = None) -> None:
             if args.footprint_before:
                 roots = {"before": Path(args.footprint_before).resolve(), **roots}
                 result["footprint_before_tree"] = _tree_commit(roots["before"])
-            if args.footprint_python:
-                result["footprint_python"] = _interpreter(args.footprint_python)
+            if interpreter is not None:
+                result["footprint_python"] = interpreter
             for m in args.models:
                 compared = _footprint_compared(exported[m][0], roots, args.footprint_repeats, args.footprint_python)
                 result["footprint"][m] = compared["after"]

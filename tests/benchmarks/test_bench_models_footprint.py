@@ -33,3 +33,15 @@ def test_footprint_runs_its_processes_under_the_given_interpreter(tmp_path: Path
     assert set(seen) == {"/opt/device-venv/bin/python"}
     assert len(seen) == sum(len(runs) for runs in bench_models._FOOTPRINT_RUNS.values())
     assert out["ort_warm"]["peak_rss_mb"] == 80.0
+
+
+def test_a_bad_interpreter_is_one_line_naming_the_flag(tmp_path: Path, capsys) -> None:
+    from benchmarks import bench_models
+
+    with pytest.raises(SystemExit) as exit_info:
+        bench_models.main(["--footprint-only", "--footprint-python", str(tmp_path / "no-python"),
+                           "--out", str(tmp_path / "out.json")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "--footprint-python" in err and "no-python" in err and "cannot be run" in err
+    assert not (tmp_path / "out.json").exists()
