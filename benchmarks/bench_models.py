@@ -13,6 +13,10 @@ each hidden bias lowered so ~10% of hidden activations are nonzero; and ``cnn_sp
 BatchNorm shift lowered the same way (~10% density at every conv input after the first, the
 sparsity the FATReLU experiment reached). The density each run saw is measured and reported.
 
+``--control`` adds ``ort_b``, a second onnxruntime session identical to ``ort``: its ratio to ``ort``
+(ideally 1.0) is the noise floor of this machine and harness in this run. On a shared 2-vCPU VM at
+2 threads edge_runtime running the same onnxruntime session read 0.32-1.52x (2026-12-07).
+
 Load: ``idle``, or ``busy`` = one core kept busy by a bounded busy-loop process the benchmark
 starts and stops (a factory device always runs camera capture and network next to inference).
 
@@ -186,19 +190,25 @@ def _load(kind: str, seconds: float = 900.0) -> Iterator[None]:
         proc.wait()
 
 
-def _sessions(path: Path, threads: int, warmup: np.ndarray) -> dict[str, Any]:
+def _sessions(path: Path, threads: int, warmup: np.ndarray, control: bool = False) -> dict[str, Any]:
+    """The contenders' sessions; ``control`` adds ``ort_b``, a second onnxruntime session identical to
+    ``ort``: its ratio to ``ort`` is the harness's noise floor on this machine in this run."""
     opts = edge_runtime.SessionOptions()
     opts.intra_op_num_threads = threads
     edge = edge_runtime.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"],
                                          warmup_feed={"input": warmup})
     numba_only = edge_runtime.InferenceSession(str(path), opts, providers=["EdgeRuntimeExecutionProvider"])
     theirs = ort.InferenceSession(str(path), _ort_options(threads), providers=["CPUExecutionProvider"])
-    return {"edge": edge, "numba": numba_only, "ort": theirs}
+    found = {"edge": edge, "numba": numba_only, "ort": theirs}
+    if control:
+        found["ort_b"] = ort.InferenceSession(str(path), _ort_options(threads), providers=["CPUExecutionProvider"])
+    return found
 
 
 def _bench_one(name: str, path: Path, pool: list, threads: int, load: str, blocks: int, calls: int,
-               folder: Path) -> dict[str, Any]:
-    sessions = _sessions(path, threads, pool[0])
+               folder: Path, control: bool = False) -> dict[str, Any]:
+    sessions = _sessions(path, threads, pool[0], control)
+    compared = [k for k in ("edge", "numba", "ort_b") if k in sessions]
     feed = sessions["ort"].get_inputs()[0].name
     sessions["edge"].finish_line_check([{feed: x} for x in pool])  # a small gain is checked before timing
     ref = sessions["ort"].run(None, {feed: pool[0]})[0]
@@ -217,8 +227,8 @@ def _bench_one(name: str, path: Path, pool: list, threads: int, load: str, block
         "model": name, "threads": threads, "load": load, "rel_err_vs_ort": errs,
         "clock": "thread_time" if thread_clock else "wall",
         "ms": {k: common.median_ms(v) for k, v in times.items()},
-        "ratio_vs_ort": {k: common.ratio(times[k], times["ort"]) for k in ("edge", "numba")},
-        "ratio_interval_90": {k: common.ratio_interval(times[k], times["ort"]) for k in ("edge", "numba")},
+        "ratio_vs_ort": {k: common.ratio(times[k], times["ort"]) for k in compared},
+        "ratio_interval_90": {k: common.ratio_interval(times[k], times["ort"]) for k in compared},
         "target": TARGETS.get(name, DENSE_TARGET[load]),
         "edge_providers": edge.get_providers(),
         "engine_report": None if report is None else dataclasses.asdict(report),
@@ -376,8 +386,9 @@ def _density(profile: dict[str, Any]) -> float | None:
 
 
 def _table(rows: list[dict[str, Any]]) -> str:
+    control = any("ort_b" in r["ratio_vs_ort"] for r in rows)
     header = ["model", "threads", "load", "ort ms", "edge ms", "edge/ort", "90% interval", "target", "met",
-              "islands", "numba ms", "numba/ort", "mean island density"]
+              "islands", "numba ms", "numba/ort", "mean island density"] + (["control ort_b/ort (90%)"] if control else [])
     out = []
     for r in rows:
         ratio, (lo, hi) = r["ratio_vs_ort"]["edge"], r["ratio_interval_90"]["edge"]
@@ -387,6 +398,10 @@ def _table(rows: list[dict[str, Any]]) -> str:
         out.append([r["model"], r["threads"], r["load"], r["ms"]["ort"], r["ms"]["edge"], ratio, f"{lo:.2f}-{hi:.2f}",
                     f"<= {r['target']:.2f}", "yes" if ratio <= r["target"] else ("noise" if lo <= r["target"] else "NO"),
                     kept, r["ms"]["numba"], r["ratio_vs_ort"]["numba"], "-" if dens is None else round(dens, 3)])
+        if control:
+            c = r["ratio_vs_ort"].get("ort_b")
+            clo, chi = r["ratio_interval_90"].get("ort_b", (0.0, 0.0))
+            out[-1].append("-" if c is None else f"{c:.3f} ({clo:.2f}-{chi:.2f})")
     return common.markdown_table(header, out)
 
 
@@ -397,6 +412,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--load", nargs="+", default=["idle", "busy"], choices=["idle", "busy"])
     parser.add_argument("--models", nargs="+", default=list(_builders(12)), choices=list(_builders(12)))
     parser.add_argument("--vit-layers", type=int, default=12, help="ViT-tiny depth (12 = DeiT-tiny)")
+    parser.add_argument("--control", action="store_true",
+                        help="add ort_b, a second onnxruntime session identical to ort: its ratio to ort is this "
+                             "machine's noise floor, to read the other ratios against (one more contender per block)")
     parser.add_argument("--footprint", action="store_true", help="also peak RSS, session creation, cold start")
     parser.add_argument("--footprint-only", action="store_true", help="only --footprint, no latency runs")
     parser.add_argument("--footprint-before", metavar="TREE", default=None,
@@ -426,11 +444,12 @@ def main(argv: list[str] | None = None) -> None:
         for load in [] if args.footprint_only else args.load:
             for threads in args.threads:
                 for m in args.models:
-                    row = _bench_one(m, *exported[m], threads, load, blocks, calls, folder)
+                    row = _bench_one(m, *exported[m], threads, load, blocks, calls, folder, args.control)
                     result["runs"].append(row)
                     print(f"{m} t={threads} {load}: ort {row['ms']['ort']:.2f} ms, edge {row['ms']['edge']:.2f} ms "
                           f"({row['ratio_vs_ort']['edge']:.2f}x, {row['edge_providers']}), numba "
-                          f"{row['ms']['numba']:.2f} ms ({row['ratio_vs_ort']['numba']:.2f}x)", flush=True)
+                          f"{row['ms']['numba']:.2f} ms ({row['ratio_vs_ort']['numba']:.2f}x)"
+                          + (f", control ort_b {row['ratio_vs_ort']['ort_b']:.3f}x" if args.control else ""), flush=True)
         if args.footprint or args.footprint_only:
             roots = {"after": Path(__file__).resolve().parents[1]}
             if args.footprint_before:
