@@ -314,6 +314,9 @@ def _interpreter(python: str) -> dict[str, Any]:
     except OSError as exc:
         raise ValueError(f"--footprint-python {python!r} cannot be run ({exc.strerror}); pass a Python "
                          f"interpreter, e.g. /path/to/venv/bin/python") from None
+    except subprocess.TimeoutExpired:
+        raise ValueError(f"--footprint-python {python!r} did not answer a 1-line probe within 120 s; pass a "
+                         f"Python interpreter, e.g. /path/to/venv/bin/python") from None
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
         raise ValueError(f"--footprint-python {python!r} failed to run a probe ({last}); pass a Python 3 "
