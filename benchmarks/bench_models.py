@@ -309,18 +309,18 @@ def _interpreter(python: str) -> dict[str, Any]:
     """What the footprint's interpreter can import that moves a peak RSS (scipy: numba imports it)."""
     probe = ("import importlib.util as u, json, sys; print(json.dumps({'version': sys.version.split()[0], "
              "'importable': [m for m in ('scipy', 'torch', 'numba', 'onnxruntime') if u.find_spec(m)]}))")
+    def refused(why: str) -> ValueError:
+        return ValueError(f"--footprint-python {python!r} {why}; pass a Python 3 interpreter, "
+                          f"e.g. /path/to/venv/bin/python")
+
     try:
         done = subprocess.run([python, "-c", probe], capture_output=True, text=True, timeout=120)
     except OSError as exc:
-        raise ValueError(f"--footprint-python {python!r} cannot be run ({exc.strerror}); pass a Python "
-                         f"interpreter, e.g. /path/to/venv/bin/python") from None
+        raise refused(f"cannot be run ({exc.strerror})") from None
     except subprocess.TimeoutExpired:
-        raise ValueError(f"--footprint-python {python!r} did not answer a 1-line probe within 120 s; pass a "
-                         f"Python interpreter, e.g. /path/to/venv/bin/python") from None
+        raise refused("did not answer a 1-line probe within 120 s") from None
     if done.returncode != 0:
-        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        raise ValueError(f"--footprint-python {python!r} failed to run a probe ({last}); pass a Python 3 "
-                         f"interpreter, e.g. /path/to/venv/bin/python")
+        raise refused(f"failed to run a probe ({(done.stderr.strip().splitlines() or ['no output'])[-1]})")
     return {"python": python, **json.loads(done.stdout)}
 
 
@@ -431,6 +431,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default=str(common.RESULTS / "bench_models.json"))
     args = parser.parse_args(argv)
     interpreter = None
+    if args.footprint_python and not (args.footprint or args.footprint_only):
+        parser.error("--footprint-python only applies to the footprint runs; add --footprint or --footprint-only")
     if args.footprint_python:  # checked before any model is exported
         try:
             interpreter = _interpreter(args.footprint_python)

@@ -81,3 +81,12 @@ def test_table_shows_the_control_column_only_when_measured() -> None:
     row["ratio_vs_ort"]["ort_b"], row["ratio_interval_90"]["ort_b"] = 0.97, (0.8, 1.4)
     table = bench_models._table([row])
     assert "control ort_b/ort (90%)" in table and "0.970 (0.80-1.40)" in table
+
+
+def test_the_interpreter_flag_without_a_footprint_run_says_which_flag_to_add(tmp_path: Path, capsys) -> None:
+    from benchmarks import bench_models
+
+    with pytest.raises(SystemExit) as exit_info:
+        bench_models.main(["--footprint-python", sys.executable, "--out", str(tmp_path / "out.json")])
+    assert exit_info.value.code == 2
+    assert "add --footprint or --footprint-only" in capsys.readouterr().err
