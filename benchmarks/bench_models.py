@@ -13,6 +13,9 @@ each hidden bias lowered so ~10% of hidden activations are nonzero; and ``cnn_sp
 BatchNorm shift lowered the same way (~10% density at every conv input after the first, the
 sparsity the FATReLU experiment reached). The density each run saw is measured and reported.
 
+``--numpy-islands`` adds ``edgenp``: the onnxruntime engine with ``SessionOptions.sparse_kernels = "numpy"``
+(Gemm / MatMul islands by numpy gather + BLAS, numba never loaded); the footprint always measures it.
+
 ``--control`` adds ``ort_b``, a second onnxruntime session identical to ``ort``: its ratio to ``ort``
 (ideally 1.0) is the noise floor of this machine and harness in this run. On a shared 2-vCPU VM at
 2 threads edge_runtime running the same onnxruntime session read 0.32-1.52x (2026-12-07).
@@ -190,9 +193,11 @@ def _load(kind: str, seconds: float = 900.0) -> Iterator[None]:
         proc.wait()
 
 
-def _sessions(path: Path, threads: int, warmup: np.ndarray, control: bool = False) -> dict[str, Any]:
+def _sessions(path: Path, threads: int, warmup: np.ndarray, control: bool = False,
+              numpy_islands: bool = False) -> dict[str, Any]:
     """The contenders' sessions; ``control`` adds ``ort_b``, a second onnxruntime session identical to
-    ``ort``: its ratio to ``ort`` is the harness's noise floor on this machine in this run."""
+    ``ort``: its ratio to ``ort`` is the harness's noise floor on this machine in this run;
+    ``numpy_islands`` adds ``edgenp``, the onnxruntime engine with ``sparse_kernels="numpy"``."""
     opts = edge_runtime.SessionOptions()
     opts.intra_op_num_threads = threads
     edge = edge_runtime.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"],
@@ -202,18 +207,24 @@ def _sessions(path: Path, threads: int, warmup: np.ndarray, control: bool = Fals
     found = {"edge": edge, "numba": numba_only, "ort": theirs}
     if control:
         found["ort_b"] = ort.InferenceSession(str(path), _ort_options(threads), providers=["CPUExecutionProvider"])
+    if numpy_islands:
+        np_opts = edge_runtime.SessionOptions()
+        np_opts.intra_op_num_threads, np_opts.sparse_kernels = threads, "numpy"
+        found["edgenp"] = edge_runtime.InferenceSession(str(path), np_opts, providers=["CPUExecutionProvider"],
+                                                        warmup_feed={"input": warmup})
     return found
 
 
 def _bench_one(name: str, path: Path, pool: list, threads: int, load: str, blocks: int, calls: int,
-               folder: Path, control: bool = False) -> dict[str, Any]:
-    sessions = _sessions(path, threads, pool[0], control)
-    compared = [k for k in ("edge", "numba", "ort_b") if k in sessions]
+               folder: Path, control: bool = False, numpy_islands: bool = False) -> dict[str, Any]:
+    sessions = _sessions(path, threads, pool[0], control, numpy_islands)
+    compared = [k for k in ("edge", "numba", "ort_b", "edgenp") if k in sessions]
     feed = sessions["ort"].get_inputs()[0].name
     sessions["edge"].finish_line_check([{feed: x} for x in pool])  # a small gain is checked before timing
     ref = sessions["ort"].run(None, {feed: pool[0]})[0]
     scale = float(np.abs(ref).max())
-    errs = {k: float(np.abs(sessions[k].run(None, {feed: pool[0]})[0] - ref).max()) / scale for k in ("edge", "numba")}
+    errs = {k: float(np.abs(sessions[k].run(None, {feed: pool[0]})[0] - ref).max()) / scale
+            for k in ("edge", "numba", "edgenp") if k in sessions}
     fns = {k: (lambda x, s=s: s.run(None, {feed: x})) for k, s in sessions.items()}
     # At 1 thread every contender runs on this thread, so its CPU time is the honest clock on an idle
     # shared machine; with more threads, or with a busy core whose time slices are the point, wall time.
@@ -259,7 +270,9 @@ else:
     if engine == "numba":
         import numba  # the onnxruntime engine imports numba only when a sparse island is built
     so = rt.SessionOptions(); so.intra_op_num_threads = threads
-    prov = ["CPUExecutionProvider"] if engine == "edge" else ["EdgeRuntimeExecutionProvider"]
+    if engine == "edgenp":  # islands on numpy gather + BLAS: numba never loaded
+        so.sparse_kernels = "numpy"
+    prov = ["EdgeRuntimeExecutionProvider"] if engine == "numba" else ["CPUExecutionProvider"]
     make = lambda: rt.InferenceSession(path, so, providers=prov)
 before = rss_mb("VmRSS")
 t0 = time.perf_counter(); sess = make(); created = time.perf_counter() - t0
@@ -279,7 +292,7 @@ print(json.dumps({"create_s": created, "first_run_s": first, "peak_rss_mb": peak
 #: "warm" builds the kept plan (what a line runs after `edge-runtime warmup`); "cold": both caches
 #: empty (the first boot after install).
 _FOOTPRINT_RUNS = {"ort": (("warm", False),), "edge": (("first", False), ("warm", False), ("cold", True)),
-                   "numba": (("warm", False), ("cold", True))}
+                   "edgenp": (("first", False), ("warm", False)), "numba": (("warm", False), ("cold", True))}
 
 
 def _footprint(path: Path, threads: int, root: Path | None = None, python: str | None = None) -> dict[str, Any]:
@@ -326,8 +339,9 @@ def _interpreter(python: str) -> dict[str, Any]:
 
 def _footprint_table(footprint: dict[str, dict[str, Any]]) -> str:
     """Session creation (s) and fresh-process peak RSS (MB) per model; ratios against onnxruntime."""
-    header = ["model", "ort create s", "edge create s (first / warm / cold)", "warm/ort", "numba create s (warm)",
-              "ort peak MB", "edge peak MB (first / warm)", "warm/ort", "numba peak MB"]
+    header = ["model", "ort create s", "edge create s (first / warm / cold)", "warm/ort", "numpy islands create s (warm)",
+              "warm/ort", "numba create s (warm)", "ort peak MB", "edge peak MB (first / warm)", "warm/ort",
+              "numpy islands peak MB (warm)", "warm/ort", "numba peak MB"]
     rows = []
     for model, f in footprint.items():
         def get(run: str, key: str) -> float:
@@ -335,9 +349,11 @@ def _footprint_table(footprint: dict[str, dict[str, Any]]) -> str:
 
         ort_c, ort_m = get("ort_warm", "create_s"), get("ort_warm", "peak_rss_mb")
         rows.append([model, ort_c, " / ".join(f"{get(r, 'create_s'):.3f}" for r in ("edge_first", "edge_warm", "edge_cold")),
-                     get("edge_warm", "create_s") / ort_c, get("numba_warm", "create_s"), ort_m,
+                     get("edge_warm", "create_s") / ort_c, get("edgenp_warm", "create_s"),
+                     get("edgenp_warm", "create_s") / ort_c, get("numba_warm", "create_s"), ort_m,
                      " / ".join(f"{get(r, 'peak_rss_mb'):.0f}" for r in ("edge_first", "edge_warm")),
-                     get("edge_warm", "peak_rss_mb") / ort_m, get("numba_warm", "peak_rss_mb")])
+                     get("edge_warm", "peak_rss_mb") / ort_m, get("edgenp_warm", "peak_rss_mb"),
+                     get("edgenp_warm", "peak_rss_mb") / ort_m, get("numba_warm", "peak_rss_mb")])
     return common.markdown_table(header, rows)
 
 
@@ -390,8 +406,10 @@ def _density(profile: dict[str, Any]) -> float | None:
 
 def _table(rows: list[dict[str, Any]]) -> str:
     control = any("ort_b" in r["ratio_vs_ort"] for r in rows)
+    numpy_islands = any("edgenp" in r["ratio_vs_ort"] for r in rows)
     header = ["model", "threads", "load", "ort ms", "edge ms", "edge/ort", "90% interval", "target", "met",
-              "islands", "numba ms", "numba/ort", "mean island density"] + (["control ort_b/ort (90%)"] if control else [])
+              "islands", "numba ms", "numba/ort", "mean island density"] + (["control ort_b/ort (90%)"] if control else []) \
+        + (["numpy islands ms", "numpy islands/ort (90%)"] if numpy_islands else [])
     out = []
     for r in rows:
         ratio, (lo, hi) = r["ratio_vs_ort"]["edge"], r["ratio_interval_90"]["edge"]
@@ -405,6 +423,10 @@ def _table(rows: list[dict[str, Any]]) -> str:
             c = r["ratio_vs_ort"].get("ort_b")
             clo, chi = r["ratio_interval_90"].get("ort_b", (0.0, 0.0))
             out[-1].append("-" if c is None else f"{c:.3f} ({clo:.2f}-{chi:.2f})")
+        if numpy_islands:
+            c = r["ratio_vs_ort"].get("edgenp")
+            clo, chi = r["ratio_interval_90"].get("edgenp", (0.0, 0.0))
+            out[-1] += [r["ms"].get("edgenp", "-"), "-" if c is None else f"{c:.3f} ({clo:.2f}-{chi:.2f})"]
     return common.markdown_table(header, out)
 
 
@@ -415,6 +437,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--load", nargs="+", default=["idle", "busy"], choices=["idle", "busy"])
     parser.add_argument("--models", nargs="+", default=list(_builders(12)), choices=list(_builders(12)))
     parser.add_argument("--vit-layers", type=int, default=12, help="ViT-tiny depth (12 = DeiT-tiny)")
+    parser.add_argument("--numpy-islands", action="store_true",
+                        help="also time edge_runtime with SessionOptions.sparse_kernels='numpy' (column edgenp)")
     parser.add_argument("--control", action="store_true",
                         help="add ort_b, a second onnxruntime session identical to ort: its ratio to ort is this "
                              "machine's noise floor, to read the other ratios against (one more contender per block)")
@@ -449,7 +473,8 @@ def main(argv: list[str] | None = None) -> None:
         for load in [] if args.footprint_only else args.load:
             for threads in args.threads:
                 for m in args.models:
-                    row = _bench_one(m, *exported[m], threads, load, blocks, calls, folder, args.control)
+                    row = _bench_one(m, *exported[m], threads, load, blocks, calls, folder, args.control,
+                                     args.numpy_islands)
                     result["runs"].append(row)
                     print(f"{m} t={threads} {load}: ort {row['ms']['ort']:.2f} ms, edge {row['ms']['edge']:.2f} ms "
                           f"({row['ratio_vs_ort']['edge']:.2f}x, {row['edge_providers']}), numba "

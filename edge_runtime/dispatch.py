@@ -21,7 +21,6 @@ import threading
 from typing import Any, Callable, Iterator
 
 from edge_runtime.graph import Graph, Node
-from edge_runtime.kernels.density import density, density_at_most
 from edge_runtime.prepared import PreparedLayer, SparseKernel
 from edge_runtime.zeros import MIN_SPARSE_WEIGHTS, zero_producing
 
@@ -58,6 +57,9 @@ class Dispatcher:
     def __init__(self, name: str, dense: Callable[..., Any], sparse: SparseKernel, limits: dict[str, float],
                  mode: str) -> None:
         self.name, self.dense, self.sparse = name, dense, sparse
+        # the kernel's density counters: numba's SIMD count for edge_runtime's kernels (imported here, so
+        # that importing this module, or running a numpy island, does not load numba)
+        self._density, self._at_most = sparse.counters()
         self.force = mode == "force"
         # the density at or below which the sparse kernel runs, per family (looked up per call):
         # :func:`limits` of the layer, or the crossover an island measured
@@ -77,10 +79,10 @@ class Dispatcher:
     def __call__(self, *args: Any) -> Any:
         x = args[0]
         if self.force or getattr(_EXACT, "on", False):
-            d = density(x)
+            d = self._density(x)
             sparse = self.force or d <= self.limits[self.sparse.family(x)]
         else:
-            sparse, d = density_at_most(x, self.limits[self.sparse.family(x)])
+            sparse, d = self._at_most(x, self.limits[self.sparse.family(x)])
         last = self._last
         last.density = d
         if sparse:

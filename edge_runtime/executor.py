@@ -13,7 +13,7 @@ import numpy as np
 
 from edge_runtime.dispatch import exact_densities
 from edge_runtime.errors import EdgeRuntimeError, ExecutionError
-from edge_runtime.planner import Plan, Step
+from edge_runtime.plan import Plan, Step
 
 
 @dataclass(frozen=True)

@@ -104,6 +104,12 @@ def walk(nodes: Iterable[Node]) -> Iterator[Node]:
             yield from walk(sub.nodes)
 
 
+def unbounded_loops(graph: Graph) -> list[str]:
+    """Names of the Loop nodes (subgraphs searched) without a trip count: only data ends them, so a
+    synthetic warm-up input may never do so (torch.while_loop exports this form)."""
+    return [n.name for n in walk(graph.nodes) if n.op_type == "Loop" and (not n.inputs or not n.inputs[0])]
+
+
 def outer_reads(graph: Graph) -> tuple[str, ...]:
     """The names ``graph`` (a subgraph) reads from enclosing scopes, in first-use order.
 

@@ -75,6 +75,14 @@ class SparseKernel:
     def __call__(self, x: Array, dens: float) -> Array:  # pragma: no cover - interface
         raise NotImplementedError
 
+    def counters(self) -> tuple[Callable[[Array], float], Callable[[Array, float], tuple[bool, float]]]:
+        """The dispatcher's ``density(x)`` and ``density_at_most(x, limit)`` for this kernel's inputs:
+        numba's SIMD counts (:mod:`edge_runtime.kernels.density`), which a kernel compiled by numba
+        has loaded anyway."""
+        from edge_runtime.kernels.density import density, density_at_most
+
+        return density, density_at_most
+
 
 class PreparedLayer:
     """One layer with constant weights, prepared once (subclasses per op family).

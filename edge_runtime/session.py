@@ -13,7 +13,7 @@ from edge_runtime import engine
 from edge_runtime.annotations import read_annotations
 from edge_runtime.errors import EdgeRuntimeError, InvalidArgumentError
 from edge_runtime.feeds import ExactFeed, validate_feed as _validate_feed
-from edge_runtime.graph import ValueInfo
+from edge_runtime.graph import ValueInfo, unbounded_loops
 from edge_runtime.engine import ort as ortx
 from edge_runtime.engine.ort import EDGE_PROVIDER, ORT_PROVIDER
 from edge_runtime.onnx_io import ModelSource, graph_from_model, graph_io, load_model, ort_type_string
@@ -124,6 +124,13 @@ class InferenceSession:
         if self._threads > available_cpus():
             log.info("using %d threads on a machine with %d CPUs", self._threads, available_cpus())
         self._engine = engine.choose(providers)
+        kernels = self._options.resolved_sparse_kernels()
+        if kernels == "numpy" and self._engine == "numba":
+            raise InvalidArgumentError(
+                "SessionOptions.sparse_kernels='numpy' needs the onnxruntime engine, but "
+                + ("EdgeRuntimeExecutionProvider (numba-only) was chosen" if providers or os.environ.get(engine.ENV)
+                   else "onnxruntime is not installed")
+                + "; pip install onnxruntime and pass providers=['CPUExecutionProvider'], or leave sparse_kernels='numba'.")
         warm = _warmup_list(warmup_feed)
         first_feed = warm[0] if warm else None  # the numba engine's thread choice and priming run it
         model, raw = load_model(path_or_bytes)
@@ -151,7 +158,8 @@ class InferenceSession:
             self._inputs, self._outputs = graph_io(model)
             cfg = hybrid.EngineConfig(self._threads, sparsity, ann, optimize,
                                       tuple(_validate_feed(self._inputs, f) for f in warm),
-                                      numba_plan=lambda: self._numba_plan(source, ann, optimize))
+                                      numba_plan=None if kernels == "numpy" else
+                                      lambda: self._numba_plan(source, ann, optimize), sparse_kernels=kernels)
             path = str(path_or_bytes) if isinstance(path_or_bytes, (str, os.PathLike)) and raw is not None \
                 and os.path.isfile(path_or_bytes) else None
             source = hybrid.ModelSource(model, raw, path, disposable=not isinstance(path_or_bytes, onnx.ModelProto))
@@ -467,9 +475,7 @@ def _one_session(plan: plan_mod.Plan) -> Any:
 
 def _unbounded(plan: plan_mod.Plan) -> list[str]:
     """The plan's Loops that only data can end (no synthetic warm-up run for them)."""
-    from edge_runtime.ops.control_flow import unbounded_loops
-
-    return unbounded_loops(plan.graph)
+    return unbounded_loops(plan.graph)  # graph logic: importing the ops would load numba
 
 
 def _metadata(m: Any) -> ModelMetadata:

@@ -19,6 +19,7 @@ pays for its fragility under load.
 from __future__ import annotations
 
 import contextlib
+import sys
 import threading
 import time
 from typing import Any, Callable, Iterator, Sequence
@@ -114,7 +115,9 @@ class scoped:  # noqa: N801 - used as a function: ``with scoped(n):``
 
     def __enter__(self) -> None:
         n = self._n
-        if getattr(_SET_HERE, "n", None) != n:
+        # numba's count only once numba is loaded: a plan of onnxruntime segments and numpy islands
+        # never loads it (a plan with numba kernels has loaded it while it was built)
+        if getattr(_SET_HERE, "n", None) != n and "numba" in sys.modules:
             set_numba_threads(n)
         for lib, count in _blas():
             before = count()

@@ -118,11 +118,13 @@ def _build(src: ModelSource, cfg: EngineConfig, inputs: Sequence[ValueInfo],
     ortx.check_exchanged([(v.name, v.type.tensor_type.elem_type) for v in (*model.graph.input, *model.graph.output)
                           if v.name in fed and v.type.HasField("tensor_type")], "the model's inputs and outputs")
     data = src.take()  # serialized once at most: a 45 MB model takes ~40-80 ms
-    found = [] if cfg.sparsity == "off" else isl.candidates(model, cfg.annotations, cfg.sparsity)
+    found = [] if cfg.sparsity == "off" else isl.supported(
+        model, isl.candidates(model, cfg.annotations, cfg.sparsity), cfg.sparse_kernels)
     int8 = 0 if cfg.sparsity == "off" or cfg.numba_plan is None else isl.int8_layers(model)
     key = doc = None
     if (found or int8) and cfg.sparsity == "auto":
-        key = plancache.key(data, cfg.warmup_feeds, (cfg.threads, cfg.optimize, cfg.numba_plan is not None))
+        numpy = ("numpy kernels",) if cfg.sparse_kernels == "numpy" else ()
+        key = plancache.key(data, cfg.warmup_feeds, (cfg.threads, cfg.optimize, cfg.numba_plan is not None, *numpy))
         doc = plancache.load(key)
     report = EngineReport(0) if not (found or int8) else (
         _cached_report(doc) if doc and doc.get("plan") == "whole" else None)
@@ -205,7 +207,7 @@ def _decide(data: bytes, model: onnx.ModelProto, found: list[isl.Candidate], cfg
         return whole, EngineReport(0), None
     types = value_types(model) if cands else {}
     cands = [c for c in cands if isl.float_input(c, types)]
-    prepared = [p for p in (isl.prepare(model, c, types, cfg.threads) for c in cands) if p is not None]
+    prepared = [p for p in (isl.prepare(model, c, types, cfg.threads, cfg.sparse_kernels) for c in cands) if p is not None]
     if not prepared:
         limits = ", ".join(f"{op} {d}" for op, d in PRICE_MAX_DENSITY.items())
         return whole, EngineReport(len(found), outcome="whole model in one onnxruntime session: no candidate "
@@ -359,7 +361,7 @@ def _from_cache(doc: Mapping[str, Any], model: onnx.ModelProto, found: list[isl.
         return None
     types = value_types(model)
     kept = [c for c in found if c.name in limits and isl.float_input(c, types)]
-    prepared = [p for p in (isl.prepare(model, c, types, cfg.threads) for c in kept) if p is not None]
+    prepared = [p for p in (isl.prepare(model, c, types, cfg.threads, cfg.sparse_kernels) for c in kept) if p is not None]
     if {p.candidate.name for p in prepared} != set(limits):
         return None
     plan = cut_plan(model, prepared, types, cfg, inputs, outputs, limits)

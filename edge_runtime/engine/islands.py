@@ -18,7 +18,7 @@ import dataclasses
 import logging
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import onnx
@@ -241,22 +241,34 @@ def dense_path(island: PreparedIsland, session: Callable[[onnx.ModelProto], Call
     return session(island.model)
 
 
+#: The anchors a numpy kernel exists for.
+NUMPY_ANCHORS = ("Gemm", "MatMul")
+
+
+def supported(model: onnx.ModelProto, cands: Sequence[Candidate], kernels: str) -> list[Candidate]:
+    """The candidates ``kernels`` (``SessionOptions.sparse_kernels``) can build an island for: every
+    one with numba's kernels, the Gemm / MatMul ones with numpy's (:mod:`edge_runtime.engine.gather`)."""
+    if kernels == "numba":
+        return list(cands)
+    return [c for c in cands if model.graph.node[c.nodes[0]].op_type in NUMPY_ANCHORS]
+
+
 def prepare(model: onnx.ModelProto, cand: Candidate, types: Mapping[str, onnx.TypeProto],
-            threads: int) -> PreparedIsland | None:
-    """Fuse the candidate's nodes with the runtime's passes and build its sparse kernel.
+            threads: int, kernels: str = "numba") -> PreparedIsland | None:
+    """Fuse the candidate's nodes with the runtime's passes and build its sparse kernel (with
+    ``kernels="numpy"``: :func:`edge_runtime.engine.gather.kernel` on the nodes as they are).
 
     Tries the whole chain first, then shorter ones; returns None when no prefix becomes one
     fused node with a sparse kernel (e.g. a grouped Conv or a 3-D weight).
     """
+    if kernels == "numpy":
+        return _prepare_numpy(model, cand)
     from edge_runtime import planner, prepared  # numba: imported only when an island is built
     from edge_runtime.engine.partition import constants_read, submodel
     from edge_runtime.onnx_io import decode_initializer, graph_from_model
 
-    for end in range(len(cand.nodes), 0, -1):
-        nodes = cand.nodes[:end]
+    for nodes in _prefixes(model, cand):
         out = model.graph.node[nodes[-1]].output[0]
-        if end > 1 and model.graph.node[nodes[-1]].op_type == "GreaterOrEqual":
-            continue  # half a FATReLU
         try:  # the nodes without their weights, which are decoded straight from the model's tensors
             light = submodel(model, nodes, [cand.input], [out], types, cand.name, weights=False)
         except KeyError:
@@ -276,6 +288,29 @@ def prepare(model: onnx.ModelProto, cand: Candidate, types: Mapping[str, onnx.Ty
             sub = None if own else submodel(model, nodes, [cand.input], [out], types, cand.name)
             return PreparedIsland(trimmed, fused, kernel, sub)
     log.debug("island %s: no fused sparse kernel for its nodes", cand.name)
+    return None
+
+
+def _prefixes(model: onnx.ModelProto, cand: Candidate) -> Iterator[tuple[int, ...]]:
+    """The candidate's chain, then ever shorter prefixes of it (never half a FATReLU)."""
+    for end in range(len(cand.nodes), 0, -1):
+        if end > 1 and model.graph.node[cand.nodes[end - 1]].op_type == "GreaterOrEqual":
+            continue
+        yield cand.nodes[:end]
+
+
+def _prepare_numpy(model: onnx.ModelProto, cand: Candidate) -> PreparedIsland | None:
+    from edge_runtime.engine import gather
+
+    if model.graph.node[cand.nodes[0]].op_type not in NUMPY_ANCHORS:
+        return None
+    for nodes in _prefixes(model, cand):
+        kernel = gather.kernel(model, nodes)
+        if kernel is not None:
+            trimmed = Candidate(cand.name, nodes, cand.input, model.graph.node[nodes[-1]].output[0],
+                                cand.annotated_density)
+            return PreparedIsland(trimmed, gather.island_node(model, nodes, cand.name), kernel, None)
+    log.debug("island %s: no numpy kernel for its nodes", cand.name)
     return None
 
 

@@ -29,6 +29,8 @@ class EngineConfig:
     #: Builds the numba engine's plan of the whole model; timed against a cut plan that keeps islands.
     #: It may drop the proto of a disposable :class:`ModelSource` (nothing reads it after this plan).
     numba_plan: Callable[[], Plan] | None = field(default=None, compare=False)
+    #: What builds the islands' kernels: "numba" or "numpy" (``SessionOptions.sparse_kernels``).
+    sparse_kernels: str = "numba"
 
 
 @dataclass(frozen=True)

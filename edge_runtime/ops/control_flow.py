@@ -10,7 +10,7 @@ Limits, as in onnxruntime or stricter:
 
 - a Loop without trip count runs until the body's condition output is false, forever if it
   never is (onnxruntime does the same); a session of a model with such a Loop does no warm-up
-  run on a synthetic input, which might never end it (:func:`unbounded_loops`);
+  run on a synthetic input, which might never end it (:func:`edge_runtime.graph.unbounded_loops`);
 - tensors only: sequence and optional values (SequenceInsert in a body, optional
   loop-carried values) are not supported;
 - the registered plain functions refuse to run outside a plan (their subgraphs need one).
@@ -26,7 +26,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from edge_runtime.errors import ExecutionError, InvalidModelError
-from edge_runtime.graph import Graph, Node, ValueInfo, outer_reads, walk
+from edge_runtime.graph import Graph, Node, ValueInfo, outer_reads
 from edge_runtime.ops.registry import register, register_builder
 
 
@@ -92,12 +92,6 @@ def _binder(node: Node) -> Callable[[Sequence[Any]], tuple[list[Any], dict[str, 
         return list(args[:n]), dict(zip(names, args[n:]))
 
     return bind
-
-
-def unbounded_loops(graph: Graph) -> list[str]:
-    """Names of the Loop nodes (subgraphs searched) without a trip count: only data ends them, so a
-    synthetic warm-up input may never do so (torch.while_loop exports this form)."""
-    return [n.name for n in walk(graph.nodes) if n.op_type == "Loop" and (not n.inputs or not n.inputs[0])]
 
 
 # ---------------------------------------------------------------- If

@@ -90,3 +90,21 @@ def test_the_interpreter_flag_without_a_footprint_run_says_which_flag_to_add(tmp
         bench_models.main(["--footprint-python", sys.executable, "--out", str(tmp_path / "out.json")])
     assert exit_info.value.code == 2
     assert "add --footprint or --footprint-only" in capsys.readouterr().err
+
+
+def test_numpy_islands_contender_is_the_onnxruntime_engine_with_numpy_kernels(tmp_path: Path) -> None:
+    import numpy as np
+
+    from benchmarks import bench_models
+
+    x = np.linspace(-1, 1, 8, dtype=np.float32)[None]
+    found = bench_models._sessions(_relu_model(tmp_path / "relu.onnx"), 1, x, numpy_islands=True)
+    assert set(found) == {"edge", "numba", "ort", "edgenp"}
+    np.testing.assert_allclose(found["edgenp"].run(None, {"input": x})[0], found["ort"].run(None, {"input": x})[0],
+                               rtol=1e-6)
+    row = {"model": "m", "threads": 1, "load": "idle", "ms": {"ort": 1.0, "edge": 1.1, "numba": 2.0, "edgenp": 0.5},
+           "ratio_vs_ort": {"edge": 1.1, "numba": 2.0, "edgenp": 0.5},
+           "ratio_interval_90": {"edge": (0.9, 1.3), "numba": (1.8, 2.2), "edgenp": (0.4, 0.6)},
+           "target": 1.05, "edge_profile": {"densities": {}}, "engine_report": None, "edge_providers": ["CPUExecutionProvider"]}
+    table = bench_models._table([row])
+    assert "numpy islands/ort (90%)" in table and "0.500 (0.40-0.60)" in table

@@ -1,0 +1,170 @@
+"""``SessionOptions.sparse_kernels = "numpy"``: Gemm / MatMul islands by numpy gather + BLAS, numba never loaded."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import edge_runtime
+from edge_runtime.engine import gather
+from edge_runtime.errors import InvalidArgumentError
+from tests.edge_runtime.engine import graphs
+
+ort = pytest.importorskip("onnxruntime")
+
+ORT = ["CPUExecutionProvider"]
+REL_TOL = 1e-4
+RNG = np.random.default_rng(7)
+
+
+def _opts(kernels: str = "numpy") -> edge_runtime.SessionOptions:
+    o = edge_runtime.SessionOptions()
+    o.intra_op_num_threads = 1
+    o.sparse_kernels = kernels
+    return o
+
+
+def _w(name: str, *shape: int) -> onnx.TensorProto:
+    return numpy_helper.from_array((RNG.standard_normal(shape) * 0.2).astype(np.float32), name)
+
+
+def _chains(act: str) -> onnx.ModelProto:
+    """x (N, 32) -> Relu -> Gemm(transB, alpha, beta, bias) -> act -> MatMul + Add -> act -> y (N, 16)."""
+    acts = {"Relu": ({}, []), "LeakyRelu": ({"alpha": 0.2}, []), "ThresholdedRelu": ({"alpha": 0.1}, []),
+            "Clip": ({}, ["lo", "hi"])}
+    attrs, extra = acts[act]
+    nodes = [helper.make_node("Relu", ["x"], ["r"]),
+             helper.make_node("Gemm", ["r", "W1", "b1"], ["g"], transB=1, alpha=0.7, beta=1.3),
+             helper.make_node(act, ["g", *extra], ["h"], **attrs),
+             helper.make_node("MatMul", ["h", "W2"], ["m"]), helper.make_node("Add", ["m", "b2"], ["z"]),
+             helper.make_node(act, ["z", *extra], ["y"], **attrs)]
+    inits = [_w("W1", 64, 32), _w("b1", 64), _w("W2", 64, 16), _w("b2", 16),
+             numpy_helper.from_array(np.array(0.0, np.float32), "lo"),
+             numpy_helper.from_array(np.array(0.5, np.float32), "hi")]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 32])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 16])], inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _agree(model: onnx.ModelProto, sess: edge_runtime.InferenceSession, feed: dict[str, np.ndarray]) -> None:
+    want = ort.InferenceSession(model.SerializeToString(), providers=ORT).run(None, feed)
+    for got, ref in zip(sess.run(None, feed), want):
+        np.testing.assert_allclose(got, ref, rtol=REL_TOL, atol=REL_TOL * max(1.0, float(np.abs(ref).max())))
+
+
+@pytest.mark.parametrize("act", ["Relu", "LeakyRelu", "ThresholdedRelu", "Clip"])
+@pytest.mark.parametrize("batch", [1, 4])
+def test_forced_numpy_islands_agree_with_onnxruntime(act: str, batch: int) -> None:
+    model = _chains(act)
+    sess = edge_runtime.InferenceSession(model.SerializeToString(), _opts(), providers=ORT, sparsity="force")
+    islands = [d.name for d in sess.engine_report.islands] if sess.engine_report.islands else None
+    assert "2 islands forced sparse" in sess.engine_report.outcome, (sess.engine_report.outcome, islands)
+    feed = {"x": RNG.standard_normal((batch, 32)).astype(np.float32)}
+    _agree(model, sess, feed)
+    _, stats = sess.run_with_stats(None, feed)
+    assert [n.kernel for n in stats.nodes if n.op_type in ("Gemm", "MatMul")] == ["sparse", "sparse"]
+
+
+def test_auto_keeps_a_numpy_island_on_a_sparse_mlp_and_agrees() -> None:
+    model = graphs.mlp(hidden=1024, bias_shift=-2.0)
+    feed = {"x": RNG.standard_normal((1, 64)).astype(np.float32)}
+    sess = edge_runtime.InferenceSession(model.SerializeToString(), _opts(), providers=ORT, warmup_feed=feed)
+    _agree(model, sess, feed)
+    _agree(model, sess, {"x": RNG.standard_normal((3, 64)).astype(np.float32)})  # dynamic batch
+
+
+def test_numpy_islands_never_load_numba(tmp_path) -> None:
+    """The point of the option: a fresh process creates, primes and runs the session without numba."""
+    path = tmp_path / "mlp.onnx"
+    onnx.save(graphs.mlp(hidden=512, bias_shift=-2.0), str(path))
+    code = f"""
+import json, sys
+import numpy as np, edge_runtime
+o = edge_runtime.SessionOptions(); o.intra_op_num_threads = 1; o.sparse_kernels = "numpy"
+x = np.random.default_rng(0).standard_normal((1, 64)).astype(np.float32)
+s = edge_runtime.InferenceSession({str(path)!r}, o, providers=["CPUExecutionProvider"], sparsity="force")
+s.run(None, {{"x": x}}); s.run_with_stats(None, {{"x": x}})
+print(json.dumps({{"numba": "numba" in sys.modules, "outcome": s.engine_report.outcome}}))
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["numba"] is False and "islands forced sparse" in result["outcome"]
+
+
+def test_conv_candidates_stay_in_onnxruntime_with_numpy_kernels() -> None:
+    model = graphs.cnn_residual()
+    sess = edge_runtime.InferenceSession(model.SerializeToString(), _opts(), providers=ORT, sparsity="force")
+    assert "1 islands forced sparse" in sess.engine_report.outcome  # the final Gemm only
+    feed = {"x": RNG.standard_normal((2, 3, 16, 16)).astype(np.float32)}
+    _agree(model, sess, feed)
+
+
+def test_batchnorm_after_a_gemm_is_left_to_onnxruntime() -> None:
+    nodes = [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("MatMul", ["r", "W"], ["m"]),
+             helper.make_node("Unsqueeze", ["m", "ax"], ["u"]),
+             helper.make_node("BatchNormalization", ["u", "s", "b", "mu", "var"], ["n"]),
+             helper.make_node("Relu", ["n"], ["y"])]
+    ones = numpy_helper.from_array(np.ones(24, np.float32), "s")
+    inits = [_w("W", 32, 24), numpy_helper.from_array(np.array([2], np.int64), "ax"), ones, _w("b", 24), _w("mu", 24),
+             numpy_helper.from_array(np.full(24, 2.0, np.float32), "var")]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 32])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 24, 1])], inits)
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    sess = edge_runtime.InferenceSession(model.SerializeToString(), _opts(), providers=ORT, sparsity="force")
+    _agree(model, sess, {"x": RNG.standard_normal((2, 32)).astype(np.float32)})
+
+
+def test_kernel_chunks_zero_rows_nonfinite_and_threads() -> None:
+    w = RNG.standard_normal((300, 40)).astype(np.float32)
+    b = RNG.standard_normal(40).astype(np.float32)
+    k = gather.GatherKernel(w, b, lambda y: np.maximum(y, 0.0, out=y))
+    k.chunk = 7  # many chunks, the last one short
+    x = RNG.standard_normal((5, 300)).astype(np.float32) * (RNG.random((5, 300)) < 0.2)
+    np.testing.assert_allclose(k(x, 0.2), np.maximum(x @ w + b, 0), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(k.dense(x), np.maximum(x @ w + b, 0), rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(k(np.zeros((1, 300), np.float32), 0.0), np.maximum(b, 0)[None])
+    nan = np.zeros(300, np.float32)
+    nan[3] = np.nan
+    assert np.isnan(k(nan, 0.01)).all()  # a NaN input is not a zero: it reaches every output
+    assert k.family(np.zeros((1, 300))) == "gemv" and k.family(x) == "gemm"
+    assert gather.density(np.zeros((2, 0), np.float32)) == 1.0 and gather.density_at_most(x, 0.5)[0]
+
+    results, errors = {}, []
+
+    def worker(i: int) -> None:
+        xi = np.roll(x, i, axis=1)
+        try:
+            for _ in range(50):
+                got = k(xi, 0.2)
+            results[i] = (got, np.maximum(xi @ w + b, 0))
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    for got, want in results.values():
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_bias_that_would_change_the_output_shape_is_not_folded() -> None:
+    assert gather._bias(np.ones((2, 8), np.float32), 8, 2) is None
+    assert gather._bias(np.ones((1, 8), np.float32), 8, 1) is None  # a MatMul's output rank is unknown
+    np.testing.assert_array_equal(gather._bias(np.full((1, 1), 3.0, np.float32), 8, 2), np.full(8, 3.0, np.float32))
+
+
+def test_bad_sparse_kernels_is_a_one_line_error() -> None:
+    model = graphs.mlp().SerializeToString()
+    with pytest.raises(InvalidArgumentError, match=r"sparse_kernels='cuda' is not a kernel choice.*numba.*numpy"):
+        edge_runtime.InferenceSession(model, _opts("cuda"), providers=ORT)
+    with pytest.raises(InvalidArgumentError, match=r"needs the onnxruntime engine.*EdgeRuntimeExecutionProvider"):
+        edge_runtime.InferenceSession(model, _opts(), providers=["EdgeRuntimeExecutionProvider"])
