@@ -17,7 +17,7 @@ The island's dense path is numpy BLAS over the same (K, N) array, so its weights
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 import onnx
@@ -50,9 +50,18 @@ def density_at_most(x: Array, limit: float) -> tuple[bool, float]:
 class GatherKernel(SparseKernel):
     """``y = act(x @ W + b)`` for x (..., K): the weight rows of nonzero inputs only (module doc)."""
 
-    def __init__(self, w_kn: Array, bias: Array | None, act: Callable[[Array], Array] | None) -> None:
-        self.w = np.ascontiguousarray(w_kn, dtype=np.float32)
-        self.k, self.n = self.w.shape
+    def __init__(self, w: Array, bias: Array | None, act: Callable[[Array], Array] | None, trans_b: bool = False,
+                 alpha: float = 1.0, weight_name: str = "") -> None:
+        """``w`` as the node stores it: (K, N), or (N, K) with ``trans_b`` (a Gemm's ``transB``);
+        the kernel's (K, N) float32 layout (scaled by ``alpha``) is made by :meth:`lay_out` or on
+        first use, so a caller can let go of the model's proto first and the proto, the decoded
+        weight and its (K, N) copy are never held at once. ``weight_name``: the initializer."""
+        self._src: Array | None = w
+        self._w: Array | None = None
+        self._trans_b, self._alpha = trans_b, np.float32(alpha)
+        self._lock = threading.Lock()
+        self.weight_name = weight_name
+        self.k, self.n = w.shape[::-1] if trans_b else w.shape
         self.bias = None if bias is None else np.ascontiguousarray(bias, np.float32)
         self._act = act
         self.chunk = int(min(MAX_CHUNK, max(MIN_CHUNK, CHUNK_BYTES // (4 * self.n))))
@@ -71,15 +80,44 @@ class GatherKernel(SparseKernel):
         else:  # the columns any row needs; at batch 1 on a line this branch is rare
             idx = np.flatnonzero(np.any(rows, axis=0))
         vals = rows[:, idx]
+        w = self.w
         y = np.zeros((rows.shape[0], self.n), np.float32)
         buf = getattr(self._local, "buf", None)
         if buf is None:
             buf = self._local.buf = np.empty((self.chunk, self.n), np.float32)
         for s in range(0, len(idx), self.chunk):
             j = idx[s:s + self.chunk]
-            rows_w = np.take(self.w, j, axis=0, out=buf[:len(j)], mode="clip")  # "clip": not buffered again
+            rows_w = np.take(w, j, axis=0, out=buf[:len(j)], mode="clip")  # "clip": not buffered again
             y += vals[:, s:s + len(j)] @ rows_w
         return self._epilogue(y).reshape(*x.shape[:-1], self.n)
+
+    @property
+    def w(self) -> Array:
+        """The (K, N) float32 weights, laid out on first use (:meth:`lay_out`)."""
+        w = self._w
+        if w is None:
+            with self._lock:  # two threads may make the first call
+                if self._w is None:
+                    src = self._src.T if self._trans_b else self._src
+                    w = np.ascontiguousarray(src, dtype=np.float32)
+                    if self._alpha != 1.0:
+                        w = w * self._alpha if w is src else np.multiply(w, self._alpha, out=w)
+                    self._w, self._src = w, None
+                w = self._w
+        return w
+
+    def lay_out(self) -> None:
+        """Make the (K, N) layout now, where that keeps :meth:`source_weight` exact (no ``alpha``)."""
+        if self._alpha == 1.0:
+            _ = self.w
+
+    def source_weight(self) -> Array:
+        """The weight as the node stores it, bit for bit (before a first use that scaled it)."""
+        if self._src is not None:
+            return self._src
+        if self._alpha != 1.0:
+            raise RuntimeError(f"{self.weight_name}: the weight was scaled by alpha at its first use")
+        return self._w.T if self._trans_b else self._w
 
     def dense(self, x: Array) -> Array:
         """The layer dense: numpy BLAS over the same weights."""
@@ -102,7 +140,8 @@ def kernel(model: onnx.ModelProto, nodes: tuple[int, ...]) -> GatherKernel | Non
     """The numpy kernel of an island's nodes (a Gemm / MatMul with a constant 2-D float32 weight,
     then optionally a constant bias Add and one of :data:`ACTS`), or None when they are not that
     (a BatchNormalization, a transposed input, a bias that would broadcast the output to another
-    shape, an exported FATReLU that was not rewritten: the caller tries a shorter chain)."""
+    shape, an exported FATReLU that was not rewritten: the caller tries a shorter chain). The
+    kernel holds the weight as decoded and lays it out later (:meth:`GatherKernel.lay_out`)."""
     graph = model.graph
     inits = constants(graph)
 
@@ -115,13 +154,15 @@ def kernel(model: onnx.ModelProto, nodes: tuple[int, ...]) -> GatherKernel | Non
     if w is None or w.dtype != np.float32 or w.ndim != 2:
         return None
     attrs = {a.name: onnx.helper.get_attribute_value(a) for a in anchor.attribute}
+    gemm = anchor.op_type == "Gemm"
+    if gemm and attrs.get("transA", 0):
+        return None
+    trans_b, alpha = gemm and bool(attrs.get("transB", 0)), float(attrs.get("alpha", 1.0)) if gemm else 1.0
+    n_out = w.shape[0] if trans_b else w.shape[1]
     bias = None
-    if anchor.op_type == "Gemm":
-        if attrs.get("transA", 0):
-            return None
-        w = (w.T if attrs.get("transB", 0) else w) * np.float32(attrs.get("alpha", 1.0))
+    if gemm:
         if len(anchor.input) > 2 and anchor.input[2]:
-            bias = _bias(const(anchor.input[2]), w.shape[1], 2)
+            bias = _bias(const(anchor.input[2]), n_out, 2)
             if bias is None:
                 return None
             bias = bias * np.float32(attrs.get("beta", 1.0))
@@ -129,7 +170,7 @@ def kernel(model: onnx.ModelProto, nodes: tuple[int, ...]) -> GatherKernel | Non
     for i in nodes[1:]:
         node = graph.node[i]
         if node.op_type == "Add" and act is None:
-            add = _bias(const(node.input[1]), w.shape[1], 2 if anchor.op_type == "Gemm" else 1)
+            add = _bias(const(node.input[1]), n_out, 2 if anchor.op_type == "Gemm" else 1)
             if add is None:
                 return None
             bias = add if bias is None else bias + add
@@ -139,7 +180,7 @@ def kernel(model: onnx.ModelProto, nodes: tuple[int, ...]) -> GatherKernel | Non
                 return None
         else:
             return None
-    return GatherKernel(w, bias, act)
+    return GatherKernel(w, bias, act, trans_b, alpha, anchor.input[1])
 
 
 def _bias(b: np.ndarray | None, n: int, max_ndim: int) -> np.ndarray | None:

@@ -39,6 +39,7 @@ from edge_runtime.engine import islands as isl
 from edge_runtime.engine import linecheck
 from edge_runtime.engine import ort as ortx
 from edge_runtime.engine import plancache, rewrite
+from edge_runtime.engine.gather import GatherKernel
 from edge_runtime.engine.partition import value_types
 from edge_runtime.engine.plans import cut_plan, step_fn, whole_graph, whole_plan, with_limits
 from edge_runtime.engine.report import (EngineConfig, EngineReport, IslandDecision, ModelSource, at_density,  # noqa: F401
@@ -144,10 +145,12 @@ def _build(src: ModelSource, cfg: EngineConfig, inputs: Sequence[ValueInfo],
         if doc.get("plan") == "numba" and cfg.numba_plan is not None and cached is not None:
             model = None  # numba_plan drops a disposable source's proto once its weights are decoded
             return _checked(cfg.numba_plan(), cached, rival, cfg, key)
-        hit = _from_cache(doc, model, found, cfg, inputs, outputs)
+        model = None  # _from_cache may replace a disposable source's proto with a lighter one
+        hit = _from_cache(doc, src, found, cfg, inputs, outputs)
         if hit is not None:
             return _checked(*hit, rival, cfg, key)
         del rival
+        model = src.model
         data = model.SerializeToString()  # the entry did not fit this model: measure after all
     plan, report, rival = _decide(data, model, found, cfg, inputs, outputs)
     if int8 and len(plan.steps) == 1:
@@ -346,10 +349,17 @@ def _cached_report(doc: Mapping[str, Any]) -> EngineReport | None:
 _CACHED_WORDS = " (measured earlier on this machine; engine cache)"
 
 
-def _from_cache(doc: Mapping[str, Any], model: onnx.ModelProto, found: list[isl.Candidate],
+def _from_cache(doc: Mapping[str, Any], src: ModelSource, found: list[isl.Candidate],
                 cfg: EngineConfig, inputs: Sequence[ValueInfo],
                 outputs: Sequence[ValueInfo]) -> tuple[Plan, EngineReport] | None:
-    """The kept decision's plan and report, or None when the entry does not fit this model."""
+    """The kept decision's plan and report, or None when the entry does not fit this model.
+
+    A proto the session owns loses the weights its numpy islands hold before their layout is made
+    and the segments are built (:func:`edge_runtime.engine.islands.shed_weights`; put back if the
+    entry does not fit): the proto, the decoded weight, its (K, N) layout and the segments'
+    onnxruntime sessions at once were the warm session's peak (MLP 784-4096-4096-10, numpy
+    islands: 277 MB, 228 MB shed and laid out in this order; onnxruntime alone 195 MB)."""
+    model = src.model
     report = _cached_report(doc)
     try:
         kind, limits = doc["plan"], {str(k): float(v) for k, v in doc["limits"].items()}
@@ -361,11 +371,22 @@ def _from_cache(doc: Mapping[str, Any], model: onnx.ModelProto, found: list[isl.
         return None
     types = value_types(model)
     kept = [c for c in found if c.name in limits and isl.float_input(c, types)]
-    prepared = [p for p in (isl.prepare(model, c, types, cfg.threads, cfg.sparse_kernels) for c in kept) if p is not None]
+    prepared = [p for p in (isl.prepare(model, c, types, cfg.threads, cfg.sparse_kernels) for c in kept)
+                if p is not None]
     if {p.candidate.name for p in prepared} != set(limits):
         return None
+    held = {p.kernel.weight_name: p.kernel for p in prepared if isinstance(p.kernel, GatherKernel)}
+    shed: list[str] = []
+    if src.disposable and held:
+        model, shed = isl.shed_weights(model, held)
+        src.model = model  # the original proto goes now, with the weights the kernels hold
+        for name in shed:  # laid out before the segments' sessions exist (the decoded copy goes)
+            held[name].lay_out()
     plan = cut_plan(model, prepared, types, cfg, inputs, outputs, limits)
-    return (plan, report) if plan is not None else None
+    if plan is None:
+        isl.restore_weights(model, {name: held[name].source_weight() for name in shed})
+        return None
+    return plan, report
 
 
 def _likely_sparse(data: bytes, model: onnx.ModelProto, cands: list[isl.Candidate], cfg: EngineConfig,

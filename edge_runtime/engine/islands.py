@@ -18,7 +18,7 @@ import dataclasses
 import logging
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Collection, Iterator, Mapping, Sequence
 
 import numpy as np
 import onnx
@@ -289,6 +289,43 @@ def prepare(model: onnx.ModelProto, cand: Candidate, types: Mapping[str, onnx.Ty
             return PreparedIsland(trimmed, fused, kernel, sub)
     log.debug("island %s: no fused sparse kernel for its nodes", cand.name)
     return None
+
+
+def shed_weights(model: onnx.ModelProto, names: Collection[str]) -> tuple[onnx.ModelProto, list[str]]:
+    """A copy of ``model`` in which the initializers in ``names`` that nothing else reads
+    (one reader, not a graph output, stored in the proto) keep their name, type and shape but no
+    data, and their names; ``model`` itself loses their data too. For a proto the session owns: the
+    original and its memory can then go (protobuf frees a message's memory with the message, not
+    a cleared field's). The partition still sees them as constants; no segment reads them.
+
+    A model with subgraphs is returned as it is (an If / Loop body may read any outer name).
+    """
+    graph = model.graph
+    if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for n in graph.node for a in n.attribute):
+        return model, []
+    readers: dict[str, int] = {}
+    for n in graph.node:
+        for x in n.input:
+            readers[x] = readers.get(x, 0) + 1
+    outputs = {o.name for o in graph.output}
+    drop = [i for i, t in enumerate(graph.initializer) if t.name in names and readers.get(t.name) == 1
+            and t.name not in outputs and t.data_location != onnx.TensorProto.EXTERNAL]
+    if not drop:
+        return model, []
+    shed = [graph.initializer[i].name for i in drop]
+    for i in drop:
+        for data in ("raw_data", "float_data"):
+            graph.initializer[i].ClearField(data)
+    light = onnx.ModelProto()
+    light.CopyFrom(model)
+    return light, shed
+
+
+def restore_weights(model: onnx.ModelProto, weights: Mapping[str, np.ndarray]) -> None:
+    """Put the data :func:`shed_weights` removed back into ``model``'s initializers, as decoded."""
+    for t in model.graph.initializer:
+        if t.name in weights:
+            t.CopyFrom(onnx.numpy_helper.from_array(weights[t.name], t.name))
 
 
 def _prefixes(model: onnx.ModelProto, cand: Candidate) -> Iterator[tuple[int, ...]]:

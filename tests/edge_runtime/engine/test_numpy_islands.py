@@ -168,3 +168,62 @@ def test_bad_sparse_kernels_is_a_one_line_error() -> None:
         edge_runtime.InferenceSession(model, _opts("cuda"), providers=ORT)
     with pytest.raises(InvalidArgumentError, match=r"needs the onnxruntime engine.*EdgeRuntimeExecutionProvider"):
         edge_runtime.InferenceSession(model, _opts(), providers=["EdgeRuntimeExecutionProvider"])
+
+
+def test_a_warm_session_sheds_the_islands_weights_from_its_proto_and_agrees(tmp_path, monkeypatch) -> None:
+    """The second session of a model builds the kept plan from the engine cache; the proto it owns
+    loses the weights its numpy islands hold (the peak), and the plan still agrees."""
+    from edge_runtime.engine import hybrid, islands
+
+    monkeypatch.setenv("EDGE_RUNTIME_ENGINE_CACHE", str(tmp_path / "cache"))
+    # keep every island and the cut plan whatever the timings (this test is about the warm build)
+    monkeypatch.setattr(hybrid, "MIN_GAIN", 1e9)
+    monkeypatch.setattr(hybrid, "MIN_PLAN_GAIN", 1e9)
+    monkeypatch.setattr(hybrid, "LINE_CHECK_BELOW", 0.0)  # no line check: nothing pending
+    model = graphs.mlp(hidden=1024, bias_shift=-2.0)
+    path = tmp_path / "mlp.onnx"
+    onnx.save(model, str(path))
+    feed = {"x": RNG.standard_normal((1, 64)).astype(np.float32)}
+    first = edge_runtime.InferenceSession(str(path), _opts(), providers=ORT, warmup_feed=feed)
+    kept = [d.name for d in first.engine_report.islands if d.kept]
+    assert kept, first.engine_report.outcome
+    shed: list[list[str]] = []
+    real = islands.shed_weights
+
+    def spy(m: onnx.ModelProto, held: dict) -> tuple[onnx.ModelProto, list[str]]:
+        light, names = real(m, held)
+        shed.append(names)
+        assert all(not t.raw_data and not t.float_data for t in light.graph.initializer if t.name in names)
+        return light, names
+    monkeypatch.setattr(islands, "shed_weights", spy)
+    warm = edge_runtime.InferenceSession(str(path), _opts(), providers=ORT, warmup_feed=feed)
+    assert warm.engine_report.cached and shed and len(shed[0]) == len(kept)
+    _agree(model, warm, feed)
+    _agree(model, warm, {"x": RNG.standard_normal((2, 64)).astype(np.float32)})
+
+
+def test_shed_weights_keeps_shared_weights_and_outputs_and_restores() -> None:
+    from edge_runtime.engine import islands
+
+    model = graphs.mlp(hidden=128)
+    names = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    model.graph.node.append(helper.make_node("Identity", ["W2"], ["w2_copy"]))  # a second reader of W2
+    light, shed = islands.shed_weights(model, ["W1", "W2"])
+    inits = {t.name: t for t in light.graph.initializer}
+    assert shed == ["W1"] and not inits["W1"].raw_data and list(inits["W1"].dims) == list(names["W1"].shape)
+    np.testing.assert_array_equal(numpy_helper.to_array(inits["W2"]), names["W2"])
+    islands.restore_weights(light, {"W1": names["W1"]})
+    restored = {t.name: t for t in light.graph.initializer}["W1"]
+    np.testing.assert_array_equal(numpy_helper.to_array(restored), names["W1"])
+
+
+@pytest.mark.parametrize("alpha", [1.0, 0.5])
+def test_source_weight_is_the_stored_weight_bit_for_bit(alpha: float) -> None:
+    """What a failed warm build puts back into the proto (restore_weights)."""
+    w_nk = RNG.standard_normal((12, 30)).astype(np.float32)
+    k = gather.GatherKernel(w_nk, None, None, trans_b=True, alpha=alpha, weight_name="W")
+    k.lay_out()
+    np.testing.assert_array_equal(k.source_weight(), w_nk)
+    assert (k.k, k.n) == (30, 12)
+    np.testing.assert_allclose(k.w, w_nk.T * np.float32(alpha), rtol=0, atol=0)
+    np.testing.assert_array_equal(gather.GatherKernel(w_nk.T, None, None).source_weight(), w_nk.T)
