@@ -47,6 +47,7 @@ _KINDS: dict[str, tuple[str, Callable[[Any], bool], Callable[[Any], Any]]] = {
         tuple,
     ),
     "bool": ("true or false", lambda v: isinstance(v, bool), bool),
+    "sparse_kernels": ('"numba" or "numpy"', lambda v: v in ("numba", "numpy"), str),
 }
 
 
@@ -141,6 +142,12 @@ class Runtime:
     threads: int = _key("pos_int", "worker threads, e.g. 4")
     sparse_crossover: SparseCrossover = _table(
         SparseCrossover, "max density per kernel family for the sparse path"
+    )
+    sparse_kernels: str = _key(
+        "sparse_kernels",
+        'what runs the sparse islands: "numba" (fastest) or "numpy" (Gemm/MatMul only, never loads numba: '
+        "~55-130 MB less on a 1 GB board)",
+        "numba",
     )
 
 

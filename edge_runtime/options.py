@@ -23,11 +23,12 @@ class SessionOptions:
         inter_op_num_threads: accepted for onnxruntime compatibility; nodes run one after another.
         graph_optimization_level: ``ORT_DISABLE_ALL`` (0) turns off constant folding and fusions.
         log_severity_level: accepted for compatibility; use the ``logging`` module to see our logs.
-        sparse_kernels: what runs the sparse islands of the onnxruntime engine: ``"numba"`` (the
-            default: edge_runtime's zero-skipping kernels, fastest, for Conv, Gemm and MatMul) or
+        sparse_kernels: what runs the sparse islands of the onnxruntime engine: ``"numba"``
+            (edge_runtime's zero-skipping kernels, fastest, for Conv, Gemm and MatMul) or
             ``"numpy"`` (Gemm / MatMul only, by numpy gather + BLAS at about half the numba kernel's
-            speed; numba is never loaded, which saves ~90-130 MB and ~0.5 s of session creation on
-            a memory-tight board). The numba engine (``EdgeRuntimeExecutionProvider``) needs numba.
+            speed; numba is never loaded, which saves ~55-130 MB and ~0.3 s of session creation on
+            a memory-tight board); None (default): the device profile's ``runtime.sparse_kernels``,
+            else ``"numba"``. The numba engine (``EdgeRuntimeExecutionProvider``) needs numba.
 
     Example:
         >>> import edge_runtime
@@ -40,15 +41,15 @@ class SessionOptions:
         self.inter_op_num_threads = 0
         self.graph_optimization_level = ORT_ENABLE_ALL
         self.log_severity_level = 2
-        self.sparse_kernels = "numba"
+        self.sparse_kernels: str | None = None
 
-    def resolved_sparse_kernels(self) -> str:
-        """``sparse_kernels``, validated.
+    def resolved_sparse_kernels(self, profile_kernels: str | None = None) -> str:
+        """``sparse_kernels``, validated; unset: ``profile_kernels`` (a device profile's), else "numba".
 
         Raises:
-            InvalidArgumentError: a value other than "numba" or "numpy".
+            InvalidArgumentError: a value other than None, "numba" or "numpy".
         """
-        kernels = self.sparse_kernels
+        kernels = self.sparse_kernels if self.sparse_kernels is not None else (profile_kernels or "numba")
         if kernels not in SPARSE_KERNELS:
             raise InvalidArgumentError(f"SessionOptions.sparse_kernels={kernels!r} is not a kernel choice; expected one "
                                        f"of {list(SPARSE_KERNELS)} (\"numpy\" never loads numba).")

@@ -124,8 +124,12 @@ class InferenceSession:
         if self._threads > available_cpus():
             log.info("using %d threads on a machine with %d CPUs", self._threads, available_cpus())
         self._engine = engine.choose(providers)
-        kernels = self._options.resolved_sparse_kernels()
-        if kernels == "numpy" and self._engine == "numba":
+        kernels = self._options.resolved_sparse_kernels(
+            self._profile.runtime.sparse_kernels if self._profile is not None else None)
+        if kernels == "numpy" and self._engine == "numba" and self._options.sparse_kernels is None:
+            log.info("profile %s asks for numpy islands, which need onnxruntime; the numba engine runs the model",
+                     self._profile.name)
+        elif kernels == "numpy" and self._engine == "numba":
             raise InvalidArgumentError(
                 "SessionOptions.sparse_kernels='numpy' needs the onnxruntime engine, but "
                 + ("EdgeRuntimeExecutionProvider (numba-only) was chosen" if providers or os.environ.get(engine.ENV)

@@ -5,6 +5,7 @@ import json
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -227,3 +228,27 @@ def test_source_weight_is_the_stored_weight_bit_for_bit(alpha: float) -> None:
     assert (k.k, k.n) == (30, 12)
     np.testing.assert_allclose(k.w, w_nk.T * np.float32(alpha), rtol=0, atol=0)
     np.testing.assert_array_equal(gather.GatherKernel(w_nk.T, None, None).source_weight(), w_nk.T)
+
+
+def test_a_profile_can_choose_numpy_islands_and_options_override_it(tmp_path) -> None:
+    import dataclasses
+
+    import device_profiles
+
+    pi = device_profiles.load_profile("raspberry-pi-4")
+    assert pi.runtime.sparse_kernels == "numba"  # the shipped default
+    tight = dataclasses.replace(pi, runtime=dataclasses.replace(pi.runtime, sparse_kernels="numpy", threads=1))
+    model = graphs.mlp(hidden=512, bias_shift=-2.0).SerializeToString()
+    sess = edge_runtime.InferenceSession(model, providers=ORT, profile=tight, sparsity="force")
+    assert isinstance(next(s.fn for s in sess._plan.steps if s.node.op_type == "MatMul").sparse, gather.GatherKernel)
+    opts = _opts("numba")
+    sess = edge_runtime.InferenceSession(model, opts, providers=ORT, profile=tight, sparsity="force")
+    assert not any(isinstance(getattr(s.fn, "sparse", None), gather.GatherKernel) for s in sess._plan.steps)
+    # a profile's choice on a device without onnxruntime is not an error: the numba engine runs
+    sess = edge_runtime.InferenceSession(model, providers=["EdgeRuntimeExecutionProvider"], profile=tight)
+    assert sess.get_providers() == ["EdgeRuntimeExecutionProvider"]
+    shipped = (Path(device_profiles.__file__).parent / "profiles" / "raspberry-pi-4.toml").read_text()
+    bad = tmp_path / "bad.toml"
+    bad.write_text(shipped.replace("[runtime]\nthreads = 4\n", '[runtime]\nthreads = 4\nsparse_kernels = "cuda"\n'))
+    with pytest.raises(device_profiles.ProfileError, match=r"sparse_kernels.*numba.*numpy"):
+        device_profiles.load_profile(str(bad))
