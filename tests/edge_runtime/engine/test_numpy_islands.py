@@ -252,3 +252,11 @@ def test_a_profile_can_choose_numpy_islands_and_options_override_it(tmp_path) ->
     bad.write_text(shipped.replace("[runtime]\nthreads = 4\n", '[runtime]\nthreads = 4\nsparse_kernels = "cuda"\n'))
     with pytest.raises(device_profiles.ProfileError, match=r"sparse_kernels.*numba.*numpy"):
         device_profiles.load_profile(str(bad))
+
+
+def test_banded_transpose_matches_numpy() -> None:
+    for shape in [(1, 5), (16, 3), (37, 50), (50, 37)]:
+        w = RNG.standard_normal(shape).astype(np.float32)
+        got = gather._transposed(w)
+        assert got.flags["C_CONTIGUOUS"] and got.dtype == np.float32
+        np.testing.assert_array_equal(got, w.T)
