@@ -152,7 +152,10 @@ def _build(src: ModelSource, cfg: EngineConfig, inputs: Sequence[ValueInfo],
         del rival
         model = src.model
         data = model.SerializeToString()  # the entry did not fit this model: measure after all
-    plan, report, rival = _decide(data, model, found, cfg, inputs, outputs)
+    box = [data]  # _decide lets the bytes go once the whole-model session holds the model (80 MB on the MLP)
+    if not int8:  # _int8_on_numba probes with them after _decide
+        data = b""
+    plan, report, rival = _decide(box, model, found, cfg, inputs, outputs)
     if int8 and len(plan.steps) == 1:
         plan, report, rival = _int8_on_numba(plan, report, int8, cfg, inputs, outputs, data, model)
     if key is not None:
@@ -200,9 +203,13 @@ def _rewrite(src: ModelSource) -> int:
     return count
 
 
-def _decide(data: bytes, model: onnx.ModelProto, found: list[isl.Candidate], cfg: EngineConfig,
+def _decide(box: list[bytes], model: onnx.ModelProto, found: list[isl.Candidate], cfg: EngineConfig,
             inputs: Sequence[ValueInfo], outputs: Sequence[ValueInfo]) -> tuple[Plan, EngineReport, Plan | None]:
-    """The plan, its report, and the whole-model plan when the kept plan's gain calls for a line check."""
+    """The plan, its report, and the whole-model plan when the kept plan's gain calls for a line check.
+
+    ``box`` holds the serialized model, emptied here so that the bytes can go before the islands and
+    plans are built (where the caller keeps no other reference)."""
+    data = box.pop()
     cands = _likely_sparse(data, model, found, cfg, inputs) if cfg.sparsity == "auto" else found
     whole = whole_plan(data, whole_graph(model, inputs, outputs), cfg)
     del data
