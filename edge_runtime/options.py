@@ -10,7 +10,7 @@ ORT_DISABLE_ALL = 0
 ORT_ENABLE_BASIC = 1
 ORT_ENABLE_EXTENDED = 2
 ORT_ENABLE_ALL = 99
-#: ``SessionOptions.sparse_kernels`` values (edge_runtime.engine.islands.SPARSE_KERNELS).
+#: ``SessionOptions.sparse_kernels`` values (``device_profiles`` checks the same two for ``runtime.sparse_kernels``).
 SPARSE_KERNELS = ("numba", "numpy")
 
 

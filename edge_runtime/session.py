@@ -134,7 +134,7 @@ class InferenceSession:
                 "SessionOptions.sparse_kernels='numpy' needs the onnxruntime engine, but "
                 + ("EdgeRuntimeExecutionProvider (numba-only) was chosen" if providers or os.environ.get(engine.ENV)
                    else "onnxruntime is not installed")
-                + "; pip install onnxruntime and pass providers=['CPUExecutionProvider'], or leave sparse_kernels='numba'.")
+                + "; pip install onnxruntime and pass providers=['CPUExecutionProvider'], or set sparse_kernels='numba'.")
         warm = _warmup_list(warmup_feed)
         first_feed = warm[0] if warm else None  # the numba engine's thread choice and priming run it
         model, raw = load_model(path_or_bytes)

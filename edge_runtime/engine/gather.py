@@ -1,16 +1,18 @@
-"""Gemm / MatMul islands on numpy alone: gather the weight rows of the nonzero inputs, one BLAS call.
+"""Gemm / MatMul islands on numpy alone: gather the weight rows of the nonzero inputs, then BLAS.
 
-``SessionOptions.sparse_kernels = "numpy"`` builds these instead of edge_runtime's numba kernels,
-so a session never loads numba: numba's import, LLVM and a cached kernel are ~90-130 MB of a
-process and 0.4-0.6 s of its creation (docs/benchmarks.md, "Memory on a device install"), which
-on a 1 GB board can matter more than speed. Only Gemm / MatMul layers have such a kernel (a
-zero-skipping conv needs compiled loops); Conv candidates then stay in onnxruntime's segments.
+``SessionOptions.sparse_kernels = "numpy"`` (or a device profile's ``runtime.sparse_kernels``)
+builds these instead of edge_runtime's numba kernels, so a session never loads numba: numba's
+import, LLVM and a cached kernel are 55-130 MB of a process and 0.3-0.6 s of its creation
+(docs/benchmarks.md, "Islands without numba"), which on a 1 GB board can matter more than speed.
+Only Gemm / MatMul layers have such a kernel (a zero-skipping conv needs compiled loops); Conv
+candidates then stay in onnxruntime's segments.
 
 For ``y = act(x @ W + b)`` with x (M, K) and W (K, N): the columns of x with a nonzero entry
-(``idx``) select the rows ``W[idx]``, copied once per call, and BLAS multiplies ``x[:, idx]`` by
-them. It reads the weights of the active inputs only, as the numba kernel does, plus the copy:
-on a 4096x4096 GEMV at density 0.09 (AMD EPYC, 1 thread) 0.31 ms against the numba kernel's
-0.15 ms and onnxruntime's dense 3.0 ms.
+(``idx``) select the rows ``W[idx]``, gathered :data:`CHUNK_BYTES` at a time into a per-thread
+buffer that BLAS multiplies from the cache. It reads the weights of the active inputs only, as the
+numba kernel does, plus the copy: on a 4096x4096 GEMV at density 0.1 (AMD EPYC, 1 thread) 0.31 ms
+with warm caches and 0.49-0.7 ms cold, against the numba kernel's 0.15 / 0.33 ms and onnxruntime's
+dense 3.0 ms.
 
 The island's dense path is numpy BLAS over the same (K, N) array, so its weights are held once.
 """
@@ -209,7 +211,7 @@ def _bias(b: np.ndarray | None, n: int, max_ndim: int) -> np.ndarray | None:
 
 
 def _activation(node: onnx.NodeProto, const: Callable[[str], np.ndarray | None]) -> Callable[[Array], Array] | None:
-    """The node's activation as an in-place numpy function, with the ONNX op's semantics."""
+    """The node's activation as a numpy function (in place where numpy can), with the ONNX op's semantics."""
     attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
     op = node.op_type
     if op == "Relu":
