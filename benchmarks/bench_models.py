@@ -198,20 +198,23 @@ def _sessions(path: Path, threads: int, warmup: np.ndarray, control: bool = Fals
     """The contenders' sessions; ``control`` adds ``ort_b``, a second onnxruntime session identical to
     ``ort``: its ratio to ``ort`` is the harness's noise floor on this machine in this run;
     ``numpy_islands`` adds ``edgenp``, the onnxruntime engine with ``sparse_kernels="numpy"``."""
+    def edge(kernels: str | None = None) -> edge_runtime.InferenceSession:
+        opts = edge_runtime.SessionOptions()
+        opts.intra_op_num_threads, opts.sparse_kernels = threads, kernels
+        return edge_runtime.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"],
+                                             warmup_feed={"input": warmup})
+
+    def theirs() -> ort.InferenceSession:
+        return ort.InferenceSession(str(path), _ort_options(threads), providers=["CPUExecutionProvider"])
+
     opts = edge_runtime.SessionOptions()
     opts.intra_op_num_threads = threads
-    edge = edge_runtime.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"],
-                                         warmup_feed={"input": warmup})
     numba_only = edge_runtime.InferenceSession(str(path), opts, providers=["EdgeRuntimeExecutionProvider"])
-    theirs = ort.InferenceSession(str(path), _ort_options(threads), providers=["CPUExecutionProvider"])
-    found = {"edge": edge, "numba": numba_only, "ort": theirs}
+    found = {"edge": edge(), "numba": numba_only, "ort": theirs()}
     if control:
-        found["ort_b"] = ort.InferenceSession(str(path), _ort_options(threads), providers=["CPUExecutionProvider"])
+        found["ort_b"] = theirs()
     if numpy_islands:
-        np_opts = edge_runtime.SessionOptions()
-        np_opts.intra_op_num_threads, np_opts.sparse_kernels = threads, "numpy"
-        found["edgenp"] = edge_runtime.InferenceSession(str(path), np_opts, providers=["CPUExecutionProvider"],
-                                                        warmup_feed={"input": warmup})
+        found["edgenp"] = edge("numpy")
     return found
 
 
@@ -420,14 +423,19 @@ def _table(rows: list[dict[str, Any]]) -> str:
                     f"<= {r['target']:.2f}", "yes" if ratio <= r["target"] else ("noise" if lo <= r["target"] else "NO"),
                     kept, r["ms"]["numba"], r["ratio_vs_ort"]["numba"], "-" if dens is None else round(dens, 3)])
         if control:
-            c = r["ratio_vs_ort"].get("ort_b")
-            clo, chi = r["ratio_interval_90"].get("ort_b", (0.0, 0.0))
-            out[-1].append("-" if c is None else f"{c:.3f} ({clo:.2f}-{chi:.2f})")
+            out[-1].append(_ratio_cell(r, "ort_b"))
         if numpy_islands:
-            c = r["ratio_vs_ort"].get("edgenp")
-            clo, chi = r["ratio_interval_90"].get("edgenp", (0.0, 0.0))
-            out[-1] += [r["ms"].get("edgenp", "-"), "-" if c is None else f"{c:.3f} ({clo:.2f}-{chi:.2f})"]
+            out[-1] += [r["ms"].get("edgenp", "-"), _ratio_cell(r, "edgenp")]
     return common.markdown_table(header, out)
+
+
+def _ratio_cell(row: dict[str, Any], contender: str) -> str:
+    """``ratio (low-high)`` of ``contender`` against onnxruntime in ``row``, or "-" when it did not run."""
+    c = row["ratio_vs_ort"].get(contender)
+    if c is None:
+        return "-"
+    lo, hi = row["ratio_interval_90"][contender]
+    return f"{c:.3f} ({lo:.2f}-{hi:.2f})"
 
 
 def main(argv: list[str] | None = None) -> None:

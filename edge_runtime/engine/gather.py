@@ -153,18 +153,26 @@ def _transposed(w_nk: Array) -> Array:
     return out
 
 
-def kernel(model: onnx.ModelProto, nodes: tuple[int, ...]) -> GatherKernel | None:
+def kernel(model: onnx.ModelProto, nodes: tuple[int, ...],
+           decoded: dict[str, np.ndarray] | None = None) -> GatherKernel | None:
     """The numpy kernel of an island's nodes (a Gemm / MatMul with a constant 2-D float32 weight,
     then optionally a constant bias Add and one of :data:`ACTS`), or None when they are not that
     (a BatchNormalization, a transposed input, a bias that would broadcast the output to another
     shape, an exported FATReLU that was not rewritten: the caller tries a shorter chain). The
-    kernel holds the weight as decoded and lays it out later (:meth:`GatherKernel.lay_out`)."""
+    kernel holds the weight as decoded and lays it out later (:meth:`GatherKernel.lay_out`).
+    ``decoded``: constants already decoded, filled in here (a caller trying shorter chains of the same
+    anchor decodes its weight once)."""
     graph = model.graph
     inits = constants(graph)
+    decoded = {} if decoded is None else decoded
 
     def const(name: str) -> np.ndarray | None:
-        t = inits.get(name)
-        return None if t is None else onnx.numpy_helper.to_array(t)
+        if name not in decoded:
+            t = inits.get(name)
+            if t is None:
+                return None
+            decoded[name] = onnx.numpy_helper.to_array(t)
+        return decoded[name]
 
     anchor = graph.node[nodes[0]]
     w = const(anchor.input[1])
@@ -174,20 +182,21 @@ def kernel(model: onnx.ModelProto, nodes: tuple[int, ...]) -> GatherKernel | Non
     gemm = anchor.op_type == "Gemm"
     if gemm and attrs.get("transA", 0):
         return None
-    trans_b, alpha = gemm and bool(attrs.get("transB", 0)), float(attrs.get("alpha", 1.0)) if gemm else 1.0
+    trans_b = gemm and bool(attrs.get("transB", 0))
+    alpha = float(attrs.get("alpha", 1.0)) if gemm else 1.0
     n_out = w.shape[0] if trans_b else w.shape[1]
+    bias_ndim = 2 if gemm else 1  # see _bias
     bias = None
-    if gemm:
-        if len(anchor.input) > 2 and anchor.input[2]:
-            bias = _bias(const(anchor.input[2]), n_out, 2)
-            if bias is None:
-                return None
-            bias = bias * np.float32(attrs.get("beta", 1.0))
+    if gemm and len(anchor.input) > 2 and anchor.input[2]:
+        bias = _bias(const(anchor.input[2]), n_out, bias_ndim)
+        if bias is None:
+            return None
+        bias = bias * np.float32(attrs.get("beta", 1.0))
     act = None
     for i in nodes[1:]:
         node = graph.node[i]
         if node.op_type == "Add" and act is None:
-            add = _bias(const(node.input[1]), n_out, 2 if anchor.op_type == "Gemm" else 1)
+            add = _bias(const(node.input[1]), n_out, bias_ndim)
             if add is None:
                 return None
             bias = add if bias is None else bias + add

@@ -341,8 +341,9 @@ def _prepare_numpy(model: onnx.ModelProto, cand: Candidate) -> PreparedIsland | 
 
     if model.graph.node[cand.nodes[0]].op_type not in NUMPY_ANCHORS:
         return None
+    decoded: dict[str, np.ndarray] = {}  # the anchor's weight decoded once for every prefix tried
     for nodes in _prefixes(model, cand):
-        kernel = gather.kernel(model, nodes)
+        kernel = gather.kernel(model, nodes, decoded)
         if kernel is not None:
             trimmed = Candidate(cand.name, nodes, cand.input, model.graph.node[nodes[-1]].output[0],
                                 cand.annotated_density)
