@@ -77,9 +77,27 @@ def make_session(model: onnx.ModelProto | bytes | str, threads: int, optimize: b
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     data = model if isinstance(model, (bytes, str)) else model.SerializeToString()
     try:
-        return ort.InferenceSession(data, sess_options=opts, providers=[ORT_PROVIDER])
+        session = ort.InferenceSession(data, sess_options=opts, providers=[ORT_PROVIDER])
     except Exception as exc:  # onnxruntime raises its own Fail / InvalidArgument / InvalidGraph types
         raise OnnxRuntimeRejected(str(exc).strip()) from exc
+    _let_bytes_go(session)
+    return session
+
+
+def _let_bytes_go(session: Any) -> None:
+    """Drop the Python wrapper's reference to the serialized model it was built from.
+
+    onnxruntime's ``InferenceSession`` keeps the bytes it was given for the session's lifetime
+    (``_model_bytes``, marked "TODO: This is bad as we're holding the memory indefinitely" in its
+    source), only to build the session again when a provider falls back or ``set_providers`` is
+    called; we use the CPU provider alone, never call ``set_providers``, and turn the fallback off
+    (a CPU session has nothing to fall back to). Held, they are the model's weights once more per
+    session: 80 MB for the sparse MLP's whole-model session, and every segment's own weights in a
+    cut plan. The attribute is private: where a version lacks it, nothing changes.
+    """
+    if isinstance(getattr(session, "_model_bytes", None), bytes):
+        session.disable_fallback()
+        session._model_bytes = None
 
 
 def run_failed(exc: Exception, what: str = "the model") -> Exception:

@@ -50,13 +50,15 @@ def _weight_bytes(model: onnx.ModelProto) -> int:
 
 
 def _reachable(root: Any) -> tuple[list[np.ndarray], list[Any]]:
-    """The distinct large array buffers and the protos / onnxruntime sessions reachable from ``root``
+    """The distinct large array buffers and the protos / onnxruntime sessions / large bytes reachable from ``root``
     (modules, classes and functions' globals are not followed: they are shared, not the session's)."""
     seen, stack = set(), [root]
     buffers: dict[int, np.ndarray] = {}
     held: list[Any] = []
     while stack:
         o = stack.pop()
+        if isinstance(o, bytes) and len(o) >= LARGE:  # a serialized model
+            held.append(o)
         if id(o) in seen or isinstance(o, (type, types.ModuleType, str, bytes, int, float)):
             continue
         seen.add(id(o))
@@ -96,10 +98,22 @@ def test_session_holds_each_gemm_weight_once_and_no_proto(provider: str) -> None
     sess = _session(model, provider)
     _close(sess.run(None, _feed())[0], ort.InferenceSession(model.SerializeToString()).run(None, _feed())[0])
     buffers, held = _reachable(sess)
-    assert held == []  # no model proto, and (all layers are islands) no onnxruntime session
+    assert held == []  # no model proto or bytes, and (all layers are islands) no onnxruntime session
     weights = _weight_bytes(model)
     # each hidden layer once, in its kernel's layout (64-byte alignment slack only)
     assert weights <= sum(b.nbytes for b in buffers) <= 1.01 * weights, [b.shape for b in buffers]
+
+
+def test_an_onnxruntime_session_keeps_no_copy_of_the_bytes_it_was_built_from() -> None:
+    """onnxruntime's Python wrapper keeps them for its lifetime (to build the session again on a
+    provider fallback); ours are let go: the whole-model session holds its weights once."""
+    model = _gemm_mlp()
+    opts = edge_runtime.SessionOptions()
+    opts.intra_op_num_threads = 1
+    sess = edge_runtime.InferenceSession(model.SerializeToString(), opts, providers=[ORT_PROVIDER], sparsity="off")
+    _, held = _reachable(sess)
+    assert [type(h) for h in held] == [ort.InferenceSession]
+    _close(sess.run(None, _feed())[0], ort.InferenceSession(model.SerializeToString()).run(None, _feed())[0])
 
 
 def test_gemm_island_dense_path_is_its_kernels_blas_path() -> None:
