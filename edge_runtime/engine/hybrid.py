@@ -152,10 +152,10 @@ def _build(src: ModelSource, cfg: EngineConfig, inputs: Sequence[ValueInfo],
         del rival
         model = src.model
         data = model.SerializeToString()  # the entry did not fit this model: measure after all
-    box = [data]  # _decide lets the bytes go once the whole-model session holds the model (80 MB on the MLP)
-    if not int8:  # _int8_on_numba probes with them after _decide
-        data = b""
-    plan, report, rival = _decide(box, model, found, cfg, inputs, outputs)
+    box = [data]  # _decide lets the bytes go as early as it can (80 MB on the MLP)
+    if not int8:  # _int8_on_numba probes with them and the proto after _decide
+        data, model = b"", None  # _decide reads the proto from src and lets it go before the numba engine's plan
+    plan, report, rival = _decide(box, src, found, cfg, inputs, outputs)
     if int8 and len(plan.steps) == 1:
         plan, report, rival = _int8_on_numba(plan, report, int8, cfg, inputs, outputs, data, model)
     if key is not None:
@@ -203,16 +203,22 @@ def _rewrite(src: ModelSource) -> int:
     return count
 
 
-def _decide(box: list[bytes], model: onnx.ModelProto, found: list[isl.Candidate], cfg: EngineConfig,
+def _decide(box: list[bytes], src: ModelSource, found: list[isl.Candidate], cfg: EngineConfig,
             inputs: Sequence[ValueInfo], outputs: Sequence[ValueInfo]) -> tuple[Plan, EngineReport, Plan | None]:
     """The plan, its report, and the whole-model plan when the kept plan's gain calls for a line check.
 
-    ``box`` holds the serialized model, emptied here so that the bytes can go before the islands and
-    plans are built (where the caller keeps no other reference)."""
-    data = box.pop()
-    cands = _likely_sparse(data, model, found, cfg, inputs) if cfg.sparsity == "auto" else found
-    whole = whole_plan(data, whole_graph(model, inputs, outputs), cfg)
-    del data
+    Where the caller keeps no other reference, memory goes as soon as nothing needs it:
+    ``box`` holds the serialized model, emptied before the density probe copies the bytes when
+    onnxruntime reads the model's file itself for the whole-model session (``src.path``), else once
+    that session holds the model; ``src.model`` is not held here while the numba engine's plan is
+    built (which drops a disposable proto once its weights are decoded)."""
+    model = src.model
+    if cfg.sparsity == "auto":
+        cands = _likely_sparse(box if src.path else box[0], model, found, cfg, inputs)
+    else:
+        cands = found
+    whole = whole_plan(src.path or box.pop(), whole_graph(model, inputs, outputs), cfg)
+    box.clear()
     if not found:
         return whole, EngineReport(0), None
     types = value_types(model) if cands else {}
@@ -231,7 +237,7 @@ def _decide(box: list[bytes], model: onnx.ModelProto, found: list[isl.Candidate]
     # kept for the line check on a small gain; on a clear win the whole-model session (every weight
     # again) goes before the numba plan is built
     rival = whole if _small_gain(report.cut_ms, report.whole_ms) else None
-    del whole
+    del whole, model, types, prepared  # the proto too: the numba plan decodes its weights and drops it
     return (*_against_numba(plan, report, cfg, inputs, outputs), rival)
 
 
@@ -396,7 +402,7 @@ def _from_cache(doc: Mapping[str, Any], src: ModelSource, found: list[isl.Candid
     return plan, report
 
 
-def _likely_sparse(data: bytes, model: onnx.ModelProto, cands: list[isl.Candidate], cfg: EngineConfig,
+def _likely_sparse(data: bytes | list[bytes], model: onnx.ModelProto, cands: list[isl.Candidate], cfg: EngineConfig,
                    inputs: Sequence[ValueInfo]) -> list[isl.Candidate]:
     """The candidates whose expected density is at most :data:`PRICE_MAX_DENSITY` for their op.
 
@@ -418,26 +424,29 @@ def _unique_inputs(cands: Any) -> list[str]:
     return list(dict.fromkeys(c.input for c in cands))
 
 
-def _probe_densities(data: bytes, model: onnx.ModelProto, names: list[str], cfg: EngineConfig,
+def _probe_densities(data: bytes | list[bytes], model: onnx.ModelProto, names: list[str], cfg: EngineConfig,
                      inputs: Sequence[ValueInfo]) -> dict[str, float] | None:
     runs = _probe(data, model, {n: onnx.TensorProto.FLOAT for n in names}, cfg, inputs,
                   lambda values: [density(v) for v in values])
     return None if runs is None else {n: statistics.median(d[i] for d in runs) for i, n in enumerate(names)}
 
 
-def _probe(data: bytes, model: onnx.ModelProto, wanted: Mapping[str, int], cfg: EngineConfig,
+def _probe(data: bytes | list[bytes], model: onnx.ModelProto, wanted: Mapping[str, int], cfg: EngineConfig,
            inputs: Sequence[ValueInfo], reduce: Callable[[list[np.ndarray]], Any] = lambda values: values,
            ) -> list[Any] | None:
     """``reduce`` of the values of the tensors ``wanted`` (name -> element type) in an onnxruntime
     run of the whole model, one per warm-up input (reduced before the next run: the values of
-    every input at once would be a memory peak), or None when a run fails."""
+    every input at once would be a memory peak), or None when a run fails.
+
+    ``data``: the serialized model, or a list holding it that is emptied once the probe's copy is
+    made (the caller's only reference: the bytes then go before onnxruntime parses the copy)."""
     graph_outputs = {o.name for o in model.graph.output}
     extra = onnx.ModelProto()
     extra.graph.output.extend(onnx.helper.make_tensor_value_info(n, elem, None)
                               for n, elem in wanted.items() if n not in graph_outputs)
     # Serialized protobuf messages merge when concatenated (repeated fields append): the model's
     # bytes followed by a model holding only the extra outputs is the model with those outputs.
-    data = data + extra.SerializeToString()
+    data = (data.pop() if isinstance(data, list) else data) + extra.SerializeToString()
     try:
         session = ortx.make_session(data, cfg.threads, cfg.optimize)
         return [reduce(session.run(list(wanted), dict(feed))) for feed in feeds(cfg, inputs)]

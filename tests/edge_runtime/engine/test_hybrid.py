@@ -1,7 +1,9 @@
 """The onnxruntime-backed engine: cut graphs agree with onnxruntime, decisions follow the prices."""
 from __future__ import annotations
 
+import sys
 import threading
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -10,7 +12,10 @@ import pytest
 
 import edge_runtime
 from edge_runtime.engine import hybrid
+from edge_runtime.engine import ort as ortx
 from edge_runtime.engine.partition import ISLAND, partition
+from edge_runtime.errors import EdgeRuntimeError
+from edge_runtime.onnx_io import graph_io
 from tests.edge_runtime.engine import graphs
 
 ort = pytest.importorskip("onnxruntime")
@@ -138,6 +143,50 @@ def test_numba_engine_replaces_the_cut_plan_when_it_is_faster(monkeypatch: pytes
     assert sess.dense_engine == "numba" and sess.get_providers() == ["EdgeRuntimeExecutionProvider"]
     assert "numba kept" in sess.engine_report.outcome
     _check_against_ort(model, sess, 4)
+
+
+class _Bytes(bytes):
+    """bytes that say when they are freed (bytes take no weak reference)."""
+
+    freed = False
+
+    def __del__(self) -> None:
+        type(self).freed = True
+
+
+def test_a_first_session_lets_the_model_go_as_early_as_it_can(monkeypatch: pytest.MonkeyPatch,
+                                                              tmp_path: Path) -> None:
+    """Measuring, the planner holds no copy it no longer needs: our bytes go before the density
+    probe's onnxruntime session parses its copy (onnxruntime reads the file itself for the
+    whole-model session), and the proto is held by nothing but the source while the numba
+    engine's plan is built (which drops it once decoded)."""
+    _fixed_prices(monkeypatch, island=(1e-3, 1e-4), cut=(1e-3, 0.9e-3))
+    model = graphs.mlp()
+    path = tmp_path / "mlp.onnx"
+    onnx.save(model, path)
+    data = _Bytes(path.read_bytes())
+    monkeypatch.setattr(_Bytes, "freed", False)
+    src = hybrid.ModelSource(onnx.load(path), data, str(path), disposable=True)
+    del data
+    made: list[tuple[type, bool]] = []
+    real = ortx.make_session
+
+    def spy(what: Any, *args: Any, **kwargs: Any) -> Any:
+        made.append((type(what), _Bytes.freed))
+        return real(what, *args, **kwargs)
+
+    refs: list[int] = []
+
+    def numba_plan() -> Any:
+        refs.append(sys.getrefcount(src.model))  # the source's reference and the call's own
+        raise EdgeRuntimeError("not timed in this test")
+
+    monkeypatch.setattr(ortx, "make_session", spy)
+    inputs, outputs = graph_io(model)
+    plan, report, _ = hybrid.build(src, hybrid.EngineConfig(numba_plan=numba_plan), inputs, outputs)
+    assert made[:2] == [(bytes, True), (str, True)]  # the probe's copy, then the file itself
+    assert refs == [2]
+    assert all(d.kept for d in report.islands) and len(plan.steps) > 1
 
 
 @pytest.mark.parametrize("cut_s", [2e-3, 0.97e-3])  # slower, or faster by less than MIN_PLAN_GAIN
