@@ -285,8 +285,11 @@ t0 = time.perf_counter(); sess.run(None, {inp.name: x}); first = time.perf_count
 for _ in range(5):
     sess.run(None, {inp.name: x})
 peak = rss_mb("VmHWM")
+report = getattr(sess, "engine_report", None)  # what the engine built: cached decisions differ between runs
+plan = "onnxruntime" if engine == "ort" else report.outcome if report is not None and report.outcome else \
+    f"{sess.dense_engine} engine"
 print(json.dumps({"create_s": created, "first_run_s": first, "peak_rss_mb": peak,
-                  "session_peak_mb": peak - before}))
+                  "session_peak_mb": peak - before, "plan": plan}))
 """
 
 
@@ -372,8 +375,8 @@ def _footprint_compared(path: Path, roots: dict[str, Path], repeats: int,
         out[label] = {}
         for run in reps[0]:
             ok = [r[run] for r in reps if "error" not in r.get(run, {"error": 1})]
-            out[label][run] = ({k: statistics.median(r[k] for r in ok) for k in ok[0]} | {"repeats": len(ok)}
-                               if ok else reps[0][run])
+            out[label][run] = ({k: statistics.median(r[k] for r in ok) for k in ok[0] if k != "plan"}
+                               | {"repeats": len(ok), "plans": [r.get("plan") for r in ok]} if ok else reps[0][run])
     return out
 
 

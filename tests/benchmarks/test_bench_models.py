@@ -1,4 +1,4 @@
-"""benchmarks/bench_models.py: --footprint-python runs the fresh processes under the named interpreter; --control adds a second identical onnxruntime session."""
+"""benchmarks/bench_models.py: --footprint-python runs the fresh processes under the named interpreter, repeats keep each run's plan; --control adds a second identical onnxruntime session."""
 from __future__ import annotations
 
 import sys
@@ -33,6 +33,22 @@ def test_footprint_runs_its_processes_under_the_given_interpreter(tmp_path: Path
     assert set(seen) == {"/opt/device-venv/bin/python"}
     assert len(seen) == sum(len(runs) for runs in bench_models._FOOTPRINT_RUNS.values())
     assert out["ort_warm"]["peak_rss_mb"] == 80.0
+
+
+def test_footprint_repeats_take_medians_and_keep_each_runs_plan(tmp_path: Path, monkeypatch) -> None:
+    from benchmarks import bench_models
+
+    plans = iter(["2 sparse islands; cut kept", "2 sparse islands; numba kept", "2 sparse islands; cut kept"])
+
+    def one_run(path: Path, threads: int, root: Path | None = None, python: str | None = None) -> dict:
+        mb = {"2 sparse islands; cut kept": 210.0, "2 sparse islands; numba kept": 201.0}
+        plan = next(plans)
+        return {"edge_warm": {"create_s": 0.5, "peak_rss_mb": mb[plan], "plan": plan}}
+
+    monkeypatch.setattr(bench_models, "_footprint", one_run)
+    out = bench_models._footprint_compared(tmp_path / "m.onnx", {"after": tmp_path}, 3)["after"]["edge_warm"]
+    assert out["peak_rss_mb"] == 210.0 and out["repeats"] == 3
+    assert out["plans"] == ["2 sparse islands; cut kept", "2 sparse islands; numba kept", "2 sparse islands; cut kept"]
 
 
 def test_a_bad_interpreter_is_one_line_naming_the_flag(tmp_path: Path, capsys) -> None:
