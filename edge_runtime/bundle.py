@@ -21,7 +21,7 @@ import os
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -29,6 +29,9 @@ from edge_runtime.contract import (MANIFEST, MANIFEST_DIGEST, RESERVED_NAMES, SI
                                    SUPPORTED_FORMAT_VERSIONS, FileEntry, Manifest)
 from edge_runtime.errors import BundleError
 from edge_runtime.trust import TrustPolicy, TrustResult, verify_manifest
+
+if TYPE_CHECKING:
+    from edge_runtime.onnx_io import HandedBytes
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +138,37 @@ class LoadedBundle:
                               f"{[f.name for f in self.spec.files]}); re-export it with "
                               f"formats including 'onnx'.")
         return path
+
+    def read_model(self, path: Path) -> HandedBytes:
+        """The bytes of the bundle's model file ``path`` (:meth:`require_onnx` or :attr:`int8_path`),
+        read once and, in a checked bundle, checked as read against the manifest's size and sha256,
+        for ``InferenceSession``: what runs is what was authenticated even if the file is replaced
+        after :func:`load_bundle` checked it (nothing opens it by its path again, onnxruntime
+        included).
+
+        Raises:
+            BundleError: the file is not the one the manifest lists (any more).
+        """
+        from edge_runtime.onnx_io import HandedBytes, check_model_size
+
+        entry = self.spec.file(path.name)
+        checked = self.verified and entry is not None
+
+        def read() -> bytes:
+            fd = _open_regular(path, "bundle file")
+            with os.fdopen(fd, "rb") as handle:
+                size = os.fstat(handle.fileno()).st_size
+                if checked and size != entry.bytes:
+                    raise BundleError(f"{path.name} has {size} bytes, the manifest declares {entry.bytes}: it was "
+                                      f"replaced after the bundle was checked; {_FIX}.")
+                check_model_size(size, repr(str(path)))
+                data = handle.read()
+            if checked and (actual := hashlib.sha256(data).hexdigest()) != entry.sha256:
+                raise BundleError(f"{path.name} changed after the bundle was checked: sha256 {actual}, the "
+                                  f"manifest expects {entry.sha256}; {_FIX}.")
+            return data
+
+        return HandedBytes(read(), repr(str(path)), again=read)
 
     def warmup_feeds(self) -> list[dict[str, np.ndarray]] | None:
         """The first golden inputs (up to ``session.MAX_WARMUP_FEEDS``) as one-image feeds, for

@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Any, Iterator, Union
+from typing import Any, Callable, Iterator, Union
 
 import numpy as np
 import onnx
@@ -14,7 +14,43 @@ from edge_runtime.errors import InvalidModelError, UnsupportedDTypeError
 from edge_runtime.graph import Graph, Node, ValueInfo, outer_reads
 from edge_runtime.resources import check_allocation, declared_bytes
 
-ModelSource = Union[str, os.PathLike, bytes, onnx.ModelProto]
+
+
+class HandedBytes:
+    """A serialized model handed to :class:`~edge_runtime.InferenceSession` to own.
+
+    A ``bytes`` argument stays referenced by the caller and by the call until the session is
+    created, so the model's size is held through the whole creation; the session empties this
+    holder instead (:meth:`take`) and lets the bytes go as soon as nothing needs them. The bundle
+    tools hand over a model's bytes this way after checking their sha256
+    (:meth:`edge_runtime.bundle.LoadedBundle.read_model`): what runs is what was authenticated,
+    and nothing reads the file again by its path (onnxruntime included).
+
+    Args:
+        data: the model's bytes.
+        name: where they came from, for messages (e.g. the file's path).
+        again: reads (and checks) them again, for a session that needs the model a second time
+            (onnxruntime refused a plan it had accepted before); None: that is an error.
+    """
+
+    __slots__ = ("_data", "name", "_again")
+
+    def __init__(self, data: bytes, name: str, again: Callable[[], bytes] | None = None) -> None:
+        self._data: bytes | None = data
+        self.name, self._again = name, again
+
+    def take(self) -> bytes:
+        """The bytes, handed over: this holder keeps no reference."""
+        data, self._data = self._data, None
+        if data is not None:
+            return data
+        if self._again is None:
+            raise InvalidModelError(f"the bytes of {self.name} were already handed to a session; hand a new "
+                                    f"HandedBytes to each session.")
+        return self._again()
+
+
+ModelSource = Union[str, os.PathLike, bytes, onnx.ModelProto, HandedBytes]
 
 #: Element types of graph inputs and outputs (fp32 compute, float64 in numpy-backed ops, integer tensors,
 #: masks, images; float16 is cast to and from float32 at the boundaries, passes/float16.py).
@@ -67,6 +103,9 @@ def load_model(source: ModelSource, *, external_data: bool = True) -> tuple[onnx
     elif isinstance(source, (bytes, bytearray, memoryview)):
         raw = bytes(source)
         model = _parse(raw, "the given bytes")
+    elif isinstance(source, HandedBytes):
+        raw = source.take()
+        model = _parse(raw, source.name)
     elif isinstance(source, (str, os.PathLike)):
         model, raw = _load_path(Path(source), external_data)
     else:
@@ -171,13 +210,7 @@ def _load_path(path: Path, external_data: bool = True) -> tuple[onnx.ModelProto,
             return _load_path(candidate, external_data)
         raise InvalidModelError(f"'{path}' is a directory without a model.onnx; pass the .onnx file "
                                 f"or a bundle directory that contains model.onnx.")
-    size = path.stat().st_size
-    if size > MAX_MODEL_BYTES:
-        raise InvalidModelError(f"model '{path}' has {size} bytes; an ONNX protobuf must be under 2 GiB "
-                                f"({MAX_MODEL_BYTES} bytes). Save large weights as external data "
-                                f"(onnx.save_model(..., save_as_external_data=True)).")
-    check_allocation(2 * size, f"model '{path}' ({size} bytes, read and parsed)",
-                     "use a smaller model or a device with more memory.")
+    check_model_size(path.stat().st_size, f"'{path}'")
     try:
         data = path.read_bytes()
     except OSError as exc:
@@ -186,6 +219,17 @@ def _load_path(path: Path, external_data: bool = True) -> tuple[onnx.ModelProto,
     if not external_data or _load_external(model, path):
         return model, None  # the bytes lack the external weights
     return model, data
+
+
+def check_model_size(size: int, what: str) -> None:
+    """Refuse, before reading, a model file of ``size`` bytes that protobuf cannot parse or that this
+    process cannot hold twice (read and parsed); ``what`` names it, e.g. the quoted path."""
+    if size > MAX_MODEL_BYTES:
+        raise InvalidModelError(f"model {what} has {size} bytes; an ONNX protobuf must be under 2 GiB "
+                                f"({MAX_MODEL_BYTES} bytes). Save large weights as external data "
+                                f"(onnx.save_model(..., save_as_external_data=True)).")
+    check_allocation(2 * size, f"model {what} ({size} bytes, read and parsed)",
+                     "use a smaller model or a device with more memory.")
 
 
 def _load_external(model: onnx.ModelProto, path: Path) -> bool:

@@ -73,7 +73,8 @@ class InferenceSession:
 
     Args:
         path_or_bytes: a path to an .onnx file (external data next to it), the model's bytes,
-            or an ``onnx.ModelProto``.
+            an ``onnx.ModelProto``, or :class:`~edge_runtime.onnx_io.HandedBytes` (bytes the
+            session owns and lets go as soon as it can; the bundle tools pass checked bytes so).
         sess_options: :class:`SessionOptions` (threads, optimisation level).
         providers: the dense engine, named like onnxruntime's providers:
             ``["CPUExecutionProvider"]`` (the default when onnxruntime is installed) cuts the model

@@ -21,7 +21,7 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from edge_runtime.errors import InvalidArgumentError
 
@@ -35,21 +35,24 @@ log = logging.getLogger(__name__)
 MODES = ("auto", "off", "force")
 
 
-def _model_path(model_path_or_bundle_dir: str | Path) -> tuple[Path, list[dict[str, np.ndarray]] | None]:
-    """``model.onnx`` of a bundle directory (checksums verified) and the bundle's warm-up feeds, or the
-    given model file and None."""
+def _model_path(model_path_or_bundle_dir: str | Path
+                ) -> tuple[Path, Callable[[], Any], list[dict[str, np.ndarray]] | None]:
+    """``model.onnx`` of a bundle directory (checksums verified), what a session loads it from (a
+    bundle's model: its checked bytes, read once per session) and the bundle's warm-up feeds; or
+    the given model file, its path and None."""
     path = Path(model_path_or_bundle_dir).expanduser()
     if path.is_dir() and (path / "manifest.json").is_file():
         from edge_runtime.bundle import load_bundle
 
         bundle = load_bundle(path)
-        return bundle.require_onnx(), bundle.warmup_feeds()
+        model = bundle.require_onnx()
+        return model, lambda: bundle.read_model(model), bundle.warmup_feeds()
     if path.is_dir():
         path = path / "model.onnx"
     if not path.is_file():
         raise InvalidArgumentError(f"warmup: {str(model_path_or_bundle_dir)!r} is neither an .onnx file nor a "
                                    f"bundle directory with model.onnx; pass the bundle directory or the model file.")
-    return path, None
+    return path, lambda: str(path), None
 
 
 def _dtype(arg: Any) -> np.dtype:
@@ -118,7 +121,7 @@ def warmup(model_path_or_bundle_dir: str | Path, *, threads: int | None = None, 
     from edge_runtime.options import SessionOptions
     from edge_runtime.session import InferenceSession
 
-    path, golden = _model_path(model_path_or_bundle_dir)
+    path, source, golden = _model_path(model_path_or_bundle_dir)
     options = SessionOptions()
     if threads is not None:
         options.intra_op_num_threads = int(threads)
@@ -127,7 +130,7 @@ def warmup(model_path_or_bundle_dir: str | Path, *, threads: int | None = None, 
     for mode in MODES:
         t0 = time.perf_counter()
         # the bundle's golden inputs, as `run` passes them: the engine's measured decision is cached for the line
-        sess = InferenceSession(str(path), options, profile=profile, sparsity=mode, warmup_feed=golden)
+        sess = InferenceSession(source(), options, profile=profile, sparsity=mode, warmup_feed=golden)
         t1 = time.perf_counter()
         data = dict(feed) if feed is not None else synthetic_feed(sess.get_inputs())
         sess.run(None, data)

@@ -89,7 +89,8 @@ class BundleRunner:
         if model is None:
             raise InvalidArgumentError(f"--int8: bundle {str(self.bundle.path)!r} has no int8 model; re-export it with "
                                        f"--quantize int8, or run the fp32 model (drop --int8).")
-        self.session = edge_runtime.InferenceSession(str(model), opts, profile=device,
+        # the checked bytes, read once: the model that runs is the one the bundle's checks authenticated
+        self.session = edge_runtime.InferenceSession(self.bundle.read_model(model), opts, profile=device,
                                                      sparsity=sparsity, warmup_feed=self.bundle.warmup_feeds())
         self.input_name = self.session.get_inputs()[0].name
         self.fixed_batch = (self.session.get_inputs()[0].shape or [None])[0]

@@ -6,13 +6,16 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
+import onnx
 import pytest
+from onnx import numpy_helper
 
 from edge_runtime import bundle as bundle_module
 from edge_runtime.bundle import check_bundle, load_bundle
 from edge_runtime.errors import BundleError
 from edge_runtime.trust import TrustPolicy
-from tests.edge_runtime.bundle_factory import LABELS, OpenedPaths, edit, make_bundle, sha
+from tests.edge_runtime.bundle_factory import LABELS, WEIGHT, OpenedPaths, classifier, edit, make_bundle, sha
 
 DEV = TrustPolicy()  # no pinned key: unsigned bundles load with a warning
 
@@ -169,3 +172,47 @@ def test_not_a_bundle(tmp_path):
     (tmp_path / "b" / "manifest.sha256").unlink()
     with pytest.raises(BundleError, match="manifest.sha256 is missing"):
         load_bundle(tmp_path / "b", trust=DEV)
+
+
+def _swap_model(bundle: Path, scale: float) -> None:
+    """Replace model.onnx (a new file renamed over it, one link) by the classifier with its weights
+    scaled: the same size for a scale that keeps every float's encoding length, as raw data does."""
+    model = classifier()
+    model.graph.initializer[0].CopyFrom(numpy_helper.from_array(WEIGHT * scale, "W"))
+    tmp = bundle / ".swap"
+    onnx.save(model, tmp)
+    os.replace(tmp, bundle / "model.onnx")
+
+
+@pytest.mark.parametrize("extra", [False, True])
+def test_a_model_replaced_after_the_check_is_refused_when_read(bundle, extra):
+    """The window between the check and the session's read is closed: the session gets the model's
+    bytes read once and checked as read, never the file by its path."""
+    loaded = load_bundle(bundle, trust=DEV)
+    _swap_model(bundle, -1.0)
+    if extra:  # a different size is refused before the file is read whole
+        with open(bundle / "model.onnx", "ab") as handle:
+            handle.write(b"\0" * 16)
+    with pytest.raises(BundleError, match="model.onnx (changed|has .* bytes).* after the bundle was checked"):
+        loaded.read_model(loaded.require_onnx())
+
+
+def test_a_bundle_runs_the_bytes_it_checked(bundle, tmp_path, monkeypatch):
+    """BundleRunner's session is built from the checked bytes: a model swapped right after
+    load_bundle stops it with the bundle's error; an intact bundle runs its own weights."""
+    from edge_runtime.validation import run as run_module
+
+    real = run_module.load_bundle
+
+    def racing(path, **kwargs):
+        loaded = real(path, **kwargs)
+        _swap_model(Path(path), 2.0)
+        return loaded
+
+    monkeypatch.setattr(run_module, "load_bundle", racing)
+    with pytest.raises(BundleError, match="model.onnx changed after the bundle was checked"):
+        run_module.BundleRunner(bundle, threads=1, trust=DEV)
+    monkeypatch.setattr(run_module, "load_bundle", real)
+    runner = run_module.BundleRunner(make_bundle(tmp_path / "intact"), threads=1, trust=DEV)
+    x = np.ones((1, 1, 2, 2), np.float32)
+    np.testing.assert_allclose(runner.session.run(None, {"x": x})[0], x.reshape(1, 4) @ WEIGHT.T, rtol=1e-6)

@@ -30,6 +30,38 @@ def _reference(x: np.ndarray, model: onnx.ModelProto) -> np.ndarray:
     return np.maximum(x @ inits["w1"] + inits["b1"], 0)
 
 
+class _Bytes(bytes):
+    """bytes that say when they are freed (bytes take no weak reference)."""
+
+    freed = False
+
+    def __del__(self) -> None:
+        type(self).freed = True
+
+
+@pytest.mark.parametrize("providers", [["CPUExecutionProvider"], ["EdgeRuntimeExecutionProvider"]])
+def test_handed_bytes_are_owned_by_the_session_and_let_go(providers, monkeypatch):
+    """A session built from HandedBytes empties the holder and keeps no reference to the bytes (a
+    bytes argument stays with the caller through the creation); the holder cannot be used twice
+    unless it can read the model again."""
+    pytest.importorskip("onnxruntime")
+    from edge_runtime.onnx_io import HandedBytes
+
+    model = _mlp_model()
+    monkeypatch.setattr(_Bytes, "freed", False)
+    handed = HandedBytes(_Bytes(model.SerializeToString()), "'m.onnx'")
+    sess = InferenceSession(handed, providers=providers)
+    assert _Bytes.freed
+    x = np.random.default_rng(1).standard_normal((3, 4)).astype(np.float32)
+    np.testing.assert_allclose(sess.run(None, {"x": x})[0], _reference(x, model), rtol=1e-5, atol=1e-6)
+    with pytest.raises(InvalidModelError, match="bytes of 'm.onnx' were already handed to a session"):
+        InferenceSession(handed, providers=providers)
+    again = HandedBytes(model.SerializeToString(), "'m.onnx'", again=model.SerializeToString)
+    InferenceSession(again, providers=providers)
+    np.testing.assert_allclose(InferenceSession(again, providers=providers).run(None, {"x": x})[0],
+                               _reference(x, model), rtol=1e-5, atol=1e-6)
+
+
 def test_run_matches_reference_from_path_bytes_and_proto(tmp_path):
     model = _mlp_model()
     path = tmp_path / "m.onnx"
