@@ -139,36 +139,42 @@ class LoadedBundle:
                               f"formats including 'onnx'.")
         return path
 
-    def read_model(self, path: Path) -> HandedBytes:
-        """The bytes of the bundle's model file ``path`` (:meth:`require_onnx` or :attr:`int8_path`),
-        read once and, in a checked bundle, checked as read against the manifest's size and sha256,
-        for ``InferenceSession``: what runs is what was authenticated even if the file is replaced
-        after :func:`load_bundle` checked it (nothing opens it by its path again, onnxruntime
-        included).
+    def read_checked(self, path: Path) -> bytes:
+        """The bytes of the bundle's file ``path``, read once more and, in a checked bundle, checked
+        as read against the manifest's size and sha256: a file replaced after :func:`load_bundle`
+        checked it (a race by anyone who can write the directory) is refused, and what the caller
+        uses is what was authenticated. Models are also refused above 2 GiB or beyond the memory
+        this process can hold twice, before they are read.
 
         Raises:
             BundleError: the file is not the one the manifest lists (any more).
+            InvalidModelError: a model too large to read here.
         """
-        from edge_runtime.onnx_io import HandedBytes, check_model_size
+        from edge_runtime.onnx_io import check_model_size
 
         entry = self.spec.file(path.name)
         checked = self.verified and entry is not None
-
-        def read() -> bytes:
-            fd = _open_regular(path, "bundle file")
-            with os.fdopen(fd, "rb") as handle:
-                size = os.fstat(handle.fileno()).st_size
-                if checked and size != entry.bytes:
-                    raise BundleError(f"{path.name} has {size} bytes, the manifest declares {entry.bytes}: it was "
-                                      f"replaced after the bundle was checked; {_FIX}.")
+        fd = _open_regular(path, "bundle file")
+        with os.fdopen(fd, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            if checked and size != entry.bytes:
+                raise BundleError(f"{path.name} has {size} bytes, the manifest declares {entry.bytes}: it was "
+                                  f"replaced after the bundle was checked; {_FIX}.")
+            if path.suffix == ".onnx":
                 check_model_size(size, repr(str(path)))
-                data = handle.read()
-            if checked and (actual := hashlib.sha256(data).hexdigest()) != entry.sha256:
-                raise BundleError(f"{path.name} changed after the bundle was checked: sha256 {actual}, the "
-                                  f"manifest expects {entry.sha256}; {_FIX}.")
-            return data
+            data = handle.read()
+        if checked and (actual := hashlib.sha256(data).hexdigest()) != entry.sha256:
+            raise BundleError(f"{path.name} changed after the bundle was checked: sha256 {actual}, the "
+                              f"manifest expects {entry.sha256}; {_FIX}.")
+        return data
 
-        return HandedBytes(read(), repr(str(path)), again=read)
+    def read_model(self, path: Path) -> HandedBytes:
+        """:meth:`read_checked` of a model file (:meth:`require_onnx`, :attr:`int8_path`), handed to
+        ``InferenceSession`` to own: nothing opens the model by its path again, onnxruntime
+        included, so the model that runs is the one the checks authenticated."""
+        from edge_runtime.onnx_io import HandedBytes
+
+        return HandedBytes(self.read_checked(path), repr(str(path)), again=lambda: self.read_checked(path))
 
     def warmup_feeds(self) -> list[dict[str, np.ndarray]] | None:
         """The first golden inputs (up to ``session.MAX_WARMUP_FEEDS``) as one-image feeds, for
@@ -186,7 +192,7 @@ class LoadedBundle:
         path = self.golden_path
         if path is None or not self.spec.inputs:
             return None
-        return warmup_feeds(path, self.spec.inputs[0].name, MAX_WARMUP_FEEDS)
+        return warmup_feeds(path, self.spec.inputs[0].name, MAX_WARMUP_FEEDS, self.read_checked(path))
 
     def _file(self, name: str) -> Path | None:
         if self.spec.file(name) is None:

@@ -31,11 +31,13 @@ class Golden:
     output_names: tuple[str, ...] = ()
 
 
-def load_golden(path: str | Path) -> Golden:
+def load_golden(path: str | Path, data: bytes | None = None) -> Golden:
     """Load golden.npz without pickles, after checking every array's declared size.
 
     Args:
         path: the golden.npz file (already checked against the manifest's sha256).
+        data: its bytes as read and checked (:meth:`edge_runtime.bundle.LoadedBundle.read_checked`);
+            ``path`` then only names it in messages.
 
     Returns:
         The :class:`Golden` set.
@@ -46,7 +48,7 @@ def load_golden(path: str | Path) -> Golden:
     """
     path = Path(path)
     arrays = read_npz(path, MAX_GOLDEN_BYTES, lambda message: BundleError(
-        f"{message} Expected a small golden.npz with numeric arrays x and y. {_FIX}"))
+        f"{message} Expected a small golden.npz with numeric arrays x and y. {_FIX}"), data)
     missing = [k for k in ("x", "y") if k not in arrays]
     if missing:
         raise BundleError(f"{path}: golden.npz lacks {missing} (has {sorted(arrays)}); expected x "
@@ -66,14 +68,16 @@ def load_golden(path: str | Path) -> Golden:
     return Golden(np.asarray(x, np.float32), ys, output_names)
 
 
-def warmup_feeds(path: str | Path, input_name: str, count: int) -> list[dict[str, np.ndarray]]:
+def warmup_feeds(path: str | Path, input_name: str, count: int,
+                 data: bytes | None = None) -> list[dict[str, np.ndarray]]:
     """The first ``count`` golden inputs as one-image feeds of ``input_name``, for
     ``InferenceSession(warmup_feed=...)``: the engine decides on the bundle's own data, not noise.
+    ``data``: as for :func:`load_golden`.
 
     Raises:
         BundleError: as :func:`load_golden`.
     """
-    x = load_golden(path).x[:count]
+    x = load_golden(path, data).x[:count]
     return [{input_name: np.ascontiguousarray(x[i:i + 1], np.float32)} for i in range(x.shape[0])]
 
 

@@ -9,6 +9,7 @@ for bundles' golden files (:mod:`edge_runtime.golden`) and for the user's data f
 """
 from __future__ import annotations
 
+import io
 import math
 import zipfile
 from pathlib import Path
@@ -32,11 +33,12 @@ class _Refused(Exception):
     """A member the reader will not inflate (the message says why)."""
 
 
-def _headers(path: Path, max_bytes: int) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
-    """Member name (without .npy) -> (shape, dtype), read from the .npy headers only."""
+def _headers(path: Path, max_bytes: int, source: Any) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """Member name (without .npy) -> (shape, dtype), read from the .npy headers of ``source`` (the
+    file ``path`` or a file object) only."""
     found: dict[str, tuple[tuple[int, ...], np.dtype]] = {}
     total = 0
-    with zipfile.ZipFile(path) as archive:
+    with zipfile.ZipFile(source) as archive:
         for info in archive.infolist():
             key = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
             with archive.open(info) as member:
@@ -58,13 +60,15 @@ def _headers(path: Path, max_bytes: int) -> dict[str, tuple[tuple[int, ...], np.
     return found
 
 
-def read_npz(path: str | Path, max_bytes: int, fail: Fail) -> dict[str, NDArray[Any]]:
+def read_npz(path: str | Path, max_bytes: int, fail: Fail, data: bytes | None = None) -> dict[str, NDArray[Any]]:
     """Every array of an ``.npz``, after checking each one's declared size; no pickles.
 
     Args:
         path: the file.
         max_bytes: the most all arrays together may take once inflated.
         fail: builds the exception to raise from a one-line message (the caller adds its fix).
+        data: the file's bytes, already read (a bundle's, checked as read); ``path`` then only
+            names it in messages.
 
     Returns:
         Member name -> array.
@@ -80,9 +84,10 @@ def read_npz(path: str | Path, max_bytes: int, fail: Fail) -> dict[str, NDArray[
         (3,)
     """
     path = Path(path)
+    source = (lambda: io.BytesIO(data)) if data is not None else (lambda: path)  # noqa: E731
     try:
-        _headers(path, max_bytes)
-        with np.load(path, allow_pickle=False) as archive:
+        _headers(path, max_bytes, source())
+        with np.load(source(), allow_pickle=False) as archive:
             return {k: archive[k] for k in archive.files}
     except _Refused as exc:
         raise fail(str(exc)) from None

@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -49,6 +49,13 @@ class ModelFiles:
     manifest: Path | None = None
     int8: Path | None = None  # the bundle's int8 model, when it has one
     int8_tflite: Path | None = None  # the bundle's int8 TFLite model, when it has one
+    #: A checked bundle's reader (``LoadedBundle.read_checked``): each runtime then gets a file's bytes
+    #: as read and checked against the manifest, never the file by its path. None: open the paths.
+    checked: Callable[[Path], bytes] | None = field(default=None, compare=False, repr=False)
+
+    def content(self, path: Path) -> bytes | None:
+        """``path``'s bytes as :attr:`checked` reads them, or None when the paths are opened as they are."""
+        return None if self.checked is None else self.checked(path)
 
     def with_int8(self, names: Sequence[str]) -> tuple[str, ...]:
         """``names`` plus the int8 backends of its runtimes whose int8 model the bundle has."""
@@ -134,13 +141,17 @@ def _int8_files(name: str, files: ModelFiles) -> ModelFiles:
 
 def _edge(name: str, files: ModelFiles, threads: int, sparsity: str) -> Runner:
     import edge_runtime
+    from edge_runtime.onnx_io import HandedBytes
 
     opts = edge_runtime.SessionOptions()
     opts.intra_op_num_threads = threads
     mode = "off" if name == "edge-dense" else sparsity
     providers = ["EdgeRuntimeExecutionProvider"] if name.startswith("edge-numba") else None
     golden = _golden_feeds(files)
-    sess = edge_runtime.InferenceSession(str(files.onnx), opts, providers, sparsity=mode, warmup_feed=golden)
+    source: Any = str(files.onnx)
+    if files.checked is not None:
+        source = HandedBytes(files.checked(files.onnx), repr(source), again=lambda: files.checked(files.onnx))
+    sess = edge_runtime.InferenceSession(source, opts, providers, sparsity=mode, warmup_feed=golden)
     if sess.line_check_pending:  # settled before timing: the timed runs see the plan the line keeps
         from edge_runtime.warmup import synthetic_feed
 
@@ -163,7 +174,7 @@ def _golden_feeds(files: ModelFiles) -> list[dict[str, np.ndarray]] | None:
         graph = onnx.load(str(files.onnx), load_external_data=False).graph
         consts = {t.name for t in graph.initializer}
         name = [i.name for i in graph.input if i.name not in consts][0]
-        return warmup_feeds(files.golden, name, MAX_WARMUP_FEEDS)
+        return warmup_feeds(files.golden, name, MAX_WARMUP_FEEDS, files.content(files.golden))
     except (OSError, KeyError, ValueError, IndexError, EdgeRuntimeError) as exc:
         log.info("no warm-up input from %s (%s): synthetic input", files.golden, exc)
         return None
@@ -180,7 +191,7 @@ def _onnxruntime(name: str, files: ModelFiles, threads: int, sparsity: str) -> R
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
-    sess = ort.InferenceSession(str(files.onnx), opts, providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(files.content(files.onnx) or str(files.onnx), opts, providers=["CPUExecutionProvider"])
     return Runner(name, lambda feed: sess.run(None, dict(feed)), 0.0, sess)
 
 
@@ -199,7 +210,9 @@ def _litert(name: str, files: ModelFiles, threads: int, sparsity: str) -> Runner
             raise BackendUnavailableError(
                 "backend 'litert' needs ai-edge-litert (pip install ai-edge-litert), which is not "
                 "importable; or drop 'litert' from the backends.") from exc
-    interp = Interpreter(model_path=str(files.tflite), num_threads=threads)
+    content = files.content(files.tflite)
+    interp = Interpreter(model_content=content, num_threads=threads) if content is not None else \
+        Interpreter(model_path=str(files.tflite), num_threads=threads)
     interp.allocate_tensors()
     ins = interp.get_input_details()
     outs = interp.get_output_details()

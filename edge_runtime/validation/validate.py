@@ -98,9 +98,11 @@ def validate_bundle(bundle_dir: str | Path, *, data: str | Path | None = None,
     if problems:  # never run a model that is not the exported one
         messages = tuple(p.message(path) for p in problems)
         return ValidationReport(passed=False, integrity=messages, failures=messages, **base)
-    golden = load_golden(bundle.golden_path)  # an unusable golden.npz is a BundleError (exit 2), before any work
-    int8_golden = {kind: load_golden(p) for kind, p in (("onnx", bundle.int8_golden_path),
-                                                        ("tflite", bundle.int8_tflite_golden_path)) if p}
+    # read once more, checked as read: the references are the ones the checks authenticated; an
+    # unusable golden.npz is a BundleError (exit 2), before any work
+    golden = load_golden(bundle.golden_path, bundle.read_checked(bundle.golden_path))
+    int8_golden = {kind: load_golden(p, bundle.read_checked(p)) for kind, p in (
+        ("onnx", bundle.int8_golden_path), ("tflite", bundle.int8_tflite_golden_path)) if p}
     if backends is None:
         names = bundle_files(bundle).with_int8(names)
     engines, skipped = open_engines(bundle, names, explicit=backends is not None, threads=threads,

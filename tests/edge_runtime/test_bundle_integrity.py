@@ -216,3 +216,27 @@ def test_a_bundle_runs_the_bytes_it_checked(bundle, tmp_path, monkeypatch):
     runner = run_module.BundleRunner(make_bundle(tmp_path / "intact"), threads=1, trust=DEV)
     x = np.ones((1, 1, 2, 2), np.float32)
     np.testing.assert_allclose(runner.session.run(None, {"x": x})[0], x.reshape(1, 4) @ WEIGHT.T, rtol=1e-6)
+
+
+@pytest.mark.parametrize("swapped", ["model.onnx", "golden.npz"])
+def test_validate_judges_the_files_it_checked(bundle, monkeypatch, swapped):
+    """validate reads golden.npz and hands every runtime the model as checked: a file replaced
+    between the checks and its use stops the run with the bundle's error instead of a verdict on
+    files that were never checked."""
+    from edge_runtime.validation import validate as validate_module
+
+    real = validate_module.check_bundle
+
+    def racing(path, **kwargs):
+        checked = real(path, **kwargs)
+        if swapped == "model.onnx":
+            _swap_model(Path(path), 2.0)
+        else:
+            x = np.zeros((4, 1, 2, 2), np.float32)
+            np.savez(Path(path) / ".swap.npz", x=x, y=np.zeros((4, 3), np.float32))
+            os.replace(Path(path) / ".swap.npz", Path(path) / "golden.npz")
+        return checked
+
+    monkeypatch.setattr(validate_module, "check_bundle", racing)
+    with pytest.raises(BundleError, match=f"{swapped} (changed|has .* bytes).* after the bundle was checked"):
+        validate_module.validate_bundle(bundle, backends=["edge"], trust=DEV, threads=1)
