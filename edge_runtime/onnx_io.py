@@ -33,21 +33,21 @@ class HandedBytes:
             (onnxruntime refused a plan it had accepted before); None: that is an error.
     """
 
-    __slots__ = ("_data", "name", "_again")
+    __slots__ = ("_data", "name", "again")
 
     def __init__(self, data: bytes, name: str, again: Callable[[], bytes] | None = None) -> None:
         self._data: bytes | None = data
-        self.name, self._again = name, again
+        self.name, self.again = name, again
 
     def take(self) -> bytes:
         """The bytes, handed over: this holder keeps no reference."""
         data, self._data = self._data, None
         if data is not None:
             return data
-        if self._again is None:
+        if self.again is None:
             raise InvalidModelError(f"the bytes of {self.name} were already handed to a session; hand a new "
                                     f"HandedBytes to each session.")
-        return self._again()
+        return self.again()
 
 
 ModelSource = Union[str, os.PathLike, bytes, onnx.ModelProto, HandedBytes]

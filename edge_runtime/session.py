@@ -16,7 +16,7 @@ from edge_runtime.feeds import ExactFeed, validate_feed as _validate_feed
 from edge_runtime.graph import ValueInfo, unbounded_loops
 from edge_runtime.engine import ort as ortx
 from edge_runtime.engine.ort import EDGE_PROVIDER, ORT_PROVIDER
-from edge_runtime.onnx_io import ModelSource, graph_from_model, graph_io, load_model, ort_type_string
+from edge_runtime.onnx_io import HandedBytes, ModelSource, graph_from_model, graph_io, load_model, ort_type_string
 from edge_runtime.options import ORT_DISABLE_ALL, SessionOptions, available_cpus
 
 if TYPE_CHECKING:  # numba is imported only when the numba engine or a sparse island runs
@@ -167,7 +167,9 @@ class InferenceSession:
                                       lambda: self._numba_plan(source, ann, optimize), sparse_kernels=kernels)
             path = str(path_or_bytes) if isinstance(path_or_bytes, (str, os.PathLike)) and raw is not None \
                 and os.path.isfile(path_or_bytes) else None
-            source = hybrid.ModelSource(model, raw, path, disposable=not isinstance(path_or_bytes, onnx.ModelProto))
+            reread = path_or_bytes.again if isinstance(path_or_bytes, HandedBytes) else None  # checked again
+            source = hybrid.ModelSource(model, raw, path, disposable=not isinstance(path_or_bytes, onnx.ModelProto),
+                                        reread=reread)
             model = raw = None  # build holds the only references (it drops them for a whole-model session)
             try:
                 self._plan, self._engine_report, self._check = hybrid.build(source, cfg, self._inputs,

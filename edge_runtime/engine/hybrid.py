@@ -209,15 +209,16 @@ def _decide(box: list[bytes], src: ModelSource, found: list[isl.Candidate], cfg:
 
     Where the caller keeps no other reference, memory goes as soon as nothing needs it:
     ``box`` holds the serialized model, emptied before the density probe copies the bytes when
-    onnxruntime reads the model's file itself for the whole-model session (``src.path``), else once
-    that session holds the model; ``src.model`` is not held here while the numba engine's plan is
-    built (which drops a disposable proto once its weights are decoded)."""
+    the whole-model session can be built without them (onnxruntime reads the model's file, or a
+    bundle's model is read and checked again: ``ModelSource.whole``), else once that session holds
+    the model; ``src.model`` is not held here while the numba engine's plan is built (which drops
+    a disposable proto once its weights are decoded)."""
     model = src.model
     if cfg.sparsity == "auto":
-        cands = _likely_sparse(box if src.path else box[0], model, found, cfg, inputs)
+        cands = _likely_sparse(box if src.path or src.reread else box[0], model, found, cfg, inputs)
     else:
         cands = found
-    whole = whole_plan(src.path or box.pop(), whole_graph(model, inputs, outputs), cfg)
+    whole = whole_plan(box.pop() if box else src.whole(), whole_graph(model, inputs, outputs), cfg)
     box.clear()
     if not found:
         return whole, EngineReport(0), None

@@ -71,15 +71,23 @@ class ModelSource:
 
     ``data``: its serialized bytes when the session has them whole (a file without external
     data, or bytes); ``path``: the file, which onnxruntime then reads itself for a whole-model
-    session (our copy of the bytes is freed first); ``disposable``: the session owns the proto,
-    which is dropped (``model`` set to None) before onnxruntime builds a whole-model session, so
-    the proto, the bytes and onnxruntime's session never coexist at the peak.
+    session (our copy of the bytes is freed first); ``reread``: reads the bytes again (a bundle's
+    model, checked again as read), for the same purpose where onnxruntime must not open the file
+    by its path; ``disposable``: the session owns the proto, which is dropped (``model`` set to
+    None) before onnxruntime builds a whole-model session, so the proto, the bytes and
+    onnxruntime's session never coexist at the peak.
     """
 
     model: onnx.ModelProto | None
     data: bytes | None = None
     path: str | None = None
     disposable: bool = False
+    reread: Callable[[], bytes] | None = None
+
+    def whole(self) -> str | bytes | None:
+        """What onnxruntime builds a whole-model session from once our bytes are gone: the file's
+        path, the bytes read again, or None when neither can be had."""
+        return self.path or (self.reread() if self.reread is not None else None)
 
     def take(self) -> bytes:
         """The serialized model, handed over (the source keeps no reference)."""

@@ -154,19 +154,22 @@ class _Bytes(bytes):
         type(self).freed = True
 
 
+@pytest.mark.parametrize("again", ["path", "reread"])
 def test_a_first_session_lets_the_model_go_as_early_as_it_can(monkeypatch: pytest.MonkeyPatch,
-                                                              tmp_path: Path) -> None:
+                                                              tmp_path: Path, again: str) -> None:
     """Measuring, the planner holds no copy it no longer needs: our bytes go before the density
-    probe's onnxruntime session parses its copy (onnxruntime reads the file itself for the
-    whole-model session), and the proto is held by nothing but the source while the numba
-    engine's plan is built (which drops it once decoded)."""
+    probe's onnxruntime session parses its copy (the whole-model session is built from the file,
+    which onnxruntime reads itself, or from the bytes read again, as a bundle's model is), and the
+    proto is held by nothing but the source while the numba engine's plan is built (which drops it
+    once decoded)."""
     _fixed_prices(monkeypatch, island=(1e-3, 1e-4), cut=(1e-3, 0.9e-3))
     model = graphs.mlp()
     path = tmp_path / "mlp.onnx"
     onnx.save(model, path)
     data = _Bytes(path.read_bytes())
     monkeypatch.setattr(_Bytes, "freed", False)
-    src = hybrid.ModelSource(onnx.load(path), data, str(path), disposable=True)
+    src = hybrid.ModelSource(onnx.load(path), data, str(path) if again == "path" else None, disposable=True,
+                             reread=path.read_bytes if again == "reread" else None)
     del data
     made: list[tuple[type, bool]] = []
     real = ortx.make_session
@@ -184,7 +187,8 @@ def test_a_first_session_lets_the_model_go_as_early_as_it_can(monkeypatch: pytes
     monkeypatch.setattr(ortx, "make_session", spy)
     inputs, outputs = graph_io(model)
     plan, report, _ = hybrid.build(src, hybrid.EngineConfig(numba_plan=numba_plan), inputs, outputs)
-    assert made[:2] == [(bytes, True), (str, True)]  # the probe's copy, then the file itself
+    # the probe's copy, then the file itself or its bytes read again
+    assert made[:2] == [(bytes, True), (str if again == "path" else bytes, True)]
     assert refs == [2]
     assert all(d.kept for d in report.islands) and len(plan.steps) > 1
 
