@@ -176,7 +176,7 @@ class InferenceSession:
                                                                             self._outputs)
             except OnnxRuntimeRejected as exc:  # the numba engine's checks name what is wrong
                 rejected, self._engine = exc, "numba"
-                model = source.model if source.model is not None else load_model(path_or_bytes)[0]
+                model = source.model if source.model is not None and not source.shed else load_model(path_or_bytes)[0]
             else:
                 self._engine = self._engine_report.engine
             if source.disposable:

@@ -108,6 +108,11 @@ class GatherKernel(SparseKernel):
                 w = self._w
         return w
 
+    @property
+    def exact_after_use(self) -> bool:
+        """Whether :meth:`source_weight` stays bit-exact after calls (no ``alpha`` folded in)."""
+        return self._alpha == 1.0
+
     def lay_out(self) -> None:
         """Make the (K, N) layout now, where that keeps :meth:`source_weight` exact (no ``alpha``)."""
         if self._alpha == 1.0:

@@ -229,10 +229,13 @@ def _decide(box: list[bytes], src: ModelSource, found: list[isl.Candidate], cfg:
         limits = ", ".join(f"{op} {d}" for op, d in PRICE_MAX_DENSITY.items())
         return whole, EngineReport(len(found), outcome="whole model in one onnxruntime session: no candidate "
                                    f"layer's input was sparse enough to try (density at most {limits})"), None
+    # numpy islands' weights leave the proto before any cut is built (as in a warm session)
+    model = None  # src holds the proto alone while _shed lets it go
+    model, shed = _shed(src, prepared, used=True)
     if cfg.sparsity == "force":
         plan = cut_plan(model, prepared, types, cfg, inputs, outputs, limits=None)
         return plan or whole, EngineReport(len(found), outcome=f"{len(prepared)} islands forced sparse"), None
-    plan, report = _measured(model, prepared, types, cfg, inputs, outputs, whole, len(found))
+    plan, report = _measured(model, prepared, types, cfg, inputs, outputs, whole, len(found), shed)
     if plan is whole:
         return plan, report, None
     # kept for the line check on a small gain; on a clear win the whole-model session (every weight
@@ -389,18 +392,43 @@ def _from_cache(doc: Mapping[str, Any], src: ModelSource, found: list[isl.Candid
                 if p is not None]
     if {p.candidate.name for p in prepared} != set(limits):
         return None
-    held = {p.kernel.weight_name: p.kernel for p in prepared if isinstance(p.kernel, GatherKernel)}
-    shed: list[str] = []
-    if src.disposable and held:
-        model, shed = isl.shed_weights(model, held)
-        src.model = model  # the original proto goes now, with the weights the kernels hold
-        for name in shed:  # laid out before the segments' sessions exist (the decoded copy goes)
-            held[name].lay_out()
+    model = None  # src holds the proto alone while _shed lets it go
+    model, shed = _shed(src, prepared, used=False)
     plan = cut_plan(model, prepared, types, cfg, inputs, outputs, limits)
     if plan is None:
-        isl.restore_weights(model, {name: held[name].source_weight() for name in shed})
+        _restore_outside(model, shed, ())
         return None
     return plan, report
+
+
+def _shed(src: ModelSource, prepared: Sequence[isl.PreparedIsland],
+          used: bool) -> tuple[onnx.ModelProto, dict[str, GatherKernel]]:
+    """Move the weights that numpy islands hold out of ``src.model`` when the session owns it
+    (:func:`edge_runtime.engine.islands.shed_weights`; ``src.model`` becomes the light copy and the
+    original goes, where the caller holds no other reference) and lay them out, before any
+    segment's onnxruntime session is built.
+
+    Returns the proto to build from and the kernels whose weights it lost, by weight name. With
+    ``used`` (islands that will run before a cut without them is built) only kernels whose
+    weight can be put back bit for bit after use (:func:`_restore_outside`) are shed."""
+    held = {p.kernel.weight_name: p.kernel for p in prepared
+            if isinstance(p.kernel, GatherKernel) and (p.kernel.exact_after_use or not used)}
+    if not (src.disposable and held):
+        return src.model, {}
+    model, names = isl.shed_weights(src.model, held)
+    src.model, src.shed = model, bool(names)  # the original proto goes now, with the weights the kernels hold
+    for name in names:  # laid out before the segments' sessions exist (the decoded copy goes)
+        held[name].lay_out()
+    return model, {name: held[name] for name in names}
+
+
+def _restore_outside(model: onnx.ModelProto, shed: dict[str, GatherKernel],
+                     islands: Sequence[isl.PreparedIsland]) -> None:
+    """Put back into ``model`` the shed weights of the islands not among ``islands`` (their nodes go
+    to an onnxruntime segment now), bit for bit; ``shed`` forgets them."""
+    inside = {p.kernel.weight_name for p in islands if isinstance(p.kernel, GatherKernel)}
+    back = [name for name in shed if name not in inside]
+    isl.restore_weights(model, {name: shed.pop(name).source_weight() for name in back})
 
 
 def _likely_sparse(data: bytes | list[bytes], model: onnx.ModelProto, cands: list[isl.Candidate], cfg: EngineConfig,
@@ -458,7 +486,10 @@ def _probe(data: bytes | list[bytes], model: onnx.ModelProto, wanted: Mapping[st
 
 def _measured(model: onnx.ModelProto, prepared: list[isl.PreparedIsland], types: Mapping[str, Any],
               cfg: EngineConfig, inputs: Sequence[ValueInfo], outputs: Sequence[ValueInfo],
-              whole: Plan, n_cands: int) -> tuple[Plan, EngineReport]:
+              whole: Plan, n_cands: int, shed: dict[str, GatherKernel]) -> tuple[Plan, EngineReport]:
+    """The measured plan: islands priced one by one, then the cut plan of those that beat their
+    dense path (or of the strongest) timed against the whole model. ``shed``: the islands whose
+    weights ``model`` lost (:func:`_shed`), put back before a cut runs their nodes in a segment."""
     from edge_runtime.executor import execute
 
     runs = feeds(cfg, inputs)
@@ -487,6 +518,8 @@ def _measured(model: onnx.ModelProto, prepared: list[isl.PreparedIsland], types:
         """The cut plan of ``islands`` (``built`` if given) with their crossovers, and (whole, cut) seconds."""
         names = {p.candidate.name for p in islands}
         limits = {d.name: d.crossover for d in decisions if d.name in names}
+        if built is None:
+            _restore_outside(model, shed, islands)
         plan = built if built is not None else cut_plan(model, islands, types, cfg, inputs, outputs, limits)
         if plan is None:
             return None, 0.0, 0.0

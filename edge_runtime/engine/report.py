@@ -83,6 +83,8 @@ class ModelSource:
     path: str | None = None
     disposable: bool = False
     reread: Callable[[], bytes] | None = None
+    #: ``model`` lost weights its numpy islands hold (``islands.shed_weights``): load it again to run it whole.
+    shed: bool = False
 
     def whole(self) -> str | bytes | None:
         """What onnxruntime builds a whole-model session from once our bytes are gone: the file's

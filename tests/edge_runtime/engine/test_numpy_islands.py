@@ -260,3 +260,33 @@ def test_banded_transpose_matches_numpy() -> None:
         got = gather._transposed(w)
         assert got.flags["C_CONTIGUOUS"] and got.dtype == np.float32
         np.testing.assert_array_equal(got, w.T)
+
+
+def test_a_first_session_sheds_island_weights_and_puts_back_those_of_islands_it_drops(monkeypatch) -> None:
+    """Measuring, numpy islands' weights leave the proto the session owns before any cut is built;
+    an island the plan drops (here the second, slower than its dense path) gets its weight back
+    bit for bit before its nodes run in a segment, and the kept plan agrees with onnxruntime."""
+    from edge_runtime.engine import hybrid, plans
+    from tests.edge_runtime.engine.test_hybrid import _Prices
+
+    monkeypatch.setattr(hybrid, "_interleaved", _Prices([(1e-3, 1e-4), (1e-3, 2e-3)], (1e-3, 0.5e-3), 2))
+    model = graphs.mlp(hidden=256)
+    weights = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    seen: list[dict[str, bool]] = []  # per cut built: island weight -> whether the proto held its data
+    real = plans.cut_plan
+
+    def spy(m: onnx.ModelProto, prepared, *args, **kwargs):
+        stored = {t.name: bool(t.raw_data or t.float_data) for t in m.graph.initializer}
+        seen.append({n: stored[n] for n in ("W2", "W3")})
+        for t in m.graph.initializer:
+            if stored[t.name]:
+                np.testing.assert_array_equal(numpy_helper.to_array(t), weights[t.name])
+        return real(m, prepared, *args, **kwargs)
+
+    monkeypatch.setattr(hybrid, "cut_plan", spy)
+    feed = {"x": RNG.standard_normal((1, 64)).astype(np.float32)}
+    sess = edge_runtime.InferenceSession(model.SerializeToString(), _opts(), providers=ORT, warmup_feed=feed)
+    assert [d.kept for d in sess.engine_report.islands] == [True, False], sess.engine_report.outcome
+    assert seen == [{"W2": False, "W3": False}, {"W2": False, "W3": True}]  # all shed; the dropped one back
+    _agree(model, sess, feed)
+    _agree(model, sess, {"x": RNG.standard_normal((3, 64)).astype(np.float32)})
