@@ -371,11 +371,13 @@ def _from_cache(doc: Mapping[str, Any], src: ModelSource, found: list[isl.Candid
                 outputs: Sequence[ValueInfo]) -> tuple[Plan, EngineReport] | None:
     """The kept decision's plan and report, or None when the entry does not fit this model.
 
-    A proto the session owns loses the weights its numpy islands hold before their layout is made
-    and the segments are built (:func:`edge_runtime.engine.islands.shed_weights`; put back if the
-    entry does not fit): the proto, the decoded weight, its (K, N) layout and the segments'
-    onnxruntime sessions at once were the warm session's peak (MLP 784-4096-4096-10, numpy
-    islands: 277 MB, 228 MB shed and laid out in this order; onnxruntime alone 195 MB)."""
+    A proto the session owns loses the weights its islands hold before their layout is made and
+    the segments are built (:func:`edge_runtime.engine.islands.shed_weights`): the proto, the
+    decoded weight, its kernel layout and the segments' onnxruntime sessions at once were the warm
+    session's peak (MLP 784-4096-4096-10: numpy islands 277 MB, 228 MB shed and laid out in this
+    order; numba islands 348 MB, decoded before the proto went; onnxruntime alone 195 MB). Numpy
+    islands' weights are put back if the entry does not fit; numba islands' are decoded first
+    (:func:`_predecode`) and the model is loaded again then."""
     model = src.model
     report = _cached_report(doc)
     try:
@@ -388,17 +390,64 @@ def _from_cache(doc: Mapping[str, Any], src: ModelSource, found: list[isl.Candid
         return None
     types = value_types(model)
     kept = [c for c in found if c.name in limits and isl.float_input(c, types)]
-    prepared = [p for p in (isl.prepare(model, c, types, cfg.threads, cfg.sparse_kernels) for c in kept)
-                if p is not None]
+    model = None  # src holds the proto alone while _predecode and _shed let it go
+    model, decoded = _predecode(src, kept) if cfg.sparse_kernels == "numba" else (src.model, {})
+    predecoded = src.shed
+    prepared = []
+    for c in kept:
+        p = isl.prepare(model, c, types, cfg.threads, cfg.sparse_kernels, decoded)
+        decoded.pop(_anchor_weight(model, c), None)  # the kernel holds its layout: the decoded copy goes
+        if p is not None:
+            prepared.append(p)
     if {p.candidate.name for p in prepared} != set(limits):
+        _reload(src)
         return None
-    model = None  # src holds the proto alone while _shed lets it go
+    model = None
     model, shed = _shed(src, prepared, used=False)
     plan = cut_plan(model, prepared, types, cfg, inputs, outputs, limits)
     if plan is None:
-        _restore_outside(model, shed, ())
+        _restore_outside(model, shed, ())  # numpy islands' weights, bit for bit
+        src.shed = predecoded
+        _reload(src)  # numba islands' weights
         return None
     return plan, report
+
+
+def _anchor_weight(model: onnx.ModelProto, cand: isl.Candidate) -> str:
+    """The name of the weight the candidate's Gemm / MatMul / Conv multiplies by ("" if none)."""
+    anchor = model.graph.node[cand.nodes[0]]
+    return anchor.input[1] if len(anchor.input) > 1 else ""
+
+
+def _predecode(src: ModelSource, cands: Sequence[isl.Candidate]) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+    """numba islands in a warm session: decode the Gemm / MatMul islands' weights first, then let the
+    proto lose them (:func:`edge_runtime.engine.islands.shed_weights`), so that the proto, a decoded
+    weight and its kernel layout are never held at once. Only for a proto the session owns and can
+    load again (:func:`_reload`: a build that fails after this needs the model whole).
+
+    Returns the proto to build from and the decoded weights it lost, by name."""
+    from edge_runtime.onnx_io import decode_initializer
+
+    if not (src.disposable and (src.path or src.reread)):
+        return src.model, {}
+    graph = src.model.graph
+    inits = {t.name: t for t in graph.initializer}
+    names = {_anchor_weight(src.model, c) for c in cands
+             if graph.node[c.nodes[0]].op_type in isl.NUMPY_ANCHORS} & set(inits)
+    decoded = {name: decode_initializer(inits[name]) for name in names}
+    del graph, inits  # references into the proto
+    model, shed = isl.shed_weights(src.model, decoded)
+    src.model, src.shed = model, bool(shed)  # the original proto goes now
+    return model, {name: decoded[name] for name in shed}
+
+
+def _reload(src: ModelSource) -> None:
+    """Load ``src.model`` again where weights were shed from it (a warm build that did not fit: the
+    session measures after all, on the whole model)."""
+    if src.shed:
+        from edge_runtime.onnx_io import load_model_proto
+
+        src.model, src.shed = load_model_proto(src.whole()), False
 
 
 def _shed(src: ModelSource, prepared: Sequence[isl.PreparedIsland],

@@ -254,13 +254,16 @@ def supported(model: onnx.ModelProto, cands: Sequence[Candidate], kernels: str) 
 
 
 def prepare(model: onnx.ModelProto, cand: Candidate, types: Mapping[str, onnx.TypeProto],
-            threads: int, kernels: str = "numba") -> PreparedIsland | None:
+            threads: int, kernels: str = "numba",
+            decoded: Mapping[str, np.ndarray] | None = None) -> PreparedIsland | None:
     """Fuse the candidate's nodes with the runtime's passes and build its sparse kernel (with
     ``kernels="numpy"``: :func:`edge_runtime.engine.gather.kernel` on the nodes as they are).
 
     Tries the whole chain first, then shorter ones; returns None when no prefix becomes one
-    fused node with a sparse kernel (e.g. a grouped Conv or a 3-D weight).
+    fused node with a sparse kernel (e.g. a grouped Conv or a 3-D weight). ``decoded``: constants
+    already decoded, used instead of the proto's tensors (which :func:`shed_weights` emptied).
     """
+    decoded = decoded or {}
     if kernels == "numpy":
         return _prepare_numpy(model, cand)
     from edge_runtime import planner, prepared  # numba: imported only when an island is built
@@ -273,7 +276,8 @@ def prepare(model: onnx.ModelProto, cand: Candidate, types: Mapping[str, onnx.Ty
             light = submodel(model, nodes, [cand.input], [out], types, cand.name, weights=False)
         except KeyError:
             return None
-        weights = {name: decode_initializer(t) for name, t in constants_read(model, nodes, [cand.input]).items()}
+        weights = {name: decoded[name] if name in decoded else decode_initializer(t)
+                   for name, t in constants_read(model, nodes, [cand.input]).items()}
         graph = graph_from_model(light)
         graph = planner.optimize(dataclasses.replace(graph, initializers={**graph.initializers, **weights}))
         if len(graph.nodes) != 1:
@@ -286,6 +290,8 @@ def prepare(model: onnx.ModelProto, cand: Candidate, types: Mapping[str, onnx.Ty
             own = fused.op_type in OWN_DENSE and kernel.weight_view() is not None
             del graph, weights  # the kernel holds its own layout
             sub = None if own else submodel(model, nodes, [cand.input], [out], types, cand.name)
+            if sub is not None:  # its onnxruntime dense path reads the weights from its own proto
+                restore_weights(sub, decoded)
             return PreparedIsland(trimmed, fused, kernel, sub)
     log.debug("island %s: no fused sparse kernel for its nodes", cand.name)
     return None

@@ -193,6 +193,54 @@ def test_a_first_session_lets_the_model_go_as_early_as_it_can(monkeypatch: pytes
     assert all(d.kept for d in report.islands) and len(plan.steps) > 1
 
 
+@pytest.mark.parametrize("fits", [True, False])
+def test_a_warm_cut_plan_builds_numba_islands_from_weights_decoded_before_the_proto_went(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, fits: bool) -> None:
+    """The second session of a model whose kept plan is a cut with numba islands decodes the
+    islands' weights, then lets the proto lose them, then builds the kernels: the proto, a decoded
+    weight and its layout are never held at once. An engine-cache entry that does not fit the
+    model after that loads the model again and measures, and both agree with onnxruntime."""
+    import glob
+    import json
+
+    from edge_runtime.engine import islands
+
+    monkeypatch.setenv("EDGE_RUNTIME_ENGINE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(hybrid, "LINE_CHECK_BELOW", 0.0)  # no line check: nothing pending
+    _fixed_prices(monkeypatch, island=(1e-3, 1e-4), cut=[(1e-3, 0.5e-3), (0.5e-3, 2e-3)])  # numba slower
+    model = graphs.mlp()
+    path = tmp_path / "mlp.onnx"
+    onnx.save(model, path)
+    first = edge_runtime.InferenceSession(str(path), _opts(), providers=ORT)
+    assert "cut kept" in first.engine_report.outcome, first.engine_report.outcome
+    if not fits:  # an island the model does not have: the kept plan cannot be built
+        (entry,) = glob.glob(str(tmp_path / "cache" / "*.json"))
+        doc = json.loads(Path(entry).read_text())
+        doc["limits"]["no such layer"] = 0.5
+        Path(entry).write_text(json.dumps(doc))
+        _fixed_prices(monkeypatch, island=(1e-3, 1e-4), cut=[(1e-3, 0.5e-3), (0.5e-3, 2e-3)])  # measured again
+    seen: list[tuple[bool, list[str]]] = []  # per island built: the proto held its weight; decoded names
+    real = islands.prepare
+
+    def spy(m: onnx.ModelProto, cand: Any, types: Any, threads: int, kernels: str = "numba",
+            decoded: Any = None) -> Any:
+        weight = m.graph.node[cand.nodes[0]].input[1]
+        stored = next(t for t in m.graph.initializer if t.name == weight)
+        seen.append((bool(stored.raw_data or stored.float_data), sorted(decoded or {})))
+        return real(m, cand, types, threads, kernels, decoded)
+
+    monkeypatch.setattr(islands, "prepare", spy)
+    warm = edge_runtime.InferenceSession(str(path), _opts(), providers=ORT)
+    if fits:
+        assert warm.engine_report.cached and "cut kept" in warm.engine_report.outcome
+        assert seen == [(False, ["W2", "W3"]), (False, ["W3"])]
+    else:
+        assert not warm.engine_report.cached
+        assert seen[-1][0] and seen[-1][1] == []  # measured on the model loaded again, whole
+    for batch in (1, 4):
+        _check_against_ort(model, warm, batch)
+
+
 @pytest.mark.parametrize("cut_s", [2e-3, 0.97e-3])  # slower, or faster by less than MIN_PLAN_GAIN
 def test_whole_model_when_the_cut_plan_is_not_faster(monkeypatch: pytest.MonkeyPatch, cut_s: float) -> None:
     """Islands that win alone (here 10x) still lose when the cut plan as a whole is not faster:
