@@ -174,7 +174,7 @@ class LoadedBundle:
         included, so the model that runs is the one the checks authenticated."""
         from edge_runtime.onnx_io import HandedBytes
 
-        return HandedBytes(self.read_checked(path), repr(str(path)), again=lambda: self.read_checked(path))
+        return HandedBytes.read(self.read_checked, path)
 
     def warmup_feeds(self) -> list[dict[str, np.ndarray]] | None:
         """The first golden inputs (up to ``session.MAX_WARMUP_FEEDS``) as one-image feeds, for

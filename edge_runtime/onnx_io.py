@@ -15,7 +15,6 @@ from edge_runtime.graph import Graph, Node, ValueInfo, outer_reads
 from edge_runtime.resources import check_allocation, declared_bytes
 
 
-
 class HandedBytes:
     """A serialized model handed to :class:`~edge_runtime.InferenceSession` to own.
 
@@ -38,6 +37,11 @@ class HandedBytes:
     def __init__(self, data: bytes, name: str, again: Callable[[], bytes] | None = None) -> None:
         self._data: bytes | None = data
         self.name, self.again = name, again
+
+    @classmethod
+    def read(cls, reader: Callable[[Path], bytes], path: Path) -> HandedBytes:
+        """``reader(path)``'s bytes (e.g. a bundle's checked read), read again by it when needed twice."""
+        return cls(reader(path), repr(str(path)), again=lambda: reader(path))
 
     def take(self) -> bytes:
         """The bytes, handed over: this holder keeps no reference."""

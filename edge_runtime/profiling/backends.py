@@ -52,10 +52,20 @@ class ModelFiles:
     #: A checked bundle's reader (``LoadedBundle.read_checked``): each runtime then gets a file's bytes
     #: as read and checked against the manifest, never the file by its path. None: open the paths.
     checked: Callable[[Path], bytes] | None = field(default=None, compare=False, repr=False)
+    input_name: str | None = None  # a checked bundle's declared input (else read from the model)
 
     def content(self, path: Path) -> bytes | None:
         """``path``'s bytes as :attr:`checked` reads them, or None when the paths are opened as they are."""
         return None if self.checked is None else self.checked(path)
+
+    def session_source(self, path: Path) -> Any:
+        """What ``edge_runtime.InferenceSession`` loads ``path`` from: the checked bytes, handed over
+        (``HandedBytes``, read and checked again if the session needs them twice), or the path."""
+        if self.checked is None:
+            return str(path)
+        from edge_runtime.onnx_io import HandedBytes
+
+        return HandedBytes.read(self.checked, path)
 
     def with_int8(self, names: Sequence[str]) -> tuple[str, ...]:
         """``names`` plus the int8 backends of its runtimes whose int8 model the bundle has."""
@@ -141,17 +151,14 @@ def _int8_files(name: str, files: ModelFiles) -> ModelFiles:
 
 def _edge(name: str, files: ModelFiles, threads: int, sparsity: str) -> Runner:
     import edge_runtime
-    from edge_runtime.onnx_io import HandedBytes
 
     opts = edge_runtime.SessionOptions()
     opts.intra_op_num_threads = threads
     mode = "off" if name == "edge-dense" else sparsity
     providers = ["EdgeRuntimeExecutionProvider"] if name.startswith("edge-numba") else None
     golden = _golden_feeds(files)
-    source: Any = str(files.onnx)
-    if files.checked is not None:
-        source = HandedBytes(files.checked(files.onnx), repr(source), again=lambda: files.checked(files.onnx))
-    sess = edge_runtime.InferenceSession(source, opts, providers, sparsity=mode, warmup_feed=golden)
+    sess = edge_runtime.InferenceSession(files.session_source(files.onnx), opts, providers, sparsity=mode,
+                                         warmup_feed=golden)
     if sess.line_check_pending:  # settled before timing: the timed runs see the plan the line keeps
         from edge_runtime.warmup import synthetic_feed
 
@@ -171,9 +178,11 @@ def _golden_feeds(files: ModelFiles) -> list[dict[str, np.ndarray]] | None:
     from edge_runtime.session import MAX_WARMUP_FEEDS
 
     try:
-        graph = onnx.load(str(files.onnx), load_external_data=False).graph
-        consts = {t.name for t in graph.initializer}
-        name = [i.name for i in graph.input if i.name not in consts][0]
+        name = files.input_name
+        if name is None:
+            graph = onnx.load(str(files.onnx), load_external_data=False).graph
+            consts = {t.name for t in graph.initializer}
+            name = [i.name for i in graph.input if i.name not in consts][0]
         return warmup_feeds(files.golden, name, MAX_WARMUP_FEEDS, files.content(files.golden))
     except (OSError, KeyError, ValueError, IndexError, EdgeRuntimeError) as exc:
         log.info("no warm-up input from %s (%s): synthetic input", files.golden, exc)
@@ -191,7 +200,9 @@ def _onnxruntime(name: str, files: ModelFiles, threads: int, sparsity: str) -> R
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
-    sess = ort.InferenceSession(files.content(files.onnx) or str(files.onnx), opts, providers=["CPUExecutionProvider"])
+    content = files.content(files.onnx)
+    sess = ort.InferenceSession(content if content is not None else str(files.onnx), opts,
+                                providers=["CPUExecutionProvider"])
     return Runner(name, lambda feed: sess.run(None, dict(feed)), 0.0, sess)
 
 

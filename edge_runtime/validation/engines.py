@@ -91,7 +91,8 @@ def bundle_files(bundle: LoadedBundle) -> ModelFiles:
     """The model files of a checked bundle (its int8 model included when it has one), each opened by
     the runtimes as the bundle's checks read it (``LoadedBundle.read_checked``)."""
     return ModelFiles(bundle.require_onnx(), bundle.tflite_path, bundle.golden_path, bundle.path / "manifest.json",
-                      bundle.int8_path, bundle.int8_tflite_path, checked=bundle.read_checked)
+                      bundle.int8_path, bundle.int8_tflite_path, checked=bundle.read_checked,
+                      input_name=bundle.spec.inputs[0].name if bundle.spec.inputs else None)
 
 
 def _engine(name: str, files: ModelFiles, threads: int | None) -> Engine:
