@@ -115,7 +115,7 @@ class GatherKernel(SparseKernel):
 
     def lay_out(self) -> None:
         """Make the (K, N) layout now, where that keeps :meth:`source_weight` exact (no ``alpha``)."""
-        if self._alpha == 1.0:
+        if self.exact_after_use:
             _ = self.w
 
     def source_weight(self) -> Array:

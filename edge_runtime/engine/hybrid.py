@@ -219,7 +219,6 @@ def _decide(box: list[bytes], src: ModelSource, found: list[isl.Candidate], cfg:
     else:
         cands = found
     whole = whole_plan(box.pop() if box else src.whole(), whole_graph(model, inputs, outputs), cfg)
-    box.clear()
     if not found:
         return whole, EngineReport(0), None
     types = value_types(model) if cands else {}

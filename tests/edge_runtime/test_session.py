@@ -9,6 +9,7 @@ from onnx import TensorProto, helper, numpy_helper
 import edge_runtime
 from edge_runtime import (InferenceSession, InvalidArgumentError, InvalidInputError, InvalidModelError,
                           SessionOptions, UnsupportedDTypeError, UnsupportedOpError)
+from tests.edge_runtime.engine.graphs import FreedBytes
 
 
 def _mlp_model(batch: str | int = "N") -> onnx.ModelProto:
@@ -30,15 +31,6 @@ def _reference(x: np.ndarray, model: onnx.ModelProto) -> np.ndarray:
     return np.maximum(x @ inits["w1"] + inits["b1"], 0)
 
 
-class _Bytes(bytes):
-    """bytes that say when they are freed (bytes take no weak reference)."""
-
-    freed = False
-
-    def __del__(self) -> None:
-        type(self).freed = True
-
-
 @pytest.mark.parametrize("providers", [["CPUExecutionProvider"], ["EdgeRuntimeExecutionProvider"]])
 def test_handed_bytes_are_owned_by_the_session_and_let_go(providers, monkeypatch):
     """A session built from HandedBytes empties the holder and keeps no reference to the bytes (a
@@ -48,10 +40,10 @@ def test_handed_bytes_are_owned_by_the_session_and_let_go(providers, monkeypatch
     from edge_runtime.onnx_io import HandedBytes
 
     model = _mlp_model()
-    monkeypatch.setattr(_Bytes, "freed", False)
-    handed = HandedBytes(_Bytes(model.SerializeToString()), "'m.onnx'")
+    monkeypatch.setattr(FreedBytes, "freed", False)
+    handed = HandedBytes(FreedBytes(model.SerializeToString()), "'m.onnx'")
     sess = InferenceSession(handed, providers=providers)
-    assert _Bytes.freed
+    assert FreedBytes.freed
     x = np.random.default_rng(1).standard_normal((3, 4)).astype(np.float32)
     np.testing.assert_allclose(sess.run(None, {"x": x})[0], _reference(x, model), rtol=1e-5, atol=1e-6)
     with pytest.raises(InvalidModelError, match="bytes of 'm.onnx' were already handed to a session"):

@@ -8,6 +8,16 @@ from onnx import TensorProto, helper, numpy_helper
 RNG = np.random.default_rng(0)
 
 
+class FreedBytes(bytes):
+    """bytes that say when they are freed (bytes take no weak reference): ``FreedBytes.freed``;
+    a test resets it with ``monkeypatch.setattr(FreedBytes, "freed", False)``."""
+
+    freed = False
+
+    def __del__(self) -> None:
+        type(self).freed = True
+
+
 def _w(name: str, *shape: int, scale: float = 0.1) -> onnx.TensorProto:
     return numpy_helper.from_array((RNG.standard_normal(shape) * scale).astype(np.float32), name)
 

@@ -17,6 +17,7 @@ from edge_runtime.engine.partition import ISLAND, partition
 from edge_runtime.errors import EdgeRuntimeError
 from edge_runtime.onnx_io import graph_io
 from tests.edge_runtime.engine import graphs
+from tests.edge_runtime.engine.graphs import FreedBytes
 
 ort = pytest.importorskip("onnxruntime")
 
@@ -145,15 +146,6 @@ def test_numba_engine_replaces_the_cut_plan_when_it_is_faster(monkeypatch: pytes
     _check_against_ort(model, sess, 4)
 
 
-class _Bytes(bytes):
-    """bytes that say when they are freed (bytes take no weak reference)."""
-
-    freed = False
-
-    def __del__(self) -> None:
-        type(self).freed = True
-
-
 @pytest.mark.parametrize("again", ["path", "reread"])
 def test_a_first_session_lets_the_model_go_as_early_as_it_can(monkeypatch: pytest.MonkeyPatch,
                                                               tmp_path: Path, again: str) -> None:
@@ -166,8 +158,8 @@ def test_a_first_session_lets_the_model_go_as_early_as_it_can(monkeypatch: pytes
     model = graphs.mlp()
     path = tmp_path / "mlp.onnx"
     onnx.save(model, path)
-    data = _Bytes(path.read_bytes())
-    monkeypatch.setattr(_Bytes, "freed", False)
+    data = FreedBytes(path.read_bytes())
+    monkeypatch.setattr(FreedBytes, "freed", False)
     src = hybrid.ModelSource(onnx.load(path), data, str(path) if again == "path" else None, disposable=True,
                              reread=path.read_bytes if again == "reread" else None)
     del data
@@ -175,7 +167,7 @@ def test_a_first_session_lets_the_model_go_as_early_as_it_can(monkeypatch: pytes
     real = ortx.make_session
 
     def spy(what: Any, *args: Any, **kwargs: Any) -> Any:
-        made.append((type(what), _Bytes.freed))
+        made.append((type(what), FreedBytes.freed))
         return real(what, *args, **kwargs)
 
     refs: list[int] = []
