@@ -1,4 +1,4 @@
-"""What would ahead-of-time compiled sparse kernels save at session creation? (issue 14's memory target)
+"""What do sparse kernels compiled ahead of time save at session creation? (issue 14's memory target)
 
 A session that keeps a sparse island imports numba and loads its cached kernels: about 190 MB
 and 0.45 s before a weight is read (docs/benchmarks.md, "island weights held once"), which is
@@ -16,9 +16,9 @@ interleaved (fresh processes differ by 5-13% from one another).
 
     python -m benchmarks.bench_aot --out benchmarks/results/bench_aot.json
 
-It answers a design question and changes nothing in the runtime: ``numba.pycc`` is
-deprecated (numba's documentation), supports no ``parallel=True`` kernels, and needs one
-exported signature per array layout and dtype.
+The module is the runtime's own (``edge_runtime.engine.aot``, which ``edge-runtime warmup``
+builds and the Gemm islands call); ``numba.pycc`` is deprecated (numba's documentation), supports
+no ``parallel=True`` kernels, and needs one exported signature per array layout and dtype.
 """
 from __future__ import annotations
 
@@ -29,7 +29,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +36,6 @@ import numpy as np
 
 from benchmarks import common
 
-SIGNATURE = "void(f4[::1], f4[:, :, ::1], f4[::1], i8, f8, f8, f4[::1])"  # x, wt, bias, act, p0, p1, out
-MODULE = "edge_sparse_gemv_aot"
 
 # Run in a fresh interpreter: numpy and the saved arrays, then the contender's kernel.
 _CHILD = r"""
@@ -79,26 +76,11 @@ print(json.dumps({"import_s": t1 - t0, "first_call_s": first, "call_ms": None if
 
 
 def build(folder: Path) -> float:
-    """Compile the sparse GEMV kernel for this CPU into ``folder``; returns the seconds it took."""
-    from numba.pycc import CC
+    """Compile the kernels for this CPU into ``folder`` as ``edge-runtime warmup`` does
+    (:func:`edge_runtime.engine.aot.build`); returns the seconds it took."""
+    from edge_runtime.engine import aot
 
-    from edge_runtime.kernels import sparse_matmul
-
-    cc = CC(MODULE)
-    cc.output_dir = str(folder)
-    cc.target_cpu = "host"  # as `edge-runtime warmup` would on the device (the JIT compiles for the host too)
-    cc.verbose = False
-    kernel = sparse_matmul._gemv_kernel
-
-    def gemv(x, wt, bias, act, p0, p1, out):  # pragma: no cover - compiled; the callee keeps its fastmath flags
-        kernel(x, wt, bias, act, p0, p1, out)
-
-    cc.export("gemv", SIGNATURE)(gemv)
-    t0 = time.perf_counter()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # pycc's own deprecation warning
-        cc.compile()
-    return time.perf_counter() - t0
+    return aot.build(force=True, folder=folder).seconds
 
 
 def save_inputs(folder: Path, k: int, n: int, density: float, seed: int = 0) -> None:
@@ -122,7 +104,7 @@ def in_process(folder: Path, blocks: int, calls: int) -> dict[str, Any]:
 
     sys.path.insert(0, str(folder))
     try:
-        aot = importlib.import_module(MODULE).gemv
+        aot = importlib.import_module(_module()).gemv
     finally:
         sys.path.remove(str(folder))
     x, wt, bias = (np.load(folder / f"{name}.npy") for name in ("x", "wt", "bias"))
@@ -135,8 +117,14 @@ def in_process(folder: Path, blocks: int, calls: int) -> dict[str, Any]:
             "aot_over_numba_90": common.ratio_interval(times["aot"], times["numba"])}
 
 
+def _module() -> str:
+    from edge_runtime.engine import aot
+
+    return aot.module_name()
+
+
 def child(kind: str, folder: Path, calls: int) -> dict[str, Any]:
-    done = subprocess.run([sys.executable, "-c", _CHILD, kind, str(folder), str(calls), MODULE], capture_output=True,
+    done = subprocess.run([sys.executable, "-c", _CHILD, kind, str(folder), str(calls), _module()], capture_output=True,
                           text=True, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 

@@ -27,7 +27,8 @@ Method (references §2, benchmarks/common.py): the contenders alternate in block
 each call on a different input from a pool of 4, one warm-up round; medians and the median of
 per-block ratios (ours / onnxruntime: < 1 means faster). At 1 thread and idle the clock is
 thread CPU time, otherwise wall time. ``--footprint`` also measures, in fresh processes, peak
-RSS and session creation (warm numba cache) and, with an empty numba cache, the cold start.
+RSS and session creation (warm numba cache; the Gemm islands' kernels compiled ahead of time, as
+``edge-runtime warmup`` does, and ``edgejit`` without them) and, with an empty numba cache, the cold start.
 JSON goes to benchmarks/results/bench_models.json with the CPU model and the code path.
 
 Run (unset the OpenBLAS overrides in the benchmark command only)::
@@ -295,10 +296,15 @@ print(json.dumps({"create_s": created, "first_run_s": first, "peak_rss_mb": peak
 
 #: Fresh-process runs per contender, in order: (name, empty numba and engine caches). The engine's
 #: decision cache starts empty: edge "first" measures the decision (numba cache warm) and keeps it;
-#: "warm" builds the kept plan (what a line runs after `edge-runtime warmup`); "cold": both caches
-#: empty (the first boot after install).
+#: "warm" builds the kept plan (what a line runs after `edge-runtime warmup`, which also compiles the
+#: Gemm islands' kernels ahead of time: they are built into the decision cache first, when this
+#: machine can); "cold": both caches empty (the first boot after install). ``edgejit``: the default
+#: session with a decision cache of its own and no compiled kernels (numba's JIT islands).
 _FOOTPRINT_RUNS = {"ort": (("warm", False),), "edge": (("first", False), ("warm", False), ("cold", True)),
+                   "edgejit": (("first", False), ("warm", False)),
                    "edgenp": (("first", False), ("warm", False)), "numba": (("warm", False), ("cold", True))}
+#: Compiles the kernels ahead of time into the child's engine cache, as `edge-runtime warmup` does.
+_COMPILE = "import json; from edge_runtime.warmup import compile_kernels; print(json.dumps(compile_kernels()))"
 
 
 def _footprint(path: Path, threads: int, root: Path | None = None, python: str | None = None) -> dict[str, Any]:
@@ -307,10 +313,15 @@ def _footprint(path: Path, threads: int, root: Path | None = None, python: str |
     (default: this one)."""
     out: dict[str, Any] = {}
     root = root or Path(__file__).resolve().parents[1]
-    with tempfile.TemporaryDirectory() as decisions:
+    with tempfile.TemporaryDirectory() as decisions, tempfile.TemporaryDirectory() as jit_decisions:
+        done = subprocess.run([python or sys.executable, "-c", _COMPILE], capture_output=True, text=True, cwd=root,
+                              env=dict(os.environ, PYTHONPATH=str(root), EDGE_RUNTIME_ENGINE_CACHE=decisions), timeout=900)
+        out["compiled_kernels"] = json.loads(done.stdout.strip().splitlines()[-1]) if done.returncode == 0 else \
+            {"unavailable": (done.stderr.strip().splitlines() or ["failed"])[-1]}
         for engine, runs in _FOOTPRINT_RUNS.items():
             for name, cold in runs:
-                env = dict(os.environ, PYTHONPATH=str(root), EDGE_RUNTIME_ENGINE_CACHE=decisions)
+                env = dict(os.environ, PYTHONPATH=str(root),
+                           EDGE_RUNTIME_ENGINE_CACHE=jit_decisions if engine == "edgejit" else decisions)
                 with tempfile.TemporaryDirectory() as tmp:
                     if cold:
                         env.update(NUMBA_CACHE_DIR=tmp, EDGE_RUNTIME_ENGINE_CACHE=os.path.join(tmp, "engine"))
@@ -345,9 +356,10 @@ def _interpreter(python: str) -> dict[str, Any]:
 
 def _footprint_table(footprint: dict[str, dict[str, Any]]) -> str:
     """Session creation (s) and fresh-process peak RSS (MB) per model; ratios against onnxruntime."""
-    header = ["model", "ort create s", "edge create s (first / warm / cold)", "warm/ort", "numpy islands create s (warm)",
+    header = ["model", "ort create s", "edge create s (first / warm / cold)", "warm/ort", "JIT islands create s (warm)",
+              "warm/ort", "numpy islands create s (warm)",
               "warm/ort", "numba create s (warm)", "ort peak MB", "edge peak MB (first / warm)", "warm/ort",
-              "numpy islands peak MB (warm)", "warm/ort", "numba peak MB"]
+              "JIT islands peak MB (first / warm)", "warm/ort", "numpy islands peak MB (warm)", "warm/ort", "numba peak MB"]
     rows = []
     for model, f in footprint.items():
         def get(run: str, key: str) -> float:
@@ -355,10 +367,13 @@ def _footprint_table(footprint: dict[str, dict[str, Any]]) -> str:
 
         ort_c, ort_m = get("ort_warm", "create_s"), get("ort_warm", "peak_rss_mb")
         rows.append([model, ort_c, " / ".join(f"{get(r, 'create_s'):.3f}" for r in ("edge_first", "edge_warm", "edge_cold")),
-                     get("edge_warm", "create_s") / ort_c, get("edgenp_warm", "create_s"),
+                     get("edge_warm", "create_s") / ort_c, get("edgejit_warm", "create_s"),
+                     get("edgejit_warm", "create_s") / ort_c, get("edgenp_warm", "create_s"),
                      get("edgenp_warm", "create_s") / ort_c, get("numba_warm", "create_s"), ort_m,
                      " / ".join(f"{get(r, 'peak_rss_mb'):.0f}" for r in ("edge_first", "edge_warm")),
-                     get("edge_warm", "peak_rss_mb") / ort_m, get("edgenp_warm", "peak_rss_mb"),
+                     get("edge_warm", "peak_rss_mb") / ort_m,
+                     " / ".join(f"{get(r, 'peak_rss_mb'):.0f}" for r in ("edgejit_first", "edgejit_warm")),
+                     get("edgejit_warm", "peak_rss_mb") / ort_m, get("edgenp_warm", "peak_rss_mb"),
                      get("edgenp_warm", "peak_rss_mb") / ort_m, get("numba_warm", "peak_rss_mb")])
     return common.markdown_table(header, rows)
 
@@ -374,6 +389,9 @@ def _footprint_compared(path: Path, roots: dict[str, Path], repeats: int,
     for label, reps in runs.items():
         out[label] = {}
         for run in reps[0]:
+            if run == "compiled_kernels":  # what each repeat's warm-up compiled, not a measured run
+                out[label][run] = [r[run] for r in reps]
+                continue
             ok = [r[run] for r in reps if "error" not in r.get(run, {"error": 1})]
             out[label][run] = ({k: statistics.median(r[k] for r in ok) for k in ok[0] if k != "plan"}
                                | {"repeats": len(ok), "plans": [r.get("plan") for r in ok]} if ok else reps[0][run])

@@ -15,10 +15,15 @@ with warm caches and 0.49-0.7 ms cold, against the numba kernel's 0.15 / 0.33 ms
 dense 3.0 ms.
 
 The island's dense path is numpy BLAS over the same (K, N) array, so its weights are held once.
+
+Where ``edge-runtime warmup`` compiled the zero-skipping kernels ahead of time for this CPU
+(:mod:`edge_runtime.engine.aot`), the sparse path calls them instead of the gather: the numba
+kernel's machine code and speed on the same (K, N) array, still without loading numba.
 """
 from __future__ import annotations
 
 import threading
+from types import ModuleType
 from typing import Callable
 
 import numpy as np
@@ -53,11 +58,13 @@ class GatherKernel(SparseKernel):
     """``y = act(x @ W + b)`` for x (..., K): the weight rows of nonzero inputs only (module doc)."""
 
     def __init__(self, w: Array, bias: Array | None, act: Callable[[Array], Array] | None, trans_b: bool = False,
-                 alpha: float = 1.0, weight_name: str = "") -> None:
+                 alpha: float = 1.0, weight_name: str = "", compiled: ModuleType | None = None) -> None:
         """``w`` as the node stores it: (K, N), or (N, K) with ``trans_b`` (a Gemm's ``transB``);
         the kernel's (K, N) float32 layout (scaled by ``alpha``) is made by :meth:`lay_out` or on
         first use, so a caller can let go of the model's proto first and the proto, the decoded
-        weight and its (K, N) copy are never held at once. ``weight_name``: the initializer."""
+        weight and its (K, N) copy are never held at once. ``weight_name``: the initializer.
+        ``compiled``: the kernels compiled ahead of time (:func:`edge_runtime.engine.aot.load`), used
+        where N is a multiple of their vector width (:data:`~edge_runtime.engine.aot.N_MULTIPLE`)."""
         self._src: Array | None = w
         self._w: Array | None = None
         self._trans_b, self._alpha = trans_b, np.float32(alpha)
@@ -68,6 +75,10 @@ class GatherKernel(SparseKernel):
         self._act = act
         self.chunk = int(min(MAX_CHUNK, max(MIN_CHUNK, CHUNK_BYTES // (4 * self.n))))
         self._local = threading.local()  # each thread's gather buffer: two threads may run one session
+        from edge_runtime.engine.aot import N_MULTIPLE
+
+        self.compiled = compiled if compiled is not None and self.n % N_MULTIPLE == 0 else None
+        self._kernel_bias = self.bias if self.bias is not None else np.zeros(0, np.float32)
 
     def family(self, x: Array) -> str:
         return "gemv" if x.size == x.shape[-1] else "gemm"
@@ -77,6 +88,8 @@ class GatherKernel(SparseKernel):
 
     def __call__(self, x: Array, dens: float) -> Array:
         rows = x.reshape(-1, self.k)
+        if self.compiled is not None:
+            return self._run_compiled(rows).reshape(*x.shape[:-1], self.n)
         if rows.shape[0] == 1:
             idx = np.flatnonzero(rows[0])
         else:  # the columns any row needs; at batch 1 on a line this branch is rare
@@ -92,6 +105,18 @@ class GatherKernel(SparseKernel):
             rows_w = np.take(w, j, axis=0, out=buf[:len(j)], mode="clip")  # "clip": not buffered again
             y += vals[:, s:s + len(j)] @ rows_w
         return self._epilogue(y).reshape(*x.shape[:-1], self.n)
+
+    def _run_compiled(self, rows: Array) -> Array:
+        """The compiled zero-skipping kernel on the (K, N) weights (bias inside, activation after)."""
+        rows = np.ascontiguousarray(rows, np.float32)
+        w = self.w.reshape(1, self.k, self.n)
+        if rows.shape[0] == 1:
+            y = np.empty((1, self.n), np.float32)
+            self.compiled.gemv(rows[0], w, self._kernel_bias, 0, 0.0, 0.0, y[0])
+        else:
+            y = np.empty((rows.shape[0], self.n), np.float32)
+            self.compiled.gemm(rows, w, self._kernel_bias, 0, 0.0, 0.0, y)
+        return self._act(y) if self._act is not None else y
 
     @property
     def w(self) -> Array:
@@ -159,14 +184,14 @@ def _transposed(w_nk: Array) -> Array:
 
 
 def kernel(model: onnx.ModelProto, nodes: tuple[int, ...],
-           decoded: dict[str, np.ndarray] | None = None) -> GatherKernel | None:
+           decoded: dict[str, np.ndarray] | None = None, compiled: ModuleType | None = None) -> GatherKernel | None:
     """The numpy kernel of an island's nodes (a Gemm / MatMul with a constant 2-D float32 weight,
     then optionally a constant bias Add and one of :data:`ACTS`), or None when they are not that
     (a BatchNormalization, a transposed input, a bias that would broadcast the output to another
     shape, an exported FATReLU that was not rewritten: the caller tries a shorter chain). The
     kernel holds the weight as decoded and lays it out later (:meth:`GatherKernel.lay_out`).
     ``decoded``: constants already decoded, filled in here (a caller trying shorter chains of the same
-    anchor decodes its weight once)."""
+    anchor decodes its weight once). ``compiled``: as :class:`GatherKernel`'s."""
     graph = model.graph
     inits = constants(graph)
     decoded = {} if decoded is None else decoded
@@ -211,7 +236,7 @@ def kernel(model: onnx.ModelProto, nodes: tuple[int, ...],
                 return None
         else:
             return None
-    return GatherKernel(w, bias, act, trans_b, alpha, anchor.input[1])
+    return GatherKernel(w, bias, act, trans_b, alpha, anchor.input[1], compiled)
 
 
 def _bias(b: np.ndarray | None, n: int, max_ndim: int) -> np.ndarray | None:

@@ -35,6 +35,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import onnx
 
+from edge_runtime.engine import aot
 from edge_runtime.engine import islands as isl
 from edge_runtime.engine import linecheck
 from edge_runtime.engine import ort as ortx
@@ -83,6 +84,11 @@ PRICE_MAX_DENSITY = {"Conv": 0.45, "Gemm": 0.7, "MatMul": 0.7}
 #: on it than onnxruntime; the demo's int8 CNN (0.29) slower than onnxruntime's ThresholdedRelu
 #: form; the dense int8 models of bench_int8_dense.py (0.94-1.0) 4.5-15x slower.
 INT8_MAX_DENSITY = 0.5
+#: A cut plan whose islands run compiled kernels (:mod:`edge_runtime.engine.aot`) is kept against the
+#: numba engine unless that is faster by more than this fraction: the warm cut plan then never loads
+#: numba (55-130 MB and 0.3-0.6 s of each session, docs/benchmarks.md), and on the sparse MLP, where
+#: both ran the same GEMV kernels, their times were 1-3% apart either way from run to run.
+NUMBA_FREE_MARGIN = 0.05
 
 
 def build(source: ModelSource | onnx.ModelProto, cfg: EngineConfig, inputs: Sequence[ValueInfo],
@@ -122,10 +128,11 @@ def _build(src: ModelSource, cfg: EngineConfig, inputs: Sequence[ValueInfo],
     found = [] if cfg.sparsity == "off" else isl.supported(
         model, isl.candidates(model, cfg.annotations, cfg.sparsity), cfg.sparse_kernels)
     int8 = 0 if cfg.sparsity == "off" or cfg.numba_plan is None else isl.int8_layers(model)
+    cfg = _island_kernels(cfg, model, found)
     key = doc = None
     if (found or int8) and cfg.sparsity == "auto":
-        numpy = ("numpy kernels",) if cfg.sparse_kernels == "numpy" else ()
-        key = plancache.key(data, cfg.warmup_feeds, (cfg.threads, cfg.optimize, cfg.numba_plan is not None, *numpy))
+        kernels = () if cfg.sparse_kernels == "numba" else (f"{cfg.sparse_kernels} kernels", aot.stamp())
+        key = plancache.key(data, cfg.warmup_feeds, (cfg.threads, cfg.optimize, cfg.numba_plan is not None, *kernels))
         doc = plancache.load(key)
     report = EngineReport(0) if not (found or int8) else (
         _cached_report(doc) if doc and doc.get("plan") == "whole" else None)
@@ -163,9 +170,31 @@ def _build(src: ModelSource, cfg: EngineConfig, inputs: Sequence[ValueInfo],
     return _checked(plan, report, rival, cfg, key)
 
 
+#: The anchors whose numba islands the compiled kernels replace in the default mode: a Gemm island's
+#: numba kernel is the same single-row / row-block kernel on one untiled (K, N) matrix, which is what
+#: :mod:`edge_runtime.engine.aot` exports (a MatMul island's numba layout is tiled for many rows).
+COMPILED_ANCHORS = ("Gemm",)
+
+
+def _island_kernels(cfg: EngineConfig, model: onnx.ModelProto, found: Sequence[isl.Candidate]) -> EngineConfig:
+    """``cfg`` with the kernels the islands are built with: "compiled" where ``edge-runtime warmup``
+    compiled them ahead of time for this CPU (:func:`edge_runtime.engine.aot.load`) and they can
+    stand in for what was asked: always for numpy's (the same numba-free islands, the numba
+    kernel's speed), and for numba's when every candidate is a Gemm and the session runs one
+    thread (the compiled kernels are single-threaded), so a warm session never loads numba."""
+    kinds = {model.graph.node[c.nodes[0]].op_type for c in found}
+    if not found or cfg.sparse_kernels == "numba" and (cfg.threads != 1 or not kinds <= set(COMPILED_ANCHORS)):
+        return cfg
+    if aot.load() is None:
+        return cfg
+    return dataclasses.replace(cfg, sparse_kernels="compiled")
+
+
 def _checked(plan: Plan, report: EngineReport, rival: Plan | None, cfg: EngineConfig,
              key: str | None) -> tuple[Plan, EngineReport, linecheck.LineCheck | None]:
     """``plan`` with its line check against ``rival`` (the whole-model session), when there is one."""
+    if report.engine == "onnxruntime" and len(plan.steps) > 1 and not report.island_kernels:
+        report = dataclasses.replace(report, island_kernels=cfg.sparse_kernels)
     if rival is None:
         return plan, report, None
     check = linecheck.LineCheck(plan, rival, cfg.threads, key=key)
@@ -240,7 +269,11 @@ def _decide(box: list[bytes], src: ModelSource, found: list[isl.Candidate], cfg:
     # kept for the line check on a small gain; on a clear win the whole-model session (every weight
     # again) goes before the numba plan is built
     rival = whole if _small_gain(report.cut_ms, report.whole_ms) else None
-    del whole, model, types, prepared  # the proto too: the numba plan decodes its weights and drops it
+    del whole, types, prepared  # the proto too: the numba plan decodes its weights and drops it
+    if shed and cfg.numba_plan is not None:  # compiled islands: the numba engine's plan needs every weight
+        _restore_outside(model, shed, ())
+        src.shed = False
+    del model
     return (*_against_numba(plan, report, cfg, inputs, outputs), rival)
 
 
@@ -266,7 +299,8 @@ def _against_numba(plan: Plan, report: EngineReport, cfg: EngineConfig, inputs: 
         log.debug("numba engine not considered: %s", exc)
         return plan, report
     cut_s, numba_s = time_plans([plan, numba_plan], feeds(cfg, inputs), [o.name for o in outputs], cfg.threads)
-    won = numba_s < cut_s
+    # a cut plan on compiled islands never loads numba in a warm session: the numba engine must win clearly
+    won = numba_s < cut_s * (1 - NUMBA_FREE_MARGIN if cfg.sparse_kernels == "compiled" else 1)
     report = with_outcome(report, f"{report.outcome}; numba engine {numba_s * 1e3:.3f} ms vs {cut_s * 1e3:.3f} ms "
                                   f"cut: {'numba' if won else 'cut'} kept")
     return (numba_plan, dataclasses.replace(report, engine="numba")) if won else (plan, report)

@@ -247,7 +247,8 @@ NUMPY_ANCHORS = ("Gemm", "MatMul")
 
 def supported(model: onnx.ModelProto, cands: Sequence[Candidate], kernels: str) -> list[Candidate]:
     """The candidates ``kernels`` (``SessionOptions.sparse_kernels``) can build an island for: every
-    one with numba's kernels, the Gemm / MatMul ones with numpy's (:mod:`edge_runtime.engine.gather`)."""
+    one with numba's kernels, the Gemm / MatMul ones with numpy's or the compiled ones
+    (:mod:`edge_runtime.engine.gather`)."""
     if kernels == "numba":
         return list(cands)
     return [c for c in cands if model.graph.node[c.nodes[0]].op_type in NUMPY_ANCHORS]
@@ -260,12 +261,14 @@ def prepare(model: onnx.ModelProto, cand: Candidate, types: Mapping[str, onnx.Ty
     ``kernels="numpy"``: :func:`edge_runtime.engine.gather.kernel` on the nodes as they are).
 
     Tries the whole chain first, then shorter ones; returns None when no prefix becomes one
-    fused node with a sparse kernel (e.g. a grouped Conv or a 3-D weight). ``decoded``: constants
+    fused node with a sparse kernel (e.g. a grouped Conv or a 3-D weight). ``kernels="compiled"``:
+    the numpy kernel calling the kernels compiled ahead of time (:mod:`edge_runtime.engine.aot`),
+    which the caller found loadable. ``decoded``: constants
     already decoded, used instead of the proto's tensors (which :func:`shed_weights` emptied).
     """
     decoded = decoded or {}
-    if kernels == "numpy":
-        return _prepare_numpy(model, cand)
+    if kernels != "numba":
+        return _prepare_numpy(model, cand, kernels)
     from edge_runtime import planner, prepared  # numba: imported only when an island is built
     from edge_runtime.engine.partition import constants_read, submodel
     from edge_runtime.onnx_io import decode_initializer, graph_from_model
@@ -342,14 +345,15 @@ def _prefixes(model: onnx.ModelProto, cand: Candidate) -> Iterator[tuple[int, ..
         yield cand.nodes[:end]
 
 
-def _prepare_numpy(model: onnx.ModelProto, cand: Candidate) -> PreparedIsland | None:
-    from edge_runtime.engine import gather
+def _prepare_numpy(model: onnx.ModelProto, cand: Candidate, kernels: str) -> PreparedIsland | None:
+    from edge_runtime.engine import aot, gather
 
     if model.graph.node[cand.nodes[0]].op_type not in NUMPY_ANCHORS:
         return None
+    compiled = aot.load() if kernels == "compiled" else None
     decoded: dict[str, np.ndarray] = {}  # the anchor's weight decoded once for every prefix tried
     for nodes in _prefixes(model, cand):
-        kernel = gather.kernel(model, nodes, decoded)
+        kernel = gather.kernel(model, nodes, decoded, compiled)
         if kernel is not None:
             trimmed = Candidate(cand.name, nodes, cand.input, model.graph.node[nodes[-1]].output[0],
                                 cand.annotated_density)

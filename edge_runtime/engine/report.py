@@ -29,7 +29,8 @@ class EngineConfig:
     #: Builds the numba engine's plan of the whole model; timed against a cut plan that keeps islands.
     #: It may drop the proto of a disposable :class:`ModelSource` (nothing reads it after this plan).
     numba_plan: Callable[[], Plan] | None = field(default=None, compare=False)
-    #: What builds the islands' kernels: "numba" or "numpy" (``SessionOptions.sparse_kernels``).
+    #: What builds the islands' kernels: "numba" or "numpy" (``SessionOptions.sparse_kernels``), or
+    #: "compiled" (:mod:`edge_runtime.engine.aot`, chosen by :func:`edge_runtime.engine.hybrid.build`).
     sparse_kernels: str = "numba"
 
 
@@ -62,6 +63,9 @@ class EngineReport:
     #: The check of a small measured gain on the first images run (:mod:`edge_runtime.engine.linecheck`):
     #: "" (none), "pending: ...", or its outcome ("checked on the first 48 images run: ...").
     line_check: str = ""
+    #: What ran the kept islands' sparse path: "numba" (JIT), "compiled" (ahead of time, numba not
+    #: loaded: :mod:`edge_runtime.engine.aot`), "numpy" (gather + BLAS); "" without islands.
+    island_kernels: str = ""
 
 
 @dataclass

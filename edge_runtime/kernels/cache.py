@@ -16,7 +16,6 @@ bypasses this, as it bypasses numba's defaults.
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from pathlib import Path
@@ -25,38 +24,20 @@ from typing import Any, Iterable
 import numba
 from numba.core import caching
 
-logger = logging.getLogger(__name__)
+from edge_runtime.stamps import PACKAGE_DIRS, SHARED_FILES
+from edge_runtime.stamps import package_stamp as _package_stamp
 
-_ROOT = Path(__file__).resolve().parent.parent
-#: Packages whose numba functions inline each other: a change to any file invalidates them all.
-PACKAGE_DIRS: tuple[Path, ...] = (_ROOT / "kernels", _ROOT / "ops")
-#: numba-free modules whose values the kernels inline (the activation codes): part of the stamp.
-SHARED_FILES: tuple[Path, ...] = (_ROOT / "act_codes.py",)
+logger = logging.getLogger(__name__)
 
 
 def package_stamp(dirs: Iterable[Path] = PACKAGE_DIRS, files: Iterable[Path] = SHARED_FILES) -> str:
-    """sha256 of numba's version, every ``.py`` file (relative path and bytes) under ``dirs`` and ``files``.
-
-    Args:
-        dirs: package directories (searched recursively, ``__pycache__`` skipped).
-        files: single modules the kernels inline values from.
-
-    Returns:
-        The hex digest.
+    """:func:`edge_runtime.stamps.package_stamp` with the numba this process imported.
 
     Example:
         >>> len(package_stamp())
         64
     """
-    h = hashlib.sha256(numba.__version__.encode())
-    for d in dirs:
-        d = Path(d)
-        for f in sorted(p for p in d.rglob("*.py") if "__pycache__" not in p.parts):
-            h.update(str(f.relative_to(d.parent)).encode() + b"\0")
-            h.update(f.read_bytes() + b"\0")
-    for f in files:
-        h.update(Path(f).name.encode() + b"\0" + Path(f).read_bytes() + b"\0")
-    return h.hexdigest()
+    return _package_stamp(dirs, files, numba.__version__)
 
 
 def _stamped(base: type, dirs: tuple[Path, ...], stamp: str) -> type:

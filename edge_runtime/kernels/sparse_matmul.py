@@ -328,6 +328,21 @@ def _gemm_rows(x, wt, bias, act, p0, p1, out, m0, m1, vals, idx, ptr, scratch, k
             store_row(acc, out[m0 + r], n0, width)
 
 
+@numba.njit(cache=True, fastmath=FAST)
+def _gemm_kernel(x, wt, bias, act, p0, p1, out):  # pragma: no cover - compiled
+    """out = act(x @ W + b) for all M rows on one thread, with its own scratch (the entry point the
+    kernels compiled ahead of time export: :mod:`edge_runtime.engine.aot`)."""
+    m, k = x.shape
+    t = wt.shape[2]
+    kblock = max(1, min(k, KBLOCK_BYTES // (4 * t)))
+    nkb = (k + kblock - 1) // kblock
+    vals = np.empty(m * k, dtype=np.float32)
+    idx = np.empty(m * k, dtype=np.int32)
+    ptr = np.empty(m * nkb + 1, dtype=np.int64)
+    scratch = np.empty((m, t), dtype=np.float32)
+    _gemm_rows(x, wt, bias, act, p0, p1, out, 0, m, vals, idx, ptr, scratch, kblock)
+
+
 @numba.njit(cache=True, fastmath=FAST, parallel=True)
 def _gemm_kernel_par(x, wt, bias, act, p0, p1, out, block, vals, idx, ptr, scratch, kblock):  # pragma: no cover
     m, k = x.shape

@@ -1,0 +1,245 @@
+"""Kernels compiled ahead of time (edge_runtime.engine.aot): Gemm islands that run numba's machine code
+without loading numba, built by ``edge-runtime warmup`` into the engine cache."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import edge_runtime
+from edge_runtime.engine import aot, gather, hybrid, plancache
+from edge_runtime.engine.report import EngineConfig
+from tests.edge_runtime.engine import graphs
+
+ort = pytest.importorskip("onnxruntime")
+
+ORT = ["CPUExecutionProvider"]
+REL_TOL = 1e-4
+RNG = np.random.default_rng(11)
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An engine cache holding the module, built once for the tests here (~5-10 s)."""
+    folder = tmp_path_factory.mktemp("engine-cache")
+    before = os.environ.get(plancache.ENV)
+    os.environ[plancache.ENV] = str(folder)
+    try:
+        aot.build()
+    except aot.AotUnavailable as exc:  # e.g. the arm64 root under qemu has no C compiler
+        pytest.skip(str(exc))
+    finally:
+        if before is None:
+            os.environ.pop(plancache.ENV)
+        else:
+            os.environ[plancache.ENV] = before
+    return folder
+
+
+@pytest.fixture
+def compiled(cache_dir: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv(plancache.ENV, str(cache_dir))
+    module = aot.load()
+    assert module is not None
+    return module
+
+
+def _opts(kernels: str | None = None, threads: int = 1) -> edge_runtime.SessionOptions:
+    o = edge_runtime.SessionOptions()
+    o.intra_op_num_threads = threads
+    o.sparse_kernels = kernels
+    return o
+
+
+def gemm_mlp(hidden: int = 256, act: str = "Relu", shift: float = -1.5) -> onnx.ModelProto:
+    """x (N, 64) -> Gemm(transB) -> act -> Gemm(alpha, beta) -> act -> Gemm -> y (N, 16): Gemm islands only."""
+    attrs, extra = {"Relu": ({}, []), "LeakyRelu": ({"alpha": 0.2}, []), "ThresholdedRelu": ({"alpha": 0.3}, []),
+                    "Clip": ({}, ["lo", "hi"])}[act]
+    nodes = [helper.make_node("Gemm", ["x", "W1", "b1"], ["z1"], transB=1),
+             helper.make_node(act, ["z1", *extra], ["h1"], **attrs),
+             helper.make_node("Gemm", ["h1", "W2", "b2"], ["z2"], alpha=0.8, beta=1.2),
+             helper.make_node(act, ["z2", *extra], ["h2"], **attrs),
+             helper.make_node("Gemm", ["h2", "W3", "b3"], ["y"])]
+    inits = [numpy_helper.from_array((RNG.standard_normal((hidden, 64)) * 0.3).astype(np.float32), "W1"),
+             numpy_helper.from_array(np.full(hidden, shift, np.float32), "b1"),
+             numpy_helper.from_array((RNG.standard_normal((hidden, hidden)) * 0.3).astype(np.float32), "W2"),
+             numpy_helper.from_array(np.full(hidden, shift, np.float32), "b2"),
+             numpy_helper.from_array((RNG.standard_normal((hidden, 16)) * 0.1).astype(np.float32), "W3"),
+             numpy_helper.from_array((RNG.standard_normal(16) * 0.1).astype(np.float32), "b3"),
+             numpy_helper.from_array(np.array(0.0, np.float32), "lo"),
+             numpy_helper.from_array(np.array(0.5, np.float32), "hi")]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 64])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 16])], inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _agree(model: onnx.ModelProto, sess: edge_runtime.InferenceSession, feed: dict[str, np.ndarray]) -> None:
+    want = ort.InferenceSession(model.SerializeToString(), providers=ORT).run(None, feed)
+    for got, ref in zip(sess.run(None, feed), want):
+        np.testing.assert_allclose(got, ref, rtol=REL_TOL, atol=REL_TOL * max(1.0, float(np.abs(ref).max())))
+
+
+def test_compiled_kernels_compute_what_the_jit_kernels_do_bit_for_bit(compiled) -> None:
+    from edge_runtime.kernels import sparse_matmul
+
+    k, n = 300, 48
+    w = RNG.standard_normal((1, k, n)).astype(np.float32)
+    bias = RNG.standard_normal(n).astype(np.float32)
+    x = (RNG.standard_normal((5, k)) * (RNG.random((5, k)) < 0.2)).astype(np.float32)
+    for act, p0, p1 in ((0, 0.0, 0.0), (1, 0.0, 0.0), (2, 0.0, 0.5), (4, 0.3, 0.0)):
+        for b in (bias, np.zeros(0, np.float32)):
+            got, want = np.empty(n, np.float32), np.empty(n, np.float32)
+            compiled.gemv(x[0], w, b, act, p0, p1, got)
+            sparse_matmul._gemv_kernel(x[0], w, b, act, p0, p1, want)
+            np.testing.assert_array_equal(got, want)
+            got, want = np.empty((5, n), np.float32), np.empty((5, n), np.float32)
+            compiled.gemm(x, w, b, act, p0, p1, got)
+            sparse_matmul._gemm_kernel(x, w, b, act, p0, p1, want)
+            np.testing.assert_array_equal(got, want)
+    np.testing.assert_allclose(want, np.where(x @ w[0] >= 0.3, x @ w[0], 0), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("act", ["Relu", "LeakyRelu", "ThresholdedRelu", "Clip"])
+@pytest.mark.parametrize("batch", [1, 4])
+def test_default_sessions_run_gemm_islands_on_the_compiled_kernels_and_agree(compiled, act: str, batch: int) -> None:
+    model = gemm_mlp(act=act)
+    sess = edge_runtime.InferenceSession(model.SerializeToString(), _opts(), providers=ORT, sparsity="force")
+    assert sess.engine_report.island_kernels == "compiled", sess.engine_report
+    feed = {"x": RNG.standard_normal((batch, 64)).astype(np.float32)}
+    _agree(model, sess, feed)
+    _, stats = sess.run_with_stats(None, feed)
+    assert [s.kernel for s in stats.nodes if s.op_type == "Gemm"][:2] == ["sparse", "sparse"]
+
+
+def test_a_warm_session_on_compiled_islands_never_loads_numba(compiled, cache_dir: Path, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """The point of compiling ahead of time: the first session measures (numba engine included) and
+    keeps the cut plan; the next process builds it from the engine cache without numba."""
+    model = gemm_mlp(hidden=1024, shift=-2.0)
+    path = tmp_path / "mlp.onnx"
+    onnx.save(model, str(path))
+    feed = {"x": RNG.standard_normal((1, 64)).astype(np.float32)}
+    np.save(tmp_path / "x.npy", feed["x"])
+    monkeypatch.setattr(hybrid, "NUMBA_FREE_MARGIN", 0.99)  # keep the cut plan whatever the timing says
+    first = edge_runtime.InferenceSession(str(path), _opts(), providers=ORT, warmup_feed=feed)
+    report = first.engine_report
+    assert report.engine == "onnxruntime" and report.island_kernels == "compiled", report
+    assert "numba engine" in report.outcome and "cut kept" in report.outcome, report.outcome  # the rival was timed
+    _agree(model, first, feed)
+    code = f"""
+import json, sys
+import numpy as np, edge_runtime
+o = edge_runtime.SessionOptions(); o.intra_op_num_threads = 1
+x = np.load({str(tmp_path / 'x.npy')!r})
+s = edge_runtime.InferenceSession({str(path)!r}, o, providers=["CPUExecutionProvider"], warmup_feed={{"x": x}})
+y = s.run(None, {{"x": x}})[0]
+np.save({str(tmp_path / 'y.npy')!r}, y)
+r = s.engine_report
+print(json.dumps({{"numba": "numba" in sys.modules, "cached": r.cached, "kernels": r.island_kernels}}))
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, **{plancache.ENV: str(cache_dir)}))
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result == {"numba": False, "cached": True, "kernels": "compiled"}, result
+    np.testing.assert_allclose(np.load(tmp_path / "y.npy"), first.run(None, feed)[0], rtol=1e-6, atol=1e-7)
+
+
+def test_numpy_islands_use_the_compiled_kernels_where_they_exist(compiled) -> None:
+    model = graphs.mlp(hidden=256, bias_shift=-2.0)  # MatMul islands: numpy mode takes them, numba mode keeps JIT
+    sess = edge_runtime.InferenceSession(model.SerializeToString(), _opts("numpy"), providers=ORT, sparsity="force")
+    assert sess.engine_report.island_kernels == "compiled"
+    for batch in (1, 3):
+        _agree(model, sess, {"x": RNG.standard_normal((batch, 64)).astype(np.float32)})
+    jit = edge_runtime.InferenceSession(model.SerializeToString(), _opts(), providers=ORT, sparsity="force")
+    assert jit.engine_report.island_kernels == "numba"
+
+
+def test_which_islands_the_compiled_kernels_stand_in_for(compiled) -> None:
+    gemms, cnn = gemm_mlp(), graphs.cnn_residual()
+
+    def kernels(model: onnx.ModelProto, asked: str, threads: int = 1) -> str:
+        from edge_runtime.engine import islands as isl
+
+        found = isl.supported(model, isl.candidates(model, {}, "force"), asked)
+        return hybrid._island_kernels(EngineConfig(threads=threads, sparse_kernels=asked), model, found).sparse_kernels
+
+    assert kernels(gemms, "numba") == "compiled"
+    assert kernels(gemms, "numba", threads=2) == "numba"  # the compiled kernels are single-threaded
+    assert kernels(cnn, "numba") == "numba"  # Conv islands need the JIT's kernels
+    assert kernels(graphs.mlp(), "numba") == "numba"  # MatMul islands: the JIT's tiled layout
+    assert kernels(graphs.mlp(), "numpy", threads=2) == "compiled"
+
+
+def test_without_a_compiled_module_nothing_changes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(plancache.ENV, str(tmp_path))
+    assert aot.load() is None
+    sess = edge_runtime.InferenceSession(gemm_mlp().SerializeToString(), _opts(), providers=ORT, sparsity="force")
+    assert sess.engine_report.island_kernels == "numba"
+
+
+def test_a_width_the_vector_loops_cannot_step_keeps_the_gather(compiled) -> None:
+    w = RNG.standard_normal((40, 10)).astype(np.float32)  # N = 10: not a multiple of 16
+    k = gather.GatherKernel(w, None, None, compiled=compiled)
+    assert k.compiled is None
+    x = RNG.standard_normal((1, 40)).astype(np.float32)
+    np.testing.assert_allclose(k(x, 1.0), x @ w, rtol=1e-5, atol=1e-5)
+
+
+def test_a_module_others_can_write_or_a_broken_one_is_not_loaded(compiled, cache_dir: Path, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setenv(plancache.ENV, str(tmp_path))
+    target = aot.module_path()
+    target.parent.mkdir(mode=0o700)
+    target.write_bytes((cache_dir / "aot" / target.name).read_bytes())
+    target.chmod(0o775)  # group-writable
+    with caplog.at_level(logging.WARNING, logger="edge_runtime.engine.aot"):
+        assert aot.load() is None
+    assert "chmod go-w" in caplog.text
+    aot._LOADED.clear()
+    target.chmod(0o755)
+    target.write_bytes(b"not an extension module")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="edge_runtime.engine.aot"):
+        assert aot.load() is None
+    assert "not loaded" in caplog.text and "numba kernels run instead" in caplog.text
+    sess = edge_runtime.InferenceSession(gemm_mlp().SerializeToString(), _opts(), providers=ORT, sparsity="force")
+    assert sess.engine_report.island_kernels == "numba"  # the line keeps running, on the JIT kernels
+
+
+def test_no_compiler_is_one_line_with_the_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("numba.pycc")
+    monkeypatch.setenv(plancache.ENV, str(tmp_path))
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
+    with pytest.raises(aot.AotUnavailable) as info:
+        aot.build()
+    message = str(info.value)
+    assert "\n" not in message and "install a C compiler" in message and "JIT kernels run" in message
+    assert not aot.module_path().exists() and list(aot.directory().iterdir()) == []  # nothing half-written
+
+
+def test_the_engine_cache_off_means_nothing_is_compiled(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(plancache.ENV, "off")
+    assert aot.load() is None
+    with pytest.raises(aot.AotUnavailable, match="engine cache is off"):
+        aot.build()
+
+
+def test_warmup_compiles_once_and_says_so(compiled, cache_dir: Path, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture) -> None:
+    from edge_runtime import cli
+
+    path = tmp_path / "mlp.onnx"
+    onnx.save(gemm_mlp(), str(path))
+    assert cli.main(["warmup", str(path), "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    assert f"kernels compiled ahead of time: {aot.module_path()}" in out and "built in" not in out  # already there
