@@ -180,10 +180,13 @@ def _island_kernels(cfg: EngineConfig, model: onnx.ModelProto, found: Sequence[i
     """``cfg`` with the kernels the islands are built with: "compiled" where ``edge-runtime warmup``
     compiled them ahead of time for this CPU (:func:`edge_runtime.engine.aot.load`) and they can
     stand in for what was asked: always for numpy's (the same numba-free islands, the numba
-    kernel's speed), and for numba's when every candidate is a Gemm and the session runs one
-    thread (the compiled kernels are single-threaded), so a warm session never loads numba."""
+    kernel's speed), and for numba's when every candidate is a Gemm, so a warm session never loads
+    numba. The compiled kernels run on one thread; with more, numba's would split a Gemm island
+    only above ``sparse_matmul.PARALLEL_MIN_FLOPS`` (8e6) effective FLOPs a call (a 4096x4096 GEMV
+    above input density 0.24), and the numba engine, which has those kernels, is still timed
+    against the cut plan (:func:`_against_numba`)."""
     kinds = {model.graph.node[c.nodes[0]].op_type for c in found}
-    if not found or cfg.sparse_kernels == "numba" and (cfg.threads != 1 or not kinds <= set(COMPILED_ANCHORS)):
+    if not found or cfg.sparse_kernels == "numba" and not kinds <= set(COMPILED_ANCHORS):
         return cfg
     if aot.load() is None:
         return cfg
