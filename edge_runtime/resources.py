@@ -1,4 +1,5 @@
-"""Memory limits: what this process may still allocate, and the tensor sizes a model declares.
+"""Memory limits: what this process may still allocate, and the tensor sizes a model declares
+(and :func:`aligned_empty`, the allocation the kernels' weight layouts use; numba-free).
 
 A Raspberry Pi has 1-8 GB; a model that asks for a 5 GB ConstantOfShape or a 1e12-element
 Expand must be refused with a clear error naming the node *before* numpy tries, since the
@@ -121,3 +122,17 @@ def declared_bytes(op_type: str, args: list[Any], attrs: Mapping[str, Any]) -> i
             return None
         return max(math.ceil((limit - start) / delta), 0) * np.asarray(args[0]).dtype.itemsize
     return None
+
+
+def aligned_empty(shape: tuple[int, ...] | int, dtype: Any = np.float32) -> np.ndarray:
+    """A C-contiguous uninitialised array whose data starts on a 64-byte boundary.
+
+    numpy aligns large arrays to 16 bytes only; 64-byte vector loads of weight rows that
+    straddle two cache lines made the sparse kernels 10-20% slower.
+    """
+    dt = np.dtype(dtype)
+    shape = (shape,) if isinstance(shape, int) else tuple(int(d) for d in shape)
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dt.itemsize
+    buf = np.empty(nbytes + 64, dtype=np.uint8)
+    off = (-buf.ctypes.data) % 64
+    return buf[off:off + nbytes].view(dt).reshape(shape)

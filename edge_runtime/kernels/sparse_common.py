@@ -29,6 +29,7 @@ import numba
 import numpy as np
 
 from edge_runtime.kernels.fastmath import FAST
+from edge_runtime.resources import aligned_empty  # noqa: F401  (re-exported: the kernels' layouts use it)
 from edge_runtime.kernels.simd import (
     VEC,
     axpy_rows,
@@ -269,20 +270,6 @@ def compact_pixels(xc, width, vals, idx, ptr):  # pragma: no cover - compiled
     for p in range(hw, 0, -1):  # the fill moved each start to the next pixel's start
         ptr[p] = ptr[p - 1]
     ptr[0] = 0
-
-
-def aligned_empty(shape: tuple[int, ...] | int, dtype=np.float32) -> np.ndarray:
-    """A C-contiguous uninitialised array whose data starts on a 64-byte boundary.
-
-    numpy aligns large arrays to 16 bytes only; 64-byte vector loads of weight rows that
-    straddle two cache lines made the sparse kernels 10-20% slower.
-    """
-    dt = np.dtype(dtype)
-    shape = (shape,) if isinstance(shape, int) else tuple(int(d) for d in shape)
-    nbytes = int(np.prod(shape, dtype=np.int64)) * dt.itemsize
-    buf = np.empty(nbytes + 64, dtype=np.uint8)
-    off = (-buf.ctypes.data) % 64
-    return buf[off:off + nbytes].view(dt).reshape(shape)
 
 
 _WORKSPACE = threading.local()

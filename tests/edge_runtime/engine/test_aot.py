@@ -186,14 +186,6 @@ def test_without_a_compiled_module_nothing_changes(tmp_path: Path, monkeypatch: 
     assert sess.engine_report.island_kernels == "numba"
 
 
-def test_a_width_the_vector_loops_cannot_step_keeps_the_gather(compiled) -> None:
-    w = RNG.standard_normal((40, 10)).astype(np.float32)  # N = 10: not a multiple of 16
-    k = gather.GatherKernel(w, None, None, compiled=compiled)
-    assert k.compiled is None
-    x = RNG.standard_normal((1, 40)).astype(np.float32)
-    np.testing.assert_allclose(k(x, 1.0), x @ w, rtol=1e-5, atol=1e-5)
-
-
 def test_a_module_others_can_write_or_a_broken_one_is_not_loaded(compiled, cache_dir: Path, tmp_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch,
                                                                  caplog: pytest.LogCaptureFixture) -> None:
@@ -268,3 +260,20 @@ def test_two_threads_running_one_session_on_compiled_islands_get_their_own_outpu
         want = ref.run(None, feed)[0]
         for got in results[i]:
             np.testing.assert_allclose(got, want, rtol=REL_TOL, atol=REL_TOL)
+
+
+@pytest.mark.parametrize("trans_b", [False, True])
+@pytest.mark.parametrize("alpha", [1.0, 0.5])
+def test_widths_off_the_vector_step_run_padded_and_aligned(compiled, trans_b: bool, alpha: float) -> None:
+    w = RNG.standard_normal((40, 10)).astype(np.float32)  # N = 10: padded to 16 zero columns
+    b = RNG.standard_normal(10).astype(np.float32)
+    k = gather.GatherKernel(w.T.copy() if trans_b else w, b, lambda y: np.maximum(y, 0.0, out=y), trans_b, alpha,
+                            compiled=compiled)
+    x = (RNG.standard_normal((3, 40)) * (RNG.random((3, 40)) < 0.3)).astype(np.float32)
+    want = np.maximum(alpha * (x @ w) + b, 0)
+    for rows in (x[:1], x):
+        np.testing.assert_allclose(k(rows, 0.3), want[:len(rows)], rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(k.dense(rows), want[:len(rows)], rtol=1e-5, atol=1e-5)
+    assert k.w.shape == (40, 10) and k._w.shape == (40, 16) and k._w.ctypes.data % 64 == 0
+    if alpha == 1.0:
+        np.testing.assert_array_equal(k.source_weight(), w.T if trans_b else w)  # put back bit for bit
