@@ -87,6 +87,10 @@ class GatherKernel(SparseKernel):
         return "gemv" if x.size == x.shape[-1] else "gemm"
 
     def counters(self) -> tuple[Callable[[Array], float], Callable[[Array, float], tuple[bool, float]]]:
+        if self.compiled is not None:
+            from edge_runtime.engine import aot
+
+            return aot.counters(self.compiled)
         return density, density_at_most
 
     def __call__(self, x: Array, dens: float) -> Array:

@@ -125,10 +125,11 @@ def _build(src: ModelSource, cfg: EngineConfig, inputs: Sequence[ValueInfo],
     ortx.check_exchanged([(v.name, v.type.tensor_type.elem_type) for v in (*model.graph.input, *model.graph.output)
                           if v.name in fed and v.type.HasField("tensor_type")], "the model's inputs and outputs")
     data = src.take()  # serialized once at most: a 45 MB model takes ~40-80 ms
-    found = [] if cfg.sparsity == "off" else isl.supported(
-        model, isl.candidates(model, cfg.annotations, cfg.sparsity), cfg.sparse_kernels)
+    cands = [] if cfg.sparsity == "off" else isl.candidates(model, cfg.annotations, cfg.sparsity)
+    cfg = _island_kernels(cfg, model, cands)
+    found = isl.supported(model, cands, cfg.sparse_kernels)
+    del cands
     int8 = 0 if cfg.sparsity == "off" or cfg.numba_plan is None else isl.int8_layers(model)
-    cfg = _island_kernels(cfg, model, found)
     key = doc = None
     if (found or int8) and cfg.sparsity == "auto":
         kernels = () if cfg.sparse_kernels == "numba" else (f"{cfg.sparse_kernels} kernels", aot.stamp())
@@ -172,21 +173,34 @@ def _build(src: ModelSource, cfg: EngineConfig, inputs: Sequence[ValueInfo],
 
 #: The anchors whose numba islands the compiled kernels replace in the default mode: a Gemm island's
 #: numba kernel is the same single-row / row-block kernel on one untiled (K, N) matrix, which is what
-#: :mod:`edge_runtime.engine.aot` exports (a MatMul island's numba layout is tiled for many rows).
-COMPILED_ANCHORS = ("Gemm",)
+#: :mod:`edge_runtime.engine.aot` exports (a MatMul island's numba layout is tiled for many rows); a
+#: Conv island's is the same conv kernel on the same layout (:mod:`edge_runtime.engine.compiled_conv`,
+#: for the Convs :func:`~edge_runtime.engine.compiled_conv.supports`).
+COMPILED_ANCHORS = ("Gemm", "Conv")
 
 
 def _island_kernels(cfg: EngineConfig, model: onnx.ModelProto, found: Sequence[isl.Candidate]) -> EngineConfig:
     """``cfg`` with the kernels the islands are built with: "compiled" where ``edge-runtime warmup``
     compiled them ahead of time for this CPU (:func:`edge_runtime.engine.aot.load`) and they can
-    stand in for what was asked: always for numpy's (the same numba-free islands, the numba
-    kernel's speed), and for numba's when every candidate is a Gemm, so a warm session never loads
-    numba. The compiled kernels run on one thread; with more, numba's would split a Gemm island
-    only above ``sparse_matmul.PARALLEL_MIN_FLOPS`` (8e6) effective FLOPs a call (a 4096x4096 GEMV
-    above input density 0.24), and the numba engine, which has those kernels, is still timed
-    against the cut plan (:func:`_against_numba`)."""
-    kinds = {model.graph.node[c.nodes[0]].op_type for c in found}
-    if not found or cfg.sparse_kernels == "numba" and not kinds <= set(COMPILED_ANCHORS):
+    stand in for what was asked, so a warm session never loads numba:
+
+    - numpy's: always; numba-free islands at the numba kernels' speed, and Conv islands too (those
+      :func:`edge_runtime.engine.compiled_conv.supports`), which numpy alone has no kernel for.
+    - numba's: when every candidate is a Gemm, or a Conv the compiled kernel takes
+      (:func:`edge_runtime.engine.compiled_conv.supports`) in a one-thread session. The compiled
+      kernels run on one thread: numba's split a Gemm island only above
+      ``sparse_matmul.PARALLEL_MIN_FLOPS`` (8e6) effective FLOPs a call (a 4096x4096 GEMV above input
+      density 0.24), and the numba engine, which has those kernels, is still timed against the cut
+      plan (:func:`_against_numba`); a Conv island of a small CNN is past that line at density 0.1
+      (a 3x3 128 -> 128 conv at 28x28: 23e6), so with more threads Convs keep numba's kernels.
+    """
+    from edge_runtime.engine import compiled_conv
+
+    def compiled_stands_in(anchor: onnx.NodeProto) -> bool:
+        return anchor.op_type == "Gemm" or cfg.threads == 1 and compiled_conv.supports(model, anchor)
+
+    if not found or cfg.sparse_kernels == "numba" and not all(
+            compiled_stands_in(model.graph.node[c.nodes[0]]) for c in found):
         return cfg
     if aot.load() is None:
         return cfg

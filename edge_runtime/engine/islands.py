@@ -246,12 +246,15 @@ NUMPY_ANCHORS = ("Gemm", "MatMul")
 
 
 def supported(model: onnx.ModelProto, cands: Sequence[Candidate], kernels: str) -> list[Candidate]:
-    """The candidates ``kernels`` (``SessionOptions.sparse_kernels``) can build an island for: every
-    one with numba's kernels, the Gemm / MatMul ones with numpy's or the compiled ones
-    (:mod:`edge_runtime.engine.gather`)."""
+    """The candidates ``kernels`` can build an island for: every one with numba's kernels, the Gemm /
+    MatMul ones with numpy's (:mod:`edge_runtime.engine.gather`), and with the kernels compiled ahead
+    of time ("compiled") also the Convs :func:`edge_runtime.engine.compiled_conv.supports`."""
     if kernels == "numba":
         return list(cands)
-    return [c for c in cands if model.graph.node[c.nodes[0]].op_type in NUMPY_ANCHORS]
+    from edge_runtime.engine import compiled_conv
+
+    return [c for c in cands if model.graph.node[c.nodes[0]].op_type in NUMPY_ANCHORS
+            or kernels == "compiled" and compiled_conv.supports(model, model.graph.node[c.nodes[0]])]
 
 
 def prepare(model: onnx.ModelProto, cand: Candidate, types: Mapping[str, onnx.TypeProto],
@@ -267,6 +270,8 @@ def prepare(model: onnx.ModelProto, cand: Candidate, types: Mapping[str, onnx.Ty
     already decoded, used instead of the proto's tensors (which :func:`shed_weights` emptied).
     """
     decoded = decoded or {}
+    if kernels == "compiled" and model.graph.node[cand.nodes[0]].op_type == "Conv":
+        return _prepare_compiled_conv(model, cand, types, decoded)
     if kernels != "numba":
         return _prepare_numpy(model, cand, kernels)
     from edge_runtime import planner, prepared  # numba: imported only when an island is built
@@ -359,6 +364,35 @@ def _prepare_numpy(model: onnx.ModelProto, cand: Candidate, kernels: str) -> Pre
                                 cand.annotated_density)
             return PreparedIsland(trimmed, gather.island_node(model, nodes, cand.name), kernel, None)
     log.debug("island %s: no numpy kernel for its nodes", cand.name)
+    return None
+
+
+def _prepare_compiled_conv(model: onnx.ModelProto, cand: Candidate, types: Mapping[str, onnx.TypeProto],
+                           decoded: Mapping[str, np.ndarray]) -> PreparedIsland | None:
+    """A Conv island on the compiled conv kernel (:mod:`edge_runtime.engine.compiled_conv`); its dense
+    path is the one-island onnxruntime session, as for the JIT's Conv islands."""
+    from edge_runtime.engine import aot, compiled_conv
+    from edge_runtime.engine.partition import submodel
+
+    module = aot.load()
+    if module is None:
+        return None
+    mine: dict[str, np.ndarray] = dict(decoded)
+    for nodes in _prefixes(model, cand):
+        kernel = compiled_conv.kernel(model, nodes, module, mine)
+        if kernel is None:
+            continue
+        out = model.graph.node[nodes[-1]].output[0]
+        try:
+            sub = submodel(model, nodes, [cand.input], [out], types, cand.name)
+        except KeyError:
+            return None
+        restore_weights(sub, decoded)
+        trimmed = Candidate(cand.name, nodes, cand.input, out, cand.annotated_density)
+        from edge_runtime.engine import gather
+
+        return PreparedIsland(trimmed, gather.island_node(model, nodes, cand.name), kernel, sub)
+    log.debug("island %s: no compiled conv kernel for its nodes", cand.name)
     return None
 
 

@@ -14,7 +14,7 @@ import math
 import numpy as np
 
 from edge_runtime.graph import Graph, Node
-from edge_runtime.kernels import activation as act
+from edge_runtime import act_codes as act
 from edge_runtime.ops.registry import INTERNAL_DOMAIN
 
 _FUSED = {"Conv": "FusedConv", "Gemm": "FusedGemm", "MatMul": "FusedMatMul"}
@@ -37,27 +37,18 @@ def _bias_for(mm: Node, add: Node, consts: dict) -> str | None:
 
 
 def _activation(node: Node, consts: dict) -> tuple[int, float, float] | None:
-    if node.op_type == "Relu":
-        return act.RELU, 0.0, 0.0
-    if node.op_type == "ThresholdedRelu":  # x > alpha is x >= the next float32 above alpha (for alpha < inf)
-        alpha = np.float32(node.attrs.get("alpha", 1.0))
-        if alpha == np.inf:
-            return None  # x > inf is never true, x >= inf is for inf
-        return act.THRESHOLD_RELU, float(np.nextafter(alpha, np.float32(np.inf))), 0.0
-    if node.op_type == "LeakyRelu":
-        return act.LEAKY_RELU, float(node.attrs.get("alpha", 0.01)), 0.0
     if node.op_type == "Clip":
         if "min" in node.attrs or "max" in node.attrs:  # opset 6 attributes
-            lo, hi = node.attrs.get("min", -math.inf), node.attrs.get("max", math.inf)
+            lo, hi = node.attrs.get("min"), node.attrs.get("max")
         else:
             names = list(node.inputs[1:3]) + [""] * (3 - len(node.inputs))
             if any(x and x not in consts for x in names[:2]):
                 return None
-            lo = float(consts[names[0]]) if names[0] else -math.inf
-            hi = float(consts[names[1]]) if names[1] else math.inf
-        if lo == 0.0 and hi == math.inf:
-            return act.RELU, 0.0, 0.0
-        return act.CLIP, float(lo), float(hi)
+            lo = float(consts[names[0]]) if names[0] else None
+            hi = float(consts[names[1]]) if names[1] else None
+        return act.relu_family("Clip", node.attrs, lo, hi)
+    if node.op_type in ("Relu", "ThresholdedRelu", "LeakyRelu"):
+        return act.relu_family(node.op_type, node.attrs)
     if node.op_type == "HardSwish":
         return act.HARDSWISH, 0.0, 0.0
     if node.op_type == "HardSigmoid":

@@ -164,19 +164,29 @@ def test_numpy_islands_use_the_compiled_kernels_where_they_exist(compiled) -> No
 
 
 def test_which_islands_the_compiled_kernels_stand_in_for(compiled) -> None:
+    from edge_runtime.engine import islands as isl
+
     gemms, cnn = gemm_mlp(), graphs.cnn_residual()
 
     def kernels(model: onnx.ModelProto, asked: str, threads: int = 1) -> str:
-        from edge_runtime.engine import islands as isl
-
-        found = isl.supported(model, isl.candidates(model, {}, "force"), asked)
-        return hybrid._island_kernels(EngineConfig(threads=threads, sparse_kernels=asked), model, found).sparse_kernels
+        cands = isl.candidates(model, {}, "force")
+        return hybrid._island_kernels(EngineConfig(threads=threads, sparse_kernels=asked), model, cands).sparse_kernels
 
     assert kernels(gemms, "numba") == "compiled"
     assert kernels(gemms, "numba", threads=2) == "compiled"  # the numba engine is still timed against it
-    assert kernels(cnn, "numba") == "numba"  # Conv islands need the JIT's kernels
+    assert kernels(cnn, "numba") == "compiled"  # its Convs and Gemm
+    assert kernels(cnn, "numba", threads=2) == "numba"  # numba's conv kernels split a conv over threads
     assert kernels(graphs.mlp(), "numba") == "numba"  # MatMul islands: the JIT's tiled layout
     assert kernels(graphs.mlp(), "numpy", threads=2) == "compiled"
+    assert kernels(graphs.dense_silu_cnn(), "numpy") == "compiled"
+    grouped = graphs.cnn_residual()
+    conv = next(n for n in grouped.graph.node if n.op_type == "Conv")
+    conv.attribute.append(helper.make_attribute("auto_pad", "SAME_UPPER"))
+    assert kernels(grouped, "numba") == "numba"  # a Conv the compiled kernel does not take
+    compiled_found = isl.supported(cnn, isl.candidates(cnn, {}, "force"), "compiled")
+    assert {cnn.graph.node[c.nodes[0]].op_type for c in compiled_found} == {"Conv", "Gemm"}
+    assert {cnn.graph.node[c.nodes[0]].op_type for c in isl.supported(cnn, isl.candidates(cnn, {}, "force"),
+                                                                      "numpy")} == {"Gemm"}
 
 
 def test_without_a_compiled_module_nothing_changes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -277,3 +287,83 @@ def test_widths_off_the_vector_step_run_padded_and_aligned(compiled, trans_b: bo
     assert k.w.shape == (40, 10) and k._w.shape == (40, 16) and k._w.ctypes.data % 64 == 0
     if alpha == 1.0:
         np.testing.assert_array_equal(k.source_weight(), w.T if trans_b else w)  # put back bit for bit
+
+
+def conv_chain(act: str, stride: int = 1, dilation: int = 1, pads: tuple[int, ...] = (1, 1, 1, 1)) -> onnx.ModelProto:
+    """x (N, 3, 15, 13) -> Relu -> Conv(3x3, 16 -> 24, bias, stride, dilation, pads) -> act ->
+    Conv(1x1, 24 -> 40, no bias) -> Relu -> GlobalAveragePool -> y."""
+    attrs, extra = {"Relu": ({}, []), "LeakyRelu": ({"alpha": 0.2}, []), "ThresholdedRelu": ({"alpha": 0.1}, []),
+                    "Clip": ({}, ["lo", "hi"])}[act]
+    nodes = [helper.make_node("Conv", ["x", "W0", "b0"], ["c0"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c0"], ["r0"]),
+             helper.make_node("Conv", ["r0", "W1", "b1"], ["c1"], strides=[stride, stride],
+                              dilations=[dilation, dilation], pads=list(pads)),
+             helper.make_node(act, ["c1", *extra], ["h"], **attrs),
+             helper.make_node("Conv", ["h", "W2"], ["c2"]),
+             helper.make_node("Relu", ["c2"], ["r2"]),
+             helper.make_node("GlobalAveragePool", ["r2"], ["y"])]
+    inits = [numpy_helper.from_array((RNG.standard_normal((16, 3, 3, 3)) * 0.4).astype(np.float32), "W0"),
+             numpy_helper.from_array(np.full(16, -0.6, np.float32), "b0"),
+             numpy_helper.from_array((RNG.standard_normal((24, 16, 3, 3)) * 0.2).astype(np.float32), "W1"),
+             numpy_helper.from_array((RNG.standard_normal(24) * 0.1).astype(np.float32), "b1"),
+             numpy_helper.from_array((RNG.standard_normal((40, 24, 1, 1)) * 0.2).astype(np.float32), "W2"),
+             numpy_helper.from_array(np.array(0.0, np.float32), "lo"),
+             numpy_helper.from_array(np.array(0.5, np.float32), "hi")]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 15, 13])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 40, 1, 1])], inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("act", ["Relu", "LeakyRelu", "ThresholdedRelu", "Clip"])
+@pytest.mark.parametrize("batch", [1, 4])
+def test_conv_islands_on_the_compiled_kernel_agree_with_onnxruntime(compiled, act: str, batch: int) -> None:
+    for stride, dilation, pads in ((1, 1, (1, 1, 1, 1)), (2, 1, (0, 1, 1, 0)), (1, 2, (2, 2, 2, 2))):
+        model = conv_chain(act, stride, dilation, pads)
+        sess = edge_runtime.InferenceSession(model.SerializeToString(), _opts(), providers=ORT, sparsity="force")
+        assert sess.engine_report.island_kernels == "compiled", sess.engine_report
+        feed = {"x": RNG.standard_normal((batch, 3, 15, 13)).astype(np.float32)}
+        _agree(model, sess, feed)
+        _, stats = sess.run_with_stats(None, feed)
+        assert [s.kernel for s in stats.nodes if s.op_type == "Conv"] == ["sparse"] * 3, stats.nodes
+
+
+def test_numpy_mode_runs_conv_islands_without_numba(compiled, cache_dir: Path, tmp_path: Path) -> None:
+    """sparse_kernels="numpy" never loads numba; with the compiled kernels its CNNs get Conv islands."""
+    path = tmp_path / "cnn.onnx"
+    model = conv_chain("Relu")
+    onnx.save(model, str(path))
+    x = RNG.standard_normal((1, 3, 15, 13)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    code = f"""
+import json, sys
+import numpy as np, edge_runtime
+o = edge_runtime.SessionOptions(); o.intra_op_num_threads = 2; o.sparse_kernels = "numpy"
+x = np.load({str(tmp_path / 'x.npy')!r})
+s = edge_runtime.InferenceSession({str(path)!r}, o, providers=["CPUExecutionProvider"], sparsity="force")
+np.save({str(tmp_path / 'y.npy')!r}, s.run(None, {{"x": x}})[0])
+print(json.dumps({{"numba": "numba" in sys.modules, "kernels": s.engine_report.island_kernels,
+                  "outcome": s.engine_report.outcome}}))
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, **{plancache.ENV: str(cache_dir)}))
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["numba"] is False and result["kernels"] == "compiled", result
+    assert "3 islands forced sparse" in result["outcome"], result
+    want = ort.InferenceSession(model.SerializeToString(), providers=ORT).run(None, {"x": x})[0]
+    np.testing.assert_allclose(np.load(tmp_path / "y.npy"), want, rtol=REL_TOL, atol=REL_TOL)
+
+
+def test_compiled_density_counts_match_numbas(compiled) -> None:
+    from edge_runtime.kernels import density as jit
+
+    density, at_most = aot.counters(compiled)
+    for n in (0, 5, 64, 4097, 100_000):
+        x = (RNG.standard_normal(n) * (RNG.random(n) < 0.2)).astype(np.float32)
+        if n > 3:
+            x[3] = np.nan  # a NaN is not a zero
+        assert density(x) == jit.density(x)
+        for limit in (0.0, 0.1, 0.25, 1.0):
+            assert at_most(x, limit) == jit.density_at_most(x, limit), (n, limit)
+    strided = np.ones((8, 8), np.float32)[:, ::2]
+    assert density(strided) == 1.0 and at_most(strided, 0.5) == (False, 1.0)
