@@ -19,7 +19,7 @@ import numpy as np
 import onnx
 
 from edge_runtime import act_codes
-from edge_runtime.engine.gather import density, density_at_most
+from edge_runtime.engine.gather import constant_reader, density, density_at_most
 from edge_runtime.onnx_io import attributes
 from edge_runtime.prepared import Array, SparseKernel
 from edge_runtime.resources import aligned_empty
@@ -97,23 +97,11 @@ def kernel(model: onnx.ModelProto, nodes: tuple[int, ...], compiled: ModuleType,
     """The compiled kernel of an island's nodes (a Conv of :func:`supports`' form, then optionally
     one of :data:`ACTS`), or None when they are not that. ``decoded``: constants already decoded
     (a caller trying shorter chains decodes the weight once)."""
-    from edge_runtime.engine.partition import constants
-
     graph = model.graph
     anchor = graph.node[nodes[0]]
     if not supports(model, anchor) or len(nodes) > 2:
         return None
-    inits = constants(graph)
-    decoded = {} if decoded is None else decoded
-
-    def const(name: str) -> np.ndarray | None:
-        if name not in decoded:
-            t = inits.get(name)
-            if t is None:
-                return None
-            decoded[name] = onnx.numpy_helper.to_array(t)
-        return decoded[name]
-
+    const = constant_reader(model, decoded)
     w = const(anchor.input[1])
     bias = const(anchor.input[2]) if len(anchor.input) > 2 and anchor.input[2] else None
     if w is None or w.dtype != np.float32 or (bias is not None and (bias.dtype != np.float32 or bias.size != w.shape[0])):

@@ -219,17 +219,7 @@ def kernel(model: onnx.ModelProto, nodes: tuple[int, ...],
     ``decoded``: constants already decoded, filled in here (a caller trying shorter chains of the same
     anchor decodes its weight once). ``compiled``: as :class:`GatherKernel`'s."""
     graph = model.graph
-    inits = constants(graph)
-    decoded = {} if decoded is None else decoded
-
-    def const(name: str) -> np.ndarray | None:
-        if name not in decoded:
-            t = inits.get(name)
-            if t is None:
-                return None
-            decoded[name] = onnx.numpy_helper.to_array(t)
-        return decoded[name]
-
+    const = constant_reader(model, decoded)
     anchor = graph.node[nodes[0]]
     w = const(anchor.input[1])
     if w is None or w.dtype != np.float32 or w.ndim != 2:
@@ -263,6 +253,21 @@ def kernel(model: onnx.ModelProto, nodes: tuple[int, ...],
         else:
             return None
     return GatherKernel(w, bias, act, trans_b, alpha, anchor.input[1], compiled)
+
+
+def constant_reader(model: onnx.ModelProto, decoded: dict[str, np.ndarray] | None) -> Callable[[str], np.ndarray | None]:
+    """``const(name)``: the model's constant ``name`` decoded (once: kept in ``decoded``), or None."""
+    inits = constants(model.graph)
+    decoded = {} if decoded is None else decoded
+
+    def const(name: str) -> np.ndarray | None:
+        if name not in decoded:
+            t = inits.get(name)
+            if t is None:
+                return None
+            decoded[name] = onnx.numpy_helper.to_array(t)
+        return decoded[name]
+    return const
 
 
 def _bias(b: np.ndarray | None, n: int, max_ndim: int) -> np.ndarray | None:

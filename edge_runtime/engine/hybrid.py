@@ -171,14 +171,6 @@ def _build(src: ModelSource, cfg: EngineConfig, inputs: Sequence[ValueInfo],
     return _checked(plan, report, rival, cfg, key)
 
 
-#: The anchors whose numba islands the compiled kernels replace in the default mode: a Gemm island's
-#: numba kernel is the same single-row / row-block kernel on one untiled (K, N) matrix, which is what
-#: :mod:`edge_runtime.engine.aot` exports (a MatMul island's numba layout is tiled for many rows); a
-#: Conv island's is the same conv kernel on the same layout (:mod:`edge_runtime.engine.compiled_conv`,
-#: for the Convs :func:`~edge_runtime.engine.compiled_conv.supports`).
-COMPILED_ANCHORS = ("Gemm", "Conv")
-
-
 def _island_kernels(cfg: EngineConfig, model: onnx.ModelProto, found: Sequence[isl.Candidate]) -> EngineConfig:
     """``cfg`` with the kernels the islands are built with: "compiled" where ``edge-runtime warmup``
     compiled them ahead of time for this CPU (:func:`edge_runtime.engine.aot.load`) and they can
@@ -187,7 +179,9 @@ def _island_kernels(cfg: EngineConfig, model: onnx.ModelProto, found: Sequence[i
     - numpy's: always; numba-free islands at the numba kernels' speed, and Conv islands too (those
       :func:`edge_runtime.engine.compiled_conv.supports`), which numpy alone has no kernel for.
     - numba's: when every candidate is a Gemm, or a Conv the compiled kernel takes
-      (:func:`edge_runtime.engine.compiled_conv.supports`) in a one-thread session. The compiled
+      (:func:`edge_runtime.engine.compiled_conv.supports`) in a one-thread session: a Gemm island's
+      numba kernel is the same kernel on the same untiled (K, N) matrix, a Conv island's the same
+      conv kernel on the same layout (a MatMul island's numba layout is tiled for many rows). The compiled
       kernels run on one thread: numba's split a Gemm island only above
       ``sparse_matmul.PARALLEL_MIN_FLOPS`` (8e6) effective FLOPs a call (a 4096x4096 GEMV above input
       density 0.24), and the numba engine, which has those kernels, is still timed against the cut

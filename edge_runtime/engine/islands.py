@@ -265,8 +265,9 @@ def prepare(model: onnx.ModelProto, cand: Candidate, types: Mapping[str, onnx.Ty
 
     Tries the whole chain first, then shorter ones; returns None when no prefix becomes one
     fused node with a sparse kernel (e.g. a grouped Conv or a 3-D weight). ``kernels="compiled"``:
-    the numpy kernel calling the kernels compiled ahead of time (:mod:`edge_runtime.engine.aot`),
-    which the caller found loadable. ``decoded``: constants
+    the numba-free kernels calling the kernels compiled ahead of time (:mod:`edge_runtime.engine.aot`,
+    which the caller found loadable): :mod:`~edge_runtime.engine.gather`'s for a Gemm / MatMul,
+    :mod:`~edge_runtime.engine.compiled_conv`'s for a Conv. ``decoded``: constants
     already decoded, used instead of the proto's tensors (which :func:`shed_weights` emptied).
     """
     decoded = decoded or {}
@@ -371,7 +372,7 @@ def _prepare_compiled_conv(model: onnx.ModelProto, cand: Candidate, types: Mappi
                            decoded: Mapping[str, np.ndarray]) -> PreparedIsland | None:
     """A Conv island on the compiled conv kernel (:mod:`edge_runtime.engine.compiled_conv`); its dense
     path is the one-island onnxruntime session, as for the JIT's Conv islands."""
-    from edge_runtime.engine import aot, compiled_conv
+    from edge_runtime.engine import aot, compiled_conv, gather
     from edge_runtime.engine.partition import submodel
 
     module = aot.load()
@@ -389,8 +390,6 @@ def _prepare_compiled_conv(model: onnx.ModelProto, cand: Candidate, types: Mappi
             return None
         restore_weights(sub, decoded)
         trimmed = Candidate(cand.name, nodes, cand.input, out, cand.annotated_density)
-        from edge_runtime.engine import gather
-
         return PreparedIsland(trimmed, gather.island_node(model, nodes, cand.name), kernel, sub)
     log.debug("island %s: no compiled conv kernel for its nodes", cand.name)
     return None
