@@ -111,8 +111,9 @@ def warmup(model_path_or_bundle_dir: str | Path, *, threads: int | None = None, 
         feed: inputs to run with (default: :func:`synthetic_feed`).
 
     Returns:
-        ``{"model": path, "cache_stamp": str, "modes": {mode: {"session_s", "first_run_s",
-        "second_run_s"}}, "total_s": float}``; ``first_run_s - second_run_s`` is roughly the
+        ``{"model": path, "cache_stamp": str, "compiled_kernels": {...} (:func:`compile_kernels`),
+        "modes": {mode: {"session_s", "first_run_s", "second_run_s"}}, "total_s": float}``;
+        ``first_run_s - second_run_s`` is roughly the
         compile (or cache load) time of that mode's kernels. A mode whose engine decision had a
         small measured gain also has ``"line_check_runs"``: the runs (golden inputs, else ``feed``)
         that checked it against the whole model (:meth:`InferenceSession.finish_line_check`).

@@ -86,19 +86,7 @@ class Built:
 
 def _cpu() -> str:
     """This CPU as the machine code depends on it: architecture, model and feature flags."""
-    model = flags = ""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                low = line.lower()
-                if not model and low.startswith(("model name", "cpu part", "hardware")):
-                    model = line.split(":", 1)[-1].strip()
-                elif not flags and low.startswith(("flags", "features")):
-                    flags = line.split(":", 1)[-1].strip()
-                if model and flags:
-                    break
-    except OSError:
-        pass
+    model, flags = plancache.cpu_info()
     return f"{platform.machine()}|{model}|{flags}|{os.environ.get('NUMBA_CPU_NAME', '')}"
 
 

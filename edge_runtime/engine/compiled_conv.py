@@ -19,7 +19,8 @@ import numpy as np
 import onnx
 
 from edge_runtime import act_codes
-from edge_runtime.engine.gather import constant_reader, density, density_at_most
+from edge_runtime.engine import aot
+from edge_runtime.engine.gather import constant_reader
 from edge_runtime.onnx_io import attributes
 from edge_runtime.prepared import Array, SparseKernel
 from edge_runtime.resources import aligned_empty
@@ -63,11 +64,7 @@ class CompiledConvKernel(SparseKernel):
         return self._family
 
     def counters(self) -> tuple[Callable[[Array], float], Callable[[Array, float], tuple[bool, float]]]:
-        if self.compiled is not None:
-            from edge_runtime.engine import aot
-
-            return aot.counters(self.compiled)
-        return density, density_at_most
+        return aot.counters(self.compiled)
 
     def _scratch(self, pixels: int) -> tuple[Array, Array, Array, Array]:
         """This thread's lists of nonzeros (grown to ``pixels`` input pixels) and the 16-pixel block."""

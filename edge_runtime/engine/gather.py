@@ -29,6 +29,7 @@ from typing import Callable
 import numpy as np
 import onnx
 
+from edge_runtime.engine import aot
 from edge_runtime.engine.partition import constants
 from edge_runtime.graph import Node
 from edge_runtime.prepared import Array, SparseKernel
@@ -77,10 +78,8 @@ class GatherKernel(SparseKernel):
         self._act = act
         self.chunk = int(min(MAX_CHUNK, max(MIN_CHUNK, CHUNK_BYTES // (4 * self.n))))
         self._local = threading.local()  # each thread's gather buffer: two threads may run one session
-        from edge_runtime.engine.aot import N_MULTIPLE
-
         self.compiled = compiled
-        self._width = -(-self.n // N_MULTIPLE) * N_MULTIPLE if compiled is not None else self.n
+        self._width = -(-self.n // aot.N_MULTIPLE) * aot.N_MULTIPLE if compiled is not None else self.n
         self._kernel_bias = self.bias if self.bias is not None else np.zeros(0, np.float32)
 
     def family(self, x: Array) -> str:
@@ -88,8 +87,6 @@ class GatherKernel(SparseKernel):
 
     def counters(self) -> tuple[Callable[[Array], float], Callable[[Array, float], tuple[bool, float]]]:
         if self.compiled is not None:
-            from edge_runtime.engine import aot
-
             return aot.counters(self.compiled)
         return density, density_at_most
 

@@ -101,17 +101,27 @@ def _trim(folder: Path) -> None:
         old.unlink(missing_ok=True)
 
 
-def _machine() -> tuple[str, ...]:
-    """This CPU as the decision depends on it: model name, architecture, and the code path numba targets."""
-    model = ""
+def cpu_info() -> tuple[str, str]:
+    """This CPU's model name (or ARM part / hardware) and feature flags from /proc/cpuinfo ("" where absent)."""
+    model = flags = ""
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
             for line in f:
-                if line.lower().startswith(("model name", "cpu part", "hardware")):
+                low = line.lower()
+                if not model and low.startswith(("model name", "cpu part", "hardware")):
                     model = line.split(":", 1)[-1].strip()
+                elif not flags and low.startswith(("flags", "features")):
+                    flags = line.split(":", 1)[-1].strip()
+                if model and flags:
                     break
     except OSError:
         pass
+    return model, flags
+
+
+def _machine() -> tuple[str, ...]:
+    """This CPU as the decision depends on it: model name, architecture, and the code path numba targets."""
+    model = cpu_info()[0]
     try:
         import onnxruntime
 

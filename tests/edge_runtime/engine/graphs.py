@@ -18,6 +18,28 @@ class FreedBytes(bytes):
         type(self).freed = True
 
 
+def relu_family(act: str, threshold: float = 0.1) -> tuple[dict, list[str]]:
+    """A zero-producing activation node's attributes and extra inputs (a Clip reads the constants of
+    :func:`clip_bounds`)."""
+    return {"Relu": ({}, []), "LeakyRelu": ({"alpha": 0.2}, []), "ThresholdedRelu": ({"alpha": threshold}, []),
+            "Clip": ({}, ["lo", "hi"])}[act]
+
+
+def clip_bounds() -> list[onnx.TensorProto]:
+    """The "lo" (0) and "hi" (0.5) constants :func:`relu_family`'s Clip reads."""
+    return [numpy_helper.from_array(np.array(0.0, np.float32), "lo"),
+            numpy_helper.from_array(np.array(0.5, np.float32), "hi")]
+
+
+def agree_with_onnxruntime(model: onnx.ModelProto, sess, feed: dict[str, np.ndarray], rel_tol: float = 1e-4) -> None:
+    """``sess``'s outputs on ``feed`` equal onnxruntime's on ``model`` within ``rel_tol`` of the largest value."""
+    import onnxruntime
+
+    want = onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feed)
+    for got, ref in zip(sess.run(None, feed), want):
+        np.testing.assert_allclose(got, ref, rtol=rel_tol, atol=rel_tol * max(1.0, float(np.abs(ref).max())))
+
+
 def _w(name: str, *shape: int, scale: float = 0.1) -> onnx.TensorProto:
     return numpy_helper.from_array((RNG.standard_normal(shape) * scale).astype(np.float32), name)
 

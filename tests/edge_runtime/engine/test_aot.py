@@ -61,8 +61,7 @@ def _opts(kernels: str | None = None, threads: int = 1) -> edge_runtime.SessionO
 
 def gemm_mlp(hidden: int = 256, act: str = "Relu", shift: float = -1.5) -> onnx.ModelProto:
     """x (N, 64) -> Gemm(transB) -> act -> Gemm(alpha, beta) -> act -> Gemm -> y (N, 16): Gemm islands only."""
-    attrs, extra = {"Relu": ({}, []), "LeakyRelu": ({"alpha": 0.2}, []), "ThresholdedRelu": ({"alpha": 0.3}, []),
-                    "Clip": ({}, ["lo", "hi"])}[act]
+    attrs, extra = graphs.relu_family(act, threshold=0.3)
     nodes = [helper.make_node("Gemm", ["x", "W1", "b1"], ["z1"], transB=1),
              helper.make_node(act, ["z1", *extra], ["h1"], **attrs),
              helper.make_node("Gemm", ["h1", "W2", "b2"], ["z2"], alpha=0.8, beta=1.2),
@@ -74,17 +73,10 @@ def gemm_mlp(hidden: int = 256, act: str = "Relu", shift: float = -1.5) -> onnx.
              numpy_helper.from_array(np.full(hidden, shift, np.float32), "b2"),
              numpy_helper.from_array((RNG.standard_normal((hidden, 16)) * 0.1).astype(np.float32), "W3"),
              numpy_helper.from_array((RNG.standard_normal(16) * 0.1).astype(np.float32), "b3"),
-             numpy_helper.from_array(np.array(0.0, np.float32), "lo"),
-             numpy_helper.from_array(np.array(0.5, np.float32), "hi")]
+             *graphs.clip_bounds()]
     g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 64])],
                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 16])], inits)
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
-
-
-def _agree(model: onnx.ModelProto, sess: edge_runtime.InferenceSession, feed: dict[str, np.ndarray]) -> None:
-    want = ort.InferenceSession(model.SerializeToString(), providers=ORT).run(None, feed)
-    for got, ref in zip(sess.run(None, feed), want):
-        np.testing.assert_allclose(got, ref, rtol=REL_TOL, atol=REL_TOL * max(1.0, float(np.abs(ref).max())))
 
 
 def test_compiled_kernels_compute_what_the_jit_kernels_do_bit_for_bit(compiled) -> None:
@@ -114,7 +106,7 @@ def test_default_sessions_run_gemm_islands_on_the_compiled_kernels_and_agree(com
     sess = edge_runtime.InferenceSession(model.SerializeToString(), _opts(), providers=ORT, sparsity="force")
     assert sess.engine_report.island_kernels == "compiled", sess.engine_report
     feed = {"x": RNG.standard_normal((batch, 64)).astype(np.float32)}
-    _agree(model, sess, feed)
+    graphs.agree_with_onnxruntime(model, sess, feed)
     _, stats = sess.run_with_stats(None, feed)
     assert [s.kernel for s in stats.nodes if s.op_type == "Gemm"][:2] == ["sparse", "sparse"]
 
@@ -128,12 +120,15 @@ def test_a_warm_session_on_compiled_islands_never_loads_numba(compiled, cache_di
     onnx.save(model, str(path))
     feed = {"x": RNG.standard_normal((1, 64)).astype(np.float32)}
     np.save(tmp_path / "x.npy", feed["x"])
-    monkeypatch.setattr(hybrid, "NUMBA_FREE_MARGIN", 0.99)  # keep the cut plan whatever the timing says
+    from tests.edge_runtime.engine.test_hybrid import _Prices
+
+    # deterministic timing: both Gemm islands win, the cut plan halves the whole model, numba's engine is slower
+    monkeypatch.setattr(hybrid, "_interleaved", _Prices(island=(1e-3, 1e-4), cut=(1e-3, 0.5e-3), islands=2))
     first = edge_runtime.InferenceSession(str(path), _opts(), providers=ORT, warmup_feed=feed)
     report = first.engine_report
     assert report.engine == "onnxruntime" and report.island_kernels == "compiled", report
     assert "numba engine" in report.outcome and "cut kept" in report.outcome, report.outcome  # the rival was timed
-    _agree(model, first, feed)
+    graphs.agree_with_onnxruntime(model, first, feed)
     code = f"""
 import json, sys
 import numpy as np, edge_runtime
@@ -158,7 +153,7 @@ def test_numpy_islands_use_the_compiled_kernels_where_they_exist(compiled) -> No
     sess = edge_runtime.InferenceSession(model.SerializeToString(), _opts("numpy"), providers=ORT, sparsity="force")
     assert sess.engine_report.island_kernels == "compiled"
     for batch in (1, 3):
-        _agree(model, sess, {"x": RNG.standard_normal((batch, 64)).astype(np.float32)})
+        graphs.agree_with_onnxruntime(model, sess, {"x": RNG.standard_normal((batch, 64)).astype(np.float32)})
     jit = edge_runtime.InferenceSession(model.SerializeToString(), _opts(), providers=ORT, sparsity="force")
     assert jit.engine_report.island_kernels == "numba"
 
@@ -292,8 +287,7 @@ def test_widths_off_the_vector_step_run_padded_and_aligned(compiled, trans_b: bo
 def conv_chain(act: str, stride: int = 1, dilation: int = 1, pads: tuple[int, ...] = (1, 1, 1, 1)) -> onnx.ModelProto:
     """x (N, 3, 15, 13) -> Relu -> Conv(3x3, 16 -> 24, bias, stride, dilation, pads) -> act ->
     Conv(1x1, 24 -> 40, no bias) -> Relu -> GlobalAveragePool -> y."""
-    attrs, extra = {"Relu": ({}, []), "LeakyRelu": ({"alpha": 0.2}, []), "ThresholdedRelu": ({"alpha": 0.1}, []),
-                    "Clip": ({}, ["lo", "hi"])}[act]
+    attrs, extra = graphs.relu_family(act)
     nodes = [helper.make_node("Conv", ["x", "W0", "b0"], ["c0"], pads=[1, 1, 1, 1]),
              helper.make_node("Relu", ["c0"], ["r0"]),
              helper.make_node("Conv", ["r0", "W1", "b1"], ["c1"], strides=[stride, stride],
@@ -307,8 +301,7 @@ def conv_chain(act: str, stride: int = 1, dilation: int = 1, pads: tuple[int, ..
              numpy_helper.from_array((RNG.standard_normal((24, 16, 3, 3)) * 0.2).astype(np.float32), "W1"),
              numpy_helper.from_array((RNG.standard_normal(24) * 0.1).astype(np.float32), "b1"),
              numpy_helper.from_array((RNG.standard_normal((40, 24, 1, 1)) * 0.2).astype(np.float32), "W2"),
-             numpy_helper.from_array(np.array(0.0, np.float32), "lo"),
-             numpy_helper.from_array(np.array(0.5, np.float32), "hi")]
+             *graphs.clip_bounds()]
     g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 15, 13])],
                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 40, 1, 1])], inits)
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
@@ -322,7 +315,7 @@ def test_conv_islands_on_the_compiled_kernel_agree_with_onnxruntime(compiled, ac
         sess = edge_runtime.InferenceSession(model.SerializeToString(), _opts(), providers=ORT, sparsity="force")
         assert sess.engine_report.island_kernels == "compiled", sess.engine_report
         feed = {"x": RNG.standard_normal((batch, 3, 15, 13)).astype(np.float32)}
-        _agree(model, sess, feed)
+        graphs.agree_with_onnxruntime(model, sess, feed)
         _, stats = sess.run_with_stats(None, feed)
         assert [s.kernel for s in stats.nodes if s.op_type == "Conv"] == ["sparse"] * 3, stats.nodes
 

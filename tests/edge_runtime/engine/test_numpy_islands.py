@@ -37,26 +37,19 @@ def _w(name: str, *shape: int) -> onnx.TensorProto:
 
 def _chains(act: str) -> onnx.ModelProto:
     """x (N, 32) -> Relu -> Gemm(transB, alpha, beta, bias) -> act -> MatMul + Add -> act -> y (N, 16)."""
-    acts = {"Relu": ({}, []), "LeakyRelu": ({"alpha": 0.2}, []), "ThresholdedRelu": ({"alpha": 0.1}, []),
-            "Clip": ({}, ["lo", "hi"])}
-    attrs, extra = acts[act]
+    attrs, extra = graphs.relu_family(act)
     nodes = [helper.make_node("Relu", ["x"], ["r"]),
              helper.make_node("Gemm", ["r", "W1", "b1"], ["g"], transB=1, alpha=0.7, beta=1.3),
              helper.make_node(act, ["g", *extra], ["h"], **attrs),
              helper.make_node("MatMul", ["h", "W2"], ["m"]), helper.make_node("Add", ["m", "b2"], ["z"]),
              helper.make_node(act, ["z", *extra], ["y"], **attrs)]
-    inits = [_w("W1", 64, 32), _w("b1", 64), _w("W2", 64, 16), _w("b2", 16),
-             numpy_helper.from_array(np.array(0.0, np.float32), "lo"),
-             numpy_helper.from_array(np.array(0.5, np.float32), "hi")]
+    inits = [_w("W1", 64, 32), _w("b1", 64), _w("W2", 64, 16), _w("b2", 16), *graphs.clip_bounds()]
     g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 32])],
                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 16])], inits)
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
 
 
-def _agree(model: onnx.ModelProto, sess: edge_runtime.InferenceSession, feed: dict[str, np.ndarray]) -> None:
-    want = ort.InferenceSession(model.SerializeToString(), providers=ORT).run(None, feed)
-    for got, ref in zip(sess.run(None, feed), want):
-        np.testing.assert_allclose(got, ref, rtol=REL_TOL, atol=REL_TOL * max(1.0, float(np.abs(ref).max())))
+_agree = graphs.agree_with_onnxruntime
 
 
 @pytest.mark.parametrize("act", ["Relu", "LeakyRelu", "ThresholdedRelu", "Clip"])
