@@ -84,7 +84,8 @@ def synthetic_feed(inputs: list[Any], batch: int = 1) -> dict[str, np.ndarray]:
     """
     import numpy as np
 
-    rng = np.random.default_rng(0)
+    from edge_runtime.feeds import standard_normal
+
     feed = {}
     for arg in inputs:
         if arg.shape is None:
@@ -93,7 +94,7 @@ def synthetic_feed(inputs: list[Any], batch: int = 1) -> dict[str, np.ndarray]:
         shape = tuple(d if isinstance(d, int) and d > 0 else (batch if i == 0 else 1) for i, d in enumerate(arg.shape))
         dtype = _dtype(arg)
         if dtype.kind == "f":
-            feed[arg.name] = rng.standard_normal(shape).astype(dtype)
+            feed[arg.name] = standard_normal(shape, len(feed)).astype(dtype)
         else:
             feed[arg.name] = np.zeros(shape, dtype)
     return feed

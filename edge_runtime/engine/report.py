@@ -11,6 +11,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import onnx
 
+from edge_runtime.feeds import standard_normal
 from edge_runtime.graph import ValueInfo
 from edge_runtime.plan import Plan
 
@@ -108,13 +109,14 @@ def with_outcome(report: EngineReport, outcome: str) -> EngineReport:
 
 
 def synthetic_feed(inputs: Sequence[ValueInfo], seed: int = 0) -> dict[str, np.ndarray]:
-    """A warm-up input: N(0, 1) floats, zeros otherwise; free dimensions set to 1."""
-    rng = np.random.default_rng(seed)
+    """A warm-up input: N(0, 1) floats (:func:`edge_runtime.feeds.standard_normal`), zeros otherwise; free
+    dimensions set to 1."""
     feed = {}
     for vi in inputs:
         shape = tuple(d if isinstance(d, int) and d > 0 else 1 for d in (vi.shape or ()))
         if np.issubdtype(vi.dtype, np.floating):
-            feed[vi.name] = rng.standard_normal(shape).astype(vi.dtype)
+            feed[vi.name] = standard_normal(shape, seed).astype(vi.dtype)
+            seed += 1
         else:
             feed[vi.name] = np.zeros(shape, vi.dtype)
     return feed

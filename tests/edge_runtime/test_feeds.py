@@ -124,3 +124,20 @@ def test_get_inputs_outputs_are_stable_and_not_shared(providers):
     outs = sess.get_outputs()
     outs.clear()
     assert len(sess.get_outputs()) == 1
+
+
+def test_synthetic_inputs_are_normal_deterministic_and_need_no_numpy_random() -> None:
+    import subprocess
+    import sys
+
+    from edge_runtime.feeds import standard_normal
+
+    z = standard_normal((2, 3, 50, 50), seed=3)
+    assert z.shape == (2, 3, 50, 50) and np.array_equal(z, standard_normal((2, 3, 50, 50), seed=3))
+    assert abs(z.mean()) < 0.03 and abs(z.std() - 1) < 0.03 and abs((z < 0).mean() - 0.5) < 0.02
+    assert not np.array_equal(z, standard_normal(z.shape, seed=4)) and np.isfinite(z).all()
+    assert standard_normal((0, 3)).shape == (0, 3) and standard_normal(()).shape == ()
+    code = ("import sys; from edge_runtime.feeds import standard_normal; standard_normal((7,)); "
+            "print('numpy.random' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "False", done.stderr
