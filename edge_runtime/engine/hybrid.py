@@ -41,7 +41,7 @@ from edge_runtime.engine import linecheck
 from edge_runtime.engine import ort as ortx
 from edge_runtime.engine import plancache, rewrite
 from edge_runtime.engine.gather import GatherKernel
-from edge_runtime.engine.partition import value_types
+from edge_runtime.engine.partition import types_from_doc, types_to_doc, value_types
 from edge_runtime.engine.plans import cut_plan, step_fn, whole_graph, whole_plan, with_limits
 from edge_runtime.engine.report import (EngineConfig, EngineReport, IslandDecision, ModelSource, at_density,  # noqa: F401
                                         density, feeds, synthetic_feed, with_outcome)
@@ -163,11 +163,12 @@ def _build(src: ModelSource, cfg: EngineConfig, inputs: Sequence[ValueInfo],
     box = [data]  # _decide lets the bytes go as early as it can (80 MB on the MLP)
     if not int8:  # _int8_on_numba probes with them and the proto after _decide
         data, model = b"", None  # _decide reads the proto from src and lets it go before the numba engine's plan
-    plan, report, rival = _decide(box, src, found, cfg, inputs, outputs)
+    plan, report, rival, types = _decide(box, src, found, cfg, inputs, outputs)
     if int8 and len(plan.steps) == 1:
         plan, report, rival = _int8_on_numba(plan, report, int8, cfg, inputs, outputs, data, model)
     if key is not None:
-        plancache.store(key, _cache_doc(plan, report, pending=rival is not None))
+        plancache.store(key, _cache_doc(plan, report, pending=rival is not None,
+                                        types=_types_kept(types, plan, found, src.model)))
     return _checked(plan, report, rival, cfg, key)
 
 
@@ -224,7 +225,9 @@ def conclude(check: linecheck.LineCheck, verdict: linecheck.Verdict, report: Eng
                                    outcome=f"{'whole model: ' if kept_whole else ''}{outcome}; {line}")
     if check.key is not None:
         stored = concluded(report.outcome.removesuffix(_CACHED_WORDS))
-        plancache.store(check.key, _cache_doc(verdict.plan, dataclasses.replace(stored, cached=False)))
+        before = plancache.load(check.key) or {}
+        plancache.store(check.key, _cache_doc(verdict.plan, dataclasses.replace(stored, cached=False),
+                                              types=before.get("types")))
     return concluded(report.outcome)
 
 
@@ -244,8 +247,10 @@ def _rewrite(src: ModelSource) -> int:
 
 
 def _decide(box: list[bytes], src: ModelSource, found: list[isl.Candidate], cfg: EngineConfig,
-            inputs: Sequence[ValueInfo], outputs: Sequence[ValueInfo]) -> tuple[Plan, EngineReport, Plan | None]:
-    """The plan, its report, and the whole-model plan when the kept plan's gain calls for a line check.
+            inputs: Sequence[ValueInfo], outputs: Sequence[ValueInfo]
+            ) -> tuple[Plan, EngineReport, Plan | None, dict[str, onnx.TypeProto]]:
+    """The plan, its report, the whole-model plan when the kept plan's gain calls for a line check, and
+    the tensors' types (from shape inference; empty when no island was tried).
 
     Where the caller keeps no other reference, memory goes as soon as nothing needs it:
     ``box`` holds the serialized model, emptied before the density probe copies the bytes when
@@ -260,32 +265,32 @@ def _decide(box: list[bytes], src: ModelSource, found: list[isl.Candidate], cfg:
         cands = found
     whole = whole_plan(box.pop() if box else src.whole(), whole_graph(model, inputs, outputs), cfg)
     if not found:
-        return whole, EngineReport(0), None
+        return whole, EngineReport(0), None, {}
     types = value_types(model) if cands else {}
     cands = [c for c in cands if isl.float_input(c, types)]
     prepared = [p for p in (isl.prepare(model, c, types, cfg.threads, cfg.sparse_kernels) for c in cands) if p is not None]
     if not prepared:
         limits = ", ".join(f"{op} {d}" for op, d in PRICE_MAX_DENSITY.items())
         return whole, EngineReport(len(found), outcome="whole model in one onnxruntime session: no candidate "
-                                   f"layer's input was sparse enough to try (density at most {limits})"), None
+                                   f"layer's input was sparse enough to try (density at most {limits})"), None, types
     # numpy islands' weights leave the proto before any cut is built (as in a warm session)
     model = None  # src holds the proto alone while _shed lets it go
     model, shed = _shed(src, prepared, used=True)
     if cfg.sparsity == "force":
         plan = cut_plan(model, prepared, types, cfg, inputs, outputs, limits=None)
-        return plan or whole, EngineReport(len(found), outcome=f"{len(prepared)} islands forced sparse"), None
+        return plan or whole, EngineReport(len(found), outcome=f"{len(prepared)} islands forced sparse"), None, types
     plan, report = _measured(model, prepared, types, cfg, inputs, outputs, whole, len(found), shed)
     if plan is whole:
-        return plan, report, None
+        return plan, report, None, types
     # kept for the line check on a small gain; on a clear win the whole-model session (every weight
     # again) goes before the numba plan is built
     rival = whole if _small_gain(report.cut_ms, report.whole_ms) else None
-    del whole, types, prepared  # the proto too: the numba plan decodes its weights and drops it
+    del whole, prepared  # the proto too: the numba plan decodes its weights and drops it
     if shed and cfg.numba_plan is not None:  # compiled islands: the numba engine's plan needs every weight
         _restore_outside(model, shed, ())
         src.shed = False
     del model
-    return (*_against_numba(plan, report, cfg, inputs, outputs), rival)
+    return (*_against_numba(plan, report, cfg, inputs, outputs), rival, types)
 
 
 def _small_gain(kept: float, whole: float) -> bool:
@@ -390,11 +395,35 @@ def _mean_int8_density(data: bytes, model: onnx.ModelProto, cfg: EngineConfig,
     return None if means is None else statistics.median(means)
 
 
-def _cache_doc(plan: Plan, report: EngineReport, pending: bool = False) -> dict[str, Any]:
-    """The engine cache's entry; ``pending``: the decision is still to be checked on a line's images."""
+def _cache_doc(plan: Plan, report: EngineReport, pending: bool = False,
+               types: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The engine cache's entry; ``pending``: the decision is still to be checked on a line's images;
+    ``types``: a cut plan's tensor types (:func:`_types_kept`), so that a warm session builds it
+    without ONNX shape inference."""
     kind = "numba" if report.engine == "numba" else ("cut" if len(plan.steps) > 1 else "whole")
-    return {"plan": kind, "limits": {d.name: d.crossover for d in report.islands if d.kept},
-            "line_check": "pending" if pending else "done", "report": dataclasses.asdict(report)}
+    doc = {"plan": kind, "limits": {d.name: d.crossover for d in report.islands if d.kept},
+           "line_check": "pending" if pending else "done", "report": dataclasses.asdict(report)}
+    if kind == "cut" and types:
+        doc["types"] = dict(types)
+    return doc
+
+
+def _types_kept(types: Mapping[str, onnx.TypeProto], plan: Plan, found: Sequence[isl.Candidate],
+                model: onnx.ModelProto | None) -> dict[str, Any]:
+    """What a warm session needs of ``types`` to build the cut ``plan`` again, as JSON
+    (:func:`edge_runtime.engine.partition.types_to_doc`): the tensors its steps exchange and every
+    output along its islands' candidate chains (an island tries its chain's prefixes).
+
+    ONNX shape inference is the warm session's largest cost otherwise: its first call builds onnx's
+    operator schema registry, 15 ms and 7 MB (the 64-128-256 CNN's whole warm session took 96 ms and
+    111 MB against onnxruntime's 36 ms and 75 MB)."""
+    if len(plan.steps) < 2 or not types:
+        return {}
+    names = {x for step in plan.steps for x in (*step.node.inputs, *step.node.outputs)}
+    steps = {step.node.name for step in plan.steps}
+    if model is not None:
+        names.update(o for c in found if c.name in steps for i in c.nodes for o in model.graph.node[i].output)
+    return types_to_doc(types, names)
 
 
 def _cached_report(doc: Mapping[str, Any]) -> EngineReport | None:
@@ -432,7 +461,7 @@ def _from_cache(doc: Mapping[str, Any], src: ModelSource, found: list[isl.Candid
         return None
     if kind != "cut":  # a kept numba plan is built by build(), after the proto is let go
         return None
-    types = value_types(model)
+    types = types_from_doc(doc.get("types")) or value_types(model)
     kept = [c for c in found if c.name in limits and isl.float_input(c, types)]
     model = None  # src holds the proto alone while _predecode and _shed let it go
     model, decoded = _predecode(src, kept) if cfg.sparse_kernels == "numba" else (src.model, {})

@@ -17,7 +17,7 @@ depend on an island (residual shortcuts, shape subgraphs) join the earliest segm
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import onnx
 from onnx import helper
@@ -161,6 +161,39 @@ def value_types(model: onnx.ModelProto) -> dict[str, onnx.TypeProto]:
     for t in model.graph.initializer:
         types.setdefault(t.name, helper.make_tensor_type_proto(t.data_type, list(t.dims)))
     return types
+
+
+def types_to_doc(types: Mapping[str, onnx.TypeProto], names: Iterable[str]) -> dict[str, Any]:
+    """The tensor types of ``names`` as JSON: name -> [element type, dims or None], a dim an int, a
+    symbol or None; names without a tensor type are left out.
+
+    Example:
+        >>> t = helper.make_tensor_type_proto(onnx.TensorProto.FLOAT, ["N", 3, None])
+        >>> types_to_doc({"x": t, "y": onnx.TypeProto()}, ["x", "y", "z"])
+        {'x': [1, ['N', 3, None]]}
+    """
+    doc: dict[str, Any] = {}
+    for name in sorted(set(names)):
+        t = types.get(name)
+        if t is None or not t.HasField("tensor_type") or not t.tensor_type.elem_type:
+            continue
+        tt = t.tensor_type
+        dims = [d.dim_value if d.HasField("dim_value") else d.dim_param if d.HasField("dim_param") else None
+                for d in tt.shape.dim] if tt.HasField("shape") else None
+        doc[name] = [tt.elem_type, dims]
+    return doc
+
+
+def types_from_doc(doc: Any) -> dict[str, onnx.TypeProto] | None:
+    """The types :func:`types_to_doc` wrote, or None when ``doc`` is missing or not of that form
+    (a cache entry from another version: the caller infers them again)."""
+    if not isinstance(doc, dict) or not doc:
+        return None
+    try:
+        return {str(name): helper.make_tensor_type_proto(int(elem), None if dims is None else [
+            d if d is None or isinstance(d, str) else int(d) for d in dims]) for name, (elem, dims) in doc.items()}
+    except (TypeError, ValueError):
+        return None
 
 
 def _without_weights(model: onnx.ModelProto) -> onnx.ModelProto:

@@ -116,3 +116,44 @@ def test_key_covers_model_feeds_and_settings() -> None:
     assert base != plancache.key(b"model", [], (1, True))
     assert base != plancache.key(b"model", [x, y], (1, True))  # every warm-up input counts, in order
     assert plancache.key(b"model", [x, y], (1, True)) != plancache.key(b"model", [y, x], (1, True))
+
+
+@pytest.mark.parametrize("entry_types", ["kept", "missing", "damaged"])
+def test_a_kept_cut_is_rebuilt_from_the_types_in_its_entry(cache: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           entry_types: str) -> None:
+    """The cut's tensor types are in the entry, so a warm session runs no ONNX shape inference (its
+    operator registry: 15 ms and 7 MB); an entry without them (an older one) or with damaged ones
+    still builds, inferring them again."""
+    from edge_runtime.engine import partition
+
+    model = graphs.mlp()
+    data = model.SerializeToString()
+    with monkeypatch.context() as m:
+        m.setattr(hybrid, "_interleaved", _Prices(island=(1e-3, 1e-4), cut=(1e-3, 0.9e-3), islands=2))
+        _session(data)
+    (entry,) = cache.glob("*.json")
+    doc = json.loads(entry.read_text())
+    assert doc["plan"] == "cut" and doc["types"]["x"][0] == 1, doc.get("types")
+    if entry_types != "kept":
+        doc["types"] = {"missing": None, "damaged": {"x": "float"}}[entry_types]
+        entry.write_text(json.dumps(doc))
+    inferred = []
+    infer = partition.value_types
+    monkeypatch.setattr(hybrid, "value_types", lambda m: inferred.append(1) or infer(m))
+    _no_measuring(monkeypatch)
+    again = _session(data)
+    assert again.engine_report.cached and len(again.plan.steps) > 1
+    assert len(inferred) == (0 if entry_types == "kept" else 1)
+    _check_against_ort(model, again, 4)
+
+
+def test_types_round_trip_through_an_entry() -> None:
+    from onnx import TensorProto, helper
+
+    from edge_runtime.engine.partition import types_from_doc, types_to_doc
+
+    types = {"x": helper.make_tensor_type_proto(TensorProto.FLOAT, ["N", 3, None]),
+             "i": helper.make_tensor_type_proto(TensorProto.INT64, None)}
+    back = types_from_doc(json.loads(json.dumps(types_to_doc(types, ["x", "i"]))))
+    assert back == types
+    assert types_from_doc({"x": [1]}) is None and types_from_doc([]) is None and types_from_doc({}) is None
