@@ -23,7 +23,6 @@ write (``chmod go-w`` it), or that fails to import, and logs why.
 """
 from __future__ import annotations
 
-import hashlib
 import importlib.machinery
 import importlib.util
 import logging
@@ -45,7 +44,7 @@ import numpy as np
 
 from edge_runtime.engine import plancache
 from edge_runtime.errors import EdgeRuntimeError
-from edge_runtime.stamps import package_stamp
+from edge_runtime.stamps import digest, package_stamp, private_file
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +95,7 @@ _STAMP: list[str] = []
 def stamp() -> str:
     """The key of the module this code, numba, Python and CPU would build (first 20 hex digits)."""
     if not _STAMP:
-        h = hashlib.sha256(package_stamp().encode())
+        h = digest(package_stamp(memo=plancache.directory()).encode())
         h.update(f"{sys.implementation.cache_tag}|{_cpu()}|{tuple(SIGNATURES.items())}".encode())
         _STAMP.append(h.hexdigest()[:20])
     return _STAMP[0]
@@ -134,18 +133,8 @@ def load() -> ModuleType | None:
 
 
 def _private(path: Path) -> bool:
-    """Whether ``path`` is a regular file, owned by this user (or root), that no one else can write,
-    in a folder no one else can write."""
-    try:
-        st, parent = os.lstat(path), os.stat(path.parent)
-    except OSError:
-        return False
-    uid = os.getuid() if hasattr(os, "getuid") else None
-
-    def mine(s: os.stat_result) -> bool:
-        return uid is None or s.st_uid in (uid, 0)
-    ok = stat.S_ISREG(st.st_mode) and mine(st) and mine(parent) \
-        and not (st.st_mode | parent.st_mode) & (stat.S_IWGRP | stat.S_IWOTH)
+    """:func:`edge_runtime.stamps.private_file`, with the warning when it is not."""
+    ok = private_file(path)
     if not ok:
         log.warning("kernels compiled ahead of time at %s not loaded: the file or its folder is not this "
                     "user's alone (chmod go-w it, or delete it and run edge-runtime warmup again)", path)

@@ -133,7 +133,8 @@ def _build(src: ModelSource, cfg: EngineConfig, inputs: Sequence[ValueInfo],
     key = doc = None
     if (found or int8) and cfg.sparsity == "auto":
         kernels = () if cfg.sparse_kernels == "numba" else (f"{cfg.sparse_kernels} kernels", aot.stamp())
-        key = plancache.key(data, cfg.warmup_feeds, (cfg.threads, cfg.optimize, cfg.numba_plan is not None, *kernels))
+        key = plancache.key(data, cfg.warmup_feeds, (cfg.threads, cfg.optimize, cfg.numba_plan is not None, *kernels),
+                            path=src.path)
         doc = plancache.load(key)
     report = EngineReport(0) if not (found or int8) else (
         _cached_report(doc) if doc and doc.get("plan") == "whole" else None)
