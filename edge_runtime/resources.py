@@ -136,3 +136,31 @@ def aligned_empty(shape: tuple[int, ...] | int, dtype: Any = np.float32) -> np.n
     buf = np.empty(nbytes + 64, dtype=np.uint8)
     off = (-buf.ctypes.data) % 64
     return buf[off:off + nbytes].view(dt).reshape(shape)
+
+
+_TRIM: list[Any] = []
+
+
+def release_freed_memory() -> bool:
+    """Hand the heap's free pages back to the system (glibc's ``malloc_trim(0)``, ~1 ms); False
+    where the C library has none (musl, macOS, Windows).
+
+    Building a session frees large temporaries (a model's bytes and proto, decoded weights before
+    their kernel layout) that glibc keeps: once a freed block above its mmap threshold was
+    returned, it raises that threshold, so the next multi-MB buffers come from the heap and stay
+    resident after they are freed. Called before a plan's onnxruntime sessions are created and after
+    the session is built, so they are not counted twice: a 64-128-256 CNN's warm session held
+    101 MB, 93 MB after the trim.
+    """
+    if not _TRIM:
+        try:
+            import ctypes
+
+            _TRIM.append(ctypes.CDLL(None).malloc_trim)
+        except (OSError, AttributeError, ImportError):
+            _TRIM.append(None)
+    trim = _TRIM[0]
+    if trim is None:
+        return False
+    trim(0)
+    return True

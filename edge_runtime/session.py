@@ -18,6 +18,7 @@ from edge_runtime.engine import ort as ortx
 from edge_runtime.engine.ort import EDGE_PROVIDER, ORT_PROVIDER
 from edge_runtime.onnx_io import HandedBytes, ModelSource, graph_from_model, graph_io, load_model, ort_type_string
 from edge_runtime.options import ORT_DISABLE_ALL, SessionOptions, available_cpus
+from edge_runtime.resources import release_freed_memory
 
 if TYPE_CHECKING:  # numba is imported only when the numba engine or a sparse island runs
     from edge_runtime import executor, plan as plan_mod
@@ -193,6 +194,7 @@ class InferenceSession:
                 log.warning("onnxruntime cannot run this model (%s); edge_runtime's own kernels run it", rejected)
         self._bind_run()
         self._prime(first_feed)
+        release_freed_memory()  # what building the plan freed leaves the process (glibc keeps it)
 
     def _bind_run(self) -> None:
         """What every run reads, computed once: the graph's NodeArgs and output names, the feed's

@@ -12,6 +12,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import onnx
 
+from edge_runtime.resources import release_freed_memory
+
 #: What get_providers() reports: onnxruntime's CPU provider runs the dense segments,
 #: edge_runtime's own kernels run islands (and everything on the numba-only path).
 ORT_PROVIDER = "CPUExecutionProvider"
@@ -81,6 +83,8 @@ def make_session(model: onnx.ModelProto | bytes | str, threads: int, optimize: b
     except Exception as exc:  # onnxruntime raises its own Fail / InvalidArgument / InvalidGraph types
         raise OnnxRuntimeRejected(str(exc).strip()) from exc
     _let_bytes_go(session)
+    del data
+    release_freed_memory()  # onnxruntime's graph transforms free their copies: not under the next session
     return session
 
 

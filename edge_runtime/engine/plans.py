@@ -16,6 +16,7 @@ from edge_runtime.engine import ort as ortx
 from edge_runtime.engine.partition import ISLAND, partition, submodel
 from edge_runtime.graph import INTERNAL_DOMAIN, Graph, Node, ValueInfo
 from edge_runtime.plan import Plan, Step
+from edge_runtime.resources import release_freed_memory
 
 if TYPE_CHECKING:
     from edge_runtime.engine.hybrid import EngineConfig
@@ -41,6 +42,7 @@ def cut_plan(model: onnx.ModelProto, prepared: Sequence[isl.PreparedIsland], typ
               cfg: EngineConfig, inputs: Sequence[ValueInfo], outputs: Sequence[ValueInfo],
               limits: Mapping[str, float] | None, record: dict[str, np.ndarray] | None = None) -> Plan | None:
     """The cut graph's plan, or None when a cut tensor's type is unknown."""
+    release_freed_memory()  # the decoded weights the islands' layouts replaced: not under the sessions
     stages = partition(model, isl.groups(prepared))
     by_name = {p.candidate.name: p for p in prepared}
     spinning = cfg.threads == 1 or sum(s.kind != ISLAND for s in stages) == 1
