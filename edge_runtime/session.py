@@ -214,6 +214,9 @@ class InferenceSession:
         """
         if self._whole is not None:
             return  # one onnxruntime session: nothing of ours to load
+        report = self._engine_report
+        if report is not None and report.engine == "onnxruntime" and report.island_kernels in ("compiled", "numpy"):
+            return  # islands on kernels compiled ahead of time or numpy: nothing loads on first use either
         from edge_runtime import executor, threads
         from edge_runtime.engine import hybrid
 
