@@ -13,7 +13,8 @@ import onnx
 
 from edge_runtime.engine import islands as isl
 from edge_runtime.engine import ort as ortx
-from edge_runtime.engine.partition import ISLAND, partition, submodel
+from edge_runtime.engine.layout import layout_step
+from edge_runtime.engine.partition import ISLAND, constants, partition, submodel
 from edge_runtime.graph import INTERNAL_DOMAIN, Graph, Node, ValueInfo
 from edge_runtime.plan import Plan, Step
 from edge_runtime.resources import release_freed_memory
@@ -44,15 +45,22 @@ def cut_plan(model: onnx.ModelProto, prepared: Sequence[isl.PreparedIsland], typ
     """The cut graph's plan, or None when a cut tensor's type is unknown."""
     release_freed_memory()  # the decoded weights the islands' layouts replaced: not under the sessions
     stages = partition(model, isl.groups(prepared))
+    consts = constants(model.graph)
+    layouts = {stage.name: layout_step(model, stage.nodes, stage.inputs, stage.outputs, consts)
+               for stage in stages if stage.kind != ISLAND}
     by_name = {p.candidate.name: p for p in prepared}
-    spinning = cfg.threads == 1 or sum(s.kind != ISLAND for s in stages) == 1
+    spinning = cfg.threads == 1 or sum(step is None for step in layouts.values()) == 1
     steps, nodes = [], []
     try:
         for stage in stages:
-            node = Node("OnnxRuntimeSegment" if stage.kind != ISLAND else model.graph.node[stage.nodes[0]].op_type,
-                        stage.inputs, stage.outputs, {}, stage.name, INTERNAL_DOMAIN)
+            layout = layouts.get(stage.name)
+            op_type = model.graph.node[stage.nodes[0]].op_type if stage.kind == ISLAND else \
+                "OnnxRuntimeSegment" if layout is None else "LayoutSegment"
+            node = Node(op_type, stage.inputs, stage.outputs, {}, stage.name, INTERNAL_DOMAIN)
             if stage.kind == ISLAND:
                 fn: Callable[..., Any] = _island_step(by_name[stage.name], cfg, limits, record)
+            elif layout is not None:  # numpy views: no onnxruntime call (engine/layout.py)
+                fn = layout
             else:
                 ortx.check_exchanged([(n, types[n].tensor_type.elem_type) for n in (*stage.inputs, *stage.outputs)],
                                      "a segment's cut tensors")
