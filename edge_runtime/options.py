@@ -25,10 +25,11 @@ class SessionOptions:
         log_severity_level: accepted for compatibility; use the ``logging`` module to see our logs.
         sparse_kernels: what runs the sparse islands of the onnxruntime engine: ``"numba"``
             (edge_runtime's zero-skipping kernels, fastest, for Conv, Gemm and MatMul) or
-            ``"numpy"`` (Gemm / MatMul only, on the kernels ``edge-runtime warmup`` compiled ahead of
-            time where it could, else by numpy gather + BLAS at about half the numba kernel's speed;
-            numba is never loaded, which saves ~55-130 MB and ~0.3 s of session creation on a
-            memory-tight board); None (default): the device profile's ``runtime.sparse_kernels``,
+            ``"numpy"`` (on the kernels ``edge-runtime warmup`` compiled ahead of time where it could:
+            Gemm, MatMul and the Convs they take; else Gemm / MatMul only, by numpy gather + BLAS at
+            about half the numba kernel's speed; numba is never loaded, which saves ~55-130 MB and
+            ~0.3 s of session creation on a memory-tight board); None (default): the device
+            profile's ``runtime.sparse_kernels``,
             else ``"numba"`` (whose Gemm-only models also run on the compiled kernels where they
             exist, docs/engine.md). The numba engine (``EdgeRuntimeExecutionProvider``) needs numba.
 
