@@ -4,6 +4,8 @@ loads numba can still tell whether machine code built earlier is current).
 numba's on-disk cache (:mod:`edge_runtime.kernels.cache`) and the kernels compiled ahead of time
 (:mod:`edge_runtime.engine.aot`) are both keyed by :func:`package_stamp`: a kernel inlines helpers
 from other files, so any change to any kernel or op source, or another numba, makes them stale.
+Also here: :func:`digest`, the hash of every key on the session path, and :func:`file_digests`,
+which remembers a file's digest by its signature so warm sessions do not read the files again.
 """
 from __future__ import annotations
 
@@ -52,7 +54,8 @@ def numba_version() -> str:
 
 def package_stamp(dirs: Iterable[Path] = PACKAGE_DIRS, files: Iterable[Path] = SHARED_FILES,
                   numba: str | None = None, memo: Path | None = None) -> str:
-    """:func:`digest` of numba's version, every ``.py`` file (relative path and bytes) under ``dirs`` and ``files``.
+    """:func:`digest` of numba's version and of every ``.py`` file under ``dirs`` and of ``files`` (relative
+    path and content digest, :func:`file_digests`).
 
     Args:
         dirs: package directories (searched recursively, ``__pycache__`` skipped).
