@@ -44,6 +44,30 @@ def _blas() -> tuple[tuple[Any, Callable[[], int]], ...]:
     return _BLAS[0]
 
 
+def cpu_clock_fair(threads: int) -> bool:
+    """Whether a run with ``threads`` threads does all its work on the calling thread, so that its
+    thread CPU time prices it (immune to other processes' time slices): one thread, and numpy's BLAS
+    held to one thread too (:func:`scoped` can, through threadpoolctl) or forced to one by its
+    environment. Without threadpoolctl, OpenBLAS's sgemms run on every core whatever the session's
+    count, and the calling thread's CPU time counted a numba-engine plan's BLAS layers at half their
+    cost on 2 cores: the sparse MLP's first sessions on a device install kept the numba engine over
+    the cut plan at "13-18% faster" while, BLAS held to one thread, it ran 23% slower."""
+    if threads != 1:
+        return False
+    if _blas():
+        return True
+    import os
+
+    env = [os.environ.get(k) for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")]
+    return "1" in env or (os.cpu_count() or 1) == 1
+
+
+def run_clock(threads: int) -> Callable[[], float]:
+    """The clock that times a plan run with ``threads`` threads: thread CPU time where
+    :func:`cpu_clock_fair`, else wall time."""
+    return time.thread_time if cpu_clock_fair(threads) else time.perf_counter
+
+
 def _count_getter(lib: Any) -> Callable[[], int]:
     """OpenBLAS's own ``openblas_get_num_threads`` when threadpoolctl exposes it and it agrees with
     threadpoolctl (0.3 against 2 us per read just after a run: the read is on every run), else

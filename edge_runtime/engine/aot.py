@@ -29,7 +29,6 @@ import logging
 import os
 import platform
 import shutil
-import stat
 import sys
 import sysconfig
 import tempfile

@@ -29,7 +29,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import statistics
-import time
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
@@ -784,9 +783,12 @@ def _interleaved(fns: Sequence[Callable[[], Any]], threads: int, repeats: int = 
 
     The minimum, not the median: at session creation other processes' time slices are noise
     to remove, not cost to price. One thread runs in the calling thread, so its CPU time is
-    measured (immune to time slices lost to other processes); several threads in wall time.
+    measured (immune to time slices lost to other processes) where BLAS is held to one thread too
+    (:func:`edge_runtime.threads.run_clock`); several threads in wall time.
     """
-    clock = time.thread_time if threads == 1 else time.perf_counter
+    from edge_runtime.threads import run_clock
+
+    clock = run_clock(threads)
     for fn in fns if warm_up else ():
         fn()
     times: list[list[float]] = [[] for _ in fns]

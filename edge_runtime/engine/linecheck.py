@@ -26,11 +26,11 @@ from __future__ import annotations
 
 import statistics
 import threading
-import time
 from dataclasses import dataclass
 from typing import Callable
 
 from edge_runtime.plan import Plan
+from edge_runtime.threads import run_clock
 
 #: Calls per plan in the check (the first of each block is not counted).
 CALLS = 24
@@ -63,7 +63,8 @@ class LineCheck:
         candidate: the plan the engine chose at creation (a cut plan or the numba engine's).
         whole: the whole model in one onnxruntime session.
         threads: the session's threads (1: calls are timed in thread CPU time, immune to other
-            processes' time slices; more: wall clock).
+            processes' time slices, where BLAS is held to one thread too; else wall clock:
+            :func:`edge_runtime.threads.run_clock`).
         key: the engine cache's key of the decision (the verdict replaces its entry), or None.
         calls, block: calls per plan and per block (tests shorten them).
     """
@@ -71,7 +72,7 @@ class LineCheck:
     def __init__(self, candidate: Plan, whole: Plan, threads: int, key: str | None = None,
                  calls: int = CALLS, block: int = BLOCK) -> None:
         self.candidate, self.whole, self.key = candidate, whole, key
-        self.clock: Callable[[], float] = time.thread_time if threads == 1 else time.perf_counter
+        self.clock: Callable[[], float] = run_clock(threads)
         self.calls, self.block = max(1, calls), max(2, block)
         self._per_plan = max(1, self.calls - -(-self.calls // self.block))  # a block's first call is not counted
         self._counted = [0, 0]

@@ -120,3 +120,19 @@ def test_sessions_leave_the_host_processs_openmp_threads_alone() -> None:
                           cwd=str(Path(__file__).resolve().parents[2]))
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split()[-1] == "1"
+
+
+def test_one_thread_plans_are_timed_in_cpu_time_only_where_blas_is_held_to_one_thread(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr("os.cpu_count", lambda: 4)
+    monkeypatch.setattr(threads, "_BLAS", [()])  # no threadpoolctl: OpenBLAS runs on every core
+    assert threads.run_clock(1) is time.perf_counter and threads.run_clock(2) is time.perf_counter
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "1")  # forced to one thread by its environment
+    assert threads.run_clock(1) is time.thread_time
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS")
+    monkeypatch.setattr(threads, "_BLAS", [(("a BLAS library", lambda: 4),)])  # threadpoolctl sets it per run
+    assert threads.run_clock(1) is time.thread_time and threads.run_clock(2) is time.perf_counter
