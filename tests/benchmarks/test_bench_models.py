@@ -28,11 +28,15 @@ def test_footprint_runs_its_processes_under_the_given_interpreter(tmp_path: Path
         returncode, stderr = 0, ""
         stdout = '{"create_s": 0.1, "first_run_s": 0.01, "peak_rss_mb": 80.0, "session_peak_mb": 10.0}\n'
 
-    monkeypatch.setattr(bench_models.subprocess, "run", lambda cmd, **kw: seen.append(cmd[0]) or Done())
+    envs: list[dict] = []
+    monkeypatch.setattr(bench_models.subprocess, "run",
+                        lambda cmd, **kw: seen.append(cmd[0]) or envs.append(kw.get("env") or {}) or Done())
+    monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
     out = bench_models._footprint(tmp_path / "m.onnx", 1, python="/opt/device-venv/bin/python")
     assert set(seen) == {"/opt/device-venv/bin/python"}
-    # one warm-up process compiling the kernels ahead of time, then one per run
-    assert len(seen) == 1 + sum(len(runs) for runs in bench_models._FOOTPRINT_RUNS.values())
+    # the tree byte-compiled as pip does, one process compiling the kernels ahead of time, then one per run
+    assert len(seen) == 2 + sum(len(runs) for runs in bench_models._FOOTPRINT_RUNS.values())
+    assert not any("PYTHONDONTWRITEBYTECODE" in env for env in envs)  # lazily imported modules find their .pyc
     assert out["ort_warm"]["peak_rss_mb"] == 80.0
 
 
