@@ -45,7 +45,27 @@ def digest(data: bytes = b"") -> Any:
 
 
 def numba_version() -> str:
-    """The installed numba's version, read from its metadata (numba is not imported); "" without one."""
+    """The installed numba's version (numba is not imported); "" without one.
+
+    Read from numba's own ``_version.py`` (versioneer's JSON), else its distribution metadata:
+    ``importlib.metadata`` scans every installed distribution and took 1-40 ms of a session."""
+    import importlib.util
+    import re
+
+    try:
+        spec = importlib.util.find_spec("numba")
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None:
+        return ""
+    if spec.origin:
+        try:
+            text = (Path(spec.origin).parent / "_version.py").read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            text = ""
+        found = re.search(r'"version":\s*"([^"]+)"', text)
+        if found:
+            return found[1]
     try:
         return metadata.version("numba")
     except metadata.PackageNotFoundError:
@@ -72,10 +92,13 @@ def package_stamp(dirs: Iterable[Path] = PACKAGE_DIRS, files: Iterable[Path] = S
     """
     h = digest((numba_version() if numba is None else numba).encode())
     named = []
-    for d in dirs:
-        d = Path(d)
-        named += [(str(f.relative_to(d.parent)), f)
-                  for f in sorted(p for p in d.rglob("*.py") if "__pycache__" not in p.parts)]
+    for d in dirs:  # os.walk: pathlib's rglob and Path sorting took 1 ms of a session
+        base = os.path.dirname(os.path.abspath(d))
+        found = []
+        for root, subdirs, names in os.walk(d):
+            subdirs[:] = [x for x in subdirs if x != "__pycache__"]
+            found += [os.path.join(root, n) for n in names if n.endswith(".py")]
+        named += sorted((os.path.relpath(f, base), Path(f)) for f in found)
     named += [(Path(f).name, Path(f)) for f in files]
     for (name, _), content in zip(named, file_digests([f for _, f in named], memo)):
         h.update(name.encode() + b"\0" + content.encode() + b"\0")

@@ -96,3 +96,16 @@ def test_a_model_file_and_its_bytes_get_one_engine_cache_key(memo: Path, tmp_pat
     feeds = [{"x": np.zeros((1, 2), np.float32)}]
     assert plancache.key(b"model bytes", feeds, (1,), path=f) == plancache.key(b"model bytes", feeds, (1,))
     assert plancache.key(b"", feeds, (1,), path=f) == plancache.key(b"model bytes", feeds, (1,))  # read from the file
+
+
+def test_numba_version_is_read_without_importing_numba_or_scanning_distributions() -> None:
+    import subprocess
+    import sys
+    from importlib import metadata
+
+    pytest.importorskip("numba")
+    code = ("import sys; from edge_runtime.stamps import numba_version; v = numba_version(); "
+            "print(v, 'numba' in sys.modules, 'importlib.metadata' in sys.modules and 'email' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    version, imported, _ = done.stdout.split()
+    assert version == metadata.version("numba") and imported == "False", done.stderr
