@@ -175,15 +175,28 @@ def _store_memo(folder: Path, book: dict[str, list[Any]]) -> None:
     """Write the memo atomically (the newest :data:`MEMO_ENTRIES`); a failure only costs hashing again."""
     while len(book) > MEMO_ENTRIES:
         book.pop(next(iter(book)))
-    path = folder / MEMO_NAME
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=path.parent)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(book, f)
-        os.replace(tmp, path)
+        write_private_json(folder / MEMO_NAME, book)
     except OSError:
         pass
+
+
+def write_private_json(path: Path, doc: Any) -> None:
+    """Write ``doc`` as JSON to ``path`` atomically, readable and writable by this user alone (the
+    engine cache's entries and memo: :func:`private_file`), creating its folder.
+
+    Raises:
+        OSError: the folder cannot be made or written (the temporary file is removed).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=path.parent)  # mode 0600
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(doc, f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def private_file(path: Path) -> bool:

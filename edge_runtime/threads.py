@@ -19,6 +19,7 @@ pays for its fragility under load.
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 import threading
 import time
@@ -56,8 +57,6 @@ def cpu_clock_fair(threads: int) -> bool:
         return False
     if _blas():
         return True
-    import os
-
     env = [os.environ.get(k) for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")]
     return "1" in env or (os.cpu_count() or 1) == 1
 

@@ -20,13 +20,12 @@ import json
 import logging
 import os
 import platform
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from edge_runtime.stamps import digest, file_digests
+from edge_runtime.stamps import digest, file_digests, write_private_json
 
 log = logging.getLogger(__name__)
 
@@ -94,11 +93,7 @@ def store(k: str, doc: Mapping[str, Any]) -> None:
     if folder is None:
         return
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=folder)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump({**doc, "version": VERSION, "key": k}, f)
-        os.replace(tmp, folder / f"{k}.json")
+        write_private_json(folder / f"{k}.json", {**doc, "version": VERSION, "key": k})
         _trim(folder)
     except OSError as exc:
         log.debug("engine decision not cached in %s: %s", folder, exc)
