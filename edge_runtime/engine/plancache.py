@@ -105,8 +105,18 @@ def _trim(folder: Path) -> None:
         old.unlink(missing_ok=True)
 
 
+_CPU: list[tuple[str, str]] = []
+
+
 def cpu_info() -> tuple[str, str]:
-    """This CPU's model name (or ARM part / hardware) and feature flags from /proc/cpuinfo ("" where absent)."""
+    """This CPU's model name (or ARM part / hardware) and feature flags from /proc/cpuinfo ("" where absent);
+    read once per process (both the engine cache's key and the compiled module's need it)."""
+    if not _CPU:
+        _CPU.append(_read_cpu_info())
+    return _CPU[0]
+
+
+def _read_cpu_info() -> tuple[str, str]:
     model = flags = ""
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
@@ -142,12 +152,16 @@ def _code_stamp() -> str:
     """A digest of the engine's, the prepared layers' and the kernels' sources: a changed rule or
     kernel re-measures."""
     if not _STAMP:
-        root = Path(__file__).resolve().parents[1]
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+        def sources(folder: str) -> list[str]:  # strings and listdir: pathlib's glob took 0.5 ms of a session
+            return [os.path.join(root, folder, n) for n in sorted(os.listdir(os.path.join(root, folder)))
+                    if n.endswith(".py")]
+        files = [os.path.join(root, "dispatch.py"), os.path.join(root, "prepared.py"),
+                 os.path.join(root, "ops", "conv_layer.py"), os.path.join(root, "ops", "matmul_layer.py"),
+                 *sources("engine"), *sources("kernels")]
         h = digest()
-        files = [root / "dispatch.py", root / "prepared.py", root / "ops" / "conv_layer.py",
-                 root / "ops" / "matmul_layer.py", *sorted((root / "engine").glob("*.py")),
-                 *sorted((root / "kernels").glob("*.py"))]
         for f, content in zip(files, file_digests(files, directory())):
-            h.update(f.name.encode() + b"\0" + content.encode() + b"\0")
+            h.update(os.path.basename(f).encode() + b"\0" + content.encode() + b"\0")
         _STAMP.append(h.hexdigest())
     return _STAMP[0]
