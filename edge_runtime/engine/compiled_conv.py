@@ -21,6 +21,7 @@ import onnx
 from edge_runtime import act_codes
 from edge_runtime.engine import aot
 from edge_runtime.engine.gather import constant_reader
+from edge_runtime.engine.islands import compiled_conv_takes
 from edge_runtime.onnx_io import attributes
 from edge_runtime.prepared import Array, SparseKernel
 from edge_runtime.resources import aligned_empty
@@ -28,18 +29,6 @@ from edge_runtime.sparse_layouts import PreparedConv, conv_output_shape, prepare
 
 #: The activations fused into the kernel's epilogue (the zero-producing ones the kernel takes).
 ACTS = ("Relu", "Clip", "LeakyRelu", "ThresholdedRelu")
-
-
-def supports(model: onnx.ModelProto, node: onnx.NodeProto) -> bool:
-    """Whether a Conv candidate's anchor has the compiled kernel's form (checked on the graph alone:
-    the weight's rank and type from its initializer, the attributes)."""
-    if node.op_type != "Conv":
-        return False
-    w = next((t for t in model.graph.initializer if t.name == node.input[1]), None)
-    if w is None or len(w.dims) != 4 or w.data_type != onnx.TensorProto.FLOAT:
-        return False
-    attrs = attributes(node)
-    return int(attrs.get("group", 1)) == 1 and attrs.get("auto_pad", "NOTSET") in ("NOTSET", "VALID")
 
 
 class CompiledConvKernel(SparseKernel):
@@ -91,12 +80,13 @@ class CompiledConvKernel(SparseKernel):
 
 def kernel(model: onnx.ModelProto, nodes: tuple[int, ...], compiled: ModuleType,
            decoded: dict[str, np.ndarray] | None = None) -> CompiledConvKernel | None:
-    """The compiled kernel of an island's nodes (a Conv of :func:`supports`' form, then optionally
-    one of :data:`ACTS`), or None when they are not that. ``decoded``: constants already decoded
+    """The compiled kernel of an island's nodes (a Conv of the form
+    :func:`~edge_runtime.engine.islands.compiled_conv_takes` accepts, then optionally one of
+    :data:`ACTS`), or None when they are not that. ``decoded``: constants already decoded
     (a caller trying shorter chains decodes the weight once)."""
     graph = model.graph
     anchor = graph.node[nodes[0]]
-    if not supports(model, anchor) or len(nodes) > 2:
+    if not compiled_conv_takes(model, anchor) or len(nodes) > 2:
         return None
     const = constant_reader(model, decoded)
     w = const(anchor.input[1])

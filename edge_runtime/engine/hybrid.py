@@ -178,9 +178,9 @@ def _island_kernels(cfg: EngineConfig, model: onnx.ModelProto, found: Sequence[i
     stand in for what was asked, so a warm session never loads numba:
 
     - numpy's: always; numba-free islands at the numba kernels' speed, and Conv islands too (those
-      :func:`edge_runtime.engine.compiled_conv.supports`), which numpy alone has no kernel for.
+      :func:`edge_runtime.engine.islands.compiled_conv_takes`), which numpy alone has no kernel for.
     - numba's: when every candidate is a Gemm, or a Conv the compiled kernel takes
-      (:func:`edge_runtime.engine.compiled_conv.supports`) in a one-thread session: a Gemm island's
+      (:func:`edge_runtime.engine.islands.compiled_conv_takes`) in a one-thread session: a Gemm island's
       numba kernel is the same kernel on the same untiled (K, N) matrix, a Conv island's the same
       conv kernel on the same layout (a MatMul island's numba layout is tiled for many rows). The compiled
       kernels run on one thread: numba's split a Gemm island only above
@@ -189,10 +189,8 @@ def _island_kernels(cfg: EngineConfig, model: onnx.ModelProto, found: Sequence[i
       plan (:func:`_against_numba`); a Conv island of a small CNN is past that line at density 0.1
       (a 3x3 128 -> 128 conv at 28x28: 23e6), so with more threads Convs keep numba's kernels.
     """
-    from edge_runtime.engine import compiled_conv
-
     def compiled_stands_in(anchor: onnx.NodeProto) -> bool:
-        return anchor.op_type == "Gemm" or cfg.threads == 1 and compiled_conv.supports(model, anchor)
+        return anchor.op_type == "Gemm" or cfg.threads == 1 and isl.compiled_conv_takes(model, anchor)
 
     if not found or cfg.sparse_kernels == "numba" and not all(
             compiled_stands_in(model.graph.node[c.nodes[0]]) for c in found):

@@ -157,6 +157,33 @@ print(json.dumps({{"loaded": loaded, "inferred": len(inferred), "cached": r.cach
     np.testing.assert_allclose(np.load(tmp_path / "y.npy"), first.run(None, feed)[0], rtol=1e-6, atol=1e-7)
 
 
+def test_a_warm_dense_session_loads_no_island_code(compiled, cache_dir: Path, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A model whose islands all lost runs whole in onnxruntime; its next session reads that from the
+    engine cache and builds nothing else: neither numba nor the compiled conv kernel's module (1 ms of a
+    6 ms onnxruntime session on a small U-Net)."""
+    model = graphs.cnn_residual()
+    path = tmp_path / "cnn.onnx"
+    onnx.save(model, str(path))
+    from tests.edge_runtime.engine.test_hybrid import _Prices
+
+    monkeypatch.setattr(hybrid, "_interleaved", _Prices(island=(1e-4, 1e-3), cut=(1e-3, 2e-3), islands=99))
+    first = edge_runtime.InferenceSession(str(path), _opts(), providers=ORT)
+    assert first.engine_report.candidates > 0 and not any(d.kept for d in first.engine_report.islands)
+    code = f"""
+import json, sys
+import edge_runtime
+o = edge_runtime.SessionOptions(); o.intra_op_num_threads = 1
+s = edge_runtime.InferenceSession({str(path)!r}, o, providers=["CPUExecutionProvider"])
+loaded = [m for m in ("numba", "edge_runtime.engine.compiled_conv", "edge_runtime.sparse_layouts") if m in sys.modules]
+print(json.dumps({{"loaded": loaded, "cached": s.engine_report.cached, "steps": len(s._plan.steps)}}))
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, **{plancache.ENV: str(cache_dir)}))
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == {"loaded": [], "cached": True, "steps": 1}
+
+
 def test_numpy_islands_use_the_compiled_kernels_where_they_exist(compiled) -> None:
     model = graphs.mlp(hidden=256, bias_shift=-2.0)  # MatMul islands: numpy mode takes them, numba mode keeps JIT
     sess = edge_runtime.InferenceSession(model.SerializeToString(), _opts("numpy"), providers=ORT, sparsity="force")
