@@ -10,8 +10,9 @@ into a plain Python extension module in the engine cache; :func:`load` imports i
 process without numba. ``edge-runtime warmup`` builds it; the islands of
 :mod:`edge_runtime.engine.gather` and :mod:`edge_runtime.engine.compiled_conv` then call it.
 
-What the build needs beyond the device install: a C compiler and setuptools (``numba.pycc``
-compiles a small C wrapper; both ship with Raspberry Pi OS and JetPack). Without them
+What the build needs beyond the device install: C and C++ compilers, Python's headers and (on
+Python 3.12+) setuptools (``numba.pycc`` compiles a small C wrapper and checks that C++ compiles
+too); :func:`missing_build_tools` names what is absent. Without them
 :func:`build` raises :class:`AotUnavailable` with the fix, and the JIT kernels run as before.
 ``numba.pycc`` is deprecated by numba; when a numba drops it, the same error says so.
 
@@ -158,6 +159,27 @@ def _import(path: Path) -> ModuleType | None:
     return module
 
 
+#: How to install what :func:`build` needs on Debian / Raspberry Pi OS / JetPack (Ubuntu).
+INSTALL_HINT = "apt install gcc g++ python3-dev; pip install setuptools"
+
+
+def missing_build_tools() -> list[str]:
+    """What ``numba.pycc`` needs and this machine lacks, named for the user: the C compiler Python was
+    built with (or ``$CC``), a C++ compiler (pycc checks that C++ compiles too: without g++ it fails with
+    "Attempted to compile AOT function without the compiler used by numpy.distutils present", found on
+    the arm64 Debian root) and Python's headers. Empty when all are there (the build may still fail)."""
+    missing = []
+    for var, default, what in (("CC", "cc", "a C compiler"), ("CXX", "c++", "a C++ compiler")):
+        words = (os.environ.get(var) or sysconfig.get_config_var(var) or default).split()
+        program = words[0] if words else default
+        if shutil.which(program) is None:
+            missing.append(f"{what} ({program})")
+    include = sysconfig.get_paths().get("include") or ""
+    if not os.path.isfile(os.path.join(include, "Python.h")):
+        missing.append(f"Python's headers ({os.path.join(include, 'Python.h')})")
+    return missing
+
+
 def build(force: bool = False, folder: Path | None = None) -> Built:
     """Compile the kernels for this CPU into :func:`module_path` (atomically), unless a current one is there.
 
@@ -165,7 +187,7 @@ def build(force: bool = False, folder: Path | None = None) -> Built:
 
     Raises:
         AotUnavailable: no engine cache (``EDGE_RUNTIME_ENGINE_CACHE=off``), no ``numba.pycc``, or
-            no C compiler / setuptools: the message says which and how to fix it.
+            no C / C++ compiler, Python headers or setuptools: the message says which and how to fix it.
     """
     path = module_path(folder)
     if path is None:
@@ -180,6 +202,11 @@ def build(force: bool = False, folder: Path | None = None) -> Built:
     except ImportError as exc:
         raise AotUnavailable(f"kernels are not compiled ahead of time: this numba has no numba.pycc ({exc}); "
                              "the JIT kernels run instead") from None
+    missing = missing_build_tools()
+    if missing:
+        raise AotUnavailable(f"kernels are not compiled ahead of time: numba.pycc needs {' and '.join(missing)}, "
+                             f"not found on this machine; install them ({INSTALL_HINT}) and run edge-runtime "
+                             "warmup again; the JIT kernels run meanwhile")
     from edge_runtime.kernels import density, sparse_conv, sparse_matmul
 
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -190,9 +217,9 @@ def build(force: bool = False, folder: Path | None = None) -> Built:
         except Exception as exc:  # pycc and setuptools raise their own types for a missing compiler
             lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
             reason = lines[0].split(". ")[0][:160] if lines else type(exc).__name__
-            raise AotUnavailable(f"kernels are not compiled ahead of time: numba.pycc failed ({reason}); install a C "
-                                 "compiler and setuptools (apt install gcc python3-dev; pip install setuptools) "
-                                 "and run edge-runtime warmup again; the JIT kernels run meanwhile") from None
+            raise AotUnavailable(f"kernels are not compiled ahead of time: numba.pycc failed ({reason}); install C "
+                                 f"and C++ compilers, Python's headers and setuptools ({INSTALL_HINT}) and run "
+                                 "edge-runtime warmup again; the JIT kernels run meanwhile") from None
         built = [p for p in Path(tmp).iterdir() if p.name.startswith(module_name())]
         if len(built) != 1:
             raise AotUnavailable(f"kernels are not compiled ahead of time: numba.pycc wrote {[p.name for p in built]}")

@@ -256,8 +256,45 @@ def test_no_compiler_is_one_line_with_the_fix(tmp_path: Path, monkeypatch: pytes
     with pytest.raises(aot.AotUnavailable) as info:
         aot.build()
     message = str(info.value)
-    assert "\n" not in message and "install a C compiler" in message and "JIT kernels run" in message
+    assert "\n" not in message and "a C compiler (" in message and "no-such-cc" in message, message
+    assert aot.INSTALL_HINT in message and "JIT kernels run" in message
+    assert not aot.directory().exists()  # checked before anything is written
+
+
+def test_a_failed_build_is_one_line_and_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("numba.pycc")
+    monkeypatch.setenv(plancache.ENV, str(tmp_path))
+    monkeypatch.setattr(aot, "missing_build_tools", lambda: [])
+
+    def broken(cc_class, kernels, folder):
+        (Path(folder) / "half.o").write_bytes(b"x")
+        raise RuntimeError("error: command 'gcc' failed. With more.\nsecond line")
+    monkeypatch.setattr(aot, "_compile", broken)
+    with pytest.raises(aot.AotUnavailable) as info:
+        aot.build()
+    message = str(info.value)
+    assert "\n" not in message and "numba.pycc failed (error: command 'gcc' failed)" in message, message
+    assert aot.INSTALL_HINT in message and "JIT kernels run" in message
     assert not aot.module_path().exists() and list(aot.directory().iterdir()) == []  # nothing half-written
+
+
+def test_a_missing_cxx_compiler_or_python_headers_are_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """numba.pycc also checks that C++ compiles: on an arm64 Debian root with gcc but no g++ it failed with
+    'Attempted to compile AOT function without the compiler used by numpy.distutils present'."""
+    import sysconfig
+
+    monkeypatch.setenv(plancache.ENV, str(tmp_path))
+    monkeypatch.setenv("CXX", "no-such-c++")
+    paths = sysconfig.get_paths()
+    monkeypatch.setattr(sysconfig, "get_paths", lambda: {**paths, "include": str(tmp_path / "include")})
+    assert aot.missing_build_tools() == ["a C++ compiler (no-such-c++)",
+                                         f"Python's headers ({tmp_path / 'include' / 'Python.h'})"]
+    with pytest.raises(aot.AotUnavailable, match=r"needs a C\+\+ compiler \(no-such-c\+\+\) and Python's headers"):
+        aot.build()
+    monkeypatch.setenv("CXX", "cc --some-flag")  # the program is the first word, as distutils runs it
+    (tmp_path / "include").mkdir()
+    (tmp_path / "include" / "Python.h").write_text("")
+    assert aot.missing_build_tools() == []
 
 
 def test_the_engine_cache_off_means_nothing_is_compiled(monkeypatch: pytest.MonkeyPatch) -> None:
