@@ -10,6 +10,9 @@
 #   EDGE_RUNTIME_ARM64_CACHE   cache dir (default /var/cache/edge-runtime/arm64); outside
 #                              the repository so that fresh CI clones reuse it.
 #   EDGE_RUNTIME_ARM64_MIRROR  Debian mirror (default: the one this host's apt uses).
+#   EDGE_RUNTIME_ARM64_COMPILER  1: also build (once) and print root-compiler/, a copy of the root
+#                              with gcc, g++ and Python's headers, where the kernels compiled ahead
+#                              of time (edge-runtime warmup) are built and tested (about 1 min more).
 #
 # Steps follow docs/references.md section 6 (verified on the build machine):
 # debootstrap --arch=arm64 --variant=minbase, qemu-aarch64-static copied into the root,
@@ -26,6 +29,9 @@ SUITE=bookworm
 # python3-venv brings ensurepip; ca-certificates provides update-ca-certificates.
 DEB_PACKAGES="python3,python3-venv,python3-pip,ca-certificates"
 REQUIREMENTS="$HERE/requirements.txt"
+# With EDGE_RUNTIME_ARM64_COMPILER=1: what numba.pycc needs to compile the kernels ahead of time
+# (edge_runtime.engine.aot), added to a copy of the root (root-compiler/; the base root and CI are unchanged).
+COMPILER_PACKAGES="gcc g++ libc6-dev python3-dev"
 # Bump to force a rebuild when the build steps below change meaningfully.
 BUILD_VERSION=1
 # qemu's default CPU ("max") makes numpy raise false floating-point warnings
@@ -203,7 +209,7 @@ main() {
     if ((force == 0)) && [[ -f "$STAMP" && "$(cat "$STAMP")" == "$want" &&
         -x "$ROOT/venv/bin/python" ]]; then
         log "cached root is up to date: $ROOT (stamp $want)"
-        printf '%s\n' "$ROOT"
+        finish "$want"
         return 0
     fi
     local t0=$SECONDS tmp="$CACHE/root.new"
@@ -221,7 +227,45 @@ main() {
     rm -rf "$CACHE/root.old"
     printf '%s\n' "$want" >"$STAMP"
     log "arm64 root ready in $((SECONDS - t0)) s: $ROOT"
-    printf '%s\n' "$ROOT"
+    finish "$want"
+}
+
+finish() {
+    # Print the root to use: the base root, or with EDGE_RUNTIME_ARM64_COMPILER=1 its copy with
+    # C/C++ compilers and Python's headers (rebuilt from the base root when that changed).
+    local base_stamp="$1"
+    if [[ "${EDGE_RUNTIME_ARM64_COMPILER:-0}" != 1 ]]; then
+        printf '%s\n' "$ROOT"
+        return 0
+    fi
+    local want="$base_stamp+$COMPILER_PACKAGES" croot="$CACHE/root-compiler"
+    if [[ -f "$CACHE/stamp-compiler" && "$(cat "$CACHE/stamp-compiler")" == "$want" &&
+        -x "$croot/venv/bin/python" ]]; then
+        log "cached compiler root is up to date: $croot"
+        printf '%s\n' "$croot"
+        return 0
+    fi
+    local t0=$SECONDS tmp="$CACHE/root-compiler.new"
+    log "building the compiler root: a copy of $ROOT + $COMPILER_PACKAGES"
+    rm -rf "$tmp"
+    cp -a "$ROOT" "$tmp"
+    local attempt ok=0
+    for attempt in 1 2 3; do
+        if in_root "$tmp" /bin/sh -c "apt-get update -o Acquire::Retries=3 && apt-get install -y \
+            --no-install-recommends -o Acquire::Retries=3 $COMPILER_PACKAGES" >&2; then
+            ok=1
+            break
+        fi
+        log "apt-get install in the compiler root failed (attempt $attempt/3)"
+        sleep $((attempt * 10))
+    done
+    ((ok)) || die "installing $COMPILER_PACKAGES into the arm64 root failed 3 times.
+  Fix: check network access to the mirror, or set EDGE_RUNTIME_ARM64_MIRROR."
+    rm -rf "$croot"
+    mv "$tmp" "$croot"
+    printf '%s\n' "$want" >"$CACHE/stamp-compiler"
+    log "compiler root ready in $((SECONDS - t0)) s: $croot"
+    printf '%s\n' "$croot"
 }
 
 main "$@"
