@@ -167,7 +167,10 @@ def missing_build_tools() -> list[str]:
     """What ``numba.pycc`` needs and this machine lacks, named for the user: the C compiler Python was
     built with (or ``$CC``), a C++ compiler (pycc checks that C++ compiles too: without g++ it fails with
     "Attempted to compile AOT function without the compiler used by numpy.distutils present", found on
-    the arm64 Debian root) and Python's headers. Empty when all are there (the build may still fail)."""
+    the arm64 Debian root) and Python's headers. Empty when all are there (the build may still fail), and
+    off POSIX, where distutils finds MSVC its own way."""
+    if os.name != "posix":
+        return []
     missing = []
     for var, default, what in (("CC", "cc", "a C compiler"), ("CXX", "c++", "a C++ compiler")):
         words = (os.environ.get(var) or sysconfig.get_config_var(var) or default).split()
