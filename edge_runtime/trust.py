@@ -149,6 +149,22 @@ class TrustResult:
     warning: str | None = None
 
 
+def add_trust_flags(parser: Any) -> None:
+    """``--trusted-key`` / ``--allow-unsigned`` on an argparse parser: every command that opens a bundle
+    (run, validate, warmup, profile) takes the same two, and :func:`policy_from_args` reads them."""
+    parser.add_argument("--trusted-key", action="append", default=[], metavar="FILE",
+                        help="Ed25519 public key (.pub, or a folder of them) whose signatures are trusted; "
+                             "repeatable; adds to $EDGE_RUNTIME_TRUSTED_KEYS and "
+                             "~/.config/edge-runtime/trusted_keys/")
+    parser.add_argument("--allow-unsigned", action="store_true",
+                        help="accept an unsigned bundle (or one signed by an unpinned key) with a warning")
+
+
+def policy_from_args(args: Any) -> TrustPolicy:
+    """The :class:`TrustPolicy` of :func:`add_trust_flags`' flags (plus the environment and config folder)."""
+    return TrustPolicy.from_sources(args.trusted_key, allow_unsigned=args.allow_unsigned)
+
+
 def verify_manifest(manifest: bytes, signature: bytes | None, policy: TrustPolicy, where: str) -> TrustResult:
     """Apply ``policy`` to a manifest's bytes and its ``manifest.sig`` (None: unsigned).
 

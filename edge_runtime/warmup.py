@@ -39,16 +39,16 @@ log = logging.getLogger(__name__)
 MODES = ("auto", "off", "force")
 
 
-def _model_path(model_path_or_bundle_dir: str | Path
+def _model_path(model_path_or_bundle_dir: str | Path, trust: Any = None
                 ) -> tuple[Path, Callable[[], Any], list[dict[str, np.ndarray]] | None]:
-    """``model.onnx`` of a bundle directory (checksums verified), what a session loads it from (a
-    bundle's model: its checked bytes, read once per session) and the bundle's warm-up feeds; or
-    the given model file, its path and None."""
+    """``model.onnx`` of a bundle directory (authenticated under ``trust`` and checksums verified, as
+    ``run`` does), what a session loads it from (a bundle's model: its checked bytes, read once per
+    session) and the bundle's warm-up feeds; or the given model file, its path and None."""
     path = Path(model_path_or_bundle_dir).expanduser()
     if path.is_dir() and (path / "manifest.json").is_file():
         from edge_runtime.bundle import load_bundle
 
-        bundle = load_bundle(path)
+        bundle = load_bundle(path, trust=trust)
         model = bundle.require_onnx()
         return model, lambda: bundle.read_model(model), bundle.warmup_feeds()
     if path.is_dir():
@@ -101,7 +101,7 @@ def synthetic_feed(inputs: list[Any], batch: int = 1) -> dict[str, np.ndarray]:
 
 
 def warmup(model_path_or_bundle_dir: str | Path, *, threads: int | None = None, profile: Any = None,
-           feed: Mapping[str, np.ndarray] | None = None) -> dict[str, Any]:
+           feed: Mapping[str, np.ndarray] | None = None, trust: Any = None) -> dict[str, Any]:
     """Compile and cache every kernel a model needs, and the engine's decision; return the times it took.
 
     Args:
@@ -110,6 +110,8 @@ def warmup(model_path_or_bundle_dir: str | Path, *, threads: int | None = None, 
             compile only where the session would use them, so warm up with production's setting.
         profile: a device profile name or TOML path, as ``InferenceSession(profile=...)``.
         feed: inputs to run with (default: :func:`synthetic_feed`).
+        trust: a bundle's :class:`~edge_runtime.trust.TrustPolicy` (default: the environment's and the
+            config folder's pinned keys).
 
     Returns:
         ``{"model": path, "cache_stamp": str, "compiled_kernels": {...} (:func:`compile_kernels`),
@@ -121,13 +123,14 @@ def warmup(model_path_or_bundle_dir: str | Path, *, threads: int | None = None, 
 
     Raises:
         InvalidArgumentError: not a model or bundle, or an input without a shape.
+        BundleError: a bundle that fails its signature or file checks (docs/trust.md).
         EdgeRuntimeError: the model cannot be loaded or run (as ``InferenceSession``).
     """
     from edge_runtime.kernels import CACHE_STAMP
     from edge_runtime.options import SessionOptions
     from edge_runtime.session import InferenceSession
 
-    path, source, golden = _model_path(model_path_or_bundle_dir)
+    path, source, golden = _model_path(model_path_or_bundle_dir, trust)
     options = SessionOptions()
     if threads is not None:
         options.intra_op_num_threads = int(threads)
@@ -189,6 +192,9 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--device", help="device profile name or TOML (threads, dense/sparse crossovers)")
     p.add_argument("--json", type=Path, help="also write the times to this .json file (checked before any work)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
+    from edge_runtime.trust import add_trust_flags
+
+    add_trust_flags(p)
     p.set_defaults(func=cmd_warmup)
 
 
@@ -203,7 +209,9 @@ def cmd_warmup(args: argparse.Namespace) -> int:
     target = aot.module_path()
     if ort.available() and target is not None and not target.exists():
         print("compiling the sparse kernels ahead of time for this CPU (once per version, 10-60 s)...", flush=True)
-    result = warmup(args.bundle, threads=args.threads, profile=args.device)
+    from edge_runtime.trust import policy_from_args
+
+    result = warmup(args.bundle, threads=args.threads, profile=args.device, trust=policy_from_args(args))
     for mode, t in result["modes"].items():
         print(f"sparsity={mode}: session {t['session_s']:.2f} s, first run {t['first_run_s']:.2f} s, "
               f"next run {t['second_run_s'] * 1e3:.1f} ms"

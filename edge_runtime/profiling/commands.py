@@ -19,6 +19,7 @@ from typing import Any
 
 from edge_runtime.outputs import check_output
 from edge_runtime.profiling.backends import BACKENDS
+from edge_runtime.trust import add_trust_flags, policy_from_args
 
 
 _RAW = argparse.RawDescriptionHelpFormatter
@@ -71,6 +72,7 @@ def add_parsers(subparsers: Any) -> None:
                       help="edge backend: auto (sparse kernels where the input is sparse enough), off, force "
                            "(default auto)")
     prof.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_trust_flags(prof)
     prof.set_defaults(func=cmd_profile)
 
 
@@ -129,7 +131,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
         check_output(args.plot, flag="--plot", suffixes=(".png",), overwrite=args.overwrite)
     result = profile_model(args.model, backends=tuple(args.backend) if args.backend else None,
                            devices=tuple(args.device), runs=args.runs, warmup=args.warmup, threads=args.threads,
-                           input=args.input, progress=not args.no_progress, sparsity=args.sparsity)
+                           input=args.input, progress=not args.no_progress, sparsity=args.sparsity,
+                           trust=policy_from_args(args))
     print(format_text(result))
     if args.json is not None:
         print(f"wrote {write_json(result, args.json, overwrite=args.overwrite)}")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
@@ -13,22 +13,33 @@ from edge_runtime.graph import ValueInfo
 from edge_runtime.npz import data_limit_bytes, read_npz
 from edge_runtime.profiling.backends import ModelFiles
 
+if TYPE_CHECKING:
+    from edge_runtime.bundle import LoadedBundle
+    from edge_runtime.trust import TrustPolicy
+
 log = logging.getLogger(__name__)
 
 POOL_SIZE = 4  # distinct random inputs, so no kernel keeps reusing hot rows (references.md §2)
 
 
-def model_files(model_or_bundle: str | Path) -> ModelFiles:
+def model_files(model_or_bundle: str | Path, trust: TrustPolicy | None = None) -> ModelFiles:
     """Locate the files of a model path or a bundle directory.
 
-    A bundle is a directory with ``model.onnx`` and optionally ``model.tflite``,
-    ``golden.npz`` (key ``"x"``) and ``manifest.json``.
+    A bundle (a directory with ``manifest.json``) is authenticated and checked as ``run`` checks it
+    (:func:`edge_runtime.bundle.load_bundle`: signature under ``trust``, every file's size and
+    sha256), and its files are then read as checked (:func:`bundle_files`). A directory without a
+    manifest is a folder of files: ``model.onnx`` and optionally ``model.tflite``, ``golden.npz``
+    (key ``"x"``), opened as they are, like a model file given by its path.
 
     Raises:
-        BundleError: a directory without model.onnx.
+        BundleError: a bundle that fails its checks, or a directory without model.onnx.
         InvalidArgumentError: the path does not exist.
     """
     path = Path(model_or_bundle).expanduser()
+    if path.is_dir() and (path / "manifest.json").is_file():
+        from edge_runtime.bundle import load_bundle
+
+        return bundle_files(load_bundle(path, trust=trust))
     if path.is_dir():
         onnx_path = path / "model.onnx"
         if not onnx_path.is_file():
@@ -42,12 +53,21 @@ def model_files(model_or_bundle: str | Path) -> ModelFiles:
     return ModelFiles(path, sibling if sibling.is_file() else None)
 
 
-def _read(path: Path) -> Any:
-    """A .npy array or an .npz's arrays, bounded (no pickles; an .npz's sizes checked before inflating)."""
+def bundle_files(bundle: LoadedBundle) -> ModelFiles:
+    """The model files of a checked bundle (its int8 model included when it has one), each opened by
+    the runtimes as the bundle's checks read it (``LoadedBundle.read_checked``)."""
+    return ModelFiles(bundle.require_onnx(), bundle.tflite_path, bundle.golden_path, bundle.path / "manifest.json",
+                      bundle.int8_path, bundle.int8_tflite_path, checked=bundle.read_checked,
+                      input_name=bundle.spec.inputs[0].name if bundle.spec.inputs else None)
+
+
+def _read(path: Path, data: bytes | None = None) -> Any:
+    """A .npy array or an .npz's arrays, bounded (no pickles; an .npz's sizes checked before inflating).
+    ``data``: an .npz's bytes as a bundle's checks read them (``path`` then only names it)."""
     fail = lambda message: InvalidArgumentError(  # noqa: E731
         f"--input: {message} Save plain numeric arrays (numpy.save / numpy.savez), one per model input.")
     if path.suffix == ".npz":
-        return read_npz(path, data_limit_bytes(), fail)
+        return read_npz(path, data_limit_bytes(), fail, data)
     try:
         return np.load(path, allow_pickle=False)  # uncompressed: its size is the file's
     except (OSError, ValueError) as exc:
@@ -93,8 +113,10 @@ def _cast(vi: ValueInfo, value: Any, source: str) -> np.ndarray:
     return arr
 
 
-def file_feeds(path: Path, inputs: Sequence[ValueInfo], golden_key: str | None = None) -> list[dict[str, np.ndarray]]:
+def file_feeds(path: Path, inputs: Sequence[ValueInfo], golden_key: str | None = None,
+               data: bytes | None = None) -> list[dict[str, np.ndarray]]:
     """One feed from a .npy (the first input) or .npz (keys = input names, or one array for one input).
+    ``data``: an .npz's bytes as read and checked (a bundle's golden.npz).
 
     Raises:
         InvalidArgumentError: unreadable file, wrong suffix, or arrays that do not match the inputs.
@@ -103,7 +125,7 @@ def file_feeds(path: Path, inputs: Sequence[ValueInfo], golden_key: str | None =
     if path.suffix not in (".npy", ".npz") or not path.is_file():
         raise InvalidArgumentError(f"--input {str(path)!r} must be an existing .npy or .npz file (or 'random', "
                                    f"'golden'); the model's inputs are {names}.")
-    data = _read(path)
+    data = _read(path, data)
     if path.suffix == ".npy":
         if len(inputs) != 1:
             raise InvalidArgumentError(f"{path}: a .npy holds one array but the model has inputs {names}; "
@@ -137,7 +159,7 @@ def make_feeds(spec: str | Path, inputs: Sequence[ValueInfo], files: ModelFiles)
         if files.golden is None:
             raise BundleError(f"--input golden needs golden.npz in the bundle directory {files.onnx.parent}; "
                               f"none there. Use --input random or a .npy/.npz file.")
-        feeds = file_feeds(files.golden, inputs, golden_key="x")
+        feeds = file_feeds(files.golden, inputs, golden_key="x", data=files.content(files.golden))
         first = inputs[0]
         if len(inputs) == 1 and first.shape and not isinstance(first.shape[0], int):
             # a dynamic batch axis: profile batch 1, one golden sample per call (the usual edge case)

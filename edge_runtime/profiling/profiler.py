@@ -211,11 +211,14 @@ DEFAULT_BACKENDS = ("edge", "edge-numba", "onnxruntime")
 
 def profile_model(model_or_bundle: str | Path, *, backends: Sequence[str] | None = None,
                   devices: Sequence[Any] = (), runs: int = 50, warmup: int = 5, threads: int | None = None,
-                  input: str | Path = "auto", progress: bool = True, sparsity: str = "auto") -> ProfileResult:
+                  input: str | Path = "auto", progress: bool = True, sparsity: str = "auto",
+                  trust: Any = None) -> ProfileResult:
     """Measure a model on this machine with several backends and estimate it on device profiles.
 
     Args:
-        model_or_bundle: an .onnx file or a bundle directory (model.onnx, model.tflite, golden.npz).
+        model_or_bundle: an .onnx file or a bundle directory (model.onnx, model.tflite, golden.npz),
+            authenticated and checked as ``run`` checks it before anything runs, and read as checked
+            (:func:`edge_runtime.profiling.inputs.model_files`).
         backends: any of :data:`edge_runtime.profiling.backends.BACKENDS`; unavailable ones are
             skipped with the reason in ``ProfileResult.skipped``. None: :data:`DEFAULT_BACKENDS`,
             with ``edge-int8``/``edge-numba-int8``/``onnxruntime-int8`` when the bundle has an int8 model
@@ -228,6 +231,8 @@ def profile_model(model_or_bundle: str | Path, *, backends: Sequence[str] | None
             ``"random"``, ``"golden"`` or a .npy/.npz path.
         progress: show a tqdm progress bar when tqdm is installed.
         sparsity: edge_runtime's mode for the ``edge`` backend.
+        trust: a bundle's :class:`~edge_runtime.trust.TrustPolicy` (default: the environment's and the
+            config folder's pinned keys).
 
     Returns:
         A frozen :class:`ProfileResult`; ``.to_dict()`` for JSON.
@@ -235,7 +240,7 @@ def profile_model(model_or_bundle: str | Path, *, backends: Sequence[str] | None
     Raises:
         InvalidArgumentError: bad backends, runs, warmup or input.
         ProfileError: an unknown or broken device profile (checked before measuring).
-        BundleError: a bundle without model.onnx, or "golden" without golden.npz.
+        BundleError: a bundle that fails its checks or has no model.onnx, or "golden" without golden.npz.
         BackendUnavailableError: none of the backends can run here.
     """
     from edge_runtime import onnx_io
@@ -245,13 +250,14 @@ def profile_model(model_or_bundle: str | Path, *, backends: Sequence[str] | None
 
     names = bk.check_backends(list(backends or DEFAULT_BACKENDS))
     measure.interleave({}, runs, warmup)  # validates runs / warmup before any session is built
-    files = inputs.model_files(model_or_bundle)
+    devices = tuple(device_profiles.load_profile(d) for d in devices)  # a bad name fails before anything is read
+    files = inputs.model_files(model_or_bundle, trust)
     if backends is None:
         names = files.with_int8(names)
-    devices = tuple(device_profiles.load_profile(d) for d in devices)  # a bad name fails before measuring
     if str(input) == "auto":
         input = "golden" if files.golden is not None else "random"
-    proto = onnx_io.load_model_proto(str(files.onnx))
+    checked = files.content(files.onnx)  # a bundle's model as its checks read it, never the path again
+    proto = onnx_io.load_model_proto(checked if checked is not None else str(files.onnx))
     feeds, described = inputs.make_feeds(input, onnx_io.graph_from_model(proto).inputs, files)
     threads = threads or available_cpus()
     opened, skipped = _open_all(names, files, threads, sparsity, feeds[0])

@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from edge_runtime.trust import add_trust_flags, policy_from_args
 from edge_runtime.validation.engines import ALL_BACKENDS
 from edge_runtime.validation.perturb import PERTURBATIONS
 
@@ -42,22 +43,6 @@ def _json_arg(value: str) -> dict[str, Any]:
     if not isinstance(parsed, dict):
         raise argparse.ArgumentTypeError(f"expected a JSON object like {{\"input_size\": [32, 32], ...}}, got {value!r}")
     return parsed
-
-
-def _add_trust_flags(parser: argparse.ArgumentParser) -> None:
-    """--trusted-key / --allow-unsigned (docs/trust.md)."""
-    parser.add_argument("--trusted-key", action="append", default=[], metavar="FILE",
-                        help="Ed25519 public key (.pub, or a folder of them) whose signatures are trusted; "
-                             "repeatable; adds to $EDGE_RUNTIME_TRUSTED_KEYS and "
-                             "~/.config/edge-runtime/trusted_keys/")
-    parser.add_argument("--allow-unsigned", action="store_true",
-                        help="accept an unsigned bundle (or one signed by an unpinned key) with a warning")
-
-
-def _trust(args: argparse.Namespace) -> Any:
-    from edge_runtime.trust import TrustPolicy
-
-    return TrustPolicy.from_sources(args.trusted_key, allow_unsigned=args.allow_unsigned)
 
 
 def add_parsers(subparsers: Any) -> None:
@@ -92,7 +77,7 @@ def add_parsers(subparsers: Any) -> None:
     val.add_argument("--report", type=Path, help="write the report to this Markdown (.md) file")
     val.add_argument("--overwrite", action="store_true", help="replace existing --json/--report files")
     val.add_argument("--no-progress", action="store_true", help="no progress bar")
-    _add_trust_flags(val)
+    add_trust_flags(val)
     val.set_defaults(func=cmd_validate)
 
     run = subparsers.add_parser(
@@ -133,7 +118,7 @@ def add_parsers(subparsers: Any) -> None:
                                                          "int8) instead of the fp32 one")
     run.add_argument("--overwrite", action="store_true", help="replace an existing --out file and images in "
                                                               "--annotated/--masks/--heatmaps")
-    _add_trust_flags(run)
+    add_trust_flags(run)
     run.set_defaults(func=cmd_run)
 
 
@@ -156,7 +141,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     report = validate_bundle(args.bundle, data=args.data, backends=args.backends, atol=args.atol,
                              max_accuracy_drop=args.max_accuracy_drop, perturb=args.perturb,
                              progress=not args.no_progress, threads=args.threads, torch_model=args.torch_model,
-                             reference_preprocessing=args.reference_preprocessing, trust=_trust(args))
+                             reference_preprocessing=args.reference_preprocessing, trust=policy_from_args(args))
     print(render_text(report))
     if args.json:
         print(f"wrote {write_json(report, args.json, overwrite=args.overwrite)}")
@@ -180,7 +165,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     _check_outputs({"--out": (args.out, RESULT_SUFFIXES)}, args.overwrite)
     files = list_images(args.inputs)
     runner = BundleRunner(args.bundle, threads=args.threads, device=args.device, sparsity=args.sparsity,
-                          exact_size=args.exact_size, trust=_trust(args), annotated=args.annotated,
+                          exact_size=args.exact_size, trust=policy_from_args(args), annotated=args.annotated,
                           masks=args.masks, heatmaps=args.heatmaps, overwrite=args.overwrite, int8=args.int8)
     if runner.post is not None and runner.post.images is not None:
         runner.post.images.check(files)  # an existing image fails now, not after the run

@@ -16,6 +16,7 @@ from numpy.typing import NDArray
 from edge_runtime.bundle import LoadedBundle
 from edge_runtime.errors import InvalidArgumentError
 from edge_runtime.options import available_cpus
+from edge_runtime.profiling.inputs import bundle_files
 from edge_runtime.profiling.backends import (BACKENDS, BackendUnavailableError, ModelFiles, check_backends,
                                             open_backend)
 
@@ -85,14 +86,6 @@ def open_engines(bundle: LoadedBundle, names: Sequence[str], *, explicit: bool, 
             log.info("skipping backend %s: %s", name, exc)
             skipped.append(Skipped(name, str(exc)))
     return engines, skipped
-
-
-def bundle_files(bundle: LoadedBundle) -> ModelFiles:
-    """The model files of a checked bundle (its int8 model included when it has one), each opened by
-    the runtimes as the bundle's checks read it (``LoadedBundle.read_checked``)."""
-    return ModelFiles(bundle.require_onnx(), bundle.tflite_path, bundle.golden_path, bundle.path / "manifest.json",
-                      bundle.int8_path, bundle.int8_tflite_path, checked=bundle.read_checked,
-                      input_name=bundle.spec.inputs[0].name if bundle.spec.inputs else None)
 
 
 def _engine(name: str, files: ModelFiles, threads: int | None) -> Engine:

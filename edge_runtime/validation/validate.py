@@ -31,7 +31,8 @@ from edge_runtime.trust import TrustPolicy
 from edge_runtime.validation.perturb import SEVERITIES, check_perturbations, perturb as perturb_inputs
 from edge_runtime.validation.datasets import LabelledData, load_labelled
 from edge_runtime.profiling.backends import is_int8
-from edge_runtime.validation.engines import Engine, bundle_files, check_names, open_engines, run_batched
+from edge_runtime.profiling.inputs import bundle_files
+from edge_runtime.validation.engines import Engine, check_names, open_engines, run_batched
 from edge_runtime.validation.report import AccuracyCheck, Disagreement, GoldenCheck, PerturbResult, ValidationReport
 from edge_runtime.validation.task_data import load_task_data
 from edge_runtime.validation.task_report import AGREEMENT, METRICS

@@ -162,3 +162,43 @@ def test_cli_keys_validate_and_refusals(tmp_path, keys):
     assert run.returncode == 2 and "--allow-unsigned" in run.stderr
     allowed = _cli("validate", str(unsigned), "--backends", "edge", "--no-progress", "--allow-unsigned")
     assert allowed.returncode == 0 and "NOT signed" in allowed.stderr
+
+
+def test_profile_and_warmup_check_a_bundle_as_run_does(signed, keys, tmp_path):
+    """Both open a bundle's model: its signature and files are checked first, and what runs is the
+    bytes the checks read (before, `profile` ran a bundle directory's files unchecked)."""
+    from edge_runtime.profiling import profile_model
+    from edge_runtime.profiling.inputs import model_files
+    from edge_runtime.warmup import _model_path
+
+    (_, public), (_, other) = keys
+    files = model_files(signed, _pinned(public))
+    assert files.checked is not None and files.input_name == "x"
+    result = profile_model(signed, backends=("onnxruntime",), runs=1, warmup=0, progress=False,
+                           trust=_pinned(public))
+    assert "golden" in result.input
+    assert _model_path(signed, _pinned(public))[0] == signed / "model.onnx"
+    for call in (lambda trust: profile_model(signed, backends=("onnxruntime",), runs=1, warmup=0, progress=False,
+                                             trust=trust),
+                 lambda trust: _model_path(signed, trust)):
+        with pytest.raises(BundleError, match="not among the trusted keys"):
+            call(_pinned(other))
+    model = signed / "model.onnx"
+    model.write_bytes(model.read_bytes()[:-1] + b"\0")  # one byte changed after signing
+    with pytest.raises(BundleError, match="model.onnx"):
+        profile_model(signed, backends=("onnxruntime",), runs=1, warmup=0, progress=False, trust=_pinned(public))
+    with pytest.raises(BundleError, match="model.onnx"):
+        _model_path(signed, _pinned(public))
+
+
+def test_cli_profile_and_warmup_take_the_trust_flags(tmp_path, keys):
+    (_, public), _ = keys
+    unsigned = make_bundle(tmp_path / "u")
+    for command in (("profile", str(unsigned), "--backend", "onnxruntime", "--runs", "1", "--no-progress"),
+                    ("warmup", str(unsigned))):
+        refused = _cli(*command, "--trusted-key", str(public))
+        assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr
+        assert refused.stderr.count("\n") == 1 and "--allow-unsigned" in refused.stderr, refused.stderr
+    allowed = _cli("profile", str(unsigned), "--backend", "onnxruntime", "--runs", "1", "--warmup", "0",
+                   "--no-progress", "--trusted-key", str(public), "--allow-unsigned")
+    assert allowed.returncode == 0 and "NOT signed" in allowed.stderr, allowed.stderr
