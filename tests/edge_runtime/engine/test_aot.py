@@ -284,6 +284,7 @@ def test_a_missing_cxx_compiler_or_python_headers_are_named(tmp_path: Path, monk
     import sysconfig
 
     monkeypatch.setenv(plancache.ENV, str(tmp_path))
+    monkeypatch.setenv("CC", sys.executable)  # a program that exists, whether or not this machine has gcc
     monkeypatch.setenv("CXX", "no-such-c++")
     paths = sysconfig.get_paths()
     monkeypatch.setattr(sysconfig, "get_paths", lambda: {**paths, "include": str(tmp_path / "include")})
@@ -291,7 +292,7 @@ def test_a_missing_cxx_compiler_or_python_headers_are_named(tmp_path: Path, monk
                                          f"Python's headers ({tmp_path / 'include' / 'Python.h'})"]
     with pytest.raises(aot.AotUnavailable, match=r"needs a C\+\+ compiler \(no-such-c\+\+\) and Python's headers"):
         aot.build()
-    monkeypatch.setenv("CXX", "cc --some-flag")  # the program is the first word, as distutils runs it
+    monkeypatch.setenv("CXX", f"{sys.executable} --some-flag")  # the program is the first word, as distutils runs it
     (tmp_path / "include").mkdir()
     (tmp_path / "include" / "Python.h").write_text("")
     assert aot.missing_build_tools() == []
