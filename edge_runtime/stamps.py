@@ -142,7 +142,7 @@ def file_digests(paths: Sequence[Path | str], memo: Path | None = None,
     book = _memo(memo) if memo is not None else {}
     now, out, changed = time.time_ns(), [], False
     for i, path in enumerate(paths):
-        key = path if isinstance(path, str) and os.path.isabs(path) else os.path.abspath(path)
+        key = os.path.abspath(path)
         st = os.stat(key)
         sig = _signature(st)
         entry = book.get(key)

@@ -58,6 +58,11 @@ class ModelFiles:
         """``path``'s bytes as :attr:`checked` reads them, or None when the paths are opened as they are."""
         return None if self.checked is None else self.checked(path)
 
+    def source(self, path: Path) -> bytes | str:
+        """What onnx or onnxruntime loads ``path`` from: the checked bytes, or the path as it is."""
+        content = self.content(path)
+        return content if content is not None else str(path)
+
     def session_source(self, path: Path) -> Any:
         """What ``edge_runtime.InferenceSession`` loads ``path`` from: the checked bytes, handed over
         (``HandedBytes``, read and checked again if the session needs them twice), or the path."""
@@ -200,8 +205,7 @@ def _onnxruntime(name: str, files: ModelFiles, threads: int, sparsity: str) -> R
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
-    content = files.content(files.onnx)
-    sess = ort.InferenceSession(content if content is not None else str(files.onnx), opts,
+    sess = ort.InferenceSession(files.source(files.onnx), opts,
                                 providers=["CPUExecutionProvider"])
     return Runner(name, lambda feed: sess.run(None, dict(feed)), 0.0, sess)
 

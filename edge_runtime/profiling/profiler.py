@@ -256,8 +256,7 @@ def profile_model(model_or_bundle: str | Path, *, backends: Sequence[str] | None
         names = files.with_int8(names)
     if str(input) == "auto":
         input = "golden" if files.golden is not None else "random"
-    checked = files.content(files.onnx)  # a bundle's model as its checks read it, never the path again
-    proto = onnx_io.load_model_proto(checked if checked is not None else str(files.onnx))
+    proto = onnx_io.load_model_proto(files.source(files.onnx))  # a bundle's model: the bytes its checks read
     feeds, described = inputs.make_feeds(input, onnx_io.graph_from_model(proto).inputs, files)
     threads = threads or available_cpus()
     opened, skipped = _open_all(names, files, threads, sparsity, feeds[0])

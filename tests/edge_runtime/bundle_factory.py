@@ -47,15 +47,24 @@ def sha(path: Path) -> dict[str, Any]:
 
 def make_bundle(folder: Path, *, sign_key: Path | None = None, **changes: Any) -> Path:
     """Write a valid bundle into ``folder``; ``changes`` override manifest keys (unchecked)."""
-    folder.mkdir(parents=True)
-    onnx.save(classifier(), folder / "model.onnx")
     x = np.random.default_rng(0).normal(size=(4, 1, 2, 2)).astype(np.float32)
-    y = x.reshape(4, 4) @ WEIGHT.T
-    np.savez(folder / "golden.npz", x=x, y=y, y_0=y, output_names=np.array(["logits"]))
-    manifest = {"format_version": 1, "name": "Classifier",
-                "inputs": [{"name": "x", "shape": ["batch", 1, 2, 2], "dtype": "float32"}],
-                "outputs": [{"name": "logits", "shape": ["batch", 3], "dtype": "float32"}],
-                "preprocessing": PRE, "labels": LABELS, "sparsity": None,
+    return write_bundle(folder, classifier(), x, x.reshape(4, 4) @ WEIGHT.T, name="Classifier",
+                        shapes=(["batch", 1, 2, 2], ["batch", 3]), names=("x", "logits"), preprocessing=PRE,
+                        labels=LABELS, sign_key=sign_key, **changes)
+
+
+def write_bundle(folder: Path, model: onnx.ModelProto, x: np.ndarray, y: np.ndarray, *, name: str,
+                 shapes: tuple[list[Any], list[Any]], names: tuple[str, str], preprocessing: Any = None,
+                 labels: Any = None, sign_key: Path | None = None, **changes: Any) -> Path:
+    """A bundle of a one-input, one-output float32 ``model`` with golden ``x`` -> ``y``, as the exporter
+    writes it; ``changes`` override manifest keys (unchecked)."""
+    folder.mkdir(parents=True)
+    onnx.save(model, folder / "model.onnx")
+    np.savez(folder / "golden.npz", x=x, y=y, y_0=y, output_names=np.array([names[1]]))
+    manifest = {"format_version": 1, "name": name,
+                "inputs": [{"name": names[0], "shape": shapes[0], "dtype": "float32"}],
+                "outputs": [{"name": names[1], "shape": shapes[1], "dtype": "float32"}],
+                "preprocessing": preprocessing, "labels": labels, "sparsity": None,
                 "files": {n: sha(folder / n) for n in ("golden.npz", "model.onnx")},
                 "versions": {"onnx": onnx.__version__}, "created_at": "2026-12-03T00:00:00+00:00"}
     if not changes:

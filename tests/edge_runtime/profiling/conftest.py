@@ -38,21 +38,9 @@ def tiny_path(tmp_path: Path) -> Path:
 @pytest.fixture
 def tiny_bundle(tmp_path: Path) -> Path:
     """A real (unsigned) bundle of the tiny model: profile checks it as run does."""
-    from edge_runtime.contract import Manifest
-    from tests.edge_runtime.bundle_factory import sha, write_manifest
+    from tests.edge_runtime.bundle_factory import write_bundle
 
-    bundle = tmp_path / "bundle"
-    bundle.mkdir()
-    onnx.save(tiny_model(), bundle / "model.onnx")
     x = np.arange(16, dtype=np.float32).reshape(2, 8)
     y = np.maximum(x, 0) * np.linspace(-1, 1, 8, dtype=np.float32) + x
-    np.savez(bundle / "golden.npz", x=x, y=y, y_0=y, output_names=np.array(["y"]))
-    manifest = {"format_version": 1, "name": "Tiny",
-                "inputs": [{"name": "x", "shape": ["N", 8], "dtype": "float32"}],
-                "outputs": [{"name": "y", "shape": ["N", 8], "dtype": "float32"}],
-                "preprocessing": None, "labels": None, "sparsity": None,
-                "files": {n: sha(bundle / n) for n in ("golden.npz", "model.onnx")},
-                "versions": {"onnx": onnx.__version__}, "created_at": "2026-12-08T00:00:00+00:00"}
-    Manifest.from_json(manifest)
-    write_manifest(bundle, manifest)
-    return bundle
+    return write_bundle(tmp_path / "bundle", tiny_model(), x, y, name="Tiny", shapes=(["N", 8], ["N", 8]),
+                        names=("x", "y"))
